@@ -1,0 +1,5 @@
+#pragma once
+#include "jitattn/attention.h"
+#include "jitattn/bias.h"
+#include "jitattn/error.h"
+#include "jitattn/tensor.h"

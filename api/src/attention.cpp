@@ -1,0 +1,218 @@
+// Entry points: validate the call, build its Signature, fetch the kernel, pack the arguments,
+// launch. Validation collects every reason before failing, like xFormers' not_supported_reasons.
+#include "jitattn/attention.h"
+
+#include <cmath>
+
+#include "../../kernel_src/params.h"
+#include "jit/cuda_driver.h"
+#include "jit/jit_runtime.h"
+#include "jit/launch.h"
+
+namespace jitattn {
+
+namespace {
+
+// A [B, M, H, D] view of a 3-D or 4-D tensor (3-D is read as H = 1).
+struct Bmhk {
+  int64_t b = 0, m = 0, h = 0, d = 0;
+  int64_t sb = 0, sm = 0, sh = 0;
+};
+
+Bmhk as_bmhk(const TensorView& t) {
+  Bmhk x;
+  if (t.ndim == 4) {
+    x = {t.shape[0], t.shape[1], t.shape[2], t.shape[3], t.stride[0], t.stride[1], t.stride[2]};
+  } else if (t.ndim == 3) {
+    x = {t.shape[0], t.shape[1], 1, t.shape[2], t.stride[0], t.stride[1], 0};
+  }
+  return x;
+}
+
+std::string dim(const char* name, int i, int64_t v) {
+  return std::string(name) + ".shape[" + std::to_string(i) + "]=" + std::to_string(v);
+}
+
+struct Plan {
+  std::vector<std::string> reasons;
+  Bmhk q, k, v, o;
+  jit::BiasKind bias = jit::BiasKind::none;
+  double scale = 0;
+  int align = 16;
+};
+
+void check_tensor(Plan& p, const TensorView& t, const char* name) {
+  if (t.ndim != 3 && t.ndim != 4) {
+    p.reasons.push_back(std::string(name) + " must be 3-D [B, M, K] or 4-D [B, M, H, K], got " +
+                        std::to_string(t.ndim) + "-D");
+    return;
+  }
+  for (int i = 0; i < t.ndim; ++i)
+    if (t.shape[i] < 0) p.reasons.push_back(dim(name, i, t.shape[i]) + " is negative");
+  if (t.stride[t.ndim - 1] != 1 && t.shape[t.ndim - 1] > 1)
+    p.reasons.push_back(std::string(name) + ".stride[-1]=" + std::to_string(t.stride[t.ndim - 1]) + " must be 1");
+  if (t.device < 0) p.reasons.push_back(std::string(name) + " must be in CUDA device memory (device >= 0)");
+  if (!t.data && t.numel() > 0) p.reasons.push_back(std::string(name) + ".data is null");
+}
+
+bool aligned16(const TensorView& t, const Bmhk& x) {
+  const int64_t es = int64_t(element_size(t.dtype));
+  return reinterpret_cast<uintptr_t>(t.data) % 16 == 0 && (x.sb * es) % 16 == 0 && (x.sm * es) % 16 == 0 &&
+         (x.sh * es) % 16 == 0;
+}
+
+Plan plan(const TensorView& q, const TensorView& k, const TensorView& v, const AttnBias& bias,
+          const TensorView& out, const TensorView& lse, const AttentionOptions& opt) {
+  Plan p;
+  auto& R = p.reasons;
+  check_tensor(p, q, "query");
+  check_tensor(p, k, "key");
+  check_tensor(p, v, "value");
+  check_tensor(p, out, "out");
+  if (!R.empty()) return p;
+  if (k.ndim != q.ndim || v.ndim != q.ndim)
+    R.push_back("query, key and value must have the same number of dimensions (got " + std::to_string(q.ndim) + ", " +
+                std::to_string(k.ndim) + ", " + std::to_string(v.ndim) + ")");
+  p.q = as_bmhk(q), p.k = as_bmhk(k), p.v = as_bmhk(v), p.o = as_bmhk(out);
+  if (q.dtype != k.dtype || q.dtype != v.dtype)
+    R.push_back(std::string("query.dtype=") + to_string(q.dtype) + ", key.dtype=" + to_string(k.dtype) +
+                ", value.dtype=" + to_string(v.dtype) + " must be equal");
+  const DType want_out = opt.output_dtype.value_or(q.dtype);
+  if (out.dtype != want_out)
+    R.push_back(std::string("out.dtype=") + to_string(out.dtype) + " must be " + to_string(want_out) +
+                (opt.output_dtype ? " (options.output_dtype)" : " (the query's dtype; set options.output_dtype to change it)"));
+  if (p.k.b != p.q.b || p.v.b != p.q.b)
+    R.push_back("batch sizes differ: query " + std::to_string(p.q.b) + ", key " + std::to_string(p.k.b) + ", value " +
+                std::to_string(p.v.b));
+  if (p.k.h != p.q.h || p.v.h != p.q.h)
+    R.push_back("head counts differ: query " + std::to_string(p.q.h) + ", key " + std::to_string(p.k.h) + ", value " +
+                std::to_string(p.v.h));
+  if (p.k.m != p.v.m)
+    R.push_back("key.shape[1]=" + std::to_string(p.k.m) + " and value.shape[1]=" + std::to_string(p.v.m) + " must be equal");
+  if (p.k.d != p.q.d)
+    R.push_back("query.shape[-1]=" + std::to_string(p.q.d) + " and key.shape[-1]=" + std::to_string(p.k.d) + " must be equal");
+  for (auto [name, d] : {std::pair<const char*, int64_t>{"query", p.q.d}, {"value", p.v.d}}) {
+    if (d % 8 != 0) R.push_back(std::string(name) + ".shape[-1]=" + std::to_string(d) + " is not a multiple of 8");
+    else if (d < 8 || d > 256) R.push_back(std::string(name) + ".shape[-1]=" + std::to_string(d) + " is not in [8, 256]");
+  }
+  if (p.o.b != p.q.b || p.o.m != p.q.m || p.o.h != p.q.h || p.o.d != p.v.d)
+    R.push_back("out.shape=" + out.shape_string() + " must be [B, Mq, H, Kv] = [" + std::to_string(p.q.b) + ", " +
+                std::to_string(p.q.m) + ", " + std::to_string(p.q.h) + ", " + std::to_string(p.v.d) + "]");
+  if (k.device != q.device || v.device != q.device || out.device != q.device)
+    R.push_back("query, key, value and out must be on one device");
+  if (p.q.m > INT32_MAX || p.k.m > INT32_MAX) R.push_back("sequence lengths must be below 2^31");
+  if (p.q.b > 65535 || p.q.h > 65535) R.push_back("batch and heads must each be at most 65535");
+
+  if (lse.defined()) {
+    if (lse.dtype != DType::f32) R.push_back(std::string("lse.dtype=") + to_string(lse.dtype) + " must be f32");
+    if (lse.ndim != 3 || lse.shape[0] != p.q.b || lse.shape[1] != p.q.h || lse.shape[2] != p.q.m)
+      R.push_back("lse.shape=" + lse.shape_string() + " must be [B, H, Mq] = [" + std::to_string(p.q.b) + ", " +
+                  std::to_string(p.q.h) + ", " + std::to_string(p.q.m) + "]");
+    else if (lse.stride[2] != 1 && lse.shape[2] > 1) R.push_back("lse.stride[-1] must be 1");
+    if (lse.device != q.device) R.push_back("lse must be on the query's device");
+  }
+
+  if (std::holds_alternative<LowerTriangularMask>(bias)) p.bias = jit::BiasKind::causal;
+  else if (std::holds_alternative<LowerTriangularFromBottomRightMask>(bias)) p.bias = jit::BiasKind::causal_bottom_right;
+  else if (auto* tb = std::get_if<TensorBias>(&bias)) {
+    p.bias = jit::BiasKind::tensor;
+    const TensorView& t = tb->tensor;
+    if (t.ndim != 4) {
+      R.push_back("attn_bias tensor must be 4-D [B, H, Mq, Mkv], got " + std::to_string(t.ndim) + "-D");
+    } else {
+      const int64_t want[4] = {p.q.b, p.q.h, p.q.m, p.k.m};
+      const char* names[4] = {"B", "H", "Mq", "Mkv"};
+      for (int i = 0; i < 4; ++i) {
+        const bool broadcast = i < 2 && (t.shape[i] == 1 || t.stride[i] == 0);
+        if (t.shape[i] != want[i] && !broadcast)
+          R.push_back(dim("attn_bias", i, t.shape[i]) + " must be " + names[i] + "=" + std::to_string(want[i]) +
+                      (i < 2 ? " or 1" : ""));
+      }
+      if (t.stride[3] != 1 && t.shape[3] > 1) R.push_back("attn_bias.stride[-1] must be 1");
+      if (t.dtype != q.dtype)
+        R.push_back(std::string("attn_bias.dtype=") + to_string(t.dtype) + " must equal query.dtype=" + to_string(q.dtype));
+      if (t.device != q.device) R.push_back("attn_bias must be on the query's device");
+      if (!t.data && t.numel() > 0) R.push_back("attn_bias.data is null");
+    }
+  }
+
+  p.scale = opt.scale.value_or(p.q.d > 0 ? 1.0 / std::sqrt(double(p.q.d)) : 1.0);
+  if (!std::isfinite(p.scale)) R.push_back("scale=" + std::to_string(p.scale) + " is not finite");
+
+  if (q.dtype == DType::f32) {
+    p.align = 4;  // the fp32 kernels load element by element
+  } else {
+    const bool a16 = aligned16(q, p.q) && aligned16(k, p.k) && aligned16(v, p.v) && aligned16(out, p.o);
+    p.align = a16 ? 16 : 2;
+  }
+  return p;
+}
+
+void run(const TensorView& q, const TensorView& k, const TensorView& v, const AttnBias& bias, const TensorView& out,
+         const TensorView& lse, const AttentionOptions& opt, void* stream) {
+  const Plan p = plan(q, k, v, bias, out, lse, opt);
+  if (!p.reasons.empty()) throw Error(p.reasons);
+  if (p.q.b == 0 || p.q.h == 0 || p.q.m == 0) return;  // nothing to compute or write
+
+  auto& rt = jit::JitRuntime::get();
+  const jit::ContextInfo& ctx = rt.context(q.device);
+  jit::Signature sig;
+  sig.op = jit::Op::fwd;
+  sig.bias = p.bias;
+  sig.dtype = q.dtype;
+  sig.out_dtype = out.dtype;
+  sig.head_dim = uint16_t(p.q.d);
+  sig.head_dim_v = uint16_t(p.v.d);
+  sig.arch_sm = ctx.arch.sm;
+  sig.arch_specific = ctx.arch.specific;
+  sig.lse = lse.defined();
+  sig.align = uint8_t(p.align);
+  const jit::LoadedKernel& kernel = rt.kernel(sig, ctx);
+
+  FwdParams fp{};
+  fp.q = q.data, fp.k = k.data, fp.v = v.data, fp.out = out.data;
+  fp.lse = lse.defined() ? static_cast<float*>(lse.data) : nullptr;
+  fp.q_stride_b = p.q.sb, fp.q_stride_m = p.q.sm, fp.q_stride_h = p.q.sh;
+  fp.k_stride_b = p.k.sb, fp.k_stride_m = p.k.sm, fp.k_stride_h = p.k.sh;
+  fp.v_stride_b = p.v.sb, fp.v_stride_m = p.v.sm, fp.v_stride_h = p.v.sh;
+  fp.o_stride_b = p.o.sb, fp.o_stride_m = p.o.sm, fp.o_stride_h = p.o.sh;
+  if (lse.defined()) fp.lse_stride_b = lse.stride[0], fp.lse_stride_h = lse.stride[1];
+  if (auto* tb = std::get_if<TensorBias>(&bias)) {
+    const TensorView& t = tb->tensor;
+    fp.bias = t.data;
+    fp.bias_stride_b = t.shape[0] == 1 ? 0 : t.stride[0];
+    fp.bias_stride_h = t.shape[1] == 1 ? 0 : t.stride[1];
+    fp.bias_stride_m = t.stride[2];
+  }
+  fp.batch = int32_t(p.q.b), fp.heads = int32_t(p.q.h), fp.mq = int32_t(p.q.m), fp.mkv = int32_t(p.k.m);
+  fp.scale_log2 = float(p.scale * 1.4426950408889634);
+  jit::launch_forward(kernel, fp, static_cast<CUstream>(stream));
+}
+
+}  // namespace
+
+void memory_efficient_attention_forward(const TensorView& q, const TensorView& k, const TensorView& v,
+                                        const AttnBias& bias, const TensorView& out, const AttentionOptions& options,
+                                        void* stream) {
+  run(q, k, v, bias, out, TensorView{}, options, stream);
+}
+
+void memory_efficient_attention_forward_requires_grad(const TensorView& q, const TensorView& k, const TensorView& v,
+                                                      const AttnBias& bias, const TensorView& out,
+                                                      const TensorView& lse, const AttentionOptions& options,
+                                                      void* stream) {
+  if (!lse.defined()) throw Error("lse must be a [B, H, Mq] f32 tensor");
+  run(q, k, v, bias, out, lse, options, stream);
+}
+
+std::vector<std::string> not_supported_reasons(const TensorView& q, const TensorView& k, const TensorView& v,
+                                               const AttnBias& bias, const TensorView& out, const TensorView& lse,
+                                               const AttentionOptions& options) {
+  try {
+    return plan(q, k, v, bias, out, lse, options).reasons;
+  } catch (const std::exception& e) {
+    return {e.what()};
+  }
+}
+
+}  // namespace jitattn

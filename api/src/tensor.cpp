@@ -1,0 +1,55 @@
+#include "jitattn/tensor.h"
+
+#include "jitattn/error.h"
+
+namespace jitattn {
+
+const char* to_string(DType dtype) {
+  switch (dtype) {
+    case DType::f16: return "f16";
+    case DType::bf16: return "bf16";
+    case DType::f32: return "f32";
+  }
+  return "?";
+}
+
+size_t element_size(DType dtype) { return dtype == DType::f32 ? 4 : 2; }
+
+TensorView TensorView::make(void* data, DType dtype, std::initializer_list<int64_t> shape,
+                            std::initializer_list<int64_t> strides, int device) {
+  if (shape.size() > size_t(kMaxDims)) throw Error("a tensor has at most 5 dimensions");
+  if (strides.size() != 0 && strides.size() != shape.size())
+    throw Error("strides must be empty or have one entry per dimension");
+  TensorView t;
+  t.data = data;
+  t.dtype = dtype;
+  t.ndim = int(shape.size());
+  t.device = device;
+  int i = 0;
+  for (int64_t s : shape) t.shape[i++] = s;
+  if (strides.size() == 0) {
+    int64_t s = 1;
+    for (int d = t.ndim - 1; d >= 0; --d) {
+      t.stride[d] = s;
+      s *= t.shape[d];
+    }
+  } else {
+    i = 0;
+    for (int64_t s : strides) t.stride[i++] = s;
+  }
+  return t;
+}
+
+int64_t TensorView::numel() const {
+  int64_t n = 1;
+  for (int d = 0; d < ndim; ++d) n *= shape[d];
+  return n;
+}
+
+std::string TensorView::shape_string() const {
+  std::string s = "[";
+  for (int d = 0; d < ndim; ++d) s += (d ? ", " : "") + std::to_string(shape[d]);
+  return s + "]";
+}
+
+}  // namespace jitattn

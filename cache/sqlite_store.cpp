@@ -1,0 +1,529 @@
+// The SQLite kernel store (DESIGN decision 5). See cache/sqlite_store.h for the contract.
+#include "cache/sqlite_store.h"
+
+#include <sqlite3.h>
+
+#define XXH_INLINE_ALL
+#include <xxhash.h>
+
+#include <chrono>
+#include <cinttypes>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <iostream>
+#include <system_error>
+
+#include "jitattn/error.h"
+
+namespace jitattn::cache {
+namespace {
+
+namespace fs = std::filesystem;
+
+// Bump when the layout of `kernels` or `meta` changes; an older jitattn refuses a newer file
+// rather than guessing at it.
+constexpr int64_t kSchemaVersion = 1;
+constexpr int kBusyTimeoutMs = 10000;
+// touch() only refreshes a timestamp for eviction; waiting the full busy timeout behind
+// another process's insert for that would cost far more than the information is worth.
+constexpr int kTouchBusyTimeoutMs = 100;
+
+constexpr const char* kSchemaSql =
+    "CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT);"
+    "INSERT OR IGNORE INTO meta(key, value) VALUES('schema_version', '1');"
+    "CREATE TABLE IF NOT EXISTS kernels("
+    " key TEXT PRIMARY KEY,"
+    " name TEXT NOT NULL,"
+    " target TEXT NOT NULL,"
+    " compiler TEXT NOT NULL,"
+    " binary BLOB NOT NULL,"
+    " binary_hash TEXT NOT NULL,"
+    " size INTEGER NOT NULL,"
+    " registers INTEGER,"
+    " shared_bytes INTEGER,"
+    " compile_ms REAL,"
+    " created_at INTEGER,"
+    " last_used_at INTEGER);"
+    "CREATE INDEX IF NOT EXISTS kernels_by_name ON kernels(name);";
+
+// Column order shared by every SELECT below and by read_row().
+#define JITATTN_ROW_COLUMNS \
+  "key, name, target, compiler, binary_hash, registers, shared_bytes, compile_ms, created_at, last_used_at"
+
+int64_t now_seconds() {
+  return std::chrono::duration_cast<std::chrono::seconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+bool is_corruption(int rc) {
+  const int primary = rc & 0xff;  // extended codes such as SQLITE_CORRUPT_INDEX share the low byte
+  return primary == SQLITE_NOTADB || primary == SQLITE_CORRUPT;
+}
+
+std::string errmsg(sqlite3* db) { return db ? sqlite3_errmsg(db) : "out of memory"; }
+
+[[noreturn]] void fail(sqlite3* db, const std::string& path, const std::string& what) {
+  throw Error("kernel cache " + path + ": " + what + ": " + errmsg(db));
+}
+
+struct DbCloser {
+  void operator()(sqlite3* db) const { sqlite3_close_v2(db); }
+};
+using DbPtr = std::unique_ptr<sqlite3, DbCloser>;
+
+void exec(sqlite3* db, const std::string& path, const char* sql) {
+  if (sqlite3_exec(db, sql, nullptr, nullptr, nullptr) != SQLITE_OK) {
+    fail(db, path, std::string("\"") + sql + "\" failed");
+  }
+}
+
+class Stmt {
+ public:
+  Stmt(sqlite3* db, const std::string& path, const char* sql) : db_(db), path_(path), sql_(sql) {
+    if (sqlite3_prepare_v2(db, sql, -1, &st_, nullptr) != SQLITE_OK) {
+      fail(db, path, std::string("cannot prepare \"") + sql + "\"");
+    }
+  }
+  ~Stmt() { sqlite3_finalize(st_); }
+  Stmt(const Stmt&) = delete;
+  Stmt& operator=(const Stmt&) = delete;
+
+  void bind_text(int i, const std::string& s) {
+    check_bind(sqlite3_bind_text64(st_, i, s.data(), s.size(), SQLITE_TRANSIENT, SQLITE_UTF8));
+  }
+  // Binaries are megabytes; the caller's string outlives the statement, so no copy is made.
+  void bind_blob_static(int i, const std::string& s) {
+    check_bind(sqlite3_bind_blob64(st_, i, s.data(), s.size(), SQLITE_STATIC));
+  }
+  void bind_int(int i, int64_t v) { check_bind(sqlite3_bind_int64(st_, i, v)); }
+  void bind_real(int i, double v) { check_bind(sqlite3_bind_double(st_, i, v)); }
+
+  int step_rc() { return sqlite3_step(st_); }
+  // True for a row, false when done; anything else is an error.
+  bool step() {
+    const int rc = step_rc();
+    if (rc == SQLITE_ROW) return true;
+    if (rc == SQLITE_DONE) return false;
+    fail(db_, path_, std::string("\"") + sql_ + "\" failed");
+  }
+
+  std::string text(int col) {
+    const auto* p = reinterpret_cast<const char*>(sqlite3_column_text(st_, col));
+    return p ? std::string(p, sqlite3_column_bytes(st_, col)) : std::string();
+  }
+  std::string blob(int col) {
+    const void* p = sqlite3_column_blob(st_, col);
+    const int n = sqlite3_column_bytes(st_, col);  // after column_blob, as sqlite requires
+    return p ? std::string(static_cast<const char*>(p), n) : std::string();
+  }
+  int64_t integer(int col) { return sqlite3_column_int64(st_, col); }
+  double real(int col) { return sqlite3_column_double(st_, col); }
+
+ private:
+  void check_bind(int rc) {
+    if (rc != SQLITE_OK) fail(db_, path_, std::string("cannot bind a parameter of \"") + sql_ + "\"");
+  }
+
+  sqlite3* db_;
+  const std::string& path_;
+  const char* sql_;
+  sqlite3_stmt* st_ = nullptr;
+};
+
+// Rolls back unless commit() succeeded, so an exception never leaves the write lock held.
+class Transaction {
+ public:
+  Transaction(sqlite3* db, const std::string& path) : db_(db), path_(path) {
+    exec(db, path, "BEGIN IMMEDIATE");
+  }
+  ~Transaction() {
+    if (!done_) sqlite3_exec(db_, "ROLLBACK", nullptr, nullptr, nullptr);
+  }
+  void commit() {
+    exec(db_, path_, "COMMIT");
+    done_ = true;
+  }
+
+ private:
+  sqlite3* db_;
+  const std::string& path_;
+  bool done_ = false;
+};
+
+KernelRecord read_row(Stmt& s, bool with_binary) {
+  KernelRecord r;
+  r.key = s.text(0);
+  r.name = s.text(1);
+  r.target = s.text(2);
+  r.compiler = s.text(3);
+  r.binary_hash = s.text(4);
+  r.registers = static_cast<int>(s.integer(5));
+  r.shared_bytes = static_cast<int>(s.integer(6));
+  r.compile_ms = s.real(7);
+  r.created_at = s.integer(8);
+  r.last_used_at = s.integer(9);
+  if (with_binary) r.binary = s.blob(10);
+  return r;
+}
+
+// Runs `sql` and collects column 0 of every row. Returns sqlite's code instead of throwing,
+// because while a file is being inspected a corruption code means "replace it", not "fail".
+int query_column(sqlite3* db, const char* sql, std::vector<std::string>& out) {
+  sqlite3_stmt* st = nullptr;
+  int rc = sqlite3_prepare_v2(db, sql, -1, &st, nullptr);
+  while (rc == SQLITE_OK && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+    const auto* p = reinterpret_cast<const char*>(sqlite3_column_text(st, 0));
+    out.emplace_back(p ? p : "");
+    rc = SQLITE_OK;
+  }
+  sqlite3_finalize(st);
+  return rc == SQLITE_DONE ? SQLITE_OK : rc;
+}
+
+struct Inspection {
+  bool corrupt = false;
+  std::string why;            // sqlite's message or quick_check's first complaint
+  bool schema_ready = false;  // both tables present and schema_version recorded
+  bool has_kernels = false;
+};
+
+// Decides whether an opened file is a usable cache. Throws only for a file that must be left
+// alone (newer schema) or for errors that say nothing about the file (I/O, permissions).
+Inspection inspect(sqlite3* db, const std::string& path) {
+  Inspection ins;
+  auto corrupt = [&](std::string why) {
+    ins.corrupt = true;
+    ins.why = std::move(why);
+    return ins;
+  };
+
+  // sqlite3_open_v2 reads nothing; the first statement is where a non-database shows up.
+  std::vector<std::string> tables;
+  int rc = query_column(db, "SELECT name FROM sqlite_master WHERE type = 'table'", tables);
+  if (is_corruption(rc)) return corrupt(errmsg(db));
+  if (rc != SQLITE_OK) fail(db, path, "cannot read the schema");
+  bool has_meta = false;
+  for (const auto& t : tables) {
+    has_meta |= t == "meta";
+    ins.has_kernels |= t == "kernels";
+  }
+
+  // The version is checked before quick_check so that a file from a newer jitattn is never
+  // mistaken for a corrupt one and moved aside.
+  std::vector<std::string> version;
+  if (has_meta) {
+    rc = query_column(db, "SELECT value FROM meta WHERE key = 'schema_version'", version);
+    if (is_corruption(rc)) return corrupt(errmsg(db));
+    if (rc != SQLITE_OK) fail(db, path, "cannot read schema_version");
+  }
+  if (!version.empty()) {
+    const std::string& v = version.front();
+    char* end = nullptr;
+    const long long n = std::strtoll(v.c_str(), &end, 10);
+    if (v.empty() || *end != '\0' || n < 1) {
+      throw Error("kernel cache " + path + ": schema_version '" + v +
+                  "' is not one this jitattn understands (it writes version " +
+                  std::to_string(kSchemaVersion) + "); the file was left untouched");
+    }
+    if (n > kSchemaVersion) {
+      throw Error("kernel cache " + path + " was written by a newer jitattn (schema_version " + v +
+                  ", this jitattn supports up to " + std::to_string(kSchemaVersion) +
+                  "); the file was left untouched");
+    }
+  }
+
+  // The per-row hash guards each binary but not the b-tree around it; a torn or truncated file
+  // is best found here, where replacing it is cheap, rather than halfway through a run.
+  std::vector<std::string> check;
+  rc = query_column(db, "PRAGMA quick_check(1)", check);
+  if (is_corruption(rc)) return corrupt(errmsg(db));
+  if (rc != SQLITE_OK) fail(db, path, "PRAGMA quick_check failed");
+  if (check.empty() || check.front() != "ok") {
+    return corrupt("quick_check: " + (check.empty() ? std::string("no result") : check.front()));
+  }
+
+  ins.schema_ready = has_meta && ins.has_kernels && !version.empty();
+  return ins;
+}
+
+int open_db(const std::string& filename, int flags, DbPtr& db) {
+  sqlite3* raw = nullptr;
+  const int rc = sqlite3_open_v2(filename.c_str(), &raw, flags, nullptr);
+  db.reset(raw);  // sqlite hands back a handle even on failure; it carries the message
+  return rc;
+}
+
+bool exists(const std::string& p) {
+  std::error_code ec;
+  return fs::exists(p, ec);
+}
+
+// Moves an unreadable cache (and its journal files, which belong to it and would otherwise be
+// applied to the fresh file) out of the way, keeping it for a bug report instead of deleting it.
+void move_aside(const std::string& path, const std::string& why) {
+  const std::string base = path + ".corrupt-" + std::to_string(now_seconds());
+  std::string dest = base;
+  for (int n = 1; exists(dest); ++n) dest = base + "." + std::to_string(n);
+
+  std::error_code ec;
+  fs::rename(path, dest, ec);
+  if (ec) {
+    throw Error("kernel cache " + path + " is unreadable (" + why + ") and could not be moved to " +
+                dest + ": " + ec.message());
+  }
+  for (const char* suffix : {"-wal", "-shm", "-journal"}) {
+    const std::string from = path + suffix;
+    if (!exists(from)) continue;
+    fs::rename(from, dest + suffix, ec);
+    if (ec) {
+      throw Error("kernel cache " + path + ": could not move " + from + " to " + dest + suffix +
+                  ": " + ec.message());
+    }
+  }
+  std::cerr << "jitattn: kernel cache " << path << " is unreadable (" << why << "); moved it to "
+            << dest << " and started an empty cache\n";
+}
+
+// SQLite URI filenames give '?', '#' and '%' a meaning; everything else is taken literally.
+std::string uri_escape(const std::string& p) {
+  std::string out;
+  for (const char c : p) {
+    if (c == '?' || c == '#' || c == '%') {
+      char buf[4];
+      std::snprintf(buf, sizeof buf, "%%%02X", static_cast<unsigned char>(c));
+      out += buf;
+    } else {
+      out += c;
+    }
+  }
+  return out;
+}
+
+}  // namespace
+
+std::string hash_hex(const void* data, size_t size) {
+  const XXH128_hash_t h = XXH3_128bits(data, size);
+  char buf[33];
+  std::snprintf(buf, sizeof buf, "%016" PRIx64 "%016" PRIx64, static_cast<uint64_t>(h.high64),
+                static_cast<uint64_t>(h.low64));
+  return buf;
+}
+
+SqliteStore::SqliteStore(std::string path, Mode mode) : path_(std::move(path)), mode_(mode) {
+  DbPtr db;
+
+  if (mode_ == Mode::ReadOnly) {
+    std::error_code ec;
+    if (!fs::is_regular_file(path_, ec)) {
+      throw Error("kernel cache " + path_ +
+                  " does not exist or is not a file (read-only caches are never created)");
+    }
+    // immutable=1: no locks, no journal lookups, so a shipped cache can sit on a read-only
+    // filesystem and readers never wait on anyone. It assumes nobody writes the file meanwhile
+    // (and ignores a -wal file), which is what shipped caches are for.
+    const std::string uri =
+        "file://" + uri_escape(fs::absolute(path_, ec).string()) + "?immutable=1";
+    const int rc = open_db(uri, SQLITE_OPEN_READONLY | SQLITE_OPEN_URI | SQLITE_OPEN_FULLMUTEX, db);
+    if (is_corruption(rc)) {
+      throw Error("kernel cache " + path_ + " is not a valid SQLite database: " + errmsg(db.get()));
+    }
+    if (rc != SQLITE_OK) fail(db.get(), path_, "cannot open read-only");
+    const Inspection ins = inspect(db.get(), path_);
+    if (ins.corrupt) {
+      throw Error("kernel cache " + path_ + " is corrupt (" + ins.why +
+                  "); a read-only cache is never repaired, replace the file");
+    }
+    if (!ins.has_kernels) {
+      throw Error("kernel cache " + path_ + " is a SQLite database but not a jitattn kernel cache "
+                  "(it has no kernels table)");
+    }
+    db_ = db.release();
+    return;
+  }
+
+  const fs::path parent = fs::path(path_).parent_path();
+  if (!parent.empty()) {
+    std::error_code ec;
+    fs::create_directories(parent, ec);
+    if (ec) {
+      throw Error("kernel cache " + path_ + ": cannot create directory " + parent.string() + ": " +
+                  ec.message());
+    }
+  }
+
+  Inspection ins;
+  for (int attempt = 0;; ++attempt) {
+    const int rc = open_db(
+        path_, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX, db);
+    std::string why;
+    if (rc == SQLITE_OK) {
+      sqlite3_busy_timeout(db.get(), kBusyTimeoutMs);
+      ins = inspect(db.get(), path_);
+      if (!ins.corrupt) break;
+      why = ins.why;
+    } else if (is_corruption(rc)) {
+      why = errmsg(db.get());
+    } else {
+      fail(db.get(), path_, "cannot open");
+    }
+    db.reset();  // the file must be closed before it can be renamed
+    if (attempt > 0) {
+      throw Error("kernel cache " + path_ + " is still unreadable after replacing it: " + why);
+    }
+    move_aside(path_, why);
+  }
+
+  // WAL lets readers in other processes carry on while one process inserts a kernel.
+  exec(db.get(), path_, "PRAGMA journal_mode=WAL");
+  exec(db.get(), path_, "PRAGMA synchronous=NORMAL");
+  // Only a new file pays for the write lock; every later open just reads.
+  if (!ins.schema_ready) {
+    Transaction tx(db.get(), path_);
+    exec(db.get(), path_, kSchemaSql);
+    tx.commit();
+  }
+  db_ = db.release();
+}
+
+SqliteStore::~SqliteStore() { sqlite3_close_v2(db_); }
+
+std::optional<KernelRecord> SqliteStore::fetch_checked(const std::string& key) {
+  KernelRecord r;
+  {
+    Stmt s(db_, path_, "SELECT " JITATTN_ROW_COLUMNS ", binary FROM kernels WHERE key = ?1");
+    s.bind_text(1, key);
+    if (!s.step()) return std::nullopt;
+    r = read_row(s, /*with_binary=*/true);
+  }
+  const std::string actual = hash_hex(r.binary);
+  if (actual == r.binary_hash) return r;
+
+  ++dropped_;
+  bool deleted = false;
+  if (mode_ == Mode::ReadWrite) {
+    Stmt del(db_, path_, "DELETE FROM kernels WHERE key = ?1");
+    del.bind_text(1, key);
+    const int rc = del.step_rc();
+    // The caller recompiles and put() replaces the row anyway, so a busy writer is no reason
+    // to fail this lookup.
+    if (rc != SQLITE_DONE && rc != SQLITE_BUSY && rc != SQLITE_LOCKED) {
+      fail(db_, path_, "cannot delete kernel " + r.name + " whose binary failed its hash check");
+    }
+    deleted = rc == SQLITE_DONE;
+  }
+  std::cerr << "jitattn: kernel cache " << path_ << ": binary of kernel " << r.name << " (key "
+            << key << ") does not match its hash (stored " << r.binary_hash << ", actual "
+            << actual << "); " << (deleted ? "deleted the row, it will be recompiled" : "ignoring it")
+            << "\n";
+  return std::nullopt;
+}
+
+std::optional<KernelRecord> SqliteStore::get(const std::string& key) {
+  std::lock_guard<std::mutex> lock(mu_);
+  return fetch_checked(key);
+}
+
+void SqliteStore::put(const KernelRecord& record) {
+  if (mode_ == Mode::ReadOnly) {
+    throw Error("kernel cache " + path_ + " is opened read-only; cannot store kernel " +
+                record.name);
+  }
+  const std::string hash = hash_hex(record.binary);
+  // A row whose hash does not match would only be dropped by the next get(); refuse it now,
+  // where the caller's bug is visible.
+  if (!record.binary_hash.empty() && record.binary_hash != hash) {
+    throw Error("kernel cache " + path_ + ": kernel " + record.name + " has binary_hash " +
+                record.binary_hash + " but its binary hashes to " + hash);
+  }
+  const int64_t now = now_seconds();
+
+  std::lock_guard<std::mutex> lock(mu_);
+  Transaction tx(db_, path_);
+  {
+    Stmt s(db_, path_,
+           "INSERT OR REPLACE INTO kernels(key, name, target, compiler, binary, binary_hash, size,"
+           " registers, shared_bytes, compile_ms, created_at, last_used_at)"
+           " VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)");
+    s.bind_text(1, record.key);
+    s.bind_text(2, record.name);
+    s.bind_text(3, record.target);
+    s.bind_text(4, record.compiler);
+    s.bind_blob_static(5, record.binary);
+    s.bind_text(6, hash);
+    s.bind_int(7, static_cast<int64_t>(record.binary.size()));
+    s.bind_int(8, record.registers);
+    s.bind_int(9, record.shared_bytes);
+    s.bind_real(10, record.compile_ms);
+    s.bind_int(11, record.created_at != 0 ? record.created_at : now);
+    s.bind_int(12, record.last_used_at != 0 ? record.last_used_at : now);
+    s.step();
+  }
+  tx.commit();
+}
+
+void SqliteStore::touch(const std::string& key) {
+  if (mode_ == Mode::ReadOnly) return;  // an immutable file has nowhere to record use
+  std::lock_guard<std::mutex> lock(mu_);
+  Stmt s(db_, path_, "UPDATE kernels SET last_used_at = ?1 WHERE key = ?2");
+  s.bind_int(1, now_seconds());
+  s.bind_text(2, key);
+  sqlite3_busy_timeout(db_, kTouchBusyTimeoutMs);
+  const int rc = s.step_rc();
+  sqlite3_busy_timeout(db_, kBusyTimeoutMs);
+  if (rc != SQLITE_DONE && rc != SQLITE_BUSY && rc != SQLITE_LOCKED) {
+    fail(db_, path_, "cannot update last_used_at of key " + key);
+  }
+}
+
+bool SqliteStore::remove(const std::string& key) {
+  if (mode_ == Mode::ReadOnly) {
+    throw Error("kernel cache " + path_ + " is opened read-only; cannot remove key " + key);
+  }
+  std::lock_guard<std::mutex> lock(mu_);
+  Stmt s(db_, path_, "DELETE FROM kernels WHERE key = ?1");
+  s.bind_text(1, key);
+  s.step();
+  return sqlite3_changes(db_) > 0;
+}
+
+std::vector<KernelRecord> SqliteStore::list() {
+  std::lock_guard<std::mutex> lock(mu_);
+  Stmt s(db_, path_, "SELECT " JITATTN_ROW_COLUMNS " FROM kernels ORDER BY name, key");
+  std::vector<KernelRecord> rows;
+  while (s.step()) rows.push_back(read_row(s, /*with_binary=*/false));
+  return rows;
+}
+
+std::optional<KernelRecord> SqliteStore::find_by_name(const std::string& name) {
+  std::lock_guard<std::mutex> lock(mu_);
+  // Keys first, then each row through the hash check: a bad row may be deleted, which must
+  // not happen under a SELECT still walking the same table.
+  std::vector<std::string> keys;
+  {
+    Stmt s(db_, path_,
+           "SELECT key FROM kernels WHERE name = ?1 ORDER BY last_used_at DESC, key");
+    s.bind_text(1, name);
+    while (s.step()) keys.push_back(s.text(0));
+  }
+  for (const auto& key : keys) {
+    if (auto r = fetch_checked(key)) return r;
+  }
+  return std::nullopt;
+}
+
+int64_t SqliteStore::row_count() {
+  std::lock_guard<std::mutex> lock(mu_);
+  Stmt s(db_, path_, "SELECT count(*) FROM kernels");
+  s.step();
+  return s.integer(0);
+}
+
+int64_t SqliteStore::file_bytes() const {
+  std::error_code ec;
+  const auto n = fs::file_size(path_, ec);
+  return ec ? 0 : static_cast<int64_t>(n);
+}
+
+}  // namespace jitattn::cache

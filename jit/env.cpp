@@ -1,0 +1,67 @@
+#include "jit/env.h"
+
+#include <cstdlib>
+
+#include "jitattn/error.h"
+
+namespace jitattn::jit {
+
+const char* to_string(JitPolicy policy) {
+  switch (policy) {
+    case JitPolicy::on: return "on";
+    case JitPolicy::off: return "off";
+    case JitPolicy::readonly: return "readonly";
+    case JitPolicy::redo: return "redo";
+  }
+  return "?";
+}
+
+namespace {
+std::string getenv_str(const char* name) {
+  const char* v = std::getenv(name);
+  return v ? v : "";
+}
+
+Env read_env() {
+  Env env;
+  env.cache_path = getenv_str("JITATTN_CACHE");
+  if (env.cache_path.empty()) {
+    std::string base = getenv_str("XDG_CACHE_HOME");
+    if (base.empty()) {
+      const std::string home = getenv_str("HOME");
+      base = (home.empty() ? std::string("/tmp") : home) + "/.cache";
+    }
+    env.cache_path = base + "/jitattn/kernels.sqlite";
+  }
+  std::string ro = getenv_str("JITATTN_CACHE_RO"), cur;
+  for (size_t i = 0; i <= ro.size(); ++i) {
+    if (i == ro.size() || ro[i] == ':') {
+      if (!cur.empty()) env.cache_ro.push_back(cur);
+      cur.clear();
+    } else {
+      cur += ro[i];
+    }
+  }
+  const std::string jit = getenv_str("JITATTN_JIT");
+  if (jit.empty() || jit == "on") env.jit = JitPolicy::on;
+  else if (jit == "off") env.jit = JitPolicy::off;
+  else if (jit == "readonly") env.jit = JitPolicy::readonly;
+  else if (jit == "redo") env.jit = JitPolicy::redo;
+  else throw Error("JITATTN_JIT=" + jit + " is not one of on, off, readonly, redo");
+  env.nvrtc_path = getenv_str("JITATTN_NVRTC");
+  const std::string tile = getenv_str("JITATTN_TILE");
+  if (!tile.empty()) {
+    env.tile = TileConfig::parse(tile);
+    if (!env.tile) throw Error("JITATTN_TILE=" + tile + " is not a tile config like m128n64w8");
+  }
+  env.verbose = getenv_str("JITATTN_VERBOSE") == "1";
+  return env;
+}
+}  // namespace
+
+const Env& Env::get() {
+  static const Env env = read_env();
+  return env;
+}
+
+}  // namespace jitattn::jit

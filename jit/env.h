@@ -1,0 +1,37 @@
+// Every environment variable jitattn reads, in one place (DESIGN decision 6). Each is read
+// once per process. "key" says whether it changes the cache key of the kernels it affects.
+//
+// | variable           | key | meaning |
+// |--------------------|-----|---------|
+// | JITATTN_CACHE      | no  | user cache DB path (default $XDG_CACHE_HOME/jitattn/kernels.sqlite, then ~/.cache/...) |
+// | XDG_CACHE_HOME     | no  | see JITATTN_CACHE |
+// | JITATTN_CACHE_RO   | no  | ':'-separated shipped DBs, opened read-only, searched before the user DB |
+// | JITATTN_JIT        | no  | on (default) | off: a miss is an error | readonly: compile, never write | redo: recompile and replace |
+// | JITATTN_NVRTC      | yes | path of the NVRTC library to load; its version is part of the key |
+// | JITATTN_TILE       | yes | force a tile config (e.g. m128n64w8) for every kernel; it is part of the name |
+// | JITATTN_VERBOSE    | no  | 1: log each compile and cache layer hit to stderr |
+#pragma once
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "jit/signature.h"
+
+namespace jitattn::jit {
+
+enum class JitPolicy { on, off, readonly, redo };
+const char* to_string(JitPolicy policy);
+
+struct Env {
+  std::string cache_path;
+  std::vector<std::string> cache_ro;
+  JitPolicy jit = JitPolicy::on;
+  std::string nvrtc_path;          // empty: the default search
+  std::optional<TileConfig> tile;  // JITATTN_TILE
+  bool verbose = false;
+
+  // Parsed once; a malformed value throws jitattn::Error naming the variable.
+  static const Env& get();
+};
+
+}  // namespace jitattn::jit

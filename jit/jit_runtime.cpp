@@ -1,0 +1,175 @@
+#include "jit/jit_runtime.h"
+
+#include <chrono>
+#include <iostream>
+
+#include "jit/codegen.h"
+#include "jit/cuda_driver.h"
+#include "jit/kernel_sources.h"
+#include "jit/nvrtc_compiler.h"
+#include "jitattn/error.h"
+
+namespace jitattn::jit {
+
+std::string kernel_key(const KernelSpec& spec, const std::string& compiler_identity) {
+  std::string material = spec.name();
+  material += '\n' + kernel_sources_hash() + '\n' + compiler_identity + '\n';
+  for (const auto& o : NvrtcCompiler::options(spec)) material += o + ' ';
+  material += "\nformat " + std::to_string(kCacheFormatVersion);
+  return cache::hash_hex(material);
+}
+
+JitRuntime::JitRuntime(Env env) : env_(std::move(env)), cache_(env_.cache_ro, env_.cache_path) {}
+
+JitRuntime& JitRuntime::get() {
+  static JitRuntime runtime(Env::get());
+  return runtime;
+}
+
+const ContextInfo& JitRuntime::context(int device) {
+  const CudaDriver& d = CudaDriver::require();
+  CUcontext ctx = nullptr;
+  check_cuda(d.cuCtxGetCurrent(&ctx), "cuCtxGetCurrent");
+  if (!ctx) {
+    int count = 0;
+    check_cuda(d.cuDeviceGetCount(&count), "cuDeviceGetCount");
+    if (device < 0 || device >= count)
+      throw Error("device=" + std::to_string(device) + " but this machine has " + std::to_string(count) + " CUDA devices");
+    CUdevice dev;
+    check_cuda(d.cuDeviceGet(&dev, device), "cuDeviceGet");
+    check_cuda(d.cuDevicePrimaryCtxRetain(&ctx, dev), "cuDevicePrimaryCtxRetain");  // kept for the process
+    check_cuda(d.cuCtxSetCurrent(ctx), "cuCtxSetCurrent");
+  }
+  {
+    std::shared_lock<std::shared_mutex> lock(ctx_mu_);
+    for (const auto& info : contexts_)
+      if (info->ctx == ctx) {
+        if (info->device != device)
+          throw Error("tensors are on device " + std::to_string(device) + " but the current CUDA context is on device " +
+                      std::to_string(info->device));
+        return *info;
+      }
+  }
+  auto info = std::make_unique<ContextInfo>();
+  info->ctx = ctx;
+  CUdevice dev;
+  check_cuda(d.cuCtxGetDevice(&dev), "cuCtxGetDevice");
+  info->device = int(dev);
+  int major = 0, minor = 0;
+  check_cuda(d.cuDeviceGetAttribute(&major, CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR, dev), "cuDeviceGetAttribute");
+  check_cuda(d.cuDeviceGetAttribute(&minor, CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR, dev), "cuDeviceGetAttribute");
+  info->arch.sm = uint8_t(major * 10 + minor);
+  info->arch.specific = info->arch.sm == 90;  // Hopper kernels need sm_90a
+  if (info->arch.sm < 80)
+    throw Error("device " + std::to_string(info->device) + " is " + info->arch.name() + "; jitattn needs sm_80 or newer");
+  if (info->device != device)
+    throw Error("tensors are on device " + std::to_string(device) + " but the current CUDA context is on device " +
+                std::to_string(info->device));
+  std::unique_lock<std::shared_mutex> lock(ctx_mu_);
+  contexts_.push_back(std::move(info));
+  return *contexts_.back();
+}
+
+const LoadedKernel& JitRuntime::kernel(const Signature& sig, const ContextInfo& ctx) {
+  const MemKey mk{sig, ctx.ctx};
+  {
+    std::shared_lock<std::shared_mutex> lock(table_mu_);
+    auto it = table_.find(mk);
+    if (it != table_.end()) {
+      stats_.memory_hits.fetch_add(1, std::memory_order_relaxed);
+      return *it->second;
+    }
+  }
+  // Slow path: find or compile the binary, then load it into this context.
+  auto loaded = std::make_unique<LoadedKernel>();
+  loaded->spec = make_spec(sig);
+  const std::string problem = validate_spec(loaded->spec);
+  if (!problem.empty()) throw Error(loaded->spec.name() + ": " + problem);
+  const cache::KernelRecord rec = binary(loaded->spec);
+
+  std::lock_guard<std::mutex> load_lock(load_mu_);
+  {
+    std::shared_lock<std::shared_mutex> lock(table_mu_);
+    auto it = table_.find(mk);
+    if (it != table_.end()) return *it->second;  // another thread loaded it meanwhile
+  }
+  const CudaDriver& d = CudaDriver::require();
+  CUmodule module;
+  check_cuda(d.cuModuleLoadData(&module, rec.binary.data()), ("loading " + rec.name).c_str());
+  check_cuda(d.cuModuleGetFunction(&loaded->fn, module, kKernelEntry), ("cuModuleGetFunction " + rec.name).c_str());
+  check_cuda(d.cuFuncSetAttribute(loaded->fn, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, loaded->spec.smem_bytes()),
+             ("setting the shared memory of " + rec.name).c_str());
+  stats_.loads.fetch_add(1, std::memory_order_relaxed);
+  std::unique_lock<std::shared_mutex> lock(table_mu_);
+  auto& slot = table_[mk];
+  slot = std::move(loaded);
+  return *slot;
+}
+
+cache::KernelRecord JitRuntime::binary(const KernelSpec& spec, std::string* served_by) {
+  const Env& env = env_;
+  // The key names the compiler, so even a lookup needs NVRTC loaded (it throws if absent).
+  const std::string& identity = NvrtcCompiler::get().identity();
+  const std::string key = kernel_key(spec, identity);
+  if (env.jit != JitPolicy::redo) {
+    if (auto hit = cache_.find(key)) {
+      stats_.db_hits.fetch_add(1, std::memory_order_relaxed);
+      if (env.verbose) std::cerr << "jitattn: " << spec.name() << " from " << hit->layer << "\n";
+      if (served_by) *served_by = hit->layer;
+      return std::move(hit->record);
+    }
+  }
+  if (env.jit == JitPolicy::off)
+    throw Error("JITATTN_JIT=off and no cache layer holds " + spec.name() + " (key " + key +
+                "); prewarm it with: jitattn prewarm --manifest FILE, where FILE lists " +
+                "{\"name\": \"" + spec.name() + "\"}");
+
+  // Single flight: concurrent first calls of one key wait for one compile.
+  std::shared_future<cache::KernelRecord> fut;
+  bool owner = false;
+  std::promise<cache::KernelRecord> promise;
+  {
+    std::lock_guard<std::mutex> lock(inflight_mu_);
+    auto it = inflight_.find(key);
+    if (it != inflight_.end()) {
+      fut = it->second;
+    } else {
+      fut = promise.get_future().share();
+      inflight_.emplace(key, fut);
+      owner = true;
+    }
+  }
+  if (owner) {
+    try {
+      promise.set_value(compile_and_store(spec, key));
+    } catch (...) {
+      promise.set_exception(std::current_exception());
+    }
+    std::lock_guard<std::mutex> lock(inflight_mu_);
+    inflight_.erase(key);
+  }
+  if (served_by) *served_by = "nvrtc";
+  return fut.get();
+}
+
+cache::KernelRecord JitRuntime::compile_and_store(const KernelSpec& spec, const std::string& key) {
+  const NvrtcCompiler& compiler = NvrtcCompiler::get();
+  const CompiledKernel ck = compiler.compile(spec, generate_source(spec));
+  stats_.compiles.fetch_add(1, std::memory_order_relaxed);
+  cache::KernelRecord rec;
+  rec.key = key;
+  rec.name = spec.name();
+  rec.target = spec.sig.arch().name();
+  rec.compiler = compiler.identity();
+  rec.binary = ck.cubin;
+  rec.binary_hash = cache::hash_hex(rec.binary);
+  rec.registers = ck.registers;
+  rec.shared_bytes = spec.smem_bytes();
+  rec.compile_ms = ck.compile_ms;
+  if (env_.verbose)
+    std::cerr << "jitattn: compiled " << rec.name << " in " << ck.compile_ms << " ms, " << ck.registers << " registers\n";
+  if (env_.jit != JitPolicy::readonly) cache_.store(rec);
+  return rec;
+}
+
+}  // namespace jitattn::jit

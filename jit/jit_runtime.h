@@ -1,0 +1,93 @@
+// Signature → loaded CUfunction, through the layers of DESIGN decision 5:
+//   memory table (per CUDA context) → shipped DBs → user DB → NVRTC (one compile per key).
+// kernel() is the hot path of every call: one hash, one shared-lock lookup, no allocation.
+#pragma once
+#include <atomic>
+#include <cuda.h>
+
+#include <future>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <shared_mutex>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "cache/layered_cache.h"
+#include "jit/env.h"
+#include "jit/signature.h"
+
+namespace jitattn::jit {
+
+// XXH3-128 over canonical name ‖ kernel_src hash ‖ compiler identity ‖ options ‖ format version.
+std::string kernel_key(const KernelSpec& spec, const std::string& compiler_identity);
+constexpr int kCacheFormatVersion = 1;
+
+struct LoadedKernel {
+  CUfunction fn = nullptr;
+  KernelSpec spec;
+};
+
+// The CUDA context a call runs in, and what we need to know about its device.
+struct ContextInfo {
+  CUcontext ctx = nullptr;
+  int device = 0;
+  Arch arch;
+};
+
+struct JitStats {
+  std::atomic<int64_t> compiles{0}, memory_hits{0}, db_hits{0}, loads{0};
+};
+
+class JitRuntime {
+ public:
+  // The process-wide runtime, configured from the environment (jit/env.h).
+  static JitRuntime& get();
+  // A separate runtime with its own cache layers and policy (tests, tools).
+  explicit JitRuntime(Env env);
+
+  // The current context (or device `device`'s primary context, made current, when none is).
+  // Throws if the current context belongs to another device than `device`.
+  const ContextInfo& context(int device);
+
+  // The kernel for `sig` loaded in `ctx`. Hot path: lookup only, once warm.
+  const LoadedKernel& kernel(const Signature& sig, const ContextInfo& ctx);
+
+  // The binary for a spec, from the cache layers or compiled (honouring JITATTN_JIT). Works
+  // without a GPU; this is what `jitattn prewarm` calls. `served_by` names the layer or "nvrtc".
+  cache::KernelRecord binary(const KernelSpec& spec, std::string* served_by = nullptr);
+
+  cache::LayeredCache& cache() { return cache_; }
+  const Env& env() const { return env_; }
+  JitStats& stats() { return stats_; }
+
+ private:
+  cache::KernelRecord compile_and_store(const KernelSpec& spec, const std::string& key);
+
+  struct MemKey {
+    Signature sig;
+    CUcontext ctx;
+    bool operator==(const MemKey& o) const { return sig == o.sig && ctx == o.ctx; }
+  };
+  struct MemKeyHash {
+    size_t operator()(const MemKey& k) const { return k.sig.hash() ^ (reinterpret_cast<size_t>(k.ctx) * 0x9e3779b97f4a7c15ull); }
+  };
+
+  Env env_;
+  cache::LayeredCache cache_;
+  JitStats stats_;
+
+  std::shared_mutex table_mu_;
+  std::unordered_map<MemKey, std::unique_ptr<LoadedKernel>, MemKeyHash> table_;
+
+  std::mutex load_mu_;  // serializes module loads (slow path only)
+
+  std::mutex inflight_mu_;
+  std::map<std::string, std::shared_future<cache::KernelRecord>> inflight_;
+
+  std::shared_mutex ctx_mu_;
+  std::vector<std::unique_ptr<ContextInfo>> contexts_;
+};
+
+}  // namespace jitattn::jit

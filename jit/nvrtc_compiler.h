@@ -1,0 +1,41 @@
+// NVRTC, loaded at run time (DESIGN decision 1): JITATTN_NVRTC, then libnvrtc.so.13, then .12,
+// also under $CUDA_HOME/lib64 and /usr/local/cuda/lib64.
+#pragma once
+#include <string>
+#include <vector>
+
+#include "jit/signature.h"
+
+namespace jitattn::jit {
+
+struct CompiledKernel {
+  std::string cubin;
+  std::string log;   // NVRTC's log, ptxas' resource report included
+  int registers = 0; // parsed from the ptxas report
+  double compile_ms = 0;
+};
+
+class NvrtcCompiler {
+ public:
+  // The process-wide compiler; throws jitattn::Error if no NVRTC library can be loaded.
+  static NvrtcCompiler& get();
+
+  // "nvrtc 13.0": part of every cache key.
+  const std::string& identity() const { return identity_; }
+  const std::string& library_path() const { return path_; }
+
+  // The NVRTC options for a spec (arch, standard, ...); part of the cache key.
+  static std::vector<std::string> options(const KernelSpec& spec);
+
+  // Compiles the generated source against the embedded kernel_src headers. A failure throws
+  // jitattn::Error carrying the kernel's canonical name and NVRTC's log.
+  CompiledKernel compile(const KernelSpec& spec, const std::string& source) const;
+
+ private:
+  NvrtcCompiler();
+  struct Api;
+  Api* api_;
+  std::string path_, identity_;
+};
+
+}  // namespace jitattn::jit

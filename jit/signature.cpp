@@ -1,0 +1,159 @@
+#include "jit/signature.h"
+
+#include <cstring>
+#include <sstream>
+#include <vector>
+
+#define XXH_INLINE_ALL
+#include <xxhash.h>
+
+namespace jitattn::jit {
+
+const char* to_string(Op op) {
+  switch (op) {
+    case Op::fwd: return "fwd";
+  }
+  return "?";
+}
+
+const char* to_string(BiasKind kind) {
+  switch (kind) {
+    case BiasKind::none: return "none";
+    case BiasKind::causal: return "causal";
+    case BiasKind::causal_bottom_right: return "causal_br";
+    case BiasKind::tensor: return "tensor";
+  }
+  return "?";
+}
+
+const char* to_string(Family family) { return family == Family::mma ? "mma" : "simt"; }
+
+std::optional<Op> parse_op(const std::string& s) {
+  if (s == "fwd") return Op::fwd;
+  return std::nullopt;
+}
+
+std::optional<BiasKind> parse_bias_kind(const std::string& s) {
+  for (BiasKind k : {BiasKind::none, BiasKind::causal, BiasKind::causal_bottom_right, BiasKind::tensor})
+    if (s == to_string(k)) return k;
+  return std::nullopt;
+}
+
+std::optional<DType> parse_dtype(const std::string& s) {
+  for (DType d : {DType::f16, DType::bf16, DType::f32})
+    if (s == jitattn::to_string(d)) return d;
+  return std::nullopt;
+}
+
+std::string Arch::name() const { return "sm_" + std::to_string(sm) + (specific ? "a" : ""); }
+
+std::optional<Arch> Arch::parse(const std::string& s) {
+  if (s.rfind("sm_", 0) != 0 || s.size() < 5) return std::nullopt;
+  std::string digits = s.substr(3);
+  Arch a;
+  if (!digits.empty() && digits.back() == 'a') {
+    a.specific = true;
+    digits.pop_back();
+  }
+  if (digits.size() < 2 || digits.size() > 3 || digits.find_first_not_of("0123456789") != std::string::npos)
+    return std::nullopt;
+  const int sm = std::stoi(digits);
+  if (sm < 80 || sm > 255) return std::nullopt;
+  a.sm = static_cast<uint8_t>(sm);
+  return a;
+}
+
+bool Signature::operator==(const Signature& o) const { return std::memcmp(this, &o, sizeof(*this)) == 0; }
+
+uint64_t Signature::hash() const { return XXH3_64bits(this, sizeof(*this)); }
+
+std::string TileConfig::name() const {
+  return "m" + std::to_string(block_m) + "n" + std::to_string(block_n) + "w" + std::to_string(warps);
+}
+
+std::optional<TileConfig> TileConfig::parse(const std::string& s) {
+  int m = 0, n = 0, w = 0;
+  char tail = 0;
+  if (std::sscanf(s.c_str(), "m%dn%dw%d%c", &m, &n, &w, &tail) != 3) return std::nullopt;
+  if (m <= 0 || n <= 0 || w <= 0 || m > 256 || n > 256 || w > 16) return std::nullopt;
+  return TileConfig{uint16_t(m), uint16_t(n), uint16_t(w)};
+}
+
+std::string KernelSpec::name() const {
+  std::ostringstream os;
+  os << to_string(sig.op) << '.' << sig.arch().name() << '.' << jitattn::to_string(sig.dtype);
+  if (sig.out_dtype != sig.dtype) os << "_to_" << jitattn::to_string(sig.out_dtype);
+  os << ".d" << sig.head_dim << ".v" << sig.head_dim_v << '.' << to_string(sig.bias)
+     << (sig.lse ? ".lse" : ".nolse") << ".a" << int(sig.align) << '.' << to_string(family) << '_'
+     << tile.name();
+  return os.str();
+}
+
+namespace {
+std::vector<std::string> split(const std::string& s, char sep) {
+  std::vector<std::string> parts;
+  std::string cur;
+  for (char c : s) {
+    if (c == sep) {
+      parts.push_back(cur);
+      cur.clear();
+    } else {
+      cur += c;
+    }
+  }
+  parts.push_back(cur);
+  return parts;
+}
+
+std::optional<uint16_t> parse_prefixed(const std::string& s, char prefix) {
+  if (s.size() < 2 || s[0] != prefix || s.find_first_not_of("0123456789", 1) != std::string::npos)
+    return std::nullopt;
+  const long v = std::stol(s.substr(1));
+  if (v <= 0 || v > 4096) return std::nullopt;
+  return uint16_t(v);
+}
+}  // namespace
+
+std::optional<KernelSpec> KernelSpec::parse(const std::string& name) {
+  const auto p = split(name, '.');
+  if (p.size() != 9) return std::nullopt;
+  KernelSpec spec;
+  auto op = parse_op(p[0]);
+  auto arch = Arch::parse(p[1]);
+  if (!op || !arch) return std::nullopt;
+  spec.sig.op = *op;
+  spec.sig.arch_sm = arch->sm;
+  spec.sig.arch_specific = arch->specific;
+  const auto dt = split(p[2], '_');
+  if (dt.size() == 1) {
+    auto d = parse_dtype(dt[0]);
+    if (!d) return std::nullopt;
+    spec.sig.dtype = spec.sig.out_dtype = *d;
+  } else if (dt.size() == 3 && dt[1] == "to") {
+    auto d = parse_dtype(dt[0]), o = parse_dtype(dt[2]);
+    if (!d || !o) return std::nullopt;
+    spec.sig.dtype = *d;
+    spec.sig.out_dtype = *o;
+  } else {
+    return std::nullopt;
+  }
+  auto hd = parse_prefixed(p[3], 'd'), hv = parse_prefixed(p[4], 'v');
+  auto bias = parse_bias_kind(p[5]);
+  auto align = parse_prefixed(p[7], 'a');
+  if (!hd || !hv || !bias || !align || (p[6] != "lse" && p[6] != "nolse")) return std::nullopt;
+  spec.sig.head_dim = *hd;
+  spec.sig.head_dim_v = *hv;
+  spec.sig.bias = *bias;
+  spec.sig.lse = p[6] == "lse";
+  spec.sig.align = uint8_t(*align);
+  const auto ft = split(p[8], '_');
+  if (ft.size() != 2 || (ft[0] != "mma" && ft[0] != "simt")) return std::nullopt;
+  spec.family = ft[0] == "mma" ? Family::mma : Family::simt;
+  auto tile = TileConfig::parse(ft[1]);
+  if (!tile) return std::nullopt;
+  spec.tile = *tile;
+  if (spec.name() != name) return std::nullopt;  // e.g. "a016" or "d08": not canonical
+  return spec;
+}
+
+}  // namespace jitattn::jit

@@ -1,0 +1,81 @@
+// What changes the generated code, and nothing else (DESIGN "The path of one call").
+//
+// Signature  — the call's code-relevant facts (op, arch, dtypes, head dims, bias kind, flags,
+//              alignment class). A plain value, hashed on the hot path without allocating.
+// KernelSpec — a Signature plus the kernel family and tile configuration chosen for it, with a
+//              canonical readable name such as fwd.sm_90a.bf16.d128.v128.causal.lse.a16.mma_m128n64w8.
+#pragma once
+#include <cstdint>
+#include <optional>
+#include <string>
+
+#include "jitattn/tensor.h"
+
+namespace jitattn::jit {
+
+enum class Op : uint8_t { fwd };
+enum class BiasKind : uint8_t { none, causal, causal_bottom_right, tensor };
+enum class Family : uint8_t { mma, simt };
+
+const char* to_string(Op op);
+const char* to_string(BiasKind kind);  // none, causal, causal_br, tensor
+const char* to_string(Family family);
+std::optional<Op> parse_op(const std::string& s);
+std::optional<BiasKind> parse_bias_kind(const std::string& s);
+std::optional<DType> parse_dtype(const std::string& s);
+
+// Compute capability as 10·major + minor, plus the "a" (architecture-specific) suffix that
+// sm_90a needs for wgmma; "sm_90a" <-> {90, true}.
+struct Arch {
+  uint8_t sm = 0;
+  bool specific = false;
+  std::string name() const;
+  static std::optional<Arch> parse(const std::string& s);
+  bool operator==(const Arch& o) const { return sm == o.sm && specific == o.specific; }
+};
+
+// Fixed-width fields and no padding, so the bytes can be hashed and compared directly.
+struct Signature {
+  Op op = Op::fwd;
+  BiasKind bias = BiasKind::none;
+  DType dtype = DType::f16;
+  DType out_dtype = DType::f16;
+  uint16_t head_dim = 0;
+  uint16_t head_dim_v = 0;
+  uint8_t arch_sm = 0;
+  uint8_t arch_specific = 0;
+  uint8_t lse = 0;
+  uint8_t align = 16;  // 16: every pointer and row stride is 16-byte aligned; else element-aligned
+
+  Arch arch() const { return Arch{arch_sm, arch_specific != 0}; }
+  bool operator==(const Signature& o) const;
+  uint64_t hash() const;  // XXH3-64 of the bytes
+};
+static_assert(sizeof(Signature) == 12, "Signature must stay padding-free");
+
+struct TileConfig {
+  uint16_t block_m = 0, block_n = 0, warps = 0;
+  std::string name() const;  // m128n64w8
+  static std::optional<TileConfig> parse(const std::string& s);
+};
+
+struct KernelSpec {
+  Signature sig;
+  Family family = Family::mma;
+  TileConfig tile;
+
+  std::string name() const;
+  int threads() const { return tile.warps * 32; }
+  int smem_bytes() const;  // dynamic shared memory per block
+  // The inverse of name(); nullopt if `name` is not a canonical name.
+  static std::optional<KernelSpec> parse(const std::string& name);
+};
+
+// The family and tile configuration for a signature: a small table per head dim and arch
+// (jit/tile_table.cpp). JITATTN_TILE overrides the tile for experiments.
+KernelSpec make_spec(const Signature& sig);
+
+// Every reason this spec cannot be generated (unsupported head dim, too much shared memory...).
+std::string validate_spec(const KernelSpec& spec);
+
+}  // namespace jitattn::jit

@@ -1,0 +1,64 @@
+// Which kernel family and tile configuration serves a signature. Measured on the H100
+// (see docs in README "Performance"); JITATTN_TILE overrides it for experiments.
+#include <algorithm>
+
+#include "jit/env.h"
+#include "jit/signature.h"
+
+namespace jitattn::jit {
+
+namespace {
+int round_up(int x, int m) { return (x + m - 1) / m * m; }
+
+// Largest dynamic shared memory a block may opt into, per compute capability.
+int max_smem_bytes(int sm) {
+  if (sm == 80 || sm == 87) return 163 * 1024;
+  if (sm == 90 || sm >= 100) return 227 * 1024;
+  return 99 * 1024;  // sm_86, sm_89, sm_120...
+}
+
+TileConfig default_tile(const Signature& sig, Family family) {
+  const int d = std::max(sig.head_dim, sig.head_dim_v);
+  if (family == Family::simt) return {16, uint16_t(d > 128 ? 16 : 32), 4};
+  if (d <= 64) return {128, 64, 4};
+  if (d <= 128) return {128, 64, 8};
+  return {64, 32, 4};
+}
+}  // namespace
+
+KernelSpec make_spec(const Signature& sig) {
+  KernelSpec spec;
+  spec.sig = sig;
+  spec.family = sig.dtype == DType::f32 ? Family::simt : Family::mma;
+  const auto& forced = Env::get().tile;
+  spec.tile = forced ? *forced : default_tile(sig, spec.family);
+  return spec;
+}
+
+int KernelSpec::smem_bytes() const {
+  const int m = tile.block_m, n = tile.block_n, d = sig.head_dim, dv = sig.head_dim_v;
+  if (family == Family::simt) return 4 * (m * d + n * d + n * dv + m * n + m * dv + 3 * m);
+  const int qk_stride = round_up(d, 16) + 8, v_stride = round_up(dv, 16) + 8;  // fwd_mma.cuh
+  return 2 * (m * qk_stride + n * qk_stride + n * v_stride);
+}
+
+std::string validate_spec(const KernelSpec& spec) {
+  const Signature& s = spec.sig;
+  auto dim_ok = [](int d) { return d >= 8 && d <= 256 && d % 8 == 0; };
+  if (!dim_ok(s.head_dim)) return "head_dim=" + std::to_string(s.head_dim) + " must be a multiple of 8 in [8, 256]";
+  if (!dim_ok(s.head_dim_v)) return "head_dim_v=" + std::to_string(s.head_dim_v) + " must be a multiple of 8 in [8, 256]";
+  if (s.arch_sm < 80) return "arch " + s.arch().name() + " is older than sm_80";
+  if (s.align != 16 && s.align != 2 && s.align != 4) return "align=" + std::to_string(s.align) + " must be 2, 4 or 16";
+  if (spec.family == Family::mma) {
+    if (s.dtype == DType::f32) return "the mma family takes f16/bf16 inputs";
+    if (spec.tile.block_m % (spec.tile.warps * 16) != 0)
+      return "tile " + spec.tile.name() + ": block_m must be a multiple of 16 x warps";
+    if (spec.tile.block_n % 16 != 0) return "tile " + spec.tile.name() + ": block_n must be a multiple of 16";
+  }
+  if (spec.smem_bytes() > max_smem_bytes(s.arch_sm))
+    return "tile " + spec.tile.name() + " needs " + std::to_string(spec.smem_bytes()) +
+           " bytes of shared memory, more than " + s.arch().name() + " allows";
+  return "";
+}
+
+}  // namespace jitattn::jit

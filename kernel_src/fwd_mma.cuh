@@ -1,0 +1,281 @@
+// Forward attention on tensor cores (mma.sync m16n8k16), FlashAttention-2 style, sm_80 and newer.
+//
+// One block computes kBlockM query rows of one (batch, head); each warp owns 16·kMTiles rows and
+// keeps its Q fragments, its running max/sum and its fp32 output accumulator in registers.
+// The block walks the key tiles the policy says are visible. K and V each have one shared
+// buffer, loaded with cp.async so that V(j) arrives while S = Q·K(j)ᵀ is computed and K(j+1)
+// arrives while O += P·V(j) is.
+//
+// Cfg (from the generated preamble): kDType, kOutDType, kHeadDim, kHeadDimV, kBlockM, kBlockN,
+// kWarps, kAlign16, kWriteLse.
+#pragma once
+#include "bias_policies.cuh"
+#include "common.cuh"
+
+namespace jitattn {
+
+template <class Cfg>
+struct FwdMmaLayout {
+  static constexpr int kThreads = Cfg::kWarps * 32;
+  static constexpr int kWarpRows = Cfg::kBlockM / Cfg::kWarps;
+  static constexpr int kMTiles = kWarpRows / 16;
+  static constexpr int kDP = round_up(Cfg::kHeadDim, 16);   // padded to the mma k step
+  static constexpr int kDvP = round_up(Cfg::kHeadDimV, 16);
+  // Rows are padded by 16 bytes so the 8 rows an ldmatrix reads fall in distinct banks.
+  static constexpr int kQKStride = kDP + 8;
+  static constexpr int kVStride = kDvP + 8;
+  static constexpr int kQElems = Cfg::kBlockM * kQKStride;
+  static constexpr int kKElems = Cfg::kBlockN * kQKStride;
+  static constexpr int kVElems = Cfg::kBlockN * kVStride;
+  static constexpr int kSmemBytes = (kQElems + kKElems + kVElems) * 2;
+  // Q fragments stay in registers unless that would crowd out the accumulators.
+  static constexpr bool kQInRegs = kMTiles * kDP <= 128;
+  static_assert(kWarpRows % 16 == 0, "each warp owns a multiple of 16 rows");
+  static_assert(Cfg::kBlockN % 16 == 0, "key tiles are a multiple of 16");
+};
+
+// Loads rows [row0, row0 + kRows) × cols [0, kColsP) of a [rows, cols] matrix (row stride
+// `ld` elements) into shared memory with row stride kSmemStride. Rows ≥ `rows` and columns
+// ≥ `cols` are zero: padding must be zero, not garbage, since 0·NaN would poison the sums.
+template <int kRows, int kColsP, int kSmemStride, int kThreads, bool kAlign16, class T>
+__device__ __forceinline__ void load_tile(T* smem, const T* g, int64_t ld, int row0, int rows, int cols) {
+  if constexpr (kAlign16) {
+    constexpr int kChunksPerRow = kColsP / 8;
+    constexpr int kChunks = kRows * kChunksPerRow;
+#pragma unroll
+    for (int c = threadIdx.x; c < kChunks; c += kThreads) {
+      const int r = c / kChunksPerRow, col = (c % kChunksPerRow) * 8;
+      const bool valid = row0 + r < rows && col < cols;
+      const T* src = valid ? g + (int64_t)(row0 + r) * ld + col : g;
+      cp_async_16(smem + r * kSmemStride + col, src, valid);
+    }
+  } else {
+    constexpr int kElems = kRows * kColsP;
+    for (int e = threadIdx.x; e < kElems; e += kThreads) {
+      const int r = e / kColsP, col = e % kColsP;
+      T x{};
+      if (row0 + r < rows && col < cols) x = g[(int64_t)(row0 + r) * ld + col];
+      smem[r * kSmemStride + col] = x;
+    }
+  }
+}
+
+template <class Cfg, class Policy>
+__device__ __forceinline__ void fwd_mma(const FwdParams& p) {
+  using L = FwdMmaLayout<Cfg>;
+  using T = typename DType<Cfg::kDType>::T;
+  using TO = typename DType<Cfg::kOutDType>::T;
+  constexpr int kBM = Cfg::kBlockM, kBN = Cfg::kBlockN, kMT = L::kMTiles;
+  constexpr int kNT = kBN / 8;            // 8-wide key tiles of S
+  constexpr int kDT = L::kDvP / 8;        // 8-wide column tiles of O
+  constexpr int kKS = L::kDP / 16;        // k-steps of Q·Kᵀ
+
+  extern __shared__ __align__(128) unsigned char smem_raw[];
+  T* sQ = reinterpret_cast<T*>(smem_raw);
+  T* sK = sQ + L::kQElems;
+  T* sV = sK + L::kKElems;
+
+  // Heavy tiles (late query rows under a causal mask) start first.
+  const int m_block = gridDim.x - 1 - blockIdx.x;
+  const int h = blockIdx.y, b = blockIdx.z;
+  const int q_lo = m_block * kBM;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int g = lane / 4, t = lane % 4;
+
+  const T* q = static_cast<const T*>(p.q) + b * p.q_stride_b + h * p.q_stride_h;
+  const T* k = static_cast<const T*>(p.k) + b * p.k_stride_b + h * p.k_stride_h;
+  const T* v = static_cast<const T*>(p.v) + b * p.v_stride_b + h * p.v_stride_h;
+
+  const Policy policy(p, b, h);
+  int kv_lo, kv_hi;
+  policy.kv_range(q_lo, imin(q_lo + kBM, p.mq), p.mkv, kv_lo, kv_hi);
+  kv_lo = kv_lo / kBN * kBN;
+  const int n_tiles = kv_hi > kv_lo ? ceil_div(kv_hi - kv_lo, kBN) : 0;
+
+  load_tile<kBM, L::kDP, L::kQKStride, L::kThreads, Cfg::kAlign16>(sQ, q, p.q_stride_m, q_lo, p.mq, Cfg::kHeadDim);
+  if (n_tiles > 0)
+    load_tile<kBN, L::kDP, L::kQKStride, L::kThreads, Cfg::kAlign16>(sK, k, p.k_stride_m, kv_lo, p.mkv, Cfg::kHeadDim);
+  cp_async_commit();
+  cp_async_wait_all();
+  __syncthreads();
+
+  // A-fragment of Q rows [16·mt, +16) × cols [16·ks, +16) of this warp.
+  const int warp_row0 = warp * L::kWarpRows;
+  auto load_q_frag = [&](unsigned (&a)[4], int mt, int ks) {
+    const int r = warp_row0 + mt * 16 + (lane & 7) + ((lane >> 3) & 1) * 8;
+    const int c = ks * 16 + (lane >> 4) * 8;
+    ldmatrix_x4(a, sQ + r * L::kQKStride + c);
+  };
+  unsigned q_frag[L::kQInRegs ? kMT : 1][L::kQInRegs ? kKS : 1][4];
+  if constexpr (L::kQInRegs) {
+#pragma unroll
+    for (int mt = 0; mt < kMT; ++mt)
+#pragma unroll
+      for (int ks = 0; ks < kKS; ++ks) load_q_frag(q_frag[mt][ks], mt, ks);
+  }
+
+  float acc[kMT][kDT][4];
+  float row_max[kMT][2], row_sum[kMT][2];  // base-2 running max; per-thread partial sums
+#pragma unroll
+  for (int mt = 0; mt < kMT; ++mt) {
+#pragma unroll
+    for (int dt = 0; dt < kDT; ++dt)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) acc[mt][dt][e] = 0.f;
+    row_max[mt][0] = row_max[mt][1] = neg_inf();
+    row_sum[mt][0] = row_sum[mt][1] = 0.f;
+  }
+
+  for (int it = 0; it < n_tiles; ++it) {
+    const int n0 = kv_lo + it * kBN;
+    if (it > 0) {  // K(it) has landed, and every warp is done reading V(it-1)
+      cp_async_wait_all();
+      __syncthreads();
+    }
+    load_tile<kBN, L::kDvP, L::kVStride, L::kThreads, Cfg::kAlign16>(sV, v, p.v_stride_m, n0, p.mkv, Cfg::kHeadDimV);
+    cp_async_commit();
+
+    // S = Q · K(it)ᵀ
+    float s[kMT][kNT][4];
+#pragma unroll
+    for (int mt = 0; mt < kMT; ++mt)
+#pragma unroll
+      for (int nt = 0; nt < kNT; ++nt)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) s[mt][nt][e] = 0.f;
+#pragma unroll
+    for (int ks = 0; ks < kKS; ++ks) {
+      unsigned a_tmp[kMT][4];
+      if constexpr (!L::kQInRegs) {
+#pragma unroll
+        for (int mt = 0; mt < kMT; ++mt) load_q_frag(a_tmp[mt], mt, ks);
+      }
+#pragma unroll
+      for (int np = 0; np < kNT / 2; ++np) {
+        unsigned bk[4];
+        const int r = np * 16 + (lane & 7) + ((lane >> 4) << 3);
+        const int c = ks * 16 + ((lane >> 3) & 1) * 8;
+        ldmatrix_x4(bk, sK + r * L::kQKStride + c);
+#pragma unroll
+        for (int mt = 0; mt < kMT; ++mt) {
+          const unsigned (&a)[4] = L::kQInRegs ? q_frag[L::kQInRegs ? mt : 0][L::kQInRegs ? ks : 0] : a_tmp[mt];
+          mma_16816<Cfg::kDType>(s[mt][2 * np], a, bk[0], bk[1]);
+          mma_16816<Cfg::kDType>(s[mt][2 * np + 1], a, bk[2], bk[3]);
+        }
+      }
+    }
+
+    // Logits in base 2, masked where the policy or the sequence end says so.
+    const bool elementwise = Policy::kElementwise || n0 + kBN > p.mkv ||
+                             !policy.tile_full(q_lo, q_lo + kBM, n0, n0 + kBN);
+#pragma unroll
+    for (int mt = 0; mt < kMT; ++mt)
+#pragma unroll
+      for (int nt = 0; nt < kNT; ++nt)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          float x = s[mt][nt][e] * p.scale_log2;
+          if (elementwise) {
+            const int i = q_lo + warp_row0 + mt * 16 + g + (e >= 2 ? 8 : 0);
+            const int j = n0 + nt * 8 + 2 * t + (e & 1);
+            x = j >= p.mkv ? neg_inf() : i >= p.mq ? x : policy.logit(x, i, j);
+          }
+          s[mt][nt][e] = x;
+        }
+
+    // Online softmax: rescale what was accumulated by 2^(old max - new max).
+#pragma unroll
+    for (int mt = 0; mt < kMT; ++mt)
+#pragma unroll
+      for (int half = 0; half < 2; ++half) {
+        float mx = row_max[mt][half];
+#pragma unroll
+        for (int nt = 0; nt < kNT; ++nt) mx = fmaxf(mx, fmaxf(s[mt][nt][2 * half], s[mt][nt][2 * half + 1]));
+        mx = quad_max(mx);
+        // A row that has seen only masked keys keeps max -inf; subtract 0 instead so that
+        // exp2 gives 0, not NaN.
+        const float base = mx == neg_inf() ? 0.f : mx;
+        const float alpha = fast_exp2(row_max[mt][half] - base);
+        row_max[mt][half] = mx;
+        float sum = 0.f;
+#pragma unroll
+        for (int nt = 0; nt < kNT; ++nt) {
+          s[mt][nt][2 * half] = fast_exp2(s[mt][nt][2 * half] - base);
+          s[mt][nt][2 * half + 1] = fast_exp2(s[mt][nt][2 * half + 1] - base);
+          sum += s[mt][nt][2 * half] + s[mt][nt][2 * half + 1];
+        }
+        row_sum[mt][half] = row_sum[mt][half] * alpha + sum;
+#pragma unroll
+        for (int dt = 0; dt < kDT; ++dt) {
+          acc[mt][dt][2 * half] *= alpha;
+          acc[mt][dt][2 * half + 1] *= alpha;
+        }
+      }
+
+    cp_async_wait_all();  // V(it) has landed, and every warp is done reading K(it)
+    __syncthreads();
+    if (it + 1 < n_tiles) {
+      load_tile<kBN, L::kDP, L::kQKStride, L::kThreads, Cfg::kAlign16>(sK, k, p.k_stride_m, n0 + kBN, p.mkv, Cfg::kHeadDim);
+      cp_async_commit();
+    }
+
+    // O += P · V(it). The S accumulator layout is the A-fragment layout, so P never leaves
+    // registers.
+#pragma unroll
+    for (int kp = 0; kp < kBN / 16; ++kp) {
+      unsigned pa[kMT][4];
+#pragma unroll
+      for (int mt = 0; mt < kMT; ++mt) {
+        pa[mt][0] = pack2<Cfg::kDType>(s[mt][2 * kp][0], s[mt][2 * kp][1]);
+        pa[mt][1] = pack2<Cfg::kDType>(s[mt][2 * kp][2], s[mt][2 * kp][3]);
+        pa[mt][2] = pack2<Cfg::kDType>(s[mt][2 * kp + 1][0], s[mt][2 * kp + 1][1]);
+        pa[mt][3] = pack2<Cfg::kDType>(s[mt][2 * kp + 1][2], s[mt][2 * kp + 1][3]);
+      }
+#pragma unroll
+      for (int dp = 0; dp < kDT / 2; ++dp) {
+        unsigned bv[4];
+        const int r = kp * 16 + (lane & 7) + ((lane >> 3) & 1) * 8;
+        const int c = dp * 16 + (lane >> 4) * 8;
+        ldmatrix_x4_trans(bv, sV + r * L::kVStride + c);
+#pragma unroll
+        for (int mt = 0; mt < kMT; ++mt) {
+          mma_16816<Cfg::kDType>(acc[mt][2 * dp], pa[mt], bv[0], bv[1]);
+          mma_16816<Cfg::kDType>(acc[mt][2 * dp + 1], pa[mt], bv[2], bv[3]);
+        }
+      }
+    }
+  }
+
+  // Epilogue: O / l, and LSE = (max + log2 l) · ln 2. A row with no visible key gives 0 / -inf.
+  TO* out = static_cast<TO*>(p.out) + b * p.o_stride_b + h * p.o_stride_h;
+#pragma unroll
+  for (int mt = 0; mt < kMT; ++mt)
+#pragma unroll
+    for (int half = 0; half < 2; ++half) {
+      const int i = q_lo + warp_row0 + mt * 16 + g + half * 8;
+      const float l = quad_sum(row_sum[mt][half]);
+      const float inv = l > 0.f ? 1.f / l : 0.f;
+      if (i >= p.mq) continue;
+      TO* row = out + (int64_t)i * p.o_stride_m;
+#pragma unroll
+      for (int dt = 0; dt < kDT; ++dt) {
+        const int c = dt * 8 + 2 * t;
+        if (c >= Cfg::kHeadDimV) continue;
+        const float o0 = acc[mt][dt][2 * half] * inv, o1 = acc[mt][dt][2 * half + 1] * inv;
+        if constexpr (Cfg::kOutDType != kF32 && Cfg::kAlign16) {
+          *reinterpret_cast<unsigned*>(row + c) = pack2<Cfg::kOutDType>(o0, o1);
+        } else {
+          row[c] = from_float<Cfg::kOutDType>(o0);
+          row[c + 1] = from_float<Cfg::kOutDType>(o1);
+        }
+      }
+      if constexpr (Cfg::kWriteLse) {
+        if (t == 0) {
+          const float lse = l > 0.f ? (row_max[mt][half] + __log2f(l)) * kLn2 : neg_inf();
+          p.lse[b * p.lse_stride_b + h * p.lse_stride_h + i] = lse;
+        }
+      }
+    }
+}
+
+}  // namespace jitattn

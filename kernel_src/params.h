@@ -1,0 +1,34 @@
+// Kernel arguments, shared byte for byte by the host (jit/) and the generated kernels.
+// Everything that may change from call to call lives here, never in the cache key.
+#pragma once
+#ifdef __CUDACC_RTC__
+typedef long long int64_t;
+typedef int int32_t;
+#else
+#include <cstdint>
+#endif
+
+namespace jitattn {
+
+// Forward attention. Strides are in elements; query/key/value/out are [B, M, H, D] viewed
+// through (batch, row, head) strides with the last stride 1.
+struct FwdParams {
+  const void* q;
+  const void* k;
+  const void* v;
+  void* out;
+  float* lse;          // [B, H, Mq] through lse_stride_*, or null when the LSE is not wanted
+  const void* bias;    // dense additive bias [B, H, Mq, Mkv], or null
+
+  int64_t q_stride_b, q_stride_m, q_stride_h;
+  int64_t k_stride_b, k_stride_m, k_stride_h;
+  int64_t v_stride_b, v_stride_m, v_stride_h;
+  int64_t o_stride_b, o_stride_m, o_stride_h;
+  int64_t lse_stride_b, lse_stride_h;
+  int64_t bias_stride_b, bias_stride_h, bias_stride_m;
+
+  int32_t batch, heads, mq, mkv;
+  float scale_log2;    // softmax scale * log2(e): the kernels work in base 2
+};
+
+}  // namespace jitattn

@@ -1,0 +1,346 @@
+// CPU-only tests of the SQLite kernel store (cache/sqlite_store.h).
+#include <gtest/gtest.h>
+#include <sqlite3.h>
+#include <unistd.h>
+
+#include <cctype>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "cache/sqlite_store.h"
+#include "jitattn/error.h"
+
+namespace jitattn::cache {
+namespace {
+
+namespace fs = std::filesystem;
+using Mode = SqliteStore::Mode;
+
+std::string read_bytes(const fs::path& p) {
+  std::ifstream in(p, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+}
+
+void write_bytes(const fs::path& p, const std::string& bytes) {
+  std::ofstream out(p, std::ios::binary | std::ios::trunc);
+  out << bytes;
+}
+
+// Edits the file behind the store's back, the way a disk error or another tool would.
+void raw_exec(const fs::path& db_path, const std::string& sql, const std::string* blob = nullptr) {
+  sqlite3* db = nullptr;
+  ASSERT_EQ(sqlite3_open(db_path.c_str(), &db), SQLITE_OK);
+  sqlite3_stmt* st = nullptr;
+  ASSERT_EQ(sqlite3_prepare_v2(db, sql.c_str(), -1, &st, nullptr), SQLITE_OK) << sqlite3_errmsg(db);
+  if (blob) sqlite3_bind_blob64(st, 1, blob->data(), blob->size(), SQLITE_TRANSIENT);
+  int rc;
+  while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+  }
+  EXPECT_EQ(rc, SQLITE_DONE) << sqlite3_errmsg(db);
+  sqlite3_finalize(st);
+  sqlite3_close(db);
+}
+
+class CacheTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    std::random_device rd;
+    dir_ = fs::temp_directory_path() /
+           ("jitattn_cache_test_" + std::to_string(::getpid()) + "_" + std::to_string(rd()));
+    fs::create_directories(dir_);
+    // A nested, not yet existing directory: ReadWrite must create it.
+    db_path_ = (dir_ / "sub" / "kernels.sqlite").string();
+  }
+  void TearDown() override {
+    std::error_code ec;
+    fs::remove_all(dir_, ec);
+  }
+
+  KernelRecord make_record(const std::string& name, size_t binary_size = 4096) {
+    KernelRecord r;
+    r.key = hash_hex("key material of " + name);
+    r.name = name;
+    r.target = "sm_90a";
+    r.compiler = "nvrtc 13.0";
+    r.binary.resize(binary_size);
+    for (auto& c : r.binary) c = static_cast<char>(rng_());
+    r.binary_hash = hash_hex(r.binary);
+    r.registers = 128;
+    r.shared_bytes = 98304;
+    r.compile_ms = 1234.5;
+    r.created_at = 1700000000;
+    r.last_used_at = 1700000100;
+    return r;
+  }
+
+  std::vector<fs::path> corrupt_copies() const {
+    std::vector<fs::path> out;
+    for (const auto& e : fs::directory_iterator(fs::path(db_path_).parent_path())) {
+      if (e.path().filename().string().rfind("kernels.sqlite.corrupt-", 0) == 0) {
+        out.push_back(e.path());
+      }
+    }
+    return out;
+  }
+
+  fs::path dir_;
+  std::string db_path_;
+  std::mt19937_64 rng_{12345};
+};
+
+void expect_same_row(const KernelRecord& a, const KernelRecord& b) {
+  EXPECT_EQ(a.key, b.key);
+  EXPECT_EQ(a.name, b.name);
+  EXPECT_EQ(a.target, b.target);
+  EXPECT_EQ(a.compiler, b.compiler);
+  EXPECT_EQ(a.binary, b.binary);
+  EXPECT_EQ(a.binary_hash, b.binary_hash);
+  EXPECT_EQ(a.registers, b.registers);
+  EXPECT_EQ(a.shared_bytes, b.shared_bytes);
+  EXPECT_DOUBLE_EQ(a.compile_ms, b.compile_ms);
+  EXPECT_EQ(a.created_at, b.created_at);
+  EXPECT_EQ(a.last_used_at, b.last_used_at);
+}
+
+TEST(HashHex, Is32LowercaseHexAndDiscriminates) {
+  const std::string a = hash_hex("fwd.sm_90a.bf16.d128");
+  const std::string b = hash_hex("fwd.sm_90a.bf16.d64");
+  ASSERT_EQ(a.size(), 32u);
+  for (char c : a) EXPECT_TRUE(std::isdigit(static_cast<unsigned char>(c)) || (c >= 'a' && c <= 'f')) << a;
+  EXPECT_NE(a, b);
+  EXPECT_EQ(a, hash_hex(std::string("fwd.sm_90a.bf16.d128")));
+  // XXH3-128 of the empty input, high 64 bits first (xxHash's canonical form).
+  EXPECT_EQ(hash_hex("", 0), "99aa06d3014798d86001c324468d497f");
+}
+
+TEST_F(CacheTest, RoundTrip) {
+  SqliteStore store(db_path_, Mode::ReadWrite);
+  const KernelRecord r = make_record("fwd.sm_90a.bf16.d128.v128.causal.lse.a16.m128n64w8", 100000);
+  store.put(r);
+  const auto got = store.get(r.key);
+  ASSERT_TRUE(got.has_value());
+  expect_same_row(*got, r);
+  EXPECT_EQ(store.row_count(), 1);
+  EXPECT_GT(store.file_bytes(), 0);
+  EXPECT_EQ(store.dropped_rows(), 0);
+  EXPECT_EQ(store.path(), db_path_);
+  EXPECT_EQ(store.mode(), Mode::ReadWrite);
+}
+
+TEST_F(CacheTest, PutFillsZeroTimestampsAndReplaces) {
+  SqliteStore store(db_path_, Mode::ReadWrite);
+  KernelRecord r = make_record("fwd.a");
+  r.created_at = 0;
+  r.last_used_at = 0;
+  store.put(r);
+  auto got = store.get(r.key);
+  ASSERT_TRUE(got.has_value());
+  EXPECT_GT(got->created_at, 1700000000);
+  EXPECT_GT(got->last_used_at, 1700000000);
+
+  r.registers = 96;
+  store.put(r);
+  EXPECT_EQ(store.row_count(), 1);
+  EXPECT_EQ(store.get(r.key)->registers, 96);
+}
+
+TEST_F(CacheTest, PutRejectsMismatchedHash) {
+  SqliteStore store(db_path_, Mode::ReadWrite);
+  KernelRecord r = make_record("fwd.a");
+  r.binary_hash = hash_hex("something else");
+  EXPECT_THROW(store.put(r), jitattn::Error);
+  EXPECT_EQ(store.row_count(), 0);
+}
+
+TEST_F(CacheTest, MissingKeyIsNullopt) {
+  SqliteStore store(db_path_, Mode::ReadWrite);
+  EXPECT_FALSE(store.get(hash_hex("nothing")).has_value());
+  EXPECT_FALSE(store.find_by_name("nothing").has_value());
+  EXPECT_EQ(store.row_count(), 0);
+}
+
+TEST_F(CacheTest, FlippedByteIsDroppedNeverReturned) {
+  SqliteStore store(db_path_, Mode::ReadWrite);
+  const KernelRecord r = make_record("fwd.flipped");
+  store.put(r);
+  std::string bad = r.binary;
+  bad[bad.size() / 2] ^= 0x01;
+  raw_exec(db_path_, "UPDATE kernels SET binary = ?1 WHERE key = '" + r.key + "'", &bad);
+
+  EXPECT_FALSE(store.get(r.key).has_value());
+  EXPECT_EQ(store.dropped_rows(), 1);
+  EXPECT_EQ(store.row_count(), 0);
+  EXPECT_FALSE(store.get(r.key).has_value());
+  EXPECT_EQ(store.dropped_rows(), 1);  // gone, not dropped again
+
+  store.put(r);  // what the caller does next: recompile and store
+  ASSERT_TRUE(store.get(r.key).has_value());
+}
+
+TEST_F(CacheTest, ReadOnlyServesRowsAndRefusesWrites) {
+  std::vector<KernelRecord> rows = {make_record("fwd.b"), make_record("bwd.a"), make_record("fwd.a")};
+  {
+    SqliteStore rw(db_path_, Mode::ReadWrite);
+    for (const auto& r : rows) rw.put(r);
+  }
+  ASSERT_FALSE(fs::exists(db_path_ + "-shm"));  // the writer checkpointed and cleaned up
+  SqliteStore ro(db_path_, Mode::ReadOnly);
+  EXPECT_EQ(ro.mode(), Mode::ReadOnly);
+  EXPECT_EQ(ro.row_count(), 3);
+  // immutable=1: no shared-memory index, no locks, nothing written next to the file.
+  EXPECT_FALSE(fs::exists(db_path_ + "-shm"));
+  EXPECT_FALSE(fs::exists(db_path_ + "-wal"));
+  for (const auto& r : rows) {
+    const auto got = ro.get(r.key);
+    ASSERT_TRUE(got.has_value()) << r.name;
+    expect_same_row(*got, r);
+  }
+  ASSERT_TRUE(ro.find_by_name("fwd.b").has_value());
+  EXPECT_EQ(ro.find_by_name("fwd.b")->binary, rows[0].binary);
+  EXPECT_THROW(ro.put(make_record("fwd.c")), jitattn::Error);
+  EXPECT_THROW(ro.remove(rows[0].key), jitattn::Error);
+  ro.touch(rows[0].key);  // best effort: a no-op, not an error
+  EXPECT_EQ(ro.row_count(), 3);
+}
+
+TEST_F(CacheTest, ReadOnlyCoexistsWithWriter) {
+  SqliteStore rw(db_path_, Mode::ReadWrite);
+  const KernelRecord r = make_record("fwd.a");
+  rw.put(r);
+  // A checkpoint makes the row visible to an immutable reader, which ignores the -wal file.
+  raw_exec(db_path_, "PRAGMA wal_checkpoint(TRUNCATE)");
+  SqliteStore ro(db_path_, Mode::ReadOnly);
+  ASSERT_TRUE(ro.get(r.key).has_value());
+  rw.put(make_record("fwd.b"));  // the reader holds no lock that could block this
+  EXPECT_EQ(rw.row_count(), 2);
+}
+
+TEST_F(CacheTest, ReadOnlyMissingFileThrowsNamingPath) {
+  try {
+    SqliteStore ro(db_path_, Mode::ReadOnly);
+    FAIL() << "expected jitattn::Error";
+  } catch (const jitattn::Error& e) {
+    EXPECT_NE(std::string(e.what()).find(db_path_), std::string::npos) << e.what();
+  }
+  EXPECT_FALSE(fs::exists(db_path_));
+}
+
+TEST_F(CacheTest, TextFileIsMovedAside) {
+  fs::create_directories(fs::path(db_path_).parent_path());
+  const std::string text = "this is not a database, just some text that happens to be here\n";
+  write_bytes(db_path_, text);
+
+  EXPECT_THROW(SqliteStore(db_path_, Mode::ReadOnly), jitattn::Error);
+  EXPECT_EQ(read_bytes(db_path_), text);
+
+  SqliteStore store(db_path_, Mode::ReadWrite);
+  const auto aside = corrupt_copies();
+  ASSERT_EQ(aside.size(), 1u);
+  EXPECT_EQ(read_bytes(aside[0]), text);
+
+  const KernelRecord r = make_record("fwd.a");
+  store.put(r);
+  ASSERT_TRUE(store.get(r.key).has_value());
+  EXPECT_EQ(store.row_count(), 1);
+}
+
+TEST_F(CacheTest, TruncatedFileIsRecovered) {
+  {
+    SqliteStore store(db_path_, Mode::ReadWrite);
+    for (int i = 0; i < 32; ++i) store.put(make_record("fwd.k" + std::to_string(i), 16384));
+  }
+  const auto full = fs::file_size(db_path_);
+  ASSERT_GT(full, 32u * 16384u);
+  fs::resize_file(db_path_, full / 2);
+
+  EXPECT_THROW(SqliteStore(db_path_, Mode::ReadOnly), jitattn::Error);
+
+  SqliteStore store(db_path_, Mode::ReadWrite);
+  ASSERT_EQ(corrupt_copies().size(), 1u);
+  EXPECT_EQ(fs::file_size(corrupt_copies()[0]), full / 2);
+  EXPECT_EQ(store.row_count(), 0);
+  const KernelRecord r = make_record("fwd.after");
+  store.put(r);
+  ASSERT_TRUE(store.get(r.key).has_value());
+}
+
+TEST_F(CacheTest, NewerSchemaThrowsAndLeavesFileAlone) {
+  {
+    SqliteStore store(db_path_, Mode::ReadWrite);
+    store.put(make_record("fwd.a"));
+  }
+  raw_exec(db_path_, "UPDATE meta SET value = '999' WHERE key = 'schema_version'");
+  const std::string before = read_bytes(db_path_);
+  ASSERT_FALSE(before.empty());
+
+  try {
+    SqliteStore store(db_path_, Mode::ReadWrite);
+    FAIL() << "expected jitattn::Error";
+  } catch (const jitattn::Error& e) {
+    const std::string msg = e.what();
+    EXPECT_NE(msg.find(db_path_), std::string::npos) << msg;
+    EXPECT_NE(msg.find("newer"), std::string::npos) << msg;
+    EXPECT_NE(msg.find("999"), std::string::npos) << msg;
+  }
+  EXPECT_THROW(SqliteStore(db_path_, Mode::ReadOnly), jitattn::Error);
+  EXPECT_EQ(read_bytes(db_path_), before);
+  EXPECT_TRUE(corrupt_copies().empty());
+}
+
+TEST_F(CacheTest, ListIsOrderedByNameWithoutBinaries) {
+  SqliteStore store(db_path_, Mode::ReadWrite);
+  for (const char* name : {"fwd.c", "bwd.z", "fwd.a", "fwd.b"}) store.put(make_record(name));
+  const auto rows = store.list();
+  ASSERT_EQ(rows.size(), 4u);
+  const std::vector<std::string> want = {"bwd.z", "fwd.a", "fwd.b", "fwd.c"};
+  for (size_t i = 0; i < rows.size(); ++i) {
+    EXPECT_EQ(rows[i].name, want[i]);
+    EXPECT_TRUE(rows[i].binary.empty());
+    EXPECT_EQ(rows[i].binary_hash.size(), 32u);
+    EXPECT_EQ(rows[i].key, hash_hex("key material of " + want[i]));
+    EXPECT_EQ(rows[i].registers, 128);
+  }
+}
+
+TEST_F(CacheTest, FindByNameTouchAndRemove) {
+  SqliteStore store(db_path_, Mode::ReadWrite);
+  const KernelRecord r = make_record("fwd.a");
+  store.put(r);
+  const auto found = store.find_by_name("fwd.a");
+  ASSERT_TRUE(found.has_value());
+  EXPECT_EQ(found->key, r.key);
+  EXPECT_EQ(found->binary, r.binary);
+
+  store.touch(r.key);
+  EXPECT_GT(store.get(r.key)->last_used_at, r.last_used_at);
+  store.touch(hash_hex("no such key"));  // nothing to update is not an error
+
+  EXPECT_TRUE(store.remove(r.key));
+  EXPECT_FALSE(store.remove(r.key));
+  EXPECT_EQ(store.row_count(), 0);
+}
+
+TEST_F(CacheTest, ReopenKeepsRows) {
+  const KernelRecord r = make_record("fwd.a");
+  { SqliteStore(db_path_, Mode::ReadWrite).put(r); }
+  SqliteStore store(db_path_, Mode::ReadWrite);
+  const auto got = store.get(r.key);
+  ASSERT_TRUE(got.has_value());
+  expect_same_row(*got, r);
+  EXPECT_TRUE(corrupt_copies().empty());
+}
+
+TEST_F(CacheTest, PathWithUriCharactersOpensReadOnly) {
+  db_path_ = (dir_ / "we?ird#na%me" / "kernels.sqlite").string();
+  const KernelRecord r = make_record("fwd.a");
+  { SqliteStore(db_path_, Mode::ReadWrite).put(r); }
+  SqliteStore ro(db_path_, Mode::ReadOnly);
+  ASSERT_TRUE(ro.get(r.key).has_value());
+}
+
+}  // namespace
+}  // namespace jitattn::cache

@@ -1,0 +1,62 @@
+#include "gpu_support.h"
+
+#include "jit/jit_runtime.h"
+
+namespace jitattn::test {
+
+using jit::check_cuda;
+using jit::CudaDriver;
+
+bool gpu_available(std::string* why) {
+  const CudaDriver& d = CudaDriver::get();
+  if (!d.available) {
+    if (why) *why = "no CUDA driver: " + d.unavailable_reason;
+    return false;
+  }
+  int count = 0;
+  if (d.cuDeviceGetCount(&count) != CUDA_SUCCESS || count == 0) {
+    if (why) *why = "no CUDA device";
+    return false;
+  }
+  jit::JitRuntime::get().context(0);  // make device 0's primary context current
+  return true;
+}
+
+DeviceBuffer::DeviceBuffer(size_t bytes) : bytes_(bytes) {
+  check_cuda(CudaDriver::require().cuMemAlloc(&ptr_, bytes ? bytes : 1), "cuMemAlloc");
+}
+
+DeviceBuffer::~DeviceBuffer() {
+  if (ptr_) CudaDriver::get().cuMemFree(ptr_);
+}
+
+DeviceBuffer& DeviceBuffer::operator=(DeviceBuffer&& o) noexcept {
+  if (this != &o) {
+    if (ptr_) CudaDriver::get().cuMemFree(ptr_);
+    ptr_ = o.ptr_, bytes_ = o.bytes_;
+    o.ptr_ = 0, o.bytes_ = 0;
+  }
+  return *this;
+}
+
+void DeviceBuffer::upload(const void* src, size_t bytes, size_t offset) {
+  check_cuda(CudaDriver::get().cuMemcpyHtoD(ptr_ + offset, src, bytes), "cuMemcpyHtoD");
+}
+
+void DeviceBuffer::download(void* dst, size_t bytes, size_t offset) const {
+  check_cuda(CudaDriver::get().cuMemcpyDtoH(dst, ptr_ + offset, bytes), "cuMemcpyDtoH");
+}
+
+std::vector<unsigned char> DeviceBuffer::download() const {
+  std::vector<unsigned char> out(bytes_);
+  download(out.data(), bytes_);
+  return out;
+}
+
+void DeviceBuffer::fill(unsigned char byte) {
+  check_cuda(CudaDriver::get().cuMemsetD8(ptr_, byte, bytes_), "cuMemsetD8");
+}
+
+void device_synchronize() { check_cuda(CudaDriver::get().cuCtxSynchronize(), "cuCtxSynchronize"); }
+
+}  // namespace jitattn::test

@@ -1,0 +1,138 @@
+#include "reference.h"
+
+#include <cmath>
+#include <cstring>
+#include <limits>
+
+namespace jitattn::test {
+
+RefResult reference_attention(const RefShape& s, const std::vector<double>& q, const std::vector<double>& k,
+                              const std::vector<double>& v, const std::vector<double>& bias, double scale) {
+  const double ninf = -std::numeric_limits<double>::infinity();
+  RefResult r;
+  r.out.assign(size_t(s.B * s.Mq * s.H * s.Kv), 0.0);
+  r.lse.assign(size_t(s.B * s.H * s.Mq), ninf);
+  std::vector<double> logits(size_t(s.Mkv));
+  for (int64_t b = 0; b < s.B; ++b)
+    for (int64_t h = 0; h < s.H; ++h)
+      for (int64_t i = 0; i < s.Mq; ++i) {
+        double mx = ninf;
+        for (int64_t j = 0; j < s.Mkv; ++j) {
+          double dot = 0;
+          for (int64_t d = 0; d < s.K; ++d)
+            dot += q[size_t(((b * s.Mq + i) * s.H + h) * s.K + d)] * k[size_t(((b * s.Mkv + j) * s.H + h) * s.K + d)];
+          double x = dot * scale;
+          if (!bias.empty()) x += bias[size_t(((b * s.H + h) * s.Mq + i) * s.Mkv + j)];
+          logits[size_t(j)] = x;
+          mx = std::max(mx, x);
+        }
+        if (mx == ninf) continue;  // fully masked row: out 0, lse -inf
+        double sum = 0;
+        for (int64_t j = 0; j < s.Mkv; ++j) sum += std::exp(logits[size_t(j)] - mx);
+        r.lse[size_t((b * s.H + h) * s.Mq + i)] = mx + std::log(sum);
+        for (int64_t j = 0; j < s.Mkv; ++j) {
+          const double p = std::exp(logits[size_t(j)] - mx) / sum;
+          if (p == 0) continue;
+          for (int64_t d = 0; d < s.Kv; ++d)
+            r.out[size_t(((b * s.Mq + i) * s.H + h) * s.Kv + d)] += p * v[size_t(((b * s.Mkv + j) * s.H + h) * s.Kv + d)];
+        }
+      }
+  return r;
+}
+
+uint16_t to_bits(double x, DType dtype) {
+  const float f = float(x);
+  uint32_t u;
+  std::memcpy(&u, &f, 4);
+  if (dtype == DType::bf16) {
+    if (std::isnan(f)) return 0x7fc0;
+    return uint16_t((u + 0x7fff + ((u >> 16) & 1)) >> 16);  // round to nearest even
+  }
+  // f16: via the exact double value, round to nearest even.
+  const uint16_t sign = (u >> 16) & 0x8000;
+  const double a = std::fabs(x);
+  if (std::isnan(x)) return 0x7e00;
+  if (a >= 65520.0) return sign | 0x7c00;
+  if (a < std::ldexp(1.0, -14)) {  // subnormal: units of 2^-24
+    return sign | uint16_t(std::nearbyint(a * std::ldexp(1.0, 24)));
+  }
+  int e;
+  const double m = std::frexp(a, &e);  // a = m·2^e, m in [0.5, 1)
+  int mant = int(std::nearbyint((m * 2 - 1) * 1024));
+  int exp = e - 1 + 15;
+  if (mant == 1024) {
+    mant = 0;
+    ++exp;
+  }
+  if (exp >= 31) return sign | 0x7c00;
+  return sign | uint16_t(exp << 10) | uint16_t(mant);
+}
+
+double from_bits(uint16_t h, DType dtype) {
+  if (dtype == DType::bf16) {
+    const uint32_t u = uint32_t(h) << 16;
+    float f;
+    std::memcpy(&f, &u, 4);
+    return f;
+  }
+  const int sign = h >> 15, exp = (h >> 10) & 0x1f, mant = h & 0x3ff;
+  double v;
+  if (exp == 0) v = std::ldexp(double(mant), -24);
+  else if (exp == 31) v = mant ? std::numeric_limits<double>::quiet_NaN() : std::numeric_limits<double>::infinity();
+  else v = std::ldexp(double(mant | 0x400), exp - 25);
+  return sign ? -v : v;
+}
+
+void random_values(std::mt19937_64& rng, size_t n, DType dtype, std::vector<double>& values,
+                   std::vector<unsigned char>& bytes, double stddev) {
+  std::normal_distribution<double> dist(0.0, stddev);
+  values.resize(n);
+  bytes.resize(n * element_size(dtype));
+  for (size_t i = 0; i < n; ++i) {
+    const double x = dist(rng);
+    if (dtype == DType::f32) {
+      const float f = float(x);
+      values[i] = f;
+      std::memcpy(bytes.data() + 4 * i, &f, 4);
+    } else {
+      const uint16_t bits = to_bits(x, dtype);
+      values[i] = from_bits(bits, dtype);
+      std::memcpy(bytes.data() + 2 * i, &bits, 2);
+    }
+  }
+}
+
+std::vector<double> decode(const std::vector<unsigned char>& bytes, DType dtype) {
+  const size_t es = element_size(dtype), n = bytes.size() / es;
+  std::vector<double> out(n);
+  for (size_t i = 0; i < n; ++i) {
+    if (dtype == DType::f32) {
+      float f;
+      std::memcpy(&f, bytes.data() + 4 * i, 4);
+      out[i] = f;
+    } else {
+      uint16_t h;
+      std::memcpy(&h, bytes.data() + 2 * i, 2);
+      out[i] = from_bits(h, dtype);
+    }
+  }
+  return out;
+}
+
+double relative_error(const std::vector<double>& a, const std::vector<double>& b) {
+  if (a.size() != b.size()) return std::numeric_limits<double>::infinity();
+  double num = 0, den = 0;
+  for (size_t i = 0; i < a.size(); ++i) {
+    if (std::isnan(a[i]) || std::isnan(b[i])) return std::numeric_limits<double>::infinity();
+    if (std::isinf(a[i]) || std::isinf(b[i])) {
+      if (a[i] != b[i]) return std::numeric_limits<double>::infinity();
+      continue;
+    }
+    num += (a[i] - b[i]) * (a[i] - b[i]);
+    den += b[i] * b[i];
+  }
+  if (den == 0) return num == 0 ? 0 : std::numeric_limits<double>::infinity();
+  return std::sqrt(num / den);
+}
+
+}  // namespace jitattn::test

@@ -1,0 +1,37 @@
+// The fp64 CPU reference, written from the xFormers definition (not from kernel_src):
+//   out = softmax(q @ kᵀ · scale + bias) @ v,   lse = logsumexp(q @ kᵀ · scale + bias)
+// A row whose bias is -inf everywhere gives out = 0 and lse = -inf, as the kernels promise.
+#pragma once
+#include <cstdint>
+#include <random>
+#include <vector>
+
+#include "jitattn/tensor.h"
+
+namespace jitattn::test {
+
+struct RefShape {
+  int64_t B, Mq, Mkv, H, K, Kv;
+};
+
+// q [B, Mq, H, K], k [B, Mkv, H, K], v [B, Mkv, H, Kv] dense row-major; bias [B, H, Mq, Mkv] or
+// empty. Returns out [B, Mq, H, Kv] and lse [B, H, Mq].
+struct RefResult {
+  std::vector<double> out, lse;
+};
+RefResult reference_attention(const RefShape& s, const std::vector<double>& q, const std::vector<double>& k,
+                              const std::vector<double>& v, const std::vector<double>& bias, double scale);
+
+// Host encoding/decoding of the three dtypes (round to nearest even), independent of the kernels.
+uint16_t to_bits(double x, DType dtype);  // f16/bf16 bit pattern
+double from_bits(uint16_t bits, DType dtype);
+// n values ~ N(0, 1) rounded to `dtype`, as doubles, and the same values encoded to bytes.
+void random_values(std::mt19937_64& rng, size_t n, DType dtype, std::vector<double>& values,
+                   std::vector<unsigned char>& bytes, double stddev = 1.0);
+std::vector<double> decode(const std::vector<unsigned char>& bytes, DType dtype);
+
+// ‖a − b‖ / ‖b‖ over the finite entries, +inf if a and b disagree on which entries are
+// non-finite (NaN never passes).
+double relative_error(const std::vector<double>& a, const std::vector<double>& b);
+
+}  // namespace jitattn::test

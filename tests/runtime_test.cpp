@@ -1,0 +1,152 @@
+// The JIT runtime's cache path without a GPU: compile → store → a fresh process (runtime) is
+// served from SQLite with zero compiles; a corrupted row is recompiled; JITATTN_JIT=off refuses.
+#include <gtest/gtest.h>
+#include <sqlite3.h>
+
+#include <filesystem>
+#include <random>
+#include <thread>
+
+#include "jit/jit_runtime.h"
+
+namespace jitattn::jit {
+namespace {
+
+namespace fs = std::filesystem;
+
+struct TempDir {
+  fs::path path;
+  TempDir() {
+    std::random_device rd;
+    path = fs::temp_directory_path() / ("jitattn_runtime_test_" + std::to_string(rd()));
+    fs::create_directories(path);
+  }
+  ~TempDir() { fs::remove_all(path); }
+};
+
+KernelSpec small_spec() {
+  Signature s;
+  s.dtype = s.out_dtype = DType::f16;
+  s.head_dim = s.head_dim_v = 32;
+  s.bias = BiasKind::causal;
+  s.arch_sm = 80;
+  s.lse = 1;
+  s.align = 16;
+  return make_spec(s);
+}
+
+Env env_for(const fs::path& db, JitPolicy policy) {
+  Env e;
+  e.cache_path = db.string();
+  e.jit = policy;
+  return e;
+}
+
+TEST(Runtime, CompilesOnceThenServesFromSqlite) {
+  TempDir dir;
+  const fs::path db = dir.path / "kernels.sqlite";
+  const KernelSpec spec = small_spec();
+  std::string served;
+  {
+    JitRuntime rt(env_for(db, JitPolicy::on));
+    const auto rec = rt.binary(spec, &served);
+    EXPECT_EQ(served, "nvrtc");
+    EXPECT_EQ(rt.stats().compiles.load(), 1);
+    EXPECT_GT(rec.registers, 0);
+    EXPECT_EQ(rec.shared_bytes, spec.smem_bytes());
+  }
+  JitRuntime fresh(env_for(db, JitPolicy::on));
+  const auto rec = fresh.binary(spec, &served);
+  EXPECT_EQ(served, db.string());
+  EXPECT_EQ(fresh.stats().compiles.load(), 0);
+  EXPECT_EQ(rec.name, spec.name());
+}
+
+TEST(Runtime, ConcurrentFirstCallsCompileOnce) {
+  TempDir dir;
+  JitRuntime rt(env_for(dir.path / "kernels.sqlite", JitPolicy::on));
+  const KernelSpec spec = small_spec();
+  std::vector<std::string> hashes(4);
+  std::vector<std::thread> threads;
+  for (int i = 0; i < 4; ++i) threads.emplace_back([&, i] { hashes[size_t(i)] = rt.binary(spec).binary_hash; });
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(rt.stats().compiles.load(), 1);
+  for (const auto& h : hashes) EXPECT_EQ(h, hashes[0]);
+  EXPECT_EQ(hashes[0].size(), 32u);
+}
+
+TEST(Runtime, CorruptedBinaryIsRecompiledAndReplaced) {
+  TempDir dir;
+  const fs::path db = dir.path / "kernels.sqlite";
+  const KernelSpec spec = small_spec();
+  { JitRuntime(env_for(db, JitPolicy::on)).binary(spec); }
+  {  // flip one byte of the stored cubin
+    sqlite3* h = nullptr;
+    ASSERT_EQ(sqlite3_open(db.string().c_str(), &h), SQLITE_OK);
+    ASSERT_EQ(sqlite3_exec(h, "UPDATE kernels SET binary = CAST(X'00' || substr(binary, 2) AS BLOB)", nullptr,
+                           nullptr, nullptr), SQLITE_OK);
+    sqlite3_close(h);
+  }
+  JitRuntime rt(env_for(db, JitPolicy::on));
+  std::string served;
+  const auto rec = rt.binary(spec, &served);
+  EXPECT_EQ(served, "nvrtc");
+  EXPECT_EQ(rt.stats().compiles.load(), 1);
+  JitRuntime again(env_for(db, JitPolicy::on));
+  again.binary(spec, &served);
+  EXPECT_EQ(served, db.string());
+  EXPECT_EQ(again.stats().compiles.load(), 0);
+}
+
+TEST(Runtime, PolicyOffTurnsAMissIntoAnErrorNamingTheKernel) {
+  TempDir dir;
+  JitRuntime rt(env_for(dir.path / "kernels.sqlite", JitPolicy::off));
+  const KernelSpec spec = small_spec();
+  try {
+    rt.binary(spec);
+    FAIL() << "expected an error";
+  } catch (const std::exception& e) {
+    EXPECT_NE(std::string(e.what()).find("JITATTN_JIT=off"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find(spec.name()), std::string::npos) << e.what();
+  }
+  EXPECT_EQ(rt.stats().compiles.load(), 0);
+}
+
+TEST(Runtime, ReadonlyCompilesButNeverWrites) {
+  TempDir dir;
+  const fs::path db = dir.path / "kernels.sqlite";
+  JitRuntime rt(env_for(db, JitPolicy::readonly));
+  rt.binary(small_spec());
+  EXPECT_EQ(rt.stats().compiles.load(), 1);
+  JitRuntime fresh(env_for(db, JitPolicy::on));
+  std::string served;
+  fresh.binary(small_spec(), &served);
+  EXPECT_EQ(served, "nvrtc");
+}
+
+TEST(Runtime, RedoRecompilesEvenWhenCached) {
+  TempDir dir;
+  const fs::path db = dir.path / "kernels.sqlite";
+  { JitRuntime(env_for(db, JitPolicy::on)).binary(small_spec()); }
+  JitRuntime rt(env_for(db, JitPolicy::redo));
+  std::string served;
+  rt.binary(small_spec(), &served);
+  EXPECT_EQ(served, "nvrtc");
+  EXPECT_EQ(rt.stats().compiles.load(), 1);
+}
+
+TEST(Runtime, ShippedReadOnlyLayerServesFirst) {
+  TempDir dir;
+  const fs::path shipped = dir.path / "shipped.sqlite";
+  { JitRuntime(env_for(shipped, JitPolicy::on)).binary(small_spec()); }
+  Env e = env_for(dir.path / "user.sqlite", JitPolicy::off);
+  e.cache_ro = {shipped.string()};
+  JitRuntime rt(e);
+  std::string served;
+  rt.binary(small_spec(), &served);
+  EXPECT_EQ(served, shipped.string());
+  EXPECT_EQ(rt.stats().compiles.load(), 0);
+}
+
+}  // namespace
+}  // namespace jitattn::jit

@@ -1,0 +1,118 @@
+// Signatures, canonical names and cache keys: stable, readable, and sensitive to exactly what
+// changes the generated code.
+#include <gtest/gtest.h>
+
+#include <set>
+
+#include "jit/codegen.h"
+#include "jit/jit_runtime.h"
+#include "jit/signature.h"
+
+namespace jitattn::jit {
+namespace {
+
+Signature base_sig() {
+  Signature s;
+  s.op = Op::fwd;
+  s.bias = BiasKind::causal;
+  s.dtype = s.out_dtype = DType::bf16;
+  s.head_dim = s.head_dim_v = 128;
+  s.arch_sm = 90;
+  s.arch_specific = 1;
+  s.lse = 1;
+  s.align = 16;
+  return s;
+}
+
+TEST(Signature, CanonicalNameIsReadable) {
+  const KernelSpec spec = make_spec(base_sig());
+  EXPECT_EQ(spec.name(), "fwd.sm_90a.bf16.d128.v128.causal.lse.a16.mma_" + spec.tile.name());
+}
+
+TEST(Signature, NameRoundTrips) {
+  Signature s = base_sig();
+  s.out_dtype = DType::f32;
+  s.head_dim_v = 64;
+  s.bias = BiasKind::tensor;
+  s.lse = 0;
+  s.align = 2;
+  const KernelSpec spec = make_spec(s);
+  const auto parsed = KernelSpec::parse(spec.name());
+  ASSERT_TRUE(parsed.has_value()) << spec.name();
+  EXPECT_TRUE(parsed->sig == spec.sig);
+  EXPECT_EQ(parsed->name(), spec.name());
+  EXPECT_FALSE(KernelSpec::parse("fwd.sm_90a.bf16.d128"));
+  EXPECT_FALSE(KernelSpec::parse("fwd.sm_90a.bf16.d0128.v128.causal.lse.a16.mma_m128n64w8"));
+  EXPECT_FALSE(KernelSpec::parse("fwd.sm_90a.bf16.d128.v128.diagonal.lse.a16.mma_m128n64w8"));
+}
+
+TEST(Signature, KeyIsStableAndSensitive) {
+  const KernelSpec spec = make_spec(base_sig());
+  const std::string key = kernel_key(spec, "nvrtc 13.0");
+  EXPECT_EQ(key.size(), 32u);
+  EXPECT_EQ(key, kernel_key(make_spec(base_sig()), "nvrtc 13.0"));
+  EXPECT_NE(key, kernel_key(spec, "nvrtc 12.9"));  // compiler identity is in the key
+
+  // Every code-relevant field changes the key.
+  std::set<std::string> keys = {key};
+  auto vary = [&](auto mutate) {
+    Signature s = base_sig();
+    mutate(s);
+    EXPECT_TRUE(keys.insert(kernel_key(make_spec(s), "nvrtc 13.0")).second);
+  };
+  vary([](Signature& s) { s.bias = BiasKind::none; });
+  vary([](Signature& s) { s.bias = BiasKind::causal_bottom_right; });
+  vary([](Signature& s) { s.bias = BiasKind::tensor; });
+  vary([](Signature& s) { s.dtype = s.out_dtype = DType::f16; });
+  vary([](Signature& s) { s.out_dtype = DType::f32; });
+  vary([](Signature& s) { s.head_dim = 64; });
+  vary([](Signature& s) { s.head_dim_v = 64; });
+  vary([](Signature& s) { s.arch_sm = 80, s.arch_specific = 0; });
+  vary([](Signature& s) { s.lse = 0; });
+  vary([](Signature& s) { s.align = 2; });
+}
+
+TEST(Signature, HashAndEqualityFollowEveryByte) {
+  Signature a = base_sig(), b = base_sig();
+  EXPECT_TRUE(a == b);
+  EXPECT_EQ(a.hash(), b.hash());
+  b.lse = 0;
+  EXPECT_FALSE(a == b);
+  EXPECT_NE(a.hash(), b.hash());
+}
+
+TEST(Signature, GeneratedSourceSetsOnlyConstexprs) {
+  const KernelSpec spec = make_spec(base_sig());
+  const std::string src = generate_source(spec);
+  EXPECT_NE(src.find("#include \"fwd_mma.cuh\""), std::string::npos);
+  EXPECT_NE(src.find("kHeadDim = 128"), std::string::npos);
+  EXPECT_NE(src.find("jitattn::CausalMask<false>"), std::string::npos);
+  EXPECT_NE(src.find(spec.name()), std::string::npos);
+}
+
+TEST(Signature, ArchParses) {
+  EXPECT_EQ(Arch::parse("sm_90a")->name(), "sm_90a");
+  EXPECT_EQ(Arch::parse("sm_80")->name(), "sm_80");
+  EXPECT_FALSE(Arch::parse("sm_75"));
+  EXPECT_FALSE(Arch::parse("compute_80"));
+  EXPECT_FALSE(Arch::parse("sm_9x"));
+}
+
+TEST(Signature, TileParses) {
+  EXPECT_EQ(TileConfig::parse("m128n64w8")->name(), "m128n64w8");
+  EXPECT_FALSE(TileConfig::parse("m128n64"));
+  EXPECT_FALSE(TileConfig::parse("m128n64w8x"));
+}
+
+TEST(Signature, SpecValidationNamesTheProblem) {
+  Signature s = base_sig();
+  s.head_dim = 100;
+  EXPECT_NE(validate_spec(make_spec(s)).find("head_dim=100"), std::string::npos);
+  s = base_sig();
+  s.arch_sm = 75, s.arch_specific = 0;
+  EXPECT_NE(validate_spec(make_spec(s)).find("sm_75"), std::string::npos);
+  EXPECT_EQ(validate_spec(make_spec(base_sig())), "");
+}
+
+}  // namespace
+}  // namespace jitattn::jit

@@ -1,0 +1,137 @@
+// Bad input gets a reason that names the argument and the rule, before anything touches a GPU.
+#include <gtest/gtest.h>
+
+#include "jitattn/attention.h"
+
+namespace jitattn {
+namespace {
+
+// Fake device pointers: validation never dereferences them.
+void* fake(uintptr_t p = 0x10000) { return reinterpret_cast<void*>(p); }
+
+struct Call {
+  TensorView q = TensorView::make(fake(), DType::bf16, {2, 100, 4, 64});
+  TensorView k = TensorView::make(fake(), DType::bf16, {2, 120, 4, 64});
+  TensorView v = TensorView::make(fake(), DType::bf16, {2, 120, 4, 64});
+  TensorView out = TensorView::make(fake(), DType::bf16, {2, 100, 4, 64});
+  TensorView lse;
+  AttnBias bias;
+  AttentionOptions opt;
+  std::vector<std::string> reasons() const { return not_supported_reasons(q, k, v, bias, out, lse, opt); }
+};
+
+bool mentions(const std::vector<std::string>& reasons, const std::string& needle) {
+  for (const auto& r : reasons)
+    if (r.find(needle) != std::string::npos) return true;
+  return false;
+}
+
+std::string joined(const std::vector<std::string>& reasons) {
+  std::string s;
+  for (const auto& r : reasons) s += r + " | ";
+  return s;
+}
+
+TEST(Validation, AcceptsAValidCall) {
+  Call c;
+  EXPECT_TRUE(c.reasons().empty()) << joined(c.reasons());
+  c.lse = TensorView::make(fake(), DType::f32, {2, 4, 100});
+  c.bias = LowerTriangularFromBottomRightMask{};
+  EXPECT_TRUE(c.reasons().empty()) << joined(c.reasons());
+}
+
+TEST(Validation, HeadDimMustBeAMultipleOf8) {
+  Call c;
+  c.q = TensorView::make(fake(), DType::bf16, {2, 100, 4, 100});
+  c.k = TensorView::make(fake(), DType::bf16, {2, 120, 4, 100});
+  EXPECT_TRUE(mentions(c.reasons(), "query.shape[-1]=100 is not a multiple of 8")) << joined(c.reasons());
+}
+
+TEST(Validation, HeadDimAtMost256) {
+  Call c;
+  c.v = TensorView::make(fake(), DType::bf16, {2, 120, 4, 512});
+  c.out = TensorView::make(fake(), DType::bf16, {2, 100, 4, 512});
+  EXPECT_TRUE(mentions(c.reasons(), "value.shape[-1]=512 is not in [8, 256]")) << joined(c.reasons());
+}
+
+TEST(Validation, LastStrideMustBeOne) {
+  Call c;
+  c.q = TensorView::make(fake(), DType::bf16, {2, 100, 4, 64}, {51200, 512, 128, 2});
+  EXPECT_TRUE(mentions(c.reasons(), "query.stride[-1]=2 must be 1")) << joined(c.reasons());
+}
+
+TEST(Validation, DtypesMustMatch) {
+  Call c;
+  c.k.dtype = DType::f16;
+  EXPECT_TRUE(mentions(c.reasons(), "key.dtype=f16")) << joined(c.reasons());
+  Call d;
+  d.out.dtype = DType::f32;
+  EXPECT_TRUE(mentions(d.reasons(), "out.dtype=f32 must be bf16")) << joined(d.reasons());
+  d.opt.output_dtype = DType::f32;
+  EXPECT_TRUE(d.reasons().empty()) << joined(d.reasons());
+}
+
+TEST(Validation, ShapesMustAgree) {
+  Call c;
+  c.v = TensorView::make(fake(), DType::bf16, {2, 119, 4, 64});
+  EXPECT_TRUE(mentions(c.reasons(), "key.shape[1]=120 and value.shape[1]=119")) << joined(c.reasons());
+  Call d;
+  d.k = TensorView::make(fake(), DType::bf16, {2, 120, 8, 64});
+  EXPECT_TRUE(mentions(d.reasons(), "head counts differ")) << joined(d.reasons());
+  Call e;
+  e.out = TensorView::make(fake(), DType::bf16, {2, 100, 4, 32});
+  EXPECT_TRUE(mentions(e.reasons(), "out.shape=[2, 100, 4, 32] must be [B, Mq, H, Kv]")) << joined(e.reasons());
+}
+
+TEST(Validation, LseShapeAndDtype) {
+  Call c;
+  c.lse = TensorView::make(fake(), DType::bf16, {2, 4, 99});
+  EXPECT_TRUE(mentions(c.reasons(), "lse.dtype=bf16 must be f32")) << joined(c.reasons());
+  EXPECT_TRUE(mentions(c.reasons(), "lse.shape=[2, 4, 99]")) << joined(c.reasons());
+}
+
+TEST(Validation, TensorBiasBroadcastRules) {
+  Call c;
+  c.bias = TensorBias{TensorView::make(fake(), DType::bf16, {1, 4, 100, 120})};
+  EXPECT_TRUE(c.reasons().empty()) << joined(c.reasons());
+  c.bias = TensorBias{TensorView::make(fake(), DType::bf16, {3, 4, 100, 120})};
+  EXPECT_TRUE(mentions(c.reasons(), "attn_bias.shape[0]=3 must be B=2 or 1")) << joined(c.reasons());
+  c.bias = TensorBias{TensorView::make(fake(), DType::bf16, {2, 4, 100, 64})};
+  EXPECT_TRUE(mentions(c.reasons(), "attn_bias.shape[3]=64 must be Mkv=120")) << joined(c.reasons());
+  c.bias = TensorBias{TensorView::make(fake(), DType::f32, {2, 4, 100, 120})};
+  EXPECT_TRUE(mentions(c.reasons(), "attn_bias.dtype=f32 must equal query.dtype=bf16")) << joined(c.reasons());
+}
+
+TEST(Validation, HostMemoryAndNullPointersAreRejected) {
+  Call c;
+  c.q.device = TensorView::kHost;
+  EXPECT_TRUE(mentions(c.reasons(), "query must be in CUDA device memory")) << joined(c.reasons());
+  Call d;
+  d.v.data = nullptr;
+  EXPECT_TRUE(mentions(d.reasons(), "value.data is null")) << joined(d.reasons());
+}
+
+TEST(Validation, ForwardThrowsWithEveryReason) {
+  Call c;
+  c.q.ndim = 2;
+  c.k.dtype = DType::f32;
+  try {
+    memory_efficient_attention_forward(c.q, c.k, c.v, c.bias, c.out);
+    FAIL() << "expected jitattn::Error";
+  } catch (const Error& e) {
+    EXPECT_FALSE(e.reasons().empty());
+    EXPECT_NE(std::string(e.what()).find("query must be 3-D"), std::string::npos) << e.what();
+  }
+}
+
+TEST(Validation, ThreeDimensionalInputsAreOneHead) {
+  Call c;
+  c.q = TensorView::make(fake(), DType::f16, {2, 100, 64});
+  c.k = TensorView::make(fake(), DType::f16, {2, 120, 64});
+  c.v = TensorView::make(fake(), DType::f16, {2, 120, 32});
+  c.out = TensorView::make(fake(), DType::f16, {2, 100, 32});
+  EXPECT_TRUE(c.reasons().empty()) << joined(c.reasons());
+}
+
+}  // namespace
+}  // namespace jitattn
