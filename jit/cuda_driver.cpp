@@ -23,9 +23,13 @@ CudaDriver load_driver() {
     return d;
   }
   driver_version(&d.version);
-  // Ask for the entry points as of the older of the driver and our headers, so each function
-  // pointer matches the prototype it is called through.
-  const int want = d.version < CUDA_VERSION ? d.version : CUDA_VERSION;
+  // Ask for every entry point as of CUDA 12.0: cuda.h's plain names declare those prototypes,
+  // while newer versions may change them (cuCtxSynchronize takes a context as of 13.0).
+  constexpr int want = 12000;
+  if (d.version < want) {
+    d.unavailable_reason = "the CUDA driver is version " + std::to_string(d.version) + "; jitattn needs 12.0 or newer";
+    return d;
+  }
   bool ok = true;
 #define JITATTN_LOAD(name)                                                                          \
   if (ok) {                                                                                         \
