@@ -31,7 +31,10 @@ std::vector<std::string> candidate_paths() {
   const std::string& forced = Env::get().nvrtc_path;
   if (!forced.empty()) return {forced};
   std::vector<std::string> dirs = {""};
-  if (const char* home = std::getenv("CUDA_HOME")) dirs.push_back(std::string(home) + "/lib64/");
+  if (const char* home = std::getenv("CUDA_HOME")) {
+    dirs.push_back(std::string(home) + "/lib64/");
+    dirs.push_back(std::string(home) + "/lib/");  // the PyPI wheel layout
+  }
   dirs.push_back("/usr/local/cuda/lib64/");
   std::vector<std::string> paths;
   for (const char* lib : {"libnvrtc.so.13", "libnvrtc.so.12"})

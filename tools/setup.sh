@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# tools/setup.sh — install what a fresh Debian machine lacks, then build jitattn into build/.
+# Used by tools/demo.sh and tools/test.sh (the README's two commands); safe to run again.
+#
+# Needs: Debian packages below, and the CUDA toolkit's headers and NVRTC (no GPU, no driver).
+# Without a toolkit in $CUDA_HOME or /usr/local/cuda, NVIDIA's cuda-nvrtc and cuda-runtime
+# wheels from PyPI are unpacked into .deps/cuda (headers + libnvrtc only).
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+packages=(cmake ninja-build g++ pkg-config libsqlite3-dev libxxhash-dev libgtest-dev libcli11-dev nlohmann-json3-dev)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+sudo=""
+[ "$(id -u)" -ne 0 ] && sudo="sudo"
+apt_install() {
+  echo "setup: installing $*"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+}
+[ ${#missing[@]} -gt 0 ] && apt_install "${missing[@]}"
+
+have_cuda() { [ -f "$1/include/cuda.h" ] && [ -f "$1/include/nvrtc.h" ]; }
+cuda_home="${CUDA_HOME:-/usr/local/cuda}"
+if ! have_cuda "$cuda_home"; then
+  cuda_home="$PWD/.deps/cuda/nvidia/cu13"
+  if ! have_cuda "$cuda_home"; then
+    command -v unzip >/dev/null && python3 -m pip --version >/dev/null 2>&1 || apt_install python3-pip unzip ca-certificates
+    echo "setup: no CUDA toolkit found; fetching NVRTC and the CUDA headers from PyPI into .deps/cuda"
+    mkdir -p .deps/wheels .deps/cuda
+    python3 -m pip download -q --no-deps --only-binary=:all: -d .deps/wheels \
+      "nvidia-cuda-nvrtc==13.0.*" "nvidia-cuda-runtime==13.0.*"
+    for w in .deps/wheels/*.whl; do unzip -qo "$w" -d .deps/cuda; done
+  fi
+fi
+export CUDA_HOME="$cuda_home"
+echo "export CUDA_HOME=\"$cuda_home\"" > build.env  # read by demo.sh and test.sh
+
+cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null
+cmake --build build -j"$(nproc)"
