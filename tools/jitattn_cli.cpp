@@ -1,1 +1,586 @@
-int main() { return 0; }
+// The jitattn command-line tool: look at what the machine offers (doctor), fill caches ahead of
+// time (prewarm), read them (ls, show), measure (bench) and walk through the whole path of a
+// call (demo). Every command prints `jitattn: error: ...` and exits 1 when something fails,
+// and 2 for a usage error.
+#include <CLI/CLI.hpp>
+#include <dlfcn.h>
+#include <link.h>
+
+#include <nlohmann/json.hpp>
+
+#include <atomic>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <ctime>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <mutex>
+#include <random>
+#include <thread>
+
+#include "cache/sqlite_store.h"
+#include "jit/codegen.h"
+#include "jit/cuda_driver.h"
+#include "jit/env.h"
+#include "jit/jit_runtime.h"
+#include "jit/kernel_sources.h"
+#include "jit/nvrtc_compiler.h"
+#include "jitattn/jitattn.h"
+#include "tools/bench.h"
+#include "tools/manifest.h"
+
+namespace jitattn::tools {
+namespace {
+
+using jit::CudaDriver;
+using jit::KernelSpec;
+namespace fs = std::filesystem;
+
+// ---- small formatting helpers -----------------------------------------------------------
+
+double ms_since(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+}
+
+std::string human_bytes(double bytes) {
+  const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+  int u = 0;
+  while (bytes >= 1024 && u < 4) bytes /= 1024, ++u;
+  char buf[32];
+  std::snprintf(buf, sizeof buf, u ? "%.1f %s" : "%.0f %s", bytes, units[u]);
+  return buf;
+}
+
+std::string date(int64_t unix_seconds) {
+  if (unix_seconds <= 0) return "-";
+  const std::time_t t = std::time_t(unix_seconds);
+  std::tm tm{};
+  localtime_r(&t, &tm);
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%Y-%m-%d %H:%M", &tm);
+  return buf;
+}
+
+// ---- what the machine offers ------------------------------------------------------------
+
+std::string driver_summary() {
+  const CudaDriver& d = CudaDriver::get();
+  if (!d.available) return "unavailable: " + d.unavailable_reason;
+  return std::to_string(d.version / 1000) + "." + std::to_string(d.version % 1000 / 10) + " (" +
+         std::to_string(d.version) + ")";
+}
+
+struct Gpu {
+  std::string name;
+  jit::Arch arch;
+  int sms = 0;
+  size_t bytes = 0;
+};
+
+std::vector<Gpu> list_gpus() {
+  const CudaDriver& d = CudaDriver::get();
+  int count = 0;
+  if (!d.available || d.cuDeviceGetCount(&count) != CUDA_SUCCESS) return {};
+  std::vector<Gpu> gpus;
+  for (int i = 0; i < count; ++i) {
+    CUdevice dev;
+    jit::check_cuda(d.cuDeviceGet(&dev, i), "cuDeviceGet");
+    Gpu g;
+    char name[256] = {};
+    d.cuDeviceGetName(name, sizeof name, dev);
+    g.name = name;
+    g.arch = device_arch(dev);
+    d.cuDeviceGetAttribute(&g.sms, CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT, dev);
+    d.cuDeviceTotalMem(&g.bytes, dev);
+    gpus.push_back(g);
+  }
+  return gpus;
+}
+
+// The file the dynamic loader actually opened for `lib` (NVRTC may be found as a bare soname).
+std::string loaded_file(const std::string& lib) {
+  void* handle = dlopen(lib.c_str(), RTLD_LAZY | RTLD_NOLOAD);
+  if (!handle) return lib;
+  link_map* map = nullptr;
+  std::string path = lib;
+  if (dlinfo(handle, RTLD_DI_LINKMAP, &map) == 0 && map && map->l_name && *map->l_name) path = map->l_name;
+  dlclose(handle);
+  return path;
+}
+
+// "nvrtc 13.0 from /usr/local/cuda/lib64/libnvrtc.so.13", or why there is no NVRTC.
+std::string nvrtc_summary(bool* ok = nullptr) {
+  try {
+    const auto& c = jit::NvrtcCompiler::get();
+    if (ok) *ok = true;
+    return c.identity() + " from " + loaded_file(c.library_path());
+  } catch (const std::exception& e) {
+    if (ok) *ok = false;
+    return std::string("unavailable: ") + e.what();
+  }
+}
+
+// Mirrors the table in jit/env.h, which the library keeps as documentation rather than data.
+struct EnvVar {
+  const char* name;
+  bool key;
+  const char* meaning;
+};
+const EnvVar kEnvVars[] = {
+    {"JITATTN_CACHE", false, "user cache DB path"},
+    {"XDG_CACHE_HOME", false, "base of the default user cache path"},
+    {"JITATTN_CACHE_RO", false, "':'-separated shipped DBs, searched before the user DB"},
+    {"JITATTN_JIT", false, "on | off (a miss is an error) | readonly (never write) | redo"},
+    {"JITATTN_NVRTC", true, "NVRTC library to load; its version is part of the key"},
+    {"JITATTN_TILE", true, "force a tile config (e.g. m128n64w8); part of the name"},
+    {"JITATTN_VERBOSE", false, "1: log compiles and cache hits to stderr"},
+};
+
+// ---- cache layers -----------------------------------------------------------------------
+
+// One cache layer as the tools see it. Opened here rather than through the runtime so that
+// looking (doctor, ls, show) never creates the user DB, and a shipped DB that cannot be opened
+// shows why instead of being skipped.
+struct Layer {
+  std::string path;
+  bool shipped = false;
+  std::unique_ptr<cache::SqliteStore> store;  // null when it could not be opened
+  std::string problem;                        // why not
+  const char* kind() const { return shipped ? "shipped, read-only" : "user"; }
+};
+
+std::unique_ptr<cache::SqliteStore> open_store(const std::string& path, cache::SqliteStore::Mode mode, std::string* problem) {
+  try {
+    return std::make_unique<cache::SqliteStore>(path, mode);
+  } catch (const std::exception& e) {
+    *problem = e.what();
+    return nullptr;
+  }
+}
+
+// In lookup order: JITATTN_CACHE_RO's DBs, then the user DB.
+std::vector<Layer> open_layers(const jit::Env& env) {
+  std::vector<Layer> layers;
+  for (const auto& path : env.cache_ro) {
+    Layer l{path, true, nullptr, ""};
+    l.store = open_store(path, cache::SqliteStore::Mode::ReadOnly, &l.problem);
+    layers.push_back(std::move(l));
+  }
+  Layer user{env.cache_path, false, nullptr, ""};
+  std::error_code ec;
+  if (!fs::exists(user.path, ec)) user.problem = "not created yet (the first compile creates it)";
+  else user.store = open_store(user.path, cache::SqliteStore::Mode::ReadWrite, &user.problem);
+  layers.push_back(std::move(user));
+  return layers;
+}
+
+std::string layer_summary(Layer& l) {
+  if (!l.store) return l.problem;
+  return human_bytes(double(l.store->file_bytes())) + ", " + std::to_string(l.store->row_count()) + " rows";
+}
+
+// ---- doctor -----------------------------------------------------------------------------
+
+void print_gpus() {
+  const auto gpus = list_gpus();
+  if (gpus.empty()) std::printf("GPUs          none\n");
+  for (size_t i = 0; i < gpus.size(); ++i)
+    std::printf("GPU %zu         %s: %s, %d SMs, %s\n", i, gpus[i].name.c_str(), gpus[i].arch.name().c_str(),
+                gpus[i].sms, human_bytes(double(gpus[i].bytes)).c_str());
+}
+
+void print_environment() {
+  std::printf("environment (key: changes the cache key):\n");
+  for (const EnvVar& v : kEnvVars) {
+    const char* value = std::getenv(v.name);
+    std::printf("  %-17s %-6s %-40s %s\n", v.name, v.key ? "key" : "-", value ? value : "(unset)", v.meaning);
+  }
+}
+
+int cmd_doctor() {
+  std::printf("CUDA driver   %s\n", driver_summary().c_str());
+  print_gpus();
+  std::printf("NVRTC         %s\n", nvrtc_summary().c_str());
+  std::printf("kernel_src    %s\n", jit::kernel_sources_hash().c_str());
+  const jit::Env* env = nullptr;
+  try {
+    env = &jit::Env::get();
+  } catch (const std::exception& e) {  // a malformed variable: still show the rest
+    std::printf("environment   error: %s\n", e.what());
+  }
+  if (env) {
+    std::printf("JIT policy    %s (JITATTN_JIT)\n", jit::to_string(env->jit));
+    std::printf("cache layers, in lookup order:\n");
+    int i = 0;
+    for (Layer& l : open_layers(*env))
+      std::printf("  %d. %-18s %s: %s\n", ++i, l.kind(), l.path.c_str(), layer_summary(l).c_str());
+  }
+  print_environment();
+  return 0;
+}
+
+// ---- prewarm ----------------------------------------------------------------------------
+
+struct PrewarmArgs {
+  std::string manifest;
+  std::string archs;
+  unsigned jobs = std::max(1u, std::thread::hardware_concurrency());
+};
+
+nlohmann::json read_json_file(const std::string& path) {
+  std::ifstream f(path);
+  if (!f) throw Error("cannot read manifest " + path);
+  try {
+    return nlohmann::json::parse(f);
+  } catch (const nlohmann::json::exception& e) {
+    throw Error("manifest " + path + " is not valid JSON: " + e.what());
+  }
+}
+
+// Counts and output lines of concurrent prewarm jobs.
+struct Tally {
+  std::mutex mu;
+  int compiled = 0, cached = 0, failed = 0;
+  void report(int& counter, const std::string& line) {
+    std::lock_guard<std::mutex> lock(mu);
+    ++counter;
+    std::printf("%s\n", line.c_str());
+    std::fflush(stdout);
+  }
+};
+
+void prewarm_one(const KernelSpec& spec, Tally& tally) {
+  const auto t0 = std::chrono::steady_clock::now();
+  try {
+    std::string served_by;
+    jit::JitRuntime::get().binary(spec, &served_by);
+    char ms[32];
+    std::snprintf(ms, sizeof ms, "%.0f", ms_since(t0));
+    if (served_by == "nvrtc") tally.report(tally.compiled, "compiled " + spec.name() + " in " + ms + " ms");
+    else tally.report(tally.cached, "cached " + spec.name() + " (from " + served_by + ")");
+  } catch (const std::exception& e) {
+    tally.report(tally.failed, "FAILED " + spec.name() + ": " + e.what());
+  }
+}
+
+// Calls work(i) for every i < n on `jobs` threads.
+void parallel_for(size_t n, unsigned jobs, const std::function<void(size_t)>& work) {
+  std::atomic<size_t> next{0};
+  std::vector<std::thread> threads;
+  for (unsigned t = 0; t < jobs; ++t)
+    threads.emplace_back([&] {
+      for (size_t i; (i = next.fetch_add(1)) < n;) work(i);
+    });
+  for (auto& t : threads) t.join();
+}
+
+int cmd_prewarm(const PrewarmArgs& a) {
+  const auto specs = parse_manifest(read_json_file(a.manifest), parse_arch_list(a.archs));
+  bool have_nvrtc = false;
+  const std::string nvrtc = nvrtc_summary(&have_nvrtc);
+  if (!have_nvrtc) throw Error("NVRTC " + nvrtc + " (every cache key names the compiler)");
+  const jit::Env& env = jit::Env::get();
+  const unsigned jobs = unsigned(std::max<size_t>(1, std::min<size_t>(a.jobs, specs.size())));
+  std::printf("prewarm: %zu kernels from %s, %u jobs, %s, user cache %s\n", specs.size(), a.manifest.c_str(), jobs,
+              nvrtc.c_str(), env.cache_path.c_str());
+  Tally tally;
+  const auto t0 = std::chrono::steady_clock::now();
+  parallel_for(specs.size(), jobs, [&](size_t i) { prewarm_one(specs[i], tally); });
+  const double s = ms_since(t0) / 1e3;
+  std::printf("prewarm: %d compiled, %d already cached, %d failed in %.2f s (%.1f variants/s)\n", tally.compiled,
+              tally.cached, tally.failed, s, s > 0 ? double(specs.size()) / s : 0.0);
+  if (tally.compiled == 0 && tally.failed == 0)
+    std::printf("prewarm: nothing to compile, all %zu kernels were already cached\n", specs.size());
+  if (env.jit == jit::JitPolicy::readonly && tally.compiled > 0)
+    std::printf("prewarm: JITATTN_JIT=readonly, so nothing compiled was stored\n");
+  return tally.failed ? 1 : 0;
+}
+
+// ---- ls ---------------------------------------------------------------------------------
+
+void print_rows(const std::vector<cache::KernelRecord>& rows) {
+  // KernelRecord has no size field and list() leaves binaries out, so there is no size
+  // column here; `jitattn show NAME` gives a kernel's size.
+  size_t w = 4;
+  for (const auto& r : rows) w = std::max(w, r.name.size());
+  std::printf("  %-*s  %-7s %5s %8s %11s  %s\n", int(w), "name", "target", "regs", "shared", "compile ms", "last used");
+  for (const auto& r : rows)
+    std::printf("  %-*s  %-7s %5d %8d %11.1f  %s\n", int(w), r.name.c_str(), r.target.c_str(), r.registers,
+                r.shared_bytes, r.compile_ms, date(r.last_used_at).c_str());
+}
+
+int cmd_ls() {
+  for (Layer& l : open_layers(jit::Env::get())) {
+    std::printf("%s (%s): %s\n", l.path.c_str(), l.kind(), layer_summary(l).c_str());
+    if (!l.store) continue;
+    const auto rows = l.store->list();
+    if (!rows.empty()) print_rows(rows);
+  }
+  return 0;
+}
+
+// ---- show -------------------------------------------------------------------------------
+
+void print_spec(const KernelSpec& spec) {
+  const jit::Signature& s = spec.sig;
+  std::printf("name          %s\n", spec.name().c_str());
+  std::printf("op            %s\n", jit::to_string(s.op));
+  std::printf("arch          %s\n", s.arch().name().c_str());
+  std::printf("dtype         %s -> %s\n", to_string(s.dtype), to_string(s.out_dtype));
+  std::printf("head dims     qk %d, v %d\n", s.head_dim, s.head_dim_v);
+  std::printf("bias          %s\n", jit::to_string(s.bias));
+  std::printf("lse           %s\n", s.lse ? "yes" : "no");
+  std::printf("align         %d bytes\n", s.align);
+  std::printf("family        %s\n", jit::to_string(spec.family));
+  std::printf("tile          %s (block_m %d, block_n %d, %d warps)\n", spec.tile.name().c_str(), spec.tile.block_m,
+              spec.tile.block_n, spec.tile.warps);
+  std::printf("threads       %d\n", spec.threads());
+  std::printf("dynamic smem  %d bytes\n", spec.smem_bytes());
+  const std::string problem = jit::validate_spec(spec);
+  std::printf("valid         %s\n", problem.empty() ? "yes" : ("no: " + problem).c_str());
+  // A name can spell any tile; calls use the one the tile table picks for the signature.
+  const KernelSpec chosen = jit::make_spec(s);
+  if (chosen.name() != spec.name()) std::printf("note          calls with this signature use %s\n", chosen.name().c_str());
+}
+
+void print_row(const cache::KernelRecord& r, const Layer& l, const std::string& key) {
+  std::printf("cached in     %s (%s)\n", l.path.c_str(), l.kind());
+  std::printf("  registers   %d\n  shared      %d bytes\n  compile     %.1f ms\n  size        %zu bytes\n",
+              r.registers, r.shared_bytes, r.compile_ms, r.binary.size());
+  std::printf("  compiler    %s\n  created     %s\n  last used   %s\n", r.compiler.c_str(), date(r.created_at).c_str(),
+              date(r.last_used_at).c_str());
+  if (!key.empty() && r.key != key)
+    std::printf("  stale       stored under key %s (another compiler or kernel_src): calls will not use it\n", r.key.c_str());
+}
+
+int cmd_show(const std::string& name, bool source) {
+  const auto spec = KernelSpec::parse(name);
+  if (!spec)
+    throw Error("\"" + name + "\" is not a canonical kernel name, e.g. fwd.sm_90a.bf16.d128.v128.causal.lse.a16.mma_m128n64w8");
+  print_spec(*spec);
+  std::string key;
+  try {
+    key = jit::kernel_key(*spec, jit::NvrtcCompiler::get().identity());
+    std::printf("key           %s\n", key.c_str());
+  } catch (const std::exception& e) {  // the key names the compiler
+    std::printf("key           unknown: %s\n", e.what());
+  }
+  bool found = false;
+  for (Layer& l : open_layers(jit::Env::get())) {
+    if (!l.store) continue;
+    if (auto r = l.store->find_by_name(name)) {
+      print_row(*r, l, key);
+      found = true;
+      break;
+    }
+  }
+  if (!found) std::printf("cached in     no layer (prewarm it, or the first call compiles it)\n");
+  if (source) std::printf("\n%s", jit::generate_source(*spec).c_str());
+  return 0;
+}
+
+// ---- demo -------------------------------------------------------------------------------
+
+void print_summary() {
+  const auto gpus = list_gpus();
+  std::printf("CUDA driver %s", driver_summary().c_str());
+  if (!gpus.empty()) std::printf("; GPU 0: %s (%s, %d SMs)", gpus[0].name.c_str(), gpus[0].arch.name().c_str(), gpus[0].sms);
+  const jit::Env& env = jit::Env::get();
+  std::printf("\nNVRTC %s; kernel_src %.12s...; JITATTN_JIT=%s\n", nvrtc_summary().c_str(),
+              jit::kernel_sources_hash().c_str(), jit::to_string(env.jit));
+  std::printf("cache: %zu shipped DB(s), then user DB %s\n", env.cache_ro.size(), env.cache_path.c_str());
+}
+
+jit::Signature demo_signature(jit::Arch arch, DType dtype, int head_dim, jit::BiasKind bias, bool lse) {
+  jit::Signature s;
+  s.bias = bias;
+  s.dtype = s.out_dtype = dtype;
+  s.head_dim = s.head_dim_v = uint16_t(head_dim);
+  s.arch_sm = arch.sm;
+  s.arch_specific = arch.specific;
+  s.lse = lse;
+  s.align = dtype == DType::f32 ? 4 : 16;
+  return s;
+}
+
+// Gets each demo kernel's binary the way a first call would, and says where it came from.
+void fetch_demo_kernels(const std::vector<jit::Arch>& archs) {
+  for (const jit::Arch& arch : archs)
+    for (const jit::Signature& sig : {demo_signature(arch, DType::bf16, 128, jit::BiasKind::causal, true),
+                                      demo_signature(arch, DType::f16, 64, jit::BiasKind::none, false),
+                                      demo_signature(arch, DType::f32, 64, jit::BiasKind::causal, false)}) {
+      const KernelSpec spec = jit::make_spec(sig);
+      const std::string problem = jit::validate_spec(spec);
+      if (!problem.empty()) throw Error(spec.name() + ": " + problem);
+      std::string served_by;
+      const auto t0 = std::chrono::steady_clock::now();
+      const auto rec = jit::JitRuntime::get().binary(spec, &served_by);
+      std::printf("  %-58s %s in %7.1f ms (%s, %d registers)\n", spec.name().c_str(),
+                  served_by == "nvrtc" ? "compiled by NVRTC" : "loaded from cache", ms_since(t0),
+                  human_bytes(double(rec.binary.size())).c_str(), rec.registers);
+    }
+}
+
+// One query row of causal attention in fp64, from the xFormers definition:
+// out = softmax(q kᵀ · scale, keys j <= i) v, lse = log Σ exp(scores). Layout [B, M, H, K].
+void reference_row(const std::vector<double> (&qkv)[3], int64_t M, int64_t H, int64_t K, int64_t b, int64_t h,
+                   int64_t i, std::vector<double>& out, double& lse) {
+  auto at = [&](const std::vector<double>& t, int64_t m, int64_t d) { return t[size_t(((b * M + m) * H + h) * K + d)]; };
+  const double scale = 1.0 / std::sqrt(double(K));
+  std::vector<double> s(size_t(i + 1));
+  double mx = -INFINITY;
+  for (int64_t j = 0; j <= i; ++j) {
+    double dot = 0;
+    for (int64_t d = 0; d < K; ++d) dot += at(qkv[0], i, d) * at(qkv[1], j, d);
+    s[size_t(j)] = dot * scale;
+    mx = std::max(mx, s[size_t(j)]);
+  }
+  double sum = 0;
+  for (double& x : s) sum += (x = std::exp(x - mx));
+  out.assign(size_t(K), 0.0);
+  for (int64_t j = 0; j <= i; ++j)
+    for (int64_t d = 0; d < K; ++d) out[size_t(d)] += s[size_t(j)] / sum * at(qkv[2], j, d);
+  lse = mx + std::log(sum);
+}
+
+// Runs the README's call on the GPU and checks a few rows against the fp64 reference.
+int demo_gpu_check() {
+  constexpr int64_t B = 2, M = 300, H = 4, K = 128;
+  constexpr DType dt = DType::bf16;
+  const size_t n = size_t(B * M * H * K);
+  std::vector<unsigned char> host[3];
+  std::vector<double> values[3];
+  DeviceBuffer dq(n * 2), dk(n * 2), dv(n * 2), dout(n * 2), dlse(size_t(B * H * M) * 4);
+  DeviceBuffer* inputs[3] = {&dq, &dk, &dv};
+  for (int t = 0; t < 3; ++t) {
+    host[t] = random_normal(n, dt, uint64_t(std::random_device{}()));
+    values[t].resize(n);
+    for (size_t i = 0; i < n; ++i) values[t][i] = decode(host[t], i, dt);
+    inputs[t]->upload(host[t]);
+  }
+  dout.fill(0xFF);  // NaN: a row the kernel does not write fails the check
+  auto view = [&](const DeviceBuffer& b) { return TensorView::make(b.get(), dt, {B, M, H, K}); };
+  const TensorView lse = TensorView::make(dlse.get(), DType::f32, {B, H, M});
+  double call_ms[2];
+  for (double& ms : call_ms) {
+    const auto t0 = std::chrono::steady_clock::now();
+    memory_efficient_attention_forward_requires_grad(view(dq), view(dk), view(dv), LowerTriangularMask{}, view(dout), lse);
+    jit::check_cuda(CudaDriver::get().cuCtxSynchronize(), "cuCtxSynchronize");
+    ms = ms_since(t0);
+  }
+  const auto out = dout.download(), lse_bytes = dlse.download();
+  double max_err = 0;
+  bool pass = true;
+  int rows = 0;
+  std::vector<double> ref;
+  for (int64_t b : {0, 1})
+    for (int64_t h : {0, 3})
+      for (int64_t i : {0, 1, 63, 64, 127, 128, 299}) {
+        double ref_lse = 0;
+        ++rows;
+        reference_row(values, M, H, K, b, h, i, ref, ref_lse);
+        for (int64_t d = 0; d < K; ++d) {
+          const double got = decode(out, size_t(((b * M + i) * H + h) * K + d), dt), err = std::fabs(got - ref[size_t(d)]);
+          max_err = std::max(max_err, std::isnan(err) ? INFINITY : err);
+          pass &= err <= 2e-2 + 1e-2 * std::fabs(ref[size_t(d)]);  // bf16 output and bf16 P in the second matmul
+        }
+        const double lse_err = std::fabs(decode(lse_bytes, size_t((b * H + h) * M + i), DType::f32) - ref_lse);
+        pass &= lse_err <= 1e-3 * (1 + std::fabs(ref_lse));
+      }
+  std::printf("memory_efficient_attention_forward_requires_grad bf16 B=%lld M=%lld H=%lld K=%lld causal: "
+              "first call %.1f ms, second %.3f ms\n", (long long)B, (long long)M, (long long)H, (long long)K,
+              call_ms[0], call_ms[1]);
+  std::printf("%d rows vs fp64 reference: max abs error %.3g: %s\n", rows, max_err, pass ? "PASS" : "FAIL");
+  return pass ? 0 : 1;
+}
+
+int cmd_demo() {
+  print_summary();
+  std::string why;
+  const bool gpu = gpu_available(&why);
+  const std::vector<jit::Arch> archs = gpu ? std::vector<jit::Arch>{list_gpus()[0].arch}
+                                           : std::vector<jit::Arch>{*jit::Arch::parse("sm_90a"), *jit::Arch::parse("sm_80")};
+  std::printf("kernels:\n");
+  fetch_demo_kernels(archs);
+  if (gpu) return demo_gpu_check();
+  std::printf("the kernels are compiled and cached at %s; launching them needs a CUDA driver (%s)\n",
+              jit::Env::get().cache_path.c_str(), why.c_str());
+  return 0;
+}
+
+// ---- main -------------------------------------------------------------------------------
+
+// Runs a command, turning any exception into `jitattn: error: ...` and exit code 1.
+int guarded(const std::function<int()>& command) {
+  try {
+    return command();
+  } catch (const Error& e) {
+    for (const auto& reason : e.reasons()) std::fprintf(stderr, "jitattn: error: %s\n", reason.c_str());
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "jitattn: error: %s\n", e.what());
+  }
+  return 1;
+}
+
+int run(int argc, char** argv) {
+  CLI::App app{"jitattn: JIT-compiled attention kernels, their caches and their speed"};
+  app.require_subcommand(1);
+  auto* doctor = app.add_subcommand("doctor", "CUDA driver, GPUs, NVRTC, cache layers and environment");
+
+  PrewarmArgs pw;
+  auto* prewarm = app.add_subcommand("prewarm", "compile the kernels a manifest lists into the user cache");
+  prewarm->add_option("--manifest", pw.manifest, "JSON manifest (docs/manifest.md)")->required();
+  prewarm->add_option("--arch", pw.archs, "archs for entries without one, e.g. sm_80,sm_90a");
+  prewarm->add_option("--jobs,-j", pw.jobs, "parallel compiles (default: hardware threads)")->check(CLI::PositiveNumber);
+
+  auto* ls = app.add_subcommand("ls", "every kernel of every cache layer");
+
+  std::string show_name;
+  bool show_source = false;
+  auto* show = app.add_subcommand("show", "a kernel's spec, cache key and cached row");
+  show->add_option("NAME", show_name, "canonical kernel name")->required();
+  show->add_flag("--source", show_source, "also print the generated CUDA source");
+
+  BenchOptions bo;
+  std::string bench_dtype = "bf16";
+  auto* bench = app.add_subcommand("bench", "forward TFLOP/s on the companion PyTorch script's shapes");
+  bench->add_option("--dtype", bench_dtype, "f16, bf16 or f32")->check(CLI::IsMember({"f16", "bf16", "f32"}));
+  bench->add_option("--head-dims", bo.head_dims, "head dims K")->delimiter(',');
+  bench->add_option("--seqlens", bo.seqlens, "sequence lengths M")->delimiter(',');
+  bench->add_option("--causal", bo.causal, "both, yes or no")->check(CLI::IsMember({"both", "yes", "no"}));
+  bench->add_option("--tokens", bo.tokens, "B = max(1, tokens / M)")->check(CLI::PositiveNumber);
+  bench->add_option("--hidden", bo.hidden, "H = hidden / K")->check(CLI::PositiveNumber);
+  bench->add_option("--reps", bo.reps, "timed calls per shape")->check(CLI::PositiveNumber);
+  bench->add_option("--json", bo.json_path, "also write the results to this JSON file");
+  bench->add_flag("--cold", bo.cold, "use a fresh empty cache, so the first call includes its compile");
+
+  auto* demo = app.add_subcommand("demo", "compile, cache, launch and check a few kernels");
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    if (e.get_exit_code() == 0) return app.exit(e);  // --help
+    std::fprintf(stderr, "jitattn: error: %s\nrun `jitattn --help` for usage\n", e.what());
+    return 2;
+  }
+  return guarded([&] {
+    if (*doctor) return cmd_doctor();
+    if (*prewarm) return cmd_prewarm(pw);
+    if (*ls) return cmd_ls();
+    if (*show) return cmd_show(show_name, show_source);
+    if (*bench) {
+      bo.dtype = *jit::parse_dtype(bench_dtype);
+      return run_bench(bo);
+    }
+    if (*demo) return cmd_demo();
+    return 2;
+  });
+}
+
+}  // namespace
+}  // namespace jitattn::tools
+
+int main(int argc, char** argv) { return jitattn::tools::run(argc, argv); }

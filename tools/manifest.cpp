@@ -1,0 +1,190 @@
+#include "tools/manifest.h"
+
+#include <algorithm>
+#include <optional>
+#include <set>
+#include <sstream>
+
+#include "jitattn/error.h"
+
+namespace jitattn::tools {
+
+using jit::Arch;
+using jit::BiasKind;
+using jit::KernelSpec;
+using nlohmann::json;
+
+namespace {
+
+// Anything else in an entry is most likely a typo ("head_dims"), which would otherwise
+// silently prewarm the wrong kernels.
+const std::set<std::string> kFields = {"op", "dtype", "out_dtype", "head_dim", "head_dim_v", "bias", "lse", "align", "arch"};
+
+[[noreturn]] void bad(const std::string& field, const std::string& want, const json& got) {
+  throw Error("\"" + field + "\" must be " + want + ", got " + got.dump());
+}
+
+std::string as_string(const std::string& field, const json& v) {
+  if (!v.is_string()) bad(field, "a string", v);
+  return v.get<std::string>();
+}
+
+int as_int(const std::string& field, const json& v, int lo, int hi) {
+  if (!v.is_number_integer() || v.get<int64_t>() < lo || v.get<int64_t>() > hi)
+    bad(field, "an integer in [" + std::to_string(lo) + ", " + std::to_string(hi) + "]", v);
+  return v.get<int>();
+}
+
+DType as_dtype(const std::string& field, const json& v) {
+  if (auto d = jit::parse_dtype(as_string(field, v))) return *d;
+  bad(field, "one of \"f16\", \"bf16\", \"f32\"", v);
+}
+
+BiasKind as_bias(const json& v) {
+  if (auto b = jit::parse_bias_kind(as_string("bias", v))) return *b;
+  bad("bias", "one of \"none\", \"causal\", \"causal_br\", \"tensor\"", v);
+}
+
+Arch as_arch(const json& v) {
+  if (auto a = Arch::parse(as_string("arch", v))) return *a;
+  bad("arch", "an arch like \"sm_80\" or \"sm_90a\" (sm_80 or newer)", v);
+}
+
+// The values of a field that may be a list: one value, or each element of a non-empty array.
+template <class F>
+auto listed(const json& entry, const std::string& field, F convert) {
+  std::vector<decltype(convert(json()))> out;
+  const json& v = entry.at(field);
+  if (!v.is_array()) {
+    out.push_back(convert(v));
+    return out;
+  }
+  if (v.empty()) throw Error("\"" + field + "\" is an empty array");
+  for (const json& x : v) out.push_back(convert(x));
+  return out;
+}
+
+// The choices an entry lists; the kernels are their product.
+struct Choices {
+  jit::Op op = jit::Op::fwd;
+  std::vector<DType> dtypes;
+  std::optional<DType> out_dtype;  // default: each dtype itself
+  std::vector<int> head_dims;
+  std::optional<int> head_dim_v;   // default: each head_dim itself
+  std::vector<BiasKind> biases{BiasKind::none};
+  std::vector<bool> lses{false};
+  int align = 16;
+  std::vector<Arch> archs;
+};
+
+Choices read_choices(const json& e, const std::vector<Arch>& default_archs) {
+  for (const auto& [key, value] : e.items())
+    if (!kFields.count(key)) throw Error("unknown field \"" + key + "\"");
+  if (!e.contains("dtype")) throw Error("missing \"dtype\"");
+  if (!e.contains("head_dim")) throw Error("missing \"head_dim\"");
+  Choices c;
+  if (e.contains("op")) {
+    auto op = jit::parse_op(as_string("op", e["op"]));
+    if (!op) bad("op", "\"fwd\"", e["op"]);
+    c.op = *op;
+  }
+  c.dtypes = listed(e, "dtype", [](const json& v) { return as_dtype("dtype", v); });
+  if (e.contains("out_dtype")) c.out_dtype = as_dtype("out_dtype", e["out_dtype"]);
+  c.head_dims = listed(e, "head_dim", [](const json& v) { return as_int("head_dim", v, 1, 65535); });
+  if (e.contains("head_dim_v")) c.head_dim_v = as_int("head_dim_v", e["head_dim_v"], 1, 65535);
+  if (e.contains("bias")) c.biases = listed(e, "bias", as_bias);
+  if (e.contains("lse")) c.lses = listed(e, "lse", [](const json& v) {
+      if (!v.is_boolean()) bad("lse", "true or false", v);
+      return v.get<bool>();
+    });
+  if (e.contains("align")) c.align = as_int("align", e["align"], 1, 255);
+  if (e.contains("arch")) c.archs = listed(e, "arch", as_arch);
+  else if (default_archs.empty()) throw Error("no \"arch\" and no --arch list to take it from");
+  else c.archs = default_archs;
+  return c;
+}
+
+KernelSpec checked_spec(const jit::Signature& sig) {
+  const KernelSpec spec = jit::make_spec(sig);
+  const std::string problem = jit::validate_spec(spec);
+  if (!problem.empty()) throw Error(spec.name() + ": " + problem);
+  return spec;
+}
+
+std::vector<KernelSpec> expand(const Choices& c) {
+  std::vector<KernelSpec> specs;
+  for (const Arch& arch : c.archs)
+    for (DType dtype : c.dtypes)
+      for (int hd : c.head_dims)
+        for (BiasKind bias : c.biases)
+          for (bool lse : c.lses) {
+            jit::Signature s;
+            s.op = c.op;
+            s.bias = bias;
+            s.dtype = dtype;
+            s.out_dtype = c.out_dtype.value_or(dtype);
+            s.head_dim = uint16_t(hd);
+            s.head_dim_v = uint16_t(c.head_dim_v.value_or(hd));
+            s.arch_sm = arch.sm;
+            s.arch_specific = arch.specific;
+            s.lse = lse;
+            s.align = uint8_t(dtype == DType::f32 ? 4 : c.align);  // the f32 kernels load element by element
+            specs.push_back(checked_spec(s));
+          }
+  return specs;
+}
+
+std::vector<KernelSpec> parse_entry(const json& e, const std::vector<Arch>& default_archs) {
+  if (!e.is_object()) throw Error("an entry must be an object, got " + e.dump());
+  if (!e.contains("name")) return expand(read_choices(e, default_archs));
+  if (e.size() != 1) throw Error("an entry with \"name\" takes no other fields (the name says everything)");
+  const std::string name = as_string("name", e["name"]);
+  auto spec = KernelSpec::parse(name);
+  if (!spec) throw Error("\"" + name + "\" is not a canonical kernel name (see `jitattn ls` for examples)");
+  const std::string problem = jit::validate_spec(*spec);
+  if (!problem.empty()) throw Error(name + ": " + problem);
+  return {*spec};
+}
+
+const json& entries_of(const json& manifest) {
+  if (manifest.is_array()) return manifest;
+  if (manifest.is_object() && manifest.contains("kernels") && manifest["kernels"].is_array())
+    return manifest["kernels"];
+  throw Error("a manifest is a JSON array of entries or an object {\"kernels\": [...]}");
+}
+
+}  // namespace
+
+std::vector<KernelSpec> parse_manifest(const json& manifest, const std::vector<Arch>& default_archs) {
+  const json& entries = entries_of(manifest);
+  std::vector<std::string> reasons;  // every bad entry at once, not one per run
+  std::vector<KernelSpec> specs;
+  std::set<std::string> seen;
+  for (size_t i = 0; i < entries.size(); ++i) {
+    try {
+      for (KernelSpec& spec : parse_entry(entries[i], default_archs))
+        if (seen.insert(spec.name()).second) specs.push_back(std::move(spec));
+    } catch (const Error& e) {
+      for (const auto& r : e.reasons()) reasons.push_back("kernels[" + std::to_string(i) + "]: " + r);
+    }
+  }
+  if (!reasons.empty()) throw Error(reasons);
+  return specs;
+}
+
+std::vector<Arch> parse_arch_list(const std::string& list) {
+  std::vector<Arch> archs;
+  std::stringstream ss(list);
+  std::string item;
+  while (std::getline(ss, item, ',')) {
+    item.erase(0, item.find_first_not_of(" \t"));
+    item.erase(item.find_last_not_of(" \t") + 1);
+    if (item.empty()) continue;
+    auto arch = Arch::parse(item);
+    if (!arch) throw Error("--arch: \"" + item + "\" is not an arch like sm_80 or sm_90a (sm_80 or newer)");
+    if (std::find(archs.begin(), archs.end(), *arch) == archs.end()) archs.push_back(*arch);
+  }
+  return archs;
+}
+
+}  // namespace jitattn::tools
