@@ -12,5 +12,5 @@ for c in $configs; do
   if [ "$tile" = default ]; then unset JITATTN_TILE; else export JITATTN_TILE=$tile; fi
   echo "== hd$hd tile=$tile"
   build/tools/jitattn bench --dtype bf16 --head-dims "$hd" --seqlens 4096,16384 --causal both --reps 20 \
-    --json "$out/bench_${hd}_${tile}.json" 2>&1 | grep -E "TFLOP|error"
+    2>&1 | grep -E "TFLOP|error"
 done
