@@ -39,7 +39,7 @@ int KernelSpec::smem_bytes() const {
   const int m = tile.block_m, n = tile.block_n, d = sig.head_dim, dv = sig.head_dim_v;
   if (family == Family::simt) return 4 * (m * d + n * d + n * dv + m * n + m * dv + 3 * m);
   const int qk_stride = round_up(d, 16) + 8, v_stride = round_up(dv, 16) + 8;  // fwd_mma.cuh
-  return 2 * (m * qk_stride + n * qk_stride + n * v_stride);
+  return 2 * (m * qk_stride + 2 * n * qk_stride + n * v_stride);  // Q, two K stages, V
 }
 
 std::string validate_spec(const KernelSpec& spec) {

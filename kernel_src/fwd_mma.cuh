@@ -2,9 +2,9 @@
 //
 // One block computes kBlockM query rows of one (batch, head); each warp owns 16·kMTiles rows and
 // keeps its Q fragments, its running max/sum and its fp32 output accumulator in registers.
-// The block walks the key tiles the policy says are visible. K and V each have one shared
-// buffer, loaded with cp.async so that V(j) arrives while S = Q·K(j)ᵀ is computed and K(j+1)
-// arrives while O += P·V(j) is.
+// The block walks the key tiles the policy says are visible. K has two shared buffers and V one,
+// filled with cp.async: K(j+1) is in flight during all of iteration j, V(j) during S = Q·K(j)ᵀ
+// and the softmax.
 //
 // Cfg (from the generated preamble): kDType, kOutDType, kHeadDim, kHeadDimV, kBlockM, kBlockN,
 // kWarps, kAlign16, kWriteLse.
@@ -27,7 +27,7 @@ struct FwdMmaLayout {
   static constexpr int kQElems = Cfg::kBlockM * kQKStride;
   static constexpr int kKElems = Cfg::kBlockN * kQKStride;
   static constexpr int kVElems = Cfg::kBlockN * kVStride;
-  static constexpr int kSmemBytes = (kQElems + kKElems + kVElems) * 2;
+  static constexpr int kSmemBytes = (kQElems + 2 * kKElems + kVElems) * 2;
   // Q fragments stay in registers unless that would crowd out the accumulators.
   static constexpr bool kQInRegs = kMTiles * kDP <= 128;
   static_assert(kWarpRows % 16 == 0, "each warp owns a multiple of 16 rows");
@@ -42,12 +42,13 @@ __device__ __forceinline__ void load_tile(T* smem, const T* g, int64_t ld, int r
   if constexpr (kAlign16) {
     constexpr int kChunksPerRow = kColsP / 8;
     constexpr int kChunks = kRows * kChunksPerRow;
+    const unsigned base = smem_addr(smem);
 #pragma unroll
     for (int c = threadIdx.x; c < kChunks; c += kThreads) {
       const int r = c / kChunksPerRow, col = (c % kChunksPerRow) * 8;
       const bool valid = row0 + r < rows && col < cols;
       const T* src = valid ? g + (int64_t)(row0 + r) * ld + col : g;
-      cp_async_16(smem + r * kSmemStride + col, src, valid);
+      cp_async_16(base + (r * kSmemStride + col) * 2, src, valid);
     }
   } else {
     constexpr int kElems = kRows * kColsP;
@@ -72,8 +73,9 @@ __device__ __forceinline__ void fwd_mma(const FwdParams& p) {
 
   extern __shared__ __align__(128) unsigned char smem_raw[];
   T* sQ = reinterpret_cast<T*>(smem_raw);
-  T* sK = sQ + L::kQElems;
-  T* sV = sK + L::kKElems;
+  T* sK0 = sQ + L::kQElems;
+  T* sK1 = sK0 + L::kKElems;
+  T* sV = sQ + L::kQElems + 2 * L::kKElems;
 
   // Heavy tiles (late query rows under a causal mask) start first.
   const int m_block = gridDim.x - 1 - blockIdx.x;
@@ -94,17 +96,20 @@ __device__ __forceinline__ void fwd_mma(const FwdParams& p) {
 
   load_tile<kBM, L::kDP, L::kQKStride, L::kThreads, Cfg::kAlign16>(sQ, q, p.q_stride_m, q_lo, p.mq, Cfg::kHeadDim);
   if (n_tiles > 0)
-    load_tile<kBN, L::kDP, L::kQKStride, L::kThreads, Cfg::kAlign16>(sK, k, p.k_stride_m, kv_lo, p.mkv, Cfg::kHeadDim);
+    load_tile<kBN, L::kDP, L::kQKStride, L::kThreads, Cfg::kAlign16>(sK0, k, p.k_stride_m, kv_lo, p.mkv, Cfg::kHeadDim);
   cp_async_commit();
-  cp_async_wait_all();
+  cp_async_wait<0>();
   __syncthreads();
 
-  // A-fragment of Q rows [16·mt, +16) × cols [16·ks, +16) of this warp.
+  // Each lane's ldmatrix row/column within a 16x16 fragment, as byte offsets; the tile offsets
+  // added below are compile-time constants.
   const int warp_row0 = warp * L::kWarpRows;
+  const unsigned q_lane = smem_addr(sQ) + ((warp_row0 + (lane & 7) + ((lane >> 3) & 1) * 8) * L::kQKStride + (lane >> 4) * 8) * 2;
+  const unsigned k_lane = (((lane & 7) + ((lane >> 4) << 3)) * L::kQKStride + ((lane >> 3) & 1) * 8) * 2;
+  const unsigned v_lane = smem_addr(sV) + (((lane & 7) + ((lane >> 3) & 1) * 8) * L::kVStride + (lane >> 4) * 8) * 2;
+  const unsigned k_base0 = smem_addr(sK0) + k_lane, k_base1 = smem_addr(sK1) + k_lane;
   auto load_q_frag = [&](unsigned (&a)[4], int mt, int ks) {
-    const int r = warp_row0 + mt * 16 + (lane & 7) + ((lane >> 3) & 1) * 8;
-    const int c = ks * 16 + (lane >> 4) * 8;
-    ldmatrix_x4(a, sQ + r * L::kQKStride + c);
+    ldmatrix_x4(a, q_lane + (mt * 16 * L::kQKStride + ks * 16) * 2);
   };
   unsigned q_frag[L::kQInRegs ? kMT : 1][L::kQInRegs ? kKS : 1][4];
   if constexpr (L::kQInRegs) {
@@ -128,12 +133,15 @@ __device__ __forceinline__ void fwd_mma(const FwdParams& p) {
 
   for (int it = 0; it < n_tiles; ++it) {
     const int n0 = kv_lo + it * kBN;
-    if (it > 0) {  // K(it) has landed, and every warp is done reading V(it-1)
-      cp_async_wait_all();
-      __syncthreads();
-    }
+    // K(it) has landed, and every warp is done with V(it-1) and K(it-1).
+    cp_async_wait<0>();
+    __syncthreads();
     load_tile<kBN, L::kDvP, L::kVStride, L::kThreads, Cfg::kAlign16>(sV, v, p.v_stride_m, n0, p.mkv, Cfg::kHeadDimV);
     cp_async_commit();
+    if (it + 1 < n_tiles)
+      load_tile<kBN, L::kDP, L::kQKStride, L::kThreads, Cfg::kAlign16>((it & 1) ? sK0 : sK1, k, p.k_stride_m, n0 + kBN, p.mkv, Cfg::kHeadDim);
+    cp_async_commit();  // possibly empty: keeps the group count uniform
+    const unsigned k_tile = (it & 1) ? k_base1 : k_base0;
 
     // S = Q · K(it)ᵀ
     float s[kMT][kNT][4];
@@ -153,9 +161,7 @@ __device__ __forceinline__ void fwd_mma(const FwdParams& p) {
 #pragma unroll
       for (int np = 0; np < kNT / 2; ++np) {
         unsigned bk[4];
-        const int r = np * 16 + (lane & 7) + ((lane >> 4) << 3);
-        const int c = ks * 16 + ((lane >> 3) & 1) * 8;
-        ldmatrix_x4(bk, sK + r * L::kQKStride + c);
+        ldmatrix_x4(bk, k_tile + (np * 16 * L::kQKStride + ks * 16) * 2);
 #pragma unroll
         for (int mt = 0; mt < kMT; ++mt) {
           const unsigned (&a)[4] = L::kQInRegs ? q_frag[L::kQInRegs ? mt : 0][L::kQInRegs ? ks : 0] : a_tmp[mt];
@@ -212,12 +218,8 @@ __device__ __forceinline__ void fwd_mma(const FwdParams& p) {
         }
       }
 
-    cp_async_wait_all();  // V(it) has landed, and every warp is done reading K(it)
+    cp_async_wait<1>();  // V(it) has landed; K(it+1) may still be in flight
     __syncthreads();
-    if (it + 1 < n_tiles) {
-      load_tile<kBN, L::kDP, L::kQKStride, L::kThreads, Cfg::kAlign16>(sK, k, p.k_stride_m, n0 + kBN, p.mkv, Cfg::kHeadDim);
-      cp_async_commit();
-    }
 
     // O += P · V(it). The S accumulator layout is the A-fragment layout, so P never leaves
     // registers.
@@ -234,9 +236,7 @@ __device__ __forceinline__ void fwd_mma(const FwdParams& p) {
 #pragma unroll
       for (int dp = 0; dp < kDT / 2; ++dp) {
         unsigned bv[4];
-        const int r = kp * 16 + (lane & 7) + ((lane >> 3) & 1) * 8;
-        const int c = dp * 16 + (lane >> 4) * 8;
-        ldmatrix_x4_trans(bv, sV + r * L::kVStride + c);
+        ldmatrix_x4_trans(bv, v_lane + (kp * 16 * L::kVStride + dp * 16) * 2);
 #pragma unroll
         for (int mt = 0; mt < kMT; ++mt) {
           mma_16816<Cfg::kDType>(acc[mt][2 * dp], pa[mt], bv[0], bv[1]);
