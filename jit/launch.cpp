@@ -7,9 +7,13 @@ namespace jitattn::jit {
 
 void launch_forward(const LoadedKernel& kernel, const FwdParams& params, CUstream stream) {
   const CudaDriver& d = CudaDriver::get();
-  const unsigned grid_x = unsigned((params.mq + kernel.spec.tile.block_m - 1) / kernel.spec.tile.block_m);
+  // One block per (query block, head, batch); kernel_src/common.cuh block_coords() decodes it.
+  const int64_t m_blocks = (params.mq + kernel.spec.tile.block_m - 1) / kernel.spec.tile.block_m;
+  const int64_t blocks = m_blocks * params.heads * params.batch;
+  if (blocks > INT32_MAX) throw Error("B * H * ceil(Mq / " + std::to_string(kernel.spec.tile.block_m) + ") = " +
+                                      std::to_string(blocks) + " blocks exceeds 2^31 - 1");
   void* args[] = {const_cast<FwdParams*>(&params)};
-  const CUresult rc = d.cuLaunchKernel(kernel.fn, grid_x, unsigned(params.heads), unsigned(params.batch),
+  const CUresult rc = d.cuLaunchKernel(kernel.fn, unsigned(blocks), 1, 1,
                                        unsigned(kernel.spec.threads()), 1, 1, unsigned(kernel.spec.smem_bytes()),
                                        stream, args, nullptr);
   if (rc != CUDA_SUCCESS) check_cuda(rc, "launching the attention kernel");

@@ -20,8 +20,10 @@ int max_smem_bytes(int sm) {
 TileConfig default_tile(const Signature& sig, Family family) {
   const int d = std::max(sig.head_dim, sig.head_dim_v);
   if (family == Family::simt) return {16, uint16_t(d > 128 ? 16 : 32), 4};
-  if (d <= 64) return {128, 64, 4};
-  if (d <= 128) return {128, 64, 8};
+  // H100, bf16 (tools/perf/sweep.sh): m128n64w4 beat m128n64w8, m64n64w4, m128n32w4 and
+  // m128n128w8 at d = 64 and 128. Each warp owns 32 query rows, so each K/V fragment read from
+  // shared memory feeds two MMAs.
+  if (d <= 128) return {128, 64, 4};
   return {64, 32, 4};
 }
 }  // namespace

@@ -121,4 +121,17 @@ constexpr int ceil_div(int x, int m) { return (x + m - 1) / m; }
 __device__ __forceinline__ int imin(int a, int b) { return a < b ? a : b; }
 __device__ __forceinline__ int imax(int a, int b) { return a > b ? a : b; }
 
+// The (query block, head, batch) of this block in a 1-D grid of ceil(Mq / block_m) * H * B
+// blocks, the last query blocks first: under a causal mask they have the most keys, and
+// starting the longest work first keeps the tail of the grid short.
+__device__ __forceinline__ void block_coords(const FwdParams& p, int block_m, int& m_block, int& h, int& b) {
+  const int heads_batch = p.heads * p.batch;
+  const int m_blocks = (p.mq + block_m - 1) / block_m;
+  const int id = blockIdx.x;
+  m_block = m_blocks - 1 - id / heads_batch;
+  const int hb = id % heads_batch;
+  h = hb % p.heads;
+  b = hb / p.heads;
+}
+
 }  // namespace jitattn

@@ -77,9 +77,8 @@ __device__ __forceinline__ void fwd_mma(const FwdParams& p) {
   T* sK1 = sK0 + L::kKElems;
   T* sV = sQ + L::kQElems + 2 * L::kKElems;
 
-  // Heavy tiles (late query rows under a causal mask) start first.
-  const int m_block = gridDim.x - 1 - blockIdx.x;
-  const int h = blockIdx.y, b = blockIdx.z;
+  int m_block, h, b;
+  block_coords(p, kBM, m_block, h, b);
   const int q_lo = m_block * kBM;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int g = lane / 4, t = lane % 4;

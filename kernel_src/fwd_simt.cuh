@@ -35,8 +35,8 @@ __device__ __forceinline__ void fwd_simt(const FwdParams& p) {
   float* sSum = sMax + kBM;
   float* sAlpha = sSum + kBM;
 
-  const int m_block = gridDim.x - 1 - blockIdx.x;
-  const int h = blockIdx.y, b = blockIdx.z;
+  int m_block, h, b;
+  block_coords(p, kBM, m_block, h, b);
   const int q_lo = m_block * kBM;
   const T* q = static_cast<const T*>(p.q) + b * p.q_stride_b + h * p.q_stride_h;
   const T* k = static_cast<const T*>(p.k) + b * p.k_stride_b + h * p.k_stride_h;

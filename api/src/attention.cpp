@@ -101,7 +101,6 @@ Plan plan(const TensorView& q, const TensorView& k, const TensorView& v, const A
   if (k.device != q.device || v.device != q.device || out.device != q.device)
     R.push_back("query, key, value and out must be on one device");
   if (p.q.m > INT32_MAX || p.k.m > INT32_MAX) R.push_back("sequence lengths must be below 2^31");
-  if (p.q.b > 65535 || p.q.h > 65535) R.push_back("batch and heads must each be at most 65535");
 
   if (lse.defined()) {
     if (lse.dtype != DType::f32) R.push_back(std::string("lse.dtype=") + to_string(lse.dtype) + " must be f32");
