@@ -59,6 +59,7 @@ const ContextInfo& JitRuntime::context(int device) {
   check_cuda(d.cuDeviceGetAttribute(&major, CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR, dev), "cuDeviceGetAttribute");
   check_cuda(d.cuDeviceGetAttribute(&minor, CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR, dev), "cuDeviceGetAttribute");
   info->arch.sm = uint8_t(major * 10 + minor);
+  check_cuda(d.cuDeviceGetAttribute(&info->sm_count, CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT, dev), "cuDeviceGetAttribute");
   info->arch.specific = info->arch.sm == 90;  // Hopper kernels need sm_90a
   if (info->arch.sm < 80)
     throw Error("device " + std::to_string(info->device) + " is " + info->arch.name() + "; jitattn needs sm_80 or newer");

@@ -34,6 +34,7 @@ struct ContextInfo {
   CUcontext ctx = nullptr;
   int device = 0;
   Arch arch;
+  int sm_count = 1;
 };
 
 struct JitStats {

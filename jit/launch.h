@@ -5,6 +5,7 @@
 
 namespace jitattn::jit {
 
-void launch_forward(const LoadedKernel& kernel, const FwdParams& params, CUstream stream);
+// Sets params.pairs_per_chunk (the block order) for a device with `sm_count` multiprocessors.
+void launch_forward(const LoadedKernel& kernel, FwdParams& params, int sm_count, CUstream stream);
 
 }  // namespace jitattn::jit

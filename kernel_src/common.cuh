@@ -122,16 +122,20 @@ __device__ __forceinline__ int imin(int a, int b) { return a < b ? a : b; }
 __device__ __forceinline__ int imax(int a, int b) { return a > b ? a : b; }
 
 // The (query block, head, batch) of this block in a 1-D grid of ceil(Mq / block_m) * H * B
-// blocks, the last query blocks first: under a causal mask they have the most keys, and
-// starting the longest work first keeps the tail of the grid short.
+// blocks. (head, batch) pairs are taken in chunks of p.pairs_per_chunk, about one wave of blocks,
+// so that the blocks running together share their keys and values in L2; within a chunk the
+// last query blocks come first: under a causal mask they have the most keys, and starting the
+// longest work first keeps the tail short.
 __device__ __forceinline__ void block_coords(const FwdParams& p, int block_m, int& m_block, int& h, int& b) {
-  const int heads_batch = p.heads * p.batch;
+  const int pairs = p.heads * p.batch;
   const int m_blocks = (p.mq + block_m - 1) / block_m;
   const int id = blockIdx.x;
-  m_block = m_blocks - 1 - id / heads_batch;
-  const int hb = id % heads_batch;
-  h = hb % p.heads;
-  b = hb / p.heads;
+  const int chunk = id / (p.pairs_per_chunk * m_blocks), r = id % (p.pairs_per_chunk * m_blocks);
+  const int g = imin(p.pairs_per_chunk, pairs - chunk * p.pairs_per_chunk);  // pairs in this chunk
+  m_block = m_blocks - 1 - r / g;
+  const int pair = chunk * p.pairs_per_chunk + r % g;
+  h = pair % p.heads;
+  b = pair / p.heads;
 }
 
 }  // namespace jitattn

@@ -28,6 +28,7 @@ struct FwdParams {
   int64_t bias_stride_b, bias_stride_h, bias_stride_m;
 
   int32_t batch, heads, mq, mkv;
+  int32_t pairs_per_chunk;  // block order: see block_coords() in common.cuh
   float scale_log2;    // softmax scale * log2(e): the kernels work in base 2
 };
 
