@@ -5,7 +5,7 @@
 
 namespace jitattn::jit {
 
-// Sets params.pairs_per_chunk (the block order) for a device with `sm_count` multiprocessors.
-void launch_forward(const LoadedKernel& kernel, FwdParams& params, int sm_count, CUstream stream);
+// Sets params.pairs_per_chunk (the block order), then queues the kernel.
+void launch_forward(const LoadedKernel& kernel, FwdParams& params, CUstream stream);
 
 }  // namespace jitattn::jit

@@ -116,6 +116,8 @@ __device__ __forceinline__ float quad_sum(float x) {
   return x + __shfl_xor_sync(0xffffffffu, x, 2);
 }
 
+template <bool B> struct Bool { static constexpr bool value = B; };
+
 constexpr int round_up(int x, int m) { return (x + m - 1) / m * m; }
 constexpr int ceil_div(int x, int m) { return (x + m - 1) / m; }
 __device__ __forceinline__ int imin(int a, int b) { return a < b ? a : b; }

@@ -94,8 +94,8 @@ __device__ __forceinline__ void fwd_mma(const FwdParams& p) {
   const int n_tiles = kv_hi > kv_lo ? ceil_div(kv_hi - kv_lo, kBN) : 0;
 
   load_tile<kBM, L::kDP, L::kQKStride, L::kThreads, Cfg::kAlign16>(sQ, q, p.q_stride_m, q_lo, p.mq, Cfg::kHeadDim);
-  if (n_tiles > 0)
-    load_tile<kBN, L::kDP, L::kQKStride, L::kThreads, Cfg::kAlign16>(sK0, k, p.k_stride_m, kv_lo, p.mkv, Cfg::kHeadDim);
+  if (n_tiles > 0)  // the last key tile comes first (see the loop below)
+    load_tile<kBN, L::kDP, L::kQKStride, L::kThreads, Cfg::kAlign16>(sK0, k, p.k_stride_m, kv_lo + (n_tiles - 1) * kBN, p.mkv, Cfg::kHeadDim);
   cp_async_commit();
   cp_async_wait<0>();
   __syncthreads();
@@ -130,15 +130,24 @@ __device__ __forceinline__ void fwd_mma(const FwdParams& p) {
     row_sum[mt][0] = row_sum[mt][1] = 0.f;
   }
 
-  for (int it = 0; it < n_tiles; ++it) {
-    const int n0 = kv_lo + it * kBN;
+  // Key tiles are visited from the last to the first, so that the ones a causal mask or the
+  // sequence end cut through come first; tiles needing no per-element work run through a
+  // separate instantiation of the step, with no masking code in it.
+  auto tile_n0 = [&](int it) { return kv_lo + (n_tiles - 1 - it) * kBN; };
+  auto needs_mask = [&](int it) {
+    const int n0 = tile_n0(it);
+    return Policy::kElementwise || n0 + kBN > p.mkv || !policy.tile_full(q_lo, q_lo + kBM, n0, n0 + kBN);
+  };
+  auto step = [&](int it, auto masked) {
+    constexpr bool kMasked = decltype(masked)::value;
+    const int n0 = tile_n0(it);
     // K(it) has landed, and every warp is done with V(it-1) and K(it-1).
     cp_async_wait<0>();
     __syncthreads();
     load_tile<kBN, L::kDvP, L::kVStride, L::kThreads, Cfg::kAlign16>(sV, v, p.v_stride_m, n0, p.mkv, Cfg::kHeadDimV);
     cp_async_commit();
     if (it + 1 < n_tiles)
-      load_tile<kBN, L::kDP, L::kQKStride, L::kThreads, Cfg::kAlign16>((it & 1) ? sK0 : sK1, k, p.k_stride_m, n0 + kBN, p.mkv, Cfg::kHeadDim);
+      load_tile<kBN, L::kDP, L::kQKStride, L::kThreads, Cfg::kAlign16>((it & 1) ? sK0 : sK1, k, p.k_stride_m, n0 - kBN, p.mkv, Cfg::kHeadDim);
     cp_async_commit();  // possibly empty: keeps the group count uniform
     const unsigned k_tile = (it & 1) ? k_base1 : k_base0;
 
@@ -171,8 +180,6 @@ __device__ __forceinline__ void fwd_mma(const FwdParams& p) {
     }
 
     // Logits in base 2, masked where the policy or the sequence end says so.
-    const bool elementwise = Policy::kElementwise || n0 + kBN > p.mkv ||
-                             !policy.tile_full(q_lo, q_lo + kBM, n0, n0 + kBN);
 #pragma unroll
     for (int mt = 0; mt < kMT; ++mt)
 #pragma unroll
@@ -180,7 +187,7 @@ __device__ __forceinline__ void fwd_mma(const FwdParams& p) {
 #pragma unroll
         for (int e = 0; e < 4; ++e) {
           float x = s[mt][nt][e] * p.scale_log2;
-          if (elementwise) {
+          if constexpr (kMasked) {
             const int i = q_lo + warp_row0 + mt * 16 + g + (e >= 2 ? 8 : 0);
             const int j = n0 + nt * 8 + 2 * t + (e & 1);
             x = j >= p.mkv ? neg_inf() : i >= p.mq ? x : policy.logit(x, i, j);
@@ -243,7 +250,11 @@ __device__ __forceinline__ void fwd_mma(const FwdParams& p) {
         }
       }
     }
-  }
+  };
+  int it = 0;
+  for (; it < n_tiles && needs_mask(it); ++it) step(it, Bool<true>{});
+  for (; it < n_tiles && !needs_mask(it); ++it) step(it, Bool<false>{});
+  for (; it < n_tiles; ++it) step(it, Bool<true>{});
 
   // Epilogue: O / l, and LSE = (max + log2 l) · ln 2. A row with no visible key gives 0 / -inf.
   TO* out = static_cast<TO*>(p.out) + b * p.o_stride_b + h * p.o_stride_h;

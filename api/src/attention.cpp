@@ -185,7 +185,7 @@ void run(const TensorView& q, const TensorView& k, const TensorView& v, const At
   }
   fp.batch = int32_t(p.q.b), fp.heads = int32_t(p.q.h), fp.mq = int32_t(p.q.m), fp.mkv = int32_t(p.k.m);
   fp.scale_log2 = float(p.scale * 1.4426950408889634);
-  jit::launch_forward(kernel, fp, ctx.sm_count, static_cast<CUstream>(stream));
+  jit::launch_forward(kernel, fp, static_cast<CUstream>(stream));
 }
 
 }  // namespace
