@@ -21,17 +21,19 @@ namespace {
 
 namespace fs = std::filesystem;
 
-// Bump when the layout of `kernels` or `meta` changes; an older jitattn refuses a newer file
-// rather than guessing at it.
-constexpr int64_t kSchemaVersion = 1;
+// Bump when the layout of `kernels` or `meta` changes, and teach migrate() the step; an older
+// jitattn refuses a newer file rather than guessing at it.
+constexpr int64_t kSchemaVersion = 2;
 constexpr int kBusyTimeoutMs = 10000;
 // touch() only refreshes a timestamp for eviction; waiting the full busy timeout behind
 // another process's insert for that would cost far more than the information is worth.
 constexpr int kTouchBusyTimeoutMs = 100;
 
+// The current layout. On an older file the CREATEs and the INSERT do nothing; migrate() adds
+// what is missing.
 constexpr const char* kSchemaSql =
     "CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT);"
-    "INSERT OR IGNORE INTO meta(key, value) VALUES('schema_version', '1');"
+    "INSERT OR IGNORE INTO meta(key, value) VALUES('schema_version', '2');"
     "CREATE TABLE IF NOT EXISTS kernels("
     " key TEXT PRIMARY KEY,"
     " name TEXT NOT NULL,"
@@ -44,12 +46,14 @@ constexpr const char* kSchemaSql =
     " shared_bytes INTEGER,"
     " compile_ms REAL,"
     " created_at INTEGER,"
-    " last_used_at INTEGER);"
+    " last_used_at INTEGER,"
+    " source_hash TEXT);"
     "CREATE INDEX IF NOT EXISTS kernels_by_name ON kernels(name);";
 
-// Column order shared by every SELECT below and by read_row().
-#define JITATTN_ROW_COLUMNS \
-  "key, name, target, compiler, binary_hash, registers, shared_bytes, compile_ms, created_at, last_used_at"
+// Column order shared by select_rows() and read_row(). A schema-1 file opened read-only has no
+// source_hash column; select_rows() reads NULL in its place.
+constexpr const char* kRowColumns =
+    "key, name, target, compiler, binary_hash, registers, shared_bytes, compile_ms, created_at, last_used_at, size";
 
 int64_t now_seconds() {
   return std::chrono::duration_cast<std::chrono::seconds>(
@@ -99,6 +103,7 @@ class Stmt {
   }
   void bind_int(int i, int64_t v) { check_bind(sqlite3_bind_int64(st_, i, v)); }
   void bind_real(int i, double v) { check_bind(sqlite3_bind_double(st_, i, v)); }
+  void bind_null(int i) { check_bind(sqlite3_bind_null(st_, i)); }
 
   int step_rc() { return sqlite3_step(st_); }
   // True for a row, false when done; anything else is an error.
@@ -164,7 +169,9 @@ KernelRecord read_row(Stmt& s, bool with_binary) {
   r.compile_ms = s.real(7);
   r.created_at = s.integer(8);
   r.last_used_at = s.integer(9);
-  if (with_binary) r.binary = s.blob(10);
+  r.size = s.integer(10);
+  r.source_hash = s.text(11);
+  if (with_binary) r.binary = s.blob(12);
   return r;
 }
 
@@ -187,7 +194,27 @@ struct Inspection {
   std::string why;            // sqlite's message or quick_check's first complaint
   bool schema_ready = false;  // both tables present and schema_version recorded
   bool has_kernels = false;
+  int64_t version = 0;        // 0: none recorded
+  bool has_source_hash = false;
 };
+
+// The recorded schema_version as a number; throws for a value this jitattn must not touch
+// (garbage, or a newer layout).
+int64_t parse_version(const std::string& path, const std::string& v) {
+  char* end = nullptr;
+  const long long n = std::strtoll(v.c_str(), &end, 10);
+  if (v.empty() || *end != '\0' || n < 1) {
+    throw Error("kernel cache " + path + ": schema_version '" + v +
+                "' is not one this jitattn understands (it writes version " +
+                std::to_string(kSchemaVersion) + "); the file was left untouched");
+  }
+  if (n > kSchemaVersion) {
+    throw Error("kernel cache " + path + " was written by a newer jitattn (schema_version " + v +
+                ", this jitattn supports up to " + std::to_string(kSchemaVersion) +
+                "); the file was left untouched");
+  }
+  return n;
+}
 
 // Decides whether an opened file is a usable cache. Throws only for a file that must be left
 // alone (newer schema) or for errors that say nothing about the file (I/O, permissions).
@@ -218,21 +245,7 @@ Inspection inspect(sqlite3* db, const std::string& path) {
     if (is_corruption(rc)) return corrupt(errmsg(db));
     if (rc != SQLITE_OK) fail(db, path, "cannot read schema_version");
   }
-  if (!version.empty()) {
-    const std::string& v = version.front();
-    char* end = nullptr;
-    const long long n = std::strtoll(v.c_str(), &end, 10);
-    if (v.empty() || *end != '\0' || n < 1) {
-      throw Error("kernel cache " + path + ": schema_version '" + v +
-                  "' is not one this jitattn understands (it writes version " +
-                  std::to_string(kSchemaVersion) + "); the file was left untouched");
-    }
-    if (n > kSchemaVersion) {
-      throw Error("kernel cache " + path + " was written by a newer jitattn (schema_version " + v +
-                  ", this jitattn supports up to " + std::to_string(kSchemaVersion) +
-                  "); the file was left untouched");
-    }
-  }
+  if (!version.empty()) ins.version = parse_version(path, version.front());
 
   // The per-row hash guards each binary but not the b-tree around it; a torn or truncated file
   // is best found here, where replacing it is cheap, rather than halfway through a run.
@@ -244,8 +257,35 @@ Inspection inspect(sqlite3* db, const std::string& path) {
     return corrupt("quick_check: " + (check.empty() ? std::string("no result") : check.front()));
   }
 
+  if (ins.has_kernels) {
+    std::vector<std::string> columns;
+    rc = query_column(db, "SELECT name FROM pragma_table_info('kernels')", columns);
+    if (rc != SQLITE_OK) fail(db, path, "cannot read the columns of table kernels");
+    for (const auto& c : columns) ins.has_source_hash |= c == "source_hash";
+  }
   ins.schema_ready = has_meta && ins.has_kernels && !version.empty();
   return ins;
+}
+
+// Brings the file to the current layout: creates what is missing, then adds what each later
+// version added. The caller holds the write lock, so the version is read again here: another
+// process may have created or migrated the file since inspect() looked.
+void migrate(sqlite3* db, const std::string& path) {
+  std::vector<std::string> version;
+  if (query_column(db, "SELECT value FROM meta WHERE key = 'schema_version'", version) == SQLITE_OK &&
+      !version.empty()) {
+    parse_version(path, version.front());  // throws if a newer jitattn got there first
+  }
+  exec(db, path, kSchemaSql);
+  std::vector<std::string> columns;
+  if (query_column(db, "SELECT name FROM pragma_table_info('kernels')", columns) != SQLITE_OK) {
+    fail(db, path, "cannot read the columns of table kernels");
+  }
+  bool has_source_hash = false;
+  for (const auto& c : columns) has_source_hash |= c == "source_hash";
+  // 1 -> 2: the kernel_src hash a binary came from, so verify can tell stale rows apart.
+  if (!has_source_hash) exec(db, path, "ALTER TABLE kernels ADD COLUMN source_hash TEXT");
+  exec(db, path, "UPDATE meta SET value = '2' WHERE key = 'schema_version'");
 }
 
 int open_db(const std::string& filename, int flags, DbPtr& db) {
@@ -314,22 +354,24 @@ std::string hash_hex(const void* data, size_t size) {
 SqliteStore::SqliteStore(std::string path, Mode mode) : path_(std::move(path)), mode_(mode) {
   DbPtr db;
 
-  if (mode_ == Mode::ReadOnly) {
+  if (mode_ != Mode::ReadWrite) {
     std::error_code ec;
     if (!fs::is_regular_file(path_, ec)) {
       throw Error("kernel cache " + path_ +
                   " does not exist or is not a file (read-only caches are never created)");
     }
-    // immutable=1: no locks, no journal lookups, so a shipped cache can sit on a read-only
-    // filesystem and readers never wait on anyone. It assumes nobody writes the file meanwhile
-    // (and ignores a -wal file), which is what shipped caches are for.
-    const std::string uri =
-        "file://" + uri_escape(fs::absolute(path_, ec).string()) + "?immutable=1";
+    // ReadOnly, immutable=1: no locks, no journal lookups, so a shipped cache can sit on a
+    // read-only filesystem and readers never wait on anyone. It assumes nobody writes the file
+    // meanwhile (and ignores a -wal file), which is what shipped caches are for.
+    // Inspect: plain read-only, so a live WAL database is seen as its writers left it.
+    const std::string uri = "file://" + uri_escape(fs::absolute(path_, ec).string()) +
+                            (mode_ == Mode::ReadOnly ? "?immutable=1" : "?mode=ro");
     const int rc = open_db(uri, SQLITE_OPEN_READONLY | SQLITE_OPEN_URI | SQLITE_OPEN_FULLMUTEX, db);
     if (is_corruption(rc)) {
       throw Error("kernel cache " + path_ + " is not a valid SQLite database: " + errmsg(db.get()));
     }
     if (rc != SQLITE_OK) fail(db.get(), path_, "cannot open read-only");
+    if (mode_ == Mode::Inspect) sqlite3_busy_timeout(db.get(), kBusyTimeoutMs);
     const Inspection ins = inspect(db.get(), path_);
     if (ins.corrupt) {
       throw Error("kernel cache " + path_ + " is corrupt (" + ins.why +
@@ -339,6 +381,8 @@ SqliteStore::SqliteStore(std::string path, Mode mode) : path_(std::move(path)), 
       throw Error("kernel cache " + path_ + " is a SQLite database but not a jitattn kernel cache "
                   "(it has no kernels table)");
     }
+    schema_version_ = ins.version;
+    has_source_hash_ = ins.has_source_hash;
     db_ = db.release();
     return;
   }
@@ -378,21 +422,39 @@ SqliteStore::SqliteStore(std::string path, Mode mode) : path_(std::move(path)), 
   // WAL lets readers in other processes carry on while one process inserts a kernel.
   exec(db.get(), path_, "PRAGMA journal_mode=WAL");
   exec(db.get(), path_, "PRAGMA synchronous=NORMAL");
-  // Only a new file pays for the write lock; every later open just reads.
-  if (!ins.schema_ready) {
+  // Only a new or older file pays for the write lock; every later open just reads. The
+  // migration is one transaction, so a process killed halfway leaves the old layout intact.
+  if (!ins.schema_ready || ins.version < kSchemaVersion || !ins.has_source_hash) {
     Transaction tx(db.get(), path_);
-    exec(db.get(), path_, kSchemaSql);
+    migrate(db.get(), path_);
     tx.commit();
   }
+  schema_version_ = kSchemaVersion;
+  has_source_hash_ = true;
   db_ = db.release();
 }
 
 SqliteStore::~SqliteStore() { sqlite3_close_v2(db_); }
 
+void SqliteStore::require_writable(const std::string& what) const {
+  if (mode_ != Mode::ReadWrite) throw Error("kernel cache " + path_ + " is opened read-only; cannot " + what);
+}
+
+std::string SqliteStore::select_rows(bool with_binary, const char* tail) const {
+  std::string sql = "SELECT ";
+  sql += kRowColumns;
+  sql += has_source_hash_ ? ", source_hash" : ", NULL";
+  if (with_binary) sql += ", binary";
+  sql += " FROM kernels ";
+  sql += tail;
+  return sql;
+}
+
 std::optional<KernelRecord> SqliteStore::fetch_checked(const std::string& key) {
   KernelRecord r;
   {
-    Stmt s(db_, path_, "SELECT " JITATTN_ROW_COLUMNS ", binary FROM kernels WHERE key = ?1");
+    const std::string sql = select_rows(/*with_binary=*/true, "WHERE key = ?1");
+    Stmt s(db_, path_, sql.c_str());
     s.bind_text(1, key);
     if (!s.step()) return std::nullopt;
     r = read_row(s, /*with_binary=*/true);
@@ -426,10 +488,7 @@ std::optional<KernelRecord> SqliteStore::get(const std::string& key) {
 }
 
 void SqliteStore::put(const KernelRecord& record) {
-  if (mode_ == Mode::ReadOnly) {
-    throw Error("kernel cache " + path_ + " is opened read-only; cannot store kernel " +
-                record.name);
-  }
+  require_writable("store kernel " + record.name);
   const std::string hash = hash_hex(record.binary);
   // A row whose hash does not match would only be dropped by the next get(); refuse it now,
   // where the caller's bug is visible.
@@ -444,8 +503,8 @@ void SqliteStore::put(const KernelRecord& record) {
   {
     Stmt s(db_, path_,
            "INSERT OR REPLACE INTO kernels(key, name, target, compiler, binary, binary_hash, size,"
-           " registers, shared_bytes, compile_ms, created_at, last_used_at)"
-           " VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)");
+           " registers, shared_bytes, compile_ms, created_at, last_used_at, source_hash)"
+           " VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)");
     s.bind_text(1, record.key);
     s.bind_text(2, record.name);
     s.bind_text(3, record.target);
@@ -458,13 +517,16 @@ void SqliteStore::put(const KernelRecord& record) {
     s.bind_real(10, record.compile_ms);
     s.bind_int(11, record.created_at != 0 ? record.created_at : now);
     s.bind_int(12, record.last_used_at != 0 ? record.last_used_at : now);
+    // NULL rather than '': "unknown", the same as a row carried over from schema 1.
+    if (record.source_hash.empty()) s.bind_null(13);
+    else s.bind_text(13, record.source_hash);
     s.step();
   }
   tx.commit();
 }
 
 void SqliteStore::touch(const std::string& key) {
-  if (mode_ == Mode::ReadOnly) return;  // an immutable file has nowhere to record use
+  if (mode_ != Mode::ReadWrite) return;  // a read-only file has nowhere to record use
   std::lock_guard<std::mutex> lock(mu_);
   Stmt s(db_, path_, "UPDATE kernels SET last_used_at = ?1 WHERE key = ?2");
   s.bind_int(1, now_seconds());
@@ -478,9 +540,7 @@ void SqliteStore::touch(const std::string& key) {
 }
 
 bool SqliteStore::remove(const std::string& key) {
-  if (mode_ == Mode::ReadOnly) {
-    throw Error("kernel cache " + path_ + " is opened read-only; cannot remove key " + key);
-  }
+  require_writable("remove key " + key);
   std::lock_guard<std::mutex> lock(mu_);
   Stmt s(db_, path_, "DELETE FROM kernels WHERE key = ?1");
   s.bind_text(1, key);
@@ -490,7 +550,8 @@ bool SqliteStore::remove(const std::string& key) {
 
 std::vector<KernelRecord> SqliteStore::list() {
   std::lock_guard<std::mutex> lock(mu_);
-  Stmt s(db_, path_, "SELECT " JITATTN_ROW_COLUMNS " FROM kernels ORDER BY name, key");
+  const std::string sql = select_rows(/*with_binary=*/false, "ORDER BY name, key");
+  Stmt s(db_, path_, sql.c_str());
   std::vector<KernelRecord> rows;
   while (s.step()) rows.push_back(read_row(s, /*with_binary=*/false));
   return rows;
@@ -513,6 +574,115 @@ std::optional<KernelRecord> SqliteStore::find_by_name(const std::string& name) {
   return std::nullopt;
 }
 
+void SqliteStore::scan(const std::function<void(const KernelRecord&)>& fn) {
+  std::lock_guard<std::mutex> lock(mu_);
+  const std::string sql = select_rows(/*with_binary=*/true, "ORDER BY name, key");
+  Stmt s(db_, path_, sql.c_str());
+  while (s.step()) fn(read_row(s, /*with_binary=*/true));
+}
+
+namespace {
+
+int64_t pragma_int(sqlite3* db, const std::string& path, const char* sql) {
+  Stmt s(db, path, sql);
+  return s.step() ? s.integer(0) : 0;
+}
+
+int64_t page_bytes(sqlite3* db, const std::string& path) {
+  return pragma_int(db, path, "PRAGMA page_count") * pragma_int(db, path, "PRAGMA page_size");
+}
+
+// Bytes of the pages that hold data: what VACUUM would leave, give or take partly filled pages.
+int64_t used_bytes(sqlite3* db, const std::string& path) {
+  return (pragma_int(db, path, "PRAGMA page_count") - pragma_int(db, path, "PRAGMA freelist_count")) *
+         pragma_int(db, path, "PRAGMA page_size");
+}
+
+void vacuum_db(sqlite3* db, const std::string& path) {
+  exec(db, path, "VACUUM");
+  // In WAL mode VACUUM writes the compact copy into the WAL; only a checkpoint shrinks the file.
+  // A reader elsewhere may hold the checkpoint back; the file then shrinks at a later one.
+  exec(db, path, "PRAGMA wal_checkpoint(TRUNCATE)");
+}
+
+}  // namespace
+
+SqliteStore::Eviction SqliteStore::evict_unused_since(int64_t cutoff) {
+  require_writable("evict rows");
+  std::lock_guard<std::mutex> lock(mu_);
+  Eviction ev;
+  {
+    Transaction tx(db_, path_);
+    {
+      Stmt s(db_, path_, "SELECT count(*), coalesce(sum(size), 0) FROM kernels WHERE last_used_at < ?1");
+      s.bind_int(1, cutoff);
+      s.step();
+      ev.rows = s.integer(0);
+      ev.bytes = s.integer(1);
+    }
+    Stmt d(db_, path_, "DELETE FROM kernels WHERE last_used_at < ?1");
+    d.bind_int(1, cutoff);
+    d.step();
+    tx.commit();
+  }
+  if (ev.rows > 0) vacuum_db(db_, path_);
+  return ev;
+}
+
+SqliteStore::Eviction SqliteStore::evict_lru_to_size(int64_t max_bytes) {
+  require_writable("evict rows");
+  std::lock_guard<std::mutex> lock(mu_);
+  Eviction ev;
+  // Free pages count towards the file, but VACUUM hands them back, so rows go only while the
+  // pages in use exceed the limit; once the file is compact and still too large, at least one
+  // more row goes per round. Every round after the first deletes a row, so this ends.
+  bool compact = false;
+  while (page_bytes(db_, path_) > max_bytes) {
+    int64_t deleted = 0;
+    {
+      Transaction tx(db_, path_);
+      std::vector<std::pair<std::string, int64_t>> lru;  // key, size; least recently used first
+      {
+        Stmt s(db_, path_, "SELECT key, size FROM kernels ORDER BY last_used_at, created_at, key");
+        while (s.step()) lru.emplace_back(s.text(0), s.integer(1));
+      }
+      for (const auto& [key, size] : lru) {
+        if (used_bytes(db_, path_) <= max_bytes && (deleted > 0 || !compact)) break;
+        Stmt d(db_, path_, "DELETE FROM kernels WHERE key = ?1");
+        d.bind_text(1, key);
+        d.step();
+        ++deleted;
+        ++ev.rows;
+        ev.bytes += size;
+      }
+      tx.commit();
+    }
+    if (compact && deleted == 0) break;  // no rows left: even an empty DB is over the limit
+    vacuum_db(db_, path_);
+    compact = true;
+  }
+  return ev;
+}
+
+void SqliteStore::vacuum() {
+  require_writable("vacuum");
+  std::lock_guard<std::mutex> lock(mu_);
+  vacuum_db(db_, path_);
+}
+
+void SqliteStore::make_shippable() {
+  require_writable("rewrite it for shipping");
+  std::lock_guard<std::mutex> lock(mu_);
+  {
+    // Leaving WAL needs the only connection; sqlite answers with the mode it is in afterwards.
+    Stmt s(db_, path_, "PRAGMA journal_mode=DELETE");
+    if (!s.step() || s.text(0) != "delete") {
+      throw Error("kernel cache " + path_ + ": cannot leave WAL mode (is another process using it?)");
+    }
+  }
+  exec(db_, path_, "VACUUM");
+}
+
 int64_t SqliteStore::row_count() {
   std::lock_guard<std::mutex> lock(mu_);
   Stmt s(db_, path_, "SELECT count(*) FROM kernels");
@@ -524,6 +694,11 @@ int64_t SqliteStore::file_bytes() const {
   std::error_code ec;
   const auto n = fs::file_size(path_, ec);
   return ec ? 0 : static_cast<int64_t>(n);
+}
+
+int64_t SqliteStore::db_bytes() {
+  std::lock_guard<std::mutex> lock(mu_);
+  return page_bytes(db_, path_);
 }
 
 }  // namespace jitattn::cache

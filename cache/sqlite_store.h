@@ -4,9 +4,14 @@
 // BEGIN IMMEDIATE inserts); shipped DBs are opened read-only and immutable. Every row keeps the
 // binary's XXH3-128 hash; get() re-hashes the blob and never returns a row that does not match
 // (in a writable store the bad row is deleted, so the caller recompiles and replaces it).
+//
+// Schema history (meta.schema_version): 1 — the first layout; 2 — adds kernels.source_hash.
+// A read-write open migrates an older file in place; read-only opens read it as it is; a newer
+// file is refused and left untouched.
 #pragma once
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -24,6 +29,8 @@ struct KernelRecord {
   std::string compiler;     // "nvrtc 13.0"
   std::string binary;       // cubin bytes
   std::string binary_hash;  // 32 hex chars: XXH3-128 of `binary`
+  std::string source_hash;  // kernel_src hash the binary was compiled from; empty for rows of schema 1
+  int64_t size = 0;         // bytes of `binary`, filled by reads even when the binary is left out
   int registers = 0;        // per thread
   int shared_bytes = 0;     // dynamic + static shared memory per block
   double compile_ms = 0;
@@ -37,7 +44,13 @@ inline std::string hash_hex(const std::string& s) { return hash_hex(s.data(), s.
 
 class SqliteStore {
  public:
-  enum class Mode { ReadWrite, ReadOnly };
+  // ReadWrite: the user DB; created, repaired (a corrupt file is moved aside) and migrated.
+  // ReadOnly:  a shipped DB; immutable=1, so it takes no locks and never waits on anyone, and
+  //            it must not change while open.
+  // Inspect:   read-only with ordinary locking, for looking at a DB other processes may be
+  //            writing (verify, ls, merge sources): it sees the WAL, and never repairs, migrates
+  //            or moves anything.
+  enum class Mode { ReadWrite, ReadOnly, Inspect };
 
   // ReadWrite creates the file (and its directory) and the schema if missing.
   // Throws jitattn::Error naming the path when it cannot be opened.
@@ -50,7 +63,8 @@ class SqliteStore {
   // check is deleted (ReadWrite) or skipped (ReadOnly), and counted in dropped_rows().
   std::optional<KernelRecord> get(const std::string& key);
 
-  // Inserts or replaces the row (BEGIN IMMEDIATE). Throws in ReadOnly mode.
+  // Inserts or replaces the row (BEGIN IMMEDIATE). Throws unless ReadWrite. Zero timestamps
+  // become now; others are kept, so copying a row between DBs keeps its history.
   void put(const KernelRecord& record);
 
   // Sets last_used_at = now for `key` (best effort, ignores busy errors).
@@ -63,8 +77,32 @@ class SqliteStore {
   // The row for a canonical name (any key), with the binary; nullopt if none.
   std::optional<KernelRecord> find_by_name(const std::string& name);
 
+  // Every row with its binary, ordered by name, unchecked: the caller decides what a bad hash
+  // means (verify reports it, merge skips it). Rows are read one at a time, so a large DB is
+  // never held in memory. `fn` must not call back into this store (it holds the lock).
+  void scan(const std::function<void(const KernelRecord&)>& fn);
+
+  // What an eviction removed: rows, and the bytes of their binaries.
+  struct Eviction {
+    int64_t rows = 0;
+    int64_t bytes = 0;
+  };
+  // Deletes rows not used since `cutoff` (unix seconds), then VACUUMs if any went.
+  Eviction evict_unused_since(int64_t cutoff);
+  // Deletes least recently used rows until the DB, after VACUUM, is at most max_bytes (all rows
+  // go if even an empty DB is larger). ReadWrite only.
+  Eviction evict_lru_to_size(int64_t max_bytes);
+
+  // Rewrites the file without free pages, then checkpoints so the file on disk shrinks too.
+  void vacuum();
+  // Leaves WAL for journal_mode=DELETE and VACUUMs: one self-contained file that a shipped,
+  // immutable open reads correctly. Needs to be the only connection (an export's new file).
+  void make_shippable();
+
   int64_t row_count();
   int64_t file_bytes() const;  // size of the database file on disk
+  int64_t db_bytes();          // page_count · page_size: the size the file has once checkpointed
+  int64_t schema_version() const { return schema_version_; }
   const std::string& path() const { return path_; }
   Mode mode() const { return mode_; }
   int64_t dropped_rows() const { return dropped_; }
@@ -72,10 +110,15 @@ class SqliteStore {
  private:
   // get() without the lock: the row if its binary matches its hash, else drops it (see get()).
   std::optional<KernelRecord> fetch_checked(const std::string& key);
+  void require_writable(const std::string& what) const;
+  // "SELECT <row columns> FROM kernels <tail>", spelled for this file's schema.
+  std::string select_rows(bool with_binary, const char* tail) const;
 
   std::string path_;
   Mode mode_;
   sqlite3* db_ = nullptr;
+  int64_t schema_version_ = 0;
+  bool has_source_hash_ = false;  // false only for a schema-1 file opened read-only
   std::atomic<int64_t> dropped_{0};  // read by dropped_rows() without taking mu_
   mutable std::mutex mu_;  // one connection, shared by every caller of this store
 };

@@ -14,12 +14,20 @@ int dtype_id(DType d) {  // kernel_src/common.cuh DTypeId
   return -1;
 }
 
+// The policy struct of kernel_src/bias_policies.cuh for each kind.
 std::string policy_type(const Signature& sig) {
+  const std::string causal = "jitattn::BandMask<false, false, true>";
+  const std::string causal_br = "jitattn::BandMask<true, false, true>";
+  const std::string band_br = "jitattn::BandMask<true, true, true>";
   switch (sig.bias) {
-    case BiasKind::none: return "jitattn::NoBias";
-    case BiasKind::causal: return "jitattn::CausalMask<false>";
-    case BiasKind::causal_bottom_right: return "jitattn::CausalMask<true>";
-    case BiasKind::tensor: return "jitattn::TensorBiasPolicy<" + std::to_string(dtype_id(sig.dtype)) + ">";
+    case BiasKind::none: case BiasKind::bd: return "jitattn::NoBias";
+    case BiasKind::causal: case BiasKind::bd_causal: return causal;
+    case BiasKind::causal_bottom_right: case BiasKind::bd_causal_br: return causal_br;
+    case BiasKind::bd_causal_local: return "jitattn::BandMask<false, true, true>";
+    case BiasKind::causal_local_br: case BiasKind::local_br: case BiasKind::bd_causal_local_br:
+    case BiasKind::bd_local_br: return band_br;
+    case BiasKind::tensor: return "jitattn::TensorBiasPolicy<" + std::to_string(dtype_id(sig.dtype)) + ", jitattn::NoBias>";
+    case BiasKind::causal_tensor: return "jitattn::TensorBiasPolicy<" + std::to_string(dtype_id(sig.dtype)) + ", " + causal + ">";
   }
   return "?";
 }
@@ -37,7 +45,8 @@ std::string generate_source(const KernelSpec& spec) {
      << "  static constexpr int kBlockM = " << spec.tile.block_m << ", kBlockN = " << spec.tile.block_n
      << ", kWarps = " << spec.tile.warps << ";\n"
      << "  static constexpr bool kAlign16 = " << (s.align == 16 ? "true" : "false")
-     << ", kWriteLse = " << (s.lse ? "true" : "false") << ";\n"
+     << ", kWriteLse = " << (s.lse ? "true" : "false")
+     << ", kVarlen = " << (is_block_diagonal(s.bias) ? "true" : "false") << ";\n"
      << "};\n"
      << "using Policy = " << policy_type(s) << ";\n"
      << "static_assert(jitattn::" << (mma ? "FwdMmaLayout" : "FwdSimtLayout") << "<Cfg>::kSmemBytes == "

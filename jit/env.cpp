@@ -55,6 +55,7 @@ Env read_env() {
     if (!env.tile) throw Error("JITATTN_TILE=" + tile + " is not a tile config like m128n64w8");
   }
   env.verbose = getenv_str("JITATTN_VERBOSE") == "1";
+  env.record_path = getenv_str("JITATTN_RECORD");
   return env;
 }
 }  // namespace

@@ -10,6 +10,7 @@
 // | JITATTN_NVRTC      | yes | path of the NVRTC library to load; its version is part of the key |
 // | JITATTN_TILE       | yes | force a tile config (e.g. m128n64w8) for every kernel; it is part of the name |
 // | JITATTN_VERBOSE    | no  | 1: log each compile and cache layer hit to stderr |
+// | JITATTN_RECORD     | no  | append each distinct signature the process needs to this manifest file (JSON Lines, jit/recorder.h) |
 #pragma once
 #include <optional>
 #include <string>
@@ -29,6 +30,7 @@ struct Env {
   std::string nvrtc_path;          // empty: the default search
   std::optional<TileConfig> tile;  // JITATTN_TILE
   bool verbose = false;
+  std::string record_path;         // JITATTN_RECORD; empty: record nothing
 
   // Parsed once; a malformed value throws jitattn::Error naming the variable.
   static const Env& get();

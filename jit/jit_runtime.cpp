@@ -7,6 +7,7 @@
 #include "jit/cuda_driver.h"
 #include "jit/kernel_sources.h"
 #include "jit/nvrtc_compiler.h"
+#include "jit/recorder.h"
 #include "jitattn/error.h"
 
 namespace jitattn::jit {
@@ -86,6 +87,8 @@ const LoadedKernel& JitRuntime::kernel(const Signature& sig, const ContextInfo& 
   loaded->spec = make_spec(sig);
   const std::string problem = validate_spec(loaded->spec);
   if (!problem.empty()) throw Error(loaded->spec.name() + ": " + problem);
+  // Recorded before the lookup, so a run under JITATTN_JIT=off still lists what it missed.
+  if (!env_.record_path.empty()) Recorder::for_path(env_.record_path).record(sig);
   const cache::KernelRecord rec = binary(loaded->spec);
 
   std::lock_guard<std::mutex> load_lock(load_mu_);
@@ -121,9 +124,9 @@ cache::KernelRecord JitRuntime::binary(const KernelSpec& spec, std::string* serv
     }
   }
   if (env.jit == JitPolicy::off)
-    throw Error("JITATTN_JIT=off and no cache layer holds " + spec.name() + " (key " + key +
-                "); prewarm it with: jitattn prewarm --manifest FILE, where FILE lists " +
-                "{\"name\": \"" + spec.name() + "\"}");
+    throw Error("JITATTN_JIT=off and no cache layer holds " + spec.name() + " (key " + key + ", " + identity +
+                "); to ship it, add this line to a manifest and run `jitattn prewarm --manifest FILE`: " +
+                manifest_line(spec));
 
   // Single flight: concurrent first calls of one key wait for one compile.
   std::shared_future<cache::KernelRecord> fut;
@@ -164,6 +167,8 @@ cache::KernelRecord JitRuntime::compile_and_store(const KernelSpec& spec, const 
   rec.compiler = compiler.identity();
   rec.binary = ck.cubin;
   rec.binary_hash = cache::hash_hex(rec.binary);
+  rec.size = int64_t(rec.binary.size());
+  rec.source_hash = kernel_sources_hash();  // lets `jitattn verify` tell a stale row from a current one
   rec.registers = ck.registers;
   rec.shared_bytes = spec.smem_bytes();
   rec.compile_ms = ck.compile_ms;

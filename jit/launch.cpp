@@ -15,8 +15,7 @@ void launch_forward(const LoadedKernel& kernel, FwdParams& params, CUstream stre
   // Block order (kernel_src/common.cuh block_coords). Measured on the H100: blocks of equal
   // length run best one (head, batch) pair at a time, whose keys and values then stay in L2;
   // under a causal mask the longest blocks of all pairs first run best, which keeps the tail short.
-  const bool uneven = kernel.spec.sig.bias == BiasKind::causal || kernel.spec.sig.bias == BiasKind::causal_bottom_right;
-  params.pairs_per_chunk = uneven ? int32_t(int64_t(params.heads) * params.batch) : 1;
+  params.pairs_per_chunk = has_uneven_blocks(kernel.spec.sig.bias) ? int32_t(int64_t(params.heads) * params.batch) : 1;
   void* args[] = {&params};
   const CUresult rc = d.cuLaunchKernel(kernel.fn, unsigned(blocks), 1, 1,
                                        unsigned(kernel.spec.threads()), 1, 1, unsigned(kernel.spec.smem_bytes()),

@@ -22,8 +22,28 @@ const char* to_string(BiasKind kind) {
     case BiasKind::causal: return "causal";
     case BiasKind::causal_bottom_right: return "causal_br";
     case BiasKind::tensor: return "tensor";
+    case BiasKind::causal_tensor: return "causal_tensor";
+    case BiasKind::causal_local_br: return "causal_local_br";
+    case BiasKind::local_br: return "local_br";
+    case BiasKind::bd: return "bd";
+    case BiasKind::bd_causal: return "bd_causal";
+    case BiasKind::bd_causal_br: return "bd_causal_br";
+    case BiasKind::bd_causal_local: return "bd_causal_local";
+    case BiasKind::bd_causal_local_br: return "bd_causal_local_br";
+    case BiasKind::bd_local_br: return "bd_local_br";
   }
   return "?";
+}
+
+bool is_block_diagonal(BiasKind kind) { return uint8_t(kind) >= uint8_t(BiasKind::bd); }
+
+bool has_uneven_blocks(BiasKind kind) {
+  switch (kind) {
+    case BiasKind::none: case BiasKind::tensor: case BiasKind::causal_local_br: case BiasKind::local_br:
+      return false;
+    default:
+      return true;  // causal kinds, and sequences of different lengths
+  }
 }
 
 const char* to_string(Family family) { return family == Family::mma ? "mma" : "simt"; }
@@ -34,7 +54,7 @@ std::optional<Op> parse_op(const std::string& s) {
 }
 
 std::optional<BiasKind> parse_bias_kind(const std::string& s) {
-  for (BiasKind k : {BiasKind::none, BiasKind::causal, BiasKind::causal_bottom_right, BiasKind::tensor})
+  for (BiasKind k : kAllBiasKinds)
     if (s == to_string(k)) return k;
   return std::nullopt;
 }

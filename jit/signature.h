@@ -14,11 +14,26 @@
 namespace jitattn::jit {
 
 enum class Op : uint8_t { fwd };
-enum class BiasKind : uint8_t { none, causal, causal_bottom_right, tensor };
+// One enumerator per generated mask/bias policy. "bd_" kinds are block-diagonal (varlen layout:
+// sequences concatenated along M); padded and gappy keys are the same kernels with a key-length
+// array. "_br" means aligned to the bottom right (shift = Mkv - Mq per sequence).
+enum class BiasKind : uint8_t {
+  none, causal, causal_bottom_right, tensor,
+  causal_tensor, causal_local_br, local_br,
+  bd, bd_causal, bd_causal_br, bd_causal_local, bd_causal_local_br, bd_local_br,
+};
+constexpr BiasKind kAllBiasKinds[] = {
+    BiasKind::none, BiasKind::causal, BiasKind::causal_bottom_right, BiasKind::tensor,
+    BiasKind::causal_tensor, BiasKind::causal_local_br, BiasKind::local_br,
+    BiasKind::bd, BiasKind::bd_causal, BiasKind::bd_causal_br, BiasKind::bd_causal_local,
+    BiasKind::bd_causal_local_br, BiasKind::bd_local_br};
+bool is_block_diagonal(BiasKind kind);
+// Kinds whose query blocks see different numbers of keys (scheduled longest first).
+bool has_uneven_blocks(BiasKind kind);
 enum class Family : uint8_t { mma, simt };
 
 const char* to_string(Op op);
-const char* to_string(BiasKind kind);  // none, causal, causal_br, tensor
+const char* to_string(BiasKind kind);  // none, causal, causal_br, tensor, bd_causal, ...
 const char* to_string(Family family);
 std::optional<Op> parse_op(const std::string& s);
 std::optional<BiasKind> parse_bias_kind(const std::string& s);

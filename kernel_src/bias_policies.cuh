@@ -1,4 +1,5 @@
-// Bias/mask policies. A policy answers three questions for one (batch, head):
+// Bias/mask policies. A policy answers three questions for one (sequence, head), whose
+// lengths are mq queries and mkv keys:
 //   kv_range(q_lo, q_hi)          which keys rows [q_lo, q_hi) can see at all — tiles outside
 //                                 are never loaded, so a mask costs what its visible part costs;
 //   tile_full(q_lo, q_hi, k_lo, k_hi)  whether every element of a tile is visible, so the
@@ -14,41 +15,79 @@ namespace jitattn {
 
 struct NoBias {
   static constexpr bool kElementwise = false;  // logit() must run on every tile
-  __device__ NoBias(const FwdParams&, int, int) {}
+  __device__ NoBias(const FwdParams&, int, int, int, int) {}
   __device__ void kv_range(int, int, int mkv, int& lo, int& hi) const { lo = 0; hi = mkv; }
   __device__ bool tile_full(int, int, int, int) const { return true; }
   __device__ float logit(float x, int, int) const { return x; }
 };
 
-// Causal: key j is visible to query i iff j <= i + offset. LowerTriangularMask has offset 0;
-// LowerTriangularFromBottomRightMask has offset Mkv - Mq (the last query sees every key).
-template <bool kBottomRight>
-struct CausalMask {
+// A band around the diagonal: key j is visible to query i iff
+//   -window_left <= j - i - shift <= window_right,   shift = kBottomRight ? mkv - mq : 0,
+// a side without kLeft/kRight being unbounded. Causal is {no left, right 0}; xFormers' local
+// attention masks set window_left = window_size - 1 or take both windows from the caller.
+template <bool kBottomRight, bool kLeft, bool kRight>
+struct BandMask {
   static constexpr bool kElementwise = false;
-  int offset;
-  __device__ CausalMask(const FwdParams& p, int, int) : offset(kBottomRight ? p.mkv - p.mq : 0) {}
-  __device__ void kv_range(int, int q_hi, int mkv, int& lo, int& hi) const {
-    lo = 0;
-    hi = imax(0, imin(mkv, q_hi + offset));
+  int lo_off, hi_off;  // visible iff lo_off <= j - i <= hi_off
+  __device__ BandMask(const FwdParams& p, int, int, int mq, int mkv) {
+    const int shift = kBottomRight ? mkv - mq : 0;
+    lo_off = shift - p.window_left;
+    hi_off = shift + p.window_right;
   }
-  __device__ bool tile_full(int q_lo, int, int, int k_hi) const { return k_hi - 1 <= q_lo + offset; }
-  __device__ float logit(float x, int i, int j) const { return j <= i + offset ? x : neg_inf(); }
+  __device__ void kv_range(int q_lo, int q_hi, int mkv, int& lo, int& hi) const {
+    lo = kLeft ? imax(0, q_lo + lo_off) : 0;
+    hi = kRight ? imax(0, imin(mkv, q_hi - 1 + hi_off + 1)) : mkv;
+  }
+  __device__ bool tile_full(int q_lo, int q_hi, int k_lo, int k_hi) const {
+    return (!kRight || k_hi - 1 - q_lo <= hi_off) && (!kLeft || k_lo - (q_hi - 1) >= lo_off);
+  }
+  __device__ float logit(float x, int i, int j) const {
+    const int d = j - i;
+    return (!kRight || d <= hi_off) && (!kLeft || d >= lo_off) ? x : neg_inf();
+  }
 };
 
-// A dense additive bias tensor [B, H, Mq, Mkv] (B and H may be broadcast with stride 0).
-template <int kBiasDType>
+// A dense additive bias tensor [B, H, Mq, Mkv] (B and H may be broadcast with stride 0), added
+// to what the mask policy `Mask` lets through.
+template <int kBiasDType, class Mask>
 struct TensorBiasPolicy {
   static constexpr bool kElementwise = true;
   using T = typename DType<kBiasDType>::T;
+  Mask mask;
   const T* row0;
   int64_t stride_m;
-  __device__ TensorBiasPolicy(const FwdParams& p, int b, int h)
-      : row0(static_cast<const T*>(p.bias) + b * p.bias_stride_b + h * p.bias_stride_h),
+  __device__ TensorBiasPolicy(const FwdParams& p, int b, int h, int mq, int mkv)
+      : mask(p, b, h, mq, mkv),
+        row0(static_cast<const T*>(p.bias) + b * p.bias_stride_b + h * p.bias_stride_h),
         stride_m(p.bias_stride_m) {}
-  __device__ void kv_range(int, int, int mkv, int& lo, int& hi) const { lo = 0; hi = mkv; }
-  __device__ bool tile_full(int, int, int, int) const { return true; }
+  __device__ void kv_range(int q_lo, int q_hi, int mkv, int& lo, int& hi) const { mask.kv_range(q_lo, q_hi, mkv, lo, hi); }
+  __device__ bool tile_full(int q_lo, int q_hi, int k_lo, int k_hi) const { return mask.tile_full(q_lo, q_hi, k_lo, k_hi); }
   __device__ float logit(float x, int i, int j) const {
-    return x + to_float(row0[i * stride_m + j]) * kLog2e;
+    const float masked = mask.logit(x, i, j);
+    return masked == neg_inf() ? masked : masked + to_float(row0[i * stride_m + j]) * kLog2e;
+  }
+};
+
+// Where sequence b's queries and keys are. Dense: batch row b of [B, M, H, K] tensors.
+// Varlen: the block-diagonal layout of FwdParams, in batch row 0.
+template <bool kVarlen>
+struct SeqGeometry {
+  int batch;            // the tensors' batch index
+  int q_start, k_start; // first query/key row of the sequence
+  int mq, mkv;          // its lengths
+  __device__ SeqGeometry(const FwdParams& p, int b) {
+    if constexpr (kVarlen) {
+      batch = 0;
+      q_start = p.q_seqstart[b];
+      mq = p.q_seqstart[b + 1] - q_start;
+      k_start = p.k_seqstart[b];
+      mkv = p.k_seqlen ? p.k_seqlen[b] : p.k_seqstart[b + 1] - k_start;
+    } else {
+      batch = b;
+      q_start = k_start = 0;
+      mq = p.mq;
+      mkv = p.mkv;
+    }
   }
 };
 

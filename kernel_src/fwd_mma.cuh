@@ -79,23 +79,27 @@ __device__ __forceinline__ void fwd_mma(const FwdParams& p) {
 
   int m_block, h, b;
   block_coords(p, kBM, m_block, h, b);
+  const SeqGeometry<Cfg::kVarlen> seq(p, b);
+  const int mq = seq.mq, mkv = seq.mkv;
   const int q_lo = m_block * kBM;
+  if (q_lo >= mq) return;  // varlen: this sequence is shorter than the longest one
+  const int hk = h / p.kv_group;  // GQA/MQA: the key/value head this query head reads
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int g = lane / 4, t = lane % 4;
 
-  const T* q = static_cast<const T*>(p.q) + b * p.q_stride_b + h * p.q_stride_h;
-  const T* k = static_cast<const T*>(p.k) + b * p.k_stride_b + h * p.k_stride_h;
-  const T* v = static_cast<const T*>(p.v) + b * p.v_stride_b + h * p.v_stride_h;
+  const T* q = static_cast<const T*>(p.q) + seq.batch * p.q_stride_b + h * p.q_stride_h + int64_t(seq.q_start) * p.q_stride_m;
+  const T* k = static_cast<const T*>(p.k) + seq.batch * p.k_stride_b + hk * p.k_stride_h + int64_t(seq.k_start) * p.k_stride_m;
+  const T* v = static_cast<const T*>(p.v) + seq.batch * p.v_stride_b + hk * p.v_stride_h + int64_t(seq.k_start) * p.v_stride_m;
 
-  const Policy policy(p, b, h);
+  const Policy policy(p, seq.batch, h, mq, mkv);
   int kv_lo, kv_hi;
-  policy.kv_range(q_lo, imin(q_lo + kBM, p.mq), p.mkv, kv_lo, kv_hi);
+  policy.kv_range(q_lo, imin(q_lo + kBM, mq), mkv, kv_lo, kv_hi);
   kv_lo = kv_lo / kBN * kBN;
   const int n_tiles = kv_hi > kv_lo ? ceil_div(kv_hi - kv_lo, kBN) : 0;
 
-  load_tile<kBM, L::kDP, L::kQKStride, L::kThreads, Cfg::kAlign16>(sQ, q, p.q_stride_m, q_lo, p.mq, Cfg::kHeadDim);
+  load_tile<kBM, L::kDP, L::kQKStride, L::kThreads, Cfg::kAlign16>(sQ, q, p.q_stride_m, q_lo, mq, Cfg::kHeadDim);
   if (n_tiles > 0)  // the last key tile comes first (see the loop below)
-    load_tile<kBN, L::kDP, L::kQKStride, L::kThreads, Cfg::kAlign16>(sK0, k, p.k_stride_m, kv_lo + (n_tiles - 1) * kBN, p.mkv, Cfg::kHeadDim);
+    load_tile<kBN, L::kDP, L::kQKStride, L::kThreads, Cfg::kAlign16>(sK0, k, p.k_stride_m, kv_lo + (n_tiles - 1) * kBN, mkv, Cfg::kHeadDim);
   cp_async_commit();
   cp_async_wait<0>();
   __syncthreads();
@@ -136,7 +140,7 @@ __device__ __forceinline__ void fwd_mma(const FwdParams& p) {
   auto tile_n0 = [&](int it) { return kv_lo + (n_tiles - 1 - it) * kBN; };
   auto needs_mask = [&](int it) {
     const int n0 = tile_n0(it);
-    return Policy::kElementwise || n0 + kBN > p.mkv || !policy.tile_full(q_lo, q_lo + kBM, n0, n0 + kBN);
+    return Policy::kElementwise || n0 + kBN > mkv || !policy.tile_full(q_lo, q_lo + kBM, n0, n0 + kBN);
   };
   auto step = [&](int it, auto masked) {
     constexpr bool kMasked = decltype(masked)::value;
@@ -144,10 +148,10 @@ __device__ __forceinline__ void fwd_mma(const FwdParams& p) {
     // K(it) has landed, and every warp is done with V(it-1) and K(it-1).
     cp_async_wait<0>();
     __syncthreads();
-    load_tile<kBN, L::kDvP, L::kVStride, L::kThreads, Cfg::kAlign16>(sV, v, p.v_stride_m, n0, p.mkv, Cfg::kHeadDimV);
+    load_tile<kBN, L::kDvP, L::kVStride, L::kThreads, Cfg::kAlign16>(sV, v, p.v_stride_m, n0, mkv, Cfg::kHeadDimV);
     cp_async_commit();
     if (it + 1 < n_tiles)
-      load_tile<kBN, L::kDP, L::kQKStride, L::kThreads, Cfg::kAlign16>((it & 1) ? sK0 : sK1, k, p.k_stride_m, n0 - kBN, p.mkv, Cfg::kHeadDim);
+      load_tile<kBN, L::kDP, L::kQKStride, L::kThreads, Cfg::kAlign16>((it & 1) ? sK0 : sK1, k, p.k_stride_m, n0 - kBN, mkv, Cfg::kHeadDim);
     cp_async_commit();  // possibly empty: keeps the group count uniform
     const unsigned k_tile = (it & 1) ? k_base1 : k_base0;
 
@@ -190,7 +194,7 @@ __device__ __forceinline__ void fwd_mma(const FwdParams& p) {
           if constexpr (kMasked) {
             const int i = q_lo + warp_row0 + mt * 16 + g + (e >= 2 ? 8 : 0);
             const int j = n0 + nt * 8 + 2 * t + (e & 1);
-            x = j >= p.mkv ? neg_inf() : i >= p.mq ? x : policy.logit(x, i, j);
+            x = j >= mkv ? neg_inf() : i >= mq ? x : policy.logit(x, i, j);
           }
           s[mt][nt][e] = x;
         }
@@ -257,7 +261,7 @@ __device__ __forceinline__ void fwd_mma(const FwdParams& p) {
   for (; it < n_tiles; ++it) step(it, Bool<true>{});
 
   // Epilogue: O / l, and LSE = (max + log2 l) · ln 2. A row with no visible key gives 0 / -inf.
-  TO* out = static_cast<TO*>(p.out) + b * p.o_stride_b + h * p.o_stride_h;
+  TO* out = static_cast<TO*>(p.out) + seq.batch * p.o_stride_b + h * p.o_stride_h + int64_t(seq.q_start) * p.o_stride_m;
 #pragma unroll
   for (int mt = 0; mt < kMT; ++mt)
 #pragma unroll
@@ -265,7 +269,7 @@ __device__ __forceinline__ void fwd_mma(const FwdParams& p) {
       const int i = q_lo + warp_row0 + mt * 16 + g + half * 8;
       const float l = quad_sum(row_sum[mt][half]);
       const float inv = l > 0.f ? 1.f / l : 0.f;
-      if (i >= p.mq) continue;
+      if (i >= mq) continue;
       TO* row = out + (int64_t)i * p.o_stride_m;
 #pragma unroll
       for (int dt = 0; dt < kDT; ++dt) {
@@ -282,7 +286,7 @@ __device__ __forceinline__ void fwd_mma(const FwdParams& p) {
       if constexpr (Cfg::kWriteLse) {
         if (t == 0) {
           const float lse = l > 0.f ? (row_max[mt][half] + __log2f(l)) * kLn2 : neg_inf();
-          p.lse[b * p.lse_stride_b + h * p.lse_stride_h + i] = lse;
+          p.lse[seq.batch * p.lse_stride_b + h * p.lse_stride_h + seq.q_start + i] = lse;
         }
       }
     }

@@ -37,17 +37,23 @@ __device__ __forceinline__ void fwd_simt(const FwdParams& p) {
 
   int m_block, h, b;
   block_coords(p, kBM, m_block, h, b);
+  const SeqGeometry<Cfg::kVarlen> seq(p, b);
+  const int mq = seq.mq, mkv = seq.mkv;
   const int q_lo = m_block * kBM;
-  const T* q = static_cast<const T*>(p.q) + b * p.q_stride_b + h * p.q_stride_h;
-  const T* k = static_cast<const T*>(p.k) + b * p.k_stride_b + h * p.k_stride_h;
-  const T* v = static_cast<const T*>(p.v) + b * p.v_stride_b + h * p.v_stride_h;
-  const Policy policy(p, b, h);
+  if (q_lo >= mq) return;  // varlen: this sequence is shorter than the longest one
+  const int hk = h / p.kv_group;  // GQA/MQA: the key/value head this query head reads
+
+  const T* q = static_cast<const T*>(p.q) + seq.batch * p.q_stride_b + h * p.q_stride_h + int64_t(seq.q_start) * p.q_stride_m;
+  const T* k = static_cast<const T*>(p.k) + seq.batch * p.k_stride_b + hk * p.k_stride_h + int64_t(seq.k_start) * p.k_stride_m;
+  const T* v = static_cast<const T*>(p.v) + seq.batch * p.v_stride_b + hk * p.v_stride_h + int64_t(seq.k_start) * p.v_stride_m;
+
+  const Policy policy(p, seq.batch, h, mq, mkv);
   int kv_lo, kv_hi;
-  policy.kv_range(q_lo, imin(q_lo + kBM, p.mq), p.mkv, kv_lo, kv_hi);
+  policy.kv_range(q_lo, imin(q_lo + kBM, mq), mkv, kv_lo, kv_hi);
 
   for (int e = threadIdx.x; e < kBM * kD; e += L::kThreads) {
     const int r = e / kD, c = e % kD;
-    sQ[e] = q_lo + r < p.mq ? to_float(q[(int64_t)(q_lo + r) * p.q_stride_m + c]) : 0.f;
+    sQ[e] = q_lo + r < mq ? to_float(q[(int64_t)(q_lo + r) * p.q_stride_m + c]) : 0.f;
   }
   for (int e = threadIdx.x; e < kBM * kDv; e += L::kThreads) sO[e] = 0.f;
   for (int r = threadIdx.x; r < kBM; r += L::kThreads) {
@@ -59,11 +65,11 @@ __device__ __forceinline__ void fwd_simt(const FwdParams& p) {
     __syncthreads();  // the previous tile's readers are done
     for (int e = threadIdx.x; e < kBN * kD; e += L::kThreads) {
       const int r = e / kD, c = e % kD;
-      sK[e] = n0 + r < p.mkv ? to_float(k[(int64_t)(n0 + r) * p.k_stride_m + c]) : 0.f;
+      sK[e] = n0 + r < mkv ? to_float(k[(int64_t)(n0 + r) * p.k_stride_m + c]) : 0.f;
     }
     for (int e = threadIdx.x; e < kBN * kDv; e += L::kThreads) {
       const int r = e / kDv, c = e % kDv;
-      sV[e] = n0 + r < p.mkv ? to_float(v[(int64_t)(n0 + r) * p.v_stride_m + c]) : 0.f;
+      sV[e] = n0 + r < mkv ? to_float(v[(int64_t)(n0 + r) * p.v_stride_m + c]) : 0.f;
     }
     __syncthreads();
     for (int e = threadIdx.x; e < kBM * kBN; e += L::kThreads) {
@@ -72,7 +78,7 @@ __device__ __forceinline__ void fwd_simt(const FwdParams& p) {
 #pragma unroll 8
       for (int d = 0; d < kD; ++d) dot = fmaf(sQ[r * kD + d], sK[c * kD + d], dot);
       float x = dot * p.scale_log2;
-      x = j >= p.mkv ? neg_inf() : i >= p.mq ? x : policy.logit(x, i, j);
+      x = j >= mkv ? neg_inf() : i >= mq ? x : policy.logit(x, i, j);
       sS[e] = x;
     }
     __syncthreads();
@@ -101,19 +107,19 @@ __device__ __forceinline__ void fwd_simt(const FwdParams& p) {
   }
   __syncthreads();
 
-  TO* out = static_cast<TO*>(p.out) + b * p.o_stride_b + h * p.o_stride_h;
+  TO* out = static_cast<TO*>(p.out) + seq.batch * p.o_stride_b + h * p.o_stride_h + int64_t(seq.q_start) * p.o_stride_m;
   for (int e = threadIdx.x; e < kBM * kDv; e += L::kThreads) {
     const int r = e / kDv, c = e % kDv, i = q_lo + r;
-    if (i >= p.mq) continue;
+    if (i >= mq) continue;
     const float l = sSum[r];
     out[(int64_t)i * p.o_stride_m + c] = from_float<Cfg::kOutDType>(l > 0.f ? sO[e] / l : 0.f);
   }
   if constexpr (Cfg::kWriteLse) {
     for (int r = threadIdx.x; r < kBM; r += L::kThreads) {
       const int i = q_lo + r;
-      if (i >= p.mq) continue;
+      if (i >= mq) continue;
       const float l = sSum[r];
-      p.lse[b * p.lse_stride_b + h * p.lse_stride_h + i] = l > 0.f ? (sMax[r] + log2f(l)) * kLn2 : neg_inf();
+      p.lse[seq.batch * p.lse_stride_b + h * p.lse_stride_h + seq.q_start + i] = l > 0.f ? (sMax[r] + log2f(l)) * kLn2 : neg_inf();
     }
   }
 }

@@ -27,7 +27,17 @@ struct FwdParams {
   int64_t lse_stride_b, lse_stride_h;
   int64_t bias_stride_b, bias_stride_h, bias_stride_m;
 
+  // Dense layout: batch sequences of mq queries and mkv keys. Varlen layout (block-diagonal
+  // biases): `batch` sequences concatenated along M of a B = 1 tensor, sequence b's queries at
+  // q_seqstart[b]..q_seqstart[b+1], its keys at k_seqstart[b] with k_seqlen[b] rows (or up to
+  // k_seqstart[b+1] when k_seqlen is null); mq is then the longest query sequence.
   int32_t batch, heads, mq, mkv;
+  const int32_t* q_seqstart;
+  const int32_t* k_seqstart;
+  const int32_t* k_seqlen;
+  int32_t kv_group;         // query heads per key/value head (GQA/MQA); 1 otherwise
+  int32_t window_left;      // band masks: key j is visible to query i iff
+  int32_t window_right;     //   -window_left <= j - i - shift <= window_right
   int32_t pairs_per_chunk;  // block order: see block_coords() in common.cuh
   float scale_log2;    // softmax scale * log2(e): the kernels work in base 2
 };

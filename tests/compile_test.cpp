@@ -34,6 +34,20 @@ std::vector<KernelSpec> every_variant() {
             s.head_dim = s.head_dim_v = 128;
             add(s);
           }
+    // ...every other bias kind × dtype (issue 3's family)...
+    for (BiasKind bias : kAllBiasKinds) {
+      if (bias == BiasKind::none || bias == BiasKind::causal || bias == BiasKind::causal_bottom_right ||
+          bias == BiasKind::tensor)
+        continue;  // covered above
+      for (DType dt : {DType::f16, DType::bf16, DType::f32}) {
+        s.dtype = s.out_dtype = dt;
+        s.bias = bias;
+        s.lse = 1;
+        s.align = uint8_t(dt == DType::f32 ? 4 : 16);
+        s.head_dim = s.head_dim_v = 64;
+        add(s);
+      }
+    }
     // ...every head dim, value head dims that differ, and output dtypes that differ.
     s.dtype = s.out_dtype = DType::bf16;
     s.bias = BiasKind::causal;

@@ -316,3 +316,160 @@ TEST_F(ForwardGpu, WarmCallsHitTheMemoryTable) {
 
 }  // namespace
 }  // namespace jitattn::test
+
+// ---- the rest of the xFormers bias family, GQA/MQA --------------------------------------------
+namespace jitattn::test {
+namespace {
+
+// Runs one call with `bias` on q [B, Mq, Hq, K], k/v [B, Mkv, Hkv, K|Kv] and compares with the
+// reference built from materialize() (K/V heads repeated on the host for GQA).
+void run_bias_case(const AttnBias& bias, DType dt, int64_t B, int64_t Mq, int64_t Mkv, int64_t Hq, int64_t Hkv,
+                   int64_t K, int64_t Kv, bool lse = true) {
+  SCOPED_TRACE(std::string(bias_name(bias)) + " " + to_string(dt) + " B=" + std::to_string(B) + " Mq=" + std::to_string(Mq) +
+               " Mkv=" + std::to_string(Mkv) + " Hq=" + std::to_string(Hq) + " Hkv=" + std::to_string(Hkv) +
+               " K=" + std::to_string(K) + " Kv=" + std::to_string(Kv));
+  DeviceTensor q = make_input(B, Mq, Hq, K, dt, Layout::contiguous);
+  DeviceTensor k = make_input(B, Mkv, Hkv, K, dt, Layout::contiguous);
+  DeviceTensor v = make_input(B, Mkv, Hkv, Kv, dt, Layout::contiguous);
+  DeviceTensor out = make_input(B, Mq, Hq, Kv, dt, Layout::contiguous);
+  out.buf.fill(0xFF);
+  DeviceBuffer lse_buf(size_t(B * Hq * Mq) * 4 + 4);
+  lse_buf.fill(0xFF);
+  const TensorView lse_view = lse ? TensorView::make(lse_buf.get(), DType::f32, {B, Hq, Mq}) : TensorView{};
+  if (lse) memory_efficient_attention_forward_requires_grad(q.view, k.view, v.view, bias, out.view, lse_view);
+  else memory_efficient_attention_forward(q.view, k.view, v.view, bias, out.view);
+  device_synchronize();
+
+  auto repeat_heads = [&](const std::vector<double>& x, int64_t M, int64_t D) {
+    std::vector<double> y(size_t(B * M * Hq * D));
+    for (int64_t b = 0; b < B; ++b)
+      for (int64_t m = 0; m < M; ++m)
+        for (int64_t h = 0; h < Hq; ++h)
+          for (int64_t d = 0; d < D; ++d)
+            y[size_t(((b * M + m) * Hq + h) * D + d)] = x[size_t(((b * M + m) * Hkv + h / (Hq / Hkv)) * D + d)];
+    return y;
+  };
+  const auto ref = reference_attention({B, Mq, Mkv, Hq, K, Kv}, q.values, repeat_heads(k.values, Mkv, K),
+                                       repeat_heads(v.values, Mkv, Kv), materialize(bias, B, Hq, Mq, Mkv),
+                                       1.0 / std::sqrt(double(K)));
+  EXPECT_LE(relative_error(decode(out.buf.download(), dt), ref.out), tolerance(dt, dt)) << "output relative error";
+  if (lse) {
+    std::vector<unsigned char> raw(size_t(B * Hq * Mq) * 4);
+    lse_buf.download(raw.data(), raw.size());
+    EXPECT_LE(relative_error(decode(raw, DType::f32), ref.lse), 1e-4) << "lse relative error";
+  }
+}
+
+std::vector<int32_t> random_lengths(int n, int lo, int hi) {
+  std::uniform_int_distribution<int> len(lo, hi);
+  std::vector<int32_t> out;
+  for (int i = 0; i < n; ++i) out.push_back(len(rng()));
+  out.push_back(0);  // an empty sequence
+  out.push_back(1);  // a one-token sequence
+  std::shuffle(out.begin(), out.end(), rng());
+  return out;
+}
+
+int64_t sum(const std::vector<int32_t>& v) {
+  int64_t s = 0;
+  for (int32_t x : v) s += x;
+  return s;
+}
+
+class BiasGpu : public ::testing::Test {
+ protected:
+  void SetUp() override { JITATTN_REQUIRE_GPU(); }
+};
+
+TEST_F(BiasGpu, LocalWindowsFromBottomRight) {
+  std::uniform_int_distribution<int> m(1, 300);
+  for (DType dt : {DType::bf16, DType::f16, DType::f32})
+    for (int w : {1, 7, 64, 1000}) {
+      const int64_t mq = m(rng()), mkv = mq + m(rng()) % 50;
+      run_bias_case(LowerTriangularFromBottomRightMask{}.make_local_attention(w), dt, 2, mq, mkv, 2, 2, 64, 64);
+    }
+  for (auto [wl, wr] : {std::pair<int, int>{0, 0}, {3, 5}, {100, 0}, {0, 40}})
+    run_bias_case(LocalAttentionFromBottomRightMask{wl, wr}, DType::bf16, 1, m(rng()), m(rng()), 3, 3, 128, 128);
+}
+
+TEST_F(BiasGpu, CausalWithTensorBias) {
+  for (DType dt : {DType::bf16, DType::f32}) {
+    const int64_t B = 2, H = 2, Mq = 90, Mkv = 90;
+    std::vector<double> vals;
+    std::vector<unsigned char> bytes;
+    random_values(rng(), size_t(B * H * Mq * Mkv), dt, vals, bytes);
+    DeviceBuffer dev(bytes.size());
+    dev.upload(bytes.data(), bytes.size());
+    const auto bias = LowerTriangularMask{}.add_bias(TensorView::make(dev.get(), dt, {B, H, Mq, Mkv}));
+    // materialize() reads host memory: run the device call with `bias`, the reference with a host copy.
+    DeviceTensor q = make_input(B, Mq, H, 64, dt, Layout::contiguous);
+    DeviceTensor k = make_input(B, Mkv, H, 64, dt, Layout::contiguous);
+    DeviceTensor v = make_input(B, Mkv, H, 64, dt, Layout::contiguous);
+    DeviceTensor out = make_input(B, Mq, H, 64, dt, Layout::contiguous);
+    out.buf.fill(0xFF);
+    memory_efficient_attention_forward(q.view, k.view, v.view, bias, out.view);
+    device_synchronize();
+    std::vector<float> host_f(vals.begin(), vals.end());
+    const auto host = LowerTriangularMask{}.add_bias(
+        TensorView::make(host_f.data(), DType::f32, {B, H, Mq, Mkv}, {}, TensorView::kHost));
+    const auto ref = reference_attention({B, Mq, Mkv, H, 64, 64}, q.values, k.values, v.values,
+                                         materialize(host, B, H, Mq, Mkv), 1.0 / 8.0);
+    EXPECT_LE(relative_error(decode(out.buf.download(), dt), ref.out), tolerance(dt, dt));
+  }
+}
+
+TEST_F(BiasGpu, BlockDiagonalFamily) {
+  for (DType dt : {DType::bf16, DType::f16, DType::f32}) {
+    const auto ql = random_lengths(5, 2, 150);
+    auto kl = ql;
+    for (auto& x : kl) x += int32_t(rng()() % 40);  // keys >= queries per block (bottom-right kinds)
+    const auto bd = BlockDiagonalMask::from_seqlens(ql, kl);
+    const int64_t mq = sum(ql), mkv = sum(kl);
+    run_bias_case(bd, dt, 1, mq, mkv, 3, 3, 64, 64);
+    run_bias_case(bd.make_causal_from_bottomright(), dt, 1, mq, mkv, 3, 3, 64, 64);
+    run_bias_case(bd.make_local_attention_from_bottomright(9), dt, 1, mq, mkv, 3, 3, 64, 64);
+    const auto sq = BlockDiagonalMask::from_seqlens(ql);  // square blocks: top-left kinds
+    run_bias_case(sq.make_causal(), dt, 1, mq, mq, 2, 2, 128, 128);
+    run_bias_case(BlockDiagonalCausalMask::from_seqlens(ql), dt, 1, mq, mq, 2, 2, 40, 72);
+    run_bias_case(sq.make_local_attention(17), dt, 1, mq, mq, 2, 2, 128, 128);
+  }
+}
+
+TEST_F(BiasGpu, PaddedAndGappyKeys) {
+  for (DType dt : {DType::bf16, DType::f32}) {
+    const auto ql = random_lengths(4, 1, 60);
+    const int32_t padding = 200;
+    std::vector<int32_t> kl;
+    for (int32_t q : ql) kl.push_back(std::min<int32_t>(padding, q + int32_t(rng()() % 120)));
+    const int64_t mq = sum(ql), mkv = int64_t(ql.size()) * padding;
+    run_bias_case(BlockDiagonalPaddedKeysMask::from_seqlens(ql, padding, kl), dt, 1, mq, mkv, 2, 2, 64, 64);
+    run_bias_case(BlockDiagonalCausalWithOffsetPaddedKeysMask::from_seqlens(ql, padding, kl), dt, 1, mq, mkv, 2, 2, 64, 64);
+    const auto padded = BlockDiagonalPaddedKeysMask::from_seqlens(ql, padding, kl);
+    run_bias_case(BlockDiagonalLocalAttentionPaddedKeysMask{padded.q_seqinfo, padded.k_seqinfo, 5, 2}, dt, 1, mq, mkv, 2, 2, 64, 64);
+    run_bias_case(BlockDiagonalCausalLocalAttentionPaddedKeysMask{padded.q_seqinfo, padded.k_seqinfo, 11}, dt, 1, mq, mkv, 2, 2, 64, 64);
+    // Gappy: each block's keys start anywhere in the key tensor, in shuffled order.
+    std::vector<int32_t> starts;
+    for (size_t b = 0; b < ql.size(); ++b) starts.push_back(int32_t(b) * padding);
+    std::shuffle(starts.begin(), starts.end(), rng());
+    for (auto& s : starts) s += int32_t(rng()() % 30);
+    std::vector<int32_t> gl;
+    for (size_t b = 0; b < ql.size(); ++b) gl.push_back(std::min<int32_t>(padding - 30, kl[b]));
+    starts.push_back(int32_t(ql.size()) * padding);  // xFormers' gappy seqstart ends with the key length
+    const int64_t gkv = int64_t(ql.size()) * padding;
+    run_bias_case(BlockDiagonalGappyKeysMask::from_seqlens(ql, starts, gl), dt, 1, mq, gkv, 2, 2, 64, 64);
+    run_bias_case(BlockDiagonalCausalWithOffsetGappyKeysMask::from_seqlens(ql, starts, gl), dt, 1, mq, gkv, 2, 2, 64, 64);
+  }
+}
+
+TEST_F(BiasGpu, GroupedAndMultiQueryHeads) {
+  for (DType dt : {DType::bf16, DType::f32})
+    for (auto [hq, hkv] : {std::pair<int, int>{6, 2}, {4, 1}, {8, 8}}) {
+      run_bias_case(LowerTriangularMask{}, dt, 2, 77, 130, hq, hkv, 64, 64);
+      run_bias_case(AttnBias{}, dt, 1, 40, 33, hq, hkv, 128, 128);
+    }
+  const auto ql = random_lengths(3, 5, 90);
+  run_bias_case(BlockDiagonalCausalMask::from_seqlens(ql), DType::bf16, 1, sum(ql), sum(ql), 8, 2, 128, 128);
+}
+
+}  // namespace
+}  // namespace jitattn::test

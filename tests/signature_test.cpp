@@ -86,7 +86,8 @@ TEST(Signature, GeneratedSourceSetsOnlyConstexprs) {
   const std::string src = generate_source(spec);
   EXPECT_NE(src.find("#include \"fwd_mma.cuh\""), std::string::npos);
   EXPECT_NE(src.find("kHeadDim = 128"), std::string::npos);
-  EXPECT_NE(src.find("jitattn::CausalMask<false>"), std::string::npos);
+  EXPECT_NE(src.find("jitattn::BandMask<false, false, true>"), std::string::npos);  // causal: no left bound, right bound 0
+  EXPECT_NE(src.find("kVarlen = false"), std::string::npos);
   EXPECT_NE(src.find(spec.name()), std::string::npos);
 }
 

@@ -77,7 +77,7 @@ TEST(Validation, ShapesMustAgree) {
   EXPECT_TRUE(mentions(c.reasons(), "key.shape[1]=120 and value.shape[1]=119")) << joined(c.reasons());
   Call d;
   d.k = TensorView::make(fake(), DType::bf16, {2, 120, 8, 64});
-  EXPECT_TRUE(mentions(d.reasons(), "head counts differ")) << joined(d.reasons());
+  EXPECT_TRUE(mentions(d.reasons(), "head counts: query 4, key 8, value 4")) << joined(d.reasons());
   Call e;
   e.out = TensorView::make(fake(), DType::bf16, {2, 100, 4, 32});
   EXPECT_TRUE(mentions(e.reasons(), "out.shape=[2, 100, 4, 32] must be [B, Mq, H, Kv]")) << joined(e.reasons());
@@ -95,9 +95,9 @@ TEST(Validation, TensorBiasBroadcastRules) {
   c.bias = TensorBias{TensorView::make(fake(), DType::bf16, {1, 4, 100, 120})};
   EXPECT_TRUE(c.reasons().empty()) << joined(c.reasons());
   c.bias = TensorBias{TensorView::make(fake(), DType::bf16, {3, 4, 100, 120})};
-  EXPECT_TRUE(mentions(c.reasons(), "attn_bias.shape[0]=3 must be B=2 or 1")) << joined(c.reasons());
+  EXPECT_TRUE(mentions(c.reasons(), "attn_bias.shape[0]=3 must equal B=query.shape[0]=2 or 1")) << joined(c.reasons());
   c.bias = TensorBias{TensorView::make(fake(), DType::bf16, {2, 4, 100, 64})};
-  EXPECT_TRUE(mentions(c.reasons(), "attn_bias.shape[3]=64 must be Mkv=120")) << joined(c.reasons());
+  EXPECT_TRUE(mentions(c.reasons(), "attn_bias.shape[3]=64 must equal key.shape[1]=120")) << joined(c.reasons());
   c.bias = TensorBias{TensorView::make(fake(), DType::f32, {2, 4, 100, 120})};
   EXPECT_TRUE(mentions(c.reasons(), "attn_bias.dtype=f32 must equal query.dtype=bf16")) << joined(c.reasons());
 }
@@ -122,6 +122,18 @@ TEST(Validation, ForwardThrowsWithEveryReason) {
     EXPECT_FALSE(e.reasons().empty());
     EXPECT_NE(std::string(e.what()).find("query must be 3-D"), std::string::npos) << e.what();
   }
+}
+
+TEST(Validation, GroupedQueryHeadsShareKeyValueHeads) {
+  Call c;
+  c.q = TensorView::make(fake(), DType::bf16, {2, 100, 8, 64});
+  c.out = TensorView::make(fake(), DType::bf16, {2, 100, 8, 64});
+  c.k = TensorView::make(fake(), DType::bf16, {2, 120, 2, 64});
+  c.v = TensorView::make(fake(), DType::bf16, {2, 120, 2, 64});
+  EXPECT_TRUE(c.reasons().empty()) << joined(c.reasons());
+  c.k = TensorView::make(fake(), DType::bf16, {2, 120, 3, 64});
+  c.v = TensorView::make(fake(), DType::bf16, {2, 120, 3, 64});
+  EXPECT_TRUE(mentions(c.reasons(), "dividing the query's")) << joined(c.reasons());
 }
 
 TEST(Validation, ThreeDimensionalInputsAreOneHead) {

@@ -168,10 +168,10 @@ class Problem {
   }
 
   // One forward call, queued on the legacy default stream.
-  void run(bool causal) const {
+  void run(bool causal) const { run(causal ? AttnBias{LowerTriangularMask{}} : AttnBias{}); }
+  void run(const AttnBias& bias) const {
     const Shape& s = shape_;
     auto view = [&](const DeviceBuffer& b) { return TensorView::make(b.get(), dtype_, {s.B, s.M, s.H, s.K}); };
-    const AttnBias bias = causal ? AttnBias{LowerTriangularMask{}} : AttnBias{};
     memory_efficient_attention_forward(view(q_), view(k_), view(v_), bias, view(out_));
   }
 
@@ -212,12 +212,12 @@ double seconds_since(std::chrono::steady_clock::time_point t0) {
 }
 
 // Median per-call milliseconds of `reps` calls after one warm-up call.
-double median_ms(const Problem& p, bool causal, int reps) {
-  p.run(causal);
+double median_ms(const Problem& p, const AttnBias& bias, int reps) {
+  p.run(bias);
   EventChain events(reps);
   for (int i = 0; i < reps; ++i) {
     events.record(i);
-    p.run(causal);
+    p.run(bias);
   }
   events.record(reps);
   events.wait_last();
@@ -297,6 +297,46 @@ void write_json(const std::string& path, const nlohmann::json& doc) {
 
 }  // namespace
 
+// --masks: the shapes of `.gpu/anchors.py --masks`; TFLOP/s counted on visible elements only.
+int run_mask_bench(const BenchOptions& o) {
+  const int64_t M = o.seqlens.back();
+  const int K = o.head_dims.back();
+  const Shape s{1, M, o.hidden / K, K};
+  std::vector<int32_t> lens(o.doc_lens.begin(), o.doc_lens.end());
+  if (lens.empty()) {  // 16 documents with random cut points
+    std::mt19937_64 rng(1);
+    std::vector<int64_t> cuts;
+    std::uniform_int_distribution<int64_t> pick(1, M - 1);
+    while (cuts.size() < 15) {
+      const int64_t c = pick(rng);
+      if (std::find(cuts.begin(), cuts.end(), c) == cuts.end()) cuts.push_back(c);
+    }
+    std::sort(cuts.begin(), cuts.end());
+    int64_t prev = 0;
+    for (int64_t c : cuts) lens.push_back(int32_t(c - prev)), prev = c;
+    lens.push_back(int32_t(M - prev));
+  }
+  int64_t total = 0, doc_visible = 0;
+  for (int32_t n : lens) total += n, doc_visible += int64_t(n) * (n + 1) / 2;
+  if (total != M) throw Error("--doc-lens sum to " + std::to_string(total) + ", not M=" + std::to_string(M));
+  int64_t window_visible = 0;
+  for (int64_t i = 0; i < M; ++i) window_visible += std::min<int64_t>(i + 1, o.window);
+  const Problem p(s, o.dtype, 42);
+  struct Case { std::string name; AttnBias bias; int64_t visible; };
+  const std::vector<Case> cases = {
+      {"causal", LowerTriangularMask{}, M * (M + 1) / 2},
+      {"window" + std::to_string(o.window), LowerTriangularFromBottomRightMask{}.make_local_attention(o.window), window_visible},
+      {"docs" + std::to_string(lens.size()), BlockDiagonalCausalMask::from_seqlens(lens), doc_visible}};
+  std::printf("jitattn masks on %s: %s M=%lld K=%d H=%lld, median of %d calls\n", device_name().c_str(),
+              to_string(o.dtype), (long long)M, K, (long long)s.H, o.reps);
+  for (const Case& c : cases) {
+    const double ms = median_ms(p, c.bias, o.reps);
+    std::printf("jitattn   mask=%-10s M=%lld K=%d %8.3f ms %4.0f TFLOP/s (unmasked)\n", c.name.c_str(), (long long)M, K, ms,
+                4.0 * s.H * double(c.visible) * K / (ms * 1e-3) / 1e12);
+  }
+  return 0;
+}
+
 int run_bench(const BenchOptions& o) {
   std::unique_ptr<FreshCache> fresh;
   if (o.cold) fresh = std::make_unique<FreshCache>();
@@ -305,6 +345,7 @@ int run_bench(const BenchOptions& o) {
     std::fprintf(stderr, "jitattn bench needs a CUDA GPU, and this machine has none usable: %s\n", why.c_str());
     return 1;
   }
+  if (o.masks) return run_mask_bench(o);
   const jit::Arch arch = device_arch(0);
   std::printf("jitattn bench on %s (%s): %s, median of %d calls timed with CUDA events\n", device_name().c_str(),
               arch.name().c_str(), to_string(o.dtype), o.reps);
@@ -325,7 +366,7 @@ int run_bench(const BenchOptions& o) {
           doc["first_call_ms"] = ms;
           first = false;
         }
-        const double ms = median_ms(p, causal, o.reps);
+        const double ms = median_ms(p, causal ? AttnBias{LowerTriangularMask{}} : AttnBias{}, o.reps);
         const double tflops = s.flops(causal) / (ms * 1e-3) / 1e12;
         std::printf("jitattn   K=%3d M=%5lld causal=%d fwd %4.0f TFLOP/s %6.3f ms\n", K, (long long)M, int(causal), tflops, ms);
         std::fflush(stdout);

@@ -59,6 +59,12 @@ struct BenchOptions {
   int reps = 30;
   std::string json_path;        // when set, the results as JSON (see bench.cpp write_json)
   bool cold = false;            // fresh empty cache for this process: the first call compiles
+  // --masks: like `.gpu/anchors.py --masks`, at M = seqlens.back(), K = head_dims.back(), B = 1:
+  // full causal, causal with a local window, and documents causal within each (doc_lens, or
+  // 16 random lengths summing to M).
+  bool masks = false;
+  int window = 256;
+  std::vector<int> doc_lens;
 };
 
 // Prints one line per shape plus the first-call time and the warm per-call host overhead.

@@ -28,9 +28,12 @@
 #include "jit/jit_runtime.h"
 #include "jit/kernel_sources.h"
 #include "jit/nvrtc_compiler.h"
+#include "jit/recorder.h"
 #include "jitattn/jitattn.h"
 #include "tools/bench.h"
+#include "tools/cache_commands.h"
 #include "tools/manifest.h"
+#include "tools/prewarm.h"
 
 namespace jitattn::tools {
 namespace {
@@ -137,6 +140,7 @@ const EnvVar kEnvVars[] = {
     {"JITATTN_NVRTC", true, "NVRTC library to load; its version is part of the key"},
     {"JITATTN_TILE", true, "force a tile config (e.g. m128n64w8); part of the name"},
     {"JITATTN_VERBOSE", false, "1: log compiles and cache hits to stderr"},
+    {"JITATTN_RECORD", false, "append each signature the process needs to this manifest (JSON Lines)"},
 };
 
 // ---- cache layers -----------------------------------------------------------------------
@@ -200,6 +204,17 @@ void print_environment() {
   }
 }
 
+// What happens after the last layer misses, under each policy.
+const char* miss_action(jit::JitPolicy policy) {
+  switch (policy) {
+    case jit::JitPolicy::on: return "a miss is compiled by NVRTC and stored in the user DB";
+    case jit::JitPolicy::off: return "a miss is an error (JITATTN_JIT=off)";
+    case jit::JitPolicy::readonly: return "a miss is compiled by NVRTC and not stored (JITATTN_JIT=readonly)";
+    case jit::JitPolicy::redo: return "no layer is read: every kernel is recompiled and replaces its row (JITATTN_JIT=redo)";
+  }
+  return "?";
+}
+
 int cmd_doctor() {
   std::printf("CUDA driver   %s\n", driver_summary().c_str());
   print_gpus();
@@ -213,111 +228,90 @@ int cmd_doctor() {
   }
   if (env) {
     std::printf("JIT policy    %s (JITATTN_JIT)\n", jit::to_string(env->jit));
+    std::printf("recording     %s\n", env->record_path.empty() ? "off (JITATTN_RECORD unset)"
+                                                             : ("to " + env->record_path + " (JITATTN_RECORD)").c_str());
     std::printf("cache layers, in lookup order:\n");
-    int i = 0;
+    std::printf("  1. %-18s per process and CUDA context; empty when a process starts\n", "memory table");
+    int i = 1;
     for (Layer& l : open_layers(*env))
       std::printf("  %d. %-18s %s: %s\n", ++i, l.kind(), l.path.c_str(), layer_summary(l).c_str());
+    std::printf("  %-21s %s\n", "then", miss_action(env->jit));
   }
   print_environment();
   return 0;
 }
 
-// ---- prewarm ----------------------------------------------------------------------------
-
-struct PrewarmArgs {
-  std::string manifest;
-  std::string archs;
-  unsigned jobs = std::max(1u, std::thread::hardware_concurrency());
-};
-
-nlohmann::json read_json_file(const std::string& path) {
-  std::ifstream f(path);
-  if (!f) throw Error("cannot read manifest " + path);
-  try {
-    return nlohmann::json::parse(f);
-  } catch (const nlohmann::json::exception& e) {
-    throw Error("manifest " + path + " is not valid JSON: " + e.what());
+// `jitattn doctor --kernel X`: X is a canonical name, or a manifest entry for one kernel (such
+// as the line a JITATTN_JIT=off error prints).
+KernelSpec kernel_to_diagnose(const std::string& what) {
+  if (auto spec = KernelSpec::parse(what)) return *spec;
+  if (what.find('{') != std::string::npos) {
+    const auto specs = parse_manifest_text(what, {}, "--kernel");
+    if (specs.size() != 1) throw Error("--kernel: the entry stands for " + std::to_string(specs.size()) + " kernels, not one");
+    return specs[0];
   }
+  throw Error("--kernel: \"" + what + "\" is neither a canonical kernel name (e.g. " +
+              "fwd.sm_90a.bf16.d128.v128.causal.lse.a16.mma_m128n64w8) nor a manifest entry");
 }
 
-// Counts and output lines of concurrent prewarm jobs.
-struct Tally {
-  std::mutex mu;
-  int compiled = 0, cached = 0, failed = 0;
-  void report(int& counter, const std::string& line) {
-    std::lock_guard<std::mutex> lock(mu);
-    ++counter;
-    std::printf("%s\n", line.c_str());
-    std::fflush(stdout);
-  }
-};
-
-void prewarm_one(const KernelSpec& spec, Tally& tally) {
-  const auto t0 = std::chrono::steady_clock::now();
-  try {
-    std::string served_by;
-    jit::JitRuntime::get().binary(spec, &served_by);
-    char ms[32];
-    std::snprintf(ms, sizeof ms, "%.0f", ms_since(t0));
-    if (served_by == "nvrtc") tally.report(tally.compiled, "compiled " + spec.name() + " in " + ms + " ms");
-    else tally.report(tally.cached, "cached " + spec.name() + " (from " + served_by + ")");
-  } catch (const std::exception& e) {
-    tally.report(tally.failed, "FAILED " + spec.name() + ": " + e.what());
-  }
-}
-
-// Calls work(i) for every i < n on `jobs` threads.
-void parallel_for(size_t n, unsigned jobs, const std::function<void(size_t)>& work) {
-  std::atomic<size_t> next{0};
-  std::vector<std::thread> threads;
-  for (unsigned t = 0; t < jobs; ++t)
-    threads.emplace_back([&] {
-      for (size_t i; (i = next.fetch_add(1)) < n;) work(i);
-    });
-  for (auto& t : threads) t.join();
-}
-
-int cmd_prewarm(const PrewarmArgs& a) {
-  const auto specs = parse_manifest(read_json_file(a.manifest), parse_arch_list(a.archs));
-  bool have_nvrtc = false;
-  const std::string nvrtc = nvrtc_summary(&have_nvrtc);
-  if (!have_nvrtc) throw Error("NVRTC " + nvrtc + " (every cache key names the compiler)");
+// Which layer would serve a kernel, asked the way the runtime asks (jit/jit_runtime.cpp): the
+// same key, each layer's get() in lookup order. Exit code 1 when the kernel would fail.
+int cmd_doctor_kernel(const std::string& what) {
+  const KernelSpec spec = kernel_to_diagnose(what);
   const jit::Env& env = jit::Env::get();
-  const unsigned jobs = unsigned(std::max<size_t>(1, std::min<size_t>(a.jobs, specs.size())));
-  std::printf("prewarm: %zu kernels from %s, %u jobs, %s, user cache %s\n", specs.size(), a.manifest.c_str(), jobs,
-              nvrtc.c_str(), env.cache_path.c_str());
-  Tally tally;
-  const auto t0 = std::chrono::steady_clock::now();
-  parallel_for(specs.size(), jobs, [&](size_t i) { prewarm_one(specs[i], tally); });
-  const double s = ms_since(t0) / 1e3;
-  std::printf("prewarm: %d compiled, %d already cached, %d failed in %.2f s (%.1f variants/s)\n", tally.compiled,
-              tally.cached, tally.failed, s, s > 0 ? double(specs.size()) / s : 0.0);
-  if (tally.compiled == 0 && tally.failed == 0)
-    std::printf("prewarm: nothing to compile, all %zu kernels were already cached\n", specs.size());
-  if (env.jit == jit::JitPolicy::readonly && tally.compiled > 0)
-    std::printf("prewarm: JITATTN_JIT=readonly, so nothing compiled was stored\n");
-  return tally.failed ? 1 : 0;
-}
-
-// ---- ls ---------------------------------------------------------------------------------
-
-void print_rows(const std::vector<cache::KernelRecord>& rows) {
-  // KernelRecord has no size field and list() leaves binaries out, so there is no size
-  // column here; `jitattn show NAME` gives a kernel's size.
-  size_t w = 4;
-  for (const auto& r : rows) w = std::max(w, r.name.size());
-  std::printf("  %-*s  %-7s %5s %8s %11s  %s\n", int(w), "name", "target", "regs", "shared", "compile ms", "last used");
-  for (const auto& r : rows)
-    std::printf("  %-*s  %-7s %5d %8d %11.1f  %s\n", int(w), r.name.c_str(), r.target.c_str(), r.registers,
-                r.shared_bytes, r.compile_ms, date(r.last_used_at).c_str());
-}
-
-int cmd_ls() {
-  for (Layer& l : open_layers(jit::Env::get())) {
-    std::printf("%s (%s): %s\n", l.path.c_str(), l.kind(), layer_summary(l).c_str());
-    if (!l.store) continue;
-    const auto rows = l.store->list();
-    if (!rows.empty()) print_rows(rows);
+  std::printf("kernel        %s\n", spec.name().c_str());
+  const KernelSpec chosen = jit::make_spec(spec.sig);
+  if (chosen.name() != spec.name()) std::printf("note          calls with this signature use %s\n", chosen.name().c_str());
+  const std::string problem = jit::validate_spec(spec);
+  if (!problem.empty()) {
+    std::printf("verdict       would fail: %s\n", problem.c_str());
+    return 1;
+  }
+  std::string key, identity;
+  try {
+    identity = jit::NvrtcCompiler::get().identity();
+    key = jit::kernel_key(spec, identity);
+  } catch (const std::exception& e) {
+    std::printf("verdict       would fail: the key names the compiler, and NVRTC is unavailable: %s\n", e.what());
+    return 1;
+  }
+  std::printf("key           %s (%s, kernel_src %.12s)\n", key.c_str(), identity.c_str(), jit::kernel_sources_hash().c_str());
+  std::printf("JIT policy    %s\n", jit::to_string(env.jit));
+  std::printf("lookup:\n  1. %-18s not in a new process\n", "memory table");
+  std::string served_by;
+  int i = 1;
+  for (Layer& l : open_layers(env)) {
+    std::printf("  %d. %-18s %s: ", ++i, l.kind(), l.path.c_str());
+    if (!l.store) {
+      std::printf("%s\n", l.problem.c_str());
+      continue;
+    }
+    const int64_t dropped = l.store->dropped_rows();
+    if (auto r = l.store->get(key)) {
+      std::printf("%s (%s, %d registers, created %s)\n", served_by.empty() ? "HIT, serves it" : "hit, shadowed by the layer above",
+                  human_bytes(double(r->binary.size())).c_str(), r->registers, date(r->created_at).c_str());
+      if (served_by.empty()) served_by = l.path;
+    } else if (l.store->dropped_rows() != dropped) {
+      std::printf("its row failed the hash check (%s)\n", l.shipped ? "skipped" : "dropped, so it is recompiled");
+    } else if (auto stale = l.store->find_by_name(spec.name())) {
+      std::printf("miss; a row under key %s (%s) is stale: another compiler or kernel_src\n", stale->key.c_str(),
+                  stale->compiler.c_str());
+    } else {
+      std::printf("miss\n");
+    }
+  }
+  if (env.jit == jit::JitPolicy::redo) {
+    std::printf("verdict       recompiled by NVRTC, replacing any row (JITATTN_JIT=redo reads no layer)\n");
+  } else if (!served_by.empty()) {
+    std::printf("verdict       served by %s, no compile\n", served_by.c_str());
+  } else if (env.jit == jit::JitPolicy::off) {
+    std::printf("verdict       would FAIL: JITATTN_JIT=off and no layer holds it; prewarm this manifest line:\n"
+                "              %s\n", jit::manifest_line(spec).c_str());
+    return 1;
+  } else if (env.jit == jit::JitPolicy::readonly) {
+    std::printf("verdict       compiled by NVRTC on first use and not stored (JITATTN_JIT=readonly)\n");
+  } else {
+    std::printf("verdict       compiled by NVRTC on first use, then stored in %s\n", env.cache_path.c_str());
   }
   return 0;
 }
@@ -528,15 +522,14 @@ int guarded(const std::function<int()>& command) {
 int run(int argc, char** argv) {
   CLI::App app{"jitattn: JIT-compiled attention kernels, their caches and their speed"};
   app.require_subcommand(1);
+  std::string doctor_kernel;
   auto* doctor = app.add_subcommand("doctor", "CUDA driver, GPUs, NVRTC, cache layers and environment");
+  doctor->add_option("--kernel", doctor_kernel,
+                     "which layer would serve this canonical name or manifest entry (exit 1 if it would fail)");
 
-  PrewarmArgs pw;
-  auto* prewarm = app.add_subcommand("prewarm", "compile the kernels a manifest lists into the user cache");
-  prewarm->add_option("--manifest", pw.manifest, "JSON manifest (docs/manifest.md)")->required();
-  prewarm->add_option("--arch", pw.archs, "archs for entries without one, e.g. sm_80,sm_90a");
-  prewarm->add_option("--jobs,-j", pw.jobs, "parallel compiles (default: hardware threads)")->check(CLI::PositiveNumber);
+  const Subcommand prewarm = add_prewarm_command(app);  // tools/prewarm.cpp
 
-  auto* ls = app.add_subcommand("ls", "every kernel of every cache layer");
+  add_cache_commands(app);  // ls, export, import, merge, verify, gc: tools/cache_commands.cpp
 
   std::string show_name;
   bool show_source = false;
@@ -556,20 +549,24 @@ int run(int argc, char** argv) {
   bench->add_option("--reps", bo.reps, "timed calls per shape")->check(CLI::PositiveNumber);
   bench->add_option("--json", bo.json_path, "also write the results to this JSON file");
   bench->add_flag("--cold", bo.cold, "use a fresh empty cache, so the first call includes its compile");
+  bench->add_flag("--masks", bo.masks, "causal, a local window and packed documents, as anchors.py --masks");
+  bench->add_option("--window", bo.window, "--masks: local window size")->check(CLI::PositiveNumber);
+  bench->add_option("--doc-lens", bo.doc_lens, "--masks: document lengths summing to M")->delimiter(',');
 
   auto* demo = app.add_subcommand("demo", "compile, cache, launch and check a few kernels");
 
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
-    if (e.get_exit_code() == 0) return app.exit(e);  // --help
+    // --help; and CLI::RuntimeError, which carries the exit code of a command that ran in its
+    // callback and already printed its own errors (tools/cache_commands.cpp).
+    if (e.get_exit_code() == 0 || e.get_name() == "RuntimeError") return app.exit(e);
     std::fprintf(stderr, "jitattn: error: %s\nrun `jitattn --help` for usage\n", e.what());
     return 2;
   }
   return guarded([&] {
-    if (*doctor) return cmd_doctor();
-    if (*prewarm) return cmd_prewarm(pw);
-    if (*ls) return cmd_ls();
+    if (*doctor) return doctor_kernel.empty() ? cmd_doctor() : cmd_doctor_kernel(doctor_kernel);
+    if (*prewarm.app) return prewarm.run();
     if (*show) return cmd_show(show_name, show_source);
     if (*bench) {
       bo.dtype = *jit::parse_dtype(bench_dtype);

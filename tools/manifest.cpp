@@ -1,6 +1,7 @@
 #include "tools/manifest.h"
 
 #include <algorithm>
+#include <fstream>
 #include <optional>
 #include <set>
 #include <sstream>
@@ -40,9 +41,20 @@ DType as_dtype(const std::string& field, const json& v) {
   bad(field, "one of \"f16\", \"bf16\", \"f32\"", v);
 }
 
+// "\"none\", \"causal\", ..." from the library's own names, so the message follows new kinds.
+std::string bias_kind_names() {
+  std::string names;
+  for (int k = 0; k < 256; ++k) {
+    const std::string name = jit::to_string(BiasKind(k));
+    if (name == "?") break;  // the enumerators are dense from 0
+    names += (names.empty() ? "\"" : ", \"") + name + "\"";
+  }
+  return names;
+}
+
 BiasKind as_bias(const json& v) {
   if (auto b = jit::parse_bias_kind(as_string("bias", v))) return *b;
-  bad("bias", "one of \"none\", \"causal\", \"causal_br\", \"tensor\"", v);
+  bad("bias", "one of " + bias_kind_names(), v);
 }
 
 Arch as_arch(const json& v) {
@@ -153,23 +165,95 @@ const json& entries_of(const json& manifest) {
   throw Error("a manifest is a JSON array of entries or an object {\"kernels\": [...]}");
 }
 
-}  // namespace
+// An entry and where it came from, for error messages ("kernels[2]", "m.jsonl:3").
+struct Located {
+  json entry;
+  std::string where;
+};
 
-std::vector<KernelSpec> parse_manifest(const json& manifest, const std::vector<Arch>& default_archs) {
-  const json& entries = entries_of(manifest);
+std::vector<KernelSpec> parse_located(const std::vector<Located>& entries, const std::vector<Arch>& default_archs) {
   std::vector<std::string> reasons;  // every bad entry at once, not one per run
   std::vector<KernelSpec> specs;
   std::set<std::string> seen;
-  for (size_t i = 0; i < entries.size(); ++i) {
+  for (const Located& l : entries) {
     try {
-      for (KernelSpec& spec : parse_entry(entries[i], default_archs))
+      for (KernelSpec& spec : parse_entry(l.entry, default_archs))
         if (seen.insert(spec.name()).second) specs.push_back(std::move(spec));
     } catch (const Error& e) {
-      for (const auto& r : e.reasons()) reasons.push_back("kernels[" + std::to_string(i) + "]: " + r);
+      for (const auto& r : e.reasons()) reasons.push_back(l.where + ": " + r);
     }
   }
   if (!reasons.empty()) throw Error(reasons);
   return specs;
+}
+
+// One entry per line; a line that is not JSON is reported with the others, not alone.
+std::vector<Located> json_lines(const std::string& text, const std::string& source, std::vector<std::string>& reasons) {
+  std::vector<Located> entries;
+  std::istringstream in(text);
+  std::string line;
+  for (int n = 1; std::getline(in, line); ++n) {
+    const size_t first = line.find_first_not_of(" \t\r");
+    if (first == std::string::npos || line[first] == '#') continue;
+    const std::string where = source + ":" + std::to_string(n);
+    try {
+      entries.push_back({json::parse(line), where});
+    } catch (const json::exception& e) {
+      reasons.push_back(where + ": not valid JSON (" + e.what() + ")");
+    }
+  }
+  return entries;
+}
+
+}  // namespace
+
+std::vector<KernelSpec> parse_manifest(const json& manifest, const std::vector<Arch>& default_archs) {
+  const json& entries = entries_of(manifest);
+  std::vector<Located> located;
+  for (size_t i = 0; i < entries.size(); ++i) located.push_back({entries[i], "kernels[" + std::to_string(i) + "]"});
+  return parse_located(located, default_archs);
+}
+
+std::vector<KernelSpec> parse_manifest_text(const std::string& text, const std::vector<Arch>& default_archs,
+                                            const std::string& source) {
+  // A whole JSON document wins: an array, or an object with "kernels". A file that starts with
+  // '[' can only be a document, so its syntax error is reported as such. A single object without
+  // "kernels" is one entry (a one-line JSON Lines file is exactly that); anything else is read as
+  // JSON Lines.
+  const size_t first = text.find_first_not_of(" \t\r\n");
+  if (first == std::string::npos) throw Error(source + " is empty");
+  json doc;  // stays null when the text is not one document
+  try {
+    doc = json::parse(text);
+  } catch (const json::exception& e) {
+    if (text[first] == '[') throw Error(source + " is not valid JSON: " + e.what());
+  }
+  if (doc.is_array() || (doc.is_object() && doc.contains("kernels"))) {
+    try {
+      return parse_manifest(doc, default_archs);
+    } catch (const Error& e) {  // name the file, as the JSON Lines reasons do
+      std::vector<std::string> reasons;
+      for (const auto& r : e.reasons()) reasons.push_back(source + ": " + r);
+      throw Error(reasons);
+    }
+  }
+  if (doc.is_object()) return parse_located({{doc, source}}, default_archs);  // one entry, maybe over several lines
+  std::vector<std::string> reasons;
+  const std::vector<Located> entries = json_lines(text, source, reasons);
+  if (!reasons.empty()) {
+    reasons.push_back(source + " is neither one JSON document (an array, or {\"kernels\": [...]}) nor JSON Lines "
+                      "(one entry object per line)");
+    throw Error(reasons);
+  }
+  return parse_located(entries, default_archs);
+}
+
+std::vector<KernelSpec> read_manifest(const std::string& path, const std::vector<Arch>& default_archs) {
+  std::ifstream f(path, std::ios::binary);
+  if (!f) throw Error("cannot read manifest " + path);
+  std::ostringstream text;
+  text << f.rdbuf();
+  return parse_manifest_text(text.str(), default_archs, path);
 }
 
 std::vector<Arch> parse_arch_list(const std::string& list) {

@@ -33,10 +33,66 @@ std::string dim(const char* name, int i, int64_t v) {
   return std::string(name) + ".shape[" + std::to_string(i) + "]=" + std::to_string(v);
 }
 
+template <class... F> struct Overloaded : F... { using F::operator()...; };
+template <class... F> Overloaded(F...) -> Overloaded<F...>;
+
+// What the kernels need from a bias: its kind, its windows, and where its numbers live.
+struct BiasPlan {
+  jit::BiasKind kind = jit::BiasKind::none;
+  int32_t window_left = 0, window_right = 0;  // band masks, see kernel_src/bias_policies.cuh
+  const TensorView* tensor = nullptr;         // dense additive bias
+  const SeqLenInfo* q_seqinfo = nullptr;      // block-diagonal layouts
+  const DeviceInts* k_seqstart = nullptr;
+  const DeviceInts* k_seqlen = nullptr;       // padded and gappy keys
+};
+
+BiasPlan describe(const AttnBias& bias) {
+  using K = jit::BiasKind;
+  auto band = [](K kind, int32_t left, int32_t right) { BiasPlan b; b.kind = kind, b.window_left = left, b.window_right = right; return b; };
+  auto bd = [](K kind, const SeqLenInfo& q, const DeviceInts& k_start, const DeviceInts* k_len, int32_t left, int32_t right) {
+    BiasPlan b;
+    b.kind = kind, b.window_left = left, b.window_right = right;
+    b.q_seqinfo = &q, b.k_seqstart = &k_start, b.k_seqlen = k_len;
+    return b;
+  };
+  return std::visit(Overloaded{
+      [](const std::monostate&) { return BiasPlan{}; },
+      [](const TensorBias& t) { BiasPlan b; b.kind = K::tensor, b.tensor = &t.tensor; return b; },
+      [&](const LowerTriangularMask&) { return band(K::causal, 0, 0); },
+      [](const LowerTriangularMaskWithTensorBias& t) { BiasPlan b; b.kind = K::causal_tensor, b.tensor = &t.tensor; return b; },
+      [&](const LowerTriangularFromBottomRightMask&) { return band(K::causal_bottom_right, 0, 0); },
+      [&](const LowerTriangularFromBottomRightLocalAttentionMask& m) { return band(K::causal_local_br, m.window_size - 1, 0); },
+      [&](const LocalAttentionFromBottomRightMask& m) { return band(K::local_br, m.window_left, m.window_right); },
+      [&](const BlockDiagonalMask& m) { return bd(K::bd, m.q_seqinfo, m.k_seqinfo.seqstart, nullptr, 0, 0); },
+      [&](const BlockDiagonalCausalMask& m) { return bd(K::bd_causal, m.q_seqinfo, m.k_seqinfo.seqstart, nullptr, 0, 0); },
+      [&](const BlockDiagonalCausalFromBottomRightMask& m) { return bd(K::bd_causal_br, m.q_seqinfo, m.k_seqinfo.seqstart, nullptr, 0, 0); },
+      [&](const BlockDiagonalCausalLocalAttentionMask& m) {
+        return bd(K::bd_causal_local, m.q_seqinfo, m.k_seqinfo.seqstart, nullptr, m.window_size - 1, 0);
+      },
+      [&](const BlockDiagonalCausalLocalAttentionFromBottomRightMask& m) {
+        return bd(K::bd_causal_local_br, m.q_seqinfo, m.k_seqinfo.seqstart, nullptr, m.window_size - 1, 0);
+      },
+      [&](const BlockDiagonalPaddedKeysMask& m) { return bd(K::bd, m.q_seqinfo, m.k_seqinfo.seqstart, &m.k_seqinfo.seqlen, 0, 0); },
+      [&](const BlockDiagonalCausalWithOffsetPaddedKeysMask& m) {
+        return bd(K::bd_causal_br, m.q_seqinfo, m.k_seqinfo.seqstart, &m.k_seqinfo.seqlen, 0, 0);
+      },
+      [&](const BlockDiagonalLocalAttentionPaddedKeysMask& m) {
+        return bd(K::bd_local_br, m.q_seqinfo, m.k_seqinfo.seqstart, &m.k_seqinfo.seqlen, m.window_left, m.window_right);
+      },
+      [&](const BlockDiagonalCausalLocalAttentionPaddedKeysMask& m) {
+        return bd(K::bd_causal_local_br, m.q_seqinfo, m.k_seqinfo.seqstart, &m.k_seqinfo.seqlen, m.window_size - 1, 0);
+      },
+      [&](const BlockDiagonalGappyKeysMask& m) { return bd(K::bd, m.q_seqinfo, m.k_seqinfo.seqstart, &m.k_seqinfo.seqlen, 0, 0); },
+      [&](const BlockDiagonalCausalWithOffsetGappyKeysMask& m) {
+        return bd(K::bd_causal_br, m.q_seqinfo, m.k_seqinfo.seqstart, &m.k_seqinfo.seqlen, 0, 0);
+      },
+  }, bias);
+}
+
 struct Plan {
   std::vector<std::string> reasons;
   Bmhk q, k, v, o;
-  jit::BiasKind bias = jit::BiasKind::none;
+  BiasPlan bias;
   double scale = 0;
   int align = 16;
 };
@@ -84,9 +140,10 @@ Plan plan(const TensorView& q, const TensorView& k, const TensorView& v, const A
   if (p.k.b != p.q.b || p.v.b != p.q.b)
     R.push_back("batch sizes differ: query " + std::to_string(p.q.b) + ", key " + std::to_string(p.k.b) + ", value " +
                 std::to_string(p.v.b));
-  if (p.k.h != p.q.h || p.v.h != p.q.h)
-    R.push_back("head counts differ: query " + std::to_string(p.q.h) + ", key " + std::to_string(p.k.h) + ", value " +
-                std::to_string(p.v.h));
+  // GQA/MQA: key/value may have fewer heads, each shared by query.shape[2] / key.shape[2] heads.
+  if (p.k.h != p.v.h || p.k.h == 0 || p.q.h % p.k.h != 0)
+    R.push_back("head counts: query " + std::to_string(p.q.h) + ", key " + std::to_string(p.k.h) + ", value " +
+                std::to_string(p.v.h) + "; key and value must have the same number of heads, dividing the query's");
   if (p.k.m != p.v.m)
     R.push_back("key.shape[1]=" + std::to_string(p.k.m) + " and value.shape[1]=" + std::to_string(p.v.m) + " must be equal");
   if (p.k.d != p.q.d)
@@ -111,29 +168,17 @@ Plan plan(const TensorView& q, const TensorView& k, const TensorView& v, const A
     if (lse.device != q.device) R.push_back("lse must be on the query's device");
   }
 
-  if (std::holds_alternative<LowerTriangularMask>(bias)) p.bias = jit::BiasKind::causal;
-  else if (std::holds_alternative<LowerTriangularFromBottomRightMask>(bias)) p.bias = jit::BiasKind::causal_bottom_right;
-  else if (auto* tb = std::get_if<TensorBias>(&bias)) {
-    p.bias = jit::BiasKind::tensor;
-    const TensorView& t = tb->tensor;
-    if (t.ndim != 4) {
-      R.push_back("attn_bias tensor must be 4-D [B, H, Mq, Mkv], got " + std::to_string(t.ndim) + "-D");
-    } else {
-      const int64_t want[4] = {p.q.b, p.q.h, p.q.m, p.k.m};
-      const char* names[4] = {"B", "H", "Mq", "Mkv"};
-      for (int i = 0; i < 4; ++i) {
-        const bool broadcast = i < 2 && (t.shape[i] == 1 || t.stride[i] == 0);
-        if (t.shape[i] != want[i] && !broadcast)
-          R.push_back(dim("attn_bias", i, t.shape[i]) + " must be " + names[i] + "=" + std::to_string(want[i]) +
-                      (i < 2 ? " or 1" : ""));
-      }
-      if (t.stride[3] != 1 && t.shape[3] > 1) R.push_back("attn_bias.stride[-1] must be 1");
-      if (t.dtype != q.dtype)
-        R.push_back(std::string("attn_bias.dtype=") + to_string(t.dtype) + " must equal query.dtype=" + to_string(q.dtype));
-      if (t.device != q.device) R.push_back("attn_bias must be on the query's device");
-      if (!t.data && t.numel() > 0) R.push_back("attn_bias.data is null");
-    }
+  p.bias = describe(bias);
+  for (auto& r : bias_reasons(bias, p.q.b, p.q.h, p.q.m, p.k.m)) R.push_back(std::move(r));
+  if (p.bias.tensor) {  // what bias_reasons cannot know: dtype, device, memory
+    const TensorView& t = *p.bias.tensor;
+    if (t.dtype != q.dtype)
+      R.push_back(std::string("attn_bias.dtype=") + to_string(t.dtype) + " must equal query.dtype=" + to_string(q.dtype));
+    if (t.device != q.device) R.push_back("attn_bias must be on the query's device");
+    if (!t.data && t.numel() > 0) R.push_back("attn_bias.data is null");
   }
+  if (jit::is_block_diagonal(p.bias.kind) && (p.k.b != 1 || p.v.b != 1))
+    R.push_back(std::string("key.shape[0] and value.shape[0] must be 1 with ") + bias_name(bias));
 
   p.scale = opt.scale.value_or(p.q.d > 0 ? 1.0 / std::sqrt(double(p.q.d)) : 1.0);
   if (!std::isfinite(p.scale)) R.push_back("scale=" + std::to_string(p.scale) + " is not finite");
@@ -157,7 +202,7 @@ void run(const TensorView& q, const TensorView& k, const TensorView& v, const At
   const jit::ContextInfo& ctx = rt.context(q.device);
   jit::Signature sig;
   sig.op = jit::Op::fwd;
-  sig.bias = p.bias;
+  sig.bias = p.bias.kind;
   sig.dtype = q.dtype;
   sig.out_dtype = out.dtype;
   sig.head_dim = uint16_t(p.q.d);
@@ -176,14 +221,24 @@ void run(const TensorView& q, const TensorView& k, const TensorView& v, const At
   fp.v_stride_b = p.v.sb, fp.v_stride_m = p.v.sm, fp.v_stride_h = p.v.sh;
   fp.o_stride_b = p.o.sb, fp.o_stride_m = p.o.sm, fp.o_stride_h = p.o.sh;
   if (lse.defined()) fp.lse_stride_b = lse.stride[0], fp.lse_stride_h = lse.stride[1];
-  if (auto* tb = std::get_if<TensorBias>(&bias)) {
-    const TensorView& t = tb->tensor;
+  if (p.bias.tensor) {
+    const TensorView& t = *p.bias.tensor;
     fp.bias = t.data;
     fp.bias_stride_b = t.shape[0] == 1 ? 0 : t.stride[0];
     fp.bias_stride_h = t.shape[1] == 1 ? 0 : t.stride[1];
     fp.bias_stride_m = t.stride[2];
   }
   fp.batch = int32_t(p.q.b), fp.heads = int32_t(p.q.h), fp.mq = int32_t(p.q.m), fp.mkv = int32_t(p.k.m);
+  fp.kv_group = int32_t(p.q.h / p.k.h);
+  fp.window_left = p.bias.window_left, fp.window_right = p.bias.window_right;
+  if (p.bias.q_seqinfo) {  // block-diagonal: one "batch" entry per sequence, grid by the longest
+    fp.batch = int32_t(p.bias.q_seqinfo->batch());
+    fp.mq = p.bias.q_seqinfo->max_seqlen;
+    fp.q_seqstart = p.bias.q_seqinfo->seqstart.device(q.device);
+    fp.k_seqstart = p.bias.k_seqstart->device(q.device);
+    fp.k_seqlen = p.bias.k_seqlen ? p.bias.k_seqlen->device(q.device) : nullptr;
+    if (fp.batch == 0 || fp.mq == 0) return;
+  }
   fp.scale_log2 = float(p.scale * 1.4426950408889634);
   jit::launch_forward(kernel, fp, static_cast<CUstream>(stream));
 }

@@ -1,14 +1,299 @@
+// The xFormers bias family on the host: constructors and the checks xFormers makes in them,
+// make_* conversions, split/from_tensor_list, the rules a call's shapes must meet
+// (bias_reasons), and the dense fp64 mask (materialize) the GPU tests compare against.
+// Semantics follow xformers/ops/fmha/attn_bias.py; every message names its argument.
 #include "jitattn/bias.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <iterator>
 #include <limits>
+#include <type_traits>
 
 #include "jitattn/error.h"
 
 namespace jitattn {
 
 namespace {
+
+using Reasons = std::vector<std::string>;
+constexpr double kNegInf = -std::numeric_limits<double>::infinity();
+
+std::string S(int64_t v) { return std::to_string(v); }
+std::string at(const std::string& name, size_t i) { return name + "[" + std::to_string(i) + "]"; }
+void throw_if(Reasons r) {
+  if (!r.empty()) throw Error(std::move(r));
+}
+
+// xFormers class names, in AttnBias order.
+constexpr const char* kNames[] = {
+    "None",
+    "TensorBias",
+    "LowerTriangularMask",
+    "LowerTriangularMaskWithTensorBias",
+    "LowerTriangularFromBottomRightMask",
+    "LowerTriangularFromBottomRightLocalAttentionMask",
+    "LocalAttentionFromBottomRightMask",
+    "BlockDiagonalMask",
+    "BlockDiagonalCausalMask",
+    "BlockDiagonalCausalFromBottomRightMask",
+    "BlockDiagonalCausalLocalAttentionMask",
+    "BlockDiagonalCausalLocalAttentionFromBottomRightMask",
+    "BlockDiagonalPaddedKeysMask",
+    "BlockDiagonalCausalWithOffsetPaddedKeysMask",
+    "BlockDiagonalLocalAttentionPaddedKeysMask",
+    "BlockDiagonalCausalLocalAttentionPaddedKeysMask",
+    "BlockDiagonalGappyKeysMask",
+    "BlockDiagonalCausalWithOffsetGappyKeysMask",
+};
+static_assert(std::size(kNames) == std::variant_size_v<AttnBias>, "one name per AttnBias alternative");
+
+template <class T, size_t I = 0>
+constexpr size_t index_of() {
+  if constexpr (std::is_same_v<T, std::variant_alternative_t<I, AttnBias>>) return I;
+  else return index_of<T, I + 1>();
+}
+template <class T>
+std::string name_of() { return kNames[index_of<T>()]; }
+
+// ---- what kind of bias a type is -------------------------------------------------------------
+template <class T, class... U>
+constexpr bool kIsOneOf = (std::is_same_v<T, U> || ...);
+
+template <class T>
+constexpr bool kSeqKeys = kIsOneOf<T, BlockDiagonalMask, BlockDiagonalCausalMask, BlockDiagonalCausalFromBottomRightMask,
+                                   BlockDiagonalCausalLocalAttentionMask, BlockDiagonalCausalLocalAttentionFromBottomRightMask>;
+template <class T>
+constexpr bool kPaddedKeys = kIsOneOf<T, BlockDiagonalPaddedKeysMask, BlockDiagonalCausalWithOffsetPaddedKeysMask,
+                                      BlockDiagonalLocalAttentionPaddedKeysMask, BlockDiagonalCausalLocalAttentionPaddedKeysMask>;
+template <class T>
+constexpr bool kGappyKeys = kIsOneOf<T, BlockDiagonalGappyKeysMask, BlockDiagonalCausalWithOffsetGappyKeysMask>;
+template <class T>
+constexpr bool kBlockDiagonal = kSeqKeys<T> || kPaddedKeys<T> || kGappyKeys<T>;
+template <class T>
+constexpr bool kHoldsTensor = kIsOneOf<T, TensorBias, LowerTriangularMaskWithTensorBias>;
+template <class T>
+constexpr bool kHasWindowSize = kIsOneOf<T, LowerTriangularFromBottomRightLocalAttentionMask, BlockDiagonalCausalLocalAttentionMask,
+                                         BlockDiagonalCausalLocalAttentionFromBottomRightMask,
+                                         BlockDiagonalCausalLocalAttentionPaddedKeysMask>;
+template <class T>
+constexpr bool kHasWindowLeftRight = kIsOneOf<T, LocalAttentionFromBottomRightMask, BlockDiagonalLocalAttentionPaddedKeysMask>;
+// BlockDiagonalCausalFromBottomRightMask.__post_init__ (inherited by its local variant).
+template <class T>
+constexpr bool kNeedsKeysPerQuery =
+    kIsOneOf<T, BlockDiagonalCausalFromBottomRightMask, BlockDiagonalCausalLocalAttentionFromBottomRightMask>;
+
+// ---- the mask inside a block -----------------------------------------------------------------
+// Within one block (or the whole matrix of a dense bias) of mq queries and mkv keys, key j is
+// visible to query i iff lo <= j - i - shift <= hi, shift = bottom_right ? mkv - mq : 0; a side
+// without its bound is open. This is xFormers' triu/tril pair in _materialize_causal_mask and
+// LocalAttentionFromBottomRightMask.materialize.
+struct Band {
+  bool bottom_right = false;
+  bool has_lo = false, has_hi = false;
+  int64_t lo = 0, hi = 0;
+  bool visible(int64_t i, int64_t j, int64_t mq, int64_t mkv) const {
+    const int64_t d = j - i - (bottom_right ? mkv - mq : 0);
+    return (!has_lo || d >= lo) && (!has_hi || d <= hi);
+  }
+};
+Band causal(bool bottom_right) { return {bottom_right, false, true, 0, 0}; }
+Band causal_window(bool bottom_right, int64_t window_size) { return {bottom_right, true, true, 1 - window_size, 0}; }
+Band local(int64_t window_left, int64_t window_right) { return {true, true, true, -window_left, window_right}; }
+
+template <class T>
+Band band_of(const T& x) {
+  if constexpr (kIsOneOf<T, LowerTriangularMask, LowerTriangularMaskWithTensorBias, BlockDiagonalCausalMask>)
+    return causal(false);
+  else if constexpr (kIsOneOf<T, LowerTriangularFromBottomRightMask, BlockDiagonalCausalFromBottomRightMask,
+                              BlockDiagonalCausalWithOffsetPaddedKeysMask, BlockDiagonalCausalWithOffsetGappyKeysMask>)
+    return causal(true);
+  else if constexpr (std::is_same_v<T, BlockDiagonalCausalLocalAttentionMask>)
+    return causal_window(false, x.window_size);
+  else if constexpr (kHasWindowSize<T>)
+    return causal_window(true, x.window_size);
+  else if constexpr (kHasWindowLeftRight<T>)
+    return local(x.window_left, x.window_right);
+  else
+    return Band{};  // None, TensorBias, BlockDiagonal{,PaddedKeys,GappyKeys}Mask: every key of the block
+}
+
+// ---- blocks of a block-diagonal bias ---------------------------------------------------------
+struct Block {
+  int64_t q_start, q_len, k_start, k_len;
+};
+
+// Needs a valid structure (check_structure).
+template <class T>
+std::vector<Block> blocks_of(const T& x) {
+  const auto& qs = x.q_seqinfo.seqstart.host();
+  const auto& ks = x.k_seqinfo.seqstart.host();
+  std::vector<Block> blocks;
+  for (size_t b = 0; b + 1 < qs.size(); ++b) {
+    int64_t k_len;
+    if constexpr (kSeqKeys<T>) k_len = ks[b + 1] - ks[b];
+    else k_len = x.k_seqinfo.seqlen.host()[b];
+    blocks.push_back({qs[b], qs[b + 1] - qs[b], ks[b], k_len});
+  }
+  return blocks;
+}
+
+// What key.shape[1] must be, as xFormers' materialize: the last seqstart of each layout.
+template <class T>
+const char* key_rows_name() {
+  if constexpr (kSeqKeys<T>) return "sum(kv_seqlen)";
+  else if constexpr (kPaddedKeys<T>) return "len(kv_seqlen)*kv_padding";
+  else return "kv_seqstarts[-1]";
+}
+
+// ---- structural checks (what xFormers' constructors assert) ----------------------------------
+void check_seqinfo(const SeqLenInfo& s, const std::string& who, Reasons& R) {
+  const auto& st = s.seqstart.host();
+  if (st.empty()) {
+    R.push_back(who + ".seqstart is empty: it needs one entry per sequence plus one");
+    return;
+  }
+  if (st[0] != 0) R.push_back(who + ".seqstart[0]=" + S(st[0]) + " must be 0");
+  int64_t longest = 0;
+  for (size_t b = 0; b + 1 < st.size(); ++b) {
+    if (st[b + 1] < st[b])
+      R.push_back(at(who + ".seqstart", b + 1) + "=" + S(st[b + 1]) + " is less than " + at(who + ".seqstart", b) + "=" +
+                  S(st[b]));
+    longest = std::max<int64_t>(longest, st[b + 1] - st[b]);
+  }
+  if (s.max_seqlen < longest)
+    R.push_back(who + ".max_seqlen=" + S(s.max_seqlen) + " is less than its longest sequence (" + S(longest) + ")");
+}
+
+void check_padded(const PaddedSeqLenInfo& k, Reasons& R) {
+  const auto& st = k.seqstart.host();
+  const auto& len = k.seqlen.host();
+  if (k.padding < 1) R.push_back("kv_padding=" + S(k.padding) + " must be >= 1");
+  if (len.empty()) R.push_back("kv_seqlen is empty: at least one sequence is needed");
+  if (st.size() != len.size() + 1) {
+    R.push_back("k_seqinfo.seqstart has " + S(int64_t(st.size())) + " entries, not len(kv_seqlen)+1=" +
+                S(int64_t(len.size()) + 1));
+    return;
+  }
+  int64_t longest = 0;
+  for (size_t b = 0; b < st.size(); ++b)
+    if (st[b] != int64_t(b) * k.padding)
+      R.push_back(at("k_seqinfo.seqstart", b) + "=" + S(st[b]) + " must be " + S(int64_t(b)) + "*kv_padding=" +
+                  S(int64_t(b) * k.padding));
+  for (size_t b = 0; b < len.size(); ++b) {
+    if (len[b] < 0) R.push_back(at("kv_seqlen", b) + "=" + S(len[b]) + " must be >= 0");
+    else if (len[b] > k.padding) R.push_back(at("kv_seqlen", b) + "=" + S(len[b]) + " exceeds kv_padding=" + S(k.padding));
+    longest = std::max<int64_t>(longest, len[b]);
+  }
+  if (k.max_seqlen < longest)
+    R.push_back("k_seqinfo.max_seqlen=" + S(k.max_seqlen) + " is less than the longest kv_seqlen (" + S(longest) + ")");
+}
+
+void check_gappy(const GappySeqInfo& k, Reasons& R) {
+  const auto& st = k.seqstart.host();
+  const auto& len = k.seqlen.host();
+  if (len.empty()) R.push_back("kv_seqlen is empty: at least one sequence is needed");
+  if (st.size() != len.size() + 1) {
+    R.push_back("len(kv_seqstarts)=" + S(int64_t(st.size())) + " must be len(kv_seqlen)+1=" + S(int64_t(len.size()) + 1));
+    return;
+  }
+  const int64_t rows = st.back();
+  int64_t longest = 0;
+  for (size_t b = 0; b < len.size(); ++b) {
+    if (st[b] < 0) R.push_back(at("kv_seqstarts", b) + "=" + S(st[b]) + " must be >= 0");
+    if (len[b] < 0) R.push_back(at("kv_seqlen", b) + "=" + S(len[b]) + " must be >= 0");
+    else if (int64_t(st[b]) + len[b] > rows)
+      R.push_back(at("kv_seqstarts", b) + "+" + at("kv_seqlen", b) + "=" + S(int64_t(st[b]) + len[b]) +
+                  " exceeds kv_seqstarts[-1]=" + S(rows) + " (the number of key rows)");
+    longest = std::max<int64_t>(longest, len[b]);
+  }
+  if (k.max_seqlen < longest)
+    R.push_back("k_seqinfo.max_seqlen=" + S(k.max_seqlen) + " is less than the longest kv_seqlen (" + S(longest) + ")");
+}
+
+template <class T>
+void check_structure(const T& x, Reasons& R) {
+  if constexpr (kHasWindowSize<T>)
+    if (x.window_size < 1) R.push_back("window_size=" + S(x.window_size) + " must be >= 1 with " + name_of<T>());
+  if constexpr (kHasWindowLeftRight<T>) {
+    if (x.window_left < 0) R.push_back("window_left=" + S(x.window_left) + " must be >= 0 with " + name_of<T>());
+    if (x.window_right < 0) R.push_back("window_right=" + S(x.window_right) + " must be >= 0 with " + name_of<T>());
+  }
+  if constexpr (kBlockDiagonal<T>) {
+    const size_t before = R.size();
+    check_seqinfo(x.q_seqinfo, "q_seqinfo", R);
+    if constexpr (kSeqKeys<T>) check_seqinfo(x.k_seqinfo, "k_seqinfo", R);
+    else if constexpr (kPaddedKeys<T>) check_padded(x.k_seqinfo, R);
+    else check_gappy(x.k_seqinfo, R);
+    if (R.size() != before) return;
+    const int64_t nq = int64_t(x.q_seqinfo.seqstart.host().size()) - 1;
+    const int64_t nk = int64_t(x.k_seqinfo.seqstart.host().size()) - 1;
+    if (nq != nk) {
+      R.push_back("len(q_seqlen)=" + S(nq) + " must equal len(kv_seqlen)=" + S(nk) + " with " + name_of<T>());
+      return;
+    }
+    const std::vector<Block> blocks = blocks_of(x);
+    for (size_t b = 0; b < blocks.size(); ++b) {
+      const Block& k = blocks[b];
+      if constexpr (kNeedsKeysPerQuery<T>)
+        if (k.k_len < k.q_len)
+          R.push_back(at("kv_seqlen", b) + "=" + S(k.k_len) + " is less than " + at("q_seqlen", b) + "=" + S(k.q_len) +
+                      ": " + name_of<T>() + " needs num_keys >= num_queries in every block");
+      if constexpr (std::is_same_v<T, BlockDiagonalCausalLocalAttentionMask>)
+        if (x.window_size >= 1 && k.q_len - x.window_size >= k.k_len)
+          R.push_back(at("q_seqlen", b) + "=" + S(k.q_len) + " minus window_size=" + S(x.window_size) + " is not below " +
+                      at("kv_seqlen", b) + "=" + S(k.k_len) + ": the block's last queries would attend no key (" +
+                      name_of<T>() + ")");
+    }
+  }
+}
+
+template <class T>
+T checked(T x) {
+  Reasons R;
+  check_structure(x, R);
+  throw_if(std::move(R));
+  return x;
+}
+
+// ---- shape checks (what a call with [B, Mq, H, K] queries and Mkv keys needs) ----------------
+void check_tensor(const TensorView& t, int64_t B, int64_t H, int64_t Mq, int64_t Mkv, Reasons& R) {
+  if (t.ndim != 4) {
+    R.push_back("attn_bias.ndim=" + S(t.ndim) + " must be 4: [B, H, Mq, Mkv]");
+    return;
+  }
+  struct Want {
+    int64_t size;
+    const char* what;
+    bool may_be_1;
+  };
+  const Want want[4] = {{B, "B=query.shape[0]", true}, {H, "H (query heads)", true}, {Mq, "query.shape[1]", false},
+                        {Mkv, "key.shape[1]", false}};
+  for (int d = 0; d < 4; ++d)
+    if (t.shape[d] != want[d].size && !(want[d].may_be_1 && t.shape[d] == 1))
+      R.push_back(at("attn_bias.shape", size_t(d)) + "=" + S(t.shape[d]) + " must equal " + want[d].what + "=" +
+                  S(want[d].size) + (want[d].may_be_1 ? " or 1" : ""));
+  if (t.shape[3] > 1 && t.stride[3] != 1) R.push_back("attn_bias.stride[3]=" + S(t.stride[3]) + " must be 1");
+  if (!t.data && t.numel() > 0) R.push_back("attn_bias.data is null");
+}
+
+template <class T>
+void check_shapes(const T& x, int64_t B, int64_t H, int64_t Mq, int64_t Mkv, Reasons& R) {
+  if constexpr (kHoldsTensor<T>) check_tensor(x.tensor, B, H, Mq, Mkv, R);
+  if constexpr (kBlockDiagonal<T>) {
+    const std::string with = " with " + name_of<T>();
+    if (B != 1) R.push_back("query.shape[0]=" + S(B) + " must be 1" + with + " (sequences are concatenated along dim 1)");
+    const auto& qs = x.q_seqinfo.seqstart.host();
+    const auto& ks = x.k_seqinfo.seqstart.host();
+    if (!qs.empty() && Mq != qs.back())
+      R.push_back("query.shape[1]=" + S(Mq) + " must equal sum(q_seqlen)=" + S(qs.back()) + with);
+    if (!ks.empty() && Mkv != ks.back())
+      R.push_back("key.shape[1]=" + S(Mkv) + " must equal " + key_rows_name<T>() + "=" + S(ks.back()) + with);
+  }
+}
+
+// ---- materialize helpers ---------------------------------------------------------------------
 double read_host(const TensorView& t, int64_t offset) {
   const char* base = static_cast<const char*>(t.data);
   switch (t.dtype) {
@@ -36,44 +321,239 @@ double read_host(const TensorView& t, int64_t offset) {
       return sign ? -v : v;
     }
   }
-  return 0;
+  throw Error("materialize: attn_bias.dtype must be f16, bf16 or f32");
 }
+
+// out[b, h, i, j] += t[b, h, i, j], t broadcast over size-1 B and H.
+void add_tensor(const TensorView& t, int64_t B, int64_t H, int64_t Mq, int64_t Mkv, std::vector<double>& out) {
+  if (t.device != TensorView::kHost)
+    throw Error("materialize: attn_bias must be in host memory (device=" + S(t.device) + ", not TensorView::kHost)");
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t h = 0; h < H; ++h)
+      for (int64_t i = 0; i < Mq; ++i)
+        for (int64_t j = 0; j < Mkv; ++j) {
+          const int64_t off = (t.shape[0] == 1 ? 0 : b * t.stride[0]) + (t.shape[1] == 1 ? 0 : h * t.stride[1]) +
+                              i * t.stride[2] + j * t.stride[3];
+          out[size_t(((b * H + h) * Mq + i) * Mkv + j)] += read_host(t, off);
+        }
+}
+
+SeqLenInfo seqinfo_from(const std::vector<int32_t>& seqlens, const std::string& name) {
+  Reasons R;
+  std::vector<int32_t> start{0};
+  int64_t total = 0;
+  int32_t longest = 0;
+  for (size_t i = 0; i < seqlens.size(); ++i) {
+    if (seqlens[i] < 0) R.push_back(at(name, i) + "=" + S(seqlens[i]) + " must be >= 0");
+    total += std::max(seqlens[i], 0);
+    longest = std::max(longest, seqlens[i]);
+    start.push_back(int32_t(std::min<int64_t>(total, std::numeric_limits<int32_t>::max())));
+  }
+  if (total > std::numeric_limits<int32_t>::max()) R.push_back("sum(" + name + ")=" + S(total) + " exceeds 2^31-1");
+  throw_if(std::move(R));
+  SeqLenInfo s;
+  s.seqstart = DeviceInts(std::move(start));
+  s.max_seqlen = longest;
+  return s;
+}
+
+void require_same_count(size_t q, size_t kv) {
+  if (q != kv) throw Error("len(q_seqlen)=" + S(int64_t(q)) + " must equal len(kv_seqlen)=" + S(int64_t(kv)));
+}
+
 }  // namespace
 
-std::vector<double> materialize(const AttnBias& bias, int64_t B, int64_t H, int64_t Mq, int64_t Mkv) {
-  const double ninf = -std::numeric_limits<double>::infinity();
-  std::vector<double> out(size_t(B * H * Mq * Mkv), 0.0);
-  auto at = [&](int64_t b, int64_t h, int64_t i, int64_t j) -> double& {
-    return out[size_t(((b * H + h) * Mq + i) * Mkv + j)];
-  };
-  if (std::holds_alternative<LowerTriangularMask>(bias) || std::holds_alternative<LowerTriangularFromBottomRightMask>(bias)) {
-    const int64_t offset = std::holds_alternative<LowerTriangularMask>(bias) ? 0 : Mkv - Mq;
-    for (int64_t b = 0; b < B; ++b)
-      for (int64_t h = 0; h < H; ++h)
-        for (int64_t i = 0; i < Mq; ++i)
-          for (int64_t j = 0; j < Mkv; ++j)
-            if (j > i + offset) at(b, h, i, j) = ninf;
-  } else if (auto* tb = std::get_if<TensorBias>(&bias)) {
-    const TensorView& t = tb->tensor;
-    if (t.device != TensorView::kHost) throw Error("materialize: attn_bias tensor must be in host memory");
-    if (t.ndim != 4) throw Error("materialize: attn_bias tensor must be 4-D");
-    for (int64_t b = 0; b < B; ++b)
-      for (int64_t h = 0; h < H; ++h)
-        for (int64_t i = 0; i < Mq; ++i)
-          for (int64_t j = 0; j < Mkv; ++j) {
-            const int64_t off = (t.shape[0] == 1 ? 0 : b * t.stride[0]) + (t.shape[1] == 1 ? 0 : h * t.stride[1]) +
-                                i * t.stride[2] + j * t.stride[3];
-            at(b, h, i, j) = read_host(t, off);
-          }
-  }
+// ---- sequence layouts ------------------------------------------------------------------------
+SeqLenInfo SeqLenInfo::from_seqlens(const std::vector<int32_t>& seqlens) { return seqinfo_from(seqlens, "seqlens"); }
+
+std::vector<int32_t> SeqLenInfo::seqlens() const {
+  const auto& st = seqstart.host();
+  std::vector<int32_t> out;
+  for (size_t b = 0; b + 1 < st.size(); ++b) out.push_back(st[b + 1] - st[b]);
   return out;
 }
 
-const char* bias_name(const AttnBias& bias) {
-  if (std::holds_alternative<LowerTriangularMask>(bias)) return "LowerTriangularMask";
-  if (std::holds_alternative<LowerTriangularFromBottomRightMask>(bias)) return "LowerTriangularFromBottomRightMask";
-  if (std::holds_alternative<TensorBias>(bias)) return "TensorBias";
-  return "None";
+PaddedSeqLenInfo PaddedSeqLenInfo::from_seqlens_padded(const std::vector<int32_t>& seqlens, int32_t padding) {
+  const int64_t rows = int64_t(seqlens.size()) * padding;
+  if (padding >= 1 && rows > std::numeric_limits<int32_t>::max())
+    throw Error("len(kv_seqlen)*kv_padding=" + S(rows) + " exceeds 2^31-1");
+  PaddedSeqLenInfo p;
+  std::vector<int32_t> start;
+  for (size_t b = 0; b <= seqlens.size(); ++b) start.push_back(int32_t(int64_t(b) * padding));
+  p.seqstart = DeviceInts(std::move(start));
+  p.seqlen = DeviceInts(seqlens);
+  p.padding = padding;
+  p.max_seqlen = seqlens.empty() ? 0 : *std::max_element(seqlens.begin(), seqlens.end());
+  Reasons R;
+  check_padded(p, R);
+  throw_if(std::move(R));
+  return p;
+}
+
+GappySeqInfo GappySeqInfo::from_seqlens_gappy(const std::vector<int32_t>& seqstarts, const std::vector<int32_t>& seqlens) {
+  GappySeqInfo g;
+  g.seqstart = DeviceInts(seqstarts);
+  g.seqlen = DeviceInts(seqlens);
+  g.max_seqlen = seqlens.empty() ? 0 : *std::max_element(seqlens.begin(), seqlens.end());
+  Reasons R;
+  check_gappy(g, R);
+  throw_if(std::move(R));
+  return g;
+}
+
+// ---- dense masks -----------------------------------------------------------------------------
+LowerTriangularMaskWithTensorBias LowerTriangularMask::add_bias(const TensorView& bias) const { return {bias}; }
+
+LowerTriangularFromBottomRightLocalAttentionMask LowerTriangularFromBottomRightMask::make_local_attention(
+    int32_t window_size) const {
+  return checked(LowerTriangularFromBottomRightLocalAttentionMask{window_size});
+}
+
+// ---- block-diagonal masks --------------------------------------------------------------------
+BlockDiagonalMask BlockDiagonalMask::from_seqlens(const std::vector<int32_t>& q_seqlen,
+                                                  const std::vector<int32_t>& kv_seqlen) {
+  if (!kv_seqlen.empty()) require_same_count(q_seqlen.size(), kv_seqlen.size());
+  BlockDiagonalMask m;
+  m.q_seqinfo = seqinfo_from(q_seqlen, "q_seqlen");
+  // As xFormers, equal lengths share one seqinfo (and so one upload).
+  m.k_seqinfo = kv_seqlen.empty() || kv_seqlen == q_seqlen ? m.q_seqinfo : seqinfo_from(kv_seqlen, "kv_seqlen");
+  return m;
+}
+
+BlockDiagonalMask BlockDiagonalMask::from_tensor_list(const std::vector<TensorView>& tensors) {
+  Reasons R;
+  if (tensors.empty()) R.push_back("tensors is empty: at least one tensor is needed");
+  std::vector<int32_t> seqlens;
+  for (size_t i = 0; i < tensors.size(); ++i) {
+    const TensorView& t = tensors[i];
+    const std::string name = at("tensors", i);
+    if (t.ndim < 2) {
+      R.push_back(name + ".ndim=" + S(t.ndim) + " must be >= 2: [1, M, ...]");
+      continue;
+    }
+    if (t.shape[0] != 1) R.push_back(name + ".shape[0]=" + S(t.shape[0]) + " must be 1");
+    if (t.shape[1] > std::numeric_limits<int32_t>::max()) R.push_back(name + ".shape[1]=" + S(t.shape[1]) + " exceeds 2^31-1");
+    const TensorView& t0 = tensors[0];
+    bool same = t.ndim == t0.ndim;
+    for (int d = 2; same && d < t.ndim; ++d) same = t.shape[d] == t0.shape[d];
+    if (!same)
+      R.push_back(name + ".shape=" + t.shape_string() + " must match tensors[0].shape=" + t0.shape_string() +
+                  " beyond dim 1 (they are concatenated along dim 1)");
+    seqlens.push_back(int32_t(std::min<int64_t>(t.shape[1], std::numeric_limits<int32_t>::max())));
+  }
+  throw_if(std::move(R));
+  return from_seqlens(seqlens);
+}
+
+std::vector<TensorView> BlockDiagonalMask::split(const TensorView& tensor) const {
+  const auto& qs = q_seqinfo.seqstart.host();
+  Reasons R;
+  if (k_seqinfo.seqstart.host() != qs)
+    R.push_back("split needs kv_seqlen == q_seqlen (xFormers asserts q_seqinfo is k_seqinfo)");
+  if (tensor.ndim < 2) {
+    R.push_back("tensor.ndim=" + S(tensor.ndim) + " must be >= 2: [1, M, ...]");
+  } else {
+    if (tensor.shape[0] != 1) R.push_back("tensor.shape[0]=" + S(tensor.shape[0]) + " must be 1");
+    if (!qs.empty() && tensor.shape[1] != qs.back())
+      R.push_back("tensor.shape[1]=" + S(tensor.shape[1]) + " must equal sum(q_seqlen)=" + S(qs.back()));
+  }
+  throw_if(std::move(R));
+  std::vector<TensorView> views;
+  for (size_t b = 0; b + 1 < qs.size(); ++b) {
+    TensorView v = tensor;
+    const int64_t bytes = int64_t(qs[b]) * tensor.stride[1] * int64_t(element_size(tensor.dtype));
+    v.data = tensor.data ? static_cast<char*>(tensor.data) + bytes : nullptr;
+    v.shape[1] = qs[b + 1] - qs[b];
+    views.push_back(v);
+  }
+  return views;
+}
+
+BlockDiagonalCausalMask BlockDiagonalMask::make_causal() const { return checked(BlockDiagonalCausalMask{q_seqinfo, k_seqinfo}); }
+
+BlockDiagonalCausalFromBottomRightMask BlockDiagonalMask::make_causal_from_bottomright() const {
+  return checked(BlockDiagonalCausalFromBottomRightMask{q_seqinfo, k_seqinfo});
+}
+
+BlockDiagonalCausalLocalAttentionMask BlockDiagonalMask::make_local_attention(int32_t window_size) const {
+  return checked(BlockDiagonalCausalLocalAttentionMask{q_seqinfo, k_seqinfo, window_size});
+}
+
+BlockDiagonalCausalLocalAttentionFromBottomRightMask BlockDiagonalMask::make_local_attention_from_bottomright(
+    int32_t window_size) const {
+  return checked(BlockDiagonalCausalLocalAttentionFromBottomRightMask{q_seqinfo, k_seqinfo, window_size});
+}
+
+BlockDiagonalCausalMask BlockDiagonalCausalMask::from_seqlens(const std::vector<int32_t>& q_seqlen,
+                                                              const std::vector<int32_t>& kv_seqlen) {
+  return BlockDiagonalMask::from_seqlens(q_seqlen, kv_seqlen).make_causal();
+}
+
+BlockDiagonalPaddedKeysMask BlockDiagonalPaddedKeysMask::from_seqlens(const std::vector<int32_t>& q_seqlen, int32_t kv_padding,
+                                                                      const std::vector<int32_t>& kv_seqlen) {
+  require_same_count(q_seqlen.size(), kv_seqlen.size());
+  return checked(BlockDiagonalPaddedKeysMask{seqinfo_from(q_seqlen, "q_seqlen"),
+                                             PaddedSeqLenInfo::from_seqlens_padded(kv_seqlen, kv_padding)});
+}
+
+BlockDiagonalCausalWithOffsetPaddedKeysMask BlockDiagonalCausalWithOffsetPaddedKeysMask::from_seqlens(
+    const std::vector<int32_t>& q_seqlen, int32_t kv_padding, const std::vector<int32_t>& kv_seqlen) {
+  const auto m = BlockDiagonalPaddedKeysMask::from_seqlens(q_seqlen, kv_padding, kv_seqlen);
+  return checked(BlockDiagonalCausalWithOffsetPaddedKeysMask{m.q_seqinfo, m.k_seqinfo});
+}
+
+BlockDiagonalGappyKeysMask BlockDiagonalGappyKeysMask::from_seqlens(const std::vector<int32_t>& q_seqlen,
+                                                                    const std::vector<int32_t>& kv_seqstarts,
+                                                                    const std::vector<int32_t>& kv_seqlen) {
+  require_same_count(q_seqlen.size(), kv_seqlen.size());
+  return checked(BlockDiagonalGappyKeysMask{seqinfo_from(q_seqlen, "q_seqlen"),
+                                            GappySeqInfo::from_seqlens_gappy(kv_seqstarts, kv_seqlen)});
+}
+
+BlockDiagonalCausalWithOffsetGappyKeysMask BlockDiagonalCausalWithOffsetGappyKeysMask::from_seqlens(
+    const std::vector<int32_t>& q_seqlen, const std::vector<int32_t>& kv_seqstarts, const std::vector<int32_t>& kv_seqlen) {
+  const auto m = BlockDiagonalGappyKeysMask::from_seqlens(q_seqlen, kv_seqstarts, kv_seqlen);
+  return checked(BlockDiagonalCausalWithOffsetGappyKeysMask{m.q_seqinfo, m.k_seqinfo});
+}
+
+// ---- one bias, any kind ----------------------------------------------------------------------
+const char* bias_name(const AttnBias& bias) { return kNames[bias.index()]; }
+
+std::vector<std::string> bias_reasons(const AttnBias& bias, int64_t B, int64_t H, int64_t Mq, int64_t Mkv) {
+  Reasons R;
+  std::visit(
+      [&](const auto& x) {
+        check_structure(x, R);
+        check_shapes(x, B, H, Mq, Mkv, R);
+      },
+      bias);
+  return R;
+}
+
+std::vector<double> materialize(const AttnBias& bias, int64_t B, int64_t H, int64_t Mq, int64_t Mkv) {
+  if (B < 0 || H < 0 || Mq < 0 || Mkv < 0) throw Error("materialize: B, H, Mq and Mkv must be >= 0");
+  throw_if(bias_reasons(bias, B, H, Mq, Mkv));
+  std::vector<double> out(size_t(B * H * Mq * Mkv));
+  std::visit(
+      [&](const auto& x) {
+        using T = std::decay_t<decltype(x)>;
+        const Band band = band_of(x);
+        std::vector<double> plane(size_t(Mq * Mkv));  // [Mq, Mkv], the same for every (b, h)
+        if constexpr (kBlockDiagonal<T>) {
+          std::fill(plane.begin(), plane.end(), kNegInf);
+          for (const Block& k : blocks_of(x))
+            for (int64_t i = 0; i < k.q_len; ++i)
+              for (int64_t j = 0; j < k.k_len; ++j)
+                if (band.visible(i, j, k.q_len, k.k_len)) plane[size_t((k.q_start + i) * Mkv + k.k_start + j)] = 0;
+        } else {
+          for (int64_t i = 0; i < Mq; ++i)
+            for (int64_t j = 0; j < Mkv; ++j) plane[size_t(i * Mkv + j)] = band.visible(i, j, Mq, Mkv) ? 0 : kNegInf;
+        }
+        for (int64_t bh = 0; bh < B * H; ++bh) std::copy(plane.begin(), plane.end(), out.begin() + bh * Mq * Mkv);
+        if constexpr (kHoldsTensor<T>) add_tensor(x.tensor, B, H, Mq, Mkv, out);
+      },
+      bias);
+  return out;
 }
 
 }  // namespace jitattn

@@ -17,14 +17,17 @@
 
 namespace jitattn {
 
-// An int32 array the kernels read from device memory, with its host copy.
+// An int32 array the kernels read from device memory, with its host copy. Copies share one
+// upload, freed with the last copy.
 class DeviceInts {
  public:
-  DeviceInts() = default;
+  DeviceInts();  // empty
   explicit DeviceInts(std::vector<int32_t> host);                    // uploaded on first use
   DeviceInts(std::vector<int32_t> host, const int32_t* device_ptr);  // the caller's device copy
   const std::vector<int32_t>& host() const { return host_; }
-  // The device copy on `device`, uploading it the first time (thread-safe). Throws without a GPU.
+  // The caller's pointer if one was given; else the copy in the current context (or `device`'s
+  // primary context), uploaded the first time (thread-safe). Throws without a GPU. nullptr for
+  // an empty array.
   const int32_t* device(int device) const;
   bool empty() const { return host_.empty(); }
 
@@ -32,11 +35,12 @@ class DeviceInts {
   struct Upload;
   std::vector<int32_t> host_;
   const int32_t* caller_ptr_ = nullptr;
-  std::shared_ptr<Upload> upload_ = std::make_shared<Upload>();
+  std::shared_ptr<Upload> upload_;  // made by every constructor (device_ints.cpp)
 };
 
 // ---- sequence layouts ------------------------------------------------------------------------
 // Sequence b spans [seqstart[b], seqstart[b+1]) of the concatenated M dimension.
+// (xFormers' _SeqLenInfo. Seqlens must be >= 0; an empty list gives max_seqlen 0, not -1.)
 struct SeqLenInfo {
   DeviceInts seqstart;  // B + 1 entries, seqstart[0] = 0
   int32_t max_seqlen = 0;
@@ -45,7 +49,8 @@ struct SeqLenInfo {
   std::vector<int32_t> seqlens() const;
 };
 
-// Keys of sequence b start at b * padding and have seqlen[b] <= padding valid rows.
+// Keys of sequence b start at b * padding and have seqlen[b] <= padding valid rows; the key
+// tensor has B * padding rows. (xFormers' _PaddedSeqLenInfo: padding >= 1, at least one seqlen.)
 struct PaddedSeqLenInfo {
   DeviceInts seqstart;  // B + 1 entries: b * padding
   DeviceInts seqlen;    // B entries
@@ -55,8 +60,9 @@ struct PaddedSeqLenInfo {
 };
 
 // Keys of sequence b start at seqstart[b] (any order, gaps allowed) and have seqlen[b] rows.
+// (xFormers' non-paged _GappySeqInfo: len(seqstarts) == len(seqlens) + 1, at least one seqlen.)
 struct GappySeqInfo {
-  DeviceInts seqstart;  // B + 1 entries (the last is the end of the key tensor's rows in use)
+  DeviceInts seqstart;  // B + 1 entries; the last is the key tensor's length (key.shape[1])
   DeviceInts seqlen;    // B entries
   int32_t max_seqlen = 0;
   static GappySeqInfo from_seqlens_gappy(const std::vector<int32_t>& seqstarts, const std::vector<int32_t>& seqlens);
@@ -80,15 +86,18 @@ struct LowerTriangularMaskWithTensorBias {
   TensorView tensor;  // as TensorBias, added where the causal mask lets through
 };
 
-// Query i may attend key j iff j <= i + (Mkv - Mq) (the last query sees every key).
+// Query i may attend key j iff j <= i + (Mkv - Mq) (the last query sees every key). With
+// Mq > Mkv the first Mq - Mkv rows see no key (xFormers allows it).
 struct LowerTriangularFromBottomRightMask {
   LowerTriangularFromBottomRightLocalAttentionMask make_local_attention(int32_t window_size) const;
 };
 // ... and also j > i + (Mkv - Mq) - window_size: each query sees its last window_size keys.
+// window_size >= 1.
 struct LowerTriangularFromBottomRightLocalAttentionMask {
   int32_t window_size = 0;
 };
 // Query i may attend key j iff -window_left <= j - i - (Mkv - Mq) <= window_right.
+// window_left, window_right >= 0.
 struct LocalAttentionFromBottomRightMask {
   int32_t window_left = 0, window_right = 0;
 };
@@ -118,16 +127,18 @@ struct BlockDiagonalCausalMask {
   SeqLenInfo q_seqinfo, k_seqinfo;
   static BlockDiagonalCausalMask from_seqlens(const std::vector<int32_t>& q_seqlen, const std::vector<int32_t>& kv_seqlen = {});
 };
-// Within block b: bottom-right causal (needs key length >= query length per block).
+// Within block b: bottom-right causal. xFormers requires kv_seqlen[b] >= q_seqlen[b].
 struct BlockDiagonalCausalFromBottomRightMask {
   SeqLenInfo q_seqinfo, k_seqinfo;
 };
 // Within block b: top-left causal, each query seeing at most window_size keys (itself included).
+// window_size >= 1, and xFormers requires q_seqlen[b] - window_size < kv_seqlen[b].
 struct BlockDiagonalCausalLocalAttentionMask {
   SeqLenInfo q_seqinfo, k_seqinfo;
   int32_t window_size = 0;
 };
-// Within block b: bottom-right causal with a window of window_size keys.
+// Within block b: bottom-right causal with a window of window_size keys. window_size >= 1 and,
+// as BlockDiagonalCausalFromBottomRightMask, kv_seqlen[b] >= q_seqlen[b].
 struct BlockDiagonalCausalLocalAttentionFromBottomRightMask {
   SeqLenInfo q_seqinfo, k_seqinfo;
   int32_t window_size = 0;
@@ -141,25 +152,28 @@ struct BlockDiagonalPaddedKeysMask {
                                                   const std::vector<int32_t>& kv_seqlen);
 };
 // ... bottom-right causal within each block (decoding: the new queries are the last keys).
+// kv_seqlen[b] < q_seqlen[b] is allowed: the block's first queries then see no key.
 struct BlockDiagonalCausalWithOffsetPaddedKeysMask {
   SeqLenInfo q_seqinfo;
   PaddedSeqLenInfo k_seqinfo;
   static BlockDiagonalCausalWithOffsetPaddedKeysMask from_seqlens(const std::vector<int32_t>& q_seqlen, int32_t kv_padding,
                                                                   const std::vector<int32_t>& kv_seqlen);
 };
-// ... -window_left <= j - i - (kv_len - q_len) <= window_right within each block.
+// ... -window_left <= j - i - (kv_len - q_len) <= window_right within each block (windows >= 0).
 struct BlockDiagonalLocalAttentionPaddedKeysMask {
   SeqLenInfo q_seqinfo;
   PaddedSeqLenInfo k_seqinfo;
   int32_t window_left = 0, window_right = 0;
 };
-// ... bottom-right causal with a window of window_size keys within each block.
+// ... bottom-right causal with a window of window_size keys within each block (window_size >= 1:
+// xFormers does not check it, but 0 would mask everything).
 struct BlockDiagonalCausalLocalAttentionPaddedKeysMask {
   SeqLenInfo q_seqinfo;
   PaddedSeqLenInfo k_seqinfo;
   int32_t window_size = 0;
 };
-// Keys gappy: block b's keys are rows [seqstart[b], seqstart[b] + seqlen[b]).
+// Keys gappy: block b's keys are rows [seqstart[b], seqstart[b] + seqlen[b]); kv_seqstarts has
+// B + 1 entries, the last being the number of key rows.
 struct BlockDiagonalGappyKeysMask {
   SeqLenInfo q_seqinfo;
   GappySeqInfo k_seqinfo;
@@ -187,8 +201,10 @@ using AttnBias =
                  BlockDiagonalCausalWithOffsetGappyKeysMask>;
 
 // The bias as a dense [B, H, Mq, Mkv] row-major fp64 array on the host (0, -inf or values),
-// as xFormers' materialize(). Tensor biases must point to host memory (device == kHost).
-// Block-diagonal biases materialize with B = 1 over the concatenated Mq and Mkv.
+// as xFormers' materialize(). Tensor biases must point to host memory (device == kHost) and be
+// f16/bf16/f32. Block-diagonal biases materialize with B = 1 over the concatenated Mq and Mkv;
+// keys outside every block, or past a padded/gappy block's seqlen, are -inf. Throws
+// jitattn::Error with bias_reasons() when the bias does not fit the shape.
 std::vector<double> materialize(const AttnBias& bias, int64_t B, int64_t H, int64_t Mq, int64_t Mkv);
 
 // The xFormers class name, e.g. "BlockDiagonalCausalMask".
@@ -196,6 +212,8 @@ const char* bias_name(const AttnBias& bias);
 
 // Every rule the bias breaks for a call with these shapes (xFormers' checks), each naming the
 // argument; empty when it fits. Shapes as in attention.h (B, Mq, Mkv of the query/key tensors).
+// Block-diagonal biases need B == 1, sum(q_seqlen) == Mq and Mkv == the key layout's length
+// (sum(kv_seqlen), len(kv_seqlen) * kv_padding, or kv_seqstarts[-1]), as xFormers' materialize.
 std::vector<std::string> bias_reasons(const AttnBias& bias, int64_t B, int64_t H, int64_t Mq, int64_t Mkv);
 
 }  // namespace jitattn

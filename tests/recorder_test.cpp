@@ -1,0 +1,329 @@
+// JITATTN_RECORD without a GPU: manifest_line is canonical and reads back as the same kernel,
+// recording dedupes within a process and across processes appending to one file, and a recorded
+// file prewarms exactly the recorded kernels (a second pass compiles nothing). Also the manifest
+// reader's JSON Lines form, and the JITATTN_JIT=off error's manifest line.
+#include <gtest/gtest.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <random>
+#include <sstream>
+
+#include "jit/jit_runtime.h"
+#include "jit/recorder.h"
+#include "jitattn/error.h"
+#include "tools/manifest.h"
+#include "tools/prewarm.h"
+
+namespace jitattn::jit {
+namespace {
+
+namespace fs = std::filesystem;
+
+struct TempDir {
+  fs::path path;
+  TempDir() {
+    std::random_device rd;
+    path = fs::temp_directory_path() / ("jitattn_recorder_test_" + std::to_string(rd()));
+    fs::create_directories(path);
+  }
+  ~TempDir() { fs::remove_all(path); }
+};
+
+Signature sig(DType dtype, int head_dim, BiasKind bias, bool lse, const char* arch = "sm_80", int align = 16) {
+  Signature s;
+  s.dtype = s.out_dtype = dtype;
+  s.head_dim = s.head_dim_v = uint16_t(head_dim);
+  s.bias = bias;
+  s.lse = lse;
+  const Arch a = *Arch::parse(arch);
+  s.arch_sm = a.sm;
+  s.arch_specific = a.specific;
+  s.align = uint8_t(dtype == DType::f32 ? 4 : align);  // as the API builds f32 signatures
+  return s;
+}
+
+std::vector<std::string> lines_of(const fs::path& file) {
+  std::ifstream f(file);
+  std::vector<std::string> lines;
+  for (std::string line; std::getline(f, line);) lines.push_back(line);
+  return lines;
+}
+
+// Every bias kind the library knows (the enumerators are dense from 0).
+std::vector<BiasKind> all_bias_kinds() {
+  std::vector<BiasKind> kinds;
+  for (int k = 0; std::string(to_string(BiasKind(k))) != "?"; ++k) kinds.push_back(BiasKind(k));
+  return kinds;
+}
+
+TEST(Recorder, ManifestLineSpellsEveryFieldInAFixedOrder) {
+  Signature s = sig(DType::bf16, 128, BiasKind::causal, true, "sm_90a");
+  EXPECT_EQ(manifest_line(s),
+            R"({"op":"fwd","arch":"sm_90a","dtype":"bf16","out_dtype":"bf16","head_dim":128,"head_dim_v":128,)"
+            R"("bias":"causal","lse":true,"align":16})");
+  s.out_dtype = DType::f32;
+  s.head_dim_v = 64;
+  s.lse = 0;
+  s.align = 2;
+  EXPECT_EQ(manifest_line(s),
+            R"({"op":"fwd","arch":"sm_90a","dtype":"bf16","out_dtype":"f32","head_dim":128,"head_dim_v":64,)"
+            R"("bias":"causal","lse":false,"align":2})");
+  EXPECT_EQ(manifest_line(s), manifest_line(Signature(s)));  // stable: equal signatures, equal bytes
+}
+
+TEST(Recorder, ManifestLineReadsBackAsTheSameKernel) {
+  int checked = 0;
+  for (const char* arch : {"sm_80", "sm_90a"})
+    for (DType dtype : {DType::f16, DType::bf16, DType::f32})
+      for (int hd : {32, 64, 128})
+        for (BiasKind bias : all_bias_kinds())
+          for (bool lse : {false, true})
+            for (int align : {2, 16}) {
+              const Signature s = sig(dtype, hd, bias, lse, arch, align);
+              const KernelSpec want = make_spec(s);
+              if (!validate_spec(want).empty()) continue;  // a manifest rejects these; never recorded
+              const std::string line = manifest_line(s);
+              const auto specs = tools::parse_manifest_text(line, {}, "recorded");
+              ASSERT_EQ(specs.size(), 1u) << line;
+              EXPECT_TRUE(specs[0].sig == s) << line << " -> " << specs[0].name();
+              EXPECT_EQ(specs[0].name(), want.name()) << line;
+              EXPECT_EQ(manifest_line(want), line);  // the spec the tile table picks is a field entry
+              ++checked;
+            }
+  EXPECT_GT(checked, 100);
+}
+
+TEST(Recorder, ManifestLineOfAnotherTileIsTheName) {
+  KernelSpec spec = make_spec(sig(DType::f16, 64, BiasKind::none, false));
+  spec.tile.block_n = spec.tile.block_n == 32 ? 64 : 32;
+  const std::string line = manifest_line(spec);
+  EXPECT_EQ(line, "{\"name\":\"" + spec.name() + "\"}");
+  const auto specs = tools::parse_manifest_text(line, {}, "m");
+  ASSERT_EQ(specs.size(), 1u);
+  EXPECT_EQ(specs[0].name(), spec.name());
+}
+
+TEST(Recorder, DedupesWithinAProcessAndAgainstTheFile) {
+  TempDir dir;
+  const fs::path file = dir.path / "sub" / "recorded.jsonl";  // the directory is created
+  const Signature a = sig(DType::f16, 64, BiasKind::none, false), b = sig(DType::bf16, 128, BiasKind::causal, true);
+  {
+    Recorder r(file.string());
+    for (int i = 0; i < 3; ++i) r.record(a);
+    r.record(b);
+    r.record(a);
+  }
+  EXPECT_EQ(lines_of(file), (std::vector<std::string>{manifest_line(a), manifest_line(b)}));
+  Recorder later(file.string());  // as another process would: its own set, the same file
+  later.record(b);
+  later.record(a);
+  EXPECT_EQ(lines_of(file), (std::vector<std::string>{manifest_line(a), manifest_line(b)}));
+  EXPECT_EQ(&Recorder::for_path(file.string()), &Recorder::for_path(file.string()));
+}
+
+TEST(Recorder, KeepsWhatAPersonWroteAndStartsItsOwnLine) {
+  TempDir dir;
+  const fs::path file = dir.path / "m.jsonl";
+  const Signature a = sig(DType::f16, 64, BiasKind::none, false), b = sig(DType::f16, 32, BiasKind::causal, false);
+  std::ofstream(file) << "# by hand\n" << manifest_line(a);  // no final newline
+  Recorder r(file.string());
+  r.record(a);
+  r.record(b);
+  EXPECT_EQ(lines_of(file), (std::vector<std::string>{"# by hand", manifest_line(a), manifest_line(b)}));
+}
+
+TEST(Recorder, AFailureWarnsOnceAndNeverThrows) {
+  TempDir dir;
+  std::ofstream(dir.path / "file") << "x";
+  Recorder r((dir.path / "file" / "under_a_file.jsonl").string());  // cannot be created
+  testing::internal::CaptureStderr();
+  EXPECT_NO_THROW(r.record(sig(DType::f16, 64, BiasKind::none, false)));
+  EXPECT_NO_THROW(r.record(sig(DType::f16, 32, BiasKind::none, false)));
+  const std::string err = testing::internal::GetCapturedStderr();
+  EXPECT_NE(err.find("JITATTN_RECORD"), std::string::npos) << err;
+  EXPECT_EQ(err.find("JITATTN_RECORD"), err.rfind("JITATTN_RECORD")) << "warned more than once: " << err;
+}
+
+// One round of 4 processes recording into `file`; returns how often each line is there.
+std::map<std::string, int> record_from_four_processes(const fs::path& file, const std::vector<Signature>& sigs) {
+  // Each child records 12 of the 20 (windows overlapping their neighbours'), shuffled, each
+  // twice; all start together when the parent closes the pipe, so the appends contend.
+  constexpr int kProcs = 4;
+  int gate[2];
+  EXPECT_EQ(pipe(gate), 0);
+  std::vector<pid_t> children;
+  for (int p = 0; p < kProcs; ++p) {
+    const pid_t pid = fork();
+    if (pid == 0) {
+      close(gate[1]);
+      char c;
+      while (read(gate[0], &c, 1) > 0) {}
+      std::vector<Signature> mine;
+      for (int i = 0; i < 12; ++i) mine.push_back(sigs[size_t((p * 4 + i) % 20)]);
+      std::shuffle(mine.begin(), mine.end(), std::mt19937(unsigned(p)));
+      Recorder r(file.string());
+      for (int round = 0; round < 2; ++round)
+        for (const Signature& s : mine) r.record(s);
+      _exit(0);  // no gtest teardown in the child
+    }
+    if (pid < 0) {
+      ADD_FAILURE() << "fork failed";
+      break;
+    }
+    children.push_back(pid);
+  }
+  close(gate[0]);
+  close(gate[1]);
+  for (pid_t pid : children) {
+    int status = 0;
+    EXPECT_EQ(waitpid(pid, &status, 0), pid);
+    EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+  }
+  std::map<std::string, int> count;
+  for (const auto& line : lines_of(file)) ++count[line];
+  return count;
+}
+
+TEST(Recorder, ForkedProcessesAppendingOverlappingSetsWriteEachLineOnce) {
+  TempDir dir;
+  std::vector<Signature> sigs;
+  for (DType dtype : {DType::f16, DType::bf16})
+    for (int hd : {32, 64, 96, 128, 256})
+      for (BiasKind bias : {BiasKind::none, BiasKind::causal}) sigs.push_back(sig(dtype, hd, bias, hd % 64 == 0));
+  ASSERT_EQ(sigs.size(), 20u);
+
+  // Several rounds, each on a new file: a lost race is rare in any one round.
+  for (int round = 0; round < 10; ++round) {
+    const fs::path file = dir.path / ("recorded" + std::to_string(round) + ".jsonl");
+    auto count = record_from_four_processes(file, sigs);
+    EXPECT_EQ(count.size(), sigs.size());  // 4 windows of 12 starting 4 apart cover all 20
+    for (const Signature& s : sigs) EXPECT_EQ(count[manifest_line(s)], 1) << "round " << round << ": " << manifest_line(s);
+    if (HasFailure()) break;
+  }
+}
+
+Env env_for(const fs::path& db, JitPolicy policy) {
+  Env e;
+  e.cache_path = db.string();
+  e.jit = policy;
+  return e;
+}
+
+TEST(Recorder, ARecordedFilePrewarmsExactlyThoseKernelsAndASecondPassCompilesNothing) {
+  TempDir dir;
+  const fs::path file = dir.path / "recorded.jsonl", db = dir.path / "kernels.sqlite";
+  const std::vector<Signature> used = {sig(DType::f16, 32, BiasKind::causal, true),
+                                       sig(DType::bf16, 32, BiasKind::none, false, "sm_90a"),
+                                       sig(DType::f32, 32, BiasKind::causal, false)};
+  Recorder r(file.string());
+  for (int round = 0; round < 2; ++round)
+    for (const Signature& s : used) r.record(s);
+
+  const auto specs = tools::read_manifest(file.string(), {});
+  std::vector<std::string> want, got;
+  for (const Signature& s : used) want.push_back(make_spec(s).name());
+  for (const KernelSpec& s : specs) got.push_back(s.name());
+  EXPECT_EQ(got, want);
+
+  {
+    JitRuntime rt(env_for(db, JitPolicy::on));
+    const auto sum = tools::prewarm(rt, specs, 2);
+    EXPECT_EQ(sum.compiled, 3);
+    EXPECT_EQ(sum.failed, 0) << (sum.failures.empty() ? "" : sum.failures[0].detail);
+    EXPECT_EQ(rt.stats().compiles.load(), 3);
+  }
+  JitRuntime again(env_for(db, JitPolicy::on));  // a second prewarm run, as a new process
+  int reported = 0;
+  const auto sum = tools::prewarm(again, specs, 2, [&](const tools::PrewarmResult& res) {
+    ++reported;
+    EXPECT_EQ(res.detail, db.string()) << res.name;
+  });
+  EXPECT_EQ(reported, 3);
+  EXPECT_EQ(sum.compiled, 0);
+  EXPECT_EQ(sum.cached, 3);
+  EXPECT_EQ(again.stats().compiles.load(), 0);
+}
+
+TEST(Recorder, JitOffErrorPrintsTheManifestLineThatWouldHaveProducedIt) {
+  TempDir dir;
+  JitRuntime rt(env_for(dir.path / "kernels.sqlite", JitPolicy::off));
+  const KernelSpec spec = make_spec(sig(DType::bf16, 64, BiasKind::causal, true, "sm_90a"));
+  try {
+    rt.binary(spec);
+    FAIL() << "expected an error";
+  } catch (const Error& e) {
+    const std::string msg = e.what(), line = manifest_line(spec.sig);
+    EXPECT_NE(msg.find(spec.name()), std::string::npos) << msg;
+    const size_t at = msg.find(line);
+    ASSERT_NE(at, std::string::npos) << msg;
+    const auto specs = tools::parse_manifest_text(msg.substr(at), {}, "from the error");
+    ASSERT_EQ(specs.size(), 1u);
+    EXPECT_EQ(specs[0].name(), spec.name());
+  }
+  EXPECT_EQ(rt.stats().compiles.load(), 0);
+}
+
+// ---- the manifest reader's file forms ---------------------------------------------------
+
+std::vector<std::string> names(const std::vector<KernelSpec>& specs) {
+  std::vector<std::string> out;
+  for (const auto& s : specs) out.push_back(s.name());
+  return out;
+}
+
+TEST(Recorder, ManifestJsonLinesSkipBlankAndCommentLines) {
+  const Signature a = sig(DType::f16, 64, BiasKind::none, false), b = sig(DType::bf16, 128, BiasKind::causal, true);
+  const std::string text = "# recorded by JITATTN_RECORD\n\n" + manifest_line(a) + "\n  # indented comment\r\n" +
+                           manifest_line(b) + "\r\n" + manifest_line(a) + "\n";
+  EXPECT_EQ(names(tools::parse_manifest_text(text, {})),
+            (std::vector<std::string>{make_spec(a).name(), make_spec(b).name()}));
+  // Lines may be any entry, products included, and take the --arch list like array entries.
+  const auto specs = tools::parse_manifest_text(R"({"dtype": "f16", "head_dim": [32, 64]})"
+                                                "\n"
+                                                R"({"dtype": "bf16", "head_dim": 32})",
+                                                {*Arch::parse("sm_80"), *Arch::parse("sm_90a")});
+  EXPECT_EQ(specs.size(), 6u);
+}
+
+TEST(Recorder, ManifestDocumentFormsStillRead) {
+  const std::vector<Arch> sm80 = {*Arch::parse("sm_80")};
+  EXPECT_EQ(tools::parse_manifest_text(R"([{"dtype": "f16", "head_dim": 64}])", sm80).size(), 1u);
+  EXPECT_EQ(tools::parse_manifest_text("{\"kernels\": [\n {\"dtype\": \"f16\",\n  \"head_dim\": [32, 64]}\n]}", sm80).size(), 2u);
+  // One entry pretty-printed over several lines is one document, not broken JSON Lines.
+  EXPECT_EQ(tools::parse_manifest_text("{\n  \"dtype\": \"bf16\",\n  \"head_dim\": 64\n}\n", sm80).size(), 1u);
+}
+
+TEST(Recorder, ManifestErrorsNameTheLine) {
+  try {
+    tools::parse_manifest_text("# ok\n{\"dtype\": \"f16\", \"head_dim\": 64, \"arch\": \"sm_80\"}\n{\"dtype\": \"f16\", "
+                               "\"head_dims\": 64}\nnot json\n",
+                               {}, "m.jsonl");
+    FAIL() << "expected an error";
+  } catch (const Error& e) {
+    const std::string msg = e.what();
+    EXPECT_NE(msg.find("m.jsonl:4: not valid JSON"), std::string::npos) << msg;
+  }
+  try {
+    tools::parse_manifest_text("{\"dtype\": \"f16\", \"head_dims\": 64}\n{\"dtype\": \"f16\", \"head_dim\": 100}\n", {},
+                               "m.jsonl");
+    FAIL() << "expected an error";
+  } catch (const Error& e) {
+    ASSERT_EQ(e.reasons().size(), 2u) << e.what();
+    EXPECT_EQ(e.reasons()[0], "m.jsonl:1: unknown field \"head_dims\"");
+    EXPECT_EQ(e.reasons()[1].rfind("m.jsonl:2: ", 0), 0u) << e.reasons()[1];
+  }
+  try {
+    tools::parse_manifest_text("[{\"dtype\": \"f16\",]", {}, "m.json");
+    FAIL() << "expected an error";
+  } catch (const Error& e) {
+    EXPECT_EQ(std::string(e.what()).rfind("m.json is not valid JSON", 0), 0u) << e.what();
+  }
+}
+
+}  // namespace
+}  // namespace jitattn::jit

@@ -1,0 +1,422 @@
+// ls, export, import, merge, verify and gc: see tools/cache_commands.h.
+#include "tools/cache_commands.h"
+
+#include <CLI/CLI.hpp>
+
+#include <atomic>
+#include <cctype>
+#include <cstdio>
+#include <ctime>
+#include <filesystem>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <set>
+#include <thread>
+
+#include "cache/shipping.h"
+#include "cache/sqlite_store.h"
+#include "jit/env.h"
+#include "jit/jit_runtime.h"
+#include "jit/kernel_sources.h"
+#include "jit/nvrtc_compiler.h"
+#include "jitattn/error.h"
+#include "tools/manifest.h"
+
+namespace jitattn::tools {
+namespace {
+
+namespace fs = std::filesystem;
+using cache::KernelRecord;
+using cache::SqliteStore;
+
+// ---- formatting -------------------------------------------------------------------------
+
+std::string human_bytes(double bytes) {
+  const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+  int u = 0;
+  while (bytes >= 1024 && u < 4) bytes /= 1024, ++u;
+  char buf[32];
+  std::snprintf(buf, sizeof buf, u ? "%.1f %s" : "%.0f %s", bytes, units[u]);
+  return buf;
+}
+
+std::string date(int64_t unix_seconds) {
+  if (unix_seconds <= 0) return "-";
+  const std::time_t t = std::time_t(unix_seconds);
+  std::tm tm{};
+  localtime_r(&t, &tm);
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%Y-%m-%d %H:%M", &tm);
+  return buf;
+}
+
+bool exists(const std::string& path) {
+  std::error_code ec;
+  return fs::exists(path, ec);
+}
+
+// "500M", "1.5G", "64KiB", "4096" -> bytes (powers of 1024, as du and ls -h count).
+int64_t parse_size(const std::string& text) {
+  size_t used = 0;
+  double n = 0;
+  try {
+    n = std::stod(text, &used);
+  } catch (const std::exception&) {
+    used = 0;
+  }
+  std::string unit = text.substr(used);
+  for (auto& c : unit) c = char(std::toupper(static_cast<unsigned char>(c)));
+  const std::pair<const char*, double> units[] = {
+      {"", 1},           {"B", 1},           {"K", 1024.0},    {"KB", 1024.0},   {"KIB", 1024.0},
+      {"M", 1048576.0},  {"MB", 1048576.0},  {"MIB", 1048576.0}, {"G", 1073741824.0}, {"GB", 1073741824.0},
+      {"GIB", 1073741824.0}, {"T", 1099511627776.0}, {"TB", 1099511627776.0}, {"TIB", 1099511627776.0}};
+  if (used > 0 && n >= 0) {
+    for (const auto& [name, scale] : units)
+      if (unit == name) return int64_t(n * scale);
+  }
+  throw Error("--max-size: \"" + text + "\" is not a size such as 500M, 2G or 1048576");
+}
+
+// ---- running a command --------------------------------------------------------------------
+
+// Runs a command from its CLI11 callback: prints an error the way the rest of the CLI does, then
+// hands the exit code to app.exit() through CLI::RuntimeError (which it does not print).
+void finish_command(const std::function<int()>& command) {
+  int rc = 1;
+  try {
+    rc = command();
+  } catch (const Error& e) {
+    for (const auto& reason : e.reasons()) std::fprintf(stderr, "jitattn: error: %s\n", reason.c_str());
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "jitattn: error: %s\n", e.what());
+  }
+  std::fflush(stdout);
+  throw CLI::RuntimeError(rc);
+}
+
+// ---- layers -----------------------------------------------------------------------------
+
+// One cache layer, opened for looking only: shipped DBs read-only, the user DB with
+// Mode::Inspect, so `ls` and `verify` never create, migrate or repair anything.
+struct Layer {
+  std::string path;
+  bool shipped = false;
+  std::unique_ptr<SqliteStore> store;  // null when it could not be opened
+  std::string problem;                 // why not
+  const char* kind() const { return shipped ? "shipped, read-only" : "user"; }
+};
+
+// In lookup order: JITATTN_CACHE_RO's DBs, then the user DB.
+std::vector<Layer> open_layers() {
+  const jit::Env& env = jit::Env::get();
+  std::vector<Layer> layers;
+  auto open = [&](const std::string& path, bool shipped) {
+    Layer l{path, shipped, nullptr, ""};
+    if (!shipped && !exists(path)) {
+      l.problem = "not created yet (the first compile creates it)";
+    } else {
+      try {
+        l.store = std::make_unique<SqliteStore>(path, shipped ? SqliteStore::Mode::ReadOnly : SqliteStore::Mode::Inspect);
+      } catch (const std::exception& e) {
+        l.problem = e.what();
+      }
+    }
+    layers.push_back(std::move(l));
+  };
+  for (const auto& path : env.cache_ro) open(path, true);
+  open(env.cache_path, false);
+  return layers;
+}
+
+// ---- ls ---------------------------------------------------------------------------------
+
+struct LsArgs {
+  std::string target, op, bias, name;
+};
+
+// Reads a row's op and bias back from its canonical name; rows whose name does not parse
+// (written by another jitattn) still match by target and name.
+bool matches(const KernelRecord& r, const LsArgs& f) {
+  if (!f.target.empty() && r.target != f.target) return false;
+  if (!f.name.empty() && r.name.find(f.name) == std::string::npos) return false;
+  if (f.op.empty() && f.bias.empty()) return true;
+  const auto spec = jit::KernelSpec::parse(r.name);
+  if (!spec) return false;
+  if (!f.op.empty() && jit::to_string(spec->sig.op) != f.op) return false;
+  if (!f.bias.empty() && jit::to_string(spec->sig.bias) != f.bias) return false;
+  return true;
+}
+
+// Checks and normalizes the filters, so a typo is an error instead of an empty listing.
+void check_filters(LsArgs& f) {
+  if (!f.target.empty()) {
+    const auto arch = jit::Arch::parse(f.target);
+    if (!arch) throw Error("--target: \"" + f.target + "\" is not an arch such as sm_80 or sm_90a");
+    f.target = arch->name();
+  }
+  if (!f.op.empty() && !jit::parse_op(f.op)) throw Error("--op: \"" + f.op + "\" is not an op (fwd)");
+  if (!f.bias.empty() && !jit::parse_bias_kind(f.bias))
+    throw Error("--bias: \"" + f.bias + "\" is not one of none, causal, causal_br, tensor");
+}
+
+void print_rows(const std::vector<KernelRecord>& rows) {
+  size_t w = 4;
+  for (const auto& r : rows) w = std::max(w, r.name.size());
+  std::printf("  %-*s  %-7s %10s %5s %8s %11s  %s\n", int(w), "name", "target", "size", "regs", "shared", "compile ms",
+              "last used");
+  for (const auto& r : rows)
+    std::printf("  %-*s  %-7s %10s %5d %8d %11.1f  %s\n", int(w), r.name.c_str(), r.target.c_str(),
+                human_bytes(double(r.size)).c_str(), r.registers, r.shared_bytes, r.compile_ms,
+                date(r.last_used_at).c_str());
+}
+
+int cmd_ls(LsArgs f) {
+  check_filters(f);
+  int64_t total_rows = 0, total_bytes = 0;
+  for (Layer& l : open_layers()) {
+    if (!l.store) {
+      std::printf("%s (%s): %s\n", l.path.c_str(), l.kind(), l.problem.c_str());
+      continue;
+    }
+    std::vector<KernelRecord> rows;
+    int64_t all = 0, bytes = 0;
+    for (auto& r : l.store->list()) {
+      ++all;
+      if (!matches(r, f)) continue;
+      bytes += r.size;
+      rows.push_back(std::move(r));
+    }
+    std::printf("%s (%s): %s on disk, %lld rows", l.path.c_str(), l.kind(), human_bytes(double(l.store->file_bytes())).c_str(),
+                (long long)all);
+    if (int64_t(rows.size()) != all) std::printf(", %zu match", rows.size());
+    std::printf("\n");
+    if (!rows.empty()) print_rows(rows);
+    total_rows += int64_t(rows.size());
+    total_bytes += bytes;
+  }
+  std::printf("total: %lld kernels, %s of binaries\n", (long long)total_rows, human_bytes(double(total_bytes)).c_str());
+  return 0;
+}
+
+// ---- export, import, merge ----------------------------------------------------------------
+
+void print_skipped(const std::vector<cache::RowProblem>& skipped) {
+  for (const auto& p : skipped)
+    std::printf("warning: skipped %s (key %s) of %s: %s\n", p.name.c_str(), p.key.c_str(), p.source.c_str(), p.why.c_str());
+}
+
+struct ExportArgs {
+  std::string out, manifest, archs;
+  bool force = false;
+  unsigned jobs = std::max(1u, std::thread::hardware_concurrency());
+};
+
+// Every manifest kernel's row, from whichever layer has it or compiled now, on `jobs` threads.
+// Returns false (after printing why) if any kernel failed: a shipped DB that lacks a kernel its
+// manifest promised would only fail later, in a JITATTN_JIT=off deployment.
+bool fetch_manifest_rows(const std::vector<jit::KernelSpec>& specs, unsigned jobs, std::vector<KernelRecord>& rows) {
+  rows.assign(specs.size(), KernelRecord{});
+  std::atomic<size_t> next{0};
+  std::atomic<int> compiled{0}, failed{0};
+  std::mutex print_mu;
+  auto work = [&] {
+    for (size_t i; (i = next.fetch_add(1)) < specs.size();) {
+      try {
+        std::string served_by;
+        rows[i] = jit::JitRuntime::get().binary(specs[i], &served_by);
+        if (served_by == "nvrtc") ++compiled;
+      } catch (const std::exception& e) {
+        ++failed;
+        std::lock_guard<std::mutex> lock(print_mu);
+        std::printf("FAILED %s: %s\n", specs[i].name().c_str(), e.what());
+      }
+    }
+  };
+  std::vector<std::thread> threads;
+  for (unsigned t = 0; t < std::max(1u, std::min<unsigned>(jobs, unsigned(specs.size()))); ++t) threads.emplace_back(work);
+  for (auto& t : threads) t.join();
+  std::printf("export: %zu kernels from the manifest, %d compiled now, %d failed\n", specs.size(), compiled.load(),
+              failed.load());
+  return failed == 0;
+}
+
+int cmd_export(const ExportArgs& a) {
+  const std::vector<jit::Arch> archs = parse_arch_list(a.archs);
+  cache::ShippedDbWriter writer(a.out, a.force);  // refuses an existing --out before any work
+  int64_t rows = 0, bytes = 0;
+  if (!a.manifest.empty()) {
+    std::vector<KernelRecord> records;
+    if (!fetch_manifest_rows(read_manifest(a.manifest, archs), a.jobs, records)) {
+      throw Error("nothing written to " + a.out + ": some kernels of " + a.manifest + " failed (listed above)");
+    }
+    for (const auto& r : records) {
+      writer.add(r);
+      ++rows;
+      bytes += int64_t(r.binary.size());
+    }
+  } else {
+    const std::string& user_path = jit::Env::get().cache_path;
+    if (!exists(user_path)) throw Error("no user cache at " + user_path + " to export (prewarm it, or pass --manifest)");
+    SqliteStore user(user_path, SqliteStore::Mode::Inspect);
+    std::set<std::string> targets;
+    for (const auto& arch : archs) targets.insert(arch.name());
+    cache::CopyReport rep;
+    cache::copy_rows(user, writer.store(), rep,
+                     [&](const KernelRecord& r) { return targets.empty() || targets.count(r.target) > 0; });
+    print_skipped(rep.skipped);
+    // An empty shipped DB is almost surely a wrong --arch, found only when a deployment misses.
+    if (rep.added == 0) throw Error("no sound row of " + user_path + " matches; nothing written to " + a.out);
+    rows = rep.added;
+    bytes = rep.bytes;
+  }
+  const int64_t file = writer.finish();
+  std::printf("export: wrote %lld kernels (%s of binaries) to %s, %s on disk; ship it with JITATTN_CACHE_RO=%s\n",
+              (long long)rows, human_bytes(double(bytes)).c_str(), a.out.c_str(), human_bytes(double(file)).c_str(),
+              a.out.c_str());
+  return 0;
+}
+
+void print_copy(const char* what, const cache::CopyReport& rep, const std::string& dest) {
+  print_skipped(rep.skipped);
+  std::printf("%s: %lld kernels added to %s (%s), %lld already there, %zu skipped\n", what, (long long)rep.added,
+              dest.c_str(), human_bytes(double(rep.bytes)).c_str(), (long long)rep.already_present, rep.skipped.size());
+}
+
+int cmd_import(const std::vector<std::string>& files) {
+  SqliteStore user(jit::Env::get().cache_path, SqliteStore::Mode::ReadWrite);
+  print_copy("import", cache::merge_into(user, files), user.path());
+  return 0;
+}
+
+int cmd_merge(const std::string& out, const std::vector<std::string>& inputs, bool force) {
+  cache::ShippedDbWriter writer(out, force);
+  const cache::CopyReport rep = cache::merge_into(writer.store(), inputs);
+  writer.finish();
+  print_copy("merge", rep, out);
+  return 0;
+}
+
+// ---- verify -----------------------------------------------------------------------------
+
+// What this build would look up: its NVRTC, its kernel_src and its keys. Without NVRTC the
+// compiler and the keys cannot be checked; the hashes still are.
+cache::CurrentBuild current_build(std::string* note) {
+  cache::CurrentBuild cur;
+  cur.source_hash = jit::kernel_sources_hash();
+  try {
+    cur.compiler = jit::NvrtcCompiler::get().identity();
+  } catch (const std::exception& e) {
+    *note = std::string("compilers and keys not checked, NVRTC is unavailable: ") + e.what();
+    return cur;
+  }
+  cur.expected_key = [identity = cur.compiler](const KernelRecord& r) {
+    const auto spec = jit::KernelSpec::parse(r.name);
+    return spec ? jit::kernel_key(*spec, identity) : std::string();
+  };
+  return cur;
+}
+
+int cmd_verify(std::vector<std::string> paths) {
+  if (paths.empty()) {  // every layer that exists
+    const jit::Env& env = jit::Env::get();
+    paths = env.cache_ro;
+    if (exists(env.cache_path)) paths.push_back(env.cache_path);
+    else std::printf("%s: no user cache yet\n", env.cache_path.c_str());
+  }
+  std::string note;
+  const cache::CurrentBuild cur = current_build(&note);
+  if (!note.empty()) std::printf("note: %s\n", note.c_str());
+  int bad = 0;
+  for (const auto& path : paths) {
+    const cache::VerifyReport rep = cache::verify(path, cur);
+    if (!rep.opened) {
+      std::printf("%s: BAD: %s\n", path.c_str(), rep.problem.c_str());
+      ++bad;
+      continue;
+    }
+    std::printf("%s: schema %lld, %lld rows (%s): %s\n", path.c_str(), (long long)rep.schema_version, (long long)rep.rows,
+                human_bytes(double(rep.bytes)).c_str(),
+                rep.ok() ? (rep.stale.empty() ? "ok" : "ok, with stale rows") : "BAD");
+    if (!rep.problem.empty()) std::printf("  error: %s\n", rep.problem.c_str());
+    for (const auto& p : rep.corrupt) std::printf("  CORRUPT %s (key %s): %s\n", p.name.c_str(), p.key.c_str(), p.why.c_str());
+    for (const auto& p : rep.stale) std::printf("  warning: stale %s: %s\n", p.name.c_str(), p.why.c_str());
+    if (!rep.ok()) ++bad;
+  }
+  if (bad) std::printf("verify: %d of %zu databases failed\n", bad, paths.size());
+  return bad ? 1 : 0;
+}
+
+// ---- gc ---------------------------------------------------------------------------------
+
+int cmd_gc(const std::string& max_size, double older_than_days) {
+  const std::string& path = jit::Env::get().cache_path;
+  if (!exists(path)) {
+    std::printf("gc: no user cache at %s, nothing to do\n", path.c_str());
+    return 0;
+  }
+  SqliteStore user(path, SqliteStore::Mode::ReadWrite);
+  const cache::GcReport rep =
+      max_size.empty() ? cache::gc_older_than(user, older_than_days) : cache::gc_to_size(user, parse_size(max_size));
+  std::printf("gc: removed %lld rows (%s of binaries) from %s; database %s -> %s\n", (long long)rep.evicted.rows,
+              human_bytes(double(rep.evicted.bytes)).c_str(), path.c_str(),
+              human_bytes(double(rep.db_bytes_before)).c_str(), human_bytes(double(rep.db_bytes_after)).c_str());
+  return 0;
+}
+
+}  // namespace
+
+void add_cache_commands(CLI::App& app) {
+  auto ls_args = std::make_shared<LsArgs>();
+  auto* ls = app.add_subcommand("ls", "the kernels of every cache layer, with sizes");
+  ls->add_option("--target", ls_args->target, "only this arch, e.g. sm_90a");
+  ls->add_option("--op", ls_args->op, "only this op, e.g. fwd");
+  ls->add_option("--bias", ls_args->bias, "only this bias kind: none, causal, causal_br, tensor");
+  ls->add_option("--name", ls_args->name, "only names containing this");
+  ls->callback([ls_args] { finish_command([&] { return cmd_ls(*ls_args); }); });
+
+  auto ex = std::make_shared<ExportArgs>();
+  auto* exp = app.add_subcommand("export", "write a compact read-only DB to ship (JITATTN_CACHE_RO)");
+  exp->add_option("--out", ex->out, "the DB to write")->required();
+  exp->add_option("--manifest", ex->manifest, "exactly these kernels (docs/manifest.md), compiling what no layer has");
+  exp->add_option("--arch", ex->archs,
+                  "with --manifest: archs for entries without one; without: only rows for these, e.g. sm_80,sm_90a");
+  exp->add_flag("--force", ex->force, "replace --out if it exists");
+  exp->add_option("--jobs,-j", ex->jobs, "parallel compiles (default: hardware threads)")->check(CLI::PositiveNumber);
+  exp->callback([ex] { finish_command([&] { return cmd_export(*ex); }); });
+
+  auto import_files = std::make_shared<std::vector<std::string>>();
+  auto* imp = app.add_subcommand("import", "copy the rows of other DBs into the user DB");
+  imp->add_option("FILE", *import_files, "DBs to read")->required()->check(CLI::ExistingFile);
+  imp->callback([import_files] { finish_command([&] { return cmd_import(*import_files); }); });
+
+  auto merge_out = std::make_shared<std::string>();
+  auto merge_in = std::make_shared<std::vector<std::string>>();
+  auto merge_force = std::make_shared<bool>(false);
+  auto* merge = app.add_subcommand("merge", "combine DBs into a new compact DB");
+  merge->add_option("--out", *merge_out, "the DB to write")->required();
+  merge->add_option("IN", *merge_in, "DBs to read")->required()->check(CLI::ExistingFile);
+  merge->add_flag("--force", *merge_force, "replace --out if it exists");
+  merge->callback([=] { finish_command([&] { return cmd_merge(*merge_out, *merge_in, *merge_force); }); });
+
+  auto verify_paths = std::make_shared<std::vector<std::string>>();
+  auto* verify = app.add_subcommand("verify", "check schema and every row's hash (exit 1 if any is corrupt)");
+  verify->add_option("PATH", *verify_paths, "DBs to check (default: every cache layer)");
+  verify->callback([verify_paths] { finish_command([&] { return cmd_verify(*verify_paths); }); });
+
+  auto gc_size = std::make_shared<std::string>();
+  auto gc_days = std::make_shared<double>(0);
+  auto* gc = app.add_subcommand("gc", "evict least recently used rows of the user DB");
+  auto* size_opt = gc->add_option("--max-size", *gc_size, "shrink the DB to at most this, e.g. 500M or 2G");
+  auto* days_opt = gc->add_option("--older-than", *gc_days, "remove rows not used for this many days")
+                       ->check(CLI::NonNegativeNumber);
+  size_opt->excludes(days_opt);
+  gc->callback([=] {
+    finish_command([&] {
+      if (!*size_opt && !*days_opt) throw Error("gc needs --max-size SIZE or --older-than DAYS");
+      return cmd_gc(*gc_size, *gc_days);
+    });
+  });
+}
+
+}  // namespace jitattn::tools
