@@ -1,16 +1,6 @@
-// Every environment variable jitattn reads, in one place (DESIGN decision 6). Each is read
-// once per process. "key" says whether it changes the cache key of the kernels it affects.
-//
-// | variable           | key | meaning |
-// |--------------------|-----|---------|
-// | JITATTN_CACHE      | no  | user cache DB path (default $XDG_CACHE_HOME/jitattn/kernels.sqlite, then ~/.cache/...) |
-// | XDG_CACHE_HOME     | no  | see JITATTN_CACHE |
-// | JITATTN_CACHE_RO   | no  | ':'-separated shipped DBs, opened read-only, searched before the user DB |
-// | JITATTN_JIT        | no  | on (default) | off: a miss is an error | readonly: compile, never write | redo: recompile and replace |
-// | JITATTN_NVRTC      | yes | path of the NVRTC library to load; its version is part of the key |
-// | JITATTN_TILE       | yes | force a tile config (e.g. m128n64w8) for every kernel; it is part of the name |
-// | JITATTN_VERBOSE    | no  | 1: log each compile and cache layer hit to stderr |
-// | JITATTN_RECORD     | no  | append each distinct signature the process needs to this manifest file (JSON Lines, jit/recorder.h) |
+// Every environment variable jitattn reads, in one place (DESIGN decision 6): kEnvVars below.
+// Each is read once per process; `changes_key` says whether it changes the cache key of the
+// kernels it affects (Triton's rule).
 #pragma once
 #include <optional>
 #include <string>
@@ -19,6 +9,22 @@
 #include "jit/signature.h"
 
 namespace jitattn::jit {
+
+struct EnvVarInfo {
+  const char* name;
+  bool changes_key;
+  const char* meaning;
+};
+inline constexpr EnvVarInfo kEnvVars[] = {
+    {"JITATTN_CACHE", false, "user cache DB path (default $XDG_CACHE_HOME/jitattn/kernels.sqlite, then ~/.cache/...)"},
+    {"XDG_CACHE_HOME", false, "base of the default user cache path"},
+    {"JITATTN_CACHE_RO", false, "':'-separated shipped DBs, opened read-only, searched before the user DB"},
+    {"JITATTN_JIT", false, "on (default) | off: a miss is an error | readonly: compile, never write | redo: recompile"},
+    {"JITATTN_NVRTC", true, "path of the NVRTC library to load; its version is part of the key"},
+    {"JITATTN_TILE", true, "force a tile config (e.g. m128n64w4) for every kernel; it is part of the name"},
+    {"JITATTN_VERBOSE", false, "1: log each compile and cache layer hit to stderr"},
+    {"JITATTN_RECORD", false, "append each distinct signature the process needs to this manifest (JSON Lines)"},
+};
 
 enum class JitPolicy { on, off, readonly, redo };
 const char* to_string(JitPolicy policy);

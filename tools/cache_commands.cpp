@@ -1,5 +1,6 @@
 // ls, export, import, merge, verify and gc: see tools/cache_commands.h.
 #include "tools/cache_commands.h"
+#include "tools/cli_common.h"
 
 #include <CLI/CLI.hpp>
 
@@ -31,25 +32,6 @@ using cache::KernelRecord;
 using cache::SqliteStore;
 
 // ---- formatting -------------------------------------------------------------------------
-
-std::string human_bytes(double bytes) {
-  const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
-  int u = 0;
-  while (bytes >= 1024 && u < 4) bytes /= 1024, ++u;
-  char buf[32];
-  std::snprintf(buf, sizeof buf, u ? "%.1f %s" : "%.0f %s", bytes, units[u]);
-  return buf;
-}
-
-std::string date(int64_t unix_seconds) {
-  if (unix_seconds <= 0) return "-";
-  const std::time_t t = std::time_t(unix_seconds);
-  std::tm tm{};
-  localtime_r(&t, &tm);
-  char buf[32];
-  std::strftime(buf, sizeof buf, "%Y-%m-%d %H:%M", &tm);
-  return buf;
-}
 
 bool exists(const std::string& path) {
   std::error_code ec;
@@ -83,51 +65,12 @@ int64_t parse_size(const std::string& text) {
 // Runs a command from its CLI11 callback: prints an error the way the rest of the CLI does, then
 // hands the exit code to app.exit() through CLI::RuntimeError (which it does not print).
 void finish_command(const std::function<int()>& command) {
-  int rc = 1;
-  try {
-    rc = command();
-  } catch (const Error& e) {
-    for (const auto& reason : e.reasons()) std::fprintf(stderr, "jitattn: error: %s\n", reason.c_str());
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "jitattn: error: %s\n", e.what());
-  }
+  const int rc = guarded(command);
   std::fflush(stdout);
   throw CLI::RuntimeError(rc);
 }
 
 // ---- layers -----------------------------------------------------------------------------
-
-// One cache layer, opened for looking only: shipped DBs read-only, the user DB with
-// Mode::Inspect, so `ls` and `verify` never create, migrate or repair anything.
-struct Layer {
-  std::string path;
-  bool shipped = false;
-  std::unique_ptr<SqliteStore> store;  // null when it could not be opened
-  std::string problem;                 // why not
-  const char* kind() const { return shipped ? "shipped, read-only" : "user"; }
-};
-
-// In lookup order: JITATTN_CACHE_RO's DBs, then the user DB.
-std::vector<Layer> open_layers() {
-  const jit::Env& env = jit::Env::get();
-  std::vector<Layer> layers;
-  auto open = [&](const std::string& path, bool shipped) {
-    Layer l{path, shipped, nullptr, ""};
-    if (!shipped && !exists(path)) {
-      l.problem = "not created yet (the first compile creates it)";
-    } else {
-      try {
-        l.store = std::make_unique<SqliteStore>(path, shipped ? SqliteStore::Mode::ReadOnly : SqliteStore::Mode::Inspect);
-      } catch (const std::exception& e) {
-        l.problem = e.what();
-      }
-    }
-    layers.push_back(std::move(l));
-  };
-  for (const auto& path : env.cache_ro) open(path, true);
-  open(env.cache_path, false);
-  return layers;
-}
 
 // ---- ls ---------------------------------------------------------------------------------
 
@@ -174,7 +117,7 @@ void print_rows(const std::vector<KernelRecord>& rows) {
 int cmd_ls(LsArgs f) {
   check_filters(f);
   int64_t total_rows = 0, total_bytes = 0;
-  for (Layer& l : open_layers()) {
+  for (Layer& l : open_layers(jit::Env::get())) {
     if (!l.store) {
       std::printf("%s (%s): %s\n", l.path.c_str(), l.kind(), l.problem.c_str());
       continue;

@@ -31,6 +31,7 @@
 #include "jit/recorder.h"
 #include "jitattn/jitattn.h"
 #include "tools/bench.h"
+#include "tools/cli_common.h"
 #include "tools/cache_commands.h"
 #include "tools/manifest.h"
 #include "tools/prewarm.h"
@@ -46,25 +47,6 @@ namespace fs = std::filesystem;
 
 double ms_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
-}
-
-std::string human_bytes(double bytes) {
-  const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
-  int u = 0;
-  while (bytes >= 1024 && u < 4) bytes /= 1024, ++u;
-  char buf[32];
-  std::snprintf(buf, sizeof buf, u ? "%.1f %s" : "%.0f %s", bytes, units[u]);
-  return buf;
-}
-
-std::string date(int64_t unix_seconds) {
-  if (unix_seconds <= 0) return "-";
-  const std::time_t t = std::time_t(unix_seconds);
-  std::tm tm{};
-  localtime_r(&t, &tm);
-  char buf[32];
-  std::strftime(buf, sizeof buf, "%Y-%m-%d %H:%M", &tm);
-  return buf;
 }
 
 // ---- what the machine offers ------------------------------------------------------------
@@ -126,60 +108,7 @@ std::string nvrtc_summary(bool* ok = nullptr) {
   }
 }
 
-// Mirrors the table in jit/env.h, which the library keeps as documentation rather than data.
-struct EnvVar {
-  const char* name;
-  bool key;
-  const char* meaning;
-};
-const EnvVar kEnvVars[] = {
-    {"JITATTN_CACHE", false, "user cache DB path"},
-    {"XDG_CACHE_HOME", false, "base of the default user cache path"},
-    {"JITATTN_CACHE_RO", false, "':'-separated shipped DBs, searched before the user DB"},
-    {"JITATTN_JIT", false, "on | off (a miss is an error) | readonly (never write) | redo"},
-    {"JITATTN_NVRTC", true, "NVRTC library to load; its version is part of the key"},
-    {"JITATTN_TILE", true, "force a tile config (e.g. m128n64w8); part of the name"},
-    {"JITATTN_VERBOSE", false, "1: log compiles and cache hits to stderr"},
-    {"JITATTN_RECORD", false, "append each signature the process needs to this manifest (JSON Lines)"},
-};
-
 // ---- cache layers -----------------------------------------------------------------------
-
-// One cache layer as the tools see it. Opened here rather than through the runtime so that
-// looking (doctor, ls, show) never creates the user DB, and a shipped DB that cannot be opened
-// shows why instead of being skipped.
-struct Layer {
-  std::string path;
-  bool shipped = false;
-  std::unique_ptr<cache::SqliteStore> store;  // null when it could not be opened
-  std::string problem;                        // why not
-  const char* kind() const { return shipped ? "shipped, read-only" : "user"; }
-};
-
-std::unique_ptr<cache::SqliteStore> open_store(const std::string& path, cache::SqliteStore::Mode mode, std::string* problem) {
-  try {
-    return std::make_unique<cache::SqliteStore>(path, mode);
-  } catch (const std::exception& e) {
-    *problem = e.what();
-    return nullptr;
-  }
-}
-
-// In lookup order: JITATTN_CACHE_RO's DBs, then the user DB.
-std::vector<Layer> open_layers(const jit::Env& env) {
-  std::vector<Layer> layers;
-  for (const auto& path : env.cache_ro) {
-    Layer l{path, true, nullptr, ""};
-    l.store = open_store(path, cache::SqliteStore::Mode::ReadOnly, &l.problem);
-    layers.push_back(std::move(l));
-  }
-  Layer user{env.cache_path, false, nullptr, ""};
-  std::error_code ec;
-  if (!fs::exists(user.path, ec)) user.problem = "not created yet (the first compile creates it)";
-  else user.store = open_store(user.path, cache::SqliteStore::Mode::ReadWrite, &user.problem);
-  layers.push_back(std::move(user));
-  return layers;
-}
 
 std::string layer_summary(Layer& l) {
   if (!l.store) return l.problem;
@@ -198,9 +127,9 @@ void print_gpus() {
 
 void print_environment() {
   std::printf("environment (key: changes the cache key):\n");
-  for (const EnvVar& v : kEnvVars) {
+  for (const jit::EnvVarInfo& v : jit::kEnvVars) {
     const char* value = std::getenv(v.name);
-    std::printf("  %-17s %-6s %-40s %s\n", v.name, v.key ? "key" : "-", value ? value : "(unset)", v.meaning);
+    std::printf("  %-17s %-6s %-40s %s\n", v.name, v.changes_key ? "key" : "-", value ? value : "(unset)", v.meaning);
   }
 }
 
@@ -506,18 +435,6 @@ int cmd_demo() {
 }
 
 // ---- main -------------------------------------------------------------------------------
-
-// Runs a command, turning any exception into `jitattn: error: ...` and exit code 1.
-int guarded(const std::function<int()>& command) {
-  try {
-    return command();
-  } catch (const Error& e) {
-    for (const auto& reason : e.reasons()) std::fprintf(stderr, "jitattn: error: %s\n", reason.c_str());
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "jitattn: error: %s\n", e.what());
-  }
-  return 1;
-}
 
 int run(int argc, char** argv) {
   CLI::App app{"jitattn: JIT-compiled attention kernels, their caches and their speed"};

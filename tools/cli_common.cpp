@@ -1,0 +1,63 @@
+#include "tools/cli_common.h"
+
+#include <cstdio>
+#include <ctime>
+#include <filesystem>
+
+#include "jitattn/error.h"
+
+namespace jitattn::tools {
+
+std::string human_bytes(double bytes) {
+  const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+  int u = 0;
+  while (bytes >= 1024 && u < 4) bytes /= 1024, ++u;
+  char buf[32];
+  std::snprintf(buf, sizeof buf, u ? "%.1f %s" : "%.0f %s", bytes, units[u]);
+  return buf;
+}
+
+std::string date(int64_t unix_seconds) {
+  if (unix_seconds <= 0) return "-";
+  const std::time_t t = std::time_t(unix_seconds);
+  std::tm tm{};
+  localtime_r(&t, &tm);
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%Y-%m-%d %H:%M", &tm);
+  return buf;
+}
+
+int guarded(const std::function<int()>& command) {
+  try {
+    return command();
+  } catch (const Error& e) {
+    for (const auto& reason : e.reasons()) std::fprintf(stderr, "jitattn: error: %s\n", reason.c_str());
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "jitattn: error: %s\n", e.what());
+  }
+  return 1;
+}
+
+std::vector<Layer> open_layers(const jit::Env& env) {
+  using Mode = cache::SqliteStore::Mode;
+  std::vector<Layer> layers;
+  auto open = [&](const std::string& path, bool shipped) {
+    Layer l{path, shipped, nullptr, ""};
+    std::error_code ec;
+    if (!shipped && !std::filesystem::exists(path, ec)) {
+      l.problem = "not created yet (the first compile creates it)";
+    } else {
+      try {
+        l.store = std::make_unique<cache::SqliteStore>(path, shipped ? Mode::ReadOnly : Mode::Inspect);
+      } catch (const std::exception& e) {
+        l.problem = e.what();
+      }
+    }
+    layers.push_back(std::move(l));
+  };
+  for (const auto& path : env.cache_ro) open(path, true);
+  open(env.cache_path, false);
+  return layers;
+}
+
+}  // namespace jitattn::tools
