@@ -282,14 +282,14 @@ template <class T>
 void check_shapes(const T& x, int64_t B, int64_t H, int64_t Mq, int64_t Mkv, Reasons& R) {
   if constexpr (kHoldsTensor<T>) check_tensor(x.tensor, B, H, Mq, Mkv, R);
   if constexpr (kBlockDiagonal<T>) {
-    const std::string with = " with " + name_of<T>();
-    if (B != 1) R.push_back("query.shape[0]=" + S(B) + " must be 1" + with + " (sequences are concatenated along dim 1)");
+    auto with = [] { return " with " + name_of<T>(); };  // built only for a reason: this runs on every call
+    if (B != 1) R.push_back("query.shape[0]=" + S(B) + " must be 1" + with() + " (sequences are concatenated along dim 1)");
     const auto& qs = x.q_seqinfo.seqstart.host();
     const auto& ks = x.k_seqinfo.seqstart.host();
     if (!qs.empty() && Mq != qs.back())
-      R.push_back("query.shape[1]=" + S(Mq) + " must equal sum(q_seqlen)=" + S(qs.back()) + with);
+      R.push_back("query.shape[1]=" + S(Mq) + " must equal sum(q_seqlen)=" + S(qs.back()) + with());
     if (!ks.empty() && Mkv != ks.back())
-      R.push_back("key.shape[1]=" + S(Mkv) + " must equal " + key_rows_name<T>() + "=" + S(ks.back()) + with);
+      R.push_back("key.shape[1]=" + S(Mkv) + " must equal " + key_rows_name<T>() + "=" + S(ks.back()) + with());
   }
 }
 
