@@ -38,6 +38,18 @@ std::optional<LayeredCache::Hit> LayeredCache::find(const std::string& key, bool
   return std::nullopt;
 }
 
+std::optional<LayeredCache::Hit> LayeredCache::find_by_name(const std::string& name, const std::string& source_hash) {
+  std::lock_guard<std::mutex> lock(mu_);
+  open_locked();
+  std::vector<SqliteStore*> layers;
+  for (auto& store : ro_) layers.push_back(store.get());
+  if (user_) layers.push_back(user_.get());
+  for (SqliteStore* store : layers)
+    if (auto rec = store->find_by_name(name); rec && rec->source_hash == source_hash)
+      return Hit{std::move(*rec), store->path()};
+  return std::nullopt;
+}
+
 bool LayeredCache::store(const KernelRecord& record) {
   std::lock_guard<std::mutex> lock(mu_);
   open_locked();

@@ -23,6 +23,9 @@ class LayeredCache {
   };
   // First layer holding `key` with a sound binary. skip_user: look in shipped DBs only.
   std::optional<Hit> find(const std::string& key, bool skip_user = false);
+  // For a process without NVRTC, which cannot compute keys: the first layer holding a sound row
+  // named `name` that was compiled from kernel_src hash `source_hash` (by whichever compiler).
+  std::optional<Hit> find_by_name(const std::string& name, const std::string& source_hash);
   // Writes to the user DB; false (with a warning) if it is unavailable.
   bool store(const KernelRecord& record);
 

@@ -112,8 +112,21 @@ const LoadedKernel& JitRuntime::kernel(const Signature& sig, const ContextInfo& 
 
 cache::KernelRecord JitRuntime::binary(const KernelSpec& spec, std::string* served_by) {
   const Env& env = env_;
-  // The key names the compiler, so even a lookup needs NVRTC loaded (it throws if absent).
-  const std::string& identity = NvrtcCompiler::get().identity();
+  // The key names the compiler. A deployment without NVRTC cannot compute it; there a row
+  // compiled from this very kernel_src serves, whichever compiler wrote it, and a miss is an error.
+  std::string identity;
+  try {
+    identity = NvrtcCompiler::get().identity();
+  } catch (const Error& e) {
+    if (env.jit != JitPolicy::redo)
+      if (auto hit = cache_.find_by_name(spec.name(), kernel_sources_hash())) {
+        stats_.db_hits.fetch_add(1, std::memory_order_relaxed);
+        if (served_by) *served_by = hit->layer;
+        return std::move(hit->record);
+      }
+    throw Error(std::string(e.what()) + "; and no cache layer holds " + spec.name() +
+                " compiled from this kernel_src (" + kernel_sources_hash() + ")");
+  }
   const std::string key = kernel_key(spec, identity);
   if (env.jit != JitPolicy::redo) {
     if (auto hit = cache_.find(key)) {

@@ -1,5 +1,6 @@
 #include "reference.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <limits>
@@ -38,6 +39,111 @@ RefResult reference_attention(const RefShape& s, const std::vector<double>& q, c
         }
       }
   return r;
+}
+
+namespace {
+
+// P [Mkv] of row (b, h, i) and its lse; returns false (P = 0, lse = -inf) for a fully masked row.
+bool softmax_row(const RefShape& s, const std::vector<double>& q, const std::vector<double>& k,
+                 const std::vector<double>& bias, double scale, int64_t b, int64_t h, int64_t i,
+                 std::vector<double>& P, double& lse) {
+  const double ninf = -std::numeric_limits<double>::infinity();
+  P.assign(size_t(s.Mkv), 0.0);
+  lse = ninf;
+  double mx = ninf;
+  for (int64_t j = 0; j < s.Mkv; ++j) {
+    double dot = 0;
+    for (int64_t d = 0; d < s.K; ++d)
+      dot += q[size_t(((b * s.Mq + i) * s.H + h) * s.K + d)] * k[size_t(((b * s.Mkv + j) * s.H + h) * s.K + d)];
+    double x = dot * scale;
+    if (!bias.empty()) x += bias[size_t(((b * s.H + h) * s.Mq + i) * s.Mkv + j)];
+    P[size_t(j)] = x;
+    mx = std::max(mx, x);
+  }
+  if (mx == ninf) {
+    std::fill(P.begin(), P.end(), 0.0);
+    return false;
+  }
+  double sum = 0;
+  for (int64_t j = 0; j < s.Mkv; ++j) sum += std::exp(P[size_t(j)] - mx);
+  lse = mx + std::log(sum);
+  for (int64_t j = 0; j < s.Mkv; ++j) P[size_t(j)] = std::exp(P[size_t(j)] - mx) / sum;
+  return true;
+}
+
+// Z = keep / (1 − p) for element (b, h, i, j), 1 without dropout.
+double dropout_factor(const RefShape& s, const std::vector<uint8_t>* keep, double p, int64_t b, int64_t h,
+                      int64_t i, int64_t j) {
+  if (!keep) return 1.0;
+  return (*keep)[size_t(((b * s.H + h) * s.Mq + i) * s.Mkv + j)] ? 1.0 / (1.0 - p) : 0.0;
+}
+
+}  // namespace
+
+RefResult reference_attention_dropout(const RefShape& s, const std::vector<double>& q, const std::vector<double>& k,
+                                      const std::vector<double>& v, const std::vector<double>& bias, double scale,
+                                      const std::vector<uint8_t>& keep, double p) {
+  RefResult r;
+  r.out.assign(size_t(s.B * s.Mq * s.H * s.Kv), 0.0);
+  r.lse.assign(size_t(s.B * s.H * s.Mq), 0.0);
+  std::vector<double> P;
+  for (int64_t b = 0; b < s.B; ++b)
+    for (int64_t h = 0; h < s.H; ++h)
+      for (int64_t i = 0; i < s.Mq; ++i) {
+        if (!softmax_row(s, q, k, bias, scale, b, h, i, P, r.lse[size_t((b * s.H + h) * s.Mq + i)])) continue;
+        for (int64_t j = 0; j < s.Mkv; ++j) {
+          const double w = P[size_t(j)] * dropout_factor(s, &keep, p, b, h, i, j);
+          if (w == 0) continue;
+          for (int64_t d = 0; d < s.Kv; ++d)
+            r.out[size_t(((b * s.Mq + i) * s.H + h) * s.Kv + d)] += w * v[size_t(((b * s.Mkv + j) * s.H + h) * s.Kv + d)];
+        }
+      }
+  return r;
+}
+
+RefGrads reference_backward(const RefShape& s, const std::vector<double>& q, const std::vector<double>& k,
+                            const std::vector<double>& v, const std::vector<double>& bias, double scale,
+                            const std::vector<double>& grad_out, const std::vector<uint8_t>* keep, double p) {
+  RefGrads g;
+  g.dq.assign(size_t(s.B * s.Mq * s.H * s.K), 0.0);
+  g.dk.assign(size_t(s.B * s.Mkv * s.H * s.K), 0.0);
+  g.dv.assign(size_t(s.B * s.Mkv * s.H * s.Kv), 0.0);
+  g.dbias.assign(size_t(s.B * s.H * s.Mq * s.Mkv), 0.0);
+  std::vector<double> P, Z(size_t(s.Mkv)), dP(size_t(s.Mkv)), O(size_t(s.Kv));
+  double lse;
+  for (int64_t b = 0; b < s.B; ++b)
+    for (int64_t h = 0; h < s.H; ++h)
+      for (int64_t i = 0; i < s.Mq; ++i) {
+        if (!softmax_row(s, q, k, bias, scale, b, h, i, P, lse)) continue;  // fully masked: no gradient
+        const auto qi = [&](int64_t d) { return size_t(((b * s.Mq + i) * s.H + h) * s.K + d); };
+        const auto ki = [&](int64_t j, int64_t d) { return size_t(((b * s.Mkv + j) * s.H + h) * s.K + d); };
+        const auto vi = [&](int64_t j, int64_t d) { return size_t(((b * s.Mkv + j) * s.H + h) * s.Kv + d); };
+        const auto oi = [&](int64_t d) { return size_t(((b * s.Mq + i) * s.H + h) * s.Kv + d); };
+        for (int64_t j = 0; j < s.Mkv; ++j) Z[size_t(j)] = dropout_factor(s, keep, p, b, h, i, j);
+        // O = (P ∘ Z) V; dV += (P ∘ Z)ᵀ dO; dP = (dO Vᵀ) ∘ Z.
+        std::fill(O.begin(), O.end(), 0.0);
+        for (int64_t j = 0; j < s.Mkv; ++j) {
+          const double w = P[size_t(j)] * Z[size_t(j)];
+          double dpd = 0;
+          for (int64_t d = 0; d < s.Kv; ++d) {
+            O[size_t(d)] += w * v[vi(j, d)];
+            g.dv[vi(j, d)] += w * grad_out[oi(d)];
+            dpd += grad_out[oi(d)] * v[vi(j, d)];
+          }
+          dP[size_t(j)] = dpd * Z[size_t(j)];
+        }
+        double D = 0;  // rowsum(dO ∘ O)
+        for (int64_t d = 0; d < s.Kv; ++d) D += grad_out[oi(d)] * O[size_t(d)];
+        for (int64_t j = 0; j < s.Mkv; ++j) {
+          const double dS = P[size_t(j)] * (dP[size_t(j)] - D);
+          g.dbias[size_t(((b * s.H + h) * s.Mq + i) * s.Mkv + j)] = dS;
+          for (int64_t d = 0; d < s.K; ++d) {
+            g.dq[qi(d)] += dS * k[ki(j, d)] * scale;
+            g.dk[ki(j, d)] += dS * q[qi(d)] * scale;
+          }
+        }
+      }
+  return g;
 }
 
 uint16_t to_bits(double x, DType dtype) {

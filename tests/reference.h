@@ -22,6 +22,29 @@ struct RefResult {
 RefResult reference_attention(const RefShape& s, const std::vector<double>& q, const std::vector<double>& k,
                               const std::vector<double>& v, const std::vector<double>& bias, double scale);
 
+// Dropout (xFormers' definition): applied to the attention probabilities after the softmax,
+//   out = (P ∘ keep / (1 − p)) @ v,   P = softmax(q @ kᵀ · scale + bias),
+// keep [B, H, Mq, Mkv] (1 = kept; e.g. from dropout_keep_mask in philox.h), 0 <= p < 1.
+// lse is that of the undropped softmax (what the kernels store for the backward).
+RefResult reference_attention_dropout(const RefShape& s, const std::vector<double>& q, const std::vector<double>& k,
+                                      const std::vector<double>& v, const std::vector<double>& bias, double scale,
+                                      const std::vector<uint8_t>& keep, double p);
+
+// Gradients of L = Σ out ∘ grad_out, straight from the softmax formula (Z = keep / (1 − p), or 1
+// without dropout):
+//   dV = (P ∘ Z)ᵀ dO;   dP = (dO Vᵀ) ∘ Z;   dS = P ∘ (dP − rowsum(dO ∘ O));
+//   dQ = dS K · scale;  dK = dSᵀ Q · scale;  dbias = dS.
+// grad_out [B, Mq, H, Kv]. dq [B, Mq, H, K], dk [B, Mkv, H, K], dv [B, Mkv, H, Kv],
+// dbias [B, H, Mq, Mkv] (always filled, also where bias is empty; 0 where the bias is -inf).
+// Fully masked rows contribute nothing. keep == nullptr means no dropout (p ignored).
+struct RefGrads {
+  std::vector<double> dq, dk, dv, dbias;
+};
+RefGrads reference_backward(const RefShape& s, const std::vector<double>& q, const std::vector<double>& k,
+                            const std::vector<double>& v, const std::vector<double>& bias, double scale,
+                            const std::vector<double>& grad_out, const std::vector<uint8_t>* keep = nullptr,
+                            double p = 0.0);
+
 // Host encoding/decoding of the three dtypes (round to nearest even), independent of the kernels.
 uint16_t to_bits(double x, DType dtype);  // f16/bf16 bit pattern
 double from_bits(uint16_t bits, DType dtype);
