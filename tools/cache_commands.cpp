@@ -4,14 +4,12 @@
 
 #include <CLI/CLI.hpp>
 
-#include <atomic>
 #include <cctype>
 #include <cstdio>
 #include <ctime>
 #include <filesystem>
 #include <functional>
 #include <memory>
-#include <mutex>
 #include <set>
 #include <thread>
 
@@ -23,6 +21,7 @@
 #include "jit/nvrtc_compiler.h"
 #include "jitattn/error.h"
 #include "tools/manifest.h"
+#include "tools/prewarm.h"
 
 namespace jitattn::tools {
 namespace {
@@ -155,33 +154,20 @@ struct ExportArgs {
   unsigned jobs = std::max(1u, std::thread::hardware_concurrency());
 };
 
-// Every manifest kernel's row, from whichever layer has it or compiled now, on `jobs` threads.
+// Every manifest kernel's row, from whichever layer has it or compiled now (prewarm's threads).
 // Returns false (after printing why) if any kernel failed: a shipped DB that lacks a kernel its
 // manifest promised would only fail later, in a JITATTN_JIT=off deployment.
 bool fetch_manifest_rows(const std::vector<jit::KernelSpec>& specs, unsigned jobs, std::vector<KernelRecord>& rows) {
-  rows.assign(specs.size(), KernelRecord{});
-  std::atomic<size_t> next{0};
-  std::atomic<int> compiled{0}, failed{0};
-  std::mutex print_mu;
-  auto work = [&] {
-    for (size_t i; (i = next.fetch_add(1)) < specs.size();) {
-      try {
-        std::string served_by;
-        rows[i] = jit::JitRuntime::get().binary(specs[i], &served_by);
-        if (served_by == "nvrtc") ++compiled;
-      } catch (const std::exception& e) {
-        ++failed;
-        std::lock_guard<std::mutex> lock(print_mu);
-        std::printf("FAILED %s: %s\n", specs[i].name().c_str(), e.what());
-      }
-    }
-  };
-  std::vector<std::thread> threads;
-  for (unsigned t = 0; t < std::max(1u, std::min<unsigned>(jobs, unsigned(specs.size()))); ++t) threads.emplace_back(work);
-  for (auto& t : threads) t.join();
-  std::printf("export: %zu kernels from the manifest, %d compiled now, %d failed\n", specs.size(), compiled.load(),
-              failed.load());
-  return failed == 0;
+  jit::JitRuntime& rt = jit::JitRuntime::get();
+  const PrewarmSummary done = prewarm(rt, specs, jobs, [](const PrewarmResult& r) {
+    if (r.outcome == PrewarmResult::Outcome::failed) std::printf("FAILED %s: %s\n", r.name.c_str(), r.detail.c_str());
+  });
+  std::printf("export: %zu kernels from the manifest, %d compiled now, %d failed\n", specs.size(), done.compiled,
+              done.failed);
+  if (done.failed > 0) return false;
+  rows.clear();
+  for (const auto& spec : specs) rows.push_back(rt.binary(spec));  // each is in a cache layer by now
+  return true;
 }
 
 int cmd_export(const ExportArgs& a) {
