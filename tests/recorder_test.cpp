@@ -14,6 +14,7 @@
 #include <sstream>
 
 #include "jit/jit_runtime.h"
+#include "temp_dir.h"
 #include "jit/recorder.h"
 #include "jitattn/error.h"
 #include "tools/manifest.h"
@@ -24,15 +25,7 @@ namespace {
 
 namespace fs = std::filesystem;
 
-struct TempDir {
-  fs::path path;
-  TempDir() {
-    std::random_device rd;
-    path = fs::temp_directory_path() / ("jitattn_recorder_test_" + std::to_string(rd()));
-    fs::create_directories(path);
-  }
-  ~TempDir() { fs::remove_all(path); }
-};
+using test::TempDir;
 
 Signature sig(DType dtype, int head_dim, BiasKind bias, bool lse, const char* arch = "sm_80", int align = 16) {
   Signature s;
@@ -109,7 +102,7 @@ TEST(Recorder, ManifestLineOfAnotherTileIsTheName) {
 }
 
 TEST(Recorder, DedupesWithinAProcessAndAgainstTheFile) {
-  TempDir dir;
+  TempDir dir("jitattn_recorder_test");
   const fs::path file = dir.path / "sub" / "recorded.jsonl";  // the directory is created
   const Signature a = sig(DType::f16, 64, BiasKind::none, false), b = sig(DType::bf16, 128, BiasKind::causal, true);
   {
@@ -127,7 +120,7 @@ TEST(Recorder, DedupesWithinAProcessAndAgainstTheFile) {
 }
 
 TEST(Recorder, KeepsWhatAPersonWroteAndStartsItsOwnLine) {
-  TempDir dir;
+  TempDir dir("jitattn_recorder_test");
   const fs::path file = dir.path / "m.jsonl";
   const Signature a = sig(DType::f16, 64, BiasKind::none, false), b = sig(DType::f16, 32, BiasKind::causal, false);
   std::ofstream(file) << "# by hand\n" << manifest_line(a);  // no final newline
@@ -138,7 +131,7 @@ TEST(Recorder, KeepsWhatAPersonWroteAndStartsItsOwnLine) {
 }
 
 TEST(Recorder, AFailureWarnsOnceAndNeverThrows) {
-  TempDir dir;
+  TempDir dir("jitattn_recorder_test");
   std::ofstream(dir.path / "file") << "x";
   Recorder r((dir.path / "file" / "under_a_file.jsonl").string());  // cannot be created
   testing::internal::CaptureStderr();
@@ -190,7 +183,7 @@ std::map<std::string, int> record_from_four_processes(const fs::path& file, cons
 }
 
 TEST(Recorder, ForkedProcessesAppendingOverlappingSetsWriteEachLineOnce) {
-  TempDir dir;
+  TempDir dir("jitattn_recorder_test");
   std::vector<Signature> sigs;
   for (DType dtype : {DType::f16, DType::bf16})
     for (int hd : {32, 64, 96, 128, 256})
@@ -215,7 +208,7 @@ Env env_for(const fs::path& db, JitPolicy policy) {
 }
 
 TEST(Recorder, ARecordedFilePrewarmsExactlyThoseKernelsAndASecondPassCompilesNothing) {
-  TempDir dir;
+  TempDir dir("jitattn_recorder_test");
   const fs::path file = dir.path / "recorded.jsonl", db = dir.path / "kernels.sqlite";
   const std::vector<Signature> used = {sig(DType::f16, 32, BiasKind::causal, true),
                                        sig(DType::bf16, 32, BiasKind::none, false, "sm_90a"),
@@ -250,7 +243,7 @@ TEST(Recorder, ARecordedFilePrewarmsExactlyThoseKernelsAndASecondPassCompilesNot
 }
 
 TEST(Recorder, JitOffErrorPrintsTheManifestLineThatWouldHaveProducedIt) {
-  TempDir dir;
+  TempDir dir("jitattn_recorder_test");
   JitRuntime rt(env_for(dir.path / "kernels.sqlite", JitPolicy::off));
   const KernelSpec spec = make_spec(sig(DType::bf16, 64, BiasKind::causal, true, "sm_90a"));
   try {

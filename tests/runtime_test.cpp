@@ -8,21 +8,14 @@
 #include <thread>
 
 #include "jit/jit_runtime.h"
+#include "temp_dir.h"
 
 namespace jitattn::jit {
 namespace {
 
 namespace fs = std::filesystem;
 
-struct TempDir {
-  fs::path path;
-  TempDir() {
-    std::random_device rd;
-    path = fs::temp_directory_path() / ("jitattn_runtime_test_" + std::to_string(rd()));
-    fs::create_directories(path);
-  }
-  ~TempDir() { fs::remove_all(path); }
-};
+using test::TempDir;
 
 KernelSpec small_spec() {
   Signature s;
@@ -43,7 +36,7 @@ Env env_for(const fs::path& db, JitPolicy policy) {
 }
 
 TEST(Runtime, CompilesOnceThenServesFromSqlite) {
-  TempDir dir;
+  TempDir dir("jitattn_runtime_test");
   const fs::path db = dir.path / "kernels.sqlite";
   const KernelSpec spec = small_spec();
   std::string served;
@@ -63,7 +56,7 @@ TEST(Runtime, CompilesOnceThenServesFromSqlite) {
 }
 
 TEST(Runtime, ConcurrentFirstCallsCompileOnce) {
-  TempDir dir;
+  TempDir dir("jitattn_runtime_test");
   JitRuntime rt(env_for(dir.path / "kernels.sqlite", JitPolicy::on));
   const KernelSpec spec = small_spec();
   std::vector<std::string> hashes(4);
@@ -76,7 +69,7 @@ TEST(Runtime, ConcurrentFirstCallsCompileOnce) {
 }
 
 TEST(Runtime, CorruptedBinaryIsRecompiledAndReplaced) {
-  TempDir dir;
+  TempDir dir("jitattn_runtime_test");
   const fs::path db = dir.path / "kernels.sqlite";
   const KernelSpec spec = small_spec();
   { JitRuntime(env_for(db, JitPolicy::on)).binary(spec); }
@@ -99,7 +92,7 @@ TEST(Runtime, CorruptedBinaryIsRecompiledAndReplaced) {
 }
 
 TEST(Runtime, PolicyOffTurnsAMissIntoAnErrorNamingTheKernel) {
-  TempDir dir;
+  TempDir dir("jitattn_runtime_test");
   JitRuntime rt(env_for(dir.path / "kernels.sqlite", JitPolicy::off));
   const KernelSpec spec = small_spec();
   try {
@@ -113,7 +106,7 @@ TEST(Runtime, PolicyOffTurnsAMissIntoAnErrorNamingTheKernel) {
 }
 
 TEST(Runtime, ReadonlyCompilesButNeverWrites) {
-  TempDir dir;
+  TempDir dir("jitattn_runtime_test");
   const fs::path db = dir.path / "kernels.sqlite";
   JitRuntime rt(env_for(db, JitPolicy::readonly));
   rt.binary(small_spec());
@@ -125,7 +118,7 @@ TEST(Runtime, ReadonlyCompilesButNeverWrites) {
 }
 
 TEST(Runtime, RedoRecompilesEvenWhenCached) {
-  TempDir dir;
+  TempDir dir("jitattn_runtime_test");
   const fs::path db = dir.path / "kernels.sqlite";
   { JitRuntime(env_for(db, JitPolicy::on)).binary(small_spec()); }
   JitRuntime rt(env_for(db, JitPolicy::redo));
@@ -136,7 +129,7 @@ TEST(Runtime, RedoRecompilesEvenWhenCached) {
 }
 
 TEST(Runtime, ShippedReadOnlyLayerServesFirst) {
-  TempDir dir;
+  TempDir dir("jitattn_runtime_test");
   const fs::path shipped = dir.path / "shipped.sqlite";
   { JitRuntime(env_for(shipped, JitPolicy::on)).binary(small_spec()); }
   Env e = env_for(dir.path / "user.sqlite", JitPolicy::off);

@@ -23,6 +23,7 @@
 #include "cache/shipping.h"
 #include "cache/sqlite_store.h"
 #include "jit/jit_runtime.h"
+#include "temp_dir.h"
 #include "jit/kernel_sources.h"
 #include "jit/nvrtc_compiler.h"
 #include "jitattn/error.h"
@@ -35,19 +36,7 @@ using Mode = SqliteStore::Mode;
 
 // ---- helpers ----------------------------------------------------------------------------
 
-struct TempDir {
-  fs::path path;
-  TempDir() {
-    std::random_device rd;
-    path = fs::temp_directory_path() / ("jitattn_shipping_test_" + std::to_string(::getpid()) + "_" + std::to_string(rd()));
-    fs::create_directories(path);
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-  std::string file(const std::string& name) const { return (path / name).string(); }
-};
+using test::TempDir;
 
 std::string read_bytes(const std::string& p) {
   std::ifstream in(p, std::ios::binary);
@@ -163,7 +152,7 @@ void expect_exited_cleanly(pid_t pid) {
 // ---- export -----------------------------------------------------------------------------
 
 TEST(ShippingExport, WritesACompactNonWalDbThatServesEveryRowReadOnly) {
-  TempDir dir;
+  TempDir dir("jitattn_shipping_test");
   const std::string user = dir.file("user.sqlite"), out = dir.file("app.sqlite");
   std::vector<KernelRecord> rows;
   {
@@ -220,7 +209,7 @@ TEST(ShippingExport, WritesACompactNonWalDbThatServesEveryRowReadOnly) {
 }
 
 TEST(ShippingExport, ShippedDbServesARealKernelWithZeroCompiles) {
-  TempDir dir;
+  TempDir dir("jitattn_shipping_test");
   const std::string user = dir.file("user.sqlite"), out = dir.file("app.sqlite");
   const jit::KernelSpec spec = small_spec(DType::f16, jit::BiasKind::causal, true);
   {
@@ -248,7 +237,7 @@ TEST(ShippingExport, ShippedDbServesARealKernelWithZeroCompiles) {
 // ---- merge ------------------------------------------------------------------------------
 
 TEST(ShippingMerge, CombinesTwoDbsKeepsOneCopyPerKeyAndSkipsBadRows) {
-  TempDir dir;
+  TempDir dir("jitattn_shipping_test");
   const std::string a = dir.file("a.sqlite"), b = dir.file("b.sqlite"), out = dir.file("merged.sqlite");
   const KernelRecord r1 = make_record("fwd.r1", 5000, 1), r2 = make_record("fwd.r2", 6000, 2),
                      r3 = make_record("fwd.r3", 7000, 3), r4 = make_record("fwd.r4", 8000, 4);
@@ -283,7 +272,7 @@ TEST(ShippingMerge, CombinesTwoDbsKeepsOneCopyPerKeyAndSkipsBadRows) {
 // ---- verify -----------------------------------------------------------------------------
 
 TEST(ShippingVerify, FlippedByteIsCorruptOtherCompilerOrSourceIsStale) {
-  TempDir dir;
+  TempDir dir("jitattn_shipping_test");
   const std::string db = dir.file("kernels.sqlite");
   const KernelRecord good = make_record("fwd.good", 4000, 1);
   const KernelRecord flipped = make_record("fwd.flipped", 4000, 2);
@@ -324,7 +313,7 @@ TEST(ShippingVerify, FlippedByteIsCorruptOtherCompilerOrSourceIsStale) {
 // ---- gc ---------------------------------------------------------------------------------
 
 TEST(ShippingGc, BySizeEvictsLeastRecentlyUsedFirst) {
-  TempDir dir;
+  TempDir dir("jitattn_shipping_test");
   const std::string db = dir.file("kernels.sqlite");
   constexpr int kRows = 20;
   constexpr size_t kSize = 64 * 1024;
@@ -369,7 +358,7 @@ TEST(ShippingGc, BySizeEvictsLeastRecentlyUsedFirst) {
 }
 
 TEST(ShippingGc, ByAgeRemovesRowsNotUsedForThatLong) {
-  TempDir dir;
+  TempDir dir("jitattn_shipping_test");
   SqliteStore store(dir.file("kernels.sqlite"), Mode::ReadWrite);
   const int64_t now = std::chrono::duration_cast<std::chrono::seconds>(
                           std::chrono::system_clock::now().time_since_epoch()).count();
@@ -426,7 +415,7 @@ void insert_v1_row(const std::string& db, const KernelRecord& r) {
 }
 
 TEST(ShippingSchema, V1DatabaseIsReadAsItIsAndMigratedOnReadWriteOpen) {
-  TempDir dir;
+  TempDir dir("jitattn_shipping_test");
   const std::string db = dir.file("v1.sqlite");
   RawDb(db).exec(kSchemaV1);
   const KernelRecord a = make_record("fwd.a", 3000, 1), b = make_record("fwd.b", 5000, 2);
@@ -476,7 +465,7 @@ TEST(ShippingSchema, V1DatabaseIsReadAsItIsAndMigratedOnReadWriteOpen) {
 // ---- many processes ---------------------------------------------------------------------
 
 TEST(ShippingConcurrency, EightProcessesCompilingOverlappingSetsIntoOneDb) {
-  TempDir dir;
+  TempDir dir("jitattn_shipping_test");
   const std::string db = dir.file("kernels.sqlite");
   std::vector<jit::KernelSpec> specs;
   for (DType dt : {DType::f16, DType::bf16})
@@ -516,7 +505,7 @@ TEST(ShippingConcurrency, EightProcessesCompilingOverlappingSetsIntoOneDb) {
 }
 
 TEST(ShippingConcurrency, WriterKilledMidInsertLeavesAConsistentDb) {
-  TempDir dir;
+  TempDir dir("jitattn_shipping_test");
   const std::string db = dir.file("kernels.sqlite");
   std::mt19937 rng(2024);
   for (int round = 0; round < 20; ++round) {
@@ -564,7 +553,7 @@ TEST(ShippingConcurrency, WriterKilledMidInsertLeavesAConsistentDb) {
 // ---- the shipped layer never waits ------------------------------------------------------
 
 TEST(ShippingReadOnly, NeverBlocksOnTheUserDbsLock) {
-  TempDir dir;
+  TempDir dir("jitattn_shipping_test");
   const std::string user = dir.file("user.sqlite"), shipped = dir.file("app.sqlite");
   const KernelRecord r = make_record("fwd.shipped", 50000, 1);
   {

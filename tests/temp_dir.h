@@ -1,0 +1,27 @@
+// A fresh directory under the system temp dir, removed with everything in it at scope exit.
+#pragma once
+#include <unistd.h>
+
+#include <filesystem>
+#include <random>
+#include <string>
+
+namespace jitattn::test {
+
+struct TempDir {
+  std::filesystem::path path;
+  explicit TempDir(const std::string& prefix) {
+    path = std::filesystem::temp_directory_path() /
+           (prefix + "_" + std::to_string(::getpid()) + "_" + std::to_string(std::random_device{}()));
+    std::filesystem::create_directories(path);
+  }
+  ~TempDir() {
+    std::error_code ec;
+    std::filesystem::remove_all(path, ec);
+  }
+  std::string file(const std::string& name) const { return (path / name).string(); }
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+};
+
+}  // namespace jitattn::test
