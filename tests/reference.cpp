@@ -7,40 +7,6 @@
 
 namespace jitattn::test {
 
-RefResult reference_attention(const RefShape& s, const std::vector<double>& q, const std::vector<double>& k,
-                              const std::vector<double>& v, const std::vector<double>& bias, double scale) {
-  const double ninf = -std::numeric_limits<double>::infinity();
-  RefResult r;
-  r.out.assign(size_t(s.B * s.Mq * s.H * s.Kv), 0.0);
-  r.lse.assign(size_t(s.B * s.H * s.Mq), ninf);
-  std::vector<double> logits(size_t(s.Mkv));
-  for (int64_t b = 0; b < s.B; ++b)
-    for (int64_t h = 0; h < s.H; ++h)
-      for (int64_t i = 0; i < s.Mq; ++i) {
-        double mx = ninf;
-        for (int64_t j = 0; j < s.Mkv; ++j) {
-          double dot = 0;
-          for (int64_t d = 0; d < s.K; ++d)
-            dot += q[size_t(((b * s.Mq + i) * s.H + h) * s.K + d)] * k[size_t(((b * s.Mkv + j) * s.H + h) * s.K + d)];
-          double x = dot * scale;
-          if (!bias.empty()) x += bias[size_t(((b * s.H + h) * s.Mq + i) * s.Mkv + j)];
-          logits[size_t(j)] = x;
-          mx = std::max(mx, x);
-        }
-        if (mx == ninf) continue;  // fully masked row: out 0, lse -inf
-        double sum = 0;
-        for (int64_t j = 0; j < s.Mkv; ++j) sum += std::exp(logits[size_t(j)] - mx);
-        r.lse[size_t((b * s.H + h) * s.Mq + i)] = mx + std::log(sum);
-        for (int64_t j = 0; j < s.Mkv; ++j) {
-          const double p = std::exp(logits[size_t(j)] - mx) / sum;
-          if (p == 0) continue;
-          for (int64_t d = 0; d < s.Kv; ++d)
-            r.out[size_t(((b * s.Mq + i) * s.H + h) * s.Kv + d)] += p * v[size_t(((b * s.Mkv + j) * s.H + h) * s.Kv + d)];
-        }
-      }
-  return r;
-}
-
 namespace {
 
 // P [Mkv] of row (b, h, i) and its lse; returns false (P = 0, lse = -inf) for a fully masked row.
@@ -78,11 +44,10 @@ double dropout_factor(const RefShape& s, const std::vector<uint8_t>* keep, doubl
   return (*keep)[size_t(((b * s.H + h) * s.Mq + i) * s.Mkv + j)] ? 1.0 / (1.0 - p) : 0.0;
 }
 
-}  // namespace
-
-RefResult reference_attention_dropout(const RefShape& s, const std::vector<double>& q, const std::vector<double>& k,
-                                      const std::vector<double>& v, const std::vector<double>& bias, double scale,
-                                      const std::vector<uint8_t>& keep, double p) {
+// The forward with an optional dropout mask (see reference.h): both public forwards.
+RefResult forward(const RefShape& s, const std::vector<double>& q, const std::vector<double>& k,
+                  const std::vector<double>& v, const std::vector<double>& bias, double scale,
+                  const std::vector<uint8_t>* keep, double p) {
   RefResult r;
   r.out.assign(size_t(s.B * s.Mq * s.H * s.Kv), 0.0);
   r.lse.assign(size_t(s.B * s.H * s.Mq), 0.0);
@@ -90,15 +55,29 @@ RefResult reference_attention_dropout(const RefShape& s, const std::vector<doubl
   for (int64_t b = 0; b < s.B; ++b)
     for (int64_t h = 0; h < s.H; ++h)
       for (int64_t i = 0; i < s.Mq; ++i) {
+        // A fully masked row keeps out = 0 and gets lse = -inf.
         if (!softmax_row(s, q, k, bias, scale, b, h, i, P, r.lse[size_t((b * s.H + h) * s.Mq + i)])) continue;
         for (int64_t j = 0; j < s.Mkv; ++j) {
-          const double w = P[size_t(j)] * dropout_factor(s, &keep, p, b, h, i, j);
+          const double w = P[size_t(j)] * dropout_factor(s, keep, p, b, h, i, j);
           if (w == 0) continue;
           for (int64_t d = 0; d < s.Kv; ++d)
             r.out[size_t(((b * s.Mq + i) * s.H + h) * s.Kv + d)] += w * v[size_t(((b * s.Mkv + j) * s.H + h) * s.Kv + d)];
         }
       }
   return r;
+}
+
+}  // namespace
+
+RefResult reference_attention(const RefShape& s, const std::vector<double>& q, const std::vector<double>& k,
+                              const std::vector<double>& v, const std::vector<double>& bias, double scale) {
+  return forward(s, q, k, v, bias, scale, nullptr, 0.0);
+}
+
+RefResult reference_attention_dropout(const RefShape& s, const std::vector<double>& q, const std::vector<double>& k,
+                                      const std::vector<double>& v, const std::vector<double>& bias, double scale,
+                                      const std::vector<uint8_t>& keep, double p) {
+  return forward(s, q, k, v, bias, scale, &keep, p);
 }
 
 RefGrads reference_backward(const RefShape& s, const std::vector<double>& q, const std::vector<double>& k,
