@@ -3,7 +3,7 @@
 // Signature  — the call's code-relevant facts (op, arch, dtypes, head dims, bias kind, flags,
 //              alignment class). A plain value, hashed on the hot path without allocating.
 // KernelSpec — a Signature plus the kernel family and tile configuration chosen for it, with a
-//              canonical readable name such as fwd.sm_90a.bf16.d128.v128.causal.lse.a16.mma_m128n64w8.
+//              canonical readable name such as fwd.sm_90a.bf16.d128.v128.causal.lse.a16.mma_m128n64w4.
 #pragma once
 #include <cstdint>
 #include <optional>
