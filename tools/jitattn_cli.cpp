@@ -429,7 +429,8 @@ int cmd_demo() {
   std::printf("kernels:\n");
   fetch_demo_kernels(archs);
   if (gpu) return demo_gpu_check();
-  std::printf("the kernels are compiled and cached at %s; launching them needs a CUDA driver (%s)\n",
+  std::printf("the kernels are ready in the cache layers listed above (compiled ones stored in %s); "
+              "launching them needs a CUDA driver (%s)\n",
               jit::Env::get().cache_path.c_str(), why.c_str());
   return 0;
 }
