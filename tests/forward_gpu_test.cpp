@@ -461,6 +461,41 @@ TEST_F(BiasGpu, PaddedAndGappyKeys) {
   }
 }
 
+TEST_F(BiasGpu, FiveDimensionalInputsWithExpandedKeysMatchNativeGqa) {
+  // xFormers' BMGHK: q [B, M, G, H, K], k/v [B, N, G, 1, K] expanded to H with stride 0 — read
+  // without copies through the GQA head map; must equal the native GQA call on the same memory.
+  const int64_t B = 2, M = 65, N = 90, G = 2, H = 3, K = 64;
+  for (DType dt : {DType::bf16, DType::f32}) {
+    DeviceTensor q = make_input(B, M, G * H, K, dt, Layout::contiguous);
+    DeviceTensor k = make_input(B, N, G, K, dt, Layout::contiguous);
+    DeviceTensor v = make_input(B, N, G, K, dt, Layout::contiguous);
+    DeviceBuffer out5(size_t(B * M * G * H * K) * element_size(dt)), out4(out5.bytes());
+    out5.fill(0xFF);
+    out4.fill(0xFF);
+    auto five = [&](void* p, int64_t m, int64_t h_stride) {
+      return TensorView::make(p, dt, {B, m, G, H, K}, {m * G * (h_stride ? H : 1) * K, G * (h_stride ? H : 1) * K,
+                                                      (h_stride ? H : 1) * K, h_stride, 1});
+    };
+    memory_efficient_attention_forward(five(q.buf.get(), M, K), five(k.buf.get(), N, 0), five(v.buf.get(), N, 0),
+                                       LowerTriangularMask{}, five(out5.get(), M, K));
+    memory_efficient_attention_forward(q.view, k.view, v.view, LowerTriangularMask{},
+                                       TensorView::make(out4.get(), dt, {B, M, G * H, K}));
+    device_synchronize();
+    const auto a = decode(out5.download(), dt), b = decode(out4.download(), dt);
+    EXPECT_EQ(relative_error(a, b), 0.0) << "BMGHK and native GQA must run the same kernel on the same data";
+    std::vector<double> kk(size_t(B * N * G * H * K)), vv(kk.size());  // K/V repeated over H for the reference
+    for (int64_t bn = 0; bn < B * N; ++bn)
+      for (int64_t hh = 0; hh < G * H; ++hh)
+        for (int64_t d = 0; d < K; ++d) {
+          kk[size_t((bn * G * H + hh) * K + d)] = k.values[size_t((bn * G + hh / H) * K + d)];
+          vv[size_t((bn * G * H + hh) * K + d)] = v.values[size_t((bn * G + hh / H) * K + d)];
+        }
+    const auto ref = reference_attention({B, M, N, G * H, K, K}, q.values, kk, vv,
+                                         materialize(LowerTriangularMask{}, B, G * H, M, N), 1.0 / 8.0);
+    EXPECT_LE(relative_error(a, ref.out), tolerance(dt, dt));
+  }
+}
+
 TEST_F(BiasGpu, GroupedAndMultiQueryHeads) {
   for (DType dt : {DType::bf16, DType::f32})
     for (auto [hq, hkv] : {std::pair<int, int>{6, 2}, {4, 1}, {8, 8}}) {

@@ -136,6 +136,31 @@ TEST(Validation, GroupedQueryHeadsShareKeyValueHeads) {
   EXPECT_TRUE(mentions(c.reasons(), "dividing the query's")) << joined(c.reasons());
 }
 
+TEST(Validation, FiveDimensionalGroupedInputs) {
+  // BMGHK [B, M, G, H, K]: query/out contiguous; key/value expanded over H with stride 0.
+  const int64_t B = 2, M = 50, N = 70, G = 2, H = 3, K = 64;
+  Call c;
+  c.q = TensorView::make(fake(), DType::bf16, {B, M, G, H, K});
+  c.out = TensorView::make(fake(), DType::bf16, {B, M, G, H, K});
+  c.k = TensorView::make(fake(), DType::bf16, {B, N, G, H, K}, {N * G * K, G * K, K, 0, 1});
+  c.v = TensorView::make(fake(), DType::bf16, {B, N, G, H, K}, {N * G * K, G * K, K, 0, 1});
+  EXPECT_TRUE(c.reasons().empty()) << joined(c.reasons());
+  c.lse = TensorView::make(fake(), DType::f32, {B, G, H, M});
+  EXPECT_TRUE(c.reasons().empty()) << joined(c.reasons());
+  c.lse = TensorView::make(fake(), DType::f32, {B, G * H, M});
+  EXPECT_TRUE(c.reasons().empty()) << joined(c.reasons());
+  // A query whose groups cannot be read as G·H heads of one stride.
+  c.q = TensorView::make(fake(), DType::bf16, {B, M, G, H, K}, {M * G * 4 * K, G * 4 * K, 4 * K, K, 1});
+  EXPECT_TRUE(mentions(c.reasons(), "query.stride[2]=256 must equal shape[3]·stride[3]=192")) << joined(c.reasons());
+  // Group counts must agree.
+  Call d;
+  d.q = TensorView::make(fake(), DType::bf16, {B, M, G, H, K});
+  d.out = TensorView::make(fake(), DType::bf16, {B, M, G, H, K});
+  d.k = TensorView::make(fake(), DType::bf16, {B, N, 1, H, K});
+  d.v = TensorView::make(fake(), DType::bf16, {B, N, 1, H, K});
+  EXPECT_TRUE(mentions(d.reasons(), "the group dims differ")) << joined(d.reasons());
+}
+
 TEST(Validation, ThreeDimensionalInputsAreOneHead) {
   Call c;
   c.q = TensorView::make(fake(), DType::f16, {2, 100, 64});

@@ -3,6 +3,7 @@
 #include "jitattn/attention.h"
 
 #include <cmath>
+#include <tuple>
 
 #include "../../kernel_src/params.h"
 #include "jit/cuda_driver.h"
@@ -13,20 +14,29 @@ namespace jitattn {
 
 namespace {
 
-// A [B, M, H, D] view of a 3-D or 4-D tensor (3-D is read as H = 1).
+// A [B, M, H, D] view of a 3-D, 4-D or 5-D tensor. 3-D is read as H = 1. 5-D is xFormers'
+// BMGHK [B, M, G, H, D]: its G·H heads are one head dimension when stride[2] = H·stride[3]; a
+// key/value expanded over H with stride[3] = 0 (`may_share`) is read as G heads, each serving
+// the H query heads of its group through the GQA head map, without copies.
 struct Bmhk {
   int64_t b = 0, m = 0, h = 0, d = 0;
   int64_t sb = 0, sm = 0, sh = 0;
 };
 
-Bmhk as_bmhk(const TensorView& t) {
-  Bmhk x;
-  if (t.ndim == 4) {
-    x = {t.shape[0], t.shape[1], t.shape[2], t.shape[3], t.stride[0], t.stride[1], t.stride[2]};
-  } else if (t.ndim == 3) {
-    x = {t.shape[0], t.shape[1], 1, t.shape[2], t.stride[0], t.stride[1], 0};
+bool as_bmhk(const TensorView& t, bool may_share, Bmhk& x, std::string* why) {
+  const int64_t* n = t.shape;
+  const int64_t* st = t.stride;
+  if (t.ndim == 4) x = {n[0], n[1], n[2], n[3], st[0], st[1], st[2]};
+  else if (t.ndim == 3) x = {n[0], n[1], 1, n[2], st[0], st[1], 0};
+  else if (n[3] == 1 || st[2] == n[3] * st[3]) x = {n[0], n[1], n[2] * n[3], n[4], st[0], st[1], st[3]};
+  else if (n[2] == 1) x = {n[0], n[1], n[3], n[4], st[0], st[1], st[3]};
+  else if (may_share && st[3] == 0) x = {n[0], n[1], n[2], n[4], st[0], st[1], st[2]};
+  else {
+    *why = "stride[2]=" + std::to_string(st[2]) + " must equal shape[3]·stride[3]=" + std::to_string(n[3] * st[3]) +
+           (may_share ? " (or stride[3] must be 0: expanded over H)" : "") + " to read [B, M, G, H, K] as G·H heads";
+    return false;
   }
-  return x;
+  return true;
 }
 
 std::string dim(const char* name, int i, int64_t v) {
@@ -98,8 +108,8 @@ struct Plan {
 };
 
 void check_tensor(Plan& p, const TensorView& t, const char* name) {
-  if (t.ndim != 3 && t.ndim != 4) {
-    p.reasons.push_back(std::string(name) + " must be 3-D [B, M, K] or 4-D [B, M, H, K], got " +
+  if (t.ndim < 3 || t.ndim > 5) {
+    p.reasons.push_back(std::string(name) + " must be 3-D [B, M, K], 4-D [B, M, H, K] or 5-D [B, M, G, H, K], got " +
                         std::to_string(t.ndim) + "-D");
     return;
   }
@@ -129,7 +139,15 @@ Plan plan(const TensorView& q, const TensorView& k, const TensorView& v, const A
   if (k.ndim != q.ndim || v.ndim != q.ndim)
     R.push_back("query, key and value must have the same number of dimensions (got " + std::to_string(q.ndim) + ", " +
                 std::to_string(k.ndim) + ", " + std::to_string(v.ndim) + ")");
-  p.q = as_bmhk(q), p.k = as_bmhk(k), p.v = as_bmhk(v), p.o = as_bmhk(out);
+  for (auto [t, x, name, may_share] : {std::tuple<const TensorView*, Bmhk*, const char*, bool>{&q, &p.q, "query", false},
+                                       {&k, &p.k, "key", true}, {&v, &p.v, "value", true}, {&out, &p.o, "out", false}}) {
+    std::string why;
+    if (!as_bmhk(*t, may_share, *x, &why)) R.push_back(std::string(name) + "." + why);
+  }
+  if (!R.empty()) return p;
+  if (q.ndim == 5 && (k.shape[2] != q.shape[2] || v.shape[2] != q.shape[2]))
+    R.push_back("the group dims differ: query.shape[2]=" + std::to_string(q.shape[2]) + ", key.shape[2]=" +
+                std::to_string(k.shape[2]) + ", value.shape[2]=" + std::to_string(v.shape[2]));
   if (q.dtype != k.dtype || q.dtype != v.dtype)
     R.push_back(std::string("query.dtype=") + to_string(q.dtype) + ", key.dtype=" + to_string(k.dtype) +
                 ", value.dtype=" + to_string(v.dtype) + " must be equal");
@@ -161,10 +179,18 @@ Plan plan(const TensorView& q, const TensorView& k, const TensorView& v, const A
 
   if (lse.defined()) {
     if (lse.dtype != DType::f32) R.push_back(std::string("lse.dtype=") + to_string(lse.dtype) + " must be f32");
-    if (lse.ndim != 3 || lse.shape[0] != p.q.b || lse.shape[1] != p.q.h || lse.shape[2] != p.q.m)
+    // [B, H, Mq]; for 5-D inputs also [B, G, H, Mq] with stride[1] = H·stride[2] (read as G·H heads).
+    const bool grouped = lse.ndim == 4 && q.ndim == 5 && lse.shape[1] == q.shape[2] && lse.shape[2] == q.shape[3] &&
+                         (lse.shape[2] == 1 || lse.stride[1] == lse.shape[2] * lse.stride[2]);
+    const int64_t mq_dim = grouped ? 3 : 2;
+    if (!grouped && (lse.ndim != 3 || lse.shape[1] != p.q.h))
       R.push_back("lse.shape=" + lse.shape_string() + " must be [B, H, Mq] = [" + std::to_string(p.q.b) + ", " +
-                  std::to_string(p.q.h) + ", " + std::to_string(p.q.m) + "]");
-    else if (lse.stride[2] != 1 && lse.shape[2] > 1) R.push_back("lse.stride[-1] must be 1");
+                  std::to_string(p.q.h) + ", " + std::to_string(p.q.m) + "]" +
+                  (q.ndim == 5 ? " or [B, G, H, Mq] with stride[1] = H·stride[2]" : ""));
+    else if (lse.shape[0] != p.q.b || lse.shape[mq_dim] != p.q.m)
+      R.push_back("lse.shape=" + lse.shape_string() + " must have B=" + std::to_string(p.q.b) + " and Mq=" +
+                  std::to_string(p.q.m));
+    else if (lse.stride[mq_dim] != 1 && lse.shape[mq_dim] > 1) R.push_back("lse.stride[-1] must be 1");
     if (lse.device != q.device) R.push_back("lse must be on the query's device");
   }
 
@@ -220,7 +246,7 @@ void run(const TensorView& q, const TensorView& k, const TensorView& v, const At
   fp.k_stride_b = p.k.sb, fp.k_stride_m = p.k.sm, fp.k_stride_h = p.k.sh;
   fp.v_stride_b = p.v.sb, fp.v_stride_m = p.v.sm, fp.v_stride_h = p.v.sh;
   fp.o_stride_b = p.o.sb, fp.o_stride_m = p.o.sm, fp.o_stride_h = p.o.sh;
-  if (lse.defined()) fp.lse_stride_b = lse.stride[0], fp.lse_stride_h = lse.stride[1];
+  if (lse.defined()) fp.lse_stride_b = lse.stride[0], fp.lse_stride_h = lse.ndim == 4 ? lse.stride[2] : lse.stride[1];
   if (p.bias.tensor) {
     const TensorView& t = *p.bias.tensor;
     fp.bias = t.data;

@@ -1,7 +1,9 @@
 // memory_efficient_attention: the xFormers call, JIT-compiled per specialization.
 //
-// Shapes follow xFormers: query [B, Mq, H, K] (or [B, Mq, K], read as H = 1), key [B, Mkv, H, K],
-// value [B, Mkv, H, Kv], output [B, Mq, H, Kv], lse [B, H, Mq] float32.
+// Shapes follow xFormers: query [B, Mq, H, K] (or [B, Mq, K], read as H = 1), key [B, Mkv, Hkv, K],
+// value [B, Mkv, Hkv, Kv], output [B, Mq, H, Kv], lse [B, H, Mq] float32. Hkv may divide H (GQA/MQA).
+// 5-D [B, M, G, H, K] inputs are read as G·H heads (key/value may be expanded over H with stride 0);
+// their lse is [B, G, H, Mq] or [B, G·H, Mq].
 // All tensors are caller-owned device memory; work is queued on `stream` (a CUstream, null =
 // the legacy default stream) and the call returns without synchronizing.
 #pragma once
