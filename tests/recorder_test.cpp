@@ -15,6 +15,7 @@
 
 #include "jit/jit_runtime.h"
 #include "temp_dir.h"
+#include "test_env.h"
 #include "jit/recorder.h"
 #include "jitattn/error.h"
 #include "tools/manifest.h"
@@ -200,12 +201,7 @@ TEST(Recorder, ForkedProcessesAppendingOverlappingSetsWriteEachLineOnce) {
   }
 }
 
-Env env_for(const fs::path& db, JitPolicy policy) {
-  Env e;
-  e.cache_path = db.string();
-  e.jit = policy;
-  return e;
-}
+using test::env_for;
 
 TEST(Recorder, ARecordedFilePrewarmsExactlyThoseKernelsAndASecondPassCompilesNothing) {
   TempDir dir("jitattn_recorder_test");

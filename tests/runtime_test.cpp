@@ -9,6 +9,7 @@
 
 #include "jit/jit_runtime.h"
 #include "temp_dir.h"
+#include "test_env.h"
 
 namespace jitattn::jit {
 namespace {
@@ -28,12 +29,7 @@ KernelSpec small_spec() {
   return make_spec(s);
 }
 
-Env env_for(const fs::path& db, JitPolicy policy) {
-  Env e;
-  e.cache_path = db.string();
-  e.jit = policy;
-  return e;
-}
+using test::env_for;
 
 TEST(Runtime, CompilesOnceThenServesFromSqlite) {
   TempDir dir("jitattn_runtime_test");
