@@ -17,26 +17,33 @@
 
 namespace jitattn {
 
-// An int32 array the kernels read from device memory, with its host copy. Copies share one
-// upload, freed with the last copy.
-class DeviceInts {
+// An array the kernels read from device memory (int32 seqstarts/seqlens/block tables, float
+// ALiBi slopes), with its host copy. Copies share one upload, freed with the last copy.
+// With the caller's device pointer, the kernels read that memory, and the caller may change its
+// contents between calls (e.g. the lengths of a decode step replayed as a CUDA graph); the host
+// copy is then only used for host-side checks and planning (shapes, the longest query block),
+// so it must stay a valid description of what the device holds.
+template <class T>
+class DeviceArray {
  public:
-  DeviceInts();  // empty
-  explicit DeviceInts(std::vector<int32_t> host);                    // uploaded on first use
-  DeviceInts(std::vector<int32_t> host, const int32_t* device_ptr);  // the caller's device copy
-  const std::vector<int32_t>& host() const { return host_; }
+  DeviceArray();  // empty
+  explicit DeviceArray(std::vector<T> host);               // uploaded on first use
+  DeviceArray(std::vector<T> host, const T* device_ptr);   // the caller's device copy
+  const std::vector<T>& host() const { return host_; }
   // The caller's pointer if one was given; else the copy in the current context (or `device`'s
   // primary context), uploaded the first time (thread-safe). Throws without a GPU. nullptr for
   // an empty array.
-  const int32_t* device(int device) const;
+  const T* device(int device) const;
   bool empty() const { return host_.empty(); }
 
  private:
   struct Upload;
-  std::vector<int32_t> host_;
-  const int32_t* caller_ptr_ = nullptr;
+  std::vector<T> host_;
+  const T* caller_ptr_ = nullptr;
   std::shared_ptr<Upload> upload_;  // made by every constructor (device_ints.cpp)
 };
+using DeviceInts = DeviceArray<int32_t>;
+using DeviceFloats = DeviceArray<float>;
 
 // ---- sequence layouts ------------------------------------------------------------------------
 // Sequence b spans [seqstart[b], seqstart[b+1]) of the concatenated M dimension.
@@ -68,12 +75,30 @@ struct GappySeqInfo {
   static GappySeqInfo from_seqlens_gappy(const std::vector<int32_t>& seqstarts, const std::vector<int32_t>& seqlens);
 };
 
+// ---- ALiBi (attention with linear biases) -------------------------------------------------------
+// Adds -slopes[h] * |j - i| to the logit of query i and key j (positions counted from the start
+// of the sequence, or of the block for block-diagonal masks), computed in the kernel: no tensor
+// is materialized. One slope per query head (for 5-D inputs, G·H slopes in g-major order); the
+// usual slopes for H heads are 2^(-8(h+1)/H). Under a causal mask this is the ALiBi of Press et
+// al. (2022); without one, the symmetric form.
+struct AlibiSlopes {
+  DeviceFloats slopes;
+  // 2^(-8(h+1)/H) for h in [0, H), as in the ALiBi paper (for H a power of two).
+  static AlibiSlopes geometric(int32_t heads);
+};
+struct AlibiBias {
+  AlibiSlopes slopes;
+};
+struct LowerTriangularMaskWithAlibi;
+
 // ---- dense (batched) masks -------------------------------------------------------------------
 struct LowerTriangularMaskWithTensorBias;
 struct LowerTriangularFromBottomRightLocalAttentionMask;
 
 // A dense additive bias broadcastable to [B, H, Mq, Mkv]: a 4-D tensor whose B and H
-// dimensions may have size 1 or stride 0; the last stride must be 1.
+// dimensions may have size 1 or stride 0; the last stride must be 1. For 5-D (BMGHK) inputs it
+// may also be 5-D [B, G, H, Mq, Mkv], read as G·H heads: G and H may have size 1 (or stride 0
+// for broadcast), and when both are > 1 with nonzero strides, stride[1] must be H·stride[2].
 struct TensorBias {
   TensorView tensor;
 };
@@ -81,6 +106,7 @@ struct TensorBias {
 // Query i may attend key j iff j <= i (top-left aligned causal mask).
 struct LowerTriangularMask {
   LowerTriangularMaskWithTensorBias add_bias(const TensorView& bias) const;
+  LowerTriangularMaskWithAlibi add_alibi(const AlibiSlopes& slopes) const;
 };
 struct LowerTriangularMaskWithTensorBias {
   TensorView tensor;  // as TensorBias, added where the causal mask lets through
@@ -103,6 +129,24 @@ struct LocalAttentionFromBottomRightMask {
 };
 
 // ---- block-diagonal masks (B = 1, sequences concatenated along M) ---------------------------
+// Paged keys (declared below with the other block-diagonal masks).
+// Key/value tensors are [1, num_pages * page_size, Hkv, K]: a pool of pages. Sequence b's
+// logical key position x (0 <= x < max_pages * page_size) lives in physical row
+//   block_tables[b, x / page_size] * page_size + x % page_size.
+// block_tables is row-major int32 [B, max_pages]; its entries must lie in [0, num_pages).
+struct BlockTables {
+  DeviceInts table;       // B * max_pages entries
+  int32_t max_pages = 0;  // row length of the table
+};
+
+struct PagedBlockDiagonalPaddedKeysMask;
+struct PagedBlockDiagonalCausalWithOffsetPaddedKeysMask;
+struct PagedBlockDiagonalCausalLocalPaddedKeysMask;
+struct PagedBlockDiagonalGappyKeysMask;
+struct PagedBlockDiagonalCausalWithOffsetGappyKeysMask;
+struct BlockDiagonalMaskWithAlibi;
+struct BlockDiagonalCausalMaskWithAlibi;
+
 struct BlockDiagonalCausalMask;
 struct BlockDiagonalCausalFromBottomRightMask;
 struct BlockDiagonalCausalLocalAttentionMask;
@@ -121,11 +165,13 @@ struct BlockDiagonalMask {
   BlockDiagonalCausalFromBottomRightMask make_causal_from_bottomright() const;
   BlockDiagonalCausalLocalAttentionMask make_local_attention(int32_t window_size) const;
   BlockDiagonalCausalLocalAttentionFromBottomRightMask make_local_attention_from_bottomright(int32_t window_size) const;
+  BlockDiagonalMaskWithAlibi add_alibi(const AlibiSlopes& slopes) const;
 };
 // Within block b: top-left causal.
 struct BlockDiagonalCausalMask {
   SeqLenInfo q_seqinfo, k_seqinfo;
   static BlockDiagonalCausalMask from_seqlens(const std::vector<int32_t>& q_seqlen, const std::vector<int32_t>& kv_seqlen = {});
+  BlockDiagonalCausalMaskWithAlibi add_alibi(const AlibiSlopes& slopes) const;
 };
 // Within block b: bottom-right causal. xFormers requires kv_seqlen[b] >= q_seqlen[b].
 struct BlockDiagonalCausalFromBottomRightMask {
@@ -150,6 +196,7 @@ struct BlockDiagonalPaddedKeysMask {
   PaddedSeqLenInfo k_seqinfo;
   static BlockDiagonalPaddedKeysMask from_seqlens(const std::vector<int32_t>& q_seqlen, int32_t kv_padding,
                                                   const std::vector<int32_t>& kv_seqlen);
+  PagedBlockDiagonalPaddedKeysMask make_paged(const BlockTables& block_tables, int32_t page_size) const;
 };
 // ... bottom-right causal within each block (decoding: the new queries are the last keys).
 // kv_seqlen[b] < q_seqlen[b] is allowed: the block's first queries then see no key.
@@ -158,6 +205,7 @@ struct BlockDiagonalCausalWithOffsetPaddedKeysMask {
   PaddedSeqLenInfo k_seqinfo;
   static BlockDiagonalCausalWithOffsetPaddedKeysMask from_seqlens(const std::vector<int32_t>& q_seqlen, int32_t kv_padding,
                                                                   const std::vector<int32_t>& kv_seqlen);
+  PagedBlockDiagonalCausalWithOffsetPaddedKeysMask make_paged(const BlockTables& block_tables, int32_t page_size) const;
 };
 // ... -window_left <= j - i - (kv_len - q_len) <= window_right within each block (windows >= 0).
 struct BlockDiagonalLocalAttentionPaddedKeysMask {
@@ -171,6 +219,7 @@ struct BlockDiagonalCausalLocalAttentionPaddedKeysMask {
   SeqLenInfo q_seqinfo;
   PaddedSeqLenInfo k_seqinfo;
   int32_t window_size = 0;
+  PagedBlockDiagonalCausalLocalPaddedKeysMask make_paged(const BlockTables& block_tables, int32_t page_size) const;
 };
 // Keys gappy: block b's keys are rows [seqstart[b], seqstart[b] + seqlen[b]); kv_seqstarts has
 // B + 1 entries, the last being the number of key rows.
@@ -180,6 +229,7 @@ struct BlockDiagonalGappyKeysMask {
   static BlockDiagonalGappyKeysMask from_seqlens(const std::vector<int32_t>& q_seqlen,
                                                  const std::vector<int32_t>& kv_seqstarts,
                                                  const std::vector<int32_t>& kv_seqlen);
+  PagedBlockDiagonalGappyKeysMask make_paged(const BlockTables& block_tables, int32_t page_size) const;
 };
 // ... bottom-right causal within each block.
 struct BlockDiagonalCausalWithOffsetGappyKeysMask {
@@ -188,6 +238,61 @@ struct BlockDiagonalCausalWithOffsetGappyKeysMask {
   static BlockDiagonalCausalWithOffsetGappyKeysMask from_seqlens(const std::vector<int32_t>& q_seqlen,
                                                                  const std::vector<int32_t>& kv_seqstarts,
                                                                  const std::vector<int32_t>& kv_seqlen);
+  PagedBlockDiagonalCausalWithOffsetGappyKeysMask make_paged(const BlockTables& block_tables, int32_t page_size) const;
+};
+
+// LowerTriangularMask plus ALiBi.
+struct LowerTriangularMaskWithAlibi {
+  AlibiSlopes slopes;
+};
+// BlockDiagonalMask / BlockDiagonalCausalMask plus ALiBi within each block.
+struct BlockDiagonalMaskWithAlibi {
+  SeqLenInfo q_seqinfo, k_seqinfo;
+  AlibiSlopes slopes;
+};
+struct BlockDiagonalCausalMaskWithAlibi {
+  SeqLenInfo q_seqinfo, k_seqinfo;
+  AlibiSlopes slopes;
+};
+
+// ---- paged keys ------------------------------------------------------------------------------
+// As the padded/gappy masks they come from (make_paged), with keys read through block_tables
+// (see BlockTables). Padded: sequence b's keys are logical positions [0, seqlen[b]), and
+// k_seqinfo.padding = max_pages * page_size. Gappy: logical positions
+// [seqstart[b], seqstart[b] + seqlen[b]) of row b. page_size >= 1; every sequence's keys must
+// fit in its row (<= max_pages * page_size). The key tensor length must be a multiple of
+// page_size. materialize() gives the physical [.., Mq, Mkv] mask as xFormers does (Mkv = key
+// rows of the pool; pages no block table names are -inf).
+struct PagedBlockDiagonalPaddedKeysMask {
+  SeqLenInfo q_seqinfo;
+  PaddedSeqLenInfo k_seqinfo;
+  BlockTables block_tables;
+  int32_t page_size = 0;
+};
+struct PagedBlockDiagonalCausalWithOffsetPaddedKeysMask {
+  SeqLenInfo q_seqinfo;
+  PaddedSeqLenInfo k_seqinfo;
+  BlockTables block_tables;
+  int32_t page_size = 0;
+};
+struct PagedBlockDiagonalCausalLocalPaddedKeysMask {
+  SeqLenInfo q_seqinfo;
+  PaddedSeqLenInfo k_seqinfo;
+  BlockTables block_tables;
+  int32_t page_size = 0;
+  int32_t window_size = 0;
+};
+struct PagedBlockDiagonalGappyKeysMask {
+  SeqLenInfo q_seqinfo;
+  GappySeqInfo k_seqinfo;  // seqstart[b] is the offset within row b's logical keys
+  BlockTables block_tables;
+  int32_t page_size = 0;
+};
+struct PagedBlockDiagonalCausalWithOffsetGappyKeysMask {
+  SeqLenInfo q_seqinfo;
+  GappySeqInfo k_seqinfo;
+  BlockTables block_tables;
+  int32_t page_size = 0;
 };
 
 using AttnBias =
@@ -198,7 +303,10 @@ using AttnBias =
                  BlockDiagonalCausalLocalAttentionFromBottomRightMask, BlockDiagonalPaddedKeysMask,
                  BlockDiagonalCausalWithOffsetPaddedKeysMask, BlockDiagonalLocalAttentionPaddedKeysMask,
                  BlockDiagonalCausalLocalAttentionPaddedKeysMask, BlockDiagonalGappyKeysMask,
-                 BlockDiagonalCausalWithOffsetGappyKeysMask>;
+                 BlockDiagonalCausalWithOffsetGappyKeysMask, PagedBlockDiagonalPaddedKeysMask,
+                 PagedBlockDiagonalCausalWithOffsetPaddedKeysMask, PagedBlockDiagonalCausalLocalPaddedKeysMask,
+                 PagedBlockDiagonalGappyKeysMask, PagedBlockDiagonalCausalWithOffsetGappyKeysMask, AlibiBias,
+                 LowerTriangularMaskWithAlibi, BlockDiagonalMaskWithAlibi, BlockDiagonalCausalMaskWithAlibi>;
 
 // The bias as a dense [B, H, Mq, Mkv] row-major fp64 array on the host (0, -inf or values),
 // as xFormers' materialize(). Tensor biases must point to host memory (device == kHost) and be
