@@ -28,6 +28,11 @@ std::string policy_type(const Signature& sig) {
     case BiasKind::bd_local_br: return band_br;
     case BiasKind::tensor: return "jitattn::TensorBiasPolicy<" + std::to_string(dtype_id(sig.dtype)) + ", jitattn::NoBias>";
     case BiasKind::causal_tensor: return "jitattn::TensorBiasPolicy<" + std::to_string(dtype_id(sig.dtype)) + ", " + causal + ">";
+    case BiasKind::alibi: case BiasKind::bd_alibi: return "jitattn::AlibiPolicy<jitattn::NoBias>";
+    case BiasKind::causal_alibi: case BiasKind::bd_causal_alibi: return "jitattn::AlibiPolicy<" + causal + ">";
+    case BiasKind::pbd: return "jitattn::NoBias";
+    case BiasKind::pbd_causal_br: return causal_br;
+    case BiasKind::pbd_causal_local_br: return band_br;
   }
   return "?";
 }
@@ -46,7 +51,8 @@ std::string generate_source(const KernelSpec& spec) {
      << ", kWarps = " << spec.tile.warps << ";\n"
      << "  static constexpr bool kAlign16 = " << (s.align == 16 ? "true" : "false")
      << ", kWriteLse = " << (s.lse ? "true" : "false")
-     << ", kVarlen = " << (is_block_diagonal(s.bias) ? "true" : "false") << ";\n"
+     << ", kVarlen = " << (is_block_diagonal(s.bias) ? "true" : "false")
+     << ", kPaged = " << (is_paged(s.bias) ? "true" : "false") << ";\n"
      << "};\n"
      << "using Policy = " << policy_type(s) << ";\n"
      << "static_assert(jitattn::" << (mma ? "FwdMmaLayout" : "FwdSimtLayout") << "<Cfg>::kSmemBytes == "

@@ -31,15 +31,36 @@ const char* to_string(BiasKind kind) {
     case BiasKind::bd_causal_local: return "bd_causal_local";
     case BiasKind::bd_causal_local_br: return "bd_causal_local_br";
     case BiasKind::bd_local_br: return "bd_local_br";
+    case BiasKind::alibi: return "alibi";
+    case BiasKind::causal_alibi: return "causal_alibi";
+    case BiasKind::bd_alibi: return "bd_alibi";
+    case BiasKind::bd_causal_alibi: return "bd_causal_alibi";
+    case BiasKind::pbd: return "pbd";
+    case BiasKind::pbd_causal_br: return "pbd_causal_br";
+    case BiasKind::pbd_causal_local_br: return "pbd_causal_local_br";
   }
   return "?";
 }
 
-bool is_block_diagonal(BiasKind kind) { return uint8_t(kind) >= uint8_t(BiasKind::bd); }
+bool is_block_diagonal(BiasKind kind) {
+  switch (kind) {
+    case BiasKind::none: case BiasKind::causal: case BiasKind::causal_bottom_right: case BiasKind::tensor:
+    case BiasKind::causal_tensor: case BiasKind::causal_local_br: case BiasKind::local_br:
+    case BiasKind::alibi: case BiasKind::causal_alibi:
+      return false;
+    default:
+      return true;
+  }
+}
+
+bool is_paged(BiasKind kind) {
+  return kind == BiasKind::pbd || kind == BiasKind::pbd_causal_br || kind == BiasKind::pbd_causal_local_br;
+}
 
 bool has_uneven_blocks(BiasKind kind) {
   switch (kind) {
     case BiasKind::none: case BiasKind::tensor: case BiasKind::causal_local_br: case BiasKind::local_br:
+    case BiasKind::alibi:
       return false;
     default:
       return true;  // causal kinds, and sequences of different lengths

@@ -16,18 +16,25 @@ namespace jitattn::jit {
 enum class Op : uint8_t { fwd };
 // One enumerator per generated mask/bias policy. "bd_" kinds are block-diagonal (varlen layout:
 // sequences concatenated along M); padded and gappy keys are the same kernels with a key-length
-// array. "_br" means aligned to the bottom right (shift = Mkv - Mq per sequence).
+// array. "_br" means aligned to the bottom right (shift = Mkv - Mq per sequence). "pbd_" kinds
+// read keys and values through a page table. "alibi" kinds add ALiBi's -slope_h·|j - i|.
+// New kinds are appended: an enumerator's value is part of every cache key.
 enum class BiasKind : uint8_t {
   none, causal, causal_bottom_right, tensor,
   causal_tensor, causal_local_br, local_br,
   bd, bd_causal, bd_causal_br, bd_causal_local, bd_causal_local_br, bd_local_br,
+  alibi, causal_alibi, bd_alibi, bd_causal_alibi,
+  pbd, pbd_causal_br, pbd_causal_local_br,
 };
 constexpr BiasKind kAllBiasKinds[] = {
     BiasKind::none, BiasKind::causal, BiasKind::causal_bottom_right, BiasKind::tensor,
     BiasKind::causal_tensor, BiasKind::causal_local_br, BiasKind::local_br,
     BiasKind::bd, BiasKind::bd_causal, BiasKind::bd_causal_br, BiasKind::bd_causal_local,
-    BiasKind::bd_causal_local_br, BiasKind::bd_local_br};
-bool is_block_diagonal(BiasKind kind);
+    BiasKind::bd_causal_local_br, BiasKind::bd_local_br,
+    BiasKind::alibi, BiasKind::causal_alibi, BiasKind::bd_alibi, BiasKind::bd_causal_alibi,
+    BiasKind::pbd, BiasKind::pbd_causal_br, BiasKind::pbd_causal_local_br};
+bool is_block_diagonal(BiasKind kind);  // varlen layout (paged kinds included)
+bool is_paged(BiasKind kind);
 // Kinds whose query blocks see different numbers of keys (scheduled longest first).
 bool has_uneven_blocks(BiasKind kind);
 enum class Family : uint8_t { mma, simt };

@@ -68,15 +68,38 @@ struct TensorBiasPolicy {
   }
 };
 
+// ALiBi over a mask: adds -slope_h · |j - i| (base 2 here) to what `Mask` lets through.
+template <class Mask>
+struct AlibiPolicy {
+  static constexpr bool kElementwise = true;
+  Mask mask;
+  float slope;  // slope_h · log2 e
+  __device__ AlibiPolicy(const FwdParams& p, int b, int h, int mq, int mkv)
+      : mask(p, b, h, mq, mkv), slope(p.alibi_slopes[h] * kLog2e) {}
+  __device__ void kv_range(int q_lo, int q_hi, int mkv, int& lo, int& hi) const { mask.kv_range(q_lo, q_hi, mkv, lo, hi); }
+  __device__ bool tile_full(int q_lo, int q_hi, int k_lo, int k_hi) const { return mask.tile_full(q_lo, q_hi, k_lo, k_hi); }
+  __device__ float logit(float x, int i, int j) const {
+    const float masked = mask.logit(x, i, j);
+    return masked == neg_inf() ? masked : masked - slope * fabsf(float(j - i));
+  }
+};
+
 // Where sequence b's queries and keys are. Dense: batch row b of [B, M, H, K] tensors.
-// Varlen: the block-diagonal layout of FwdParams, in batch row 0.
-template <bool kVarlen>
+// Varlen: the block-diagonal layout of FwdParams, in batch row 0. Paged: queries as varlen;
+// k_start is the first logical key position of the sequence in its page-table row.
+template <bool kVarlen, bool kPaged = false>
 struct SeqGeometry {
   int batch;            // the tensors' batch index
   int q_start, k_start; // first query/key row of the sequence
   int mq, mkv;          // its lengths
   __device__ SeqGeometry(const FwdParams& p, int b) {
-    if constexpr (kVarlen) {
+    if constexpr (kPaged) {
+      batch = 0;
+      q_start = p.q_seqstart[b];
+      mq = p.q_seqstart[b + 1] - q_start;
+      k_start = p.k_seqstart ? p.k_seqstart[b] : 0;
+      mkv = p.k_seqlen[b];
+    } else if constexpr (kVarlen) {
       batch = 0;
       q_start = p.q_seqstart[b];
       mq = p.q_seqstart[b + 1] - q_start;
@@ -90,5 +113,40 @@ struct SeqGeometry {
     }
   }
 };
+
+// Row j of a sequence's query, key or value matrix. Dense and varlen: a strided matrix starting
+// at the sequence's first row. Paged (keys and values only): through the page table.
+template <class T, bool kPaged>
+struct Rows {
+  const T* base;  // dense: the sequence's row 0; paged: physical row 0 of the (batch 0, head) slice
+  int64_t ld;
+  const int32_t* table;  // paged: this sequence's page-table row
+  int page_size, k_start;
+  __device__ Rows(const T* base_, int64_t ld_) : base(base_), ld(ld_) {}
+  __device__ Rows(const FwdParams& p, const T* base_, int64_t ld_, int b, int k_start_) : base(base_), ld(ld_) {
+    if constexpr (kPaged) {
+      table = p.block_tables + int64_t(b) * p.block_tables_stride;
+      page_size = p.page_size;
+      k_start = k_start_;
+    }
+  }
+  __device__ const T* operator()(int j) const {
+    if constexpr (kPaged) {
+      const int x = k_start + j;
+      return base + (int64_t(table[x / page_size]) * page_size + x % page_size) * ld;
+    } else {
+      return base + int64_t(j) * ld;
+    }
+  }
+};
+
+// The key or value rows of key/value head hk for sequence b.
+template <class T, bool kPaged, class Seq>
+__device__ __forceinline__ Rows<T, kPaged> kv_rows(const FwdParams& p, const void* ptr, int64_t stride_b, int64_t stride_h,
+                                                   int64_t stride_m, const Seq& seq, int hk, int b) {
+  const T* head = static_cast<const T*>(ptr) + seq.batch * stride_b + hk * stride_h;
+  if constexpr (kPaged) return Rows<T, true>(p, head, stride_m, b, seq.k_start);
+  else return Rows<T, false>(head + int64_t(seq.k_start) * stride_m, stride_m);
+}
 
 }  // namespace jitattn

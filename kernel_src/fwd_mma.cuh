@@ -34,11 +34,11 @@ struct FwdMmaLayout {
   static_assert(Cfg::kBlockN % 16 == 0, "key tiles are a multiple of 16");
 };
 
-// Loads rows [row0, row0 + kRows) × cols [0, kColsP) of a [rows, cols] matrix (row stride
-// `ld` elements) into shared memory with row stride kSmemStride. Rows ≥ `rows` and columns
-// ≥ `cols` are zero: padding must be zero, not garbage, since 0·NaN would poison the sums.
-template <int kRows, int kColsP, int kSmemStride, int kThreads, bool kAlign16, class T>
-__device__ __forceinline__ void load_tile(T* smem, const T* g, int64_t ld, int row0, int rows, int cols) {
+// Loads rows [row0, row0 + kRows) × cols [0, kColsP) of a matrix whose row r starts at
+// rows_at(r) (see Rows) into shared memory with row stride kSmemStride. Rows ≥ `rows` and
+// columns ≥ `cols` are zero: padding must be zero, not garbage, since 0·NaN would poison the sums.
+template <int kRows, int kColsP, int kSmemStride, int kThreads, bool kAlign16, class T, class RowsAt>
+__device__ __forceinline__ void load_tile(T* smem, const RowsAt& rows_at, int row0, int rows, int cols) {
   if constexpr (kAlign16) {
     constexpr int kChunksPerRow = kColsP / 8;
     constexpr int kChunks = kRows * kChunksPerRow;
@@ -47,7 +47,7 @@ __device__ __forceinline__ void load_tile(T* smem, const T* g, int64_t ld, int r
     for (int c = threadIdx.x; c < kChunks; c += kThreads) {
       const int r = c / kChunksPerRow, col = (c % kChunksPerRow) * 8;
       const bool valid = row0 + r < rows && col < cols;
-      const T* src = valid ? g + (int64_t)(row0 + r) * ld + col : g;
+      const T* src = valid ? rows_at(row0 + r) + col : rows_at.base;  // not read when invalid
       cp_async_16(base + (r * kSmemStride + col) * 2, src, valid);
     }
   } else {
@@ -55,7 +55,7 @@ __device__ __forceinline__ void load_tile(T* smem, const T* g, int64_t ld, int r
     for (int e = threadIdx.x; e < kElems; e += kThreads) {
       const int r = e / kColsP, col = e % kColsP;
       T x{};
-      if (row0 + r < rows && col < cols) x = g[(int64_t)(row0 + r) * ld + col];
+      if (row0 + r < rows && col < cols) x = rows_at(row0 + r)[col];
       smem[r * kSmemStride + col] = x;
     }
   }
@@ -79,7 +79,7 @@ __device__ __forceinline__ void fwd_mma(const FwdParams& p) {
 
   int m_block, h, b;
   block_coords(p, kBM, m_block, h, b);
-  const SeqGeometry<Cfg::kVarlen> seq(p, b);
+  const SeqGeometry<Cfg::kVarlen, Cfg::kPaged> seq(p, b);
   const int mq = seq.mq, mkv = seq.mkv;
   const int q_lo = m_block * kBM;
   if (q_lo >= mq) return;  // varlen: this sequence is shorter than the longest one
@@ -87,9 +87,9 @@ __device__ __forceinline__ void fwd_mma(const FwdParams& p) {
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int g = lane / 4, t = lane % 4;
 
-  const T* q = static_cast<const T*>(p.q) + seq.batch * p.q_stride_b + h * p.q_stride_h + int64_t(seq.q_start) * p.q_stride_m;
-  const T* k = static_cast<const T*>(p.k) + seq.batch * p.k_stride_b + hk * p.k_stride_h + int64_t(seq.k_start) * p.k_stride_m;
-  const T* v = static_cast<const T*>(p.v) + seq.batch * p.v_stride_b + hk * p.v_stride_h + int64_t(seq.k_start) * p.v_stride_m;
+  const Rows<T, false> q(static_cast<const T*>(p.q) + seq.batch * p.q_stride_b + h * p.q_stride_h + int64_t(seq.q_start) * p.q_stride_m, p.q_stride_m);
+  const Rows<T, Cfg::kPaged> k = kv_rows<T, Cfg::kPaged>(p, p.k, p.k_stride_b, p.k_stride_h, p.k_stride_m, seq, hk, b);
+  const Rows<T, Cfg::kPaged> v = kv_rows<T, Cfg::kPaged>(p, p.v, p.v_stride_b, p.v_stride_h, p.v_stride_m, seq, hk, b);
 
   const Policy policy(p, seq.batch, h, mq, mkv);
   int kv_lo, kv_hi;
@@ -97,9 +97,9 @@ __device__ __forceinline__ void fwd_mma(const FwdParams& p) {
   kv_lo = kv_lo / kBN * kBN;
   const int n_tiles = kv_hi > kv_lo ? ceil_div(kv_hi - kv_lo, kBN) : 0;
 
-  load_tile<kBM, L::kDP, L::kQKStride, L::kThreads, Cfg::kAlign16>(sQ, q, p.q_stride_m, q_lo, mq, Cfg::kHeadDim);
+  load_tile<kBM, L::kDP, L::kQKStride, L::kThreads, Cfg::kAlign16>(sQ, q, q_lo, mq, Cfg::kHeadDim);
   if (n_tiles > 0)  // the last key tile comes first (see the loop below)
-    load_tile<kBN, L::kDP, L::kQKStride, L::kThreads, Cfg::kAlign16>(sK0, k, p.k_stride_m, kv_lo + (n_tiles - 1) * kBN, mkv, Cfg::kHeadDim);
+    load_tile<kBN, L::kDP, L::kQKStride, L::kThreads, Cfg::kAlign16>(sK0, k, kv_lo + (n_tiles - 1) * kBN, mkv, Cfg::kHeadDim);
   cp_async_commit();
   cp_async_wait<0>();
   __syncthreads();
@@ -148,88 +148,102 @@ __device__ __forceinline__ void fwd_mma(const FwdParams& p) {
     // K(it) has landed, and every warp is done with V(it-1) and K(it-1).
     cp_async_wait<0>();
     __syncthreads();
-    load_tile<kBN, L::kDvP, L::kVStride, L::kThreads, Cfg::kAlign16>(sV, v, p.v_stride_m, n0, mkv, Cfg::kHeadDimV);
+    load_tile<kBN, L::kDvP, L::kVStride, L::kThreads, Cfg::kAlign16>(sV, v, n0, mkv, Cfg::kHeadDimV);
     cp_async_commit();
     if (it + 1 < n_tiles)
-      load_tile<kBN, L::kDP, L::kQKStride, L::kThreads, Cfg::kAlign16>((it & 1) ? sK0 : sK1, k, p.k_stride_m, n0 - kBN, mkv, Cfg::kHeadDim);
+      load_tile<kBN, L::kDP, L::kQKStride, L::kThreads, Cfg::kAlign16>((it & 1) ? sK0 : sK1, k, n0 - kBN, mkv, Cfg::kHeadDim);
     cp_async_commit();  // possibly empty: keeps the group count uniform
     const unsigned k_tile = (it & 1) ? k_base1 : k_base0;
 
-    // S = Q · K(it)ᵀ
-    float s[kMT][kNT][4];
-#pragma unroll
-    for (int mt = 0; mt < kMT; ++mt)
-#pragma unroll
-      for (int nt = 0; nt < kNT; ++nt)
-#pragma unroll
-        for (int e = 0; e < 4; ++e) s[mt][nt][e] = 0.f;
-#pragma unroll
-    for (int ks = 0; ks < kKS; ++ks) {
-      unsigned a_tmp[kMT][4];
-      if constexpr (!L::kQInRegs) {
-#pragma unroll
-        for (int mt = 0; mt < kMT; ++mt) load_q_frag(a_tmp[mt], mt, ks);
-      }
-#pragma unroll
-      for (int np = 0; np < kNT / 2; ++np) {
-        unsigned bk[4];
-        ldmatrix_x4(bk, k_tile + (np * 16 * L::kQKStride + ks * 16) * 2);
-#pragma unroll
-        for (int mt = 0; mt < kMT; ++mt) {
-          const unsigned (&a)[4] = L::kQInRegs ? q_frag[L::kQInRegs ? mt : 0][L::kQInRegs ? ks : 0] : a_tmp[mt];
-          mma_16816<Cfg::kDType>(s[mt][2 * np], a, bk[0], bk[1]);
-          mma_16816<Cfg::kDType>(s[mt][2 * np + 1], a, bk[2], bk[3]);
-        }
-      }
+    // In a tile the mask cuts through, a warp whose rows see none of its keys skips it (its
+    // softmax state would not change): a band or a diagonal then costs per warp, not per block.
+    bool active = true;
+    if constexpr (kMasked) {
+      const int r_lo = q_lo + warp_row0;
+      int w_lo, w_hi;
+      policy.kv_range(r_lo, imin(r_lo + L::kWarpRows, mq), mkv, w_lo, w_hi);
+      active = r_lo < mq && w_lo < imin(w_hi, n0 + kBN) && n0 < w_hi;
     }
 
-    // Logits in base 2, masked where the policy or the sequence end says so.
+    // S = Q · K(it)ᵀ
+    float s[kMT][kNT][4];
+    if (active) {
 #pragma unroll
-    for (int mt = 0; mt < kMT; ++mt)
+      for (int mt = 0; mt < kMT; ++mt)
 #pragma unroll
-      for (int nt = 0; nt < kNT; ++nt)
+        for (int nt = 0; nt < kNT; ++nt)
 #pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          float x = s[mt][nt][e] * p.scale_log2;
-          if constexpr (kMasked) {
-            const int i = q_lo + warp_row0 + mt * 16 + g + (e >= 2 ? 8 : 0);
-            const int j = n0 + nt * 8 + 2 * t + (e & 1);
-            x = j >= mkv ? neg_inf() : i >= mq ? x : policy.logit(x, i, j);
+          for (int e = 0; e < 4; ++e) s[mt][nt][e] = 0.f;
+#pragma unroll
+      for (int ks = 0; ks < kKS; ++ks) {
+        unsigned a_tmp[kMT][4];
+        if constexpr (!L::kQInRegs) {
+#pragma unroll
+          for (int mt = 0; mt < kMT; ++mt) load_q_frag(a_tmp[mt], mt, ks);
+        }
+#pragma unroll
+        for (int np = 0; np < kNT / 2; ++np) {
+          unsigned bk[4];
+          ldmatrix_x4(bk, k_tile + (np * 16 * L::kQKStride + ks * 16) * 2);
+#pragma unroll
+          for (int mt = 0; mt < kMT; ++mt) {
+            const unsigned (&a)[4] = L::kQInRegs ? q_frag[L::kQInRegs ? mt : 0][L::kQInRegs ? ks : 0] : a_tmp[mt];
+            mma_16816<Cfg::kDType>(s[mt][2 * np], a, bk[0], bk[1]);
+            mma_16816<Cfg::kDType>(s[mt][2 * np + 1], a, bk[2], bk[3]);
           }
-          s[mt][nt][e] = x;
-        }
-
-    // Online softmax: rescale what was accumulated by 2^(old max - new max).
-#pragma unroll
-    for (int mt = 0; mt < kMT; ++mt)
-#pragma unroll
-      for (int half = 0; half < 2; ++half) {
-        float mx = row_max[mt][half];
-#pragma unroll
-        for (int nt = 0; nt < kNT; ++nt) mx = fmaxf(mx, fmaxf(s[mt][nt][2 * half], s[mt][nt][2 * half + 1]));
-        mx = quad_max(mx);
-        // A row that has seen only masked keys keeps max -inf; subtract 0 instead so that
-        // exp2 gives 0, not NaN.
-        const float base = mx == neg_inf() ? 0.f : mx;
-        const float alpha = fast_exp2(row_max[mt][half] - base);
-        row_max[mt][half] = mx;
-        float sum = 0.f;
-#pragma unroll
-        for (int nt = 0; nt < kNT; ++nt) {
-          s[mt][nt][2 * half] = fast_exp2(s[mt][nt][2 * half] - base);
-          s[mt][nt][2 * half + 1] = fast_exp2(s[mt][nt][2 * half + 1] - base);
-          sum += s[mt][nt][2 * half] + s[mt][nt][2 * half + 1];
-        }
-        row_sum[mt][half] = row_sum[mt][half] * alpha + sum;
-#pragma unroll
-        for (int dt = 0; dt < kDT; ++dt) {
-          acc[mt][dt][2 * half] *= alpha;
-          acc[mt][dt][2 * half + 1] *= alpha;
         }
       }
+
+      // Logits in base 2, masked where the policy or the sequence end says so.
+#pragma unroll
+      for (int mt = 0; mt < kMT; ++mt)
+#pragma unroll
+        for (int nt = 0; nt < kNT; ++nt)
+#pragma unroll
+          for (int e = 0; e < 4; ++e) {
+            float x = s[mt][nt][e] * p.scale_log2;
+            if constexpr (kMasked) {
+              const int i = q_lo + warp_row0 + mt * 16 + g + (e >= 2 ? 8 : 0);
+              const int j = n0 + nt * 8 + 2 * t + (e & 1);
+              x = j >= mkv ? neg_inf() : i >= mq ? x : policy.logit(x, i, j);
+            }
+            s[mt][nt][e] = x;
+          }
+
+      // Online softmax: rescale what was accumulated by 2^(old max - new max).
+#pragma unroll
+      for (int mt = 0; mt < kMT; ++mt)
+#pragma unroll
+        for (int half = 0; half < 2; ++half) {
+          float mx = row_max[mt][half];
+#pragma unroll
+          for (int nt = 0; nt < kNT; ++nt) mx = fmaxf(mx, fmaxf(s[mt][nt][2 * half], s[mt][nt][2 * half + 1]));
+          mx = quad_max(mx);
+          // A row that has seen only masked keys keeps max -inf; subtract 0 instead so that
+          // exp2 gives 0, not NaN.
+          const float base = mx == neg_inf() ? 0.f : mx;
+          const float alpha = fast_exp2(row_max[mt][half] - base);
+          row_max[mt][half] = mx;
+          float sum = 0.f;
+#pragma unroll
+          for (int nt = 0; nt < kNT; ++nt) {
+            s[mt][nt][2 * half] = fast_exp2(s[mt][nt][2 * half] - base);
+            s[mt][nt][2 * half + 1] = fast_exp2(s[mt][nt][2 * half + 1] - base);
+            sum += s[mt][nt][2 * half] + s[mt][nt][2 * half + 1];
+          }
+          row_sum[mt][half] = row_sum[mt][half] * alpha + sum;
+#pragma unroll
+          for (int dt = 0; dt < kDT; ++dt) {
+            acc[mt][dt][2 * half] *= alpha;
+            acc[mt][dt][2 * half + 1] *= alpha;
+          }
+        }
+
+    }  // active
 
     cp_async_wait<1>();  // V(it) has landed; K(it+1) may still be in flight
     __syncthreads();
+    if (!active) return;
 
     // O += P · V(it). The S accumulator layout is the A-fragment layout, so P never leaves
     // registers.

@@ -37,15 +37,15 @@ __device__ __forceinline__ void fwd_simt(const FwdParams& p) {
 
   int m_block, h, b;
   block_coords(p, kBM, m_block, h, b);
-  const SeqGeometry<Cfg::kVarlen> seq(p, b);
+  const SeqGeometry<Cfg::kVarlen, Cfg::kPaged> seq(p, b);
   const int mq = seq.mq, mkv = seq.mkv;
   const int q_lo = m_block * kBM;
   if (q_lo >= mq) return;  // varlen: this sequence is shorter than the longest one
   const int hk = h / p.kv_group;  // GQA/MQA: the key/value head this query head reads
 
   const T* q = static_cast<const T*>(p.q) + seq.batch * p.q_stride_b + h * p.q_stride_h + int64_t(seq.q_start) * p.q_stride_m;
-  const T* k = static_cast<const T*>(p.k) + seq.batch * p.k_stride_b + hk * p.k_stride_h + int64_t(seq.k_start) * p.k_stride_m;
-  const T* v = static_cast<const T*>(p.v) + seq.batch * p.v_stride_b + hk * p.v_stride_h + int64_t(seq.k_start) * p.v_stride_m;
+  const Rows<T, Cfg::kPaged> k = kv_rows<T, Cfg::kPaged>(p, p.k, p.k_stride_b, p.k_stride_h, p.k_stride_m, seq, hk, b);
+  const Rows<T, Cfg::kPaged> v = kv_rows<T, Cfg::kPaged>(p, p.v, p.v_stride_b, p.v_stride_h, p.v_stride_m, seq, hk, b);
 
   const Policy policy(p, seq.batch, h, mq, mkv);
   int kv_lo, kv_hi;
@@ -65,11 +65,11 @@ __device__ __forceinline__ void fwd_simt(const FwdParams& p) {
     __syncthreads();  // the previous tile's readers are done
     for (int e = threadIdx.x; e < kBN * kD; e += L::kThreads) {
       const int r = e / kD, c = e % kD;
-      sK[e] = n0 + r < mkv ? to_float(k[(int64_t)(n0 + r) * p.k_stride_m + c]) : 0.f;
+      sK[e] = n0 + r < mkv ? to_float(k(n0 + r)[c]) : 0.f;
     }
     for (int e = threadIdx.x; e < kBN * kDv; e += L::kThreads) {
       const int r = e / kDv, c = e % kDv;
-      sV[e] = n0 + r < mkv ? to_float(v[(int64_t)(n0 + r) * p.v_stride_m + c]) : 0.f;
+      sV[e] = n0 + r < mkv ? to_float(v(n0 + r)[c]) : 0.f;
     }
     __syncthreads();
     for (int e = threadIdx.x; e < kBM * kBN; e += L::kThreads) {

@@ -35,6 +35,13 @@ struct FwdParams {
   const int32_t* q_seqstart;
   const int32_t* k_seqstart;
   const int32_t* k_seqlen;
+  // Paged keys/values (pbd_ kinds): sequence b's logical key x is physical row
+  // block_tables[b * block_tables_stride + x / page_size] * page_size + x % page_size of batch
+  // row 0; its keys are logical [k_seqstart[b], + k_seqlen[b]), or from 0 when k_seqstart is null.
+  const int32_t* block_tables;
+  int32_t block_tables_stride;
+  int32_t page_size;
+  const float* alibi_slopes;  // ALiBi kinds: one slope per query head
   int32_t kv_group;         // query heads per key/value head (GQA/MQA); 1 otherwise
   int32_t window_left;      // band masks: key j is visible to query i iff
   int32_t window_right;     //   -window_left <= j - i - shift <= window_right

@@ -54,6 +54,9 @@ struct BiasPlan {
   const SeqLenInfo* q_seqinfo = nullptr;      // block-diagonal layouts
   const DeviceInts* k_seqstart = nullptr;
   const DeviceInts* k_seqlen = nullptr;       // padded and gappy keys
+  const BlockTables* block_tables = nullptr;  // paged keys
+  int32_t page_size = 0;
+  const DeviceFloats* alibi_slopes = nullptr;
 };
 
 BiasPlan describe(const AttnBias& bias) {
@@ -63,6 +66,13 @@ BiasPlan describe(const AttnBias& bias) {
     BiasPlan b;
     b.kind = kind, b.window_left = left, b.window_right = right;
     b.q_seqinfo = &q, b.k_seqstart = &k_start, b.k_seqlen = k_len;
+    return b;
+  };
+  auto paged = [](K kind, const auto& m, const DeviceInts* k_start, int32_t left, int32_t right) {
+    BiasPlan b;
+    b.kind = kind, b.window_left = left, b.window_right = right;
+    b.q_seqinfo = &m.q_seqinfo, b.k_seqstart = k_start, b.k_seqlen = &m.k_seqinfo.seqlen;
+    b.block_tables = &m.block_tables, b.page_size = m.page_size;
     return b;
   };
   return std::visit(Overloaded{
@@ -95,6 +105,29 @@ BiasPlan describe(const AttnBias& bias) {
       [&](const BlockDiagonalGappyKeysMask& m) { return bd(K::bd, m.q_seqinfo, m.k_seqinfo.seqstart, &m.k_seqinfo.seqlen, 0, 0); },
       [&](const BlockDiagonalCausalWithOffsetGappyKeysMask& m) {
         return bd(K::bd_causal_br, m.q_seqinfo, m.k_seqinfo.seqstart, &m.k_seqinfo.seqlen, 0, 0);
+      },
+      // Paged: padded keys start at logical position 0 of their row (no k_seqstart); gappy keys
+      // at k_seqinfo.seqstart[b].
+      [&](const PagedBlockDiagonalPaddedKeysMask& m) { return paged(K::pbd, m, nullptr, 0, 0); },
+      [&](const PagedBlockDiagonalCausalWithOffsetPaddedKeysMask& m) { return paged(K::pbd_causal_br, m, nullptr, 0, 0); },
+      [&](const PagedBlockDiagonalCausalLocalPaddedKeysMask& m) {
+        return paged(K::pbd_causal_local_br, m, nullptr, m.window_size - 1, 0);
+      },
+      [&](const PagedBlockDiagonalGappyKeysMask& m) { return paged(K::pbd, m, &m.k_seqinfo.seqstart, 0, 0); },
+      [&](const PagedBlockDiagonalCausalWithOffsetGappyKeysMask& m) {
+        return paged(K::pbd_causal_br, m, &m.k_seqinfo.seqstart, 0, 0);
+      },
+      [&](const AlibiBias& m) { BiasPlan b; b.kind = K::alibi, b.alibi_slopes = &m.slopes.slopes; return b; },
+      [&](const LowerTriangularMaskWithAlibi& m) { BiasPlan b; b.kind = K::causal_alibi, b.alibi_slopes = &m.slopes.slopes; return b; },
+      [&](const BlockDiagonalMaskWithAlibi& m) {
+        BiasPlan b = bd(K::bd_alibi, m.q_seqinfo, m.k_seqinfo.seqstart, nullptr, 0, 0);
+        b.alibi_slopes = &m.slopes.slopes;
+        return b;
+      },
+      [&](const BlockDiagonalCausalMaskWithAlibi& m) {
+        BiasPlan b = bd(K::bd_causal_alibi, m.q_seqinfo, m.k_seqinfo.seqstart, nullptr, 0, 0);
+        b.alibi_slopes = &m.slopes.slopes;
+        return b;
       },
   }, bias);
 }
@@ -251,9 +284,15 @@ void run(const TensorView& q, const TensorView& k, const TensorView& v, const At
     const TensorView& t = *p.bias.tensor;
     fp.bias = t.data;
     fp.bias_stride_b = t.shape[0] == 1 ? 0 : t.stride[0];
-    fp.bias_stride_h = t.shape[1] == 1 ? 0 : t.stride[1];
-    fp.bias_stride_m = t.stride[2];
+    if (t.ndim == 5) {  // [B, G, H, Mq, Mkv] as G·H heads (bias_reasons checked it flattens)
+      fp.bias_stride_h = t.shape[2] > 1 ? t.stride[2] : t.shape[1] > 1 ? t.stride[1] : 0;
+      fp.bias_stride_m = t.stride[3];
+    } else {
+      fp.bias_stride_h = t.shape[1] == 1 ? 0 : t.stride[1];
+      fp.bias_stride_m = t.stride[2];
+    }
   }
+  if (p.bias.alibi_slopes) fp.alibi_slopes = p.bias.alibi_slopes->device(q.device);
   fp.batch = int32_t(p.q.b), fp.heads = int32_t(p.q.h), fp.mq = int32_t(p.q.m), fp.mkv = int32_t(p.k.m);
   fp.kv_group = int32_t(p.q.h / p.k.h);
   fp.window_left = p.bias.window_left, fp.window_right = p.bias.window_right;
@@ -261,8 +300,13 @@ void run(const TensorView& q, const TensorView& k, const TensorView& v, const At
     fp.batch = int32_t(p.bias.q_seqinfo->batch());
     fp.mq = p.bias.q_seqinfo->max_seqlen;
     fp.q_seqstart = p.bias.q_seqinfo->seqstart.device(q.device);
-    fp.k_seqstart = p.bias.k_seqstart->device(q.device);
+    fp.k_seqstart = p.bias.k_seqstart ? p.bias.k_seqstart->device(q.device) : nullptr;
     fp.k_seqlen = p.bias.k_seqlen ? p.bias.k_seqlen->device(q.device) : nullptr;
+    if (p.bias.block_tables) {
+      fp.block_tables = p.bias.block_tables->table.device(q.device);
+      fp.block_tables_stride = p.bias.block_tables->max_pages;
+      fp.page_size = p.bias.page_size;
+    }
     if (fp.batch == 0 || fp.mq == 0) return;
   }
   fp.scale_log2 = float(p.scale * 1.4426950408889634);
