@@ -1,8 +1,10 @@
 // The xFormers bias family on the CPU: materialize() of every kind against small matrices worked
-// out by hand (written '0' = visible, 'x' = -inf), the layouts' constructors, make_* conversions,
-// split/from_tensor_list, and one bias_reasons() test per rule.
+// out by hand (written '0' = visible, 'x' = -inf, or numerically for ALiBi), the layouts'
+// constructors, make_* / add_* conversions, split/from_tensor_list, and one bias_reasons() test
+// per rule.
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <cstdint>
 #include <limits>
 #include <string>
@@ -18,6 +20,7 @@ namespace jitattn::test {
 namespace {
 
 constexpr double kInf = std::numeric_limits<double>::infinity();
+constexpr double X = -kInf;  // a masked entry in a numeric matrix
 
 // One [Mq, Mkv] plane, a string per row: '0' visible, 'x' masked.
 std::vector<double> plane(std::initializer_list<std::string> rows) {
@@ -253,6 +256,198 @@ TEST(BiasMaterialize, CausalWithOffsetGappyKeys) {
   EXPECT_EQ(materialize(bias, 1, 1, 3, 7), plane({"xxxx00x",  //
                                                   "xxxx000",  //
                                                   "0xxxxxx"}));
+}
+
+// ---- paged keys ----------------------------------------------------------------------------
+// Row-major [sequences, max_pages] block tables.
+BlockTables tables(std::vector<int32_t> table, int32_t max_pages) { return BlockTables{DeviceInts(std::move(table)), max_pages}; }
+
+TEST(BiasMaterialize, PagedPaddedKeysScatterPagesThroughTheBlockTable) {
+  // page_size 2, max_pages 2: each sequence has 4 logical keys. Sequence 0 (2 queries, 3 keys):
+  // logical page 0 -> physical page 3 (rows 6, 7), page 1 -> page 1 (rows 2, 3; row 3 is padding).
+  // Sequence 1 (1 query, 2 keys): page 0 -> page 4 (rows 8, 9), page 1 -> page 0 (rows 0, 1, padding).
+  // Physical page 2 (rows 4, 5) belongs to no one.
+  const auto bias = BlockDiagonalPaddedKeysMask::from_seqlens({2, 1}, 3, {3, 2}).make_paged(tables({3, 1, 4, 0}, 2), 2);
+  EXPECT_EQ(bias.k_seqinfo.padding, 4);  // the non-paged padding (3) is replaced by max_pages*page_size
+  EXPECT_EQ(bias.k_seqinfo.seqstart.host(), (std::vector<int32_t>{0, 4, 8}));
+  EXPECT_EQ(bias.k_seqinfo.seqlen.host(), (std::vector<int32_t>{3, 2}));
+  EXPECT_EQ(bias.page_size, 2);
+  EXPECT_EQ(bias.block_tables.max_pages, 2);
+  EXPECT_EQ(materialize(bias, 1, 1, 3, 10), plane({"xx0xxx00xx",  //
+                                                   "xx0xxx00xx",  //
+                                                   "xxxxxxxx00"}));
+  // A pool with more pages than the tables name: the extra keys are -inf.
+  EXPECT_EQ(materialize(bias, 1, 2, 3, 12), repeat(plane({"xx0xxx00xxxx",  //
+                                                          "xx0xxx00xxxx",  //
+                                                          "xxxxxxxx00xx"}),
+                                                   2));
+}
+
+TEST(BiasMaterialize, PagedCausalWithOffsetPaddedKeys) {
+  // One sequence: 2 queries on 3 keys, bottom-right (query i sees logical keys 0..i+1);
+  // page_size 2, logical pages 0, 1 -> physical pages 1, 0.
+  const auto bias =
+      BlockDiagonalCausalWithOffsetPaddedKeysMask::from_seqlens({2}, 4, {3}).make_paged(tables({1, 0}, 2), 2);
+  EXPECT_EQ(materialize(bias, 1, 1, 2, 4), plane({"xx00",  //
+                                                  "0x00"}));
+}
+
+TEST(BiasMaterialize, PagedGappyKeysAreOffsetsWithinTheirRow) {
+  // Rows of max_pages*page_size = 4 logical keys. The non-paged mask's keys [1, 3) and [6, 8) are
+  // row 0's keys [1, 3) and row 1's keys [2, 4): make_paged keeps the offsets 1 and 2.
+  const BlockTables bt = tables({2, 0, 1, 3}, 2);
+  const auto bias = BlockDiagonalGappyKeysMask::from_seqlens({1, 2}, {1, 6, 8}, {2, 2}).make_paged(bt, 2);
+  EXPECT_EQ(bias.k_seqinfo.seqstart.host(), (std::vector<int32_t>{1, 2, 4}));  // the last is the row length
+  EXPECT_EQ(bias.k_seqinfo.seqlen.host(), (std::vector<int32_t>{2, 2}));
+  // Sequence 0: logical 1 -> page 2 row 5, logical 2 -> page 0 row 0. Sequence 1: logical 2, 3 ->
+  // page 3 rows 6, 7.
+  EXPECT_EQ(materialize(bias, 1, 1, 3, 8), plane({"0xxxx0xx",  //
+                                                  "xxxxxx00",  //
+                                                  "xxxxxx00"}));
+  // Bottom-right causal within each sequence: sequence 1's first query sees only its first key.
+  const auto causal =
+      BlockDiagonalCausalWithOffsetGappyKeysMask::from_seqlens({1, 2}, {1, 6, 8}, {2, 2}).make_paged(bt, 2);
+  EXPECT_EQ(materialize(causal, 1, 1, 3, 8), plane({"0xxxx0xx",  //
+                                                    "xxxxxx0x",  //
+                                                    "xxxxxx00"}));
+}
+
+TEST(BiasMaterialize, PagedCausalLocalPaddedKeys) {
+  // 3 queries, 5 keys, window 2 from the bottom right: query i sees logical keys i+1, i+2.
+  // page_size 2, max_pages 3; logical pages 0, 1, 2 -> physical pages 2, 0, 3 (rows 4-5, 0-1, 6-7).
+  const BlockDiagonalCausalLocalAttentionPaddedKeysMask m{SeqLenInfo::from_seqlens({3}),
+                                                          PaddedSeqLenInfo::from_seqlens_padded({5}, 5), 2};
+  const auto bias = m.make_paged(tables({2, 0, 3}, 3), 2);
+  EXPECT_EQ(bias.window_size, 2);
+  EXPECT_EQ(bias.k_seqinfo.padding, 6);
+  EXPECT_EQ(materialize(bias, 1, 1, 3, 8), plane({"0xxxx0xx",  //
+                                                  "00xxxxxx",  //
+                                                  "x0xxxx0x"}));
+}
+
+TEST(BiasMaterialize, PagedEqualsNonPagedWithTheIdentityBlockTable) {
+  // Page p of sequence b at physical page b*max_pages + p: the pool is the padded (row-long)
+  // non-paged layout, so both masks must agree key for key.
+  const std::vector<int32_t> q = {2, 1, 3}, kv = {3, 0, 4};
+  const int32_t page_size = 2, max_pages = 3, row = page_size * max_pages;
+  std::vector<int32_t> identity;
+  for (int32_t e = 0; e < 3 * max_pages; ++e) identity.push_back(e);
+  const BlockTables bt = tables(identity, max_pages);
+  const int64_t Mq = 6, Mkv = 3 * row;
+
+  const auto padded = BlockDiagonalPaddedKeysMask::from_seqlens(q, row, kv);
+  EXPECT_EQ(materialize(BlockDiagonalPaddedKeysMask::from_seqlens(q, 5, kv).make_paged(bt, page_size), 1, 2, Mq, Mkv),
+            materialize(padded, 1, 2, Mq, Mkv));
+  const auto causal = BlockDiagonalCausalWithOffsetPaddedKeysMask::from_seqlens(q, row, kv);
+  EXPECT_EQ(materialize(causal.make_paged(bt, page_size), 1, 1, Mq, Mkv), materialize(causal, 1, 1, Mq, Mkv));
+  const BlockDiagonalCausalLocalAttentionPaddedKeysMask local{padded.q_seqinfo, padded.k_seqinfo, 2};
+  EXPECT_EQ(materialize(local.make_paged(bt, page_size), 1, 1, Mq, Mkv), materialize(local, 1, 1, Mq, Mkv));
+
+  // Gappy keys at rows [1, 4), [9, 11) and [12, 18): offsets 1, 3 and 0 within their rows.
+  const std::vector<int32_t> starts = {1, 9, 12, 18}, lens = {3, 2, 6};
+  const auto gappy = BlockDiagonalGappyKeysMask::from_seqlens(q, starts, lens);
+  EXPECT_EQ(materialize(gappy.make_paged(bt, page_size), 1, 1, Mq, Mkv), materialize(gappy, 1, 1, Mq, Mkv));
+  const auto causal_gappy = BlockDiagonalCausalWithOffsetGappyKeysMask::from_seqlens(q, starts, lens);
+  EXPECT_EQ(materialize(causal_gappy.make_paged(bt, page_size), 1, 1, Mq, Mkv), materialize(causal_gappy, 1, 1, Mq, Mkv));
+  // (And the masks are not trivially empty.)
+  EXPECT_NE(materialize(causal_gappy, 1, 1, Mq, Mkv), materialize(gappy, 1, 1, Mq, Mkv));
+}
+
+// ---- ALiBi ---------------------------------------------------------------------------------
+TEST(BiasMaterialize, AlibiAloneIsSymmetricPerHead) {
+  // geometric(2): slopes 2^-4 and 2^-8; logit -slope*|j - i| on a 3x4 plane.
+  const AlibiBias bias{AlibiSlopes::geometric(2)};
+  const double a = 1.0 / 16, b = 1.0 / 256;
+  const std::vector<double> want = {
+      0,      -a,     -2 * a, -3 * a,  // head 0
+      -a,     0,      -a,     -2 * a,  //
+      -2 * a, -a,     0,      -a,      //
+      0,      -b,     -2 * b, -3 * b,  // head 1
+      -b,     0,      -b,     -2 * b,  //
+      -2 * b, -b,     0,      -b,      //
+  };
+  EXPECT_EQ(materialize(bias, 1, 2, 3, 4), want);
+  // The batch repeats the heads.
+  std::vector<double> twice = want;
+  twice.insert(twice.end(), want.begin(), want.end());
+  EXPECT_EQ(materialize(bias, 2, 2, 3, 4), twice);
+}
+
+TEST(BiasMaterialize, CausalWithAlibi) {
+  const auto bias = LowerTriangularMask{}.add_alibi(AlibiSlopes{DeviceFloats({0.5f, 0.25f})});
+  const std::vector<double> want = {
+      0,    X,     X, X,  // head 0, slope 0.5
+      -0.5, 0,     X, X,  //
+      -1,   -0.5,  0, X,  //
+      0,    X,     X, X,  // head 1, slope 0.25
+      -.25, 0,     X, X,  //
+      -0.5, -0.25, 0, X,  //
+  };
+  EXPECT_EQ(materialize(bias, 1, 2, 3, 4), want);
+}
+
+TEST(BiasMaterialize, BlockDiagonalWithAlibiCountsFromTheBlockStart) {
+  // Blocks: query 0 with keys 0-2; queries 1, 2 with keys 3, 4. Slopes 1 and 0.5.
+  const AlibiSlopes slopes{DeviceFloats({1.0f, 0.5f})};
+  const auto causal = BlockDiagonalCausalMask::from_seqlens({1, 2}, {3, 2}).add_alibi(slopes);
+  // Top-left causal per block: query 1 is the block's query 0 and sees key 3 at distance 0.
+  const std::vector<double> want_causal = {
+      0, X, X, X,    X,     // head 0
+      X, X, X, 0,    X,     //
+      X, X, X, -1,   0,     //
+      0, X, X, X,    X,     // head 1
+      X, X, X, 0,    X,     //
+      X, X, X, -0.5, 0,     //
+  };
+  EXPECT_EQ(materialize(causal, 1, 2, 3, 5), want_causal);
+  const auto full = BlockDiagonalMask::from_seqlens({1, 2}, {3, 2}).add_alibi(slopes);
+  const std::vector<double> want_full = {
+      0, -1, -2, X,    X,     // head 0
+      X, X,  X,  0,    -1,    //
+      X, X,  X,  -1,   0,     //
+      0, -.5, -1, X,   X,     // head 1
+      X, X,  X,  0,    -0.5,  //
+      X, X,  X,  -0.5, 0,     //
+  };
+  EXPECT_EQ(materialize(full, 1, 2, 3, 5), want_full);
+  EXPECT_EQ(causal.slopes.slopes.host(), (std::vector<float>{1.0f, 0.5f}));
+  EXPECT_EQ(causal.k_seqinfo.seqstart.host(), (std::vector<int32_t>{0, 3, 5}));
+}
+
+TEST(BiasLayouts, GeometricAlibiSlopes) {
+  EXPECT_EQ(AlibiSlopes::geometric(2).slopes.host(), (std::vector<float>{1.0f / 16, 1.0f / 256}));
+  const auto eight = AlibiSlopes::geometric(8).slopes.host();
+  ASSERT_EQ(eight.size(), 8u);
+  for (int h = 0; h < 8; ++h) EXPECT_EQ(eight[size_t(h)], std::ldexp(1.0f, -(h + 1))) << h;
+  expect_error([] { AlibiSlopes::geometric(0); }, "heads=0 must be >= 1");
+}
+
+// ---- 5-D tensor biases ---------------------------------------------------------------------
+TEST(BiasMaterialize, FiveDimensionalTensorBiasIsGTimesHHeads) {
+  // [B=1, G=2, H=3, Mq=2, Mkv=3] against the same memory read as [1, 6, 2, 3].
+  std::vector<float> v(36);
+  for (size_t e = 0; e < v.size(); ++e) v[e] = float(e) - 10;
+  const auto five = TensorView::make(v.data(), DType::f32, {1, 2, 3, 2, 3}, {}, TensorView::kHost);
+  const auto four = TensorView::make(v.data(), DType::f32, {1, 6, 2, 3}, {}, TensorView::kHost);
+  EXPECT_EQ(materialize(TensorBias{five}, 1, 6, 2, 3), materialize(TensorBias{four}, 1, 6, 2, 3));
+  EXPECT_EQ(materialize(LowerTriangularMask{}.add_bias(five), 1, 6, 2, 3),
+            materialize(LowerTriangularMask{}.add_bias(four), 1, 6, 2, 3));
+  // Strided: G apart by H*stride[2] with rows padded to 4 floats.
+  std::vector<float> wide(48);
+  const auto strided = TensorView::make(wide.data(), DType::f32, {1, 2, 3, 2, 3}, {48, 24, 8, 4, 1}, TensorView::kHost);
+  const auto strided4 = TensorView::make(wide.data(), DType::f32, {1, 6, 2, 3}, {48, 8, 4, 1}, TensorView::kHost);
+  for (size_t e = 0; e < wide.size(); ++e) wide[e] = float(e % 7);
+  EXPECT_EQ(materialize(TensorBias{strided}, 1, 6, 2, 3), materialize(TensorBias{strided4}, 1, 6, 2, 3));
+  // Both strides 0: one [Mq, Mkv] plane for every head, as the 4-D [1, 1, 2, 3].
+  const auto bcast = TensorView::make(v.data(), DType::f32, {1, 2, 3, 2, 3}, {6, 0, 0, 3, 1}, TensorView::kHost);
+  const auto one = TensorView::make(v.data(), DType::f32, {1, 1, 2, 3}, {}, TensorView::kHost);
+  EXPECT_EQ(materialize(TensorBias{bcast}, 1, 6, 2, 3), materialize(TensorBias{one}, 1, 6, 2, 3));
+  // G of size 1 with H = 3, and a fully broadcast [1, 1, 1, Mq, Mkv].
+  const auto g1 = TensorView::make(v.data(), DType::f32, {1, 1, 3, 2, 3}, {}, TensorView::kHost);
+  const auto h3 = TensorView::make(v.data(), DType::f32, {1, 3, 2, 3}, {}, TensorView::kHost);
+  EXPECT_EQ(materialize(TensorBias{g1}, 1, 3, 2, 3), materialize(TensorBias{h3}, 1, 3, 2, 3));
+  const auto all1 = TensorView::make(v.data(), DType::f32, {1, 1, 1, 2, 3}, {}, TensorView::kHost);
+  EXPECT_EQ(materialize(TensorBias{all1}, 1, 6, 2, 3), materialize(TensorBias{one}, 1, 6, 2, 3));
 }
 
 TEST(BiasMaterialize, ThrowsWithTheReasonsWhenTheShapeDoesNotFit) {
@@ -526,6 +721,171 @@ TEST(BiasReasons, TensorBiasMustBroadcastToTheCall) {
                 "attn_bias.shape[3]=5 must equal key.shape[1]=6");
 }
 
+// ---- bias_reasons: paged keys --------------------------------------------------------------
+// A fitting paged mask: 2 sequences (1 and 2 queries, 3 and 2 keys), page_size 2, max_pages 2,
+// a pool of 4 pages (Mkv = 8).
+PagedBlockDiagonalPaddedKeysMask paged_padded() {
+  return BlockDiagonalPaddedKeysMask::from_seqlens({1, 2}, 4, {3, 2}).make_paged(tables({3, 1, 0, 2}, 2), 2);
+}
+PagedBlockDiagonalGappyKeysMask paged_gappy() {
+  return BlockDiagonalGappyKeysMask::from_seqlens({1, 2}, {1, 4, 8}, {3, 2}).make_paged(tables({3, 1, 0, 2}, 2), 2);
+}
+
+TEST(BiasReasons, PagedMasksThatFitHaveNone) {
+  auto r = bias_reasons(paged_padded(), 1, 4, 3, 8);
+  EXPECT_TRUE(r.empty()) << joined(r);
+  r = bias_reasons(paged_gappy(), 1, 4, 3, 8);
+  EXPECT_TRUE(r.empty()) << joined(r);
+  r = bias_reasons(paged_padded(), 1, 1, 3, 16);  // a larger pool is fine
+  EXPECT_TRUE(r.empty()) << joined(r);
+}
+
+TEST(BiasReasons, PagedNeedsBatchOfOneAndQueriesSummingToMq) {
+  EXPECT_REASON(bias_reasons(paged_padded(), 2, 1, 3, 8), "query.shape[0]=2 must be 1 with PagedBlockDiagonalPaddedKeysMask");
+  EXPECT_REASON(bias_reasons(paged_gappy(), 1, 1, 4, 8),
+                "query.shape[1]=4 must equal sum(q_seqlen)=3 with PagedBlockDiagonalGappyKeysMask");
+}
+
+TEST(BiasReasons, PagedPageSizeMustBePositive) {
+  auto m = paged_padded();
+  m.page_size = 0;
+  EXPECT_REASON(bias_reasons(m, 1, 1, 3, 8), "page_size=0 must be >= 1 with PagedBlockDiagonalPaddedKeysMask");
+  expect_error([] { BlockDiagonalPaddedKeysMask::from_seqlens({1}, 2, {1}).make_paged(tables({0}, 1), 0); },
+               "page_size=0 must be >= 1");
+  m.page_size = -2;  // still read as a paged mask
+  const auto r = bias_reasons(m, 1, 1, 3, 8);
+  EXPECT_REASON(r, "page_size=-2 must be >= 1");
+  EXPECT_REASON(r, "k_seqinfo.padding=4 must equal block_tables.max_pages*page_size=0");
+}
+
+TEST(BiasReasons, PagedMaxPagesMustBePositive) {
+  auto m = paged_gappy();
+  m.block_tables = tables({}, 0);
+  EXPECT_REASON(bias_reasons(m, 1, 1, 3, 8), "block_tables.max_pages=0 must be >= 1 with PagedBlockDiagonalGappyKeysMask");
+}
+
+TEST(BiasReasons, PagedBlockTableHasOneRowPerSequence) {
+  auto m = paged_padded();
+  m.block_tables.table = DeviceInts({3, 1, 0});
+  EXPECT_REASON(bias_reasons(m, 1, 1, 3, 8), "block_tables.table has 3 entries, not len(kv_seqlen)*block_tables.max_pages=4");
+  expect_error([] { BlockDiagonalGappyKeysMask::from_seqlens({1}, {0, 2}, {2}).make_paged(tables({0, 1}, 1), 2); },
+               "block_tables.table has 2 entries, not len(kv_seqlen)*block_tables.max_pages=1");
+}
+
+TEST(BiasReasons, PagedKeyLengthMustBeAMultipleOfThePageSize) {
+  EXPECT_REASON(bias_reasons(paged_padded(), 1, 1, 3, 9),
+                "key.shape[1]=9 must be a multiple of page_size=2 with PagedBlockDiagonalPaddedKeysMask");
+}
+
+TEST(BiasReasons, PagedTableEntriesMustBePagesOfTheKeyTensor) {
+  // 3 pages in a pool of Mkv = 6: entry 3 (table[0]) is past it.
+  auto r = bias_reasons(paged_padded(), 1, 1, 3, 6);
+  ASSERT_EQ(r.size(), 1u) << joined(r);
+  EXPECT_REASON(r, "block_tables.table[0]=3 is not a page of the key tensor: key.shape[1]/page_size=3 pages");
+  EXPECT_REASON(bias_reasons(paged_padded(), 1, 1, 3, 2), "(and 2 more entries)");
+  auto m = paged_gappy();
+  m.block_tables.table = DeviceInts({3, -1, 0, 2});
+  EXPECT_REASON(bias_reasons(m, 1, 1, 3, 8), "block_tables.table[1]=-1 must be >= 0");
+}
+
+TEST(BiasReasons, PagedSequencesMustFitTheirBlockTableRow) {
+  // Padded: a row holds max_pages*page_size = 4 keys.
+  auto p = paged_padded();
+  p.k_seqinfo.seqlen = DeviceInts({3, 5});
+  p.k_seqinfo.max_seqlen = 5;
+  auto r = bias_reasons(p, 1, 1, 3, 8);
+  ASSERT_EQ(r.size(), 1u) << joined(r);
+  EXPECT_REASON(r, "kv_seqlen[1]=5 exceeds max_pages*page_size=4");
+  expect_error([] { BlockDiagonalPaddedKeysMask::from_seqlens({1}, 8, {5}).make_paged(tables({0, 1}, 2), 2); },
+               "kv_seqlen[0]=5 exceeds max_pages*page_size=4");
+  // Gappy: seqstart (the offset in the row) + seqlen.
+  auto g = paged_gappy();
+  g.k_seqinfo.seqstart = DeviceInts({2, 0, 4});
+  EXPECT_REASON(bias_reasons(g, 1, 1, 3, 8), "kv_seqstarts[0]+kv_seqlen[0]=5 exceeds max_pages*page_size=4");
+  // make_paged: keys [3, 5) of a 2-row layout start in row 0 but end in row 1.
+  expect_error([] { BlockDiagonalGappyKeysMask::from_seqlens({1, 1}, {3, 4, 8}, {2, 1}).make_paged(tables({0, 1, 2, 3}, 2), 2); },
+               "kv_seqstarts[0]+kv_seqlen[0]=5 exceeds max_pages*page_size=4");
+  // ... and keys before their row's start.
+  expect_error([] { BlockDiagonalGappyKeysMask::from_seqlens({1, 1}, {0, 2, 8}, {1, 1}).make_paged(tables({0, 1, 2, 3}, 2), 2); },
+               "kv_seqstarts[1]=-2 must be >= 0");
+}
+
+TEST(BiasReasons, PagedPaddingIsTheBlockTableRow) {
+  auto m = paged_padded();
+  m.k_seqinfo = PaddedSeqLenInfo::from_seqlens_padded({3, 2}, 3);
+  EXPECT_REASON(bias_reasons(m, 1, 1, 3, 8), "k_seqinfo.padding=3 must equal block_tables.max_pages*page_size=4");
+}
+
+TEST(BiasReasons, PagedKeepsTheUnderlyingMaskRules) {
+  auto p = paged_padded();
+  p.k_seqinfo.seqlen = DeviceInts({-1, 2});
+  EXPECT_REASON(bias_reasons(p, 1, 1, 3, 8), "kv_seqlen[0]=-1 must be >= 0");
+  const BlockDiagonalCausalLocalAttentionPaddedKeysMask local{SeqLenInfo::from_seqlens({1}),
+                                                              PaddedSeqLenInfo::from_seqlens_padded({2}, 2), 1};
+  auto paged_local = local.make_paged(tables({1, 0}, 2), 2);
+  EXPECT_TRUE(bias_reasons(paged_local, 1, 1, 1, 4).empty());
+  paged_local.window_size = 0;
+  EXPECT_REASON(bias_reasons(paged_local, 1, 1, 1, 4),
+                "window_size=0 must be >= 1 with PagedBlockDiagonalCausalLocalPaddedKeysMask");
+  auto g = paged_gappy();
+  g.q_seqinfo = SeqLenInfo::from_seqlens({3});
+  EXPECT_REASON(bias_reasons(g, 1, 1, 3, 8), "len(q_seqlen)=1 must equal len(kv_seqlen)=2 with PagedBlockDiagonalGappyKeysMask");
+}
+
+// ---- bias_reasons: ALiBi -------------------------------------------------------------------
+TEST(BiasReasons, AlibiNeedsOneSlopePerHead) {
+  const AlibiBias bias{AlibiSlopes::geometric(3)};
+  EXPECT_TRUE(bias_reasons(bias, 2, 3, 4, 5).empty());
+  EXPECT_REASON(bias_reasons(bias, 2, 2, 4, 5), "len(slopes)=3 must equal H (query heads)=2 with AlibiBias");
+  EXPECT_REASON(bias_reasons(BlockDiagonalMask::from_seqlens({2}).add_alibi(AlibiSlopes::geometric(4)), 1, 8, 2, 2),
+                "len(slopes)=4 must equal H (query heads)=8 with BlockDiagonalMaskWithAlibi");
+}
+
+TEST(BiasReasons, AlibiSlopesMustBeFinite) {
+  const AlibiSlopes bad{DeviceFloats({0.5f, std::numeric_limits<float>::quiet_NaN(), -std::numeric_limits<float>::infinity()})};
+  const auto r = bias_reasons(LowerTriangularMaskWithAlibi{bad}, 1, 3, 2, 2);
+  EXPECT_REASON(r, "slopes[1]=nan must be finite with LowerTriangularMaskWithAlibi");
+  EXPECT_REASON(r, "slopes[2]=-inf must be finite");
+  EXPECT_EQ(r.size(), 2u) << joined(r);
+  expect_error([&] { LowerTriangularMask{}.add_alibi(bad); }, "slopes[1]=nan must be finite");
+}
+
+TEST(BiasReasons, AlibiKeepsTheBlockDiagonalRules) {
+  const AlibiSlopes s = AlibiSlopes::geometric(1);
+  EXPECT_REASON(bias_reasons(BlockDiagonalCausalMask::from_seqlens({2, 3}).add_alibi(s), 1, 1, 5, 4),
+                "key.shape[1]=4 must equal sum(kv_seqlen)=5 with BlockDiagonalCausalMaskWithAlibi");
+  EXPECT_REASON(bias_reasons(BlockDiagonalCausalMask::from_seqlens({2, 3}).add_alibi(s), 2, 1, 5, 5),
+                "query.shape[0]=2 must be 1 with BlockDiagonalCausalMaskWithAlibi");
+  const BlockDiagonalMaskWithAlibi m{SeqLenInfo::from_seqlens({1, 2}), SeqLenInfo::from_seqlens({3}), s};
+  EXPECT_REASON(bias_reasons(m, 1, 1, 3, 3), "len(q_seqlen)=2 must equal len(kv_seqlen)=1 with BlockDiagonalMaskWithAlibi");
+}
+
+// ---- bias_reasons: 5-D tensor biases -------------------------------------------------------
+TEST(BiasReasons, FiveDimensionalTensorBiasIsReadAsGTimesHHeads) {
+  float v[256] = {};
+  auto t = [&](std::initializer_list<int64_t> shape, std::initializer_list<int64_t> strides = {}) {
+    return TensorView::make(v, DType::f32, shape, strides, TensorView::kHost);
+  };
+  EXPECT_TRUE(bias_reasons(TensorBias{t({2, 2, 3, 4, 5})}, 2, 6, 4, 5).empty());
+  EXPECT_TRUE(bias_reasons(TensorBias{t({1, 1, 1, 4, 5})}, 2, 6, 4, 5).empty());
+  EXPECT_TRUE(bias_reasons(TensorBias{t({2, 2, 3, 4, 5}, {20, 0, 0, 5, 1})}, 2, 6, 4, 5).empty());
+  EXPECT_TRUE(bias_reasons(TensorBias{t({2, 1, 6, 4, 5})}, 2, 6, 4, 5).empty());
+  EXPECT_TRUE(bias_reasons(LowerTriangularMask{}.add_bias(t({1, 2, 3, 4, 5})), 2, 6, 4, 5).empty());
+  // G and H strides that are not one head stride.
+  EXPECT_REASON(bias_reasons(TensorBias{t({1, 2, 3, 4, 5}, {160, 80, 20, 5, 1})}, 1, 6, 4, 5),
+                "attn_bias.stride[1]=80 must equal shape[2]·stride[2]=60");
+  EXPECT_REASON(bias_reasons(TensorBias{t({1, 2, 3, 4, 5}, {20, 0, 20, 5, 1})}, 1, 6, 4, 5),
+                "attn_bias.stride[1]=0 must equal shape[2]·stride[2]=60");
+  // Shapes name the 5-D dimensions.
+  EXPECT_REASON(bias_reasons(TensorBias{t({1, 2, 3, 4, 5})}, 1, 4, 4, 5),
+                "attn_bias.shape[1]·shape[2]=6 must equal H (query heads)=4 or 1");
+  EXPECT_REASON(bias_reasons(TensorBias{t({1, 2, 3, 4, 5})}, 1, 6, 4, 7), "attn_bias.shape[4]=5 must equal key.shape[1]=7");
+  EXPECT_REASON(bias_reasons(TensorBias{t({1, 2, 3, 4, 5})}, 1, 6, 3, 5), "attn_bias.shape[3]=4 must equal query.shape[1]=3");
+  EXPECT_REASON(bias_reasons(TensorBias{t({1, 1, 1, 4, 5}, {40, 40, 40, 10, 2})}, 1, 1, 4, 5),
+                "attn_bias.stride[4]=2 must be 1");
+  EXPECT_REASON(bias_reasons(TensorBias{t({4, 5})}, 1, 1, 4, 5), "attn_bias.ndim=2 must be 4");
+}
+
 // ---- names and device arrays ---------------------------------------------------------------
 template <size_t... I>
 std::vector<std::string> all_names(std::index_sequence<I...>) {
@@ -552,6 +912,15 @@ TEST(BiasName, IsTheXFormersClassName) {
       "BlockDiagonalCausalLocalAttentionPaddedKeysMask",
       "BlockDiagonalGappyKeysMask",
       "BlockDiagonalCausalWithOffsetGappyKeysMask",
+      "PagedBlockDiagonalPaddedKeysMask",
+      "PagedBlockDiagonalCausalWithOffsetPaddedKeysMask",
+      "PagedBlockDiagonalCausalLocalPaddedKeysMask",
+      "PagedBlockDiagonalGappyKeysMask",
+      "PagedBlockDiagonalCausalWithOffsetGappyKeysMask",
+      "AlibiBias",
+      "LowerTriangularMaskWithAlibi",
+      "BlockDiagonalMaskWithAlibi",
+      "BlockDiagonalCausalMaskWithAlibi",
   };
   EXPECT_EQ(all_names(std::make_index_sequence<std::variant_size_v<AttnBias>>()), want);
   EXPECT_STREQ(bias_name(BlockDiagonalMask::from_seqlens({1}).make_local_attention(1)), "BlockDiagonalCausalLocalAttentionMask");
@@ -571,6 +940,17 @@ TEST(BiasDeviceInts, CallerPointerIsReturnedWithoutAGpu) {
 TEST(BiasDeviceInts, UploadNeedsADriver) {
   if (jit::CudaDriver::get().available) GTEST_SKIP() << "a CUDA driver is present; the GPU tests cover uploads";
   expect_error([] { DeviceInts({1, 2}).device(0); }, "CUDA");
+  expect_error([] { DeviceFloats({0.5f}).device(0); }, "CUDA");
+}
+
+TEST(BiasDeviceInts, FloatArraysWorkTheSame) {
+  const auto* ptr = reinterpret_cast<const float*>(uintptr_t(0x2000));
+  const DeviceFloats d({0.5f, 0.25f}, ptr);
+  const DeviceFloats copy = d;
+  EXPECT_EQ(copy.device(0), ptr);
+  EXPECT_EQ(copy.host(), (std::vector<float>{0.5f, 0.25f}));
+  EXPECT_EQ(DeviceFloats().device(0), nullptr);
+  EXPECT_TRUE(DeviceFloats().empty());
 }
 
 }  // namespace

@@ -1,6 +1,8 @@
-// DeviceInts: the int32 arrays kernels read (seqstarts, seqlens). The caller may hand us its own
-// device copy (so a decode step can be captured in a CUDA graph); otherwise the host copy is
-// uploaded once per CUDA context on first use and freed when the last copy of the DeviceInts goes.
+// DeviceArray<T>: the arrays kernels read (int32 seqstarts, seqlens and block tables; float ALiBi
+// slopes). The caller may hand us its own device copy (so a decode step can be captured in a CUDA
+// graph); otherwise the host copy is uploaded once per CUDA context on first use and freed when
+// the last copy of the DeviceArray goes. Instantiated for int32_t (DeviceInts) and float
+// (DeviceFloats) at the end of this file.
 #include <mutex>
 #include <utility>
 #include <vector>
@@ -11,8 +13,9 @@
 
 namespace jitattn {
 
-// Shared by every copy of one DeviceInts: the uploads made so far, one per context.
-struct DeviceInts::Upload {
+// Shared by every copy of one DeviceArray: the uploads made so far, one per context.
+template <class T>
+struct DeviceArray<T>::Upload {
   struct Copy {
     CUcontext ctx;
     CUdeviceptr ptr;
@@ -33,23 +36,27 @@ struct DeviceInts::Upload {
   }
 };
 
-DeviceInts::DeviceInts() : upload_(std::make_shared<Upload>()) {}
+template <class T>
+DeviceArray<T>::DeviceArray() : upload_(std::make_shared<Upload>()) {}
 
-DeviceInts::DeviceInts(std::vector<int32_t> host) : host_(std::move(host)), upload_(std::make_shared<Upload>()) {}
+template <class T>
+DeviceArray<T>::DeviceArray(std::vector<T> host) : host_(std::move(host)), upload_(std::make_shared<Upload>()) {}
 
-DeviceInts::DeviceInts(std::vector<int32_t> host, const int32_t* device_ptr)
+template <class T>
+DeviceArray<T>::DeviceArray(std::vector<T> host, const T* device_ptr)
     : host_(std::move(host)), caller_ptr_(device_ptr), upload_(std::make_shared<Upload>()) {}
 
-const int32_t* DeviceInts::device(int device) const {
+template <class T>
+const T* DeviceArray<T>::device(int device) const {
   if (caller_ptr_) return caller_ptr_;
   if (host_.empty() || !upload_) return nullptr;  // nothing to upload (or a moved-from object)
   const jit::ContextInfo& ctx = jit::JitRuntime::get().context(device);  // a context is now current
   std::lock_guard<std::mutex> lock(upload_->mu);
-  for (const Upload::Copy& c : upload_->copies)
-    if (c.ctx == ctx.ctx) return reinterpret_cast<const int32_t*>(c.ptr);
+  for (const typename Upload::Copy& c : upload_->copies)
+    if (c.ctx == ctx.ctx) return reinterpret_cast<const T*>(c.ptr);
 
   const jit::CudaDriver& d = jit::CudaDriver::require();
-  const size_t bytes = host_.size() * sizeof(int32_t);
+  const size_t bytes = host_.size() * sizeof(T);
   CUdeviceptr ptr = 0;
   jit::check_cuda(d.cuMemAlloc(&ptr, bytes), "cuMemAlloc");
   const CUresult rc = d.cuMemcpyHtoD(ptr, host_.data(), bytes);
@@ -58,7 +65,10 @@ const int32_t* DeviceInts::device(int device) const {
     jit::check_cuda(rc, "cuMemcpyHtoD");
   }
   upload_->copies.push_back({ctx.ctx, ptr});
-  return reinterpret_cast<const int32_t*>(ptr);
+  return reinterpret_cast<const T*>(ptr);
 }
+
+template class DeviceArray<int32_t>;
+template class DeviceArray<float>;
 
 }  // namespace jitattn
