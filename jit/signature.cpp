@@ -12,9 +12,17 @@ namespace jitattn::jit {
 const char* to_string(Op op) {
   switch (op) {
     case Op::fwd: return "fwd";
+    case Op::bwd_pre: return "bwd_pre";
+    case Op::bwd: return "bwd";
+    case Op::bwd_kv: return "bwd_kv";
+    case Op::bwd_dq: return "bwd_dq";
+    case Op::bwd_post: return "bwd_post";
+    case Op::merge: return "merge";
   }
   return "?";
 }
+
+bool uses_bias(Op op) { return op == Op::fwd || op == Op::bwd || op == Op::bwd_kv || op == Op::bwd_dq; }
 
 const char* to_string(BiasKind kind) {
   switch (kind) {
@@ -70,7 +78,8 @@ bool has_uneven_blocks(BiasKind kind) {
 const char* to_string(Family family) { return family == Family::mma ? "mma" : "simt"; }
 
 std::optional<Op> parse_op(const std::string& s) {
-  if (s == "fwd") return Op::fwd;
+  for (Op op : kAllOps)
+    if (s == to_string(op)) return op;
   return std::nullopt;
 }
 
@@ -125,8 +134,8 @@ std::string KernelSpec::name() const {
   os << to_string(sig.op) << '.' << sig.arch().name() << '.' << jitattn::to_string(sig.dtype);
   if (sig.out_dtype != sig.dtype) os << "_to_" << jitattn::to_string(sig.out_dtype);
   os << ".d" << sig.head_dim << ".v" << sig.head_dim_v << '.' << to_string(sig.bias)
-     << (sig.lse ? ".lse" : ".nolse") << ".a" << int(sig.align) << '.' << to_string(family) << '_'
-     << tile.name();
+     << (sig.lse ? ".lse" : ".nolse") << (sig.dbias ? "_dbias" : "") << (sig.dropout ? "_drop" : "")
+     << ".a" << int(sig.align) << '.' << to_string(family) << '_' << tile.name();
   return os.str();
 }
 
@@ -181,11 +190,17 @@ std::optional<KernelSpec> KernelSpec::parse(const std::string& name) {
   auto hd = parse_prefixed(p[3], 'd'), hv = parse_prefixed(p[4], 'v');
   auto bias = parse_bias_kind(p[5]);
   auto align = parse_prefixed(p[7], 'a');
-  if (!hd || !hv || !bias || !align || (p[6] != "lse" && p[6] != "nolse")) return std::nullopt;
+  const auto flags = split(p[6], '_');  // lse|nolse, then optional dbias, drop
+  if (!hd || !hv || !bias || !align || (flags[0] != "lse" && flags[0] != "nolse")) return std::nullopt;
   spec.sig.head_dim = *hd;
   spec.sig.head_dim_v = *hv;
   spec.sig.bias = *bias;
-  spec.sig.lse = p[6] == "lse";
+  spec.sig.lse = flags[0] == "lse";
+  for (size_t i = 1; i < flags.size(); ++i) {
+    if (flags[i] == "dbias") spec.sig.dbias = 1;
+    else if (flags[i] == "drop") spec.sig.dropout = 1;
+    else return std::nullopt;
+  }
   spec.sig.align = uint8_t(*align);
   const auto ft = split(p[8], '_');
   if (ft.size() != 2 || (ft[0] != "mma" && ft[0] != "simt")) return std::nullopt;

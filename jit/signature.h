@@ -13,7 +13,13 @@
 
 namespace jitattn::jit {
 
-enum class Op : uint8_t { fwd };
+// fwd: the forward. The backward runs bwd_pre (delta = rowsum(dO ∘ O), zeroed dQ accumulator),
+// then bwd (dK, dV and atomically accumulated dQ) and bwd_post (dQ in the query dtype) — or, in
+// the deterministic mode, bwd_kv (dK, dV only) and bwd_dq (dQ without atomics).
+// merge: merge_attentions. New ops are appended: an enumerator's value is part of cache keys.
+enum class Op : uint8_t { fwd, bwd_pre, bwd, bwd_kv, bwd_dq, bwd_post, merge };
+constexpr Op kAllOps[] = {Op::fwd, Op::bwd_pre, Op::bwd, Op::bwd_kv, Op::bwd_dq, Op::bwd_post, Op::merge};
+bool uses_bias(Op op);  // ops whose kernels apply the bias policy
 // One enumerator per generated mask/bias policy. "bd_" kinds are block-diagonal (varlen layout:
 // sequences concatenated along M); padded and gappy keys are the same kernels with a key-length
 // array. "_br" means aligned to the bottom right (shift = Mkv - Mq per sequence). "pbd_" kinds
@@ -68,12 +74,15 @@ struct Signature {
   uint8_t arch_specific = 0;
   uint8_t lse = 0;
   uint8_t align = 16;  // 16: every pointer and row stride is 16-byte aligned; else element-aligned
+  uint8_t dropout = 0;  // fwd, bwd*: dropout on the attention probabilities
+  uint8_t dbias = 0;    // bwd: also writes the gradient of a dense bias
+  uint8_t reserved[2] = {0, 0};
 
   Arch arch() const { return Arch{arch_sm, arch_specific != 0}; }
   bool operator==(const Signature& o) const;
   uint64_t hash() const;  // XXH3-64 of the bytes
 };
-static_assert(sizeof(Signature) == 12, "Signature must stay padding-free");
+static_assert(sizeof(Signature) == 16, "Signature must stay padding-free");
 
 struct TileConfig {
   uint16_t block_m = 0, block_n = 0, warps = 0;

@@ -10,6 +10,13 @@ namespace jitattn::jit {
 namespace {
 int round_up(int x, int m) { return (x + m - 1) / m * m; }
 
+// kernel_src/bwd_simt.cuh's layouts (bwd/bwd_kv and bwd_dq, fp32 inputs).
+int bwd_simt_smem_bytes(const KernelSpec& spec) {
+  const int m = spec.tile.block_m, n = spec.tile.block_n, d = spec.sig.head_dim, dv = spec.sig.head_dim_v;
+  if (spec.sig.op == Op::bwd_dq) return 4 * (m * d + m * dv + n * d + n * dv + m * n + 2 * m);
+  return 4 * (n * d + n * dv + m * d + m * dv + m * n + 2 * m);
+}
+
 // Largest dynamic shared memory a block may opt into, per compute capability.
 int max_smem_bytes(int sm) {
   if (sm == 80 || sm == 87) return 163 * 1024;
@@ -19,6 +26,19 @@ int max_smem_bytes(int sm) {
 
 TileConfig default_tile(const Signature& sig, Family family) {
   const int d = std::max(sig.head_dim, sig.head_dim_v);
+  switch (sig.op) {
+    case Op::bwd_pre: return {4, 1, 4};     // one warp per row
+    case Op::bwd_post: return {128, 1, 4};  // one thread per element
+    case Op::merge: return {128, 1, 4};     // one thread per output element
+    case Op::bwd: case Op::bwd_kv:
+      // kBlockN keys per block (16 per warp), kBlockM queries per step.
+      if (family == Family::simt) return {16, 32, 4};
+      return d <= 128 ? TileConfig{64, 128, 8} : TileConfig{64, 64, 4};
+    case Op::bwd_dq:
+      if (family == Family::simt) return {16, 32, 4};
+      return {64, 64, 4};
+    case Op::fwd: break;
+  }
   if (family == Family::simt) return {16, uint16_t(d > 128 ? 16 : 32), 4};
   // H100, bf16 (tools/perf/sweep.sh): m128n64w4 beat m128n64w8, m64n64w4, m128n32w4 and
   // m128n128w8 at d = 64 and 128. Each warp owns 32 query rows, so each K/V fragment read from
@@ -31,17 +51,32 @@ TileConfig default_tile(const Signature& sig, Family family) {
 KernelSpec make_spec(const Signature& sig) {
   KernelSpec spec;
   spec.sig = sig;
-  spec.family = sig.dtype == DType::f32 ? Family::simt : Family::mma;
-  const auto& forced = Env::get().tile;
-  spec.tile = forced ? *forced : default_tile(sig, spec.family);
+  const bool rowwise = sig.op == Op::bwd_pre || sig.op == Op::bwd_post || sig.op == Op::merge;
+  spec.family = sig.dtype == DType::f32 || rowwise ? Family::simt : Family::mma;
+  const auto& forced = Env::get().tile;  // forward experiments only
+  spec.tile = forced && sig.op == Op::fwd ? *forced : default_tile(sig, spec.family);
   return spec;
 }
 
+// Mirrors the kernels' layouts (kernel_src/*: kSmemBytes); the generated source static_asserts
+// that both agree.
 int KernelSpec::smem_bytes() const {
   const int m = tile.block_m, n = tile.block_n, d = sig.head_dim, dv = sig.head_dim_v;
+  const int qk_stride = round_up(d, 16) + 8, v_stride = round_up(dv, 16) + 8;
+  switch (sig.op) {
+    case Op::bwd_pre: case Op::bwd_post: case Op::merge: return 0;
+    case Op::bwd: case Op::bwd_kv:
+      if (family == Family::simt) return bwd_simt_smem_bytes(*this);
+      // K, V; two stages of Q and dO; dSᵀ (bwd only); two stages of lse and delta (bwd_mma.cuh)
+      return 2 * (n * qk_stride + n * v_stride + 2 * m * qk_stride + 2 * m * v_stride +
+                  (sig.op == Op::bwd ? n * (m + 8) : 0)) + 16 * m;
+    case Op::bwd_dq:
+      if (family == Family::simt) return bwd_simt_smem_bytes(*this);
+      return 2 * (m * qk_stride + m * v_stride + 2 * n * qk_stride + 2 * n * v_stride);  // bwd_dq_mma.cuh
+    case Op::fwd: break;
+  }
   if (family == Family::simt) return 4 * (m * d + n * d + n * dv + m * n + m * dv + 3 * m);
-  const int qk_stride = round_up(d, 16) + 8, v_stride = round_up(dv, 16) + 8;  // fwd_mma.cuh
-  return 2 * (m * qk_stride + 2 * n * qk_stride + n * v_stride);  // Q, two K stages, V
+  return 2 * (m * qk_stride + 2 * n * qk_stride + n * v_stride);  // Q, two K stages, V (fwd_mma.cuh)
 }
 
 std::string validate_spec(const KernelSpec& spec) {
@@ -51,7 +86,13 @@ std::string validate_spec(const KernelSpec& spec) {
   if (!dim_ok(s.head_dim_v)) return "head_dim_v=" + std::to_string(s.head_dim_v) + " must be a multiple of 8 in [8, 256]";
   if (s.arch_sm < 80) return "arch " + s.arch().name() + " is older than sm_80";
   if (s.align != 16 && s.align != 2 && s.align != 4) return "align=" + std::to_string(s.align) + " must be 2, 4 or 16";
-  if (spec.family == Family::mma) {
+  if (spec.family == Family::mma && (s.op == Op::bwd || s.op == Op::bwd_kv)) {
+    if (s.dtype == DType::f32) return "the mma family takes f16/bf16 inputs";
+    if (spec.tile.block_n % (spec.tile.warps * 16) != 0)
+      return "tile " + spec.tile.name() + ": block_n must be a multiple of 16 x warps";
+    if (spec.tile.block_m % 16 != 0 || spec.tile.warps % (spec.tile.block_m / 16) != 0)
+      return "tile " + spec.tile.name() + ": block_m must be a multiple of 16 whose 16-row tiles divide the warps";
+  } else if (spec.family == Family::mma) {
     if (s.dtype == DType::f32) return "the mma family takes f16/bf16 inputs";
     if (spec.tile.block_m % (spec.tile.warps * 16) != 0)
       return "tile " + spec.tile.name() + ": block_m must be a multiple of 16 x warps";

@@ -1,7 +1,8 @@
-// Bias/mask policies. A policy answers three questions for one (sequence, head), whose
+// Bias/mask policies. A policy answers these questions for one (sequence, head), whose
 // lengths are mq queries and mkv keys:
 //   kv_range(q_lo, q_hi)          which keys rows [q_lo, q_hi) can see at all — tiles outside
 //                                 are never loaded, so a mask costs what its visible part costs;
+//   q_range(k_lo, k_hi)           which queries see any of keys [k_lo, k_hi) (the backward);
 //   tile_full(q_lo, q_hi, k_lo, k_hi)  whether every element of a tile is visible, so the
 //                                 per-element pass is skipped;
 //   logit(x, i, j)                the base-2 logit of query i and key j after masking/bias
@@ -17,6 +18,7 @@ struct NoBias {
   static constexpr bool kElementwise = false;  // logit() must run on every tile
   __device__ NoBias(const FwdParams&, int, int, int, int) {}
   __device__ void kv_range(int, int, int mkv, int& lo, int& hi) const { lo = 0; hi = mkv; }
+  __device__ void q_range(int, int, int mq, int& lo, int& hi) const { lo = 0; hi = mq; }
   __device__ bool tile_full(int, int, int, int) const { return true; }
   __device__ float logit(float x, int, int) const { return x; }
 };
@@ -37,6 +39,11 @@ struct BandMask {
   __device__ void kv_range(int q_lo, int q_hi, int mkv, int& lo, int& hi) const {
     lo = kLeft ? imax(0, q_lo + lo_off) : 0;
     hi = kRight ? imax(0, imin(mkv, q_hi - 1 + hi_off + 1)) : mkv;
+  }
+  // The queries that see any of keys [k_lo, k_hi) (the backward walks queries per key block).
+  __device__ void q_range(int k_lo, int k_hi, int mq, int& lo, int& hi) const {
+    lo = kRight ? imin(mq, imax(0, k_lo - hi_off)) : 0;
+    hi = kLeft ? imax(0, imin(mq, k_hi - 1 - lo_off + 1)) : mq;
   }
   __device__ bool tile_full(int q_lo, int q_hi, int k_lo, int k_hi) const {
     return (!kRight || k_hi - 1 - q_lo <= hi_off) && (!kLeft || k_lo - (q_hi - 1) >= lo_off);
@@ -61,6 +68,7 @@ struct TensorBiasPolicy {
         row0(static_cast<const T*>(p.bias) + b * p.bias_stride_b + h * p.bias_stride_h),
         stride_m(p.bias_stride_m) {}
   __device__ void kv_range(int q_lo, int q_hi, int mkv, int& lo, int& hi) const { mask.kv_range(q_lo, q_hi, mkv, lo, hi); }
+  __device__ void q_range(int k_lo, int k_hi, int mq, int& lo, int& hi) const { mask.q_range(k_lo, k_hi, mq, lo, hi); }
   __device__ bool tile_full(int q_lo, int q_hi, int k_lo, int k_hi) const { return mask.tile_full(q_lo, q_hi, k_lo, k_hi); }
   __device__ float logit(float x, int i, int j) const {
     const float masked = mask.logit(x, i, j);
@@ -77,6 +85,7 @@ struct AlibiPolicy {
   __device__ AlibiPolicy(const FwdParams& p, int b, int h, int mq, int mkv)
       : mask(p, b, h, mq, mkv), slope(p.alibi_slopes[h] * kLog2e) {}
   __device__ void kv_range(int q_lo, int q_hi, int mkv, int& lo, int& hi) const { mask.kv_range(q_lo, q_hi, mkv, lo, hi); }
+  __device__ void q_range(int k_lo, int k_hi, int mq, int& lo, int& hi) const { mask.q_range(k_lo, k_hi, mq, lo, hi); }
   __device__ bool tile_full(int q_lo, int q_hi, int k_lo, int k_hi) const { return mask.tile_full(q_lo, q_hi, k_lo, k_hi); }
   __device__ float logit(float x, int i, int j) const {
     const float masked = mask.logit(x, i, j);

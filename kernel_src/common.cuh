@@ -75,6 +75,10 @@ __device__ __forceinline__ unsigned smem_addr(const void* p) {
 __device__ __forceinline__ void cp_async_16(unsigned dst, const void* src, bool valid) {
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" :: "r"(dst), "l"(src), "r"(valid ? 16 : 0));
 }
+// 4-byte variant (lse/delta rows): with `valid` false the destination is zero-filled.
+__device__ __forceinline__ void cp_async_4(unsigned dst, const void* src, bool valid) {
+  asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" :: "r"(dst), "l"(src), "r"(valid ? 4 : 0));
+}
 __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
 // Waits until at most kPending of the most recent commit groups are still in flight.
 template <int kPending>
@@ -89,6 +93,11 @@ __device__ __forceinline__ void ldmatrix_x4(unsigned (&r)[4], unsigned addr) {
 __device__ __forceinline__ void ldmatrix_x4_trans(unsigned (&r)[4], unsigned addr) {
   asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
                : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(addr));
+}
+
+// Two 8x8 matrices (lanes 0-15 give the row addresses), transposed: one B fragment.
+__device__ __forceinline__ void ldmatrix_x2_trans(unsigned (&r)[2], unsigned addr) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x2.trans.shared.b16 {%0,%1}, [%2];\n" : "=r"(r[0]), "=r"(r[1]) : "r"(addr));
 }
 
 // d += a (16x16, row) * b (16x8, col) with fp32 accumulation.
@@ -117,6 +126,63 @@ __device__ __forceinline__ float quad_sum(float x) {
 }
 
 template <bool B> struct Bool { static constexpr bool value = B; };
+
+// *addr += x in global memory, without a return value.
+__device__ __forceinline__ void atomic_add_f32(float* addr, float x) {
+  asm volatile("red.global.add.f32 [%0], %1;\n" :: "l"(addr), "f"(x) : "memory");
+}
+
+// ---- dropout: Philox4x32-10 (Salmon et al., SC'11), the layout of params.h ---------------------
+__device__ __forceinline__ unsigned mulhi_u32(unsigned a, unsigned b) {
+  unsigned r;
+  asm("mul.hi.u32 %0, %1, %2;" : "=r"(r) : "r"(a), "r"(b));
+  return r;
+}
+__device__ __forceinline__ void philox4x32_10(unsigned (&c)[4], unsigned k0, unsigned k1) {
+#pragma unroll
+  for (int r = 0; r < 10; ++r) {
+    const unsigned hi0 = mulhi_u32(0xD2511F53u, c[0]), lo0 = 0xD2511F53u * c[0];
+    const unsigned hi1 = mulhi_u32(0xCD9E8D57u, c[2]), lo1 = 0xCD9E8D57u * c[2];
+    c[0] = hi1 ^ c[1] ^ k0;
+    c[1] = lo1;
+    c[2] = hi0 ^ c[3] ^ k1;
+    c[3] = lo0;
+    k0 += 0x9E3779B9u;
+    k1 += 0xBB67AE85u;
+  }
+}
+
+// Whether element e of the dropout index space is kept.
+__device__ __forceinline__ bool dropout_keep1(const FwdParams& p, unsigned long long e) {
+  const unsigned long long grp = e >> 2;
+  unsigned c[4] = {unsigned(grp), unsigned(grp >> 32), unsigned(p.dropout_offset), unsigned(p.dropout_offset >> 32)};
+  philox4x32_10(c, unsigned(p.dropout_seed), unsigned(p.dropout_seed >> 32));
+  const int w = int(e & 3);
+  return (w == 0 ? c[0] : w == 1 ? c[1] : w == 2 ? c[2] : c[3]) >= p.dropout_threshold;
+}
+
+// Whether elements e and e+1 of the dropout index space are kept (one Philox call when both
+// fall in the same group of four, two otherwise).
+__device__ __forceinline__ void dropout_keep2(const FwdParams& p, unsigned long long e, bool& keep0, bool& keep1) {
+  auto draw = [&](unsigned long long x, unsigned (&c)[4]) {
+    const unsigned long long grp = x >> 2;
+    c[0] = unsigned(grp);
+    c[1] = unsigned(grp >> 32);
+    c[2] = unsigned(p.dropout_offset);
+    c[3] = unsigned(p.dropout_offset >> 32);
+    philox4x32_10(c, unsigned(p.dropout_seed), unsigned(p.dropout_seed >> 32));
+  };
+  unsigned c[4];
+  draw(e, c);
+  const int w = int(e & 3);
+  keep0 = c[w] >= p.dropout_threshold;
+  if (w < 3) {
+    keep1 = c[w + 1] >= p.dropout_threshold;
+  } else {
+    draw(e + 1, c);
+    keep1 = c[0] >= p.dropout_threshold;
+  }
+}
 
 constexpr int round_up(int x, int m) { return (x + m - 1) / m * m; }
 constexpr int ceil_div(int x, int m) { return (x + m - 1) / m; }

@@ -7,7 +7,7 @@
 // and the softmax.
 //
 // Cfg (from the generated preamble): kDType, kOutDType, kHeadDim, kHeadDimV, kBlockM, kBlockN,
-// kWarps, kAlign16, kWriteLse.
+// kWarps, kAlign16, kWriteLse, kVarlen, kPaged, kDropout.
 #pragma once
 #include "bias_policies.cuh"
 #include "common.cuh"
@@ -239,6 +239,22 @@ __device__ __forceinline__ void fwd_mma(const FwdParams& p) {
           }
         }
 
+      if constexpr (Cfg::kDropout) {  // after the row sums: the LSE is that of the undropped softmax
+#pragma unroll
+        for (int mt = 0; mt < kMT; ++mt)
+#pragma unroll
+          for (int nt = 0; nt < kNT; ++nt)
+#pragma unroll
+            for (int half = 0; half < 2; ++half) {
+              const int i = q_lo + warp_row0 + mt * 16 + g + half * 8, j = n0 + nt * 8 + 2 * t;
+              const unsigned long long e0 =
+                  ((unsigned long long)(seq.batch * p.heads + h) * p.mq_rows + seq.q_start + i) * p.mkv_rows + seq.k_start + j;
+              bool keep0, keep1;
+              dropout_keep2(p, e0, keep0, keep1);
+              if (!keep0) s[mt][nt][2 * half] = 0.f;
+              if (!keep1) s[mt][nt][2 * half + 1] = 0.f;
+            }
+      }
     }  // active
 
     cp_async_wait<1>();  // V(it) has landed; K(it+1) may still be in flight
@@ -282,7 +298,7 @@ __device__ __forceinline__ void fwd_mma(const FwdParams& p) {
     for (int half = 0; half < 2; ++half) {
       const int i = q_lo + warp_row0 + mt * 16 + g + half * 8;
       const float l = quad_sum(row_sum[mt][half]);
-      const float inv = l > 0.f ? 1.f / l : 0.f;
+      const float inv = l > 0.f ? (Cfg::kDropout ? p.dropout_scale : 1.f) / l : 0.f;
       if (i >= mq) continue;
       TO* row = out + (int64_t)i * p.o_stride_m;
 #pragma unroll

@@ -92,6 +92,12 @@ __device__ __forceinline__ void fwd_simt(const FwdParams& p) {
         sS[r * kBN + c] = e;
         sum += e;
       }
+      if constexpr (Cfg::kDropout) {  // after the row sum: the LSE is that of the undropped softmax
+        const unsigned long long row =
+            ((unsigned long long)(seq.batch * p.heads + h) * p.mq_rows + seq.q_start + q_lo + r) * p.mkv_rows + seq.k_start;
+        for (int c = 0; c < kBN; ++c)
+          if (n0 + c < mkv && !dropout_keep1(p, row + n0 + c)) sS[r * kBN + c] = 0.f;
+      }
       const float alpha = exp2f(sMax[r] - base);
       sAlpha[r] = alpha;
       sSum[r] = sSum[r] * alpha + sum;
@@ -112,7 +118,7 @@ __device__ __forceinline__ void fwd_simt(const FwdParams& p) {
     const int r = e / kDv, c = e % kDv, i = q_lo + r;
     if (i >= mq) continue;
     const float l = sSum[r];
-    out[(int64_t)i * p.o_stride_m + c] = from_float<Cfg::kOutDType>(l > 0.f ? sO[e] / l : 0.f);
+    out[(int64_t)i * p.o_stride_m + c] = from_float<Cfg::kOutDType>(l > 0.f ? sO[e] * (Cfg::kDropout ? p.dropout_scale : 1.f) / l : 0.f);
   }
   if constexpr (Cfg::kWriteLse) {
     for (int r = threadIdx.x; r < kBM; r += L::kThreads) {

@@ -47,6 +47,38 @@ struct FwdParams {
   int32_t window_right;     //   -window_left <= j - i - shift <= window_right
   int32_t pairs_per_chunk;  // block order: see block_coords() in common.cuh
   float scale_log2;    // softmax scale * log2(e): the kernels work in base 2
+
+  // Dropout (Cfg::kDropout): element (b, h, i, j) of the [B, H, mq_rows, mkv_rows] probability
+  // matrix (i, j counted in the query/key tensors, so varlen sequences use their global rows) is
+  // kept iff philox4x32_10({e/4 lo, e/4 hi, offset lo, offset hi}, {seed lo, seed hi})[e % 4] >=
+  // dropout_threshold, e = ((b·H + h)·mq_rows + i)·mkv_rows + j; kept values are scaled by
+  // dropout_scale = 1 / (1 - p). tests/philox.h documents the same layout.
+  unsigned long long dropout_seed, dropout_offset;
+  unsigned dropout_threshold;
+  float dropout_scale;
+  int32_t batch_rows, mq_rows, mkv_rows;  // B and M of the query tensor, M of the key tensor
+};
+
+// Backward. The forward's arguments (f: q, k, v, out = O, lse, bias, geometry, windows) plus the
+// gradients. delta = rowsum(dO ∘ O) and dq_accum (fp32, dQ before the softmax scale) are
+// workspace rows laid out [B, H, mq_rows] and [B, H, mq_rows, head_dim].
+struct BwdParams {
+  FwdParams f;
+  const void* dout;
+  void* dq;
+  void* dk;
+  void* dv;
+  void* dbias;         // [B, H, Mq, Mkv] like the bias, or null
+  float* delta;
+  float* dq_accum;
+  int64_t do_stride_b, do_stride_m, do_stride_h;
+  int64_t dq_stride_b, dq_stride_m, dq_stride_h;
+  int64_t dk_stride_b, dk_stride_m, dk_stride_h;
+  int64_t dv_stride_b, dv_stride_m, dv_stride_h;
+  int64_t dbias_stride_b, dbias_stride_h, dbias_stride_m;
+  int32_t kv_heads;    // key/value heads (f.heads / f.kv_group)
+  int32_t max_mkv;     // the longest key sequence (the grid's key blocks)
+  float scale;         // softmax scale
 };
 
 }  // namespace jitattn

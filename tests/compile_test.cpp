@@ -71,18 +71,87 @@ std::vector<KernelSpec> every_variant() {
     s.head_dim = s.head_dim_v = 256;
     s.out_dtype = DType::f32;
     add(s);
+
+    // The forward with dropout, per dtype.
+    for (DType dt : {DType::f16, DType::bf16, DType::f32}) {
+      Signature f;
+      f.arch_sm = a.sm, f.arch_specific = a.specific;
+      f.dtype = f.out_dtype = dt;
+      f.bias = BiasKind::causal;
+      f.lse = 1, f.dropout = 1;
+      f.align = uint8_t(dt == DType::f32 ? 4 : 16);
+      f.head_dim = f.head_dim_v = 128;
+      add(f);
+    }
   }
   return specs;
 }
 
-TEST(Compile, EveryVariantForSm80AndSm90a) {
+// Every backward kernel: each bias kind × dtype for the three kernels that apply the bias (bwd,
+// bwd_kv, bwd_dq), dropout and dbias variants, the row kernels, and the head dims' tile classes.
+std::vector<KernelSpec> every_backward_variant() {
+  std::vector<KernelSpec> specs;
+  for (const char* arch : {"sm_80", "sm_90a"}) {
+    const Arch a = *Arch::parse(arch);
+    Signature s;
+    s.arch_sm = a.sm, s.arch_specific = a.specific;
+    s.lse = 1;
+    for (DType dt : {DType::f16, DType::bf16, DType::f32}) {
+      s.dtype = s.out_dtype = dt;
+      s.align = uint8_t(dt == DType::f32 ? 4 : 16);
+      s.head_dim = s.head_dim_v = 64;
+      for (BiasKind bias : kAllBiasKinds) {
+        if (is_paged(bias)) continue;  // inference only
+        s.bias = bias;
+        for (Op op : {Op::bwd, Op::bwd_kv, Op::bwd_dq}) {
+          s.op = op;
+          s.dbias = (bias == BiasKind::tensor || bias == BiasKind::causal_tensor) && op != Op::bwd_dq;
+          specs.push_back(make_spec(s));
+        }
+      }
+      s.dbias = 0;
+      s.bias = BiasKind::causal;
+      s.dropout = 1;
+      for (Op op : {Op::bwd, Op::bwd_kv, Op::bwd_dq}) {
+        s.op = op;
+        specs.push_back(make_spec(s));
+      }
+      s.dropout = 0;
+      s.bias = BiasKind::none;
+      for (Op op : {Op::bwd_pre, Op::bwd_post}) {
+        s.op = op;
+        specs.push_back(make_spec(s));
+      }
+      if (dt == DType::f32) continue;
+      s.bias = BiasKind::causal;
+      for (auto [d, dv] : {std::pair<int, int>{128, 128}, {256, 256}, {64, 128}, {40, 40}})
+        for (Op op : {Op::bwd, Op::bwd_dq}) {
+          s.op = op;
+          s.head_dim = uint16_t(d), s.head_dim_v = uint16_t(dv);
+          specs.push_back(make_spec(s));
+        }
+      s.head_dim = s.head_dim_v = 64;
+      s.align = 2;  // element-wise loads
+      s.op = Op::bwd;
+      specs.push_back(make_spec(s));
+    }
+  }
+  return specs;
+}
+
+void compile_all(const std::vector<KernelSpec>& specs);
+
+TEST(Compile, EveryVariantForSm80AndSm90a) { compile_all(every_variant()); }
+
+TEST(Compile, EveryBackwardVariantForSm80AndSm90a) { compile_all(every_backward_variant()); }
+
+void compile_all(const std::vector<KernelSpec>& specs) {
   NvrtcCompiler* compiler = nullptr;
   try {
     compiler = &NvrtcCompiler::get();
   } catch (const std::exception& e) {
     FAIL() << "NVRTC is required for this test: " << e.what();
   }
-  const auto specs = every_variant();
   std::atomic<size_t> next{0};
   std::mutex mu;
   std::vector<std::string> failures;

@@ -1,6 +1,7 @@
 #include "gpu_support.h"
 
 #include "jit/jit_runtime.h"
+#include "jitattn/error.h"
 
 namespace jitattn::test {
 
@@ -58,5 +59,56 @@ void DeviceBuffer::fill(unsigned char byte) {
 }
 
 void device_synchronize() { check_cuda(CudaDriver::get().cuCtxSynchronize(), "cuCtxSynchronize"); }
+
+Stream::Stream() {
+  check_cuda(CudaDriver::require().cuStreamCreate(&stream_, CU_STREAM_NON_BLOCKING), "cuStreamCreate");
+}
+
+Stream::~Stream() {
+  if (stream_) CudaDriver::get().cuStreamDestroy(stream_);
+}
+
+void Stream::synchronize() const { check_cuda(CudaDriver::get().cuStreamSynchronize(stream_), "cuStreamSynchronize"); }
+
+Graph Graph::capture(CUstream stream, const std::function<void()>& enqueue) {
+  const CudaDriver& d = CudaDriver::require();
+  check_cuda(d.cuStreamBeginCapture(stream, CU_STREAM_CAPTURE_MODE_GLOBAL), "cuStreamBeginCapture");
+  Graph g;
+  try {
+    enqueue();
+  } catch (...) {
+    CUgraph partial = nullptr;
+    if (d.cuStreamEndCapture(stream, &partial) == CUDA_SUCCESS && partial) d.cuGraphDestroy(partial);
+    throw;
+  }
+  check_cuda(d.cuStreamEndCapture(stream, &g.graph_),
+             "cuStreamEndCapture (capture invalidated: was a call not allowed during capture made?)");
+  if (!g.graph_) throw Error("cuStreamEndCapture returned no graph");
+  check_cuda(d.cuGraphInstantiateWithFlags(&g.exec_, g.graph_, 0), "cuGraphInstantiateWithFlags");
+  return g;
+}
+
+void Graph::reset() {
+  const CudaDriver& d = CudaDriver::get();
+  if (exec_) d.cuGraphExecDestroy(exec_);
+  if (graph_) d.cuGraphDestroy(graph_);
+  exec_ = nullptr, graph_ = nullptr;
+}
+
+Graph::~Graph() { reset(); }
+
+Graph& Graph::operator=(Graph&& o) noexcept {
+  if (this != &o) {
+    reset();
+    graph_ = o.graph_, exec_ = o.exec_;
+    o.graph_ = nullptr, o.exec_ = nullptr;
+  }
+  return *this;
+}
+
+void Graph::launch(CUstream stream) const {
+  if (!exec_) throw Error("Graph::launch: no graph");
+  check_cuda(CudaDriver::get().cuGraphLaunch(exec_, stream), "cuGraphLaunch");
+}
 
 }  // namespace jitattn::test

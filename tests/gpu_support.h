@@ -3,6 +3,8 @@
 #include <gtest/gtest.h>
 
 #include <cstddef>
+#include <functional>
+#include <string>
 #include <vector>
 
 #include "jit/cuda_driver.h"
@@ -39,5 +41,43 @@ class DeviceBuffer {
 };
 
 void device_synchronize();
+
+// A stream created CU_STREAM_NON_BLOCKING (not ordered with the legacy default stream, as the
+// streams of PyTorch's pool): work on the legacy stream (DeviceBuffer's copies and fills) must be
+// finished, e.g. by device_synchronize(), before work queued here may depend on it.
+class Stream {
+ public:
+  Stream();
+  ~Stream();
+  Stream(const Stream&) = delete;
+  Stream& operator=(const Stream&) = delete;
+  CUstream get() const { return stream_; }
+  void synchronize() const;
+
+ private:
+  CUstream stream_ = nullptr;
+};
+
+// An instantiated CUDA graph made by stream capture.
+class Graph {
+ public:
+  // Captures what `enqueue` queues on `stream` (CU_STREAM_CAPTURE_MODE_GLOBAL: a call that is not
+  // allowed during capture, such as a synchronous copy or an allocation, from any thread
+  // invalidates it and end of capture throws) and instantiates it. Nothing runs. If `enqueue`
+  // throws, the capture is ended and the exception passed on.
+  static Graph capture(CUstream stream, const std::function<void()>& enqueue);
+
+  Graph() = default;
+  ~Graph();
+  Graph(Graph&& o) noexcept : graph_(o.graph_), exec_(o.exec_) { o.graph_ = nullptr, o.exec_ = nullptr; }
+  Graph& operator=(Graph&& o) noexcept;
+
+  void launch(CUstream stream) const;  // queues one replay on `stream`
+
+ private:
+  void reset();
+  CUgraph graph_ = nullptr;
+  CUgraphExec exec_ = nullptr;
+};
 
 }  // namespace jitattn::test

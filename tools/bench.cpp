@@ -12,6 +12,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <memory>
 #include <random>
 #include <thread>
 
@@ -170,18 +171,40 @@ class Problem {
   // One forward call, queued on the legacy default stream.
   void run(bool causal) const { run(causal ? AttnBias{LowerTriangularMask{}} : AttnBias{}); }
   void run(const AttnBias& bias) const {
-    const Shape& s = shape_;
-    auto view = [&](const DeviceBuffer& b) { return TensorView::make(b.get(), dtype_, {s.B, s.M, s.H, s.K}); };
     memory_efficient_attention_forward(view(q_), view(k_), view(v_), bias, view(out_));
   }
 
+  // The backward's buffers, and the forward's out and lse for `bias` that it reads.
+  void prepare_backward(const AttnBias& bias) {
+    if (!dout_) {
+      dout_ = std::make_unique<DeviceBuffer>(bytes());
+      dout_->upload(random_normal(numel(), dtype_, 99));
+      for (auto* b : {&dq_, &dk_, &dv_}) *b = std::make_unique<DeviceBuffer>(bytes());
+      lse_ = std::make_unique<DeviceBuffer>(size_t(shape_.B * shape_.H * shape_.M) * 4);
+    }
+    memory_efficient_attention_forward_requires_grad(view(q_), view(k_), view(v_), bias, view(out_), lse_view());
+  }
+  // One backward call (after prepare_backward with the same bias).
+  void run_backward(const AttnBias& bias, bool deterministic) const {
+    BackwardOptions o;
+    o.deterministic = deterministic;
+    memory_efficient_attention_backward(view(*dout_), view(out_), lse_view(), view(q_), view(k_), view(v_), bias,
+                                        view(*dq_), view(*dk_), view(*dv_), {}, o);
+  }
+
  private:
+  TensorView view(const DeviceBuffer& b) const {
+    return TensorView::make(b.get(), dtype_, {shape_.B, shape_.M, shape_.H, shape_.K});
+  }
+  TensorView lse_view() const { return TensorView::make(lse_->get(), DType::f32, {shape_.B, shape_.H, shape_.M}); }
+
   size_t numel() const { return size_t(shape_.B * shape_.M * shape_.H * shape_.K); }
   size_t bytes() const { return numel() * element_size(dtype_); }
 
   Shape shape_;
   DType dtype_;
   DeviceBuffer q_, k_, v_, out_;
+  std::unique_ptr<DeviceBuffer> dout_, dq_, dk_, dv_, lse_;
 };
 
 // n + 1 events recorded between n calls, so each call's time can be read on its own.
@@ -211,13 +234,14 @@ double seconds_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
 
-// Median per-call milliseconds of `reps` calls after one warm-up call.
-double median_ms(const Problem& p, const AttnBias& bias, int reps) {
-  p.run(bias);
+// Median per-call milliseconds of `reps` calls of `call` after one warm-up call.
+template <class F>
+double median_ms_of(F call, int reps) {
+  call();
   EventChain events(reps);
   for (int i = 0; i < reps; ++i) {
     events.record(i);
-    p.run(bias);
+    call();
   }
   events.record(reps);
   events.wait_last();
@@ -225,6 +249,9 @@ double median_ms(const Problem& p, const AttnBias& bias, int reps) {
   for (int i = 0; i < reps; ++i) ms[size_t(i)] = events.call_ms(i);
   std::sort(ms.begin(), ms.end());
   return reps % 2 ? ms[size_t(reps / 2)] : 0.5 * (ms[size_t(reps / 2) - 1] + ms[size_t(reps / 2)]);
+}
+double median_ms(const Problem& p, const AttnBias& bias, int reps) {
+  return median_ms_of([&] { p.run(bias); }, reps);
 }
 
 // The very first call in this process, synchronized: compile or cache load, module load,
@@ -356,7 +383,7 @@ int run_bench(const BenchOptions& o) {
     if (K <= 0 || o.hidden % K != 0) throw Error("--hidden " + std::to_string(o.hidden) + " is not a multiple of head dim " + std::to_string(K));
     for (int64_t M : o.seqlens) {
       const Shape s{std::max<int64_t>(1, o.tokens / M), M, o.hidden / K, K};
-      const Problem p(s, o.dtype, uint64_t(K * 1000003 + M));
+      Problem p(s, o.dtype, uint64_t(K * 1000003 + M));
       for (bool causal : causal_modes(o.causal)) {
         if (first) {
           std::string what;
@@ -372,6 +399,17 @@ int run_bench(const BenchOptions& o) {
         std::fflush(stdout);
         doc["rows"].push_back({{"op", "fwd"}, {"K", K}, {"M", M}, {"B", s.B}, {"H", s.H},
                                {"causal", causal}, {"ms", ms}, {"tflops", tflops}});
+        if (o.backward) {  // anchors.py's convention: a backward is 2.5 forwards of FLOPs
+          const AttnBias bias = causal ? AttnBias{LowerTriangularMask{}} : AttnBias{};
+          p.prepare_backward(bias);
+          const double bms = median_ms_of([&] { p.run_backward(bias, o.deterministic); }, o.reps);
+          const double btf = 2.5 * s.flops(causal) / (bms * 1e-3) / 1e12;
+          std::printf("jitattn   K=%3d M=%5lld causal=%d bwd %4.0f TFLOP/s %6.3f ms%s\n", K, (long long)M, int(causal), btf,
+                      bms, o.deterministic ? " (deterministic)" : "");
+          std::fflush(stdout);
+          doc["rows"].push_back({{"op", o.deterministic ? "bwd_deterministic" : "bwd"}, {"K", K}, {"M", M}, {"B", s.B},
+                                 {"H", s.H}, {"causal", causal}, {"ms", bms}, {"tflops", btf}});
+        }
       }
     }
   }

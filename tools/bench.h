@@ -59,6 +59,8 @@ struct BenchOptions {
   int reps = 30;
   std::string json_path;        // when set, the results as JSON (see bench.cpp write_json)
   bool cold = false;            // fresh empty cache for this process: the first call compiles
+  bool backward = false;        // also time the backward (TFLOP/s at 2.5x the forward's FLOPs)
+  bool deterministic = false;   // ... in its deterministic mode
   // --masks: like `.gpu/anchors.py --masks`, at M = seqlens.back(), K = head_dims.back(), B = 1:
   // full causal, causal with a local window, and documents causal within each (doc_lens, or
   // 16 random lengths summing to M).

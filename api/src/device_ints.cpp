@@ -59,7 +59,10 @@ const T* DeviceArray<T>::device(int device) const {
   const size_t bytes = host_.size() * sizeof(T);
   CUdeviceptr ptr = 0;
   jit::check_cuda(d.cuMemAlloc(&ptr, bytes), "cuMemAlloc");
-  const CUresult rc = d.cuMemcpyHtoD(ptr, host_.data(), bytes);
+  CUresult rc = d.cuMemcpyHtoD(ptr, host_.data(), bytes);
+  // From pageable memory the copy may still be in flight when cuMemcpyHtoD returns, and a kernel
+  // on a non-blocking stream is not ordered after it: wait for it (once per array and context).
+  if (rc == CUDA_SUCCESS) rc = d.cuCtxSynchronize();
   if (rc != CUDA_SUCCESS) {
     (void)d.cuMemFree(ptr);
     jit::check_cuda(rc, "cuMemcpyHtoD");

@@ -7,6 +7,8 @@
 // All tensors are caller-owned device memory; work is queued on `stream` (a CUstream, null =
 // the legacy default stream) and the call returns without synchronizing.
 #pragma once
+#include <cstddef>
+#include <cstdint>
 #include <optional>
 #include <string>
 #include <vector>
@@ -20,6 +22,12 @@ namespace jitattn {
 struct AttentionOptions {
   std::optional<double> scale;        // default: K^-0.5
   std::optional<DType> output_dtype;  // when set, `out` must have this dtype; default: query's
+  // Dropout on the attention probabilities (xFormers' p): each is dropped with probability p
+  // and the kept ones scaled by 1/(1-p). The mask is a function of (seed, offset) and the element
+  // (Philox4x32-10, layout in kernel_src/params.h), so the backward with the same seed and offset
+  // regenerates it; a different offset gives an independent mask. Not with paged masks.
+  double p = 0.0;
+  uint64_t seed = 0, offset = 0;
 };
 
 // out = softmax(q @ k^T * scale + bias) @ v
@@ -35,7 +43,49 @@ void memory_efficient_attention_forward_requires_grad(const TensorView& q, const
                                                       const AttentionOptions& options = {},
                                                       void* stream = nullptr);
 
-// Every reason the call above would refuse these inputs; empty when it is supported.
+// ---- backward ----------------------------------------------------------------------------------
+struct BackwardOptions {
+  std::optional<double> scale;  // the forward's scale (default K^-0.5)
+  double p = 0.0;               // the forward's dropout probability, seed and offset: the backward
+  uint64_t seed = 0, offset = 0;  // regenerates the same mask
+  // No atomics: dQ is summed in a fixed order, so results are bitwise identical run to run. It
+  // recomputes Q·Kᵀ and dO·Vᵀ for dQ, so it is slower than the default.
+  bool deterministic = false;
+  // Device scratch of at least memory_efficient_attention_backward_workspace_bytes() bytes, or
+  // null: then it is allocated and freed on `stream` (stream-ordered, cuMemAllocAsync).
+  void* workspace = nullptr;
+};
+
+// Gradients of out = attention(q, k, v, bias) with respect to q, k, v (and a dense bias), given
+// grad = dL/dout and the forward's out and lse (from memory_efficient_attention_forward_requires_grad
+// with the same inputs, bias, scale and dropout). dq, dk, dv are caller-owned with the shapes of
+// q, k, v and q's dtype; grad has out's shape and q's dtype. With GQA/MQA (fewer key/value heads,
+// or 5-D key/value expanded over H with stride 0) dk and dv have the key/value heads and hold the
+// sum over the query heads that share them. dbias (optional) needs a TensorBias or
+// LowerTriangularMaskWithTensorBias whose tensor is not broadcast; it gets the bias's shape,
+// contiguous, q's dtype. Paged masks have no backward. Work is queued on `stream`.
+void memory_efficient_attention_backward(const TensorView& grad, const TensorView& out, const TensorView& lse,
+                                         const TensorView& q, const TensorView& k, const TensorView& v,
+                                         const AttnBias& bias, const TensorView& dq, const TensorView& dk,
+                                         const TensorView& dv, const TensorView& dbias = {},
+                                         const BackwardOptions& options = {}, void* stream = nullptr);
+
+// Scratch the backward needs for these inputs (delta rows, and the fp32 dQ accumulator unless
+// deterministic), in bytes.
+size_t memory_efficient_attention_backward_workspace_bytes(const TensorView& q, const TensorView& k,
+                                                           const TensorView& v, const AttnBias& bias,
+                                                           const BackwardOptions& options = {});
+
+// Every reason memory_efficient_attention_backward would refuse these inputs. Never throws.
+std::vector<std::string> backward_not_supported_reasons(const TensorView& grad, const TensorView& out,
+                                                        const TensorView& lse, const TensorView& q,
+                                                        const TensorView& k, const TensorView& v,
+                                                        const AttnBias& bias, const TensorView& dq,
+                                                        const TensorView& dk, const TensorView& dv,
+                                                        const TensorView& dbias = {},
+                                                        const BackwardOptions& options = {});
+
+// Every reason the forward would refuse these inputs; empty when it is supported.
 // Pass an undefined `lse` (TensorView{}) for the plain forward. Never throws.
 std::vector<std::string> not_supported_reasons(const TensorView& q, const TensorView& k,
                                                const TensorView& v, const AttnBias& bias,

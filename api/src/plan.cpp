@@ -1,0 +1,290 @@
+#include "plan.h"
+
+#include <cmath>
+#include <tuple>
+
+namespace jitattn::detail {
+
+namespace {
+
+std::string dim(const char* name, int i, int64_t v) {
+  return std::string(name) + ".shape[" + std::to_string(i) + "]=" + std::to_string(v);
+}
+
+template <class... F> struct Overloaded : F... { using F::operator()...; };
+template <class... F> Overloaded(F...) -> Overloaded<F...>;
+
+BiasPlan describe(const AttnBias& bias) {
+  using K = jit::BiasKind;
+  auto band = [](K kind, int32_t left, int32_t right) { BiasPlan b; b.kind = kind, b.window_left = left, b.window_right = right; return b; };
+  auto bd = [](K kind, const SeqLenInfo& q, const DeviceInts& k_start, int32_t k_max, const DeviceInts* k_len,
+               int32_t left, int32_t right) {
+    BiasPlan b;
+    b.kind = kind, b.window_left = left, b.window_right = right;
+    b.q_seqinfo = &q, b.k_seqstart = &k_start, b.k_seqlen = k_len, b.k_max_seqlen = k_max;
+    return b;
+  };
+  auto paged = [](K kind, const auto& m, const DeviceInts* k_start, int32_t left, int32_t right) {
+    BiasPlan b;
+    b.kind = kind, b.window_left = left, b.window_right = right;
+    b.q_seqinfo = &m.q_seqinfo, b.k_seqstart = k_start, b.k_seqlen = &m.k_seqinfo.seqlen;
+    b.k_max_seqlen = m.k_seqinfo.max_seqlen;
+    b.block_tables = &m.block_tables, b.page_size = m.page_size;
+    return b;
+  };
+  return std::visit(Overloaded{
+      [](const std::monostate&) { return BiasPlan{}; },
+      [](const TensorBias& t) { BiasPlan b; b.kind = K::tensor, b.tensor = &t.tensor; return b; },
+      [&](const LowerTriangularMask&) { return band(K::causal, 0, 0); },
+      [](const LowerTriangularMaskWithTensorBias& t) { BiasPlan b; b.kind = K::causal_tensor, b.tensor = &t.tensor; return b; },
+      [&](const LowerTriangularFromBottomRightMask&) { return band(K::causal_bottom_right, 0, 0); },
+      [&](const LowerTriangularFromBottomRightLocalAttentionMask& m) { return band(K::causal_local_br, m.window_size - 1, 0); },
+      [&](const LocalAttentionFromBottomRightMask& m) { return band(K::local_br, m.window_left, m.window_right); },
+      [&](const BlockDiagonalMask& m) { return bd(K::bd, m.q_seqinfo, m.k_seqinfo.seqstart, m.k_seqinfo.max_seqlen, nullptr, 0, 0); },
+      [&](const BlockDiagonalCausalMask& m) { return bd(K::bd_causal, m.q_seqinfo, m.k_seqinfo.seqstart, m.k_seqinfo.max_seqlen, nullptr, 0, 0); },
+      [&](const BlockDiagonalCausalFromBottomRightMask& m) { return bd(K::bd_causal_br, m.q_seqinfo, m.k_seqinfo.seqstart, m.k_seqinfo.max_seqlen, nullptr, 0, 0); },
+      [&](const BlockDiagonalCausalLocalAttentionMask& m) {
+        return bd(K::bd_causal_local, m.q_seqinfo, m.k_seqinfo.seqstart, m.k_seqinfo.max_seqlen, nullptr, m.window_size - 1, 0);
+      },
+      [&](const BlockDiagonalCausalLocalAttentionFromBottomRightMask& m) {
+        return bd(K::bd_causal_local_br, m.q_seqinfo, m.k_seqinfo.seqstart, m.k_seqinfo.max_seqlen, nullptr, m.window_size - 1, 0);
+      },
+      [&](const BlockDiagonalPaddedKeysMask& m) { return bd(K::bd, m.q_seqinfo, m.k_seqinfo.seqstart, m.k_seqinfo.max_seqlen, &m.k_seqinfo.seqlen, 0, 0); },
+      [&](const BlockDiagonalCausalWithOffsetPaddedKeysMask& m) {
+        return bd(K::bd_causal_br, m.q_seqinfo, m.k_seqinfo.seqstart, m.k_seqinfo.max_seqlen, &m.k_seqinfo.seqlen, 0, 0);
+      },
+      [&](const BlockDiagonalLocalAttentionPaddedKeysMask& m) {
+        return bd(K::bd_local_br, m.q_seqinfo, m.k_seqinfo.seqstart, m.k_seqinfo.max_seqlen, &m.k_seqinfo.seqlen, m.window_left, m.window_right);
+      },
+      [&](const BlockDiagonalCausalLocalAttentionPaddedKeysMask& m) {
+        return bd(K::bd_causal_local_br, m.q_seqinfo, m.k_seqinfo.seqstart, m.k_seqinfo.max_seqlen, &m.k_seqinfo.seqlen, m.window_size - 1, 0);
+      },
+      [&](const BlockDiagonalGappyKeysMask& m) { return bd(K::bd, m.q_seqinfo, m.k_seqinfo.seqstart, m.k_seqinfo.max_seqlen, &m.k_seqinfo.seqlen, 0, 0); },
+      [&](const BlockDiagonalCausalWithOffsetGappyKeysMask& m) {
+        return bd(K::bd_causal_br, m.q_seqinfo, m.k_seqinfo.seqstart, m.k_seqinfo.max_seqlen, &m.k_seqinfo.seqlen, 0, 0);
+      },
+      // Paged: padded keys start at logical position 0 of their row (no k_seqstart); gappy keys
+      // at k_seqinfo.seqstart[b].
+      [&](const PagedBlockDiagonalPaddedKeysMask& m) { return paged(K::pbd, m, nullptr, 0, 0); },
+      [&](const PagedBlockDiagonalCausalWithOffsetPaddedKeysMask& m) { return paged(K::pbd_causal_br, m, nullptr, 0, 0); },
+      [&](const PagedBlockDiagonalCausalLocalPaddedKeysMask& m) {
+        return paged(K::pbd_causal_local_br, m, nullptr, m.window_size - 1, 0);
+      },
+      [&](const PagedBlockDiagonalGappyKeysMask& m) { return paged(K::pbd, m, &m.k_seqinfo.seqstart, 0, 0); },
+      [&](const PagedBlockDiagonalCausalWithOffsetGappyKeysMask& m) {
+        return paged(K::pbd_causal_br, m, &m.k_seqinfo.seqstart, 0, 0);
+      },
+      [&](const AlibiBias& m) { BiasPlan b; b.kind = K::alibi, b.alibi_slopes = &m.slopes.slopes; return b; },
+      [&](const LowerTriangularMaskWithAlibi& m) { BiasPlan b; b.kind = K::causal_alibi, b.alibi_slopes = &m.slopes.slopes; return b; },
+      [&](const BlockDiagonalMaskWithAlibi& m) {
+        BiasPlan b = bd(K::bd_alibi, m.q_seqinfo, m.k_seqinfo.seqstart, m.k_seqinfo.max_seqlen, nullptr, 0, 0);
+        b.alibi_slopes = &m.slopes.slopes;
+        return b;
+      },
+      [&](const BlockDiagonalCausalMaskWithAlibi& m) {
+        BiasPlan b = bd(K::bd_causal_alibi, m.q_seqinfo, m.k_seqinfo.seqstart, m.k_seqinfo.max_seqlen, nullptr, 0, 0);
+        b.alibi_slopes = &m.slopes.slopes;
+        return b;
+      },
+  }, bias);
+}
+
+
+void check_tensor(Plan& p, const TensorView& t, const char* name) {
+  if (t.ndim < 3 || t.ndim > 5) {
+    p.reasons.push_back(std::string(name) + " must be 3-D [B, M, K], 4-D [B, M, H, K] or 5-D [B, M, G, H, K], got " +
+                        std::to_string(t.ndim) + "-D");
+    return;
+  }
+  for (int i = 0; i < t.ndim; ++i)
+    if (t.shape[i] < 0) p.reasons.push_back(dim(name, i, t.shape[i]) + " is negative");
+  if (t.stride[t.ndim - 1] != 1 && t.shape[t.ndim - 1] > 1)
+    p.reasons.push_back(std::string(name) + ".stride[-1]=" + std::to_string(t.stride[t.ndim - 1]) + " must be 1");
+  if (t.device < 0) p.reasons.push_back(std::string(name) + " must be in CUDA device memory (device >= 0)");
+  if (!t.data && t.numel() > 0) p.reasons.push_back(std::string(name) + ".data is null");
+}
+
+}  // namespace
+
+bool as_bmhk(const TensorView& t, bool may_share, Bmhk& x, std::string* why) {
+  const int64_t* n = t.shape;
+  const int64_t* st = t.stride;
+  if (t.ndim == 4) x = {n[0], n[1], n[2], n[3], st[0], st[1], st[2]};
+  else if (t.ndim == 3) x = {n[0], n[1], 1, n[2], st[0], st[1], 0};
+  else if (n[3] == 1 || st[2] == n[3] * st[3]) x = {n[0], n[1], n[2] * n[3], n[4], st[0], st[1], st[3]};
+  else if (n[2] == 1) x = {n[0], n[1], n[3], n[4], st[0], st[1], st[3]};
+  else if (may_share && st[3] == 0) x = {n[0], n[1], n[2], n[4], st[0], st[1], st[2]};
+  else {
+    *why = "stride[2]=" + std::to_string(st[2]) + " must equal shape[3]·stride[3]=" + std::to_string(n[3] * st[3]) +
+           (may_share ? " (or stride[3] must be 0: expanded over H)" : "") + " to read [B, M, G, H, K] as G·H heads";
+    return false;
+  }
+  return true;
+}
+
+bool aligned16(const TensorView& t, const Bmhk& x) {
+  const int64_t es = int64_t(element_size(t.dtype));
+  return reinterpret_cast<uintptr_t>(t.data) % 16 == 0 && (x.sb * es) % 16 == 0 && (x.sm * es) % 16 == 0 &&
+         (x.sh * es) % 16 == 0;
+}
+
+Plan plan(const TensorView& q, const TensorView& k, const TensorView& v, const AttnBias& bias,
+          const TensorView& out, const TensorView& lse, const AttentionOptions& opt) {
+  Plan p;
+  auto& R = p.reasons;
+  check_tensor(p, q, "query");
+  check_tensor(p, k, "key");
+  check_tensor(p, v, "value");
+  check_tensor(p, out, "out");
+  if (!R.empty()) return p;
+  if (k.ndim != q.ndim || v.ndim != q.ndim)
+    R.push_back("query, key and value must have the same number of dimensions (got " + std::to_string(q.ndim) + ", " +
+                std::to_string(k.ndim) + ", " + std::to_string(v.ndim) + ")");
+  for (auto [t, x, name, may_share] : {std::tuple<const TensorView*, Bmhk*, const char*, bool>{&q, &p.q, "query", false},
+                                       {&k, &p.k, "key", true}, {&v, &p.v, "value", true}, {&out, &p.o, "out", false}}) {
+    std::string why;
+    if (!as_bmhk(*t, may_share, *x, &why)) R.push_back(std::string(name) + "." + why);
+  }
+  if (!R.empty()) return p;
+  if (q.ndim == 5 && (k.shape[2] != q.shape[2] || v.shape[2] != q.shape[2]))
+    R.push_back("the group dims differ: query.shape[2]=" + std::to_string(q.shape[2]) + ", key.shape[2]=" +
+                std::to_string(k.shape[2]) + ", value.shape[2]=" + std::to_string(v.shape[2]));
+  if (q.dtype != k.dtype || q.dtype != v.dtype)
+    R.push_back(std::string("query.dtype=") + to_string(q.dtype) + ", key.dtype=" + to_string(k.dtype) +
+                ", value.dtype=" + to_string(v.dtype) + " must be equal");
+  const DType want_out = opt.output_dtype.value_or(q.dtype);
+  if (out.dtype != want_out)
+    R.push_back(std::string("out.dtype=") + to_string(out.dtype) + " must be " + to_string(want_out) +
+                (opt.output_dtype ? " (options.output_dtype)" : " (the query's dtype; set options.output_dtype to change it)"));
+  if (p.k.b != p.q.b || p.v.b != p.q.b)
+    R.push_back("batch sizes differ: query " + std::to_string(p.q.b) + ", key " + std::to_string(p.k.b) + ", value " +
+                std::to_string(p.v.b));
+  // GQA/MQA: key/value may have fewer heads, each shared by query.shape[2] / key.shape[2] heads.
+  if (p.k.h != p.v.h || p.k.h == 0 || p.q.h % p.k.h != 0)
+    R.push_back("head counts: query " + std::to_string(p.q.h) + ", key " + std::to_string(p.k.h) + ", value " +
+                std::to_string(p.v.h) + "; key and value must have the same number of heads, dividing the query's");
+  if (p.k.m != p.v.m)
+    R.push_back("key.shape[1]=" + std::to_string(p.k.m) + " and value.shape[1]=" + std::to_string(p.v.m) + " must be equal");
+  if (p.k.d != p.q.d)
+    R.push_back("query.shape[-1]=" + std::to_string(p.q.d) + " and key.shape[-1]=" + std::to_string(p.k.d) + " must be equal");
+  for (auto [name, d] : {std::pair<const char*, int64_t>{"query", p.q.d}, {"value", p.v.d}}) {
+    if (d % 8 != 0) R.push_back(std::string(name) + ".shape[-1]=" + std::to_string(d) + " is not a multiple of 8");
+    else if (d < 8 || d > 256) R.push_back(std::string(name) + ".shape[-1]=" + std::to_string(d) + " is not in [8, 256]");
+  }
+  if (p.o.b != p.q.b || p.o.m != p.q.m || p.o.h != p.q.h || p.o.d != p.v.d)
+    R.push_back("out.shape=" + out.shape_string() + " must be [B, Mq, H, Kv] = [" + std::to_string(p.q.b) + ", " +
+                std::to_string(p.q.m) + ", " + std::to_string(p.q.h) + ", " + std::to_string(p.v.d) + "]");
+  if (k.device != q.device || v.device != q.device || out.device != q.device)
+    R.push_back("query, key, value and out must be on one device");
+  if (p.q.m > INT32_MAX || p.k.m > INT32_MAX) R.push_back("sequence lengths must be below 2^31");
+
+  if (lse.defined()) {
+    if (lse.dtype != DType::f32) R.push_back(std::string("lse.dtype=") + to_string(lse.dtype) + " must be f32");
+    // [B, H, Mq]; for 5-D inputs also [B, G, H, Mq] with stride[1] = H·stride[2] (read as G·H heads).
+    const bool grouped = lse.ndim == 4 && q.ndim == 5 && lse.shape[1] == q.shape[2] && lse.shape[2] == q.shape[3] &&
+                         (lse.shape[2] == 1 || lse.stride[1] == lse.shape[2] * lse.stride[2]);
+    const int64_t mq_dim = grouped ? 3 : 2;
+    if (!grouped && (lse.ndim != 3 || lse.shape[1] != p.q.h))
+      R.push_back("lse.shape=" + lse.shape_string() + " must be [B, H, Mq] = [" + std::to_string(p.q.b) + ", " +
+                  std::to_string(p.q.h) + ", " + std::to_string(p.q.m) + "]" +
+                  (q.ndim == 5 ? " or [B, G, H, Mq] with stride[1] = H·stride[2]" : ""));
+    else if (lse.shape[0] != p.q.b || lse.shape[mq_dim] != p.q.m)
+      R.push_back("lse.shape=" + lse.shape_string() + " must have B=" + std::to_string(p.q.b) + " and Mq=" +
+                  std::to_string(p.q.m));
+    else if (lse.stride[mq_dim] != 1 && lse.shape[mq_dim] > 1) R.push_back("lse.stride[-1] must be 1");
+    if (lse.device != q.device) R.push_back("lse must be on the query's device");
+  }
+
+  p.bias = describe(bias);
+  for (auto& r : bias_reasons(bias, p.q.b, p.q.h, p.q.m, p.k.m)) R.push_back(std::move(r));
+  if (p.bias.tensor) {  // what bias_reasons cannot know: dtype, device, memory
+    const TensorView& t = *p.bias.tensor;
+    if (t.dtype != q.dtype)
+      R.push_back(std::string("attn_bias.dtype=") + to_string(t.dtype) + " must equal query.dtype=" + to_string(q.dtype));
+    if (t.device != q.device) R.push_back("attn_bias must be on the query's device");
+    if (!t.data && t.numel() > 0) R.push_back("attn_bias.data is null");
+  }
+  if (jit::is_block_diagonal(p.bias.kind) && (p.k.b != 1 || p.v.b != 1))
+    R.push_back(std::string("key.shape[0] and value.shape[0] must be 1 with ") + bias_name(bias));
+
+  p.scale = opt.scale.value_or(p.q.d > 0 ? 1.0 / std::sqrt(double(p.q.d)) : 1.0);
+  if (!std::isfinite(p.scale)) R.push_back("scale=" + std::to_string(p.scale) + " is not finite");
+  if (!(opt.p >= 0.0 && opt.p < 1.0) || std::ceil(opt.p * 4294967296.0) >= 4294967296.0)
+    R.push_back("p=" + std::to_string(opt.p) + " (dropout) must be in [0, 1)");
+  else if (opt.p > 0 && jit::is_paged(p.bias.kind))
+    R.push_back(std::string("dropout (p > 0) is not supported with ") + bias_name(bias) + " (paged keys are for inference)");
+
+  if (q.dtype == DType::f32) {
+    p.align = 4;  // the fp32 kernels load element by element
+  } else {
+    const bool a16 = aligned16(q, p.q) && aligned16(k, p.k) && aligned16(v, p.v) && aligned16(out, p.o);
+    p.align = a16 ? 16 : 2;
+  }
+  return p;
+}
+
+jit::Signature signature(const Plan& p, const TensorView& q, const TensorView& out, bool lse, const jit::Arch& arch) {
+  jit::Signature sig;
+  sig.op = jit::Op::fwd;
+  sig.bias = p.bias.kind;
+  sig.dtype = q.dtype;
+  sig.out_dtype = out.dtype;
+  sig.head_dim = uint16_t(p.q.d);
+  sig.head_dim_v = uint16_t(p.v.d);
+  sig.arch_sm = arch.sm;
+  sig.arch_specific = arch.specific;
+  sig.lse = lse;
+  sig.align = uint8_t(p.align);
+  return sig;
+}
+
+bool forward_params(const Plan& p, const TensorView& q, const TensorView& k, const TensorView& v,
+                    const TensorView& out, const TensorView& lse, const AttentionOptions& opt, FwdParams& fp) {
+  fp = FwdParams{};
+  fp.q = q.data, fp.k = k.data, fp.v = v.data, fp.out = out.data;
+  fp.lse = lse.defined() ? static_cast<float*>(lse.data) : nullptr;
+  fp.q_stride_b = p.q.sb, fp.q_stride_m = p.q.sm, fp.q_stride_h = p.q.sh;
+  fp.k_stride_b = p.k.sb, fp.k_stride_m = p.k.sm, fp.k_stride_h = p.k.sh;
+  fp.v_stride_b = p.v.sb, fp.v_stride_m = p.v.sm, fp.v_stride_h = p.v.sh;
+  fp.o_stride_b = p.o.sb, fp.o_stride_m = p.o.sm, fp.o_stride_h = p.o.sh;
+  if (lse.defined()) fp.lse_stride_b = lse.stride[0], fp.lse_stride_h = lse.ndim == 4 ? lse.stride[2] : lse.stride[1];
+  if (p.bias.tensor) {
+    const TensorView& t = *p.bias.tensor;
+    fp.bias = t.data;
+    fp.bias_stride_b = t.shape[0] == 1 ? 0 : t.stride[0];
+    if (t.ndim == 5) {  // [B, G, H, Mq, Mkv] as G·H heads (bias_reasons checked it flattens)
+      fp.bias_stride_h = t.shape[2] > 1 ? t.stride[2] : t.shape[1] > 1 ? t.stride[1] : 0;
+      fp.bias_stride_m = t.stride[3];
+    } else {
+      fp.bias_stride_h = t.shape[1] == 1 ? 0 : t.stride[1];
+      fp.bias_stride_m = t.stride[2];
+    }
+  }
+  if (p.bias.alibi_slopes) fp.alibi_slopes = p.bias.alibi_slopes->device(q.device);
+  fp.batch = int32_t(p.q.b), fp.heads = int32_t(p.q.h), fp.mq = int32_t(p.q.m), fp.mkv = int32_t(p.k.m);
+  fp.batch_rows = int32_t(p.q.b), fp.mq_rows = int32_t(p.q.m), fp.mkv_rows = int32_t(p.k.m);
+  fp.kv_group = int32_t(p.q.h / p.k.h);
+  fp.window_left = p.bias.window_left, fp.window_right = p.bias.window_right;
+  if (p.bias.q_seqinfo) {  // block-diagonal: one "batch" entry per sequence, grid by the longest
+    fp.batch = int32_t(p.bias.q_seqinfo->batch());
+    fp.mq = p.bias.q_seqinfo->max_seqlen;
+    if (fp.batch == 0 || fp.mq == 0) return false;
+    fp.q_seqstart = p.bias.q_seqinfo->seqstart.device(q.device);
+    fp.k_seqstart = p.bias.k_seqstart ? p.bias.k_seqstart->device(q.device) : nullptr;
+    fp.k_seqlen = p.bias.k_seqlen ? p.bias.k_seqlen->device(q.device) : nullptr;
+    if (p.bias.block_tables) {
+      fp.block_tables = p.bias.block_tables->table.device(q.device);
+      fp.block_tables_stride = p.bias.block_tables->max_pages;
+      fp.page_size = p.bias.page_size;
+    }
+  }
+  fp.scale_log2 = float(p.scale * 1.4426950408889634);
+  if (opt.p > 0) {
+    fp.dropout_seed = opt.seed, fp.dropout_offset = opt.offset;
+    fp.dropout_threshold = uint32_t(std::ceil(opt.p * 4294967296.0));  // plan() keeps it below 2^32
+    fp.dropout_scale = float(1.0 / (1.0 - opt.p));
+  }
+  return p.q.b > 0 && p.q.h > 0 && p.q.m > 0;
+}
+
+}  // namespace jitattn::detail

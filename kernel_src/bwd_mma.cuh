@@ -1,0 +1,413 @@
+// Backward attention on tensor cores (mma.sync m16n8k16), sm_80 and newer.
+//
+// One block owns kBlockN keys of one (sequence, key/value head) and walks every query block
+// that sees them, for every query head sharing those keys (GQA/MQA: dK and dV are summed over
+// the group in registers, no atomics). Each warp owns kBlockN / kWarps key rows and keeps
+// their K and V fragments and their dK, dV accumulators in registers. Per query block, with
+// P recomputed from the saved LSE:
+//   Sᵀ = K·Qᵀ,  Pᵀ = exp(Sᵀ·scale − lse),  dPᵀ = V·dOᵀ,  dV += Pᵀ·dO,
+//   dSᵀ = Pᵀ ∘ (dPᵀ − delta),  dK += dSᵀ·Q,  and (kDq) dQ += dS·K,
+// the last through shared memory (dS changes owner: rows are queries) and fp32 atomics into
+// dq_accum. The deterministic mode leaves kDq off and computes dQ in bwd_dq_mma.cuh instead.
+// Transposed products are the same mma with ldmatrix .trans, so nothing is transposed in memory.
+//
+// Cfg (from the generated preamble): kDType, kHeadDim, kHeadDimV, kBlockM (queries per step),
+// kBlockN (keys per block), kWarps, kAlign16, kVarlen, kDropout, kDBias, kDq.
+#pragma once
+#include "bias_policies.cuh"
+#include "common.cuh"
+#include "fwd_mma.cuh"
+
+namespace jitattn {
+
+template <class Cfg>
+struct BwdMmaLayout {
+  static constexpr int kThreads = Cfg::kWarps * 32;
+  static constexpr int kWarpKeys = Cfg::kBlockN / Cfg::kWarps;
+  static constexpr int kKT = kWarpKeys / 16;  // 16-row key tiles per warp
+  static constexpr int kDP = round_up(Cfg::kHeadDim, 16);
+  static constexpr int kDvP = round_up(Cfg::kHeadDimV, 16);
+  static constexpr int kQKStride = kDP + 8;   // sQ, sK rows (16 bytes of padding: no bank conflicts)
+  static constexpr int kVStride = kDvP + 8;   // sV, sdO rows
+  static constexpr int kSStride = Cfg::kBlockM + 8;  // sdS rows: one per key
+  static constexpr int kKElems = Cfg::kBlockN * kQKStride;
+  static constexpr int kVElems = Cfg::kBlockN * kVStride;
+  static constexpr int kQElems = Cfg::kBlockM * kQKStride;
+  static constexpr int kOElems = Cfg::kBlockM * kVStride;
+  static constexpr int kSElems = Cfg::kDq ? Cfg::kBlockN * kSStride : 0;
+  // dQ = dS·K: the warps tile the [kBlockM, kDP] product as kDqWarpsM × kDqWarpsN.
+  static constexpr int kDqWarpsM = Cfg::kBlockM / 16;
+  static constexpr int kDqWarpsN = Cfg::kWarps / kDqWarpsM;
+  static constexpr int kDqNT = kDP / 8 / kDqWarpsN;
+  static constexpr int kSmemBytes =
+      (kKElems + kVElems + 2 * kQElems + 2 * kOElems + kSElems) * 2 + 2 * 2 * Cfg::kBlockM * 4;
+  static_assert(kWarpKeys % 16 == 0, "each warp owns a multiple of 16 keys");
+  static_assert(Cfg::kBlockM % 16 == 0, "query blocks are a multiple of 16");
+  static_assert(!Cfg::kDq || (Cfg::kWarps % kDqWarpsM == 0 && (kDP / 8) % kDqWarpsN == 0),
+                "the dQ product must tile over the warps");
+};
+
+// Row i of a [rows, cols] fp32 matrix: rows ≥ `rows` are zero-filled.
+template <int kN, int kThreads>
+__device__ __forceinline__ void load_floats(float* smem, const float* g, int row0, int rows) {
+  for (int i = threadIdx.x; i < kN; i += kThreads) {
+    const bool valid = row0 + i < rows;
+    cp_async_4(smem_addr(smem + i), valid ? g + row0 + i : g, valid);
+  }
+}
+
+template <class Cfg, class Policy>
+__device__ __forceinline__ void bwd_mma(const BwdParams& bp) {
+  const FwdParams& p = bp.f;
+  using L = BwdMmaLayout<Cfg>;
+  using T = typename DType<Cfg::kDType>::T;
+  constexpr int kBM = Cfg::kBlockM, kBN = Cfg::kBlockN, kKT = L::kKT;
+  constexpr int kNT = kBM / 8;          // 8-wide query tiles of Sᵀ
+  constexpr int kDKT = L::kDP / 8;      // 8-wide column tiles of dK
+  constexpr int kDVT = L::kDvP / 8;     // 8-wide column tiles of dV
+  constexpr int kKSd = L::kDP / 16;     // k-steps over the head dim (Sᵀ)
+  constexpr int kKSv = L::kDvP / 16;    // k-steps over the value head dim (dPᵀ)
+
+  extern __shared__ __align__(128) unsigned char smem_raw[];
+  T* sK = reinterpret_cast<T*>(smem_raw);
+  T* sV = sK + L::kKElems;
+  T* sQ0 = sV + L::kVElems;
+  T* sQ1 = sQ0 + L::kQElems;
+  T* sO0 = sQ1 + L::kQElems;  // dO
+  T* sO1 = sO0 + L::kOElems;
+  T* sS = sO1 + L::kOElems;   // dSᵀ [key][query]
+  float* sLse = reinterpret_cast<float*>(sS + L::kSElems);  // [2][kBM]
+  float* sDelta = sLse + 2 * kBM;                          // [2][kBM]
+
+  const int n_blocks = ceil_div(bp.max_mkv, kBN);
+  const int n_block = blockIdx.x % n_blocks;
+  const int pair = blockIdx.x / n_blocks;
+  const int hk = pair % bp.kv_heads, b = pair / bp.kv_heads;
+  const SeqGeometry<Cfg::kVarlen> seq(p, b);
+  const int mq = seq.mq, mkv = seq.mkv;
+  const int k_lo = n_block * kBN;
+  if (k_lo >= mkv) return;  // varlen: this sequence has fewer keys
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int g = lane / 4, t = lane % 4;
+  const int group = p.kv_group;
+
+  const Rows<T, false> k = kv_rows<T, false>(p, p.k, p.k_stride_b, p.k_stride_h, p.k_stride_m, seq, hk, b);
+  const Rows<T, false> v = kv_rows<T, false>(p, p.v, p.v_stride_b, p.v_stride_h, p.v_stride_m, seq, hk, b);
+  load_tile<kBN, L::kDP, L::kQKStride, L::kThreads, Cfg::kAlign16>(sK, k, k_lo, mkv, Cfg::kHeadDim);
+  load_tile<kBN, L::kDvP, L::kVStride, L::kThreads, Cfg::kAlign16>(sV, v, k_lo, mkv, Cfg::kHeadDimV);
+  cp_async_commit();
+
+  // The query blocks that see these keys (the same for every head of the group).
+  int q_begin, q_end;
+  {
+    const Policy policy(p, seq.batch, hk * group, mq, mkv);
+    policy.q_range(k_lo, imin(k_lo + kBN, mkv), mq, q_begin, q_end);
+  }
+  const int m_first = q_begin / kBM;
+  const int n_m = q_end > q_begin ? ceil_div(q_end, kBM) - m_first : 0;
+  const int n_iters = n_m * group;
+
+  // Loads for iteration `it`: query head h = hk·group + it / n_m, query block m_first + it % n_m.
+  auto issue_loads = [&](int it) {
+    const int h = hk * group + it / n_m, m0 = (m_first + it % n_m) * kBM;
+    const int buf = it & 1;
+    const Rows<T, false> q(static_cast<const T*>(p.q) + seq.batch * p.q_stride_b + h * p.q_stride_h +
+                               int64_t(seq.q_start) * p.q_stride_m, p.q_stride_m);
+    const Rows<T, false> dout(static_cast<const T*>(bp.dout) + seq.batch * bp.do_stride_b + h * bp.do_stride_h +
+                                  int64_t(seq.q_start) * bp.do_stride_m, bp.do_stride_m);
+    load_tile<kBM, L::kDP, L::kQKStride, L::kThreads, Cfg::kAlign16>(buf ? sQ1 : sQ0, q, m0, mq, Cfg::kHeadDim);
+    load_tile<kBM, L::kDvP, L::kVStride, L::kThreads, Cfg::kAlign16>(buf ? sO1 : sO0, dout, m0, mq, Cfg::kHeadDimV);
+    const float* lse = p.lse + seq.batch * p.lse_stride_b + h * p.lse_stride_h + seq.q_start;
+    const float* delta = bp.delta + (int64_t(seq.batch) * p.heads + h) * p.mq_rows + seq.q_start;
+    load_floats<kBM, L::kThreads>(sLse + buf * kBM, lse, m0, mq);
+    load_floats<kBM, L::kThreads>(sDelta + buf * kBM, delta, m0, mq);
+  };
+  if (n_iters > 0) issue_loads(0);
+  cp_async_commit();
+  cp_async_wait<0>();
+  __syncthreads();
+
+  // This warp's K and V rows as A fragments: kept in registers for the whole block when they
+  // are few (head dims up to 64), else read from shared memory at each use.
+  const int key0 = warp * L::kWarpKeys;
+  const unsigned a_row = (lane & 7) + ((lane >> 3) & 1) * 8, a_col = (lane >> 4) * 8;
+  const unsigned k_lane = smem_addr(sK) + ((key0 + a_row) * L::kQKStride + a_col) * 2;
+  const unsigned v_lane = smem_addr(sV) + ((key0 + a_row) * L::kVStride + a_col) * 2;
+  constexpr bool kKVInRegs = kKT * (kKSd + kKSv) <= 8;
+  unsigned k_frag[kKVInRegs ? kKT : 1][kKVInRegs ? kKSd : 1][4], v_frag[kKVInRegs ? kKT : 1][kKVInRegs ? kKSv : 1][4];
+  auto load_k = [&](unsigned (&a)[4], int kt, int ks) { ldmatrix_x4(a, k_lane + (kt * 16 * L::kQKStride + ks * 16) * 2); };
+  auto load_v = [&](unsigned (&a)[4], int kt, int ks) { ldmatrix_x4(a, v_lane + (kt * 16 * L::kVStride + ks * 16) * 2); };
+  if constexpr (kKVInRegs) {
+#pragma unroll
+    for (int kt = 0; kt < kKT; ++kt) {
+#pragma unroll
+      for (int ks = 0; ks < kKSd; ++ks) load_k(k_frag[kt][ks], kt, ks);
+#pragma unroll
+      for (int ks = 0; ks < kKSv; ++ks) load_v(v_frag[kt][ks], kt, ks);
+    }
+  }
+  // Lane offsets of the B-fragment patterns: non-transposed (rows are n) and transposed (rows are k).
+  const unsigned bn_lane_qk = (((lane & 7) + ((lane >> 4) << 3)) * L::kQKStride + ((lane >> 3) & 1) * 8) * 2;
+  const unsigned bn_lane_v = (((lane & 7) + ((lane >> 4) << 3)) * L::kVStride + ((lane >> 3) & 1) * 8) * 2;
+  const unsigned bt_lane_qk = (((lane & 7) + ((lane >> 3) & 1) * 8) * L::kQKStride + (lane >> 4) * 8) * 2;
+  const unsigned bt_lane_v = (((lane & 7) + ((lane >> 3) & 1) * 8) * L::kVStride + (lane >> 4) * 8) * 2;
+
+  float dk[kKT][kDKT][4], dv[kKT][kDVT][4];
+#pragma unroll
+  for (int kt = 0; kt < kKT; ++kt) {
+#pragma unroll
+    for (int c = 0; c < kDKT; ++c)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) dk[kt][c][e] = 0.f;
+#pragma unroll
+    for (int c = 0; c < kDVT; ++c)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) dv[kt][c][e] = 0.f;
+  }
+
+  auto step = [&](int it, auto masked) {
+    constexpr bool kMasked = decltype(masked)::value;
+    const int h = hk * group + it / n_m, m0 = (m_first + it % n_m) * kBM;
+    const int buf = it & 1;
+    const unsigned sq = smem_addr(buf ? sQ1 : sQ0), so = smem_addr(buf ? sO1 : sO0);
+    const float* lse_row = sLse + buf * kBM;
+    const float* delta_row = sDelta + buf * kBM;
+    const Policy policy(p, seq.batch, h, mq, mkv);
+
+    // Sᵀ = K·Qᵀ and dPᵀ = V·dOᵀ
+    float s[kKT][kNT][4], dp[kKT][kNT][4];
+#pragma unroll
+    for (int kt = 0; kt < kKT; ++kt)
+#pragma unroll
+      for (int nt = 0; nt < kNT; ++nt)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) s[kt][nt][e] = dp[kt][nt][e] = 0.f;
+#pragma unroll
+    for (int ks = 0; ks < kKSd; ++ks) {
+      unsigned a_tmp[kKT][4];
+      if constexpr (!kKVInRegs) {
+#pragma unroll
+        for (int kt = 0; kt < kKT; ++kt) load_k(a_tmp[kt], kt, ks);
+      }
+#pragma unroll
+      for (int np = 0; np < kNT / 2; ++np) {
+        unsigned bq[4];
+        ldmatrix_x4(bq, sq + bn_lane_qk + (np * 16 * L::kQKStride + ks * 16) * 2);
+#pragma unroll
+        for (int kt = 0; kt < kKT; ++kt) {
+          const unsigned (&a)[4] = kKVInRegs ? k_frag[kKVInRegs ? kt : 0][kKVInRegs ? ks : 0] : a_tmp[kt];
+          mma_16816<Cfg::kDType>(s[kt][2 * np], a, bq[0], bq[1]);
+          mma_16816<Cfg::kDType>(s[kt][2 * np + 1], a, bq[2], bq[3]);
+        }
+      }
+    }
+#pragma unroll
+    for (int ks = 0; ks < kKSv; ++ks) {
+      unsigned a_tmp[kKT][4];
+      if constexpr (!kKVInRegs) {
+#pragma unroll
+        for (int kt = 0; kt < kKT; ++kt) load_v(a_tmp[kt], kt, ks);
+      }
+#pragma unroll
+      for (int np = 0; np < kNT / 2; ++np) {
+        unsigned bo[4];
+        ldmatrix_x4(bo, so + bn_lane_v + (np * 16 * L::kVStride + ks * 16) * 2);
+#pragma unroll
+        for (int kt = 0; kt < kKT; ++kt) {
+          const unsigned (&a)[4] = kKVInRegs ? v_frag[kKVInRegs ? kt : 0][kKVInRegs ? ks : 0] : a_tmp[kt];
+          mma_16816<Cfg::kDType>(dp[kt][2 * np], a, bo[0], bo[1]);
+          mma_16816<Cfg::kDType>(dp[kt][2 * np + 1], a, bo[2], bo[3]);
+        }
+      }
+    }
+
+    // Pᵀ (into s), dropout's keep mask applied to a copy (pd), and dSᵀ (into dp).
+    float pd[kKT][kNT][4];
+#pragma unroll
+    for (int kt = 0; kt < kKT; ++kt)
+#pragma unroll
+      for (int nt = 0; nt < kNT; ++nt)
+#pragma unroll
+        for (int e2 = 0; e2 < 2; ++e2) {  // the two key rows g and g + 8
+          const int j = k_lo + key0 + kt * 16 + g + e2 * 8;
+          bool keep[2] = {true, true};
+          if constexpr (Cfg::kDropout) {
+            const int i = m0 + nt * 8 + 2 * t;
+            // Elements (i, j) and (i + 1, j) are a row of the index space apart.
+            const unsigned long long row = (unsigned long long)(seq.batch * p.heads + h) * p.mq_rows;
+            const unsigned long long e0 = (row + seq.q_start + i) * p.mkv_rows + seq.k_start + j;
+            keep[0] = dropout_keep1(p, e0);
+            keep[1] = dropout_keep1(p, e0 + p.mkv_rows);
+          }
+#pragma unroll
+          for (int c = 0; c < 2; ++c) {
+            const int e = e2 * 2 + c;
+            const int ql = nt * 8 + 2 * t + c;  // query within the block
+            float x = s[kt][nt][e] * p.scale_log2;
+            if constexpr (kMasked) {
+              const int i = m0 + ql;
+              x = j >= mkv || i >= mq ? neg_inf() : policy.logit(x, i, j);
+            }
+            const float lse = lse_row[ql];
+            // A query that saw no key has lse = -inf (and P = 0); exp2(x - inf) gives that.
+            const float pv = fast_exp2(x - (lse == neg_inf() ? __int_as_float(0x7f800000) : lse * kLog2e));
+            s[kt][nt][e] = pv;
+            const float dpv = keep[c] ? dp[kt][nt][e] * p.dropout_scale : 0.f;
+            pd[kt][nt][e] = keep[c] ? pv : 0.f;
+            dp[kt][nt][e] = pv * (dpv - delta_row[ql]);
+          }
+        }
+
+    if constexpr (Cfg::kDBias) {  // dbias = dS, unscaled
+      T* db = static_cast<T*>(bp.dbias) + seq.batch * bp.dbias_stride_b + h * bp.dbias_stride_h;
+#pragma unroll
+      for (int kt = 0; kt < kKT; ++kt)
+#pragma unroll
+        for (int nt = 0; nt < kNT; ++nt)
+#pragma unroll
+          for (int e = 0; e < 4; ++e) {
+            const int i = m0 + nt * 8 + 2 * t + (e & 1), j = k_lo + key0 + kt * 16 + g + (e >= 2 ? 8 : 0);
+            if (i < mq && j < mkv) db[int64_t(seq.q_start + i) * bp.dbias_stride_m + seq.k_start + j] = from_float<Cfg::kDType>(dp[kt][nt][e]);
+          }
+    }
+
+    // dV += Pᵀ·dO and dK += dSᵀ·Q: the accumulator layout of Pᵀ/dSᵀ is the A layout.
+#pragma unroll
+    for (int kp = 0; kp < kBM / 16; ++kp) {
+      unsigned pa[kKT][4], sa[kKT][4];
+#pragma unroll
+      for (int kt = 0; kt < kKT; ++kt) {
+        const float (&x)[kNT][4] = Cfg::kDropout ? pd[kt] : s[kt];
+        pa[kt][0] = pack2<Cfg::kDType>(x[2 * kp][0], x[2 * kp][1]);
+        pa[kt][1] = pack2<Cfg::kDType>(x[2 * kp][2], x[2 * kp][3]);
+        pa[kt][2] = pack2<Cfg::kDType>(x[2 * kp + 1][0], x[2 * kp + 1][1]);
+        pa[kt][3] = pack2<Cfg::kDType>(x[2 * kp + 1][2], x[2 * kp + 1][3]);
+        sa[kt][0] = pack2<Cfg::kDType>(dp[kt][2 * kp][0], dp[kt][2 * kp][1]);
+        sa[kt][1] = pack2<Cfg::kDType>(dp[kt][2 * kp][2], dp[kt][2 * kp][3]);
+        sa[kt][2] = pack2<Cfg::kDType>(dp[kt][2 * kp + 1][0], dp[kt][2 * kp + 1][1]);
+        sa[kt][3] = pack2<Cfg::kDType>(dp[kt][2 * kp + 1][2], dp[kt][2 * kp + 1][3]);
+      }
+#pragma unroll
+      for (int c = 0; c < kDVT / 2; ++c) {
+        unsigned bo[4];
+        ldmatrix_x4_trans(bo, so + bt_lane_v + (kp * 16 * L::kVStride + c * 16) * 2);
+#pragma unroll
+        for (int kt = 0; kt < kKT; ++kt) {
+          mma_16816<Cfg::kDType>(dv[kt][2 * c], pa[kt], bo[0], bo[1]);
+          mma_16816<Cfg::kDType>(dv[kt][2 * c + 1], pa[kt], bo[2], bo[3]);
+        }
+      }
+#pragma unroll
+      for (int c = 0; c < kDKT / 2; ++c) {
+        unsigned bq[4];
+        ldmatrix_x4_trans(bq, sq + bt_lane_qk + (kp * 16 * L::kQKStride + c * 16) * 2);
+#pragma unroll
+        for (int kt = 0; kt < kKT; ++kt) {
+          mma_16816<Cfg::kDType>(dk[kt][2 * c], sa[kt], bq[0], bq[1]);
+          mma_16816<Cfg::kDType>(dk[kt][2 * c + 1], sa[kt], bq[2], bq[3]);
+        }
+      }
+    }
+
+    if constexpr (Cfg::kDq) {
+      // dSᵀ to shared memory, then dQ[kBM, D] = dS·K over all kBN keys.
+#pragma unroll
+      for (int kt = 0; kt < kKT; ++kt)
+#pragma unroll
+        for (int nt = 0; nt < kNT; ++nt)
+#pragma unroll
+          for (int e2 = 0; e2 < 2; ++e2) {
+            const int row = key0 + kt * 16 + g + e2 * 8, col = nt * 8 + 2 * t;
+            *reinterpret_cast<unsigned*>(sS + row * L::kSStride + col) =
+                pack2<Cfg::kDType>(dp[kt][nt][2 * e2], dp[kt][nt][2 * e2 + 1]);
+          }
+      __syncthreads();
+      const int wm = warp % L::kDqWarpsM, wn = warp / L::kDqWarpsM;
+      float dq[L::kDqNT][4];
+#pragma unroll
+      for (int c = 0; c < L::kDqNT; ++c)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) dq[c][e] = 0.f;
+      // A = dS[query][key] from sS stored [key][query]: ldmatrix .trans with rows = keys.
+      const unsigned s_lane = smem_addr(sS) + (((lane & 7) + ((lane >> 4) & 1) * 8) * L::kSStride + wm * 16 + ((lane >> 3) & 1) * 8) * 2;
+      const unsigned kt_lane = smem_addr(sK) + bt_lane_qk + wn * L::kDqNT * 8 * 2;
+#pragma unroll
+      for (int ks = 0; ks < kBN / 16; ++ks) {
+        unsigned a[4];
+        ldmatrix_x4_trans(a, s_lane + ks * 16 * L::kSStride * 2);
+#pragma unroll
+        for (int c = 0; c + 1 < L::kDqNT; c += 2) {
+          unsigned bk[4];
+          ldmatrix_x4_trans(bk, kt_lane + (ks * 16 * L::kQKStride + c * 8) * 2);
+          mma_16816<Cfg::kDType>(dq[c], a, bk[0], bk[1]);
+          mma_16816<Cfg::kDType>(dq[c + 1], a, bk[2], bk[3]);
+        }
+        if constexpr (L::kDqNT % 2 == 1) {
+          unsigned bk[2];
+          ldmatrix_x2_trans(bk, kt_lane + (ks * 16 * L::kQKStride + (L::kDqNT - 1) * 8) * 2);
+          mma_16816<Cfg::kDType>(dq[L::kDqNT - 1], a, bk[0], bk[1]);
+        }
+      }
+      float* acc = bp.dq_accum + ((int64_t(seq.batch) * p.heads + h) * p.mq_rows + seq.q_start) * Cfg::kHeadDim;
+#pragma unroll
+      for (int c = 0; c < L::kDqNT; ++c) {
+        const int col = (wn * L::kDqNT + c) * 8 + 2 * t;
+        if (col >= Cfg::kHeadDim) continue;
+#pragma unroll
+        for (int e2 = 0; e2 < 2; ++e2) {
+          const int i = m0 + wm * 16 + g + e2 * 8;
+          if (i >= mq) continue;
+          atomic_add_f32(acc + int64_t(i) * Cfg::kHeadDim + col, dq[c][2 * e2]);
+          atomic_add_f32(acc + int64_t(i) * Cfg::kHeadDim + col + 1, dq[c][2 * e2 + 1]);
+        }
+      }
+    }
+  };
+
+  auto needs_mask = [&](int it) {
+    const int m0 = (m_first + it % n_m) * kBM;
+    return Policy::kElementwise || k_lo + kBN > mkv || m0 + kBM > mq ||
+           !Policy(p, seq.batch, hk * group, mq, mkv).tile_full(m0, m0 + kBM, k_lo, k_lo + kBN);
+  };
+  for (int it = 0; it < n_iters; ++it) {
+    // Q(it), dO(it) have landed, and every warp is done with iteration it - 1.
+    cp_async_wait<0>();
+    __syncthreads();
+    if (it + 1 < n_iters) issue_loads(it + 1);
+    cp_async_commit();
+    if (needs_mask(it)) step(it, Bool<true>{});
+    else step(it, Bool<false>{});
+  }
+
+  // Epilogue: dK · scale, dV (· 1/(1-p) under dropout), rows past the sequence end skipped.
+  T* dkp = static_cast<T*>(bp.dk) + seq.batch * bp.dk_stride_b + hk * bp.dk_stride_h + int64_t(seq.k_start) * bp.dk_stride_m;
+  T* dvp = static_cast<T*>(bp.dv) + seq.batch * bp.dv_stride_b + hk * bp.dv_stride_h + int64_t(seq.k_start) * bp.dv_stride_m;
+  const float dv_scale = Cfg::kDropout ? p.dropout_scale : 1.f;
+#pragma unroll
+  for (int kt = 0; kt < kKT; ++kt)
+#pragma unroll
+    for (int e2 = 0; e2 < 2; ++e2) {
+      const int j = k_lo + key0 + kt * 16 + g + e2 * 8;
+      if (j >= mkv) continue;
+#pragma unroll
+      for (int c = 0; c < kDKT; ++c) {
+        const int col = c * 8 + 2 * t;
+        if (col >= Cfg::kHeadDim) continue;
+        T* row = dkp + int64_t(j) * bp.dk_stride_m + col;
+        const float x0 = dk[kt][c][2 * e2] * bp.scale, x1 = dk[kt][c][2 * e2 + 1] * bp.scale;
+        if constexpr (Cfg::kAlign16) *reinterpret_cast<unsigned*>(row) = pack2<Cfg::kDType>(x0, x1);
+        else row[0] = from_float<Cfg::kDType>(x0), row[1] = from_float<Cfg::kDType>(x1);
+      }
+#pragma unroll
+      for (int c = 0; c < kDVT; ++c) {
+        const int col = c * 8 + 2 * t;
+        if (col >= Cfg::kHeadDimV) continue;
+        T* row = dvp + int64_t(j) * bp.dv_stride_m + col;
+        const float x0 = dv[kt][c][2 * e2] * dv_scale, x1 = dv[kt][c][2 * e2 + 1] * dv_scale;
+        if constexpr (Cfg::kAlign16) *reinterpret_cast<unsigned*>(row) = pack2<Cfg::kDType>(x0, x1);
+        else row[0] = from_float<Cfg::kDType>(x0), row[1] = from_float<Cfg::kDType>(x1);
+      }
+    }
+}
+
+}  // namespace jitattn
