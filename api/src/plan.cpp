@@ -279,6 +279,7 @@ bool forward_params(const Plan& p, const TensorView& q, const TensorView& k, con
     }
   }
   fp.scale_log2 = float(p.scale * 1.4426950408889634);
+  fp.dropout_scale = 1.f;  // the backward scales by it unconditionally
   if (opt.p > 0) {
     fp.dropout_seed = opt.seed, fp.dropout_offset = opt.offset;
     fp.dropout_threshold = uint32_t(std::ceil(opt.p * 4294967296.0));  // plan() keeps it below 2^32
