@@ -49,6 +49,11 @@ Env read_env() {
   else if (jit == "redo") env.jit = JitPolicy::redo;
   else throw Error("JITATTN_JIT=" + jit + " is not one of on, off, readonly, redo");
   env.nvrtc_path = getenv_str("JITATTN_NVRTC");
+  const std::string bwd_tile = getenv_str("JITATTN_BWD_TILE");
+  if (!bwd_tile.empty()) {
+    env.bwd_tile = TileConfig::parse(bwd_tile);
+    if (!env.bwd_tile) throw Error("JITATTN_BWD_TILE=" + bwd_tile + " is not a tile config like m64n128w8");
+  }
   const std::string tile = getenv_str("JITATTN_TILE");
   if (!tile.empty()) {
     env.tile = TileConfig::parse(tile);

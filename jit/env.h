@@ -21,7 +21,8 @@ inline constexpr EnvVarInfo kEnvVars[] = {
     {"JITATTN_CACHE_RO", false, "':'-separated shipped DBs, opened read-only, searched before the user DB"},
     {"JITATTN_JIT", false, "on (default) | off: a miss is an error | readonly: compile, never write | redo: recompile"},
     {"JITATTN_NVRTC", true, "path of the NVRTC library to load; its version is part of the key"},
-    {"JITATTN_TILE", true, "force a tile config (e.g. m128n64w4) for every kernel; it is part of the name"},
+    {"JITATTN_TILE", true, "force a tile config (e.g. m128n64w4) for every forward kernel; it is part of the name"},
+    {"JITATTN_BWD_TILE", true, "force a tile config (e.g. m64n128w8) for the backward's dK/dV kernel (bwd, bwd_kv)"},
     {"JITATTN_VERBOSE", false, "1: log each compile and cache layer hit to stderr"},
     {"JITATTN_RECORD", false, "append each distinct signature the process needs to this manifest (JSON Lines)"},
 };
@@ -34,7 +35,8 @@ struct Env {
   std::vector<std::string> cache_ro;
   JitPolicy jit = JitPolicy::on;
   std::string nvrtc_path;          // empty: the default search
-  std::optional<TileConfig> tile;  // JITATTN_TILE
+  std::optional<TileConfig> tile;      // JITATTN_TILE
+  std::optional<TileConfig> bwd_tile;  // JITATTN_BWD_TILE
   bool verbose = false;
   std::string record_path;         // JITATTN_RECORD; empty: record nothing
 

@@ -55,6 +55,8 @@ KernelSpec make_spec(const Signature& sig) {
   spec.family = sig.dtype == DType::f32 || rowwise ? Family::simt : Family::mma;
   const auto& forced = Env::get().tile;  // forward experiments only
   spec.tile = forced && sig.op == Op::fwd ? *forced : default_tile(sig, spec.family);
+  const auto& forced_bwd = Env::get().bwd_tile;
+  if (forced_bwd && (sig.op == Op::bwd || sig.op == Op::bwd_kv) && spec.family == Family::mma) spec.tile = *forced_bwd;
   return spec;
 }
 

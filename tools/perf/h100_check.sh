@@ -14,10 +14,17 @@ cmake --build build -j16 2>&1 | grep -E "error|undefined" | head
 export JITATTN_CACHE=/tmp/jitattn-tests.sqlite
 
 if has tests; then
-  echo "== GPU tests (one process per test, 12 at a time: their first calls compile in parallel)"
-  timeout ${TESTS_TIMEOUT:-420} ctest --test-dir build -L gpu -j12 --output-on-failure > "$out/gpu_tests.log" 2>&1
-  grep -E "tests passed|tests failed|\(Failed\)|\(Timeout\)|\(SEGFAULT\)|Exception" "$out/gpu_tests.log" | head -30
-  grep -E "Failure|error" -A4 "$out/gpu_tests.log" | head -60
+  echo "== GPU tests (12 gtest shards at once: their first calls compile in parallel)"
+  rm -f "$out"/gpu_tests.*.log
+  for i in $(seq 0 11); do
+    GTEST_TOTAL_SHARDS=12 GTEST_SHARD_INDEX=$i timeout ${TESTS_TIMEOUT:-420} build/tests/jitattn_gpu_tests \
+      --gtest_filter="${TESTS_FILTER:-*}" > "$out/gpu_tests.$i.log" 2>&1 &
+  done
+  wait
+  cat "$out"/gpu_tests.*.log > "$out/gpu_tests.log"
+  echo "passed: $(grep -cE '^\[       OK' "$out/gpu_tests.log"), failed: $(grep -cE '^\[  FAILED  \].*\(' "$out/gpu_tests.log"), skipped: $(grep -cE '^\[  SKIPPED' "$out/gpu_tests.log")"
+  grep -E '^\[  FAILED  \].*\(' "$out/gpu_tests.log" | head -30
+  grep -E "Failure|Which is|error|Expected|Actual" -A3 "$out/gpu_tests.log" | cut -c1-400 | head -80
 fi
 
 if has sanitize; then
@@ -51,6 +58,10 @@ if has bench; then
   export JITATTN_CACHE=/tmp/jitattn-bench.sqlite
   build/tools/jitattn bench --dtype bf16 --head-dims 64,128 --seqlens 4096,16384 --causal both --reps 20 --bwd \
     --json "$out/bench.json" | grep -vE "^first call"
+  for t in ${BWD_TILES:-}; do
+    echo "-- JITATTN_BWD_TILE=$t"
+    JITATTN_BWD_TILE=$t build/tools/jitattn bench --dtype bf16 --head-dims 64,128 --seqlens 16384 --causal both --reps 20 --bwd | grep " bwd "
+  done
 fi
 
 if has masks; then
