@@ -7,7 +7,9 @@
 
 namespace jitattn::jit {
 
-constexpr const char* kKernelEntry = "jitattn_kernel";
+// The kernel's entry point: "jitattn_" + the op (jitattn_fwd, jitattn_bwd, ...), so profilers
+// can tell the kernels apart.
+std::string kernel_entry(const KernelSpec& spec);
 
 std::string generate_source(const KernelSpec& spec);
 

@@ -100,7 +100,7 @@ const LoadedKernel& JitRuntime::kernel(const Signature& sig, const ContextInfo& 
   const CudaDriver& d = CudaDriver::require();
   CUmodule module;
   check_cuda(d.cuModuleLoadData(&module, rec.binary.data()), ("loading " + rec.name).c_str());
-  check_cuda(d.cuModuleGetFunction(&loaded->fn, module, kKernelEntry), ("cuModuleGetFunction " + rec.name).c_str());
+  check_cuda(d.cuModuleGetFunction(&loaded->fn, module, kernel_entry(loaded->spec).c_str()), ("cuModuleGetFunction " + rec.name).c_str());
   check_cuda(d.cuFuncSetAttribute(loaded->fn, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, loaded->spec.smem_bytes()),
              ("setting the shared memory of " + rec.name).c_str());
   stats_.loads.fetch_add(1, std::memory_order_relaxed);

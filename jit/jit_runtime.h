@@ -22,7 +22,8 @@ namespace jitattn::jit {
 
 // XXH3-128 over canonical name ‖ kernel_src hash ‖ compiler identity ‖ options ‖ format version.
 std::string kernel_key(const KernelSpec& spec, const std::string& compiler_identity);
-constexpr int kCacheFormatVersion = 1;
+// Bumped when the generated code changes outside kernel_src/ (the preamble, the entry name).
+constexpr int kCacheFormatVersion = 2;
 
 struct LoadedKernel {
   CUfunction fn = nullptr;

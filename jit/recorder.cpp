@@ -24,8 +24,10 @@ std::string manifest_line(const Signature& sig) {
   os << "{\"op\":\"" << to_string(sig.op) << "\",\"arch\":\"" << sig.arch().name() << "\",\"dtype\":\""
      << jitattn::to_string(sig.dtype) << "\",\"out_dtype\":\"" << jitattn::to_string(sig.out_dtype)
      << "\",\"head_dim\":" << sig.head_dim << ",\"head_dim_v\":" << sig.head_dim_v << ",\"bias\":\""
-     << to_string(sig.bias) << "\",\"lse\":" << (sig.lse ? "true" : "false") << ",\"align\":" << int(sig.align)
-     << "}";
+     << to_string(sig.bias) << "\",\"lse\":" << (sig.lse ? "true" : "false") << ",\"align\":" << int(sig.align);
+  if (sig.dropout) os << ",\"dropout\":true";  // only when set: older lines stay as they were
+  if (sig.dbias) os << ",\"dbias\":true";
+  os << "}";
   return os.str();
 }
 

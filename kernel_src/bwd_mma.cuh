@@ -357,8 +357,7 @@ __device__ __forceinline__ void bwd_mma(const BwdParams& bp) {
         for (int e2 = 0; e2 < 2; ++e2) {
           const int i = m0 + wm * 16 + g + e2 * 8;
           if (i >= mq) continue;
-          atomic_add_f32(acc + int64_t(i) * Cfg::kHeadDim + col, dq[c][2 * e2]);
-          atomic_add_f32(acc + int64_t(i) * Cfg::kHeadDim + col + 1, dq[c][2 * e2 + 1]);
+          atomic_add_f32x2(acc + int64_t(i) * Cfg::kHeadDim + col, dq[c][2 * e2], dq[c][2 * e2 + 1]);
         }
       }
     }

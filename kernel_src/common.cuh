@@ -131,6 +131,15 @@ template <bool B> struct Bool { static constexpr bool value = B; };
 __device__ __forceinline__ void atomic_add_f32(float* addr, float x) {
   asm volatile("red.global.add.f32 [%0], %1;\n" :: "l"(addr), "f"(x) : "memory");
 }
+// addr[0] += x, addr[1] += y (addr 8-byte aligned): one vector reduction on sm_90 and newer.
+__device__ __forceinline__ void atomic_add_f32x2(float* addr, float x, float y) {
+#if __CUDA_ARCH__ >= 900
+  asm volatile("red.global.add.v2.f32 [%0], {%1, %2};\n" :: "l"(addr), "f"(x), "f"(y) : "memory");
+#else
+  atomic_add_f32(addr, x);
+  atomic_add_f32(addr + 1, y);
+#endif
+}
 
 // ---- dropout: Philox4x32-10 (Salmon et al., SC'11), the layout of params.h ---------------------
 __device__ __forceinline__ unsigned mulhi_u32(unsigned a, unsigned b) {

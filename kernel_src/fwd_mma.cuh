@@ -155,19 +155,9 @@ __device__ __forceinline__ void fwd_mma(const FwdParams& p) {
     cp_async_commit();  // possibly empty: keeps the group count uniform
     const unsigned k_tile = (it & 1) ? k_base1 : k_base0;
 
-    // In a tile the mask cuts through, a warp whose rows see none of its keys skips it (its
-    // softmax state would not change): a band or a diagonal then costs per warp, not per block.
-    bool active = true;
-    if constexpr (kMasked) {
-      const int r_lo = q_lo + warp_row0;
-      int w_lo, w_hi;
-      policy.kv_range(r_lo, imin(r_lo + L::kWarpRows, mq), mkv, w_lo, w_hi);
-      active = r_lo < mq && w_lo < imin(w_hi, n0 + kBN) && n0 < w_hi;
-    }
-
     // S = Q · K(it)ᵀ
     float s[kMT][kNT][4];
-    if (active) {
+    {
 #pragma unroll
       for (int mt = 0; mt < kMT; ++mt)
 #pragma unroll
@@ -255,11 +245,10 @@ __device__ __forceinline__ void fwd_mma(const FwdParams& p) {
               if (!keep1) s[mt][nt][2 * half + 1] = 0.f;
             }
       }
-    }  // active
+    }
 
     cp_async_wait<1>();  // V(it) has landed; K(it+1) may still be in flight
     __syncthreads();
-    if (!active) return;
 
     // O += P · V(it). The S accumulator layout is the A-fragment layout, so P never leaves
     // registers.

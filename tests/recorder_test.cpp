@@ -92,6 +92,33 @@ TEST(Recorder, ManifestLineReadsBackAsTheSameKernel) {
   EXPECT_GT(checked, 100);
 }
 
+// A training process records the backward's kernels too (every op, dropout, dbias): their lines
+// read back as the same kernels, and a product entry spells them out.
+TEST(Recorder, BackwardAndDropoutLinesReadBackAsTheSameKernel) {
+  int checked = 0;
+  for (Op op : kAllOps)
+    for (bool dropout : {false, true})
+      for (bool dbias : {false, true}) {
+        Signature s = sig(DType::bf16, 64, op == Op::merge || op == Op::bwd_pre || op == Op::bwd_post ? BiasKind::none : BiasKind::causal_tensor,
+                          true, "sm_90a", 16);
+        s.op = op, s.dropout = dropout, s.dbias = dbias;
+        const std::string line = manifest_line(s);
+        EXPECT_EQ(line.find("dropout") != std::string::npos, dropout) << line;
+        const auto specs = tools::parse_manifest_text(line, {}, "recorded");
+        ASSERT_EQ(specs.size(), 1u) << line;
+        EXPECT_TRUE(specs[0].sig == s) << line << " -> " << specs[0].name();
+        EXPECT_EQ(KernelSpec::parse(specs[0].name())->name(), specs[0].name());
+        ++checked;
+      }
+  EXPECT_EQ(checked, int(std::size(kAllOps)) * 4);
+  const auto specs = tools::parse_manifest_text(
+      R"({"op": ["bwd_pre", "bwd", "bwd_post"], "dtype": "bf16", "head_dim": 128, "bias": "causal", "lse": true,)"
+      R"( "dropout": [false, true], "arch": "sm_90a"})", {}, "m");
+  EXPECT_EQ(specs.size(), 6u);
+  EXPECT_THROW(tools::parse_manifest_text(R"({"op": "bwdx", "dtype": "bf16", "head_dim": 64, "arch": "sm_80"})", {}, "m"),
+               Error);
+}
+
 TEST(Recorder, ManifestLineOfAnotherTileIsTheName) {
   KernelSpec spec = make_spec(sig(DType::f16, 64, BiasKind::none, false));
   spec.tile.block_n = spec.tile.block_n == 32 ? 64 : 32;

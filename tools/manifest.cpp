@@ -19,7 +19,8 @@ namespace {
 
 // Anything else in an entry is most likely a typo ("head_dims"), which would otherwise
 // silently prewarm the wrong kernels.
-const std::set<std::string> kFields = {"op", "dtype", "out_dtype", "head_dim", "head_dim_v", "bias", "lse", "align", "arch"};
+const std::set<std::string> kFields = {"op",    "dtype", "out_dtype", "head_dim", "head_dim_v", "bias",
+                                       "lse",   "align", "arch",      "dropout",  "dbias"};
 
 [[noreturn]] void bad(const std::string& field, const std::string& want, const json& got) {
   throw Error("\"" + field + "\" must be " + want + ", got " + got.dump());
@@ -78,13 +79,15 @@ auto listed(const json& entry, const std::string& field, F convert) {
 
 // The choices an entry lists; the kernels are their product.
 struct Choices {
-  jit::Op op = jit::Op::fwd;
+  std::vector<jit::Op> ops{jit::Op::fwd};
   std::vector<DType> dtypes;
   std::optional<DType> out_dtype;  // default: each dtype itself
   std::vector<int> head_dims;
   std::optional<int> head_dim_v;   // default: each head_dim itself
   std::vector<BiasKind> biases{BiasKind::none};
   std::vector<bool> lses{false};
+  std::vector<bool> dropouts{false};
+  std::vector<bool> dbiases{false};
   int align = 16;
   std::vector<Arch> archs;
 };
@@ -95,11 +98,19 @@ Choices read_choices(const json& e, const std::vector<Arch>& default_archs) {
   if (!e.contains("dtype")) throw Error("missing \"dtype\"");
   if (!e.contains("head_dim")) throw Error("missing \"head_dim\"");
   Choices c;
-  if (e.contains("op")) {
-    auto op = jit::parse_op(as_string("op", e["op"]));
-    if (!op) bad("op", "\"fwd\"", e["op"]);
-    c.op = *op;
-  }
+  if (e.contains("op")) c.ops = listed(e, "op", [](const json& v) {
+      auto op = jit::parse_op(as_string("op", v));
+      if (!op) bad("op", "one of fwd, bwd_pre, bwd, bwd_kv, bwd_dq, bwd_post, merge", v);
+      return *op;
+    });
+  auto flag = [&](const char* name, std::vector<bool>& out) {
+    if (e.contains(name)) out = listed(e, name, [name](const json& v) {
+        if (!v.is_boolean()) bad(name, "true or false", v);
+        return v.get<bool>();
+      });
+  };
+  flag("dropout", c.dropouts);
+  flag("dbias", c.dbiases);
   c.dtypes = listed(e, "dtype", [](const json& v) { return as_dtype("dtype", v); });
   if (e.contains("out_dtype")) c.out_dtype = as_dtype("out_dtype", e["out_dtype"]);
   c.head_dims = listed(e, "head_dim", [](const json& v) { return as_int("head_dim", v, 1, 65535); });
@@ -129,20 +140,25 @@ std::vector<KernelSpec> expand(const Choices& c) {
     for (DType dtype : c.dtypes)
       for (int hd : c.head_dims)
         for (BiasKind bias : c.biases)
-          for (bool lse : c.lses) {
-            jit::Signature s;
-            s.op = c.op;
-            s.bias = bias;
-            s.dtype = dtype;
-            s.out_dtype = c.out_dtype.value_or(dtype);
-            s.head_dim = uint16_t(hd);
-            s.head_dim_v = uint16_t(c.head_dim_v.value_or(hd));
-            s.arch_sm = arch.sm;
-            s.arch_specific = arch.specific;
-            s.lse = lse;
-            s.align = uint8_t(dtype == DType::f32 ? 4 : c.align);  // the f32 kernels load element by element
-            specs.push_back(checked_spec(s));
-          }
+          for (bool lse : c.lses)
+            for (jit::Op op : c.ops)
+              for (bool dropout : c.dropouts)
+                for (bool dbias : c.dbiases) {
+                  jit::Signature s;
+                  s.op = op;
+                  s.bias = bias;
+                  s.dtype = dtype;
+                  s.out_dtype = c.out_dtype.value_or(dtype);
+                  s.head_dim = uint16_t(hd);
+                  s.head_dim_v = uint16_t(c.head_dim_v.value_or(hd));
+                  s.arch_sm = arch.sm;
+                  s.arch_specific = arch.specific;
+                  s.lse = lse;
+                  s.dropout = dropout;
+                  s.dbias = dbias;
+                  s.align = uint8_t(dtype == DType::f32 ? 4 : c.align);  // the f32 kernels load element by element
+                  specs.push_back(checked_spec(s));
+                }
   return specs;
 }
 

@@ -17,7 +17,7 @@ size_t element_size(DType dtype) { return dtype == DType::f32 ? 4 : 2; }
 
 TensorView TensorView::make(void* data, DType dtype, std::initializer_list<int64_t> shape,
                             std::initializer_list<int64_t> strides, int device) {
-  if (shape.size() > size_t(kMaxDims)) throw Error("a tensor has at most 5 dimensions");
+  if (shape.size() > size_t(kMaxDims)) throw Error("a tensor has at most " + std::to_string(kMaxDims) + " dimensions");
   if (strides.size() != 0 && strides.size() != shape.size())
     throw Error("strides must be empty or have one entry per dimension");
   TensorView t;

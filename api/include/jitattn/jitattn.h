@@ -2,4 +2,5 @@
 #include "jitattn/attention.h"
 #include "jitattn/bias.h"
 #include "jitattn/error.h"
+#include "jitattn/merge.h"
 #include "jitattn/tensor.h"

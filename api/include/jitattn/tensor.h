@@ -12,7 +12,8 @@ enum class DType : uint8_t { f16, bf16, f32 };
 const char* to_string(DType dtype);
 size_t element_size(DType dtype);
 
-constexpr int kMaxDims = 5;
+// 6: merge_attentions takes stacked [S, B, M, G, H, K] partial outputs (xFormers BMGHK).
+constexpr int kMaxDims = 6;
 
 // Like a DLPack tensor without ownership. Only the last dimension needs stride 1.
 // `device` is the CUDA device ordinal, or kHost for host memory (used by materialize()/tests).
