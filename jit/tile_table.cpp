@@ -69,9 +69,9 @@ int KernelSpec::smem_bytes() const {
     case Op::bwd_pre: case Op::bwd_post: case Op::merge: return 0;
     case Op::bwd: case Op::bwd_kv:
       if (family == Family::simt) return bwd_simt_smem_bytes(*this);
-      // K, V; two stages of Q and dO; dSᵀ (bwd only); two stages of lse and delta (bwd_mma.cuh)
+      // K, V; two stages of Q, dO, dSᵀ (bwd only), lse and delta (bwd_mma.cuh)
       return 2 * (n * qk_stride + n * v_stride + 2 * m * qk_stride + 2 * m * v_stride +
-                  (sig.op == Op::bwd ? n * (m + 8) : 0)) + 16 * m;
+                  (sig.op == Op::bwd ? 2 * n * (m + 8) : 0)) + 16 * m;
     case Op::bwd_dq:
       if (family == Family::simt) return bwd_simt_smem_bytes(*this);
       return 2 * (m * qk_stride + m * v_stride + 2 * n * qk_stride + 2 * n * v_stride);  // bwd_dq_mma.cuh

@@ -34,9 +34,13 @@ struct BwdMmaLayout {
   static constexpr int kVElems = Cfg::kBlockN * kVStride;
   static constexpr int kQElems = Cfg::kBlockM * kQKStride;
   static constexpr int kOElems = Cfg::kBlockM * kVStride;
-  static constexpr int kSElems = Cfg::kDq ? Cfg::kBlockN * kSStride : 0;
-  // dQ = dS·K: the warps tile the [kBlockM, kDP] product as kDqWarpsM × kDqWarpsN.
-  static constexpr int kDqWarpsM = Cfg::kBlockM / 16;
+  static constexpr int kSElems = Cfg::kDq ? 2 * Cfg::kBlockN * kSStride : 0;  // two stages
+  // dQ = dS·K: the warps tile the [kBlockM, kDP] product as kDqWarpsM × kDqWarpsN, each warp
+  // kDqMT 16-row tiles (two where the columns split evenly: fewer shared-memory reads per mma).
+  static constexpr bool kTwoRowTiles = Cfg::kBlockM % 32 == 0 && Cfg::kWarps % (Cfg::kBlockM / 32) == 0 &&
+                                       (kDP / 8) % (Cfg::kWarps / (Cfg::kBlockM / 32)) == 0;
+  static constexpr int kDqMT = kTwoRowTiles ? 2 : 1;
+  static constexpr int kDqWarpsM = Cfg::kBlockM / (16 * kDqMT);
   static constexpr int kDqWarpsN = Cfg::kWarps / kDqWarpsM;
   static constexpr int kDqNT = kDP / 8 / kDqWarpsN;
   static constexpr int kSmemBytes =
@@ -75,7 +79,7 @@ __device__ __forceinline__ void bwd_mma(const BwdParams& bp) {
   T* sQ1 = sQ0 + L::kQElems;
   T* sO0 = sQ1 + L::kQElems;  // dO
   T* sO1 = sO0 + L::kOElems;
-  T* sS = sO1 + L::kOElems;   // dSᵀ [key][query]
+  T* sS = sO1 + L::kOElems;   // dSᵀ [key][query], two stages
   float* sLse = reinterpret_cast<float*>(sS + L::kSElems);  // [2][kBM]
   float* sDelta = sLse + 2 * kBM;                          // [2][kBM]
 
@@ -223,10 +227,18 @@ __device__ __forceinline__ void bwd_mma(const BwdParams& bp) {
 
     // Pᵀ (into s), dropout's keep mask applied to a copy (pd), and dSᵀ (into dp).
     float pd[kKT][kNT][4];
+    struct alignas(8) Pair { float x, y; };
 #pragma unroll
-    for (int kt = 0; kt < kKT; ++kt)
+    for (int nt = 0; nt < kNT; ++nt) {
+      // This thread's two queries: their lse (base 2; a query that saw no key has lse = -inf and
+      // P = 0, which exp2(x - inf) gives) and delta.
+      const Pair l = *reinterpret_cast<const Pair*>(lse_row + nt * 8 + 2 * t);
+      const Pair dl = *reinterpret_cast<const Pair*>(delta_row + nt * 8 + 2 * t);
+      const float inf = __int_as_float(0x7f800000);
+      const float lse2[2] = {l.x == neg_inf() ? inf : l.x * kLog2e, l.y == neg_inf() ? inf : l.y * kLog2e};
+      const float delta[2] = {dl.x, dl.y};
 #pragma unroll
-      for (int nt = 0; nt < kNT; ++nt)
+      for (int kt = 0; kt < kKT; ++kt)
 #pragma unroll
         for (int e2 = 0; e2 < 2; ++e2) {  // the two key rows g and g + 8
           const int j = k_lo + key0 + kt * 16 + g + e2 * 8;
@@ -242,21 +254,19 @@ __device__ __forceinline__ void bwd_mma(const BwdParams& bp) {
 #pragma unroll
           for (int c = 0; c < 2; ++c) {
             const int e = e2 * 2 + c;
-            const int ql = nt * 8 + 2 * t + c;  // query within the block
             float x = s[kt][nt][e] * p.scale_log2;
             if constexpr (kMasked) {
-              const int i = m0 + ql;
+              const int i = m0 + nt * 8 + 2 * t + c;
               x = j >= mkv || i >= mq ? neg_inf() : policy.logit(x, i, j);
             }
-            const float lse = lse_row[ql];
-            // A query that saw no key has lse = -inf (and P = 0); exp2(x - inf) gives that.
-            const float pv = fast_exp2(x - (lse == neg_inf() ? __int_as_float(0x7f800000) : lse * kLog2e));
+            const float pv = fast_exp2(x - lse2[c]);
             s[kt][nt][e] = pv;
             const float dpv = keep[c] ? dp[kt][nt][e] * p.dropout_scale : 0.f;
             pd[kt][nt][e] = keep[c] ? pv : 0.f;
-            dp[kt][nt][e] = pv * (dpv - delta_row[ql]);
+            dp[kt][nt][e] = pv * (dpv - delta[c]);
           }
         }
+    }
 
     if constexpr (Cfg::kDBias) {  // dbias = dS, unscaled
       T* db = static_cast<T*>(bp.dbias) + seq.batch * bp.dbias_stride_b + h * bp.dbias_stride_h;
@@ -310,7 +320,9 @@ __device__ __forceinline__ void bwd_mma(const BwdParams& bp) {
     }
 
     if constexpr (Cfg::kDq) {
-      // dSᵀ to shared memory, then dQ[kBM, D] = dS·K over all kBN keys.
+      // dSᵀ to shared memory; the next iteration computes dQ from it (dq_step), after the barrier
+      // that starts it: one barrier per iteration.
+      T* ss = sS + buf * (L::kSElems / 2);
 #pragma unroll
       for (int kt = 0; kt < kKT; ++kt)
 #pragma unroll
@@ -318,49 +330,65 @@ __device__ __forceinline__ void bwd_mma(const BwdParams& bp) {
 #pragma unroll
           for (int e2 = 0; e2 < 2; ++e2) {
             const int row = key0 + kt * 16 + g + e2 * 8, col = nt * 8 + 2 * t;
-            *reinterpret_cast<unsigned*>(sS + row * L::kSStride + col) =
+            *reinterpret_cast<unsigned*>(ss + row * L::kSStride + col) =
                 pack2<Cfg::kDType>(dp[kt][nt][2 * e2], dp[kt][nt][2 * e2 + 1]);
           }
-      __syncthreads();
-      const int wm = warp % L::kDqWarpsM, wn = warp / L::kDqWarpsM;
-      float dq[L::kDqNT][4];
+    }
+  };
+
+  // dQ[kBM, D] of iteration `it` = dS·K over all kBN keys, fp32 atomics into dq_accum.
+  auto dq_step = [&](int it) {
+    const int h = hk * group + it / n_m, m0 = (m_first + it % n_m) * kBM;
+    const T* ss = sS + (it & 1) * (L::kSElems / 2);
+    const int wm = warp % L::kDqWarpsM, wn = warp / L::kDqWarpsM;
+    constexpr int kMT = L::kDqMT, kCT = L::kDqNT;
+    float dq[kMT][kCT][4];
 #pragma unroll
-      for (int c = 0; c < L::kDqNT; ++c)
+    for (int mt = 0; mt < kMT; ++mt)
 #pragma unroll
-        for (int e = 0; e < 4; ++e) dq[c][e] = 0.f;
-      // A = dS[query][key] from sS stored [key][query]: ldmatrix .trans with rows = keys.
-      const unsigned s_lane = smem_addr(sS) + (((lane & 7) + ((lane >> 4) & 1) * 8) * L::kSStride + wm * 16 + ((lane >> 3) & 1) * 8) * 2;
-      const unsigned kt_lane = smem_addr(sK) + bt_lane_qk + wn * L::kDqNT * 8 * 2;
+      for (int c = 0; c < kCT; ++c)
 #pragma unroll
-      for (int ks = 0; ks < kBN / 16; ++ks) {
-        unsigned a[4];
-        ldmatrix_x4_trans(a, s_lane + ks * 16 * L::kSStride * 2);
+        for (int e = 0; e < 4; ++e) dq[mt][c][e] = 0.f;
+    // A = dS[query][key] from sS stored [key][query]: ldmatrix .trans with rows = keys.
+    const unsigned s_lane = smem_addr(ss) + (((lane & 7) + ((lane >> 4) & 1) * 8) * L::kSStride + wm * kMT * 16 +
+                                             ((lane >> 3) & 1) * 8) * 2;
+    const unsigned kt_lane = smem_addr(sK) + bt_lane_qk + wn * kCT * 8 * 2;
 #pragma unroll
-        for (int c = 0; c + 1 < L::kDqNT; c += 2) {
-          unsigned bk[4];
-          ldmatrix_x4_trans(bk, kt_lane + (ks * 16 * L::kQKStride + c * 8) * 2);
-          mma_16816<Cfg::kDType>(dq[c], a, bk[0], bk[1]);
-          mma_16816<Cfg::kDType>(dq[c + 1], a, bk[2], bk[3]);
-        }
-        if constexpr (L::kDqNT % 2 == 1) {
-          unsigned bk[2];
-          ldmatrix_x2_trans(bk, kt_lane + (ks * 16 * L::kQKStride + (L::kDqNT - 1) * 8) * 2);
-          mma_16816<Cfg::kDType>(dq[L::kDqNT - 1], a, bk[0], bk[1]);
+    for (int ks = 0; ks < kBN / 16; ++ks) {
+      unsigned a[kMT][4];
+#pragma unroll
+      for (int mt = 0; mt < kMT; ++mt) ldmatrix_x4_trans(a[mt], s_lane + (ks * 16 * L::kSStride + mt * 16) * 2);
+#pragma unroll
+      for (int c = 0; c + 1 < kCT; c += 2) {
+        unsigned bk[4];
+        ldmatrix_x4_trans(bk, kt_lane + (ks * 16 * L::kQKStride + c * 8) * 2);
+#pragma unroll
+        for (int mt = 0; mt < kMT; ++mt) {
+          mma_16816<Cfg::kDType>(dq[mt][c], a[mt], bk[0], bk[1]);
+          mma_16816<Cfg::kDType>(dq[mt][c + 1], a[mt], bk[2], bk[3]);
         }
       }
-      float* acc = bp.dq_accum + ((int64_t(seq.batch) * p.heads + h) * p.mq_rows + seq.q_start) * Cfg::kHeadDim;
+      if constexpr (kCT % 2 == 1) {
+        unsigned bk[2];
+        ldmatrix_x2_trans(bk, kt_lane + (ks * 16 * L::kQKStride + (kCT - 1) * 8) * 2);
 #pragma unroll
-      for (int c = 0; c < L::kDqNT; ++c) {
-        const int col = (wn * L::kDqNT + c) * 8 + 2 * t;
+        for (int mt = 0; mt < kMT; ++mt) mma_16816<Cfg::kDType>(dq[mt][kCT - 1], a[mt], bk[0], bk[1]);
+      }
+    }
+    float* acc = bp.dq_accum + ((int64_t(seq.batch) * p.heads + h) * p.mq_rows + seq.q_start) * Cfg::kHeadDim;
+#pragma unroll
+    for (int mt = 0; mt < kMT; ++mt)
+#pragma unroll
+      for (int c = 0; c < kCT; ++c) {
+        const int col = (wn * kCT + c) * 8 + 2 * t;
         if (col >= Cfg::kHeadDim) continue;
 #pragma unroll
         for (int e2 = 0; e2 < 2; ++e2) {
-          const int i = m0 + wm * 16 + g + e2 * 8;
+          const int i = m0 + (wm * kMT + mt) * 16 + g + e2 * 8;
           if (i >= mq) continue;
-          atomic_add_f32x2(acc + int64_t(i) * Cfg::kHeadDim + col, dq[c][2 * e2], dq[c][2 * e2 + 1]);
+          atomic_add_f32x2(acc + int64_t(i) * Cfg::kHeadDim + col, dq[mt][c][2 * e2], dq[mt][c][2 * e2 + 1]);
         }
       }
-    }
   };
 
   auto needs_mask = [&](int it) {
@@ -374,8 +402,17 @@ __device__ __forceinline__ void bwd_mma(const BwdParams& bp) {
     __syncthreads();
     if (it + 1 < n_iters) issue_loads(it + 1);
     cp_async_commit();
+    if constexpr (Cfg::kDq) {
+      if (it > 0) dq_step(it - 1);
+    }
     if (needs_mask(it)) step(it, Bool<true>{});
     else step(it, Bool<false>{});
+  }
+  if constexpr (Cfg::kDq) {
+    if (n_iters > 0) {
+      __syncthreads();
+      dq_step(n_iters - 1);
+    }
   }
 
   // Epilogue: dK · scale, dV (· 1/(1-p) under dropout), rows past the sequence end skipped.

@@ -28,16 +28,18 @@
 
 namespace jitattn {
 
-// How kThreads threads share the items of an [R][C] grid. When kThreads is a multiple of C,
-// thread t owns column t % C of rows t / C + k·(kThreads / C) — the column is the same for all
-// of its slots, so an operand indexed by the column is loaded once per step; otherwise slot k
-// is item t + k·kThreads, row-major. Slots with row ≥ R are idle (valid() false).
+// How kThreads threads share the items of an [R][C] grid. When C <= kThreads, thread t owns
+// column t % C of rows t / C + k·kRowStep, kRowStep = kThreads / C (the threads from
+// kRowStep·C on idle when C does not divide kThreads): the column is the same for all of a
+// thread's slots, so an operand indexed by the column is loaded once per step and the slots
+// differ by constant offsets. Otherwise slot k is item t + k·kThreads, row-major. valid() says
+// whether slot k of thread t holds an item.
 template <int R, int C, int kThreads>
 struct SimtSlots {
-  static constexpr bool kColFixed = kThreads % C == 0;
+  static constexpr bool kColFixed = C <= kThreads;
   static constexpr int kRowStep = kColFixed ? kThreads / C : 1;
   static constexpr int kSlots = kColFixed ? ceil_div(R, kRowStep) : ceil_div(R * C, kThreads);
-  static constexpr bool kExact = kColFixed ? R % kRowStep == 0 : (R * C) % kThreads == 0;
+  static constexpr bool kExact = kColFixed ? kThreads % C == 0 && R % kRowStep == 0 : (R * C) % kThreads == 0;
   __device__ static __forceinline__ int row(int tid, int k) {
     if constexpr (kColFixed) return tid / C + k * kRowStep;
     else return (tid + k * kThreads) / C;
@@ -46,7 +48,11 @@ struct SimtSlots {
     if constexpr (kColFixed) return tid % C;
     else return (tid + k * kThreads) % C;
   }
-  __device__ static __forceinline__ bool valid(int tid, int k) { return kExact || row(tid, k) < R; }
+  __device__ static __forceinline__ bool valid(int tid, int k) {
+    if constexpr (kExact) return true;
+    else if constexpr (kColFixed) return tid / C < kRowStep && row(tid, k) < R;
+    else return row(tid, k) < R;
+  }
 };
 
 // Rows of W floats (W a multiple of 8) whose 16-byte chunks are stored in a per-row XOR order:
