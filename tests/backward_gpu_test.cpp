@@ -201,7 +201,7 @@ TEST_F(BackwardGpu, GroupedQueryHeadsSumIntoSharedKeys) {
 }
 
 TEST_F(BackwardGpu, BlockDiagonalPaddedGappyAndAlibi) {
-  for (DType dt : {DType::bf16, DType::f32}) {
+  for (DType dt : {DType::bf16, DType::f16, DType::f32}) {
     const auto ql = lengths(4, 2, 150);
     auto kl = ql;
     for (auto& x : kl) x += int32_t(rng()() % 40);
@@ -217,7 +217,11 @@ TEST_F(BackwardGpu, BlockDiagonalPaddedGappyAndAlibi) {
     std::vector<int32_t> pl;
     for (int32_t x : ql) pl.push_back(std::min<int32_t>(pad, x + int32_t(rng()() % 60)));
     const int64_t pkv = int64_t(ql.size()) * pad;
-    run_bwd_case({dt, 1, mq, pkv, 2, 2, 64, 64, BlockDiagonalCausalWithOffsetPaddedKeysMask::from_seqlens(ql, pad, pl)});
+    const auto padded = BlockDiagonalCausalWithOffsetPaddedKeysMask::from_seqlens(ql, pad, pl);
+    run_bwd_case({dt, 1, mq, pkv, 2, 2, 64, 64, padded});
+    run_bwd_case({dt, 1, mq, pkv, 2, 2, 64, 64, BlockDiagonalPaddedKeysMask::from_seqlens(ql, pad, pl)});
+    run_bwd_case({dt, 1, mq, pkv, 2, 2, 64, 64, BlockDiagonalLocalAttentionPaddedKeysMask{padded.q_seqinfo, padded.k_seqinfo, 6, 3}});
+    run_bwd_case({dt, 1, mq, pkv, 2, 2, 64, 64, BlockDiagonalCausalLocalAttentionPaddedKeysMask{padded.q_seqinfo, padded.k_seqinfo, 13}});
     std::vector<int32_t> starts;
     for (size_t i = 0; i < ql.size(); ++i) starts.push_back(int32_t(i) * pad + int32_t(rng()() % 20));
     std::shuffle(starts.begin(), starts.end(), rng());
@@ -229,6 +233,8 @@ TEST_F(BackwardGpu, BlockDiagonalPaddedGappyAndAlibi) {
     run_bwd_case({dt, 2, 100, 120, 4, 4, 64, 64, AlibiBias{slopes}});
     run_bwd_case({dt, 2, 100, 100, 4, 2, 64, 64, LowerTriangularMask{}.add_alibi(slopes)});
     run_bwd_case({dt, 1, mq, mq, 4, 4, 64, 64, sq.make_causal().add_alibi(slopes)});
+    run_bwd_case({dt, 1, mq, mkv, 4, 4, 64, 64, bd.add_alibi(slopes)});
+    run_bwd_case({dt, 1, mq, mq, 4, 2, 64, 64, sq.make_causal()});  // GQA over packed sequences
   }
 }
 
