@@ -283,7 +283,7 @@ __device__ __forceinline__ void bwd_simt(const BwdParams& bp) {
       __syncthreads();
 
       // dV += (P·keep)ᵀ·dO
-#pragma unroll
+#pragma unroll 4
       for (int r = 0; r < kBM; ++r)
 #pragma unroll
         for (int s = 0; s < SV::kSlots; ++s) {
@@ -302,7 +302,7 @@ __device__ __forceinline__ void bwd_simt(const BwdParams& bp) {
       __syncthreads();
 
       // dK += dSᵀ·Q
-#pragma unroll
+#pragma unroll 4
       for (int r = 0; r < kBM; ++r)
 #pragma unroll
         for (int s = 0; s < SK::kSlots; ++s) {
@@ -321,7 +321,7 @@ __device__ __forceinline__ void bwd_simt(const BwdParams& bp) {
         for (int s = 0; s < SQ::kSlots; ++s)
 #pragma unroll
           for (int u = 0; u < 4; ++u) dq[s][u] = 0.f;
-#pragma unroll
+#pragma unroll 4
         for (int j = 0; j < kBN; ++j)
 #pragma unroll
           for (int s = 0; s < SQ::kSlots; ++s) {
@@ -452,7 +452,7 @@ __device__ __forceinline__ void bwd_dq_simt(const BwdParams& bp) {
     __syncthreads();
 
     // dQ += dS·K
-#pragma unroll
+#pragma unroll 4
     for (int j = 0; j < kBN; ++j)
 #pragma unroll
       for (int s = 0; s < SQ::kSlots; ++s) {
