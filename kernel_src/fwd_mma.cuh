@@ -157,94 +157,92 @@ __device__ __forceinline__ void fwd_mma(const FwdParams& p) {
 
     // S = Q · K(it)ᵀ
     float s[kMT][kNT][4];
-    {
+#pragma unroll
+    for (int mt = 0; mt < kMT; ++mt)
+#pragma unroll
+      for (int nt = 0; nt < kNT; ++nt)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) s[mt][nt][e] = 0.f;
+#pragma unroll
+    for (int ks = 0; ks < kKS; ++ks) {
+      unsigned a_tmp[kMT][4];
+      if constexpr (!L::kQInRegs) {
+#pragma unroll
+        for (int mt = 0; mt < kMT; ++mt) load_q_frag(a_tmp[mt], mt, ks);
+      }
+#pragma unroll
+      for (int np = 0; np < kNT / 2; ++np) {
+        unsigned bk[4];
+        ldmatrix_x4(bk, k_tile + (np * 16 * L::kQKStride + ks * 16) * 2);
+#pragma unroll
+        for (int mt = 0; mt < kMT; ++mt) {
+          const unsigned (&a)[4] = L::kQInRegs ? q_frag[L::kQInRegs ? mt : 0][L::kQInRegs ? ks : 0] : a_tmp[mt];
+          mma_16816<Cfg::kDType>(s[mt][2 * np], a, bk[0], bk[1]);
+          mma_16816<Cfg::kDType>(s[mt][2 * np + 1], a, bk[2], bk[3]);
+        }
+      }
+    }
+
+    // Logits in base 2, masked where the policy or the sequence end says so.
+#pragma unroll
+    for (int mt = 0; mt < kMT; ++mt)
+#pragma unroll
+      for (int nt = 0; nt < kNT; ++nt)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          float x = s[mt][nt][e] * p.scale_log2;
+          if constexpr (kMasked) {
+            const int i = q_lo + warp_row0 + mt * 16 + g + (e >= 2 ? 8 : 0);
+            const int j = n0 + nt * 8 + 2 * t + (e & 1);
+            x = j >= mkv ? neg_inf() : i >= mq ? x : policy.logit(x, i, j);
+          }
+          s[mt][nt][e] = x;
+        }
+
+    // Online softmax: rescale what was accumulated by 2^(old max - new max).
+#pragma unroll
+    for (int mt = 0; mt < kMT; ++mt)
+#pragma unroll
+      for (int half = 0; half < 2; ++half) {
+        float mx = row_max[mt][half];
+#pragma unroll
+        for (int nt = 0; nt < kNT; ++nt) mx = fmaxf(mx, fmaxf(s[mt][nt][2 * half], s[mt][nt][2 * half + 1]));
+        mx = quad_max(mx);
+        // A row that has seen only masked keys keeps max -inf; subtract 0 instead so that
+        // exp2 gives 0, not NaN.
+        const float base = mx == neg_inf() ? 0.f : mx;
+        const float alpha = fast_exp2(row_max[mt][half] - base);
+        row_max[mt][half] = mx;
+        float sum = 0.f;
+#pragma unroll
+        for (int nt = 0; nt < kNT; ++nt) {
+          s[mt][nt][2 * half] = fast_exp2(s[mt][nt][2 * half] - base);
+          s[mt][nt][2 * half + 1] = fast_exp2(s[mt][nt][2 * half + 1] - base);
+          sum += s[mt][nt][2 * half] + s[mt][nt][2 * half + 1];
+        }
+        row_sum[mt][half] = row_sum[mt][half] * alpha + sum;
+#pragma unroll
+        for (int dt = 0; dt < kDT; ++dt) {
+          acc[mt][dt][2 * half] *= alpha;
+          acc[mt][dt][2 * half + 1] *= alpha;
+        }
+      }
+
+    if constexpr (Cfg::kDropout) {  // after the row sums: the LSE is that of the undropped softmax
 #pragma unroll
       for (int mt = 0; mt < kMT; ++mt)
 #pragma unroll
         for (int nt = 0; nt < kNT; ++nt)
 #pragma unroll
-          for (int e = 0; e < 4; ++e) s[mt][nt][e] = 0.f;
-#pragma unroll
-      for (int ks = 0; ks < kKS; ++ks) {
-        unsigned a_tmp[kMT][4];
-        if constexpr (!L::kQInRegs) {
-#pragma unroll
-          for (int mt = 0; mt < kMT; ++mt) load_q_frag(a_tmp[mt], mt, ks);
-        }
-#pragma unroll
-        for (int np = 0; np < kNT / 2; ++np) {
-          unsigned bk[4];
-          ldmatrix_x4(bk, k_tile + (np * 16 * L::kQKStride + ks * 16) * 2);
-#pragma unroll
-          for (int mt = 0; mt < kMT; ++mt) {
-            const unsigned (&a)[4] = L::kQInRegs ? q_frag[L::kQInRegs ? mt : 0][L::kQInRegs ? ks : 0] : a_tmp[mt];
-            mma_16816<Cfg::kDType>(s[mt][2 * np], a, bk[0], bk[1]);
-            mma_16816<Cfg::kDType>(s[mt][2 * np + 1], a, bk[2], bk[3]);
+          for (int half = 0; half < 2; ++half) {
+            const int i = q_lo + warp_row0 + mt * 16 + g + half * 8, j = n0 + nt * 8 + 2 * t;
+            const unsigned long long e0 =
+                ((unsigned long long)(seq.batch * p.heads + h) * p.mq_rows + seq.q_start + i) * p.mkv_rows + seq.k_start + j;
+            bool keep0, keep1;
+            dropout_keep2(p, e0, keep0, keep1);
+            if (!keep0) s[mt][nt][2 * half] = 0.f;
+            if (!keep1) s[mt][nt][2 * half + 1] = 0.f;
           }
-        }
-      }
-
-      // Logits in base 2, masked where the policy or the sequence end says so.
-#pragma unroll
-      for (int mt = 0; mt < kMT; ++mt)
-#pragma unroll
-        for (int nt = 0; nt < kNT; ++nt)
-#pragma unroll
-          for (int e = 0; e < 4; ++e) {
-            float x = s[mt][nt][e] * p.scale_log2;
-            if constexpr (kMasked) {
-              const int i = q_lo + warp_row0 + mt * 16 + g + (e >= 2 ? 8 : 0);
-              const int j = n0 + nt * 8 + 2 * t + (e & 1);
-              x = j >= mkv ? neg_inf() : i >= mq ? x : policy.logit(x, i, j);
-            }
-            s[mt][nt][e] = x;
-          }
-
-      // Online softmax: rescale what was accumulated by 2^(old max - new max).
-#pragma unroll
-      for (int mt = 0; mt < kMT; ++mt)
-#pragma unroll
-        for (int half = 0; half < 2; ++half) {
-          float mx = row_max[mt][half];
-#pragma unroll
-          for (int nt = 0; nt < kNT; ++nt) mx = fmaxf(mx, fmaxf(s[mt][nt][2 * half], s[mt][nt][2 * half + 1]));
-          mx = quad_max(mx);
-          // A row that has seen only masked keys keeps max -inf; subtract 0 instead so that
-          // exp2 gives 0, not NaN.
-          const float base = mx == neg_inf() ? 0.f : mx;
-          const float alpha = fast_exp2(row_max[mt][half] - base);
-          row_max[mt][half] = mx;
-          float sum = 0.f;
-#pragma unroll
-          for (int nt = 0; nt < kNT; ++nt) {
-            s[mt][nt][2 * half] = fast_exp2(s[mt][nt][2 * half] - base);
-            s[mt][nt][2 * half + 1] = fast_exp2(s[mt][nt][2 * half + 1] - base);
-            sum += s[mt][nt][2 * half] + s[mt][nt][2 * half + 1];
-          }
-          row_sum[mt][half] = row_sum[mt][half] * alpha + sum;
-#pragma unroll
-          for (int dt = 0; dt < kDT; ++dt) {
-            acc[mt][dt][2 * half] *= alpha;
-            acc[mt][dt][2 * half + 1] *= alpha;
-          }
-        }
-
-      if constexpr (Cfg::kDropout) {  // after the row sums: the LSE is that of the undropped softmax
-#pragma unroll
-        for (int mt = 0; mt < kMT; ++mt)
-#pragma unroll
-          for (int nt = 0; nt < kNT; ++nt)
-#pragma unroll
-            for (int half = 0; half < 2; ++half) {
-              const int i = q_lo + warp_row0 + mt * 16 + g + half * 8, j = n0 + nt * 8 + 2 * t;
-              const unsigned long long e0 =
-                  ((unsigned long long)(seq.batch * p.heads + h) * p.mq_rows + seq.q_start + i) * p.mkv_rows + seq.k_start + j;
-              bool keep0, keep1;
-              dropout_keep2(p, e0, keep0, keep1);
-              if (!keep0) s[mt][nt][2 * half] = 0.f;
-              if (!keep1) s[mt][nt][2 * half + 1] = 0.f;
-            }
-      }
     }
 
     cp_async_wait<1>();  // V(it) has landed; K(it+1) may still be in flight
