@@ -54,6 +54,11 @@ Env read_env() {
     env.bwd_tile = TileConfig::parse(bwd_tile);
     if (!env.bwd_tile) throw Error("JITATTN_BWD_TILE=" + bwd_tile + " is not a tile config like m64n128w8");
   }
+  const std::string bwd_dq_tile = getenv_str("JITATTN_BWD_DQ_TILE");
+  if (!bwd_dq_tile.empty()) {
+    env.bwd_dq_tile = TileConfig::parse(bwd_dq_tile);
+    if (!env.bwd_dq_tile) throw Error("JITATTN_BWD_DQ_TILE=" + bwd_dq_tile + " is not a tile config like m64n64w4");
+  }
   const std::string tile = getenv_str("JITATTN_TILE");
   if (!tile.empty()) {
     env.tile = TileConfig::parse(tile);

@@ -24,6 +24,16 @@ int max_smem_bytes(int sm) {
   return 99 * 1024;  // sm_86, sm_89, sm_120...
 }
 
+int smem_of(const Signature& sig, Family family, TileConfig tile);
+
+// The first tile of `candidates` whose shared memory fits the signature's arch (the backward's
+// tiles are large: what fits an H100's 227 KB does not fit an A100's 163 KB or an sm_86's 99 KB).
+TileConfig first_fitting(const Signature& sig, Family family, std::initializer_list<TileConfig> candidates) {
+  for (const TileConfig& t : candidates)
+    if (smem_of(sig, family, t) <= max_smem_bytes(sig.arch_sm)) return t;
+  return *(candidates.end() - 1);  // validate_spec then says why it does not fit
+}
+
 TileConfig default_tile(const Signature& sig, Family family) {
   const int d = std::max(sig.head_dim, sig.head_dim_v);
   switch (sig.op) {
@@ -35,11 +45,13 @@ TileConfig default_tile(const Signature& sig, Family family) {
       if (family == Family::simt) return {16, 32, 4};
       // H100, bf16, M = 4096: at d = 64, m128n128w8 246/214 TFLOP/s (non-causal/causal) against
       // m64n128w8 219/194 and m32n128w8 173/161; at d = 128 m128 does not fit in shared memory.
-      if (d <= 64) return {128, 128, 8};
-      return d <= 128 ? TileConfig{64, 128, 8} : TileConfig{64, 64, 4};
+      // Smaller tiles only where the larger ones do not fit.
+      if (d <= 64) return first_fitting(sig, family, {{128, 128, 8}, {64, 128, 8}, {64, 64, 4}, {32, 64, 4}, {16, 32, 2}});
+      if (d <= 128) return first_fitting(sig, family, {{64, 128, 8}, {64, 64, 4}, {32, 64, 4}, {16, 32, 2}});
+      return first_fitting(sig, family, {{64, 64, 4}, {32, 64, 4}, {16, 32, 2}});
     case Op::bwd_dq:
       if (family == Family::simt) return {16, 32, 4};
-      return {64, 64, 4};
+      return first_fitting(sig, family, {{64, 64, 4}, {64, 32, 4}, {32, 32, 2}, {32, 16, 2}, {16, 16, 1}});
     case Op::fwd: break;
   }
   if (family == Family::simt) return {16, uint16_t(d > 128 ? 16 : 32), 4};
@@ -60,11 +72,23 @@ KernelSpec make_spec(const Signature& sig) {
   spec.tile = forced && sig.op == Op::fwd ? *forced : default_tile(sig, spec.family);
   const auto& forced_bwd = Env::get().bwd_tile;
   if (forced_bwd && (sig.op == Op::bwd || sig.op == Op::bwd_kv) && spec.family == Family::mma) spec.tile = *forced_bwd;
+  const auto& forced_dq = Env::get().bwd_dq_tile;
+  if (forced_dq && sig.op == Op::bwd_dq && spec.family == Family::mma) spec.tile = *forced_dq;
   return spec;
 }
 
 // Mirrors the kernels' layouts (kernel_src/*: kSmemBytes); the generated source static_asserts
 // that both agree.
+namespace {
+int smem_of(const Signature& sig, Family family, TileConfig tile) {
+  KernelSpec spec;
+  spec.sig = sig;
+  spec.family = family;
+  spec.tile = tile;
+  return spec.smem_bytes();
+}
+}  // namespace
+
 int KernelSpec::smem_bytes() const {
   const int m = tile.block_m, n = tile.block_n, d = sig.head_dim, dv = sig.head_dim_v;
   const int qk_stride = round_up(d, 16) + 8, v_stride = round_up(dv, 16) + 8;

@@ -88,7 +88,8 @@ std::vector<KernelSpec> every_variant() {
 }
 
 // Every backward kernel: each bias kind × dtype for the three kernels that apply the bias (bwd,
-// bwd_kv, bwd_dq), dropout and dbias variants, the row kernels, and the head dims' tile classes.
+// bwd_kv, bwd_dq), dropout and dbias variants, the row kernels, and the head dims' tile classes
+// (per arch: the tile table fits each arch's shared memory).
 std::vector<KernelSpec> every_backward_variant() {
   std::vector<KernelSpec> specs;
   for (const char* arch : {"sm_80", "sm_90a"}) {
@@ -136,6 +137,19 @@ std::vector<KernelSpec> every_backward_variant() {
       specs.push_back(make_spec(s));
     }
   }
+  // The smaller tiles the table picks where shared memory is 99 KB (sm_86, sm_89).
+  Signature s;
+  const Arch a = *Arch::parse("sm_86");
+  s.arch_sm = a.sm, s.arch_specific = a.specific;
+  s.dtype = s.out_dtype = DType::bf16;
+  s.bias = BiasKind::causal;
+  s.lse = 1;
+  for (int d : {64, 128, 256})
+    for (Op op : {Op::bwd, Op::bwd_kv, Op::bwd_dq}) {
+      s.op = op;
+      s.head_dim = s.head_dim_v = uint16_t(d);
+      specs.push_back(make_spec(s));
+    }
   return specs;
 }
 
