@@ -6,7 +6,9 @@
 //   tile_full(q_lo, q_hi, k_lo, k_hi)  whether every element of a tile is visible, so the
 //                                 per-element pass is skipped;
 //   logit(x, i, j)                the base-2 logit of query i and key j after masking/bias
-//                                 (x = q·k · scale · log2 e), or -inf where masked.
+//                                 (x = q·k · scale · log2 e), or -inf where masked;
+//   row_range(i, mkv)             (masks that are one key interval per row, kElementwise false)
+//                                 the keys query i sees, so a kernel can mask by one compare.
 // Kernels call these hooks and never branch on the bias kind themselves; adding a bias kind is
 // adding a struct here and a line in jit/codegen.cpp.
 #pragma once
@@ -19,6 +21,7 @@ struct NoBias {
   __device__ NoBias(const FwdParams&, int, int, int, int) {}
   __device__ void kv_range(int, int, int mkv, int& lo, int& hi) const { lo = 0; hi = mkv; }
   __device__ void q_range(int, int, int mq, int& lo, int& hi) const { lo = 0; hi = mq; }
+  __device__ void row_range(int, int mkv, int& lo, int& hi) const { lo = 0; hi = mkv; }
   __device__ bool tile_full(int, int, int, int) const { return true; }
   __device__ float logit(float x, int, int) const { return x; }
 };
@@ -45,6 +48,11 @@ struct BandMask {
     lo = kRight ? imin(mq, imax(0, k_lo - hi_off)) : 0;
     hi = kLeft ? imax(0, imin(mq, k_hi - 1 - lo_off + 1)) : mq;
   }
+  // The keys query i sees: [lo, hi), clipped to [0, mkv) (empty when lo >= hi).
+  __device__ void row_range(int i, int mkv, int& lo, int& hi) const {
+    lo = kLeft ? imax(0, i + lo_off) : 0;
+    hi = kRight ? imin(mkv, i + hi_off + 1) : mkv;
+  }
   __device__ bool tile_full(int q_lo, int q_hi, int k_lo, int k_hi) const {
     return (!kRight || k_hi - 1 - q_lo <= hi_off) && (!kLeft || k_lo - (q_hi - 1) >= lo_off);
   }
@@ -69,6 +77,7 @@ struct TensorBiasPolicy {
         stride_m(p.bias_stride_m) {}
   __device__ void kv_range(int q_lo, int q_hi, int mkv, int& lo, int& hi) const { mask.kv_range(q_lo, q_hi, mkv, lo, hi); }
   __device__ void q_range(int k_lo, int k_hi, int mq, int& lo, int& hi) const { mask.q_range(k_lo, k_hi, mq, lo, hi); }
+  __device__ void row_range(int i, int mkv, int& lo, int& hi) const { mask.row_range(i, mkv, lo, hi); }
   __device__ bool tile_full(int q_lo, int q_hi, int k_lo, int k_hi) const { return mask.tile_full(q_lo, q_hi, k_lo, k_hi); }
   __device__ float logit(float x, int i, int j) const {
     const float masked = mask.logit(x, i, j);
@@ -86,6 +95,7 @@ struct AlibiPolicy {
       : mask(p, b, h, mq, mkv), slope(p.alibi_slopes[h] * kLog2e) {}
   __device__ void kv_range(int q_lo, int q_hi, int mkv, int& lo, int& hi) const { mask.kv_range(q_lo, q_hi, mkv, lo, hi); }
   __device__ void q_range(int k_lo, int k_hi, int mq, int& lo, int& hi) const { mask.q_range(k_lo, k_hi, mq, lo, hi); }
+  __device__ void row_range(int i, int mkv, int& lo, int& hi) const { mask.row_range(i, mkv, lo, hi); }
   __device__ bool tile_full(int q_lo, int q_hi, int k_lo, int k_hi) const { return mask.tile_full(q_lo, q_hi, k_lo, k_hi); }
   __device__ float logit(float x, int i, int j) const {
     const float masked = mask.logit(x, i, j);

@@ -183,21 +183,43 @@ __device__ __forceinline__ void fwd_mma(const FwdParams& p) {
       }
     }
 
-    // Logits in base 2, masked where the policy or the sequence end says so.
+    // Logits in base 2, masked where the policy or the sequence end says so. A mask that is one
+    // interval of keys per row (Policy::kElementwise false) costs one unsigned compare per
+    // element: key j is visible iff j - lo < hi - lo, for this row's [lo, hi).
+    if constexpr (kMasked && !Policy::kElementwise) {
 #pragma unroll
-    for (int mt = 0; mt < kMT; ++mt)
+      for (int mt = 0; mt < kMT; ++mt)
 #pragma unroll
-      for (int nt = 0; nt < kNT; ++nt)
+        for (int half = 0; half < 2; ++half) {
+          const int i = q_lo + warp_row0 + mt * 16 + g + half * 8;
+          int lo = 0, hi = mkv;  // rows past the sequence end are never written: keys < mkv
+          if (i < mq) policy.row_range(i, mkv, lo, hi);
+          const int base = n0 + 2 * t - lo;  // element (nt, c) is key n0 + 2t + 8nt + c
+          const unsigned span = hi > lo ? unsigned(hi - lo) : 0u;
 #pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          float x = s[mt][nt][e] * p.scale_log2;
-          if constexpr (kMasked) {
-            const int i = q_lo + warp_row0 + mt * 16 + g + (e >= 2 ? 8 : 0);
-            const int j = n0 + nt * 8 + 2 * t + (e & 1);
-            x = j >= mkv ? neg_inf() : i >= mq ? x : policy.logit(x, i, j);
-          }
-          s[mt][nt][e] = x;
+          for (int nt = 0; nt < kNT; ++nt)
+#pragma unroll
+            for (int c = 0; c < 2; ++c) {
+              const float x = s[mt][nt][2 * half + c] * p.scale_log2;
+              s[mt][nt][2 * half + c] = unsigned(base + nt * 8 + c) < span ? x : neg_inf();
+            }
         }
+    } else {
+#pragma unroll
+      for (int mt = 0; mt < kMT; ++mt)
+#pragma unroll
+        for (int nt = 0; nt < kNT; ++nt)
+#pragma unroll
+          for (int e = 0; e < 4; ++e) {
+            float x = s[mt][nt][e] * p.scale_log2;
+            if constexpr (kMasked) {
+              const int i = q_lo + warp_row0 + mt * 16 + g + (e >= 2 ? 8 : 0);
+              const int j = n0 + nt * 8 + 2 * t + (e & 1);
+              x = j >= mkv ? neg_inf() : i >= mq ? x : policy.logit(x, i, j);
+            }
+            s[mt][nt][e] = x;
+          }
+    }
 
     // Online softmax: rescale what was accumulated by 2^(old max - new max).
 #pragma unroll
