@@ -2,13 +2,15 @@
 //
 // One block owns kBlockN keys of one (sequence, key/value head) and walks every query block
 // that sees them, for every query head sharing those keys (GQA/MQA: dK and dV are summed over
-// the group in registers, no atomics). Each warp owns kBlockN / kWarps key rows and keeps
-// their K and V fragments and their dK, dV accumulators in registers. Per query block, with
+// the group in registers, no atomics). Each warp owns kBlockN / kWarps key rows and keeps their
+// dK, dV accumulators (and, for head dims up to 64, their K and V fragments) in registers.
+// Q, dO, lse and delta of the next query block load during the current one. Per query block, with
 // P recomputed from the saved LSE:
 //   Sᵀ = K·Qᵀ,  Pᵀ = exp(Sᵀ·scale − lse),  dPᵀ = V·dOᵀ,  dV += Pᵀ·dO,
 //   dSᵀ = Pᵀ ∘ (dPᵀ − delta),  dK += dSᵀ·Q,  and (kDq) dQ += dS·K,
-// the last through shared memory (dS changes owner: rows are queries) and fp32 atomics into
-// dq_accum. The deterministic mode leaves kDq off and computes dQ in bwd_dq_mma.cuh instead.
+// the last through shared memory (dS changes owner: rows are queries; two stages, so dQ of
+// step i runs after the barrier that starts step i+1 — one barrier per step) and fp32 atomics
+// into dq_accum. The deterministic mode leaves kDq off and computes dQ in bwd_dq_mma.cuh instead.
 // Transposed products are the same mma with ldmatrix .trans, so nothing is transposed in memory.
 //
 // Cfg (from the generated preamble): kDType, kHeadDim, kHeadDimV, kBlockM (queries per step),
