@@ -65,6 +65,14 @@ Env read_env() {
     if (!env.tile) throw Error("JITATTN_TILE=" + tile + " is not a tile config like m128n64w8");
   }
   env.verbose = getenv_str("JITATTN_VERBOSE") == "1";
+  if (const std::string ppc = getenv_str("JITATTN_PAIRS_PER_CHUNK"); !ppc.empty()) {
+    try {
+      env.pairs_per_chunk = std::stoi(ppc);
+    } catch (const std::exception&) {
+      env.pairs_per_chunk = -1;
+    }
+    if (env.pairs_per_chunk < 1) throw Error("JITATTN_PAIRS_PER_CHUNK=" + ppc + " must be a positive integer");
+  }
   env.record_path = getenv_str("JITATTN_RECORD");
   return env;
 }

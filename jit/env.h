@@ -23,6 +23,7 @@ inline constexpr EnvVarInfo kEnvVars[] = {
     {"JITATTN_NVRTC", true, "path of the NVRTC library to load; its version is part of the key"},
     {"JITATTN_TILE", true, "force a tile config (e.g. m128n64w4) for every forward kernel; it is part of the name"},
     {"JITATTN_BWD_TILE", true, "force a tile config (e.g. m64n128w8) for the backward's dK/dV kernel (bwd, bwd_kv)"},
+    {"JITATTN_PAIRS_PER_CHUNK", false, "force the forward's block order: (head, batch) pairs per chunk (experiments; jit/launch.cpp)"},
     {"JITATTN_BWD_DQ_TILE", true, "force a tile config (e.g. m64n64w4) for the deterministic backward's dQ kernel (bwd_dq)"},
     {"JITATTN_VERBOSE", false, "1: log each compile and cache layer hit to stderr"},
     {"JITATTN_RECORD", false, "append each distinct signature the process needs to this manifest (JSON Lines)"},
@@ -40,6 +41,7 @@ struct Env {
   std::optional<TileConfig> bwd_tile;     // JITATTN_BWD_TILE
   std::optional<TileConfig> bwd_dq_tile;  // JITATTN_BWD_DQ_TILE
   bool verbose = false;
+  int pairs_per_chunk = 0;  // JITATTN_PAIRS_PER_CHUNK; 0: the launch's choice
   std::string record_path;         // JITATTN_RECORD; empty: record nothing
 
   // Parsed once; a malformed value throws jitattn::Error naming the variable.

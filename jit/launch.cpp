@@ -1,6 +1,9 @@
 #include "jit/launch.h"
 
+#include <algorithm>
+
 #include "jit/cuda_driver.h"
+#include "jit/env.h"
 #include "jitattn/error.h"
 
 namespace jitattn::jit {
@@ -22,7 +25,9 @@ int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 // length run best one (head, batch) pair at a time, whose keys and values then stay in L2;
 // under a causal mask the longest blocks of all pairs first run best, which keeps the tail short.
 int32_t pairs_per_chunk(const KernelSpec& spec, const FwdParams& p) {
-  return has_uneven_blocks(spec.sig.bias) ? int32_t(int64_t(p.heads) * p.batch) : 1;
+  const int64_t pairs = int64_t(p.heads) * p.batch;
+  if (const int forced = Env::get().pairs_per_chunk) return int32_t(std::min<int64_t>(forced, pairs));
+  return has_uneven_blocks(spec.sig.bias) ? int32_t(pairs) : 1;
 }
 }  // namespace
 
