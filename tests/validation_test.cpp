@@ -170,5 +170,86 @@ TEST(Validation, ThreeDimensionalInputsAreOneHead) {
   EXPECT_TRUE(c.reasons().empty()) << joined(c.reasons());
 }
 
+// ---- backward -------------------------------------------------------------------------------
+struct BwdCall {
+  Call fwd;
+  TensorView lse = TensorView::make(fake(), DType::f32, {2, 4, 100});
+  TensorView grad = TensorView::make(fake(), DType::bf16, {2, 100, 4, 64});
+  TensorView dq = TensorView::make(fake(), DType::bf16, {2, 100, 4, 64});
+  TensorView dk = TensorView::make(fake(), DType::bf16, {2, 120, 4, 64});
+  TensorView dv = TensorView::make(fake(), DType::bf16, {2, 120, 4, 64});
+  TensorView dbias;
+  BackwardOptions opt;
+  std::vector<std::string> reasons() const {
+    return backward_not_supported_reasons(grad, fwd.out, lse, fwd.q, fwd.k, fwd.v, fwd.bias, dq, dk, dv, dbias, opt);
+  }
+};
+
+TEST(BackwardValidation, AcceptsAValidCallAndGqaGradients) {
+  BwdCall c;
+  EXPECT_TRUE(c.reasons().empty()) << joined(c.reasons());
+  c.fwd.k = TensorView::make(fake(), DType::bf16, {2, 120, 2, 64});
+  c.fwd.v = TensorView::make(fake(), DType::bf16, {2, 120, 2, 64});
+  c.dk = TensorView::make(fake(), DType::bf16, {2, 120, 2, 64});
+  c.dv = TensorView::make(fake(), DType::bf16, {2, 120, 2, 64});
+  EXPECT_TRUE(c.reasons().empty()) << joined(c.reasons());
+}
+
+TEST(BackwardValidation, GradientsMustMatchTheirInputs) {
+  BwdCall c;
+  c.dk = TensorView::make(fake(), DType::bf16, {2, 100, 4, 64});
+  c.grad = TensorView::make(fake(), DType::f16, {2, 100, 4, 64});
+  const auto r = c.reasons();
+  EXPECT_TRUE(mentions(r, "dk.shape=[2, 100, 4, 64] must match its input")) << joined(r);
+  EXPECT_TRUE(mentions(r, "grad.dtype=f16 must be bf16")) << joined(r);
+}
+
+TEST(BackwardValidation, NeedsTheForwardsLse) {
+  BwdCall c;
+  c.lse = TensorView{};
+  EXPECT_TRUE(mentions(c.reasons(), "lse is undefined")) << joined(c.reasons());
+}
+
+TEST(BackwardValidation, PagedMasksHaveNoBackward) {
+  BwdCall c;
+  const std::vector<int32_t> ql{60, 40}, kl{30, 50};
+  const auto padded = BlockDiagonalPaddedKeysMask::from_seqlens(ql, 64, kl);
+  c.fwd.bias = padded.make_paged(BlockTables{DeviceInts({0, 1, 2, 3}), 2}, 32);
+  for (TensorView* t : {&c.fwd.q, &c.fwd.out, &c.grad, &c.dq}) *t = TensorView::make(fake(), DType::bf16, {1, 100, 4, 64});
+  for (TensorView* t : {&c.fwd.k, &c.fwd.v, &c.dk, &c.dv}) *t = TensorView::make(fake(), DType::bf16, {1, 128, 4, 64});
+  c.lse = TensorView::make(fake(), DType::f32, {1, 4, 100});
+  EXPECT_TRUE(mentions(c.reasons(), "the backward does not support PagedBlockDiagonalPaddedKeysMask")) << joined(c.reasons());
+}
+
+TEST(BackwardValidation, DbiasNeedsAFullTensorBias) {
+  BwdCall c;
+  c.dbias = TensorView::make(fake(), DType::bf16, {2, 4, 100, 120});
+  EXPECT_TRUE(mentions(c.reasons(), "dbias needs a dense tensor bias")) << joined(c.reasons());
+  c.fwd.bias = TensorBias{TensorView::make(fake(), DType::bf16, {1, 4, 100, 120})};  // broadcast over B
+  c.dbias = TensorView::make(fake(), DType::bf16, {1, 4, 100, 120});
+  EXPECT_TRUE(mentions(c.reasons(), "dbias needs attn_bias of full shape")) << joined(c.reasons());
+  c.fwd.bias = TensorBias{TensorView::make(fake(), DType::bf16, {2, 4, 100, 120})};
+  c.dbias = TensorView::make(fake(), DType::bf16, {2, 4, 100, 120});
+  EXPECT_TRUE(c.reasons().empty()) << joined(c.reasons());
+}
+
+TEST(BackwardValidation, DropoutProbabilityMustBeBelowOne) {
+  BwdCall c;
+  c.opt.p = 1.0;
+  EXPECT_TRUE(mentions(c.reasons(), "p=1.000000 (dropout) must be in [0, 1)")) << joined(c.reasons());
+}
+
+TEST(BackwardValidation, WorkspaceHoldsDeltaAndTheDqAccumulator) {
+  BwdCall c;
+  const size_t rows = 2 * 4 * 100;
+  BackwardOptions o;
+  const size_t full = memory_efficient_attention_backward_workspace_bytes(c.fwd.q, c.fwd.k, c.fwd.v, c.fwd.bias, o);
+  EXPECT_GE(full, rows * 4 + rows * 64 * 4);
+  o.deterministic = true;  // no dQ accumulator
+  const size_t det = memory_efficient_attention_backward_workspace_bytes(c.fwd.q, c.fwd.k, c.fwd.v, c.fwd.bias, o);
+  EXPECT_GE(det, rows * 4);
+  EXPECT_LT(det, rows * 64 * 4);
+}
+
 }  // namespace
 }  // namespace jitattn
