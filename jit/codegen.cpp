@@ -84,7 +84,6 @@ std::string generate_source(const KernelSpec& spec) {
      << ", kVarlen = " << b(is_block_diagonal(s.bias)) << ", kPaged = " << b(is_paged(s.bias)) << ";\n"
      << "  static constexpr bool kDropout = " << b(s.dropout) << ", kDBias = " << b(s.dbias)
      << ", kDq = " << b(s.op == Op::bwd) << ";\n"
-     << "  static constexpr int kVStages = " << spec.v_stages() << ";\n"
      << "};\n";
   if (policy) os << "using Policy = " << policy_type(s) << ";\n";
   if (e.layout)

@@ -98,8 +98,6 @@ struct KernelSpec {
   std::string name() const;
   int threads() const { return tile.warps * 32; }
   int smem_bytes() const;  // dynamic shared memory per block
-  // fwd (mma): value tiles in flight — 2 (V(i+1) loads during step i) where shared memory allows.
-  int v_stages() const;
   // The inverse of name(); nullopt if `name` is not a canonical name.
   static std::optional<KernelSpec> parse(const std::string& name);
 };

@@ -105,14 +105,7 @@ int KernelSpec::smem_bytes() const {
     case Op::fwd: break;
   }
   if (family == Family::simt) return 4 * (m * d + n * d + n * dv + m * n + m * dv + 3 * m);
-  return 2 * (m * qk_stride + 2 * n * qk_stride + v_stages() * n * v_stride);  // Q, two K stages, V (fwd_mma.cuh)
-}
-
-int KernelSpec::v_stages() const {
-  if (sig.op != Op::fwd || family != Family::mma) return 1;
-  const int m = tile.block_m, n = tile.block_n;
-  const int qk_stride = round_up(sig.head_dim, 16) + 8, v_stride = round_up(sig.head_dim_v, 16) + 8;
-  return 2 * (m * qk_stride + 2 * n * qk_stride + 2 * n * v_stride) <= max_smem_bytes(sig.arch_sm) ? 2 : 1;
+  return 2 * (m * qk_stride + 2 * n * qk_stride + n * v_stride);  // Q, two K stages, V (fwd_mma.cuh)
 }
 
 std::string validate_spec(const KernelSpec& spec) {

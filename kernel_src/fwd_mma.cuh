@@ -2,10 +2,9 @@
 //
 // One block computes kBlockM query rows of one (batch, head); each warp owns 16·kMTiles rows and
 // keeps its Q fragments, its running max/sum and its fp32 output accumulator in registers.
-// The block walks the key tiles the policy says are visible. K and V have two shared buffers each
-// (V one where shared memory is short: Cfg::kVStages), filled with cp.async: K(j+1) and V(j+1)
-// are in flight during all of iteration j (with one V buffer, V(j) during S = Q·K(j)ᵀ and the
-// softmax).
+// The block walks the key tiles the policy says are visible. K has two shared buffers and V one,
+// filled with cp.async: K(j+1) is in flight during all of iteration j, V(j) during S = Q·K(j)ᵀ
+// and the softmax.
 //
 // Cfg (from the generated preamble): kDType, kOutDType, kHeadDim, kHeadDimV, kBlockM, kBlockN,
 // kWarps, kAlign16, kWriteLse, kVarlen, kPaged, kDropout.
@@ -28,7 +27,7 @@ struct FwdMmaLayout {
   static constexpr int kQElems = Cfg::kBlockM * kQKStride;
   static constexpr int kKElems = Cfg::kBlockN * kQKStride;
   static constexpr int kVElems = Cfg::kBlockN * kVStride;
-  static constexpr int kSmemBytes = (kQElems + 2 * kKElems + Cfg::kVStages * kVElems) * 2;
+  static constexpr int kSmemBytes = (kQElems + 2 * kKElems + kVElems) * 2;
   // Q fragments stay in registers unless that would crowd out the accumulators.
   static constexpr bool kQInRegs = kMTiles * kDP <= 128;
   static_assert(kWarpRows % 16 == 0, "each warp owns a multiple of 16 rows");
@@ -76,8 +75,7 @@ __device__ __forceinline__ void fwd_mma(const FwdParams& p) {
   T* sQ = reinterpret_cast<T*>(smem_raw);
   T* sK0 = sQ + L::kQElems;
   T* sK1 = sK0 + L::kKElems;
-  T* sV0 = sQ + L::kQElems + 2 * L::kKElems;
-  T* sV1 = sV0 + (Cfg::kVStages == 2 ? L::kVElems : 0);  // == sV0 with one stage
+  T* sV = sQ + L::kQElems + 2 * L::kKElems;
 
   int m_block, h, b;
   block_coords(p, kBM, m_block, h, b);
@@ -100,11 +98,8 @@ __device__ __forceinline__ void fwd_mma(const FwdParams& p) {
   const int n_tiles = kv_hi > kv_lo ? ceil_div(kv_hi - kv_lo, kBN) : 0;
 
   load_tile<kBM, L::kDP, L::kQKStride, L::kThreads, Cfg::kAlign16>(sQ, q, q_lo, mq, Cfg::kHeadDim);
-  if (n_tiles > 0) {  // the last key tile comes first (see the loop below)
+  if (n_tiles > 0)  // the last key tile comes first (see the loop below)
     load_tile<kBN, L::kDP, L::kQKStride, L::kThreads, Cfg::kAlign16>(sK0, k, kv_lo + (n_tiles - 1) * kBN, mkv, Cfg::kHeadDim);
-    if constexpr (Cfg::kVStages == 2)
-      load_tile<kBN, L::kDvP, L::kVStride, L::kThreads, Cfg::kAlign16>(sV0, v, kv_lo + (n_tiles - 1) * kBN, mkv, Cfg::kHeadDimV);
-  }
   cp_async_commit();
   cp_async_wait<0>();
   __syncthreads();
@@ -114,8 +109,7 @@ __device__ __forceinline__ void fwd_mma(const FwdParams& p) {
   const int warp_row0 = warp * L::kWarpRows;
   const unsigned q_lane = smem_addr(sQ) + ((warp_row0 + (lane & 7) + ((lane >> 3) & 1) * 8) * L::kQKStride + (lane >> 4) * 8) * 2;
   const unsigned k_lane = (((lane & 7) + ((lane >> 4) << 3)) * L::kQKStride + ((lane >> 3) & 1) * 8) * 2;
-  const unsigned v_lane = (((lane & 7) + ((lane >> 3) & 1) * 8) * L::kVStride + (lane >> 4) * 8) * 2;
-  const unsigned v_base0 = smem_addr(sV0) + v_lane, v_base1 = smem_addr(sV1) + v_lane;
+  const unsigned v_lane = smem_addr(sV) + (((lane & 7) + ((lane >> 3) & 1) * 8) * L::kVStride + (lane >> 4) * 8) * 2;
   const unsigned k_base0 = smem_addr(sK0) + k_lane, k_base1 = smem_addr(sK1) + k_lane;
   auto load_q_frag = [&](unsigned (&a)[4], int mt, int ks) {
     ldmatrix_x4(a, q_lane + (mt * 16 * L::kQKStride + ks * 16) * 2);
@@ -152,22 +146,14 @@ __device__ __forceinline__ void fwd_mma(const FwdParams& p) {
     constexpr bool kMasked = decltype(masked)::value;
     const int n0 = tile_n0(it);
     // K(it) has landed, and every warp is done with V(it-1) and K(it-1).
-    // With two V stages V(it) came with K(it), and V(it+1) loads now with K(it+1), so the step
-    // has one barrier; with one, V(it) loads now and the step waits for it before P·V.
     cp_async_wait<0>();
     __syncthreads();
-    if constexpr (Cfg::kVStages == 1) {
-      load_tile<kBN, L::kDvP, L::kVStride, L::kThreads, Cfg::kAlign16>(sV0, v, n0, mkv, Cfg::kHeadDimV);
-      cp_async_commit();
-    }
-    if (it + 1 < n_tiles) {
+    load_tile<kBN, L::kDvP, L::kVStride, L::kThreads, Cfg::kAlign16>(sV, v, n0, mkv, Cfg::kHeadDimV);
+    cp_async_commit();
+    if (it + 1 < n_tiles)
       load_tile<kBN, L::kDP, L::kQKStride, L::kThreads, Cfg::kAlign16>((it & 1) ? sK0 : sK1, k, n0 - kBN, mkv, Cfg::kHeadDim);
-      if constexpr (Cfg::kVStages == 2)
-        load_tile<kBN, L::kDvP, L::kVStride, L::kThreads, Cfg::kAlign16>((it & 1) ? sV0 : sV1, v, n0 - kBN, mkv, Cfg::kHeadDimV);
-    }
     cp_async_commit();  // possibly empty: keeps the group count uniform
     const unsigned k_tile = (it & 1) ? k_base1 : k_base0;
-    const unsigned v_tile = Cfg::kVStages == 2 && (it & 1) ? v_base1 : v_base0;
 
     // S = Q · K(it)ᵀ
     float s[kMT][kNT][4];
@@ -281,10 +267,8 @@ __device__ __forceinline__ void fwd_mma(const FwdParams& p) {
           }
     }
 
-    if constexpr (Cfg::kVStages == 1) {
-      cp_async_wait<1>();  // V(it) has landed; K(it+1) may still be in flight
-      __syncthreads();
-    }
+    cp_async_wait<1>();  // V(it) has landed; K(it+1) may still be in flight
+    __syncthreads();
 
     // O += P · V(it). The S accumulator layout is the A-fragment layout, so P never leaves
     // registers.
@@ -301,7 +285,7 @@ __device__ __forceinline__ void fwd_mma(const FwdParams& p) {
 #pragma unroll
       for (int dp = 0; dp < kDT / 2; ++dp) {
         unsigned bv[4];
-        ldmatrix_x4_trans(bv, v_tile + (kp * 16 * L::kVStride + dp * 16) * 2);
+        ldmatrix_x4_trans(bv, v_lane + (kp * 16 * L::kVStride + dp * 16) * 2);
 #pragma unroll
         for (int mt = 0; mt < kMT; ++mt) {
           mma_16816<Cfg::kDType>(acc[mt][2 * dp], pa[mt], bv[0], bv[1]);
