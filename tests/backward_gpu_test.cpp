@@ -17,15 +17,6 @@
 namespace jitattn::test {
 namespace {
 
-std::mt19937_64& rng() {
-  static std::mt19937_64 r([] {
-    const uint64_t seed = std::random_device{}();
-    std::cout << "[ seed ] " << seed << "\n";
-    return seed;
-  }());
-  return r;
-}
-
 // Gradients carry the rounding of P and dS to the input dtype (8 bits of mantissa for bf16, 11
 // for f16) through two more products than the forward; fp32 is exact arithmetic in float.
 double grad_tolerance(DType dt) { return dt == DType::f32 ? 1e-4 : dt == DType::f16 ? 5e-3 : 3e-2; }
@@ -148,7 +139,7 @@ BwdResult run_bwd_case(const BwdCase& c, bool check = true) {
   if (c.p > 0) keep = dropout_keep_mask(fo.seed, fo.offset, c.B, c.Hq, c.Mq, c.Mkv, c.p);
   const RefResult fwd = c.p > 0 ? reference_attention_dropout(s, q.values, kk, vv, mask, scale, keep, c.p)
                                 : reference_attention(s, q.values, kk, vv, mask, scale);
-  EXPECT_LE(relative_error(read(out), fwd.out), dt == DType::f32 ? 2e-5 : dt == DType::f16 ? 2e-3 : 1e-2) << "forward out";
+  EXPECT_LE(relative_error(read(out), fwd.out), dtype_tolerance(dt)) << "forward out";
   const RefGrads ref = reference_backward(s, q.values, kk, vv, mask, scale, dout.values, c.p > 0 ? &keep : nullptr, c.p);
   const double tol = grad_tolerance(dt);
   EXPECT_LE(relative_error(got.dq, ref.dq), tol) << "dq";
@@ -156,19 +147,6 @@ BwdResult run_bwd_case(const BwdCase& c, bool check = true) {
   EXPECT_LE(relative_error(got.dv, sum_heads(ref.dv, c.B, c.Mkv, c.Hkv, c.Hq, c.Kv)), tol) << "dv";
   if (c.tensor_bias) EXPECT_LE(relative_error(got.dbias, ref.dbias), tol) << "dbias";
   return got;
-}
-
-std::vector<int32_t> lengths(int n, int lo, int hi) {
-  std::uniform_int_distribution<int> len(lo, hi);
-  std::vector<int32_t> out{0, 1};  // an empty and a one-token sequence
-  for (int i = 0; i < n; ++i) out.push_back(len(rng()));
-  std::shuffle(out.begin(), out.end(), rng());
-  return out;
-}
-int64_t total(const std::vector<int32_t>& v) {
-  int64_t s = 0;
-  for (int32_t x : v) s += x;
-  return s;
 }
 
 class BackwardGpu : public ::testing::Test {
@@ -202,10 +180,10 @@ TEST_F(BackwardGpu, GroupedQueryHeadsSumIntoSharedKeys) {
 
 TEST_F(BackwardGpu, BlockDiagonalPaddedGappyAndAlibi) {
   for (DType dt : {DType::bf16, DType::f16, DType::f32}) {
-    const auto ql = lengths(4, 2, 150);
+    const auto ql = random_lengths(4, 2, 150);
     auto kl = ql;
     for (auto& x : kl) x += int32_t(rng()() % 40);
-    const int64_t mq = total(ql), mkv = total(kl);
+    const int64_t mq = sum(ql), mkv = sum(kl);
     const auto bd = BlockDiagonalMask::from_seqlens(ql, kl);
     run_bwd_case({dt, 1, mq, mkv, 2, 2, 64, 64, bd});
     run_bwd_case({dt, 1, mq, mkv, 4, 2, 64, 64, bd.make_causal_from_bottomright()});
@@ -247,8 +225,8 @@ TEST_F(BackwardGpu, DropoutUsesTheForwardMask) {
       c.deterministic = true;
       run_bwd_case(c);
     }
-  const auto ql = lengths(3, 20, 90);
-  BwdCase c{DType::bf16, 1, total(ql), total(ql), 2, 2, 64, 64, BlockDiagonalCausalMask::from_seqlens(ql)};
+  const auto ql = random_lengths(3, 20, 90);
+  BwdCase c{DType::bf16, 1, sum(ql), sum(ql), 2, 2, 64, 64, BlockDiagonalCausalMask::from_seqlens(ql)};
   c.p = 0.1;
   run_bwd_case(c);
 }

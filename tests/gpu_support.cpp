@@ -1,5 +1,8 @@
 #include "gpu_support.h"
 
+#include <algorithm>
+#include <iostream>
+
 #include "jit/jit_runtime.h"
 #include "jitattn/error.h"
 
@@ -110,5 +113,32 @@ void Graph::launch(CUstream stream) const {
   if (!exec_) throw Error("Graph::launch: no graph");
   check_cuda(CudaDriver::get().cuGraphLaunch(exec_, stream), "cuGraphLaunch");
 }
+
+std::mt19937_64& rng() {
+  static std::mt19937_64 r([] {
+    const uint64_t seed = std::random_device{}();
+    std::cout << "[ seed ] " << seed << "\n";
+    return seed;
+  }());
+  return r;
+}
+
+std::vector<int32_t> random_lengths(int n, int lo, int hi) {
+  std::uniform_int_distribution<int> len(lo, hi);
+  std::vector<int32_t> out;
+  for (int i = 0; i < n; ++i) out.push_back(len(rng()));
+  out.push_back(0);  // an empty sequence
+  out.push_back(1);  // a one-token sequence
+  std::shuffle(out.begin(), out.end(), rng());
+  return out;
+}
+
+int64_t sum(const std::vector<int32_t>& v) {
+  int64_t s = 0;
+  for (int32_t x : v) s += x;
+  return s;
+}
+
+double dtype_tolerance(DType dtype) { return dtype == DType::f32 ? 2e-5 : dtype == DType::f16 ? 2e-3 : 1e-2; }
 
 }  // namespace jitattn::test

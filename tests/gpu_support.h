@@ -4,10 +4,12 @@
 
 #include <cstddef>
 #include <functional>
+#include <random>
 #include <string>
 #include <vector>
 
 #include "jit/cuda_driver.h"
+#include "jitattn/tensor.h"
 
 namespace jitattn::test {
 
@@ -41,6 +43,17 @@ class DeviceBuffer {
 };
 
 void device_synchronize();
+
+// ---- random inputs shared by the GPU tests ---------------------------------------------------
+// One generator per process, seeded from std::random_device; the seed is printed ("[ seed ] N")
+// so a failure can be replayed.
+std::mt19937_64& rng();
+// n lengths drawn from [lo, hi], plus an empty and a one-token sequence, shuffled.
+std::vector<int32_t> random_lengths(int n, int lo, int hi);
+int64_t sum(const std::vector<int32_t>& v);
+// Relative error a kernel output in `dtype` may have against the fp64 reference: the rounding of
+// the inputs (and of P to the input dtype) — 2e-5 for f32, 2e-3 for f16, 1e-2 for bf16.
+double dtype_tolerance(DType dtype);
 
 // A stream created CU_STREAM_NON_BLOCKING (not ordered with the legacy default stream, as the
 // streams of PyTorch's pool): work on the legacy stream (DeviceBuffer's copies and fills) must be

@@ -20,17 +20,6 @@ namespace {
 
 constexpr double kInf = std::numeric_limits<double>::infinity();
 
-std::mt19937_64& rng() {
-  static std::mt19937_64 r([] {
-    const uint64_t seed = std::random_device{}();
-    std::cout << "[ seed ] " << seed << "\n";
-    return seed;
-  }());
-  return r;
-}
-
-double tol(DType dt) { return dt == DType::f32 ? 2e-5 : dt == DType::f16 ? 2e-3 : 1e-2; }
-
 std::vector<unsigned char> encode(const std::vector<double>& v, DType dt) {
   std::vector<unsigned char> bytes(v.size() * element_size(dt));
   for (size_t i = 0; i < v.size(); ++i) {
@@ -251,7 +240,7 @@ void run_split_case(const SplitCase& c) {
   const auto ref = reference_attention({c.B, c.Mq, c.Mkv, Ht, c.K, c.Kv}, qv, kv, vv, bias_full, 1.0 / std::sqrt(double(c.K)));
   const auto got = decode(out_d.download(), c.out_dtype);
   const std::vector<double> got_out(got.begin(), got.begin() + part_numel);
-  const double t = std::max({tol(c.dtype), tol(c.partial_dtype), tol(c.out_dtype)});
+  const double t = std::max({dtype_tolerance(c.dtype), dtype_tolerance(c.partial_dtype), dtype_tolerance(c.out_dtype)});
   EXPECT_LE(relative_error(got_out, ref.out), t) << "merged output relative error";
   if (c.write_lse) {
     const auto got_lse = decode(lse_d.download(), DType::f32);

@@ -13,23 +13,14 @@
 #include "jit/nvrtc_compiler.h"
 #include "jit/signature.h"
 #include "jitattn/merge.h"
+#include "test_reasons.h"
 
 namespace jitattn {
 namespace {
 
-void* fake(uintptr_t p = 0x10000) { return reinterpret_cast<void*>(p); }
-
-bool mentions(const std::vector<std::string>& reasons, const std::string& needle) {
-  for (const auto& r : reasons)
-    if (r.find(needle) != std::string::npos) return true;
-  return false;
-}
-
-std::string joined(const std::vector<std::string>& reasons) {
-  std::string s;
-  for (const auto& r : reasons) s += r + " | ";
-  return s;
-}
+using test::fake;
+using test::joined;
+using test::mentions;
 
 // A valid stacked call: S = 3 splits of [B=2, M=10, H=4, K=64] (or [2, 10, G=3, 4, 64]).
 struct Stacked {

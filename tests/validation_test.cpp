@@ -2,12 +2,14 @@
 #include <gtest/gtest.h>
 
 #include "jitattn/attention.h"
+#include "test_reasons.h"
 
 namespace jitattn {
 namespace {
 
-// Fake device pointers: validation never dereferences them.
-void* fake(uintptr_t p = 0x10000) { return reinterpret_cast<void*>(p); }
+using test::fake;
+using test::joined;
+using test::mentions;
 
 struct Call {
   TensorView q = TensorView::make(fake(), DType::bf16, {2, 100, 4, 64});
@@ -19,18 +21,6 @@ struct Call {
   AttentionOptions opt;
   std::vector<std::string> reasons() const { return not_supported_reasons(q, k, v, bias, out, lse, opt); }
 };
-
-bool mentions(const std::vector<std::string>& reasons, const std::string& needle) {
-  for (const auto& r : reasons)
-    if (r.find(needle) != std::string::npos) return true;
-  return false;
-}
-
-std::string joined(const std::vector<std::string>& reasons) {
-  std::string s;
-  for (const auto& r : reasons) s += r + " | ";
-  return s;
-}
 
 TEST(Validation, AcceptsAValidCall) {
   Call c;
