@@ -49,7 +49,9 @@ struct Entry {
 Entry entry_of(const KernelSpec& spec) {
   const bool mma = spec.family == Family::mma;
   switch (spec.sig.op) {
-    case Op::fwd: return mma ? Entry{"fwd_mma.cuh", "fwd_mma", "FwdMmaLayout", "FwdParams"}
+    case Op::fwd:
+      if (spec.family == Family::wgmma) return {"fwd_wgmma.cuh", "fwd_wgmma", "FwdWgmmaLayout", "FwdParams"};
+      return mma ? Entry{"fwd_mma.cuh", "fwd_mma", "FwdMmaLayout", "FwdParams"}
                              : Entry{"fwd_simt.cuh", "fwd_simt", "FwdSimtLayout", "FwdParams"};
     case Op::bwd: case Op::bwd_kv:
       return mma ? Entry{"bwd_mma.cuh", "bwd_mma", "BwdMmaLayout", "BwdParams"}

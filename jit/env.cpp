@@ -64,6 +64,10 @@ Env read_env() {
     env.tile = TileConfig::parse(tile);
     if (!env.tile) throw Error("JITATTN_TILE=" + tile + " is not a tile config like m128n64w8");
   }
+  if (const std::string fam = getenv_str("JITATTN_FWD_FAMILY"); !fam.empty()) {
+    if (fam != "mma" && fam != "wgmma") throw Error("JITATTN_FWD_FAMILY=" + fam + " is not one of mma, wgmma");
+    env.fwd_mma_only = fam == "mma";
+  }
   env.verbose = getenv_str("JITATTN_VERBOSE") == "1";
   if (const std::string ppc = getenv_str("JITATTN_PAIRS_PER_CHUNK"); !ppc.empty()) {
     try {

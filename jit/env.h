@@ -22,6 +22,7 @@ inline constexpr EnvVarInfo kEnvVars[] = {
     {"JITATTN_JIT", false, "on (default) | off: a miss is an error | readonly: compile, never write | redo: recompile"},
     {"JITATTN_NVRTC", true, "path of the NVRTC library to load; its version is part of the key"},
     {"JITATTN_TILE", true, "force a tile config (e.g. m128n64w4) for every forward kernel; it is part of the name"},
+    {"JITATTN_FWD_FAMILY", true, "mma: keep the forward on mma.sync where wgmma would serve it (experiments); it is part of the name"},
     {"JITATTN_BWD_TILE", true, "force a tile config (e.g. m64n128w8) for the backward's dK/dV kernel (bwd, bwd_kv)"},
     {"JITATTN_PAIRS_PER_CHUNK", false, "force the forward's block order: (head, batch) pairs per chunk (experiments; jit/launch.cpp)"},
     {"JITATTN_BWD_DQ_TILE", true, "force a tile config (e.g. m64n64w4) for the deterministic backward's dQ kernel (bwd_dq)"},
@@ -38,6 +39,7 @@ struct Env {
   JitPolicy jit = JitPolicy::on;
   std::string nvrtc_path;          // empty: the default search
   std::optional<TileConfig> tile;      // JITATTN_TILE
+  bool fwd_mma_only = false;           // JITATTN_FWD_FAMILY=mma
   std::optional<TileConfig> bwd_tile;     // JITATTN_BWD_TILE
   std::optional<TileConfig> bwd_dq_tile;  // JITATTN_BWD_DQ_TILE
   bool verbose = false;

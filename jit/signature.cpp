@@ -75,7 +75,14 @@ bool has_uneven_blocks(BiasKind kind) {
   }
 }
 
-const char* to_string(Family family) { return family == Family::mma ? "mma" : "simt"; }
+const char* to_string(Family family) {
+  switch (family) {
+    case Family::mma: return "mma";
+    case Family::simt: return "simt";
+    case Family::wgmma: return "wgmma";
+  }
+  return "?";
+}
 
 std::optional<Op> parse_op(const std::string& s) {
   for (Op op : kAllOps)
@@ -203,8 +210,11 @@ std::optional<KernelSpec> KernelSpec::parse(const std::string& name) {
   }
   spec.sig.align = uint8_t(*align);
   const auto ft = split(p[8], '_');
-  if (ft.size() != 2 || (ft[0] != "mma" && ft[0] != "simt")) return std::nullopt;
-  spec.family = ft[0] == "mma" ? Family::mma : Family::simt;
+  if (ft.size() != 2) return std::nullopt;
+  if (ft[0] == "mma") spec.family = Family::mma;
+  else if (ft[0] == "simt") spec.family = Family::simt;
+  else if (ft[0] == "wgmma") spec.family = Family::wgmma;
+  else return std::nullopt;
   auto tile = TileConfig::parse(ft[1]);
   if (!tile) return std::nullopt;
   spec.tile = *tile;

@@ -43,7 +43,8 @@ bool is_block_diagonal(BiasKind kind);  // varlen layout (paged kinds included)
 bool is_paged(BiasKind kind);
 // Kinds whose query blocks see different numbers of keys (scheduled longest first).
 bool has_uneven_blocks(BiasKind kind);
-enum class Family : uint8_t { mma, simt };
+// mma: mma.sync (sm_80+); wgmma: Hopper's warpgroup MMA (the sm_90a forward); simt: fp32 and row kernels.
+enum class Family : uint8_t { mma, simt, wgmma };
 
 const char* to_string(Op op);
 const char* to_string(BiasKind kind);  // none, causal, causal_br, tensor, bd_causal, ...

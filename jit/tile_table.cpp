@@ -55,11 +55,18 @@ TileConfig default_tile(const Signature& sig, Family family) {
     case Op::fwd: break;
   }
   if (family == Family::simt) return {16, uint16_t(d > 128 ? 16 : 32), 4};
+  if (family == Family::wgmma) return {128, 128, 8};  // two warpgroups of 64 query rows
   // H100, bf16 (tools/perf/sweep.sh): m128n64w4 beat m128n64w8, m64n64w4, m128n32w4 and
   // m128n128w8 at d = 64 and 128. Each warp owns 32 query rows, so each K/V fragment read from
   // shared memory feeds two MMAs.
   if (d <= 128) return {128, 64, 4};
   return {64, 32, 4};
+}
+
+// The forwards fwd_wgmma.cuh serves: sm_90a, f16/bf16, 16-byte aligned rows, head dims 64 or 128.
+bool wgmma_forward(const Signature& sig) {
+  return sig.op == Op::fwd && sig.arch_sm == 90 && sig.arch_specific && sig.dtype != DType::f32 && sig.align == 16 &&
+         sig.head_dim == sig.head_dim_v && (sig.head_dim == 64 || sig.head_dim == 128) && !Env::get().fwd_mma_only;
 }
 }  // namespace
 
@@ -67,7 +74,7 @@ KernelSpec make_spec(const Signature& sig) {
   KernelSpec spec;
   spec.sig = sig;
   const bool rowwise = sig.op == Op::bwd_pre || sig.op == Op::bwd_post || sig.op == Op::merge;
-  spec.family = sig.dtype == DType::f32 || rowwise ? Family::simt : Family::mma;
+  spec.family = sig.dtype == DType::f32 || rowwise ? Family::simt : wgmma_forward(sig) ? Family::wgmma : Family::mma;
   const auto& forced = Env::get().tile;  // forward experiments only
   spec.tile = forced && sig.op == Op::fwd ? *forced : default_tile(sig, spec.family);
   const auto& forced_bwd = Env::get().bwd_tile;
@@ -105,6 +112,7 @@ int KernelSpec::smem_bytes() const {
     case Op::fwd: break;
   }
   if (family == Family::simt) return 4 * (m * d + n * d + n * dv + m * n + m * dv + 3 * m);
+  if (family == Family::wgmma) return 1024 + 2 * (m * d + 4 * n * d);  // Q, two K and two V stages (fwd_wgmma.cuh)
   return 2 * (m * qk_stride + 2 * n * qk_stride + n * v_stride);  // Q, two K stages, V (fwd_mma.cuh)
 }
 
@@ -121,6 +129,15 @@ std::string validate_spec(const KernelSpec& spec) {
       return "tile " + spec.tile.name() + ": block_n must be a multiple of 16 x warps";
     if (spec.tile.block_m % 16 != 0 || spec.tile.warps % (spec.tile.block_m / 16) != 0)
       return "tile " + spec.tile.name() + ": block_m must be a multiple of 16 whose 16-row tiles divide the warps";
+  } else if (spec.family == Family::wgmma) {
+    if (s.op != Op::fwd || s.arch_sm != 90 || !s.arch_specific) return "the wgmma family is the sm_90a forward";
+    if (s.dtype == DType::f32) return "the wgmma family takes f16/bf16 inputs";
+    if (s.align != 16) return "the wgmma family needs 16-byte aligned rows";
+    if (s.head_dim != s.head_dim_v || (s.head_dim != 64 && s.head_dim != 128))
+      return "the wgmma family takes head_dim = head_dim_v = 64 or 128";
+    if (spec.tile.warps % 4 != 0 || spec.tile.block_m != 16 * spec.tile.warps)
+      return "tile " + spec.tile.name() + ": the wgmma family has one warpgroup (4 warps) per 64 query rows";
+    if (spec.tile.block_n != 64 && spec.tile.block_n != 128) return "tile " + spec.tile.name() + ": block_n must be 64 or 128";
   } else if (spec.family == Family::mma) {
     if (s.dtype == DType::f32) return "the mma family takes f16/bf16 inputs";
     if (spec.tile.block_m % (spec.tile.warps * 16) != 0)

@@ -11,6 +11,7 @@
 #pragma once
 #include "bias_policies.cuh"
 #include "common.cuh"
+#include "fwd_rows.cuh"
 
 namespace jitattn {
 
@@ -65,7 +66,6 @@ template <class Cfg, class Policy>
 __device__ __forceinline__ void fwd_mma(const FwdParams& p) {
   using L = FwdMmaLayout<Cfg>;
   using T = typename DType<Cfg::kDType>::T;
-  using TO = typename DType<Cfg::kOutDType>::T;
   constexpr int kBM = Cfg::kBlockM, kBN = Cfg::kBlockN, kMT = L::kMTiles;
   constexpr int kNT = kBN / 8;            // 8-wide key tiles of S
   constexpr int kDT = L::kDvP / 8;        // 8-wide column tiles of O
@@ -183,88 +183,12 @@ __device__ __forceinline__ void fwd_mma(const FwdParams& p) {
       }
     }
 
-    // Logits in base 2, masked where the policy or the sequence end says so. A mask that is one
-    // interval of keys per row (Policy::kElementwise false) costs one unsigned compare per
-    // element: key j is visible iff j - lo < hi - lo, for this row's [lo, hi).
-    if constexpr (kMasked && !Policy::kElementwise) {
 #pragma unroll
-      for (int mt = 0; mt < kMT; ++mt)
-#pragma unroll
-        for (int half = 0; half < 2; ++half) {
-          const int i = q_lo + warp_row0 + mt * 16 + g + half * 8;
-          int lo = 0, hi = mkv;  // rows past the sequence end are never written: keys < mkv
-          if (i < mq) policy.row_range(i, mkv, lo, hi);
-          const int base = n0 + 2 * t - lo;  // element (nt, c) is key n0 + 2t + 8nt + c
-          const unsigned span = hi > lo ? unsigned(hi - lo) : 0u;
-#pragma unroll
-          for (int nt = 0; nt < kNT; ++nt)
-#pragma unroll
-            for (int c = 0; c < 2; ++c) {
-              const float x = s[mt][nt][2 * half + c] * p.scale_log2;
-              s[mt][nt][2 * half + c] = unsigned(base + nt * 8 + c) < span ? x : neg_inf();
-            }
-        }
-    } else {
-#pragma unroll
-      for (int mt = 0; mt < kMT; ++mt)
-#pragma unroll
-        for (int nt = 0; nt < kNT; ++nt)
-#pragma unroll
-          for (int e = 0; e < 4; ++e) {
-            float x = s[mt][nt][e] * p.scale_log2;
-            if constexpr (kMasked) {
-              const int i = q_lo + warp_row0 + mt * 16 + g + (e >= 2 ? 8 : 0);
-              const int j = n0 + nt * 8 + 2 * t + (e & 1);
-              x = j >= mkv ? neg_inf() : i >= mq ? x : policy.logit(x, i, j);
-            }
-            s[mt][nt][e] = x;
-          }
-    }
-
-    // Online softmax: rescale what was accumulated by 2^(old max - new max).
-#pragma unroll
-    for (int mt = 0; mt < kMT; ++mt)
-#pragma unroll
-      for (int half = 0; half < 2; ++half) {
-        float mx = row_max[mt][half];
-#pragma unroll
-        for (int nt = 0; nt < kNT; ++nt) mx = fmaxf(mx, fmaxf(s[mt][nt][2 * half], s[mt][nt][2 * half + 1]));
-        mx = quad_max(mx);
-        // A row that has seen only masked keys keeps max -inf; subtract 0 instead so that
-        // exp2 gives 0, not NaN.
-        const float base = mx == neg_inf() ? 0.f : mx;
-        const float alpha = fast_exp2(row_max[mt][half] - base);
-        row_max[mt][half] = mx;
-        float sum = 0.f;
-#pragma unroll
-        for (int nt = 0; nt < kNT; ++nt) {
-          s[mt][nt][2 * half] = fast_exp2(s[mt][nt][2 * half] - base);
-          s[mt][nt][2 * half + 1] = fast_exp2(s[mt][nt][2 * half + 1] - base);
-          sum += s[mt][nt][2 * half] + s[mt][nt][2 * half + 1];
-        }
-        row_sum[mt][half] = row_sum[mt][half] * alpha + sum;
-#pragma unroll
-        for (int dt = 0; dt < kDT; ++dt) {
-          acc[mt][dt][2 * half] *= alpha;
-          acc[mt][dt][2 * half + 1] *= alpha;
-        }
-      }
-
-    if constexpr (Cfg::kDropout) {  // after the row sums: the LSE is that of the undropped softmax
-#pragma unroll
-      for (int mt = 0; mt < kMT; ++mt)
-#pragma unroll
-        for (int nt = 0; nt < kNT; ++nt)
-#pragma unroll
-          for (int half = 0; half < 2; ++half) {
-            const int i = q_lo + warp_row0 + mt * 16 + g + half * 8, j = n0 + nt * 8 + 2 * t;
-            const unsigned long long e0 =
-                ((unsigned long long)(seq.batch * p.heads + h) * p.mq_rows + seq.q_start + i) * p.mkv_rows + seq.k_start + j;
-            bool keep0, keep1;
-            dropout_keep2(p, e0, keep0, keep1);
-            if (!keep0) s[mt][nt][2 * half] = 0.f;
-            if (!keep1) s[mt][nt][2 * half + 1] = 0.f;
-          }
+    for (int mt = 0; mt < kMT; ++mt) {
+      const int i0 = q_lo + warp_row0 + mt * 16 + g;
+      fwd_logits<kMasked>(s[mt], policy, p.scale_log2, i0, n0 + 2 * t, mq, mkv);
+      fwd_online_softmax(s[mt], acc[mt], row_max[mt], row_sum[mt]);
+      if constexpr (Cfg::kDropout) fwd_dropout(s[mt], p, seq, h, i0, n0 + 2 * t);
     }
 
     cp_async_wait<1>();  // V(it) has landed; K(it+1) may still be in flight
@@ -276,12 +200,7 @@ __device__ __forceinline__ void fwd_mma(const FwdParams& p) {
     for (int kp = 0; kp < kBN / 16; ++kp) {
       unsigned pa[kMT][4];
 #pragma unroll
-      for (int mt = 0; mt < kMT; ++mt) {
-        pa[mt][0] = pack2<Cfg::kDType>(s[mt][2 * kp][0], s[mt][2 * kp][1]);
-        pa[mt][1] = pack2<Cfg::kDType>(s[mt][2 * kp][2], s[mt][2 * kp][3]);
-        pa[mt][2] = pack2<Cfg::kDType>(s[mt][2 * kp + 1][0], s[mt][2 * kp + 1][1]);
-        pa[mt][3] = pack2<Cfg::kDType>(s[mt][2 * kp + 1][2], s[mt][2 * kp + 1][3]);
-      }
+      for (int mt = 0; mt < kMT; ++mt) fwd_p_fragment<Cfg::kDType>(pa[mt], s[mt], kp);
 #pragma unroll
       for (int dp = 0; dp < kDT / 2; ++dp) {
         unsigned bv[4];
@@ -299,36 +218,8 @@ __device__ __forceinline__ void fwd_mma(const FwdParams& p) {
   for (; it < n_tiles && !needs_mask(it); ++it) step(it, Bool<false>{});
   for (; it < n_tiles; ++it) step(it, Bool<true>{});
 
-  // Epilogue: O / l, and LSE = (max + log2 l) · ln 2. A row with no visible key gives 0 / -inf.
-  TO* out = static_cast<TO*>(p.out) + seq.batch * p.o_stride_b + h * p.o_stride_h + int64_t(seq.q_start) * p.o_stride_m;
 #pragma unroll
-  for (int mt = 0; mt < kMT; ++mt)
-#pragma unroll
-    for (int half = 0; half < 2; ++half) {
-      const int i = q_lo + warp_row0 + mt * 16 + g + half * 8;
-      const float l = quad_sum(row_sum[mt][half]);
-      const float inv = l > 0.f ? (Cfg::kDropout ? p.dropout_scale : 1.f) / l : 0.f;
-      if (i >= mq) continue;
-      TO* row = out + (int64_t)i * p.o_stride_m;
-#pragma unroll
-      for (int dt = 0; dt < kDT; ++dt) {
-        const int c = dt * 8 + 2 * t;
-        if (c >= Cfg::kHeadDimV) continue;
-        const float o0 = acc[mt][dt][2 * half] * inv, o1 = acc[mt][dt][2 * half + 1] * inv;
-        if constexpr (Cfg::kOutDType != kF32 && Cfg::kAlign16) {
-          *reinterpret_cast<unsigned*>(row + c) = pack2<Cfg::kOutDType>(o0, o1);
-        } else {
-          row[c] = from_float<Cfg::kOutDType>(o0);
-          row[c + 1] = from_float<Cfg::kOutDType>(o1);
-        }
-      }
-      if constexpr (Cfg::kWriteLse) {
-        if (t == 0) {
-          const float lse = l > 0.f ? (row_max[mt][half] + __log2f(l)) * kLn2 : neg_inf();
-          p.lse[seq.batch * p.lse_stride_b + h * p.lse_stride_h + seq.q_start + i] = lse;
-        }
-      }
-    }
+  for (int mt = 0; mt < kMT; ++mt) fwd_store_rows<Cfg>(acc[mt], row_max[mt], row_sum[mt], p, seq, h, q_lo + warp_row0 + mt * 16 + g, t);
 }
 
 }  // namespace jitattn

@@ -1,0 +1,101 @@
+// Hopper warpgroup MMA (wgmma.mma_async, sm_90a only) and the shared-memory layout it reads.
+//
+// A warpgroup is 4 consecutive warps (128 threads). wgmma.m64nNk16 multiplies a 64x16 A by a
+// 16xN B into a 64xN fp32 accumulator spread over the warpgroup: warp w holds rows 16w..16w+15
+// in exactly the layout of mma.sync.m16n8k16's C fragment, repeated over N/8 column tiles, so
+// d[nt][e] is row 16w + lane/4 + 8·(e/2), column 8·nt + 2·(lane%4) + e%2. An A operand held in
+// registers has the m16n8k16 A-fragment layout per warp, so a softmax result converts to it in
+// place, as in fwd_mma.cuh.
+//
+// Operands in shared memory are named by 64-bit descriptors (PTX ISA, "Matrix Descriptor
+// Format"): start address, leading and stride byte offsets (all >> 4) and the swizzle mode.
+// Every tile here uses the 128-byte swizzle: a matrix with 16-bit elements is stored as panels of
+// 64 columns; in a panel, row r is 128 contiguous bytes at r·128, and its 16-byte chunk c sits at
+// chunk position c ^ (r % 8). Panels start on 1024-byte boundaries. Then
+//   K-major operand (the reduction dimension is the contiguous one: Q and K in S = Q·Kᵀ):
+//     stride byte offset 1024 (from one 8-row group to the next); the leading offset is unused;
+//     the k-th 16-column step starts 32·k bytes into the panel;
+//   MN-major operand (V in O = P·V, rows = keys = the reduction dimension, read transposed):
+//     stride byte offset 1024 (8 keys), leading byte offset = the panel size (the next 64
+//     columns of N); the k-th 16-key step starts 2048·k bytes in.
+#pragma once
+#include "common.cuh"
+
+namespace jitattn {
+
+__device__ __forceinline__ unsigned long long wgmma_desc(unsigned smem, unsigned leading_bytes, unsigned stride_bytes) {
+  return (unsigned long long)((smem & 0x3FFFF) >> 4) | ((unsigned long long)(leading_bytes >> 4) << 16) |
+         ((unsigned long long)(stride_bytes >> 4) << 32) | (1ull << 62);  // 1 << 62: 128-byte swizzle
+}
+
+// Byte offset of 16-byte chunk `chunk` of row `row` in a swizzled tile of `rows` rows.
+__device__ __forceinline__ unsigned sw128_offset(int rows, int row, int chunk) {
+  return unsigned((chunk / 8) * rows * 128 + row * 128 + (((chunk % 8) ^ (row % 8)) << 4));
+}
+
+// Orders this thread's earlier generic-proxy shared-memory writes (cp.async included) before
+// later async-proxy reads (wgmma operands); a barrier must follow before other threads' wgmma.
+__device__ __forceinline__ void fence_proxy_async() { asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); }
+// Before the first wgmma of a batch: prior register writes to accumulators/A are complete.
+__device__ __forceinline__ void wgmma_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
+__device__ __forceinline__ void wgmma_commit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
+template <int kPending>
+__device__ __forceinline__ void wgmma_wait() { asm volatile("wgmma.wait_group.sync.aligned %0;\n" :: "n"(kPending) : "memory"); }
+
+// Pins an accumulator after wgmma_wait: the compiler may not move its reads above the wait.
+template <int kNT>
+__device__ __forceinline__ void wgmma_hold(float (&d)[kNT][4]) {
+#pragma unroll
+  for (int i = 0; i < kNT; ++i)
+#pragma unroll
+    for (int e = 0; e < 4; ++e) asm volatile("" : "+f"(d[i][e])::"memory");
+}
+
+// d (64xN) = A·B (+ d when accumulate != 0); A and B K-major in shared memory.
+template <int N, int DT>
+__device__ __forceinline__ void wgmma_ss(float (&d)[N / 8][4], unsigned long long a, unsigned long long b, int accumulate);
+// d (64xN) += A·B, A in registers (m16n8k16 A fragments), B MN-major in shared memory.
+template <int N, int DT>
+__device__ __forceinline__ void wgmma_rs_tb(float (&d)[N / 8][4], const unsigned (&a)[4], unsigned long long b);
+
+#define JITATTN_WG_D1(i) "+f"(d[i][0]), "+f"(d[i][1]), "+f"(d[i][2]), "+f"(d[i][3])
+#define JITATTN_WG_D8(i)                                                                                        \
+  JITATTN_WG_D1(i), JITATTN_WG_D1(i + 1), JITATTN_WG_D1(i + 2), JITATTN_WG_D1(i + 3), JITATTN_WG_D1(i + 4), \
+      JITATTN_WG_D1(i + 5), JITATTN_WG_D1(i + 6), JITATTN_WG_D1(i + 7)
+#define JITATTN_WG_OUT64 JITATTN_WG_D8(0)
+#define JITATTN_WG_OUT128 JITATTN_WG_D8(0), JITATTN_WG_D8(8)
+#define JITATTN_WG_R64                                                                                          \
+  "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, " \
+  "%23, %24, %25, %26, %27, %28, %29, %30, %31}"
+#define JITATTN_WG_R128                                                                                         \
+  "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, " \
+  "%23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, "  \
+  "%44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}"
+
+// N: 64 or 128; DT/TY: the input type; the rest: operand numbers after the N/2 accumulators.
+#define JITATTN_WGMMA(N, DT, TY, SA, SB, SACC, RA0, RA1, RA2, RA3, RB, RONE)                                  \
+  template <>                                                                                                   \
+  __device__ __forceinline__ void wgmma_ss<N, DT>(float (&d)[N / 8][4], unsigned long long a, unsigned long long b, \
+                                                  int accumulate) {                                             \
+    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %" SACC ", 0;\n"                                            \
+                 "wgmma.mma_async.sync.aligned.m64n" #N "k16.f32." TY "." TY " " JITATTN_WG_R##N ", %" SA      \
+                 ", %" SB ", p, 1, 1, 0, 0;\n}\n"                                                              \
+                 : JITATTN_WG_OUT##N                                                                            \
+                 : "l"(a), "l"(b), "r"(accumulate));                                                            \
+  }                                                                                                             \
+  template <>                                                                                                   \
+  __device__ __forceinline__ void wgmma_rs_tb<N, DT>(float (&d)[N / 8][4], const unsigned (&a)[4],            \
+                                                     unsigned long long b) {                                    \
+    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %" RONE ", 0;\n"                                            \
+                 "wgmma.mma_async.sync.aligned.m64n" #N "k16.f32." TY "." TY " " JITATTN_WG_R##N ", {%" RA0   \
+                 ", %" RA1 ", %" RA2 ", %" RA3 "}, %" RB ", p, 1, 1, 1;\n}\n"                                  \
+                 : JITATTN_WG_OUT##N                                                                            \
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b), "r"(1));                                \
+  }
+JITATTN_WGMMA(64, kF16, "f16", "32", "33", "34", "32", "33", "34", "35", "36", "37")
+JITATTN_WGMMA(64, kBF16, "bf16", "32", "33", "34", "32", "33", "34", "35", "36", "37")
+JITATTN_WGMMA(128, kF16, "f16", "64", "65", "66", "64", "65", "66", "67", "68", "69")
+JITATTN_WGMMA(128, kBF16, "bf16", "64", "65", "66", "64", "65", "66", "67", "68", "69")
+#undef JITATTN_WGMMA
+
+}  // namespace jitattn
