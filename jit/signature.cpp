@@ -61,6 +61,16 @@ bool is_block_diagonal(BiasKind kind) {
   }
 }
 
+bool has_left_window(BiasKind kind) {
+  switch (kind) {
+    case BiasKind::causal_local_br: case BiasKind::local_br: case BiasKind::bd_causal_local:
+    case BiasKind::bd_causal_local_br: case BiasKind::bd_local_br: case BiasKind::pbd_causal_local_br:
+      return true;
+    default:
+      return false;
+  }
+}
+
 bool is_paged(BiasKind kind) {
   return kind == BiasKind::pbd || kind == BiasKind::pbd_causal_br || kind == BiasKind::pbd_causal_local_br;
 }

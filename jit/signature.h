@@ -41,6 +41,8 @@ constexpr BiasKind kAllBiasKinds[] = {
     BiasKind::pbd, BiasKind::pbd_causal_br, BiasKind::pbd_causal_local_br};
 bool is_block_diagonal(BiasKind kind);  // varlen layout (paged kinds included)
 bool is_paged(BiasKind kind);
+// Local-attention kinds: each query sees a window of keys bounded on the left too.
+bool has_left_window(BiasKind kind);
 // Kinds whose query blocks see different numbers of keys (scheduled longest first).
 bool has_uneven_blocks(BiasKind kind);
 // mma: mma.sync (sm_80+); wgmma: Hopper's warpgroup MMA (the sm_90a forward); simt: fp32 and row kernels.

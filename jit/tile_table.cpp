@@ -55,7 +55,15 @@ TileConfig default_tile(const Signature& sig, Family family) {
     case Op::fwd: break;
   }
   if (family == Family::simt) return {16, uint16_t(d > 128 ? 16 : 32), 4};
-  if (family == Family::wgmma) return {128, 128, 8};  // two warpgroups of 64 query rows
+  if (family == Family::wgmma) {
+    // H100, bf16, M = 4096/16384 (tools/perf/h100_check.sh, JITATTN_TILE sweep): at d = 64
+    // m128n64w8 gave 336-378 TFLOP/s against 262-324 for m128n128w8, m192n128w12, m192n64w12 and
+    // m64n64w4; at d = 128 m128n128w8 gave 346-394, m192n128w12 308-398 (slower under causal at
+    // M = 4096), m128n64w8 325-369. A local window makes every block short: there m64n64w4 (two
+    // blocks per SM) took the 256-key window at M = 16384 from 0.221 to 0.191 ms.
+    if (has_left_window(sig.bias)) return {64, 64, 4};
+    return d <= 64 ? TileConfig{128, 64, 8} : TileConfig{128, 128, 8};
+  }
   // H100, bf16 (tools/perf/sweep.sh): m128n64w4 beat m128n64w8, m64n64w4, m128n32w4 and
   // m128n128w8 at d = 64 and 128. Each warp owns 32 query rows, so each K/V fragment read from
   // shared memory feeds two MMAs.

@@ -26,7 +26,38 @@ Signature base_sig() {
 
 TEST(Signature, CanonicalNameIsReadable) {
   const KernelSpec spec = make_spec(base_sig());
-  EXPECT_EQ(spec.name(), "fwd.sm_90a.bf16.d128.v128.causal.lse.a16.mma_" + spec.tile.name());
+  EXPECT_EQ(spec.name(), "fwd.sm_90a.bf16.d128.v128.causal.lse.a16.wgmma_" + spec.tile.name());
+  const auto parsed = KernelSpec::parse(spec.name());
+  ASSERT_TRUE(parsed.has_value());
+  EXPECT_EQ(parsed->family, Family::wgmma);
+}
+
+// wgmma serves the sm_90a forward at f16/bf16, head dims 64/128, 16-byte alignment; mma the
+// other tensor-core cases; simt fp32 and the row kernels.
+TEST(Signature, FamilyFollowsArchDtypeHeadDimAndAlignment) {
+  auto family = [](auto mutate) {
+    Signature s = base_sig();
+    mutate(s);
+    return make_spec(s).family;
+  };
+  EXPECT_EQ(family([](Signature&) {}), Family::wgmma);
+  EXPECT_EQ(family([](Signature& s) { s.head_dim = s.head_dim_v = 64; s.dtype = s.out_dtype = DType::f16; }), Family::wgmma);
+  EXPECT_EQ(family([](Signature& s) { s.arch_sm = 80, s.arch_specific = 0; }), Family::mma);
+  EXPECT_EQ(family([](Signature& s) { s.head_dim = s.head_dim_v = 96; }), Family::mma);
+  EXPECT_EQ(family([](Signature& s) { s.head_dim_v = 64; }), Family::mma);
+  EXPECT_EQ(family([](Signature& s) { s.align = 2; }), Family::mma);
+  EXPECT_EQ(family([](Signature& s) { s.op = Op::bwd; }), Family::mma);
+  EXPECT_EQ(family([](Signature& s) { s.dtype = s.out_dtype = DType::f32; s.align = 4; }), Family::simt);
+  // A local window gets the small tile: its blocks are short.
+  Signature local = base_sig();
+  local.bias = BiasKind::causal_local_br;
+  EXPECT_EQ(make_spec(local).tile.name(), "m64n64w4");
+  // A wgmma tile must give each warpgroup 64 query rows.
+  KernelSpec bad = make_spec(base_sig());
+  bad.tile = *TileConfig::parse("m64n128w8");
+  EXPECT_NE(validate_spec(bad).find("warpgroup"), std::string::npos) << validate_spec(bad);
+  bad.tile = *TileConfig::parse("m128n32w8");
+  EXPECT_NE(validate_spec(bad).find("block_n must be 64 or 128"), std::string::npos) << validate_spec(bad);
 }
 
 TEST(Signature, NameRoundTrips) {
@@ -82,9 +113,12 @@ TEST(Signature, HashAndEqualityFollowEveryByte) {
 }
 
 TEST(Signature, GeneratedSourceSetsOnlyConstexprs) {
+  Signature sm80 = base_sig();
+  sm80.arch_sm = 80, sm80.arch_specific = 0;
+  EXPECT_NE(generate_source(make_spec(sm80)).find("#include \"fwd_mma.cuh\""), std::string::npos);
   const KernelSpec spec = make_spec(base_sig());
   const std::string src = generate_source(spec);
-  EXPECT_NE(src.find("#include \"fwd_mma.cuh\""), std::string::npos);
+  EXPECT_NE(src.find("#include \"fwd_wgmma.cuh\""), std::string::npos);
   EXPECT_NE(src.find("kHeadDim = 128"), std::string::npos);
   EXPECT_NE(src.find("jitattn::BandMask<false, false, true>"), std::string::npos);  // causal: no left bound, right bound 0
   EXPECT_NE(src.find("kVarlen = false"), std::string::npos);

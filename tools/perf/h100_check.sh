@@ -13,18 +13,29 @@ export LD_LIBRARY_PATH=/opt/gpu-deps/usr/lib/x86_64-linux-gnu${LD_LIBRARY_PATH:+
 cmake --build build -j16 2>&1 | grep -E "error|undefined" | head
 export JITATTN_CACHE=/tmp/jitattn-tests.sqlite
 
-if has tests; then
-  echo "== GPU tests (12 gtest shards at once: their first calls compile in parallel)"
+# The GPU tests as 12 gtest shards at once (their first calls compile in parallel).
+run_gpu_tests() {  # label filter
   rm -f "$out"/gpu_tests.*.log
   for i in $(seq 0 11); do
     GTEST_TOTAL_SHARDS=12 GTEST_SHARD_INDEX=$i timeout ${TESTS_TIMEOUT:-420} build/tests/jitattn_gpu_tests \
-      --gtest_filter="${TESTS_FILTER:-*}" > "$out/gpu_tests.$i.log" 2>&1 &
+      --gtest_filter="$2" > "$out/gpu_tests.$i.log" 2>&1 &
   done
   wait
-  cat "$out"/gpu_tests.*.log > "$out/gpu_tests.log"
-  echo "passed: $(grep -cE '^\[       OK' "$out/gpu_tests.log"), failed: $(grep -cE '^\[  FAILED  \].*\(' "$out/gpu_tests.log"), skipped: $(grep -cE '^\[  SKIPPED' "$out/gpu_tests.log")"
-  grep -E '^\[  FAILED  \].*\(' "$out/gpu_tests.log" | head -30
-  grep -E "Failure|Which is|error|Expected|Actual" -A3 "$out/gpu_tests.log" | cut -c1-400 | head -80
+  cat "$out"/gpu_tests.*.log > "$out/gpu_tests.$1.log"
+  rm -f "$out"/gpu_tests.*[0-9].log
+  local log="$out/gpu_tests.$1.log"
+  echo "passed: $(grep -cE '^\[       OK' "$log"), failed: $(grep -cE '^\[  FAILED  \].*\(' "$log"), skipped: $(grep -cE '^\[  SKIPPED' "$log")"
+  grep -E '^\[  FAILED  \].*\(' "$log" | head -30
+  grep -E "Failure|Which is|error|Expected|Actual" -A3 "$log" | cut -c1-400 | head -80
+}
+
+if has tests; then
+  echo "== GPU tests"
+  run_gpu_tests all "${TESTS_FILTER:-*}"
+  # On sm_90a the wgmma family serves f16/bf16 forwards at head dims 64 and 128; the mma family
+  # (every other arch and head dim) gets the same tests on this card too.
+  echo "== forward GPU tests with JITATTN_FWD_FAMILY=mma"
+  (export JITATTN_FWD_FAMILY=mma; run_gpu_tests mma "${MMA_TESTS_FILTER:-ForwardGpu.*:BiasGpu.*:MergeGpu.*}")
 fi
 
 if has sanitize; then
