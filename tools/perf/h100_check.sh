@@ -15,7 +15,7 @@ export JITATTN_CACHE=/tmp/jitattn-tests.sqlite
 
 # The GPU tests as 12 gtest shards at once (their first calls compile in parallel).
 run_gpu_tests() {  # label filter
-  rm -f "$out"/gpu_tests.*.log
+  rm -f "$out"/gpu_tests.*[0-9].log
   for i in $(seq 0 11); do
     GTEST_TOTAL_SHARDS=12 GTEST_SHARD_INDEX=$i timeout ${TESTS_TIMEOUT:-420} build/tests/jitattn_gpu_tests \
       --gtest_filter="$2" > "$out/gpu_tests.$i.log" 2>&1 &
@@ -26,7 +26,8 @@ run_gpu_tests() {  # label filter
   local log="$out/gpu_tests.$1.log"
   echo "passed: $(grep -cE '^\[       OK' "$log"), failed: $(grep -cE '^\[  FAILED  \].*\(' "$log"), skipped: $(grep -cE '^\[  SKIPPED' "$log")"
   grep -E '^\[  FAILED  \].*\(' "$log" | head -30
-  grep -E "Failure|Which is|error|Expected|Actual" -A3 "$log" | cut -c1-400 | head -80
+  grep -E "Failure|Which is|error|Expected|Actual|could not store" -A3 "$log" | cut -c1-400 | head -80
+  echo "test cache: $(build/tools/jitattn ls 2>/dev/null | head -1)"
 }
 
 if has tests; then
