@@ -120,7 +120,7 @@ int KernelSpec::smem_bytes() const {
     case Op::fwd: break;
   }
   if (family == Family::simt) return 4 * (m * d + n * d + n * dv + m * n + m * dv + 3 * m);
-  if (family == Family::wgmma) return 1024 + 2 * (m * d + 4 * n * d);  // Q, two K and two V stages (fwd_wgmma.cuh)
+  if (family == Family::wgmma) return 1024 + 2 * (m * d + 5 * n * d);  // Q, two K and three V stages (fwd_wgmma.cuh)
   return 2 * (m * qk_stride + 2 * n * qk_stride + n * v_stride);  // Q, two K stages, V (fwd_mma.cuh)
 }
 

@@ -187,7 +187,9 @@ __device__ __forceinline__ void fwd_mma(const FwdParams& p) {
     for (int mt = 0; mt < kMT; ++mt) {
       const int i0 = q_lo + warp_row0 + mt * 16 + g;
       fwd_logits<kMasked>(s[mt], policy, p.scale_log2, i0, n0 + 2 * t, mq, mkv);
-      fwd_online_softmax(s[mt], acc[mt], row_max[mt], row_sum[mt]);
+      float alpha[2];
+      fwd_softmax(s[mt], row_max[mt], row_sum[mt], alpha);
+      fwd_rescale(acc[mt], alpha);
       if constexpr (Cfg::kDropout) fwd_dropout(s[mt], p, seq, h, i0, n0 + 2 * t);
     }
 

@@ -46,11 +46,11 @@ __device__ __forceinline__ void fwd_logits(float (&s)[kNT][4], const Policy& pol
   }
 }
 
-// Online softmax: s becomes 2^(s - new max), and what was accumulated is rescaled by
-// 2^(old max - new max). row_sum holds this thread's partial sums (quad_sum gives the row's).
-template <int kNT, int kDT>
-__device__ __forceinline__ void fwd_online_softmax(float (&s)[kNT][4], float (&acc)[kDT][4], float (&row_max)[2],
-                                                   float (&row_sum)[2]) {
+// Online softmax: s becomes 2^(s - new max), and alpha = 2^(old max - new max) is what the
+// output accumulated so far must be scaled by (fwd_rescale). row_sum holds this thread's partial
+// sums (quad_sum gives the row's).
+template <int kNT>
+__device__ __forceinline__ void fwd_softmax(float (&s)[kNT][4], float (&row_max)[2], float (&row_sum)[2], float (&alpha)[2]) {
 #pragma unroll
   for (int half = 0; half < 2; ++half) {
     float mx = row_max[half];
@@ -60,7 +60,7 @@ __device__ __forceinline__ void fwd_online_softmax(float (&s)[kNT][4], float (&a
     // A row that has seen only masked keys keeps max -inf; subtract 0 instead so that exp2
     // gives 0, not NaN.
     const float base = mx == neg_inf() ? 0.f : mx;
-    const float alpha = fast_exp2(row_max[half] - base);
+    alpha[half] = fast_exp2(row_max[half] - base);
     row_max[half] = mx;
     float sum = 0.f;
 #pragma unroll
@@ -69,12 +69,18 @@ __device__ __forceinline__ void fwd_online_softmax(float (&s)[kNT][4], float (&a
       s[nt][2 * half + 1] = fast_exp2(s[nt][2 * half + 1] - base);
       sum += s[nt][2 * half] + s[nt][2 * half + 1];
     }
-    row_sum[half] = row_sum[half] * alpha + sum;
+    row_sum[half] = row_sum[half] * alpha[half] + sum;
+  }
+}
+
+template <int kDT>
+__device__ __forceinline__ void fwd_rescale(float (&acc)[kDT][4], const float (&alpha)[2]) {
 #pragma unroll
-    for (int dt = 0; dt < kDT; ++dt) {
-      acc[dt][2 * half] *= alpha;
-      acc[dt][2 * half + 1] *= alpha;
-    }
+  for (int dt = 0; dt < kDT; ++dt) {
+    acc[dt][0] *= alpha[0];
+    acc[dt][1] *= alpha[0];
+    acc[dt][2] *= alpha[1];
+    acc[dt][3] *= alpha[1];
   }
 }
 

@@ -1,13 +1,17 @@
-// Forward attention on Hopper's warpgroup MMA (sm_90a), FlashAttention-2's algorithm with
-// wgmma in place of mma.sync.
+// Forward attention on Hopper's warpgroup MMA (sm_90a): FlashAttention-2's algorithm with wgmma
+// in place of mma.sync, and FlashAttention-3's overlap of the softmax with the tensor cores.
 //
 // A block computes kBlockM = 64·(warpgroups) query rows of one (batch, head); warpgroup w owns
 // rows 64w..64w+63, and each of its warps keeps 16 rows' running max/sum and fp32 output in
 // registers. S = Q·Kᵀ reads Q and K from shared memory (both K-major); O += P·V takes P from
 // registers, converted in place from S, and V from shared memory (MN-major, read transposed).
-// Q, K and V are 128-byte swizzled (wgmma.cuh). K and V have two stages each, filled with
-// cp.async: tile j+1 is in flight during all of iteration j. The block visits the key tiles the
-// policy says are visible, in fwd_mma.cuh's order, with the row math of fwd_rows.cuh.
+// Q, K and V are 128-byte swizzled (wgmma.cuh) and filled with cp.async.
+//
+// Iteration j issues S(j) = Q·K(j)ᵀ and O += P(j-1)·V(j-1) back to back, then computes the
+// softmax of S(j) while P(j-1)·V(j-1) is still running; O is rescaled once that product is done.
+// Tile j+1 loads during iteration j: K has two stages (K(j-1) is done with when iteration j
+// starts) and V three (V(j-1) is still being read in iteration j). The block visits the key tiles
+// the policy says are visible, in fwd_mma.cuh's order, with the row math of fwd_rows.cuh.
 //
 // Cfg as in fwd_mma.cuh; this family takes kHeadDim = kHeadDimV ∈ {64, 128}, kAlign16,
 // kBlockN ∈ {64, 128} and kWarps = 4·kBlockM/64 (jit/tile_table.cpp picks it only then).
@@ -25,8 +29,9 @@ struct FwdWgmmaLayout {
   static constexpr int kGroups = Cfg::kWarps / 4;  // warpgroups, 64 query rows each
   static constexpr int kQBytes = Cfg::kBlockM * Cfg::kHeadDim * 2;
   static constexpr int kKVBytes = Cfg::kBlockN * Cfg::kHeadDim * 2;  // one stage of K or of V
+  static constexpr int kKStages = 2, kVStages = 3;
   // 1024 bytes of slack: the tiles start on a 1024-byte boundary, which the swizzle needs.
-  static constexpr int kSmemBytes = 1024 + kQBytes + 4 * kKVBytes;
+  static constexpr int kSmemBytes = 1024 + kQBytes + (kKStages + kVStages) * kKVBytes;
   static_assert(Cfg::kWarps % 4 == 0 && Cfg::kBlockM == 64 * kGroups, "one warpgroup per 64 query rows");
   static_assert(Cfg::kHeadDim == Cfg::kHeadDimV && (Cfg::kHeadDim == 64 || Cfg::kHeadDim == 128), "head dims 64 or 128");
   static_assert(Cfg::kBlockN == 64 || Cfg::kBlockN == 128, "key tiles of 64 or 128");
@@ -57,11 +62,12 @@ __device__ __forceinline__ void fwd_wgmma(const FwdParams& p) {
   constexpr int kBM = Cfg::kBlockM, kBN = Cfg::kBlockN, kD = Cfg::kHeadDim;
   constexpr int kNT = kBN / 8;  // 8-wide key tiles of S
   constexpr int kDT = kD / 8;   // 8-wide column tiles of O
+  constexpr int kKP = kBN / 16;  // 16-key steps of P·V
 
   extern __shared__ __align__(1024) unsigned char smem_raw[];
   const unsigned sQ = (smem_addr(smem_raw) + 1023u) & ~1023u;
-  const unsigned sK = sQ + L::kQBytes;      // two stages
-  const unsigned sV = sK + 2 * L::kKVBytes;  // two stages
+  const unsigned sK = sQ + L::kQBytes;                    // L::kKStages stages
+  const unsigned sV = sK + L::kKStages * L::kKVBytes;      // L::kVStages stages
 
   int m_block, h, b;
   block_coords(p, kBM, m_block, h, b);
@@ -85,17 +91,17 @@ __device__ __forceinline__ void fwd_wgmma(const FwdParams& p) {
   const int n_tiles = kv_hi > kv_lo ? ceil_div(kv_hi - kv_lo, kBN) : 0;
   // Key tiles from the last to the first, as in fwd_mma.cuh.
   auto tile_n0 = [&](int it) { return kv_lo + (n_tiles - 1 - it) * kBN; };
+  auto k_stage = [&](int it) { return sK + (it % L::kKStages) * L::kKVBytes; };
+  auto v_stage = [&](int it) { return sV + (it % L::kVStages) * L::kKVBytes; };
   auto load_kv = [&](int it) {
-    const unsigned stage = (it & 1) * L::kKVBytes;
-    load_tile_sw128<kBN, kD, L::kThreads>(sK + stage, k, tile_n0(it), mkv);
-    load_tile_sw128<kBN, kD, L::kThreads>(sV + stage, v, tile_n0(it), mkv);
+    load_tile_sw128<kBN, kD, L::kThreads>(k_stage(it), k, tile_n0(it), mkv);
+    load_tile_sw128<kBN, kD, L::kThreads>(v_stage(it), v, tile_n0(it), mkv);
   };
-
-  load_tile_sw128<kBM, kD, L::kThreads>(sQ, q, q_lo, mq);
-  if (n_tiles > 0) load_kv(0);
-  cp_async_commit();
-  if (n_tiles > 1) load_kv(1);
-  cp_async_commit();  // possibly empty: keeps the group count uniform
+  auto landed = [&]() {  // this thread's copies are done and visible to wgmma; then a barrier
+    cp_async_wait<0>();
+    fence_proxy_async();
+    __syncthreads();
+  };
 
   float acc[kDT][4];
   float row_max[2] = {neg_inf(), neg_inf()}, row_sum[2] = {0.f, 0.f};
@@ -104,57 +110,81 @@ __device__ __forceinline__ void fwd_wgmma(const FwdParams& p) {
 #pragma unroll
     for (int e = 0; e < 4; ++e) acc[dt][e] = 0.f;
 
-  // This warpgroup's Q rows; every 16-column step of S = Q·Kᵀ moves 32 bytes along a panel.
-  const unsigned q_desc_base = sQ + group * 64 * 128;
+  // S = Q·K(it)ᵀ, issued (not waited for). This warpgroup's Q rows; every 16-column step moves
+  // 32 bytes along a panel.
+  const unsigned q_rows = sQ + group * 64 * 128;
+  auto issue_s = [&](float (&s)[kNT][4], int it) {
+#pragma unroll
+    for (int ks = 0; ks < kD / 16; ++ks) {
+      const unsigned panel = ks / 4, col = (ks % 4) * 32;
+      wgmma_ss<kBN, Cfg::kDType>(s, wgmma_desc(q_rows + panel * kBM * 128 + col, 16, 1024),
+                                 wgmma_desc(k_stage(it) + panel * kBN * 128 + col, 16, 1024), ks > 0);
+    }
+    wgmma_commit();
+  };
+  // O += P·V(it), issued: V's 16-key steps are 2048 bytes apart; its two 64-column panels
+  // (head dim 128) are kBN·128 bytes apart.
+  auto issue_pv = [&](const unsigned (&pa)[kKP][4], int it) {
+#pragma unroll
+    for (int kp = 0; kp < kKP; ++kp)
+      wgmma_rs_tb<kD, Cfg::kDType>(acc, pa[kp], wgmma_desc(v_stage(it) + kp * 16 * 128, kBN * 128, 1024));
+    wgmma_commit();
+  };
   auto needs_mask = [&](int it) {
     const int n0 = tile_n0(it);
     return Policy::kElementwise || n0 + kBN > mkv || !policy.tile_full(q_lo, q_lo + kBM, n0, n0 + kBN);
   };
-  auto step = [&](int it, auto masked) {
-    constexpr bool kMasked = decltype(masked)::value;
-    const int n0 = tile_n0(it);
-    const unsigned k_stage = sK + (it & 1) * L::kKVBytes, v_stage = sV + (it & 1) * L::kKVBytes;
-    cp_async_wait<1>();  // Q and K/V(it) have landed; K/V(it+1) may still be in flight
-    fence_proxy_async();
-    __syncthreads();
-
-    // S = Q · K(it)ᵀ
-    float s[kNT][4];
-    wgmma_fence();
+  // Tile it's logits and softmax; alpha rescales O once the previous P·V has finished.
+  auto softmax = [&](float (&s)[kNT][4], int it, float (&alpha)[2]) {
+    if (needs_mask(it)) fwd_logits<true>(s, policy, p.scale_log2, i0, tile_n0(it) + 2 * t, mq, mkv);
+    else fwd_logits<false>(s, policy, p.scale_log2, i0, tile_n0(it) + 2 * t, mq, mkv);
+    fwd_softmax(s, row_max, row_sum, alpha);
+  };
+  auto to_p = [&](unsigned (&pa)[kKP][4], float (&s)[kNT][4], int it) {
+    if constexpr (Cfg::kDropout) fwd_dropout(s, p, seq, h, i0, tile_n0(it) + 2 * t);
 #pragma unroll
-    for (int ks = 0; ks < kD / 16; ++ks) {
-      const unsigned panel = ks / 4, col = (ks % 4) * 32;
-      wgmma_ss<kBN, Cfg::kDType>(s, wgmma_desc(q_desc_base + panel * kBM * 128 + col, 16, 1024),
-                                 wgmma_desc(k_stage + panel * kBN * 128 + col, 16, 1024), ks > 0);
-    }
-    wgmma_commit();
+    for (int kp = 0; kp < kKP; ++kp) fwd_p_fragment<Cfg::kDType>(pa[kp], s, kp);
+  };
+
+  load_tile_sw128<kBM, kD, L::kThreads>(sQ, q, q_lo, mq);
+  if (n_tiles > 0) load_kv(0);
+  cp_async_commit();
+  unsigned pa[kKP][4];  // P(it - 1), the A operand of the product in flight
+  if (n_tiles > 0) {
+    landed();
+    if (n_tiles > 1) load_kv(1);
+    cp_async_commit();
+    float s[kNT][4], alpha[2];
+    wgmma_fence();
+    issue_s(s, 0);
     wgmma_wait<0>();
     wgmma_hold(s);
-
-    fwd_logits<kMasked>(s, policy, p.scale_log2, i0, n0 + 2 * t, mq, mkv);
-    fwd_online_softmax(s, acc, row_max, row_sum);
-    if constexpr (Cfg::kDropout) fwd_dropout(s, p, seq, h, i0, n0 + 2 * t);
-
-    // O += P · V(it)
-    unsigned pa[kBN / 16][4];
-#pragma unroll
-    for (int kp = 0; kp < kBN / 16; ++kp) fwd_p_fragment<Cfg::kDType>(pa[kp], s, kp);
+    softmax(s, 0, alpha);
+    to_p(pa, s, 0);
+  }
+  for (int it = 1; it < n_tiles; ++it) {
+    landed();  // K/V(it) are here; every warpgroup is done with K(it-1) and V(it-2)
+    if (it + 1 < n_tiles) load_kv(it + 1);
+    cp_async_commit();
+    float s[kNT][4], alpha[2];
     wgmma_fence();
-#pragma unroll
-    for (int kp = 0; kp < kBN / 16; ++kp)
-      wgmma_rs_tb<kD, Cfg::kDType>(acc, pa[kp], wgmma_desc(v_stage + kp * 16 * 128, kBN * 128, 1024));
-    wgmma_commit();
+    issue_s(s, it);
+    issue_pv(pa, it - 1);
+    wgmma_wait<1>();  // S(it) is done; P(it-1)·V(it-1) may still run
+    wgmma_hold(s);
+    softmax(s, it, alpha);
     wgmma_wait<0>();
     wgmma_hold(acc);
-
-    __syncthreads();  // every warpgroup is done with stage it & 1
-    if (it + 2 < n_tiles) load_kv(it + 2);
-    cp_async_commit();
-  };
-  int it = 0;
-  for (; it < n_tiles && needs_mask(it); ++it) step(it, Bool<true>{});
-  for (; it < n_tiles && !needs_mask(it); ++it) step(it, Bool<false>{});
-  for (; it < n_tiles; ++it) step(it, Bool<true>{});
+    wgmma_hold(pa);
+    fwd_rescale(acc, alpha);
+    to_p(pa, s, it);
+  }
+  if (n_tiles > 0) {
+    wgmma_fence();
+    issue_pv(pa, n_tiles - 1);
+    wgmma_wait<0>();
+    wgmma_hold(acc);
+  }
   cp_async_wait<0>();  // with no visible tile, Q's copy is still in flight
 
   fwd_store_rows<Cfg>(acc, row_max, row_sum, p, seq, h, i0, t);

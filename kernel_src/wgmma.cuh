@@ -51,6 +51,16 @@ __device__ __forceinline__ void wgmma_hold(float (&d)[kNT][4]) {
     for (int e = 0; e < 4; ++e) asm volatile("" : "+f"(d[i][e])::"memory");
 }
 
+// The same for an A operand in registers: wgmma reads it asynchronously, so its registers must
+// stay untouched (and not be reused) until the wait.
+template <int kN>
+__device__ __forceinline__ void wgmma_hold(unsigned (&a)[kN][4]) {
+#pragma unroll
+  for (int i = 0; i < kN; ++i)
+#pragma unroll
+    for (int e = 0; e < 4; ++e) asm volatile("" : "+r"(a[i][e])::"memory");
+}
+
 // d (64xN) = A·B (+ d when accumulate != 0); A and B K-major in shared memory.
 template <int N, int DT>
 __device__ __forceinline__ void wgmma_ss(float (&d)[N / 8][4], unsigned long long a, unsigned long long b, int accumulate);
