@@ -9,10 +9,9 @@
 //
 // Iteration j issues S(j) = Q·K(j)ᵀ and O += P(j-1)·V(j-1) back to back, then computes the
 // softmax of S(j) while P(j-1)·V(j-1) is still running; O is rescaled once that product is done.
-// Tile j+1's copies are issued right after iteration j's products, so the tensor cores start
-// first. K has two stages (K(j-1) is done with when iteration j starts) and V three (V(j-1) is
-// still being read in iteration j). The block visits the key tiles the policy says are visible,
-// in fwd_mma.cuh's order, with the row math of fwd_rows.cuh.
+// Tile j+1 loads during iteration j: K has two stages (K(j-1) is done with when iteration j
+// starts) and V three (V(j-1) is still being read in iteration j). The block visits the key tiles
+// the policy says are visible, in fwd_mma.cuh's order, with the row math of fwd_rows.cuh.
 //
 // Cfg as in fwd_mma.cuh; this family takes kHeadDim = kHeadDimV ∈ {64, 128}, kAlign16,
 // kBlockN ∈ {64, 128} and kWarps = 4·kBlockM/64 (jit/tile_table.cpp picks it only then).
@@ -153,11 +152,11 @@ __device__ __forceinline__ void fwd_wgmma(const FwdParams& p) {
   unsigned pa[kKP][4];  // P(it - 1), the A operand of the product in flight
   if (n_tiles > 0) {
     landed();
+    if (n_tiles > 1) load_kv(1);
+    cp_async_commit();
     float s[kNT][4], alpha[2];
     wgmma_fence();
     issue_s(s, 0);
-    if (n_tiles > 1) load_kv(1);  // issued while the tensor cores work
-    cp_async_commit();
     wgmma_wait<0>();
     wgmma_hold(s);
     softmax(s, 0, alpha);
@@ -165,12 +164,12 @@ __device__ __forceinline__ void fwd_wgmma(const FwdParams& p) {
   }
   for (int it = 1; it < n_tiles; ++it) {
     landed();  // K/V(it) are here; every warpgroup is done with K(it-1) and V(it-2)
+    if (it + 1 < n_tiles) load_kv(it + 1);
+    cp_async_commit();
     float s[kNT][4], alpha[2];
     wgmma_fence();
     issue_s(s, it);
     issue_pv(pa, it - 1);
-    if (it + 1 < n_tiles) load_kv(it + 1);  // issued while the tensor cores work
-    cp_async_commit();
     wgmma_wait<1>();  // S(it) is done; P(it-1)·V(it-1) may still run
     wgmma_hold(s);
     softmax(s, it, alpha);
