@@ -21,7 +21,7 @@ run_gpu_tests() {  # label filter
       --gtest_filter="$2" > "$out/gpu_tests.$i.log" 2>&1 &
   done
   wait
-  cat "$out"/gpu_tests.*.log > "$out/gpu_tests.$1.log"
+  cat "$out"/gpu_tests.[0-9]*.log > "$out/gpu_tests.$1.log"
   rm -f "$out"/gpu_tests.*[0-9].log
   local log="$out/gpu_tests.$1.log"
   echo "passed: $(grep -cE '^\[       OK' "$log"), failed: $(grep -cE '^\[  FAILED  \].*\(' "$log"), skipped: $(grep -cE '^\[  SKIPPED' "$log")"
