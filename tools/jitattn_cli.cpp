@@ -180,7 +180,7 @@ KernelSpec kernel_to_diagnose(const std::string& what) {
     return specs[0];
   }
   throw Error("--kernel: \"" + what + "\" is neither a canonical kernel name (e.g. " +
-              "fwd.sm_90a.bf16.d128.v128.causal.lse.a16.mma_m128n64w8) nor a manifest entry");
+              "fwd.sm_90a.bf16.d128.v128.causal.lse.a16.wgmma_m128n128w8) nor a manifest entry");
 }
 
 // Which layer would serve a kernel, asked the way the runtime asks (jit/jit_runtime.cpp): the
@@ -282,7 +282,7 @@ void print_row(const cache::KernelRecord& r, const Layer& l, const std::string& 
 int cmd_show(const std::string& name, bool source) {
   const auto spec = KernelSpec::parse(name);
   if (!spec)
-    throw Error("\"" + name + "\" is not a canonical kernel name, e.g. fwd.sm_90a.bf16.d128.v128.causal.lse.a16.mma_m128n64w8");
+    throw Error("\"" + name + "\" is not a canonical kernel name, e.g. fwd.sm_90a.bf16.d128.v128.causal.lse.a16.wgmma_m128n128w8");
   print_spec(*spec);
   std::string key;
   try {
