@@ -13,6 +13,7 @@
 #include <filesystem>
 #include <iostream>
 #include <system_error>
+#include <thread>
 
 #include "jitattn/error.h"
 
@@ -288,6 +289,22 @@ void migrate(sqlite3* db, const std::string& path) {
   exec(db, path, "UPDATE meta SET value = '2' WHERE key = 'schema_version'");
 }
 
+// Switches the file to WAL. Switching needs an exclusive lock, and SQLite answers "busy" at once
+// instead of calling the busy handler while this connection holds its shared lock (that could
+// deadlock), so processes that open a new cache together must retry here: without it all but
+// one of them ran without a user cache and every kernel they compiled was lost.
+void set_wal(sqlite3* db, const std::string& path) {
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(kBusyTimeoutMs);
+  for (int attempt = 0;; ++attempt) {
+    const int rc = sqlite3_exec(db, "PRAGMA journal_mode=WAL", nullptr, nullptr, nullptr);
+    if (rc == SQLITE_OK) return;
+    const int primary = rc & 0xff;
+    if ((primary != SQLITE_BUSY && primary != SQLITE_LOCKED) || std::chrono::steady_clock::now() >= deadline)
+      fail(db, path, "\"PRAGMA journal_mode=WAL\" failed");
+    std::this_thread::sleep_for(std::chrono::milliseconds(1 + attempt % 20));
+  }
+}
+
 int open_db(const std::string& filename, int flags, DbPtr& db) {
   sqlite3* raw = nullptr;
   const int rc = sqlite3_open_v2(filename.c_str(), &raw, flags, nullptr);
@@ -420,7 +437,7 @@ SqliteStore::SqliteStore(std::string path, Mode mode) : path_(std::move(path)), 
   }
 
   // WAL lets readers in other processes carry on while one process inserts a kernel.
-  exec(db.get(), path_, "PRAGMA journal_mode=WAL");
+  set_wal(db.get(), path_);
   exec(db.get(), path_, "PRAGMA synchronous=NORMAL");
   // Only a new or older file pays for the write lock; every later open just reads. The
   // migration is one transaction, so a process killed halfway leaves the old layout intact.

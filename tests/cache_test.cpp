@@ -1,14 +1,19 @@
 // CPU-only tests of the SQLite kernel store (cache/sqlite_store.h).
 #include <gtest/gtest.h>
 #include <sqlite3.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cctype>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
 #include <random>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "cache/sqlite_store.h"
@@ -322,6 +327,43 @@ TEST_F(CacheTest, FindByNameTouchAndRemove) {
   EXPECT_TRUE(store.remove(r.key));
   EXPECT_FALSE(store.remove(r.key));
   EXPECT_EQ(store.row_count(), 0);
+}
+
+// Processes that start together on a machine without a cache (a server's workers, prewarm jobs,
+// parallel test shards) all create the same new file: each must end up with a working cache and
+// its rows stored, none may fall back to memory.
+TEST_F(CacheTest, ProcessesCreatingTheFileTogetherAllStore) {
+  constexpr int kProcesses = 32;
+  const auto start = std::chrono::steady_clock::now() + std::chrono::milliseconds(300);
+  std::vector<pid_t> children;
+  for (int i = 0; i < kProcesses; ++i) {
+    const KernelRecord r = make_record("fwd.process" + std::to_string(i));
+    const pid_t pid = ::fork();
+    ASSERT_GE(pid, 0);
+    if (pid == 0) {  // the child: open together, store one row, report by exit code
+      std::this_thread::sleep_until(start);
+      int code = 0;
+      try {
+        SqliteStore store(db_path_, Mode::ReadWrite);
+        store.put(r);
+        for (int k = 0; k < 20; ++k) SqliteStore again(db_path_, Mode::ReadWrite);  // reopening races too
+      } catch (const std::exception& e) {
+        std::fprintf(stderr, "process %d: %s\n", i, e.what());
+        code = 1;
+      }
+      std::_Exit(code);
+    }
+    children.push_back(pid);
+  }
+  int failed = 0;
+  for (pid_t pid : children) {
+    int status = 0;
+    ASSERT_EQ(::waitpid(pid, &status, 0), pid);
+    failed += !(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+  }
+  EXPECT_EQ(failed, 0);
+  SqliteStore store(db_path_, Mode::ReadWrite);
+  EXPECT_EQ(store.row_count(), kProcesses);
 }
 
 TEST_F(CacheTest, ReopenKeepsRows) {
