@@ -25,95 +25,140 @@ namespace jitattn {
 
 template <class Cfg>
 struct FwdWgmmaLayout {
+  // kWarps = 4·groups: every warp computes. kWarps = 4·groups + 4: the last warpgroup only
+  // loads (fwd_wgmma_ws below), so the computing warpgroups never meet at a block barrier.
+  static constexpr int kGroups = Cfg::kBlockM / 64;  // computing warpgroups, 64 query rows each
+  static constexpr bool kProducer = Cfg::kWarps == 4 * kGroups + 4;
   static constexpr int kThreads = Cfg::kWarps * 32;
-  static constexpr int kGroups = Cfg::kWarps / 4;  // warpgroups, 64 query rows each
   static constexpr int kQBytes = Cfg::kBlockM * Cfg::kHeadDim * 2;
   static constexpr int kKVBytes = Cfg::kBlockN * Cfg::kHeadDim * 2;  // one stage of K or of V
   static constexpr int kKStages = 2, kVStages = 3;
-  // 1024 bytes of slack: the tiles start on a 1024-byte boundary, which the swizzle needs.
-  static constexpr int kSmemBytes = 1024 + kQBytes + (kKStages + kVStages) * kKVBytes;
-  static_assert(Cfg::kWarps % 4 == 0 && Cfg::kBlockM == 64 * kGroups, "one warpgroup per 64 query rows");
+  static constexpr int kTileBytes = kQBytes + (kKStages + kVStages) * kKVBytes;
+  // 1024 bytes of slack: the tiles start on a 1024-byte boundary, which the swizzle needs. The
+  // producer's mbarriers (full and empty, per stage) follow the tiles.
+  static constexpr int kSmemBytes = 1024 + kTileBytes + (kProducer ? 128 : 0);
+  static_assert(Cfg::kBlockM % 64 == 0 && (Cfg::kWarps == 4 * kGroups || kProducer), "one warpgroup per 64 query rows");
   static_assert(Cfg::kHeadDim == Cfg::kHeadDimV && (Cfg::kHeadDim == 64 || Cfg::kHeadDim == 128), "head dims 64 or 128");
   static_assert(Cfg::kBlockN == 64 || Cfg::kBlockN == 128, "key tiles of 64 or 128");
   static_assert(Cfg::kAlign16 && Cfg::kDType != kF32, "16-byte aligned f16/bf16 rows");
 };
 
 // Rows [row0, row0 + kRows) × kCols columns (a multiple of 64) into the swizzled layout of
-// wgmma.cuh at shared address `base`; rows ≥ `rows` are zero (0·NaN would poison the sums).
-template <int kRows, int kCols, int kThreads, class RowsAt>
-__device__ __forceinline__ void load_tile_sw128(unsigned base, const RowsAt& rows_at, int row0, int rows) {
+// wgmma.cuh at shared address `base`, by kThreads threads of which this is number `tid`; rows
+// ≥ `rows` are zero (0·NaN would poison the sums). kUnroll false keeps the loop rolled, for a
+// producer warpgroup that has given most of its registers away.
+template <int kRows, int kCols, int kThreads, bool kUnroll = true, class RowsAt>
+__device__ __forceinline__ void load_tile_sw128(unsigned base, const RowsAt& rows_at, int row0, int rows, int tid) {
   constexpr int kChunksPerRow = kCols / 8;
   constexpr int kChunks = kRows * kChunksPerRow;
-#pragma unroll
-  for (int k = 0; k < ceil_div(kChunks, kThreads); ++k) {
-    const int c = threadIdx.x + k * kThreads;
-    if (kChunks % kThreads != 0 && c >= kChunks) break;
+  constexpr int kSteps = ceil_div(kChunks, kThreads);
+  auto copy = [&](int k) {
+    const int c = tid + k * kThreads;
+    if (kChunks % kThreads != 0 && c >= kChunks) return;
     const int r = c / kChunksPerRow, chunk = c % kChunksPerRow;
     const bool valid = row0 + r < rows;
     const auto* src = valid ? rows_at(row0 + r) + chunk * 8 : rows_at.base;  // not read when invalid
     cp_async_16(base + sw128_offset(kRows, r, chunk), src, valid);
+  };
+  if constexpr (kUnroll) {
+#pragma unroll
+    for (int k = 0; k < kSteps; ++k) copy(k);
+  } else {
+#pragma unroll 1
+    for (int k = 0; k < kSteps; ++k) copy(k);
   }
 }
 
+// mbarriers (PTX ISA "Parallel Synchronization and Communication Instructions: mbarrier").
+__device__ __forceinline__ void mbar_init(unsigned bar, unsigned count) {
+  asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(bar), "r"(count) : "memory");
+}
+__device__ __forceinline__ void mbar_arrive(unsigned bar) {
+  asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(bar) : "memory");
+}
+// Waits until the phase of parity `parity` has completed (phase k of a barrier has parity k % 2).
+__device__ __forceinline__ void mbar_wait(unsigned bar, unsigned parity) {
+  asm volatile(
+      "{\n.reg .pred done;\nWAIT_%=:\n"
+      "mbarrier.try_wait.parity.shared::cta.b64 done, [%0], %1;\n"
+      "@!done bra WAIT_%=;\n}\n" ::"r"(bar), "r"(parity) : "memory");
+}
+
+// What both schedules share: the block's coordinates and key range, its shared-memory tiles,
+// one thread's output rows, and the products and row math of one key tile.
 template <class Cfg, class Policy>
-__device__ __forceinline__ void fwd_wgmma(const FwdParams& p) {
+struct FwdWgmmaBlock {
   using L = FwdWgmmaLayout<Cfg>;
   using T = typename DType<Cfg::kDType>::T;
-  constexpr int kBM = Cfg::kBlockM, kBN = Cfg::kBlockN, kD = Cfg::kHeadDim;
-  constexpr int kNT = kBN / 8;  // 8-wide key tiles of S
-  constexpr int kDT = kD / 8;   // 8-wide column tiles of O
-  constexpr int kKP = kBN / 16;  // 16-key steps of P·V
+  static constexpr int kBM = Cfg::kBlockM, kBN = Cfg::kBlockN, kD = Cfg::kHeadDim;
+  static constexpr int kNT = kBN / 8;   // 8-wide key tiles of S
+  static constexpr int kDT = kD / 8;    // 8-wide column tiles of O
+  static constexpr int kKP = kBN / 16;  // 16-key steps of P·V
 
-  extern __shared__ __align__(1024) unsigned char smem_raw[];
-  const unsigned sQ = (smem_addr(smem_raw) + 1023u) & ~1023u;
-  const unsigned sK = sQ + L::kQBytes;                    // L::kKStages stages
-  const unsigned sV = sK + L::kKStages * L::kKVBytes;      // L::kVStages stages
-
+  const FwdParams& p;
   int m_block, h, b;
-  block_coords(p, kBM, m_block, h, b);
-  const SeqGeometry<Cfg::kVarlen, Cfg::kPaged> seq(p, b);
-  const int mq = seq.mq, mkv = seq.mkv;
-  const int q_lo = m_block * kBM;
-  if (q_lo >= mq) return;  // varlen: this sequence is shorter than the longest one
-  const int hk = h / p.kv_group;
-  const int group = threadIdx.x / 128, warp = (threadIdx.x / 32) % 4, lane = threadIdx.x % 32;
-  const int g = lane / 4, t = lane % 4;
-  const int i0 = q_lo + group * 64 + warp * 16 + g;  // this thread's first row (the second is i0 + 8)
-
-  const Rows<T, false> q(static_cast<const T*>(p.q) + seq.batch * p.q_stride_b + h * p.q_stride_h + int64_t(seq.q_start) * p.q_stride_m, p.q_stride_m);
-  const Rows<T, Cfg::kPaged> k = kv_rows<T, Cfg::kPaged>(p, p.k, p.k_stride_b, p.k_stride_h, p.k_stride_m, seq, hk, b);
-  const Rows<T, Cfg::kPaged> v = kv_rows<T, Cfg::kPaged>(p, p.v, p.v_stride_b, p.v_stride_h, p.v_stride_m, seq, hk, b);
-
-  const Policy policy(p, seq.batch, h, mq, mkv);
-  int kv_lo, kv_hi;
-  policy.kv_range(q_lo, imin(q_lo + kBM, mq), mkv, kv_lo, kv_hi);
-  kv_lo = kv_lo / kBN * kBN;
-  const int n_tiles = kv_hi > kv_lo ? ceil_div(kv_hi - kv_lo, kBN) : 0;
-  // Key tiles from the last to the first, as in fwd_mma.cuh.
-  auto tile_n0 = [&](int it) { return kv_lo + (n_tiles - 1 - it) * kBN; };
-  auto k_stage = [&](int it) { return sK + (it % L::kKStages) * L::kKVBytes; };
-  auto v_stage = [&](int it) { return sV + (it % L::kVStages) * L::kKVBytes; };
-  auto load_kv = [&](int it) {
-    load_tile_sw128<kBN, kD, L::kThreads>(k_stage(it), k, tile_n0(it), mkv);
-    load_tile_sw128<kBN, kD, L::kThreads>(v_stage(it), v, tile_n0(it), mkv);
-  };
-  auto landed = [&]() {  // this thread's copies are done and visible to wgmma; then a barrier
-    cp_async_wait<0>();
-    fence_proxy_async();
-    __syncthreads();
-  };
-
+  SeqGeometry<Cfg::kVarlen, Cfg::kPaged> seq;
+  Policy policy;
+  int q_lo, kv_lo, n_tiles;
+  unsigned sQ, sK, sV;  // L::kKStages stages of K, L::kVStages of V
+  int i0, t;            // this thread's first row (the second is i0 + 8); lane % 4
   float acc[kDT][4];
-  float row_max[2] = {neg_inf(), neg_inf()}, row_sum[2] = {0.f, 0.f};
-#pragma unroll
-  for (int dt = 0; dt < kDT; ++dt)
-#pragma unroll
-    for (int e = 0; e < 4; ++e) acc[dt][e] = 0.f;
+  float row_max[2], row_sum[2];
 
-  // S = Q·K(it)ᵀ, issued (not waited for). This warpgroup's Q rows; every 16-column step moves
-  // 32 bytes along a panel.
-  const unsigned q_rows = sQ + group * 64 * 128;
-  auto issue_s = [&](float (&s)[kNT][4], int it) {
+  __device__ static FwdWgmmaBlock make(const FwdParams& p, unsigned smem) {
+    int m_block, h, b;
+    block_coords(p, kBM, m_block, h, b);
+    return FwdWgmmaBlock(p, smem, m_block, h, b);
+  }
+  __device__ FwdWgmmaBlock(const FwdParams& p_, unsigned smem, int m_block_, int h_, int b_)
+      : p(p_), m_block(m_block_), h(h_), b(b_), seq(p_, b_), policy(p_, seq.batch, h_, seq.mq, seq.mkv) {
+    q_lo = m_block * kBM;
+    int kv_hi;
+    policy.kv_range(q_lo, imin(q_lo + kBM, seq.mq), seq.mkv, kv_lo, kv_hi);
+    kv_lo = kv_lo / kBN * kBN;
+    n_tiles = kv_hi > kv_lo ? ceil_div(kv_hi - kv_lo, kBN) : 0;
+    sQ = smem;
+    sK = sQ + L::kQBytes;
+    sV = sK + L::kKStages * L::kKVBytes;
+    const int group = (threadIdx.x / 128) % L::kGroups, warp = (threadIdx.x / 32) % 4, lane = threadIdx.x % 32;
+    i0 = q_lo + group * 64 + warp * 16 + lane / 4;
+    t = lane % 4;
+    row_max[0] = row_max[1] = neg_inf();
+    row_sum[0] = row_sum[1] = 0.f;
+#pragma unroll
+    for (int dt = 0; dt < kDT; ++dt)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) acc[dt][e] = 0.f;
+  }
+  __device__ bool empty() const { return q_lo >= seq.mq; }  // varlen: a shorter sequence
+
+  // Key tiles from the last to the first, as in fwd_mma.cuh.
+  __device__ int tile_n0(int it) const { return kv_lo + (n_tiles - 1 - it) * kBN; }
+  __device__ unsigned k_stage(int it) const { return sK + (it % L::kKStages) * L::kKVBytes; }
+  __device__ unsigned v_stage(int it) const { return sV + (it % L::kVStages) * L::kKVBytes; }
+
+  // Loads by kThreads threads (this one is `tid`).
+  template <int kThreads, bool kUnroll = true>
+  __device__ void load_q(int tid) const {
+    const Rows<T, false> q(static_cast<const T*>(p.q) + seq.batch * p.q_stride_b + h * p.q_stride_h +
+                               int64_t(seq.q_start) * p.q_stride_m, p.q_stride_m);
+    load_tile_sw128<kBM, kD, kThreads, kUnroll>(sQ, q, q_lo, seq.mq, tid);
+  }
+  template <int kThreads, bool kUnroll = true>
+  __device__ void load_k(int it, int tid) const {
+    const auto k = kv_rows<T, Cfg::kPaged>(p, p.k, p.k_stride_b, p.k_stride_h, p.k_stride_m, seq, h / p.kv_group, b);
+    load_tile_sw128<kBN, kD, kThreads, kUnroll>(k_stage(it), k, tile_n0(it), seq.mkv, tid);
+  }
+  template <int kThreads, bool kUnroll = true>
+  __device__ void load_v(int it, int tid) const {
+    const auto v = kv_rows<T, Cfg::kPaged>(p, p.v, p.v_stride_b, p.v_stride_h, p.v_stride_m, seq, h / p.kv_group, b);
+    load_tile_sw128<kBN, kD, kThreads, kUnroll>(v_stage(it), v, tile_n0(it), seq.mkv, tid);
+  }
+
+  // S = Q·K(it)ᵀ, issued and committed (not waited for). Every 16-column step moves 32 bytes
+  // along a panel of this warpgroup's Q rows and of K.
+  __device__ void issue_s(float (&s)[kNT][4], int it) const {
+    const unsigned q_rows = sQ + ((threadIdx.x / 128) % L::kGroups) * 64 * 128;
 #pragma unroll
     for (int ks = 0; ks < kD / 16; ++ks) {
       const unsigned panel = ks / 4, col = (ks % 4) * 32;
@@ -121,73 +166,203 @@ __device__ __forceinline__ void fwd_wgmma(const FwdParams& p) {
                                  wgmma_desc(k_stage(it) + panel * kBN * 128 + col, 16, 1024), ks > 0);
     }
     wgmma_commit();
-  };
-  // O += P·V(it), issued: V's 16-key steps are 2048 bytes apart; its two 64-column panels
-  // (head dim 128) are kBN·128 bytes apart.
-  auto issue_pv = [&](const unsigned (&pa)[kKP][4], int it) {
+  }
+  // O += P·V(it), issued and committed: V's 16-key steps are 2048 bytes apart; its two
+  // 64-column panels (head dim 128) are kBN·128 bytes apart.
+  __device__ void issue_pv(const unsigned (&pa)[kKP][4], int it) {
 #pragma unroll
     for (int kp = 0; kp < kKP; ++kp)
       wgmma_rs_tb<kD, Cfg::kDType>(acc, pa[kp], wgmma_desc(v_stage(it) + kp * 16 * 128, kBN * 128, 1024));
     wgmma_commit();
-  };
-  auto needs_mask = [&](int it) {
+  }
+  __device__ bool needs_mask(int it) const {
     const int n0 = tile_n0(it);
-    return Policy::kElementwise || n0 + kBN > mkv || !policy.tile_full(q_lo, q_lo + kBM, n0, n0 + kBN);
-  };
+    return Policy::kElementwise || n0 + kBN > seq.mkv || !policy.tile_full(q_lo, q_lo + kBM, n0, n0 + kBN);
+  }
   // Tile it's logits and softmax; alpha rescales O once the previous P·V has finished.
-  auto softmax = [&](float (&s)[kNT][4], int it, float (&alpha)[2]) {
-    if (needs_mask(it)) fwd_logits<true>(s, policy, p.scale_log2, i0, tile_n0(it) + 2 * t, mq, mkv);
-    else fwd_logits<false>(s, policy, p.scale_log2, i0, tile_n0(it) + 2 * t, mq, mkv);
+  __device__ void softmax(float (&s)[kNT][4], int it, float (&alpha)[2]) {
+    if (needs_mask(it)) fwd_logits<true>(s, policy, p.scale_log2, i0, tile_n0(it) + 2 * t, seq.mq, seq.mkv);
+    else fwd_logits<false>(s, policy, p.scale_log2, i0, tile_n0(it) + 2 * t, seq.mq, seq.mkv);
     fwd_softmax(s, row_max, row_sum, alpha);
-  };
-  auto to_p = [&](unsigned (&pa)[kKP][4], float (&s)[kNT][4], int it) {
+  }
+  // The probabilities as P·V's A operand (after dropout).
+  __device__ void to_p(unsigned (&pa)[kKP][4], float (&s)[kNT][4], int it) const {
     if constexpr (Cfg::kDropout) fwd_dropout(s, p, seq, h, i0, tile_n0(it) + 2 * t);
 #pragma unroll
     for (int kp = 0; kp < kKP; ++kp) fwd_p_fragment<Cfg::kDType>(pa[kp], s, kp);
+  }
+  __device__ void store() const { fwd_store_rows<Cfg>(acc, row_max, row_sum, p, seq, h, i0, t); }
+};
+
+// Every thread loads and computes. Iteration it issues S(it) and P(it-1)·V(it-1), then
+// computes the softmax of S(it) while the second product runs; tile it+1's copies are in flight
+// meanwhile, and one block barrier per tile makes each tile visible.
+template <class Cfg, class Policy>
+__device__ __forceinline__ void fwd_wgmma_sync(const FwdParams& p, unsigned smem) {
+  using B = FwdWgmmaBlock<Cfg, Policy>;
+  constexpr int kThreads = FwdWgmmaLayout<Cfg>::kThreads;
+  B blk = B::make(p, smem);
+  if (blk.empty()) return;
+  const int n_tiles = blk.n_tiles, tid = threadIdx.x;
+  auto landed = [&]() {  // this thread's copies are done and visible to wgmma; then a barrier
+    cp_async_wait<0>();
+    fence_proxy_async();
+    __syncthreads();
+  };
+  auto load_kv = [&](int it) {
+    blk.template load_k<kThreads>(it, tid);
+    blk.template load_v<kThreads>(it, tid);
   };
 
-  load_tile_sw128<kBM, kD, L::kThreads>(sQ, q, q_lo, mq);
+  blk.template load_q<kThreads>(tid);
   if (n_tiles > 0) load_kv(0);
   cp_async_commit();
-  unsigned pa[kKP][4];  // P(it - 1), the A operand of the product in flight
+  unsigned pa[B::kKP][4];  // P(it - 1), the A operand of the product in flight
   if (n_tiles > 0) {
     landed();
     if (n_tiles > 1) load_kv(1);
     cp_async_commit();
-    float s[kNT][4], alpha[2];
+    float s[B::kNT][4], alpha[2];
     wgmma_fence();
-    issue_s(s, 0);
+    blk.issue_s(s, 0);
     wgmma_wait<0>();
     wgmma_hold(s);
-    softmax(s, 0, alpha);
-    to_p(pa, s, 0);
+    blk.softmax(s, 0, alpha);
+    blk.to_p(pa, s, 0);
   }
   for (int it = 1; it < n_tiles; ++it) {
     landed();  // K/V(it) are here; every warpgroup is done with K(it-1) and V(it-2)
     if (it + 1 < n_tiles) load_kv(it + 1);
     cp_async_commit();
-    float s[kNT][4], alpha[2];
+    float s[B::kNT][4], alpha[2];
     wgmma_fence();
-    issue_s(s, it);
-    issue_pv(pa, it - 1);
+    blk.issue_s(s, it);
+    blk.issue_pv(pa, it - 1);
     wgmma_wait<1>();  // S(it) is done; P(it-1)·V(it-1) may still run
     wgmma_hold(s);
-    softmax(s, it, alpha);
+    blk.softmax(s, it, alpha);
     wgmma_wait<0>();
-    wgmma_hold(acc);
+    wgmma_hold(blk.acc);
     wgmma_hold(pa);
-    fwd_rescale(acc, alpha);
-    to_p(pa, s, it);
+    fwd_rescale(blk.acc, alpha);
+    blk.to_p(pa, s, it);
   }
   if (n_tiles > 0) {
     wgmma_fence();
-    issue_pv(pa, n_tiles - 1);
+    blk.issue_pv(pa, n_tiles - 1);
     wgmma_wait<0>();
-    wgmma_hold(acc);
+    wgmma_hold(blk.acc);
   }
   cp_async_wait<0>();  // with no visible tile, Q's copy is still in flight
+  blk.store();
+}
 
-  fwd_store_rows<Cfg>(acc, row_max, row_sum, p, seq, h, i0, t);
+// Warp-specialized: the last warpgroup loads, the others compute, and they meet only at
+// per-stage mbarriers, so the computing warpgroups drift apart and their products interleave.
+// The producer signals a tile when its copies have landed and it has fenced them for the async
+// proxy: full barriers count the 128 producer threads, empty barriers the consumer threads.
+// The producer gives most of its registers to the consumers (setmaxnreg).
+template <class Cfg, class Policy>
+__device__ __forceinline__ void fwd_wgmma_ws(const FwdParams& p, unsigned smem) {
+  using L = FwdWgmmaLayout<Cfg>;
+  using B = FwdWgmmaBlock<Cfg, Policy>;
+  constexpr int kConsumers = L::kGroups * 128;
+  static_assert(L::kGroups == 2, "the register split below is for two computing warpgroups");
+  const unsigned bars = smem + L::kTileBytes;  // full K, full V, empty K, empty V
+  auto full_k = [&](int it) { return bars + 8 * (it % L::kKStages); };
+  auto full_v = [&](int it) { return bars + 8 * (L::kKStages + it % L::kVStages); };
+  auto empty_k = [&](int it) { return bars + 8 * (L::kKStages + L::kVStages + it % L::kKStages); };
+  auto empty_v = [&](int it) { return bars + 8 * (2 * L::kKStages + L::kVStages + it % L::kVStages); };
+  if (threadIdx.x == 0) {
+    for (int i = 0; i < L::kKStages; ++i) {
+      mbar_init(full_k(i), 128);
+      mbar_init(empty_k(i), kConsumers);
+    }
+    for (int i = 0; i < L::kVStages; ++i) {
+      mbar_init(full_v(i), 128);
+      mbar_init(empty_v(i), kConsumers);
+    }
+  }
+  __syncthreads();  // the last block-wide barrier
+  B blk = B::make(p, smem);
+  if (blk.empty()) return;
+  const int n_tiles = blk.n_tiles;
+
+  if (threadIdx.x >= kConsumers) {  // the producer warpgroup
+    asm volatile("setmaxnreg.dec.sync.aligned.u32 40;\n" ::: "memory");
+    const int tid = threadIdx.x - kConsumers;
+    // Tile it's copies are signaled once tile it+1's are issued: two tiles in flight.
+    auto signal = [&](int it) {
+      fence_proxy_async();
+      mbar_arrive(full_k(it));
+      mbar_arrive(full_v(it));
+    };
+    for (int it = 0; it < n_tiles; ++it) {
+      if (it >= L::kKStages) mbar_wait(empty_k(it), (it / L::kKStages - 1) & 1);
+      if (it == 0) blk.template load_q<128, false>(tid);
+      blk.template load_k<128, false>(it, tid);
+      if (it >= L::kVStages) mbar_wait(empty_v(it), (it / L::kVStages - 1) & 1);
+      blk.template load_v<128, false>(it, tid);
+      cp_async_commit();
+      if (it > 0) {
+        cp_async_wait<1>();
+        signal(it - 1);
+      }
+    }
+    if (n_tiles > 0) {
+      cp_async_wait<0>();
+      signal(n_tiles - 1);
+    }
+    return;
+  }
+  asm volatile("setmaxnreg.inc.sync.aligned.u32 232;\n" ::: "memory");  // 2·128·232 + 128·40 ≤ 65536
+
+  unsigned pa[B::kKP][4];  // P(it - 1), the A operand of the product in flight
+  if (n_tiles > 0) {
+    float s[B::kNT][4], alpha[2];
+    mbar_wait(full_k(0), 0);  // Q and K(0)
+    wgmma_fence();
+    blk.issue_s(s, 0);
+    wgmma_wait<0>();
+    wgmma_hold(s);
+    mbar_arrive(empty_k(0));
+    blk.softmax(s, 0, alpha);
+    blk.to_p(pa, s, 0);
+  }
+  for (int it = 1; it < n_tiles; ++it) {
+    float s[B::kNT][4], alpha[2];
+    mbar_wait(full_k(it), (it / L::kKStages) & 1);
+    mbar_wait(full_v(it - 1), ((it - 1) / L::kVStages) & 1);
+    wgmma_fence();
+    blk.issue_s(s, it);
+    blk.issue_pv(pa, it - 1);
+    wgmma_wait<1>();  // S(it) is done; P(it-1)·V(it-1) may still run
+    wgmma_hold(s);
+    mbar_arrive(empty_k(it));
+    blk.softmax(s, it, alpha);
+    wgmma_wait<0>();
+    wgmma_hold(blk.acc);
+    wgmma_hold(pa);
+    mbar_arrive(empty_v(it - 1));
+    fwd_rescale(blk.acc, alpha);
+    blk.to_p(pa, s, it);
+  }
+  if (n_tiles > 0) {
+    mbar_wait(full_v(n_tiles - 1), ((n_tiles - 1) / L::kVStages) & 1);
+    wgmma_fence();
+    blk.issue_pv(pa, n_tiles - 1);
+    wgmma_wait<0>();
+    wgmma_hold(blk.acc);
+  }
+  blk.store();
+}
+
+template <class Cfg, class Policy>
+__device__ __forceinline__ void fwd_wgmma(const FwdParams& p) {
+  extern __shared__ __align__(1024) unsigned char smem_raw[];
+  const unsigned smem = (smem_addr(smem_raw) + 1023u) & ~1023u;
+  if constexpr (FwdWgmmaLayout<Cfg>::kProducer) fwd_wgmma_ws<Cfg, Policy>(p, smem);
+  else fwd_wgmma_sync<Cfg, Policy>(p, smem);
 }
 
 }  // namespace jitattn
