@@ -135,8 +135,9 @@ struct SeqGeometry {
 
 // Row j of a sequence's query, key or value matrix. Dense and varlen: a strided matrix starting
 // at the sequence's first row. Paged (keys and values only): through the page table.
-template <class T, bool kPaged>
+template <class T, bool kPaged_>
 struct Rows {
+  static constexpr bool kPaged = kPaged_;
   const T* base;  // dense: the sequence's row 0; paged: physical row 0 of the (batch 0, head) slice
   int64_t ld;
   const int32_t* table;  // paged: this sequence's page-table row

@@ -52,13 +52,24 @@ __device__ __forceinline__ void load_tile_sw128(unsigned base, const RowsAt& row
   constexpr int kChunksPerRow = kCols / 8;
   constexpr int kChunks = kRows * kChunksPerRow;
   constexpr int kSteps = ceil_div(kChunks, kThreads);
+  // A thread keeps one 16-byte column and steps down the rows; when the step is a multiple of 8
+  // rows its swizzle is fixed, and for a strided matrix its source moves by a constant.
+  constexpr bool kFixedColumn = kThreads % kChunksPerRow == 0 && (kThreads / kChunksPerRow) % 8 == 0;
+  constexpr int kRowStep = kThreads / kChunksPerRow;
   auto copy = [&](int k) {
-    const int c = tid + k * kThreads;
-    if (kChunks % kThreads != 0 && c >= kChunks) return;
-    const int r = c / kChunksPerRow, chunk = c % kChunksPerRow;
-    const bool valid = row0 + r < rows;
-    const auto* src = valid ? rows_at(row0 + r) + chunk * 8 : rows_at.base;  // not read when invalid
-    cp_async_16(base + sw128_offset(kRows, r, chunk), src, valid);
+    if constexpr (kFixedColumn && !RowsAt::kPaged) {
+      const int r = tid / kChunksPerRow + k * kRowStep, chunk = tid % kChunksPerRow;
+      const bool valid = row0 + r < rows;
+      const auto* src = valid ? rows_at.base + (int64_t(row0 + r) * rows_at.ld + chunk * 8) : rows_at.base;
+      cp_async_16(base + sw128_offset(kRows, tid / kChunksPerRow, chunk) + k * kRowStep * 128, src, valid);
+    } else {
+      const int c = tid + k * kThreads;
+      if (kChunks % kThreads != 0 && c >= kChunks) return;
+      const int r = c / kChunksPerRow, chunk = c % kChunksPerRow;
+      const bool valid = row0 + r < rows;
+      const auto* src = valid ? rows_at(row0 + r) + chunk * 8 : rows_at.base;  // not read when invalid
+      cp_async_16(base + sw128_offset(kRows, r, chunk), src, valid);
+    }
   };
   if constexpr (kUnroll) {
 #pragma unroll
