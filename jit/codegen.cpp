@@ -91,9 +91,7 @@ std::string generate_source(const KernelSpec& spec) {
   if (e.layout)
     os << "static_assert(jitattn::" << e.layout << "<Cfg>::kSmemBytes == " << spec.smem_bytes()
        << ", \"jit/tile_table.cpp and kernel_src disagree on shared memory\");\n";
-  // wgmma: one block per SM is the bound ptxas needs to honour setmaxnreg (fwd_wgmma.cuh).
-  os << "\nextern \"C\" __global__ void __launch_bounds__(" << spec.threads()
-     << (spec.family == Family::wgmma ? ", 1" : "") << ") " << kernel_entry(spec)
+  os << "\nextern \"C\" __global__ void __launch_bounds__(" << spec.threads() << ") " << kernel_entry(spec)
      << "(const __grid_constant__ jitattn::" << e.params << " p) {\n"
      << "  jitattn::" << e.fn << "<Cfg" << (policy ? ", Policy" : "") << ">(p);\n"
      << "}\n";

@@ -62,7 +62,7 @@ TileConfig default_tile(const Signature& sig, Family family) {
     // M = 4096), m128n64w8 325-369. A local window makes every block short: there m64n64w4 (two
     // blocks per SM) took the 256-key window at M = 16384 from 0.221 to 0.191 ms.
     if (has_left_window(sig.bias)) return {64, 64, 4};
-    return d <= 64 ? TileConfig{128, 64, 12} : TileConfig{128, 128, 12};
+    return d <= 64 ? TileConfig{128, 64, 8} : TileConfig{128, 128, 8};
   }
   // H100, bf16 (tools/perf/sweep.sh): m128n64w4 beat m128n64w8, m64n64w4, m128n32w4 and
   // m128n128w8 at d = 64 and 128. Each warp owns 32 query rows, so each K/V fragment read from
@@ -120,8 +120,7 @@ int KernelSpec::smem_bytes() const {
     case Op::fwd: break;
   }
   if (family == Family::simt) return 4 * (m * d + n * d + n * dv + m * n + m * dv + 3 * m);
-  if (family == Family::wgmma)  // Q, two K and three V stages, and the producer's mbarriers (fwd_wgmma.cuh)
-    return 1024 + 2 * (m * d + 5 * n * d) + (tile.warps == m / 16 + 4 ? 128 : 0);
+  if (family == Family::wgmma) return 1024 + 2 * (m * d + 5 * n * d);  // Q, two K and three V stages (fwd_wgmma.cuh)
   return 2 * (m * qk_stride + 2 * n * qk_stride + n * v_stride);  // Q, two K stages, V (fwd_mma.cuh)
 }
 
@@ -144,10 +143,8 @@ std::string validate_spec(const KernelSpec& spec) {
     if (s.align != 16) return "the wgmma family needs 16-byte aligned rows";
     if (s.head_dim != s.head_dim_v || (s.head_dim != 64 && s.head_dim != 128))
       return "the wgmma family takes head_dim = head_dim_v = 64 or 128";
-    const int m = spec.tile.block_m, w = spec.tile.warps;
-    if (m % 64 != 0 || (w != m / 16 && !(m == 128 && w == m / 16 + 4)))
-      return "tile " + spec.tile.name() + ": the wgmma family has one warpgroup (4 warps) per 64 query rows, "
-             "plus a loading warpgroup at block_m 128 (m128 w12)";
+    if (spec.tile.block_m % 64 != 0 || spec.tile.warps != spec.tile.block_m / 16)
+      return "tile " + spec.tile.name() + ": the wgmma family has one warpgroup (4 warps) per 64 query rows";
     if (spec.tile.block_n != 64 && spec.tile.block_n != 128) return "tile " + spec.tile.name() + ": block_n must be 64 or 128";
   } else if (spec.family == Family::mma) {
     if (s.dtype == DType::f32) return "the mma family takes f16/bf16 inputs";

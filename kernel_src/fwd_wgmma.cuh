@@ -25,19 +25,14 @@ namespace jitattn {
 
 template <class Cfg>
 struct FwdWgmmaLayout {
-  // kWarps = 4·groups: every warp computes. kWarps = 4·groups + 4: the last warpgroup only
-  // loads (fwd_wgmma_ws below), so the computing warpgroups never meet at a block barrier.
-  static constexpr int kGroups = Cfg::kBlockM / 64;  // computing warpgroups, 64 query rows each
-  static constexpr bool kProducer = Cfg::kWarps == 4 * kGroups + 4;
+  static constexpr int kGroups = Cfg::kBlockM / 64;  // warpgroups, 64 query rows each
   static constexpr int kThreads = Cfg::kWarps * 32;
   static constexpr int kQBytes = Cfg::kBlockM * Cfg::kHeadDim * 2;
   static constexpr int kKVBytes = Cfg::kBlockN * Cfg::kHeadDim * 2;  // one stage of K or of V
   static constexpr int kKStages = 2, kVStages = 3;
-  static constexpr int kTileBytes = kQBytes + (kKStages + kVStages) * kKVBytes;
-  // 1024 bytes of slack: the tiles start on a 1024-byte boundary, which the swizzle needs. The
-  // producer's mbarriers (full and empty, per stage) follow the tiles.
-  static constexpr int kSmemBytes = 1024 + kTileBytes + (kProducer ? 128 : 0);
-  static_assert(Cfg::kBlockM % 64 == 0 && (Cfg::kWarps == 4 * kGroups || kProducer), "one warpgroup per 64 query rows");
+  // 1024 bytes of slack: the tiles start on a 1024-byte boundary, which the swizzle needs.
+  static constexpr int kSmemBytes = 1024 + kQBytes + (kKStages + kVStages) * kKVBytes;
+  static_assert(Cfg::kBlockM % 64 == 0 && Cfg::kWarps == 4 * kGroups, "one warpgroup per 64 query rows");
   static_assert(Cfg::kHeadDim == Cfg::kHeadDimV && (Cfg::kHeadDim == 64 || Cfg::kHeadDim == 128), "head dims 64 or 128");
   static_assert(Cfg::kBlockN == 64 || Cfg::kBlockN == 128, "key tiles of 64 or 128");
   static_assert(Cfg::kAlign16 && Cfg::kDType != kF32, "16-byte aligned f16/bf16 rows");
@@ -45,9 +40,8 @@ struct FwdWgmmaLayout {
 
 // Rows [row0, row0 + kRows) × kCols columns (a multiple of 64) into the swizzled layout of
 // wgmma.cuh at shared address `base`, by kThreads threads of which this is number `tid`; rows
-// ≥ `rows` are zero (0·NaN would poison the sums). kUnroll false keeps the loop rolled, for a
-// producer warpgroup that has given most of its registers away.
-template <int kRows, int kCols, int kThreads, bool kUnroll = true, class RowsAt>
+// ≥ `rows` are zero (0·NaN would poison the sums).
+template <int kRows, int kCols, int kThreads, class RowsAt>
 __device__ __forceinline__ void load_tile_sw128(unsigned base, const RowsAt& rows_at, int row0, int rows, int tid) {
   constexpr int kChunksPerRow = kCols / 8;
   constexpr int kChunks = kRows * kChunksPerRow;
@@ -71,32 +65,12 @@ __device__ __forceinline__ void load_tile_sw128(unsigned base, const RowsAt& row
       cp_async_16(base + sw128_offset(kRows, r, chunk), src, valid);
     }
   };
-  if constexpr (kUnroll) {
 #pragma unroll
-    for (int k = 0; k < kSteps; ++k) copy(k);
-  } else {
-#pragma unroll 1
-    for (int k = 0; k < kSteps; ++k) copy(k);
-  }
+  for (int k = 0; k < kSteps; ++k) copy(k);
 }
 
-// mbarriers (PTX ISA "Parallel Synchronization and Communication Instructions: mbarrier").
-__device__ __forceinline__ void mbar_init(unsigned bar, unsigned count) {
-  asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(bar), "r"(count) : "memory");
-}
-__device__ __forceinline__ void mbar_arrive(unsigned bar) {
-  asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(bar) : "memory");
-}
-// Waits until the phase of parity `parity` has completed (phase k of a barrier has parity k % 2).
-__device__ __forceinline__ void mbar_wait(unsigned bar, unsigned parity) {
-  asm volatile(
-      "{\n.reg .pred done;\nWAIT_%=:\n"
-      "mbarrier.try_wait.parity.shared::cta.b64 done, [%0], %1;\n"
-      "@!done bra WAIT_%=;\n}\n" ::"r"(bar), "r"(parity) : "memory");
-}
-
-// What both schedules share: the block's coordinates and key range, its shared-memory tiles,
-// one thread's output rows, and the products and row math of one key tile.
+// The block's coordinates and key range, its shared-memory tiles, one thread's output rows, and
+// the products and row math of one key tile.
 template <class Cfg, class Policy>
 struct FwdWgmmaBlock {
   using L = FwdWgmmaLayout<Cfg>;
@@ -131,7 +105,7 @@ struct FwdWgmmaBlock {
     sQ = smem;
     sK = sQ + L::kQBytes;
     sV = sK + L::kKStages * L::kKVBytes;
-    const int group = (threadIdx.x / 128) % L::kGroups, warp = (threadIdx.x / 32) % 4, lane = threadIdx.x % 32;
+    const int group = threadIdx.x / 128, warp = (threadIdx.x / 32) % 4, lane = threadIdx.x % 32;
     i0 = q_lo + group * 64 + warp * 16 + lane / 4;
     t = lane % 4;
     row_max[0] = row_max[1] = neg_inf();
@@ -149,27 +123,27 @@ struct FwdWgmmaBlock {
   __device__ unsigned v_stage(int it) const { return sV + (it % L::kVStages) * L::kKVBytes; }
 
   // Loads by kThreads threads (this one is `tid`).
-  template <int kThreads, bool kUnroll = true>
+  template <int kThreads>
   __device__ void load_q(int tid) const {
     const Rows<T, false> q(static_cast<const T*>(p.q) + seq.batch * p.q_stride_b + h * p.q_stride_h +
                                int64_t(seq.q_start) * p.q_stride_m, p.q_stride_m);
-    load_tile_sw128<kBM, kD, kThreads, kUnroll>(sQ, q, q_lo, seq.mq, tid);
+    load_tile_sw128<kBM, kD, kThreads>(sQ, q, q_lo, seq.mq, tid);
   }
-  template <int kThreads, bool kUnroll = true>
+  template <int kThreads>
   __device__ void load_k(int it, int tid) const {
     const auto k = kv_rows<T, Cfg::kPaged>(p, p.k, p.k_stride_b, p.k_stride_h, p.k_stride_m, seq, h / p.kv_group, b);
-    load_tile_sw128<kBN, kD, kThreads, kUnroll>(k_stage(it), k, tile_n0(it), seq.mkv, tid);
+    load_tile_sw128<kBN, kD, kThreads>(k_stage(it), k, tile_n0(it), seq.mkv, tid);
   }
-  template <int kThreads, bool kUnroll = true>
+  template <int kThreads>
   __device__ void load_v(int it, int tid) const {
     const auto v = kv_rows<T, Cfg::kPaged>(p, p.v, p.v_stride_b, p.v_stride_h, p.v_stride_m, seq, h / p.kv_group, b);
-    load_tile_sw128<kBN, kD, kThreads, kUnroll>(v_stage(it), v, tile_n0(it), seq.mkv, tid);
+    load_tile_sw128<kBN, kD, kThreads>(v_stage(it), v, tile_n0(it), seq.mkv, tid);
   }
 
   // S = Q·K(it)ᵀ, issued and committed (not waited for). Every 16-column step moves 32 bytes
   // along a panel of this warpgroup's Q rows and of K.
   __device__ void issue_s(float (&s)[kNT][4], int it) const {
-    const unsigned q_rows = sQ + ((threadIdx.x / 128) % L::kGroups) * 64 * 128;
+    const unsigned q_rows = sQ + (threadIdx.x / 128) * 64 * 128;
 #pragma unroll
     for (int ks = 0; ks < kD / 16; ++ks) {
       const unsigned panel = ks / 4, col = (ks % 4) * 32;
@@ -205,11 +179,10 @@ struct FwdWgmmaBlock {
   __device__ void store() const { fwd_store_rows<Cfg>(acc, row_max, row_sum, p, seq, h, i0, t); }
 };
 
-// Every thread loads and computes. Iteration it issues S(it) and P(it-1)·V(it-1), then
-// computes the softmax of S(it) while the second product runs; tile it+1's copies are in flight
-// meanwhile, and one block barrier per tile makes each tile visible.
 template <class Cfg, class Policy>
-__device__ __forceinline__ void fwd_wgmma_sync(const FwdParams& p, unsigned smem) {
+__device__ __forceinline__ void fwd_wgmma(const FwdParams& p) {
+  extern __shared__ __align__(1024) unsigned char smem_raw[];
+  const unsigned smem = (smem_addr(smem_raw) + 1023u) & ~1023u;
   using B = FwdWgmmaBlock<Cfg, Policy>;
   constexpr int kThreads = FwdWgmmaLayout<Cfg>::kThreads;
   B blk = B::make(p, smem);
@@ -266,114 +239,6 @@ __device__ __forceinline__ void fwd_wgmma_sync(const FwdParams& p, unsigned smem
   }
   cp_async_wait<0>();  // with no visible tile, Q's copy is still in flight
   blk.store();
-}
-
-// Warp-specialized: the last warpgroup loads, the others compute, and they meet only at
-// per-stage mbarriers, so the computing warpgroups drift apart and their products interleave.
-// The producer signals a tile when its copies have landed and it has fenced them for the async
-// proxy: full barriers count the 128 producer threads, empty barriers the consumer threads.
-// The producer gives most of its registers to the consumers (setmaxnreg).
-template <class Cfg, class Policy>
-__device__ __forceinline__ void fwd_wgmma_ws(const FwdParams& p, unsigned smem) {
-  using L = FwdWgmmaLayout<Cfg>;
-  using B = FwdWgmmaBlock<Cfg, Policy>;
-  constexpr int kConsumers = L::kGroups * 128;
-  static_assert(L::kGroups == 2, "the register split below is for two computing warpgroups");
-  const unsigned bars = smem + L::kTileBytes;  // full K, full V, empty K, empty V
-  auto full_k = [&](int it) { return bars + 8 * (it % L::kKStages); };
-  auto full_v = [&](int it) { return bars + 8 * (L::kKStages + it % L::kVStages); };
-  auto empty_k = [&](int it) { return bars + 8 * (L::kKStages + L::kVStages + it % L::kKStages); };
-  auto empty_v = [&](int it) { return bars + 8 * (2 * L::kKStages + L::kVStages + it % L::kVStages); };
-  if (threadIdx.x == 0) {
-    for (int i = 0; i < L::kKStages; ++i) {
-      mbar_init(full_k(i), 128);
-      mbar_init(empty_k(i), kConsumers);
-    }
-    for (int i = 0; i < L::kVStages; ++i) {
-      mbar_init(full_v(i), 128);
-      mbar_init(empty_v(i), kConsumers);
-    }
-  }
-  __syncthreads();  // the last block-wide barrier
-  B blk = B::make(p, smem);
-  if (blk.empty()) return;
-  const int n_tiles = blk.n_tiles;
-
-  if (threadIdx.x >= kConsumers) {  // the producer warpgroup
-    asm volatile("setmaxnreg.dec.sync.aligned.u32 40;\n" ::: "memory");
-    const int tid = threadIdx.x - kConsumers;
-    // Tile it's copies are signaled once tile it+1's are issued: two tiles in flight.
-    auto signal = [&](int it) {
-      fence_proxy_async();
-      mbar_arrive(full_k(it));
-      mbar_arrive(full_v(it));
-    };
-    for (int it = 0; it < n_tiles; ++it) {
-      if (it >= L::kKStages) mbar_wait(empty_k(it), (it / L::kKStages - 1) & 1);
-      if (it == 0) blk.template load_q<128, false>(tid);
-      blk.template load_k<128, false>(it, tid);
-      if (it >= L::kVStages) mbar_wait(empty_v(it), (it / L::kVStages - 1) & 1);
-      blk.template load_v<128, false>(it, tid);
-      cp_async_commit();
-      if (it > 0) {
-        cp_async_wait<1>();
-        signal(it - 1);
-      }
-    }
-    if (n_tiles > 0) {
-      cp_async_wait<0>();
-      signal(n_tiles - 1);
-    }
-    return;
-  }
-  asm volatile("setmaxnreg.inc.sync.aligned.u32 232;\n" ::: "memory");  // 2·128·232 + 128·40 ≤ 65536
-
-  unsigned pa[B::kKP][4];  // P(it - 1), the A operand of the product in flight
-  if (n_tiles > 0) {
-    float s[B::kNT][4], alpha[2];
-    mbar_wait(full_k(0), 0);  // Q and K(0)
-    wgmma_fence();
-    blk.issue_s(s, 0);
-    wgmma_wait<0>();
-    wgmma_hold(s);
-    mbar_arrive(empty_k(0));
-    blk.softmax(s, 0, alpha);
-    blk.to_p(pa, s, 0);
-  }
-  for (int it = 1; it < n_tiles; ++it) {
-    float s[B::kNT][4], alpha[2];
-    mbar_wait(full_k(it), (it / L::kKStages) & 1);
-    mbar_wait(full_v(it - 1), ((it - 1) / L::kVStages) & 1);
-    wgmma_fence();
-    blk.issue_s(s, it);
-    blk.issue_pv(pa, it - 1);
-    wgmma_wait<1>();  // S(it) is done; P(it-1)·V(it-1) may still run
-    wgmma_hold(s);
-    mbar_arrive(empty_k(it));
-    blk.softmax(s, it, alpha);
-    wgmma_wait<0>();
-    wgmma_hold(blk.acc);
-    wgmma_hold(pa);
-    mbar_arrive(empty_v(it - 1));
-    fwd_rescale(blk.acc, alpha);
-    blk.to_p(pa, s, it);
-  }
-  if (n_tiles > 0) {
-    mbar_wait(full_v(n_tiles - 1), ((n_tiles - 1) / L::kVStages) & 1);
-    wgmma_fence();
-    blk.issue_pv(pa, n_tiles - 1);
-    wgmma_wait<0>();
-    wgmma_hold(blk.acc);
-  }
-  blk.store();
-}
-
-template <class Cfg, class Policy>
-__device__ __forceinline__ void fwd_wgmma(const FwdParams& p) {
-  extern __shared__ __align__(1024) unsigned char smem_raw[];
-  const unsigned smem = (smem_addr(smem_raw) + 1023u) & ~1023u;
-  if constexpr (FwdWgmmaLayout<Cfg>::kProducer) fwd_wgmma_ws<Cfg, Policy>(p, smem);
-  else fwd_wgmma_sync<Cfg, Policy>(p, smem);
 }
 
 }  // namespace jitattn
