@@ -48,8 +48,9 @@ __device__ __forceinline__ void load_tile_sw128(unsigned base, const RowsAt& row
   constexpr int kSteps = ceil_div(kChunks, kThreads);
   // A thread keeps one 16-byte column and steps down the rows; when the step is a multiple of 8
   // rows its swizzle is fixed, and for a strided matrix its source moves by a constant.
-  constexpr bool kFixedColumn = kThreads % kChunksPerRow == 0 && (kThreads / kChunksPerRow) % 8 == 0;
   constexpr int kRowStep = kThreads / kChunksPerRow;
+  constexpr bool kFixedColumn =
+      kThreads % kChunksPerRow == 0 && kRowStep % 8 == 0 && kRows % kRowStep == 0;
   auto copy = [&](int k) {
     if constexpr (kFixedColumn && !RowsAt::kPaged) {
       const int r = tid / kChunksPerRow + k * kRowStep, chunk = tid % kChunksPerRow;
