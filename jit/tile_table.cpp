@@ -56,11 +56,11 @@ TileConfig default_tile(const Signature& sig, Family family) {
   }
   if (family == Family::simt) return {16, uint16_t(d > 128 ? 16 : 32), 4};
   if (family == Family::wgmma) {
-    // H100, bf16, M = 4096/16384 (tools/perf/h100_check.sh, JITATTN_TILE sweep): at d = 64
-    // m128n64w8 gave 336-378 TFLOP/s against 262-324 for m128n128w8, m192n128w12, m192n64w12 and
-    // m64n64w4; at d = 128 m128n128w8 gave 346-394, m192n128w12 308-398 (slower under causal at
-    // M = 4096), m128n64w8 325-369. A local window makes every block short: there m64n64w4 (two
-    // blocks per SM) took the 256-key window at M = 16384 from 0.221 to 0.191 ms.
+    // H100, bf16, M = 4096/16384, one call (JITATTN_TILE sweep, docs/perf-notes.md "w3"): at
+    // d = 64 m128n64w8 gave 325-372 TFLOP/s against 285-331 for m128n128w8; at d = 128
+    // m128n128w8 gave 394-451 against 344-387 for m128n64w8. A local window makes every block
+    // short: there m64n64w4 (two blocks per SM) took the 256-key window at M = 16384 from 0.204
+    // to 0.176 ms. Block-diagonal kinds keep m128n128w8 (16 documents: 0.402 against 0.412 ms).
     if (has_left_window(sig.bias)) return {64, 64, 4};
     return d <= 64 ? TileConfig{128, 64, 8} : TileConfig{128, 128, 8};
   }
