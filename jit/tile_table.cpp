@@ -61,6 +61,8 @@ TileConfig default_tile(const Signature& sig, Family family) {
     // m128n128w8 gave 394-451 against 344-387 for m128n64w8. A local window makes every block
     // short: there m64n64w4 (two blocks per SM) took the 256-key window at M = 16384 from 0.204
     // to 0.176 ms. Block-diagonal kinds keep m128n128w8 (16 documents: 0.402 against 0.412 ms).
+    // d = 256: m128n64w8 is the only two-warpgroup tile that fits (225 KB of shared memory).
+    if (d > 128) return {128, 64, 8};
     if (has_left_window(sig.bias)) return {64, 64, 4};
     return d <= 64 ? TileConfig{128, 64, 8} : TileConfig{128, 128, 8};
   }
@@ -71,10 +73,12 @@ TileConfig default_tile(const Signature& sig, Family family) {
   return {64, 32, 4};
 }
 
-// The forwards fwd_wgmma.cuh serves: sm_90a, f16/bf16, 16-byte aligned rows, head dims 64 or 128.
+// The forwards fwd_wgmma.cuh serves: sm_90a, f16/bf16, 16-byte aligned rows, head dims 64, 128
+// or 256 (its P·V product is one wgmma of N = head dim).
+bool wgmma_head_dim(int d) { return d == 64 || d == 128 || d == 256; }
 bool wgmma_forward(const Signature& sig) {
   return sig.op == Op::fwd && sig.arch_sm == 90 && sig.arch_specific && sig.dtype != DType::f32 && sig.align == 16 &&
-         sig.head_dim == sig.head_dim_v && (sig.head_dim == 64 || sig.head_dim == 128) && !Env::get().fwd_mma_only;
+         sig.head_dim == sig.head_dim_v && wgmma_head_dim(sig.head_dim) && !Env::get().fwd_mma_only;
 }
 }  // namespace
 
@@ -141,8 +145,8 @@ std::string validate_spec(const KernelSpec& spec) {
     if (s.op != Op::fwd || s.arch_sm != 90 || !s.arch_specific) return "the wgmma family is the sm_90a forward";
     if (s.dtype == DType::f32) return "the wgmma family takes f16/bf16 inputs";
     if (s.align != 16) return "the wgmma family needs 16-byte aligned rows";
-    if (s.head_dim != s.head_dim_v || (s.head_dim != 64 && s.head_dim != 128))
-      return "the wgmma family takes head_dim = head_dim_v = 64 or 128";
+    if (s.head_dim != s.head_dim_v || !wgmma_head_dim(s.head_dim))
+      return "the wgmma family takes head_dim = head_dim_v = 64, 128 or 256";
     if (spec.tile.block_m % 64 != 0 || spec.tile.warps != spec.tile.block_m / 16)
       return "tile " + spec.tile.name() + ": the wgmma family has one warpgroup (4 warps) per 64 query rows";
     if (spec.tile.block_n != 64 && spec.tile.block_n != 128) return "tile " + spec.tile.name() + ": block_n must be 64 or 128";

@@ -13,7 +13,7 @@
 // starts) and V three (V(j-1) is still being read in iteration j). The block visits the key tiles
 // the policy says are visible, in fwd_mma.cuh's order, with the row math of fwd_rows.cuh.
 //
-// Cfg as in fwd_mma.cuh; this family takes kHeadDim = kHeadDimV ∈ {64, 128}, kAlign16,
+// Cfg as in fwd_mma.cuh; this family takes kHeadDim = kHeadDimV ∈ {64, 128, 256}, kAlign16,
 // kBlockN ∈ {64, 128} and kWarps = 4·kBlockM/64 (jit/tile_table.cpp picks it only then).
 #pragma once
 #include "bias_policies.cuh"
@@ -33,7 +33,8 @@ struct FwdWgmmaLayout {
   // 1024 bytes of slack: the tiles start on a 1024-byte boundary, which the swizzle needs.
   static constexpr int kSmemBytes = 1024 + kQBytes + (kKStages + kVStages) * kKVBytes;
   static_assert(Cfg::kBlockM % 64 == 0 && Cfg::kWarps == 4 * kGroups, "one warpgroup per 64 query rows");
-  static_assert(Cfg::kHeadDim == Cfg::kHeadDimV && (Cfg::kHeadDim == 64 || Cfg::kHeadDim == 128), "head dims 64 or 128");
+  static_assert(Cfg::kHeadDim == Cfg::kHeadDimV && Cfg::kHeadDim % 64 == 0 && Cfg::kHeadDim <= 256,
+                "head dims 64, 128, 192 or 256");
   static_assert(Cfg::kBlockN == 64 || Cfg::kBlockN == 128, "key tiles of 64 or 128");
   static_assert(Cfg::kAlign16 && Cfg::kDType != kF32, "16-byte aligned f16/bf16 rows");
 };
@@ -153,8 +154,8 @@ struct FwdWgmmaBlock {
     }
     wgmma_commit();
   }
-  // O += P·V(it), issued and committed: V's 16-key steps are 2048 bytes apart; its two
-  // 64-column panels (head dim 128) are kBN·128 bytes apart.
+  // O += P·V(it), issued and committed: V's 16-key steps are 2048 bytes apart; its 64-column
+  // panels are kBN·128 bytes apart.
   __device__ void issue_pv(const unsigned (&pa)[kKP][4], int it) {
 #pragma unroll
     for (int kp = 0; kp < kKP; ++kp)

@@ -74,6 +74,7 @@ __device__ __forceinline__ void wgmma_rs_tb(float (&d)[N / 8][4], const unsigned
       JITATTN_WG_D1(i + 5), JITATTN_WG_D1(i + 6), JITATTN_WG_D1(i + 7)
 #define JITATTN_WG_OUT64 JITATTN_WG_D8(0)
 #define JITATTN_WG_OUT128 JITATTN_WG_D8(0), JITATTN_WG_D8(8)
+#define JITATTN_WG_OUT256 JITATTN_WG_D8(0), JITATTN_WG_D8(8), JITATTN_WG_D8(16), JITATTN_WG_D8(24)
 #define JITATTN_WG_R64                                                                                          \
   "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, " \
   "%23, %24, %25, %26, %27, %28, %29, %30, %31}"
@@ -82,7 +83,15 @@ __device__ __forceinline__ void wgmma_rs_tb(float (&d)[N / 8][4], const unsigned
   "%23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, "  \
   "%44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}"
 
-// N: 64 or 128; DT/TY: the input type; the rest: operand numbers after the N/2 accumulators.
+#define JITATTN_WG_R256                                                                                         \
+  "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, " \
+  "%22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, " \
+  "%44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63, %64, %65, " \
+  "%66, %67, %68, %69, %70, %71, %72, %73, %74, %75, %76, %77, %78, %79, %80, %81, %82, %83, %84, %85, %86, %87, " \
+  "%88, %89, %90, %91, %92, %93, %94, %95, %96, %97, %98, %99, %100, %101, %102, %103, %104, %105, %106, %107, %108, %109, " \
+  "%110, %111, %112, %113, %114, %115, %116, %117, %118, %119, %120, %121, %122, %123, %124, %125, %126, %127}"
+
+// N: 64, 128 or 256; DT/TY: the input type; the rest: operand numbers after the N/2 accumulators.
 #define JITATTN_WGMMA(N, DT, TY, SA, SB, SACC, RA0, RA1, RA2, RA3, RB, RONE)                                  \
   template <>                                                                                                   \
   __device__ __forceinline__ void wgmma_ss<N, DT>(float (&d)[N / 8][4], unsigned long long a, unsigned long long b, \
@@ -106,6 +115,8 @@ JITATTN_WGMMA(64, kF16, "f16", "32", "33", "34", "32", "33", "34", "35", "36", "
 JITATTN_WGMMA(64, kBF16, "bf16", "32", "33", "34", "32", "33", "34", "35", "36", "37")
 JITATTN_WGMMA(128, kF16, "f16", "64", "65", "66", "64", "65", "66", "67", "68", "69")
 JITATTN_WGMMA(128, kBF16, "bf16", "64", "65", "66", "64", "65", "66", "67", "68", "69")
+JITATTN_WGMMA(256, kF16, "f16", "128", "129", "130", "128", "129", "130", "131", "132", "133")
+JITATTN_WGMMA(256, kBF16, "bf16", "128", "129", "130", "128", "129", "130", "131", "132", "133")
 #undef JITATTN_WGMMA
 
 }  // namespace jitattn

@@ -43,6 +43,7 @@ TEST(Signature, FamilyFollowsArchDtypeHeadDimAndAlignment) {
   EXPECT_EQ(family([](Signature&) {}), Family::wgmma);
   EXPECT_EQ(family([](Signature& s) { s.head_dim = s.head_dim_v = 64; s.dtype = s.out_dtype = DType::f16; }), Family::wgmma);
   EXPECT_EQ(family([](Signature& s) { s.arch_sm = 80, s.arch_specific = 0; }), Family::mma);
+  EXPECT_EQ(family([](Signature& s) { s.head_dim = s.head_dim_v = 256; }), Family::wgmma);
   EXPECT_EQ(family([](Signature& s) { s.head_dim = s.head_dim_v = 96; }), Family::mma);
   EXPECT_EQ(family([](Signature& s) { s.head_dim_v = 64; }), Family::mma);
   EXPECT_EQ(family([](Signature& s) { s.align = 2; }), Family::mma);
