@@ -33,8 +33,8 @@ struct FwdWgmmaLayout {
   // 1024 bytes of slack: the tiles start on a 1024-byte boundary, which the swizzle needs.
   static constexpr int kSmemBytes = 1024 + kQBytes + (kKStages + kVStages) * kKVBytes;
   static_assert(Cfg::kBlockM % 64 == 0 && Cfg::kWarps == 4 * kGroups, "one warpgroup per 64 query rows");
-  static_assert(Cfg::kHeadDim == Cfg::kHeadDimV && Cfg::kHeadDim % 64 == 0 && Cfg::kHeadDim <= 256,
-                "head dims 64, 128, 192 or 256");
+  static_assert(Cfg::kHeadDim == Cfg::kHeadDimV && (Cfg::kHeadDim == 64 || Cfg::kHeadDim == 128 || Cfg::kHeadDim == 256),
+                "head dims 64, 128 or 256 (wgmma.cuh has the N = head dim products)");
   static_assert(Cfg::kBlockN == 64 || Cfg::kBlockN == 128, "key tiles of 64 or 128");
   static_assert(Cfg::kAlign16 && Cfg::kDType != kF32, "16-byte aligned f16/bf16 rows");
 };
