@@ -61,7 +61,7 @@ TileConfig default_tile(const Signature& sig, Family family) {
     // m128n128w8 gave 394-451 against 344-387 for m128n64w8. A local window makes every block
     // short: there m64n64w4 (two blocks per SM) took the 256-key window at M = 16384 from 0.204
     // to 0.176 ms. Block-diagonal kinds keep m128n128w8 (16 documents: 0.402 against 0.412 ms).
-    // d = 256: m128n64w8 is the only two-warpgroup tile that fits (225 KB of shared memory).
+    // Past 128: m128n64w8, the two-warpgroup tile that fits (225 KB of shared memory at 256).
     if (d > 128) return {128, 64, 8};
     if (has_left_window(sig.bias)) return {64, 64, 4};
     return d <= 64 ? TileConfig{128, 64, 8} : TileConfig{128, 128, 8};
@@ -73,12 +73,13 @@ TileConfig default_tile(const Signature& sig, Family family) {
   return {64, 32, 4};
 }
 
-// The forwards fwd_wgmma.cuh serves: sm_90a, f16/bf16, 16-byte aligned rows, head dims 64, 128
-// or 256 (its P·V product is one wgmma of N = head dim).
-bool wgmma_head_dim(int d) { return d == 64 || d == 128 || d == 256; }
+// The forwards fwd_wgmma.cuh serves: sm_90a, f16/bf16, 16-byte aligned rows, head dims (query/key
+// and value, independently) 64, 128, 192 or 256: Q·Kᵀ steps through 64-column panels and P·V is
+// one wgmma of N = the value head dim.
+bool wgmma_head_dim(int d) { return d % 64 == 0 && d <= 256; }
 bool wgmma_forward(const Signature& sig) {
   return sig.op == Op::fwd && sig.arch_sm == 90 && sig.arch_specific && sig.dtype != DType::f32 && sig.align == 16 &&
-         sig.head_dim == sig.head_dim_v && wgmma_head_dim(sig.head_dim) && !Env::get().fwd_mma_only;
+         wgmma_head_dim(sig.head_dim) && wgmma_head_dim(sig.head_dim_v) && !Env::get().fwd_mma_only;
 }
 }  // namespace
 
@@ -124,7 +125,7 @@ int KernelSpec::smem_bytes() const {
     case Op::fwd: break;
   }
   if (family == Family::simt) return 4 * (m * d + n * d + n * dv + m * n + m * dv + 3 * m);
-  if (family == Family::wgmma) return 1024 + 2 * (m * d + 5 * n * d);  // Q, two K and three V stages (fwd_wgmma.cuh)
+  if (family == Family::wgmma) return 1024 + 2 * (m * d + 2 * n * d + 3 * n * dv);  // Q, two K and three V stages (fwd_wgmma.cuh)
   return 2 * (m * qk_stride + 2 * n * qk_stride + n * v_stride);  // Q, two K stages, V (fwd_mma.cuh)
 }
 
@@ -145,8 +146,8 @@ std::string validate_spec(const KernelSpec& spec) {
     if (s.op != Op::fwd || s.arch_sm != 90 || !s.arch_specific) return "the wgmma family is the sm_90a forward";
     if (s.dtype == DType::f32) return "the wgmma family takes f16/bf16 inputs";
     if (s.align != 16) return "the wgmma family needs 16-byte aligned rows";
-    if (s.head_dim != s.head_dim_v || !wgmma_head_dim(s.head_dim))
-      return "the wgmma family takes head_dim = head_dim_v = 64, 128 or 256";
+    if (!wgmma_head_dim(s.head_dim) || !wgmma_head_dim(s.head_dim_v))
+      return "the wgmma family takes head_dim and head_dim_v of 64, 128, 192 or 256";
     if (spec.tile.block_m % 64 != 0 || spec.tile.warps != spec.tile.block_m / 16)
       return "tile " + spec.tile.name() + ": the wgmma family has one warpgroup (4 warps) per 64 query rows";
     if (spec.tile.block_n != 64 && spec.tile.block_n != 128) return "tile " + spec.tile.name() + ": block_n must be 64 or 128";

@@ -13,7 +13,7 @@
 // starts) and V three (V(j-1) is still being read in iteration j). The block visits the key tiles
 // the policy says are visible, in fwd_mma.cuh's order, with the row math of fwd_rows.cuh.
 //
-// Cfg as in fwd_mma.cuh; this family takes kHeadDim = kHeadDimV ∈ {64, 128, 256}, kAlign16,
+// Cfg as in fwd_mma.cuh; this family takes kHeadDim, kHeadDimV ∈ {64, 128, 192, 256}, kAlign16,
 // kBlockN ∈ {64, 128} and kWarps = 4·kBlockM/64 (jit/tile_table.cpp picks it only then).
 #pragma once
 #include "bias_policies.cuh"
@@ -28,13 +28,15 @@ struct FwdWgmmaLayout {
   static constexpr int kGroups = Cfg::kBlockM / 64;  // warpgroups, 64 query rows each
   static constexpr int kThreads = Cfg::kWarps * 32;
   static constexpr int kQBytes = Cfg::kBlockM * Cfg::kHeadDim * 2;
-  static constexpr int kKVBytes = Cfg::kBlockN * Cfg::kHeadDim * 2;  // one stage of K or of V
+  static constexpr int kKBytes = Cfg::kBlockN * Cfg::kHeadDim * 2;   // one stage of K
+  static constexpr int kVBytes = Cfg::kBlockN * Cfg::kHeadDimV * 2;  // one stage of V
   static constexpr int kKStages = 2, kVStages = 3;
   // 1024 bytes of slack: the tiles start on a 1024-byte boundary, which the swizzle needs.
-  static constexpr int kSmemBytes = 1024 + kQBytes + (kKStages + kVStages) * kKVBytes;
+  static constexpr int kSmemBytes = 1024 + kQBytes + kKStages * kKBytes + kVStages * kVBytes;
   static_assert(Cfg::kBlockM % 64 == 0 && Cfg::kWarps == 4 * kGroups, "one warpgroup per 64 query rows");
-  static_assert(Cfg::kHeadDim == Cfg::kHeadDimV && (Cfg::kHeadDim == 64 || Cfg::kHeadDim == 128 || Cfg::kHeadDim == 256),
-                "head dims 64, 128 or 256 (wgmma.cuh has the N = head dim products)");
+  // Q·Kᵀ steps through 64-column panels; P·V is one product of N = kHeadDimV (wgmma.cuh).
+  static_assert(Cfg::kHeadDim % 64 == 0 && Cfg::kHeadDim <= 256, "head dims 64, 128, 192 or 256");
+  static_assert(Cfg::kHeadDimV % 64 == 0 && Cfg::kHeadDimV <= 256, "value head dims 64, 128, 192 or 256");
   static_assert(Cfg::kBlockN == 64 || Cfg::kBlockN == 128, "key tiles of 64 or 128");
   static_assert(Cfg::kAlign16 && Cfg::kDType != kF32, "16-byte aligned f16/bf16 rows");
 };
@@ -77,9 +79,9 @@ template <class Cfg, class Policy>
 struct FwdWgmmaBlock {
   using L = FwdWgmmaLayout<Cfg>;
   using T = typename DType<Cfg::kDType>::T;
-  static constexpr int kBM = Cfg::kBlockM, kBN = Cfg::kBlockN, kD = Cfg::kHeadDim;
+  static constexpr int kBM = Cfg::kBlockM, kBN = Cfg::kBlockN, kD = Cfg::kHeadDim, kDv = Cfg::kHeadDimV;
   static constexpr int kNT = kBN / 8;   // 8-wide key tiles of S
-  static constexpr int kDT = kD / 8;    // 8-wide column tiles of O
+  static constexpr int kDT = kDv / 8;   // 8-wide column tiles of O
   static constexpr int kKP = kBN / 16;  // 16-key steps of P·V
 
   const FwdParams& p;
@@ -106,7 +108,7 @@ struct FwdWgmmaBlock {
     n_tiles = kv_hi > kv_lo ? ceil_div(kv_hi - kv_lo, kBN) : 0;
     sQ = smem;
     sK = sQ + L::kQBytes;
-    sV = sK + L::kKStages * L::kKVBytes;
+    sV = sK + L::kKStages * L::kKBytes;
     const int group = threadIdx.x / 128, warp = (threadIdx.x / 32) % 4, lane = threadIdx.x % 32;
     i0 = q_lo + group * 64 + warp * 16 + lane / 4;
     t = lane % 4;
@@ -121,8 +123,8 @@ struct FwdWgmmaBlock {
 
   // Key tiles from the last to the first, as in fwd_mma.cuh.
   __device__ int tile_n0(int it) const { return kv_lo + (n_tiles - 1 - it) * kBN; }
-  __device__ unsigned k_stage(int it) const { return sK + (it % L::kKStages) * L::kKVBytes; }
-  __device__ unsigned v_stage(int it) const { return sV + (it % L::kVStages) * L::kKVBytes; }
+  __device__ unsigned k_stage(int it) const { return sK + (it % L::kKStages) * L::kKBytes; }
+  __device__ unsigned v_stage(int it) const { return sV + (it % L::kVStages) * L::kVBytes; }
 
   // Loads by kThreads threads (this one is `tid`).
   template <int kThreads>
@@ -139,7 +141,7 @@ struct FwdWgmmaBlock {
   template <int kThreads>
   __device__ void load_v(int it, int tid) const {
     const auto v = kv_rows<T, Cfg::kPaged>(p, p.v, p.v_stride_b, p.v_stride_h, p.v_stride_m, seq, h / p.kv_group, b);
-    load_tile_sw128<kBN, kD, kThreads>(v_stage(it), v, tile_n0(it), seq.mkv, tid);
+    load_tile_sw128<kBN, kDv, kThreads>(v_stage(it), v, tile_n0(it), seq.mkv, tid);
   }
 
   // S = Q·K(it)ᵀ, issued and committed (not waited for). Every 16-column step moves 32 bytes
@@ -159,7 +161,7 @@ struct FwdWgmmaBlock {
   __device__ void issue_pv(const unsigned (&pa)[kKP][4], int it) {
 #pragma unroll
     for (int kp = 0; kp < kKP; ++kp)
-      wgmma_rs_tb<kD, Cfg::kDType>(acc, pa[kp], wgmma_desc(v_stage(it) + kp * 16 * 128, kBN * 128, 1024));
+      wgmma_rs_tb<kDv, Cfg::kDType>(acc, pa[kp], wgmma_desc(v_stage(it) + kp * 16 * 128, kBN * 128, 1024));
     wgmma_commit();
   }
   __device__ bool needs_mask(int it) const {

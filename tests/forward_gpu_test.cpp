@@ -174,7 +174,7 @@ TEST_F(ForwardGpu, EveryDtypeAndBiasOnRandomShapes) {
   std::uniform_int_distribution<int> m(1, 200), b(1, 2), h(1, 3);
   for (DType dt : {DType::f16, DType::bf16, DType::f32})
     for (const AttnBias& bias : all_biases())
-      for (auto [K, Kv] : {std::pair<int, int>{64, 64}, {128, 128}, {256, 256}, {40, 72}}) {
+      for (auto [K, Kv] : {std::pair<int, int>{64, 64}, {128, 128}, {256, 256}, {192, 128}, {40, 72}}) {
         Case c;
         c.dtype = dt, c.bias = bias, c.K = K, c.Kv = Kv;
         c.B = b(rng()), c.H = h(rng()), c.Mq = m(rng()), c.Mkv = m(rng());

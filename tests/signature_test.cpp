@@ -45,7 +45,8 @@ TEST(Signature, FamilyFollowsArchDtypeHeadDimAndAlignment) {
   EXPECT_EQ(family([](Signature& s) { s.arch_sm = 80, s.arch_specific = 0; }), Family::mma);
   EXPECT_EQ(family([](Signature& s) { s.head_dim = s.head_dim_v = 256; }), Family::wgmma);
   EXPECT_EQ(family([](Signature& s) { s.head_dim = s.head_dim_v = 96; }), Family::mma);
-  EXPECT_EQ(family([](Signature& s) { s.head_dim_v = 64; }), Family::mma);
+  EXPECT_EQ(family([](Signature& s) { s.head_dim = 192; }), Family::wgmma);  // MLA-like 192 / 128
+  EXPECT_EQ(family([](Signature& s) { s.head_dim_v = 96; }), Family::mma);
   EXPECT_EQ(family([](Signature& s) { s.align = 2; }), Family::mma);
   EXPECT_EQ(family([](Signature& s) { s.op = Op::bwd; }), Family::mma);
   EXPECT_EQ(family([](Signature& s) { s.dtype = s.out_dtype = DType::f32; s.align = 4; }), Family::simt);
