@@ -417,10 +417,13 @@ __device__ __forceinline__ void bwd_mma(const BwdParams& bp) {
     }
   }
 
-  // Epilogue: dK · scale, dV (· 1/(1-p) under dropout), rows past the sequence end skipped.
+  // Epilogue: dK · scale, dV (· 1/(1-p) under dropout), rows past the sequence end skipped; summed
+  // into the fp32 accumulators instead when the host set them (see BwdParams::dk_accum).
   T* dkp = static_cast<T*>(bp.dk) + seq.batch * bp.dk_stride_b + hk * bp.dk_stride_h + int64_t(seq.k_start) * bp.dk_stride_m;
   T* dvp = static_cast<T*>(bp.dv) + seq.batch * bp.dv_stride_b + hk * bp.dv_stride_h + int64_t(seq.k_start) * bp.dv_stride_m;
   const float dv_scale = Cfg::kDropout ? p.dropout_scale : 1.f;
+  float* ak = dkv_accum_rows(bp, bp.dk_accum, seq.batch, hk, seq.k_start, Cfg::kHeadDim);
+  float* av = dkv_accum_rows(bp, bp.dv_accum, seq.batch, hk, seq.k_start, Cfg::kHeadDimV);
 #pragma unroll
   for (int kt = 0; kt < kKT; ++kt)
 #pragma unroll
@@ -431,8 +434,13 @@ __device__ __forceinline__ void bwd_mma(const BwdParams& bp) {
       for (int c = 0; c < kDKT; ++c) {
         const int col = c * 8 + 2 * t;
         if (col >= Cfg::kHeadDim) continue;
-        T* row = dkp + int64_t(j) * bp.dk_stride_m + col;
         const float x0 = dk[kt][c][2 * e2] * bp.scale, x1 = dk[kt][c][2 * e2 + 1] * bp.scale;
+        if (ak) {
+          atomic_add_f32(ak + int64_t(j) * Cfg::kHeadDim + col, x0);
+          atomic_add_f32(ak + int64_t(j) * Cfg::kHeadDim + col + 1, x1);
+          continue;
+        }
+        T* row = dkp + int64_t(j) * bp.dk_stride_m + col;
         if constexpr (Cfg::kAlign16) *reinterpret_cast<unsigned*>(row) = pack2<Cfg::kDType>(x0, x1);
         else row[0] = from_float<Cfg::kDType>(x0), row[1] = from_float<Cfg::kDType>(x1);
       }
@@ -440,8 +448,13 @@ __device__ __forceinline__ void bwd_mma(const BwdParams& bp) {
       for (int c = 0; c < kDVT; ++c) {
         const int col = c * 8 + 2 * t;
         if (col >= Cfg::kHeadDimV) continue;
-        T* row = dvp + int64_t(j) * bp.dv_stride_m + col;
         const float x0 = dv[kt][c][2 * e2] * dv_scale, x1 = dv[kt][c][2 * e2 + 1] * dv_scale;
+        if (av) {
+          atomic_add_f32(av + int64_t(j) * Cfg::kHeadDimV + col, x0);
+          atomic_add_f32(av + int64_t(j) * Cfg::kHeadDimV + col + 1, x1);
+          continue;
+        }
+        T* row = dvp + int64_t(j) * bp.dv_stride_m + col;
         if constexpr (Cfg::kAlign16) *reinterpret_cast<unsigned*>(row) = pack2<Cfg::kDType>(x0, x1);
         else row[0] = from_float<Cfg::kDType>(x0), row[1] = from_float<Cfg::kDType>(x1);
       }

@@ -351,11 +351,18 @@ __device__ __forceinline__ void bwd_simt(const BwdParams& bp) {
   T* dkp = static_cast<T*>(bp.dk) + seq.batch * bp.dk_stride_b + hk * bp.dk_stride_h + int64_t(seq.k_start) * bp.dk_stride_m;
   T* dvp = static_cast<T*>(bp.dv) + seq.batch * bp.dv_stride_b + hk * bp.dv_stride_h + int64_t(seq.k_start) * bp.dv_stride_m;
   const float dv_scale = Cfg::kDropout ? p.dropout_scale : 1.f;
+  float* ak = dkv_accum_rows(bp, bp.dk_accum, seq.batch, hk, seq.k_start, kD);
+  float* av = dkv_accum_rows(bp, bp.dv_accum, seq.batch, hk, seq.k_start, Cfg::kHeadDimV);
 #pragma unroll
   for (int s = 0; s < SK::kSlots; ++s) {
     if (!SK::valid(tid, s)) continue;
     const int j = k_lo + SK::row(tid, s);
     if (j >= mkv) continue;
+    if (ak) {
+#pragma unroll
+      for (int u = 0; u < 4; ++u) atomic_add_f32(ak + int64_t(j) * kD + SK::col(tid, s) * 4 + u, dk[s][u] * bp.scale);
+      continue;
+    }
     T* row = dkp + int64_t(j) * bp.dk_stride_m + SK::col(tid, s) * 4;
 #pragma unroll
     for (int u = 0; u < 4; ++u) row[u] = from_float<Cfg::kDType>(dk[s][u] * bp.scale);
@@ -365,6 +372,12 @@ __device__ __forceinline__ void bwd_simt(const BwdParams& bp) {
     if (!SV::valid(tid, s)) continue;
     const int j = k_lo + SV::row(tid, s);
     if (j >= mkv) continue;
+    if (av) {
+#pragma unroll
+      for (int u = 0; u < 4; ++u)
+        atomic_add_f32(av + int64_t(j) * Cfg::kHeadDimV + SV::col(tid, s) * 4 + u, dv[s][u] * dv_scale);
+      continue;
+    }
     T* row = dvp + int64_t(j) * bp.dv_stride_m + SV::col(tid, s) * 4;
 #pragma unroll
     for (int u = 0; u < 4; ++u) row[u] = from_float<Cfg::kDType>(dv[s][u] * dv_scale);

@@ -131,6 +131,13 @@ template <bool B> struct Bool { static constexpr bool value = B; };
 __device__ __forceinline__ void atomic_add_f32(float* addr, float x) {
   asm volatile("red.global.add.f32 [%0], %1;\n" :: "l"(addr), "f"(x) : "memory");
 }
+// Key row k_start of key/value head hk of batch row `batch` in a dK/dV accumulator
+// (BwdParams::dk_accum), or null when the backward stores dK/dV directly.
+__device__ __forceinline__ float* dkv_accum_rows(const BwdParams& bp, float* accum, int batch, int hk, int k_start,
+                                                 int head_dim) {
+  if (!accum) return nullptr;
+  return accum + ((int64_t(batch) * bp.kv_heads + hk) * bp.f.mkv_rows + k_start) * head_dim;
+}
 // addr[0] += x, addr[1] += y (addr 8-byte aligned): one vector reduction on sm_90 and newer.
 __device__ __forceinline__ void atomic_add_f32x2(float* addr, float x, float y) {
 #if __CUDA_ARCH__ >= 900

@@ -79,6 +79,12 @@ struct BwdParams {
   int32_t kv_heads;    // key/value heads (f.heads / f.kv_group)
   int32_t max_mkv;     // the longest key sequence (the grid's key blocks)
   float scale;         // softmax scale
+  // When set, bwd/bwd_kv add dK (· scale) and dV (· dropout scale) into these fp32 rows, laid
+  // out [B_k, kv_heads, mkv_rows, head_dim] (and head_dim_v), instead of storing them; a
+  // bwd_post launch then writes dK and dV. The host sets them when several sequences share key
+  // rows (overlapping gappy keys) or dK/dV cannot be zeroed with one memset.
+  float* dk_accum;
+  float* dv_accum;
 };
 
 }  // namespace jitattn

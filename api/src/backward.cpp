@@ -4,11 +4,14 @@
 // each a JIT kernel of its own (jit/signature.h Op), all on the caller's stream.
 #include <algorithm>
 #include <cmath>
+#include <map>
+#include <tuple>
 
 #include "jit/cuda_driver.h"
 #include "jit/jit_runtime.h"
 #include "jit/launch.h"
 #include "jitattn/attention.h"
+#include "layout.h"
 #include "plan.h"
 
 namespace jitattn {
@@ -26,17 +29,78 @@ AttentionOptions forward_options(const BackwardOptions& o, const TensorView& out
   return f;
 }
 
+// Every key row in at most one sequence? xFormers' gappy keys allow sequences whose key ranges
+// overlap; a shared row's dK/dV is the sum over the sequences that see it.
+bool keys_overlap(const detail::BiasPlan& b) {
+  if (!b.k_seqlen || !b.k_seqstart || b.block_tables) return false;
+  const auto& start = b.k_seqstart->host();
+  const auto& len = b.k_seqlen->host();
+  std::vector<std::pair<int64_t, int64_t>> ranges;
+  for (size_t i = 0; i < len.size() && i < start.size(); ++i)
+    if (len[i] > 0) ranges.push_back({start[i], int64_t(start[i]) + len[i]});
+  std::sort(ranges.begin(), ranges.end());
+  for (size_t i = 1; i < ranges.size(); ++i)
+    if (ranges[i].first < ranges[i - 1].second) return true;
+  return false;
+}
+
+// Consecutive sequences [first, last) of which no two share a key row, covering 0..batch: the
+// deterministic mode sums shared rows one such run after the other, without races.
+std::vector<std::pair<int32_t, int32_t>> disjoint_runs(const detail::BiasPlan& b) {
+  const auto& start = b.k_seqstart->host();
+  const auto& len = b.k_seqlen->host();
+  std::vector<std::pair<int32_t, int32_t>> runs;
+  std::map<int64_t, int64_t> taken;  // start → end of the run's key ranges
+  int32_t first = 0;
+  for (int32_t i = 0; i < int32_t(len.size()); ++i) {
+    if (len[size_t(i)] <= 0) continue;
+    const int64_t lo = start[size_t(i)], hi = lo + len[size_t(i)];
+    auto next = taken.lower_bound(lo);
+    const bool clash = (next != taken.end() && next->first < hi) || (next != taken.begin() && std::prev(next)->second > lo);
+    if (clash) {
+      runs.push_back({first, i});
+      first = i;
+      taken.clear();
+    }
+    taken[lo] = hi;
+  }
+  runs.push_back({first, int32_t(len.size())});
+  return runs;
+}
+
+// Nothing to compute: no query row (every gradient of K and V is then 0).
+bool no_queries(const detail::Plan& p) {
+  if (p.q.b == 0 || p.q.h == 0 || p.q.m == 0) return true;
+  const SeqLenInfo* q = p.bias.q_seqinfo;
+  return q && (q->batch() == 0 || q->max_seqlen == 0);
+}
+
+// Calls that may sum dK/dV in fp32 accumulators (see BwdParams::dk_accum): key rows outside
+// every sequence must read 0, or no query touches them at all.
+bool may_accumulate(const detail::Plan& p) { return p.bias.k_seqlen || no_queries(p); }
+
 struct Workspace {
-  size_t delta_bytes = 0, accum_bytes = 0;
-  size_t total() const { return delta_bytes + accum_bytes; }
+  size_t delta_bytes = 0, accum_bytes = 0, dk_bytes = 0, dv_bytes = 0;
+  size_t total() const { return delta_bytes + accum_bytes + dk_bytes + dv_bytes; }
 };
 Workspace workspace_of(const detail::Plan& p, bool deterministic) {
   Workspace w;
   const size_t rows = size_t(p.q.b) * size_t(p.q.h) * size_t(p.q.m);
   w.delta_bytes = round_up(rows * sizeof(float));
   if (!deterministic) w.accum_bytes = round_up(rows * size_t(p.q.d) * sizeof(float));
+  if (may_accumulate(p)) {
+    const size_t kv_rows = size_t(p.k.b) * size_t(p.k.h) * size_t(p.k.m);
+    w.dk_bytes = round_up(kv_rows * size_t(p.k.d) * sizeof(float));
+    w.dv_bytes = round_up(kv_rows * size_t(p.v.d) * sizeof(float));
+  }
   return w;
 }
+
+// The view covers one dense block (so one memset zeroes exactly its elements).
+bool packed(const detail::Bmhk& x) {
+  return (x.h <= 1 || x.sh == x.d) && (x.m <= 1 || x.sm == x.h * x.d) && (x.b <= 1 || x.sb == x.m * x.h * x.d);
+}
+size_t bytes_of(const detail::Bmhk& x, DType dt) { return size_t(x.b * x.m * x.h * x.d) * element_size(dt); }
 
 bool contiguous(const TensorView& t) {
   int64_t expect = 1;
@@ -47,10 +111,11 @@ bool contiguous(const TensorView& t) {
   return true;
 }
 
-// A gradient tensor must be readable as the same [B, M, H, K] as its input.
-void check_like(std::vector<std::string>& R, const TensorView& g, const char* name, const detail::Bmhk& want,
-                bool may_share, DType dtype, int device) {
-  if (!g.defined() && !(want.b * want.m * want.h * want.d == 0)) {
+// A gradient tensor must be readable as the same [B, M, H, K] as its input. dk/dv (`kv`): with
+// `share`, a view expanded over all heads by stride 0 is one head's gradient (share_heads).
+void check_like(std::vector<std::string>& R, const TensorView& g, const char* name, const detail::Bmhk& want, bool kv,
+                bool share, DType dtype, int device) {
+  if (!g.defined() && g.ndim == 0) {
     R.push_back(std::string(name) + " is undefined");
     return;
   }
@@ -58,16 +123,33 @@ void check_like(std::vector<std::string>& R, const TensorView& g, const char* na
     R.push_back(std::string(name) + " must be 3-D, 4-D or 5-D like its input, got " + std::to_string(g.ndim) + "-D");
     return;
   }
+  const size_t before = R.size();
+  detail::check_layout(g, name, R);
+  if (R.size() != before) return;
+  if (!g.defined() && g.numel() > 0) {
+    R.push_back(std::string(name) + " is undefined");
+    return;
+  }
   detail::Bmhk x;
   std::string why;
-  if (!detail::as_bmhk(g, may_share, x, &why)) {
+  if (!detail::as_bmhk(g, kv, x, &why)) {
     R.push_back(std::string(name) + "." + why);
     return;
   }
-  if (x.b != want.b || x.m != want.m || x.h != want.h || x.d != want.d)
+  if (share) detail::share_heads(x);
+  if (x.b == want.b && x.m == want.m && x.d == want.d && x.h != want.h && kv) {
+    if (x.h == 1 && share)
+      R.push_back(std::string(name) + " is expanded over its heads by stride 0 (one gradient for all of them) but its "
+                  "input has " + std::to_string(want.h) + " distinct heads: pass a " + name + " with a head stride");
+    else
+      R.push_back(std::string(name) + " has " + std::to_string(x.h) + " heads of its own but its input is expanded over "
+                  "them by stride 0 (" + std::to_string(want.h) + " head(s) in memory): pass " + name +
+                  " expanded the same way, which receives the sum over the heads that share it");
+  } else if (x.b != want.b || x.m != want.m || x.h != want.h || x.d != want.d) {
     R.push_back(std::string(name) + ".shape=" + g.shape_string() + " must match its input ([B, M, H, K] = [" +
                 std::to_string(want.b) + ", " + std::to_string(want.m) + ", " + std::to_string(want.h) + ", " +
                 std::to_string(want.d) + "])");
+  }
   if (g.stride[g.ndim - 1] != 1 && g.shape[g.ndim - 1] > 1) R.push_back(std::string(name) + ".stride[-1] must be 1");
   if (g.dtype != dtype)
     R.push_back(std::string(name) + ".dtype=" + to_string(g.dtype) + " must be " + to_string(dtype) + " (query's dtype)");
@@ -81,32 +163,51 @@ struct BwdPlan {
   int align = 16;
 };
 
+// dK and dV given as key/value expanded over all their heads by stride 0 (xFormers' MQA form,
+// 5-D with G = 1 or 4-D) are the gradient of that one head's memory: the sum over the query
+// heads that share it, computed as MQA.
+bool gradients_share_heads(const TensorView& dk, const TensorView& dv) {
+  for (const TensorView* g : {&dk, &dv}) {
+    std::vector<std::string> bad;
+    if (g->ndim < 3 || g->ndim > 5) return false;
+    detail::check_layout(*g, "", bad);
+    detail::Bmhk x;
+    if (!bad.empty() || !detail::as_bmhk(*g, true, x, nullptr) || !detail::shares_heads(x)) return false;
+  }
+  return true;
+}
+
 BwdPlan plan_backward(const TensorView& grad, const TensorView& out, const TensorView& lse, const TensorView& q,
                       const TensorView& k, const TensorView& v, const AttnBias& bias, const TensorView& dq,
                       const TensorView& dk, const TensorView& dv, const TensorView& dbias, const BackwardOptions& o) {
   BwdPlan b;
-  b.fwd = detail::plan(q, k, v, bias, out, lse, forward_options(o, out));
+  const bool share = gradients_share_heads(dk, dv);
+  b.fwd = detail::plan(q, k, v, bias, out, lse, forward_options(o, out), share);
   auto& R = b.fwd.reasons;
   if (!lse.defined()) R.push_back("lse is undefined: the backward needs the forward's lse");
   if (!R.empty()) return b;
   const detail::Plan& p = b.fwd;
   if (jit::is_paged(p.bias.kind))
     R.push_back(std::string("the backward does not support ") + bias_name(bias) + " (paged keys are for inference)");
-  check_like(R, grad, "grad", p.o, false, q.dtype, q.device);
-  check_like(R, dq, "dq", p.q, false, q.dtype, q.device);
-  check_like(R, dk, "dk", p.k, true, q.dtype, q.device);
-  check_like(R, dv, "dv", p.v, true, q.dtype, q.device);
+  check_like(R, grad, "grad", p.o, false, false, q.dtype, q.device);
+  check_like(R, dq, "dq", p.q, false, false, q.dtype, q.device);
+  check_like(R, dk, "dk", p.k, true, share, q.dtype, q.device);
+  check_like(R, dv, "dv", p.v, true, share, q.dtype, q.device);
   if (!R.empty()) return b;
   detail::as_bmhk(grad, false, b.grad, nullptr);
   detail::as_bmhk(dq, false, b.dq, nullptr);
   detail::as_bmhk(dk, true, b.dk, nullptr);
   detail::as_bmhk(dv, true, b.dv, nullptr);
+  if (share) detail::share_heads(b.dk), detail::share_heads(b.dv);
   if (dbias.defined()) {
     const TensorView* t = p.bias.tensor;
     if (!t) {
       R.push_back(std::string("dbias needs a dense tensor bias (TensorBias or LowerTriangularMaskWithTensorBias), not ") +
                   bias_name(bias));
     } else {
+      const size_t before = R.size();
+      detail::check_layout(dbias, "dbias", R);
+      if (R.size() != before) return b;
       bool same = dbias.ndim == t->ndim;
       for (int i = 0; same && i < t->ndim; ++i) same = dbias.shape[i] == t->shape[i];
       if (!same) R.push_back("dbias.shape=" + dbias.shape_string() + " must equal attn_bias.shape=" + t->shape_string());
@@ -122,9 +223,17 @@ BwdPlan plan_backward(const TensorView& grad, const TensorView& out, const Tenso
       b.dbias_of = t;
     }
   }
-  // Key rows of no sequence (padded/gappy layouts) get zero gradients by a memset of dk/dv.
-  if (p.bias.k_seqlen && (!contiguous(dk) || !contiguous(dv)))
-    R.push_back(std::string("dk and dv must be contiguous with ") + bias_name(bias) + " (rows outside every sequence are zeroed)");
+  if (!R.empty()) return b;
+  using detail::Strided;
+  std::vector<detail::Named> outputs{
+      {Strided::of(dq), "dq"},
+      {Strided::of(dk.data, dk.dtype, {{b.dk.b, b.dk.sb}, {b.dk.m, b.dk.sm}, {b.dk.h, b.dk.sh}, {b.dk.d, 1}}), "dk"},
+      {Strided::of(dv.data, dv.dtype, {{b.dv.b, b.dv.sb}, {b.dv.m, b.dv.sm}, {b.dv.h, b.dv.sh}, {b.dv.d, 1}}), "dv"}};
+  if (dbias.defined()) outputs.push_back({Strided::of(dbias), "dbias"});
+  std::vector<detail::Named> inputs{{Strided::of(grad), "grad"}, {Strided::of(out), "out"}, {Strided::of(lse), "lse"},
+                                    {Strided::of(q), "query"},   {Strided::of(k), "key"},     {Strided::of(v), "value"}};
+  if (p.bias.tensor) inputs.push_back({Strided::of(*p.bias.tensor), "attn_bias"});
+  detail::check_no_overlap(outputs, inputs, R);
   b.align = p.align;
   if (q.dtype != DType::f32 && b.align == 16) {
     const bool a16 = detail::aligned16(grad, b.grad) && detail::aligned16(dq, b.dq) && detail::aligned16(dk, b.dk) &&
@@ -138,6 +247,17 @@ void memset_async(void* ptr, size_t bytes, CUstream stream) {
   if (bytes == 0) return;
   jit::check_cuda(jit::CudaDriver::get().cuMemsetD8Async(reinterpret_cast<CUdeviceptr>(ptr), 0, bytes, stream),
                   "cuMemsetD8Async");
+}
+
+// bwd_post over a dK or dV accumulator: the gradient in the input dtype through the caller's strides.
+void write_accumulated(const jit::LoadedKernel& post, const BwdParams& bp, float* accum, void* grad,
+                       const detail::Bmhk& x, CUstream stream) {
+  BwdParams cv = bp;
+  cv.f.batch_rows = int32_t(x.b), cv.f.mq_rows = int32_t(x.m), cv.f.heads = int32_t(x.h);
+  cv.dq = grad, cv.dq_accum = accum;
+  cv.dq_stride_b = x.sb, cv.dq_stride_m = x.sm, cv.dq_stride_h = x.sh;
+  cv.scale = 1.f;  // the main kernel scaled dK and dV before summing them
+  jit::launch_backward(post, cv, stream);
 }
 
 }  // namespace
@@ -155,42 +275,44 @@ void memory_efficient_attention_backward(const TensorView& grad, const TensorVie
   const jit::CudaDriver& d = jit::CudaDriver::require();
   const jit::ContextInfo& ctx = rt.context(q.device);
 
-  const size_t elem = element_size(q.dtype);
-  if (p.bias.k_seqlen) {
-    memset_async(dk.data, size_t(dk.numel()) * elem, stream);
-    memset_async(dv.data, size_t(dv.numel()) * elem, stream);
-  }
-  if (dbias.defined()) memset_async(dbias.data, size_t(dbias.numel()) * elem, stream);
-  if (p.q.b == 0 || p.q.h == 0 || p.q.m == 0) {  // no queries: every gradient of K and V is 0
-    memset_async(dk.data, size_t(dk.numel()) * elem, stream);
-    memset_async(dv.data, size_t(dv.numel()) * elem, stream);
-    return;
-  }
+  // dK/dV are stored by the main kernel, or summed in fp32 (BwdParams::dk_accum) and written by
+  // bwd_post: when sequences share key rows, or rows no sequence sees must read 0 and one memset
+  // cannot zero exactly the gradients' elements.
+  const bool nothing = no_queries(p);
+  const bool overlap = keys_overlap(p.bias);
+  const bool accumulate = overlap || (may_accumulate(p) && !(packed(b.dk) && packed(b.dv)));
 
   jit::Signature sig = detail::signature(p, q, out, true, ctx.arch);
   sig.align = uint8_t(b.align);
   sig.dropout = o.p > 0;
-  auto kernel = [&](jit::Op op, bool with_bias) -> const jit::LoadedKernel& {
+  auto kernel = [&](jit::Op op, bool with_bias, int head_dim = 0) -> const jit::LoadedKernel& {
     jit::Signature s = sig;
     s.op = op;
     if (!with_bias) s.bias = jit::BiasKind::none, s.dropout = 0;
     if (op != jit::Op::bwd_pre) s.out_dtype = q.dtype;  // only bwd_pre reads out
     s.dbias = op == jit::Op::bwd || op == jit::Op::bwd_kv ? dbias.defined() : 0;
+    if (head_dim) s.head_dim = s.head_dim_v = uint16_t(head_dim);  // bwd_post over dK or dV
     return rt.kernel(s, ctx);
   };
   // Fetch (compile) every kernel before queueing anything, so a compile error leaves nothing half done.
-  const jit::LoadedKernel& pre = kernel(jit::Op::bwd_pre, false);
-  const jit::LoadedKernel& main = kernel(o.deterministic ? jit::Op::bwd_kv : jit::Op::bwd, true);
-  const jit::LoadedKernel& last = o.deterministic ? kernel(jit::Op::bwd_dq, true) : kernel(jit::Op::bwd_post, false);
+  const jit::LoadedKernel* post_k = accumulate ? &kernel(jit::Op::bwd_post, false, int(p.k.d)) : nullptr;
+  const jit::LoadedKernel* post_v = accumulate ? &kernel(jit::Op::bwd_post, false, int(p.v.d)) : nullptr;
+  const jit::LoadedKernel* pre = nothing ? nullptr : &kernel(jit::Op::bwd_pre, false);
+  const jit::LoadedKernel* main = nothing ? nullptr : &kernel(o.deterministic ? jit::Op::bwd_kv : jit::Op::bwd, true);
+  const jit::LoadedKernel* last =
+      nothing ? nullptr : o.deterministic ? &kernel(jit::Op::bwd_dq, true) : &kernel(jit::Op::bwd_post, false);
+
+  const size_t elem = element_size(q.dtype);
+  if (!accumulate && (p.bias.k_seqlen || nothing)) {  // rows outside every sequence are 0
+    memset_async(dk.data, bytes_of(b.dk, q.dtype), stream);
+    memset_async(dv.data, bytes_of(b.dv, q.dtype), stream);
+  }
+  if (dbias.defined()) memset_async(dbias.data, size_t(dbias.numel()) * elem, stream);
+  if (nothing && (!accumulate || bytes_of(b.dk, q.dtype) + bytes_of(b.dv, q.dtype) == 0)) return;
 
   BwdParams bp{};
   AttentionOptions fo = forward_options(o, out);
-  if (!detail::forward_params(p, q, k, v, out, lse, fo, bp.f)) {
-    memset_async(dq.data, size_t(dq.numel()) * elem, stream);  // only empty sequences: no query sees a key
-    memset_async(dk.data, size_t(dk.numel()) * elem, stream);
-    memset_async(dv.data, size_t(dv.numel()) * elem, stream);
-    return;
-  }
+  detail::forward_params(p, q, k, v, out, lse, fo, bp.f);
   bp.dout = grad.data;
   bp.dq = dq.data, bp.dk = dk.data, bp.dv = dv.data;
   bp.do_stride_b = b.grad.sb, bp.do_stride_m = b.grad.sm, bp.do_stride_h = b.grad.sh;
@@ -213,10 +335,32 @@ void memory_efficient_attention_backward(const TensorView& grad, const TensorVie
   if (own) jit::check_cuda(d.cuMemAllocAsync(&scratch, w.total(), stream), "cuMemAllocAsync (backward workspace)");
   bp.delta = reinterpret_cast<float*>(scratch);
   bp.dq_accum = o.deterministic ? nullptr : reinterpret_cast<float*>(scratch + w.delta_bytes);
+  if (accumulate) {
+    bp.dk_accum = reinterpret_cast<float*>(scratch + w.delta_bytes + w.accum_bytes);
+    bp.dv_accum = reinterpret_cast<float*>(scratch + w.delta_bytes + w.accum_bytes + w.dk_bytes);
+  }
   try {
-    jit::launch_backward(pre, bp, stream);
-    jit::launch_backward(main, bp, stream);
-    jit::launch_backward(last, bp, stream);
+    if (accumulate) memset_async(bp.dk_accum, w.dk_bytes + w.dv_bytes, stream);
+    if (!nothing) {
+      jit::launch_backward(*pre, bp, stream);
+      if (o.deterministic && overlap) {
+        // Sequences that share key rows go in separate launches, so no two blocks add to one
+        // accumulator row concurrently and the sums are the same on every run.
+        for (auto [first, last_seq] : disjoint_runs(p.bias)) {
+          BwdParams run = bp;
+          run.f.batch = last_seq - first;
+          run.f.q_seqstart += first, run.f.k_seqstart += first, run.f.k_seqlen += first;
+          jit::launch_backward(*main, run, stream);
+        }
+      } else {
+        jit::launch_backward(*main, bp, stream);
+      }
+      jit::launch_backward(*last, bp, stream);
+    }
+    if (accumulate) {
+      write_accumulated(*post_k, bp, bp.dk_accum, dk.data, b.dk, stream);
+      write_accumulated(*post_v, bp, bp.dv_accum, dv.data, b.dv, stream);
+    }
   } catch (...) {
     if (own) (void)d.cuMemFreeAsync(scratch, stream);
     throw;
@@ -227,14 +371,22 @@ void memory_efficient_attention_backward(const TensorView& grad, const TensorVie
 size_t memory_efficient_attention_backward_workspace_bytes(const TensorView& q, const TensorView& k,
                                                            const TensorView& v, const AttnBias& bias,
                                                            const BackwardOptions& o) {
-  // Shapes only: an out/lse of the right shape is implied.
-  if (q.ndim < 3 || q.ndim > 5) throw Error("query must be 3-D, 4-D or 5-D, got " + std::to_string(q.ndim) + "-D");
-  detail::Bmhk x;
-  std::string why;
-  if (!detail::as_bmhk(q, false, x, &why)) throw Error("query." + why);
+  // Shapes only: an out/lse of the right shape is implied. An upper bound over every dK/dV layout.
   detail::Plan p;
-  p.q = x;
-  (void)k, (void)v, (void)bias;
+  std::vector<std::string> R;
+  for (auto [t, x, name] : {std::tuple<const TensorView*, detail::Bmhk*, const char*>{&q, &p.q, "query"},
+                            {&k, &p.k, "key"}, {&v, &p.v, "value"}}) {
+    if (t->ndim < 3 || t->ndim > 5) {
+      R.push_back(std::string(name) + " must be 3-D, 4-D or 5-D, got " + std::to_string(t->ndim) + "-D");
+      continue;
+    }
+    const size_t before = R.size();
+    detail::check_layout(*t, name, R);
+    std::string why;
+    if (R.size() == before && !detail::as_bmhk(*t, t != &q, *x, &why)) R.push_back(std::string(name) + "." + why);
+  }
+  if (!R.empty()) throw Error(R);
+  p.bias = detail::describe(bias);
   return workspace_of(p, o.deterministic).total();
 }
 

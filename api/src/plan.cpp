@@ -1,5 +1,7 @@
 #include "plan.h"
 
+#include "layout.h"
+
 #include <cmath>
 #include <tuple>
 
@@ -7,12 +9,14 @@ namespace jitattn::detail {
 
 namespace {
 
-std::string dim(const char* name, int i, int64_t v) {
-  return std::string(name) + ".shape[" + std::to_string(i) + "]=" + std::to_string(v);
-}
+// The left window of a causal local mask of window_size keys (itself included). bias_reasons()
+// refuses window_size < 1; this only keeps the subtraction defined until it has.
+int32_t left_of(int32_t window_size) { return window_size >= 1 ? window_size - 1 : 0; }
 
 template <class... F> struct Overloaded : F... { using F::operator()...; };
 template <class... F> Overloaded(F...) -> Overloaded<F...>;
+
+}  // namespace
 
 BiasPlan describe(const AttnBias& bias) {
   using K = jit::BiasKind;
@@ -38,16 +42,16 @@ BiasPlan describe(const AttnBias& bias) {
       [&](const LowerTriangularMask&) { return band(K::causal, 0, 0); },
       [](const LowerTriangularMaskWithTensorBias& t) { BiasPlan b; b.kind = K::causal_tensor, b.tensor = &t.tensor; return b; },
       [&](const LowerTriangularFromBottomRightMask&) { return band(K::causal_bottom_right, 0, 0); },
-      [&](const LowerTriangularFromBottomRightLocalAttentionMask& m) { return band(K::causal_local_br, m.window_size - 1, 0); },
+      [&](const LowerTriangularFromBottomRightLocalAttentionMask& m) { return band(K::causal_local_br, left_of(m.window_size), 0); },
       [&](const LocalAttentionFromBottomRightMask& m) { return band(K::local_br, m.window_left, m.window_right); },
       [&](const BlockDiagonalMask& m) { return bd(K::bd, m.q_seqinfo, m.k_seqinfo.seqstart, m.k_seqinfo.max_seqlen, nullptr, 0, 0); },
       [&](const BlockDiagonalCausalMask& m) { return bd(K::bd_causal, m.q_seqinfo, m.k_seqinfo.seqstart, m.k_seqinfo.max_seqlen, nullptr, 0, 0); },
       [&](const BlockDiagonalCausalFromBottomRightMask& m) { return bd(K::bd_causal_br, m.q_seqinfo, m.k_seqinfo.seqstart, m.k_seqinfo.max_seqlen, nullptr, 0, 0); },
       [&](const BlockDiagonalCausalLocalAttentionMask& m) {
-        return bd(K::bd_causal_local, m.q_seqinfo, m.k_seqinfo.seqstart, m.k_seqinfo.max_seqlen, nullptr, m.window_size - 1, 0);
+        return bd(K::bd_causal_local, m.q_seqinfo, m.k_seqinfo.seqstart, m.k_seqinfo.max_seqlen, nullptr, left_of(m.window_size), 0);
       },
       [&](const BlockDiagonalCausalLocalAttentionFromBottomRightMask& m) {
-        return bd(K::bd_causal_local_br, m.q_seqinfo, m.k_seqinfo.seqstart, m.k_seqinfo.max_seqlen, nullptr, m.window_size - 1, 0);
+        return bd(K::bd_causal_local_br, m.q_seqinfo, m.k_seqinfo.seqstart, m.k_seqinfo.max_seqlen, nullptr, left_of(m.window_size), 0);
       },
       [&](const BlockDiagonalPaddedKeysMask& m) { return bd(K::bd, m.q_seqinfo, m.k_seqinfo.seqstart, m.k_seqinfo.max_seqlen, &m.k_seqinfo.seqlen, 0, 0); },
       [&](const BlockDiagonalCausalWithOffsetPaddedKeysMask& m) {
@@ -57,7 +61,7 @@ BiasPlan describe(const AttnBias& bias) {
         return bd(K::bd_local_br, m.q_seqinfo, m.k_seqinfo.seqstart, m.k_seqinfo.max_seqlen, &m.k_seqinfo.seqlen, m.window_left, m.window_right);
       },
       [&](const BlockDiagonalCausalLocalAttentionPaddedKeysMask& m) {
-        return bd(K::bd_causal_local_br, m.q_seqinfo, m.k_seqinfo.seqstart, m.k_seqinfo.max_seqlen, &m.k_seqinfo.seqlen, m.window_size - 1, 0);
+        return bd(K::bd_causal_local_br, m.q_seqinfo, m.k_seqinfo.seqstart, m.k_seqinfo.max_seqlen, &m.k_seqinfo.seqlen, left_of(m.window_size), 0);
       },
       [&](const BlockDiagonalGappyKeysMask& m) { return bd(K::bd, m.q_seqinfo, m.k_seqinfo.seqstart, m.k_seqinfo.max_seqlen, &m.k_seqinfo.seqlen, 0, 0); },
       [&](const BlockDiagonalCausalWithOffsetGappyKeysMask& m) {
@@ -68,7 +72,7 @@ BiasPlan describe(const AttnBias& bias) {
       [&](const PagedBlockDiagonalPaddedKeysMask& m) { return paged(K::pbd, m, nullptr, 0, 0); },
       [&](const PagedBlockDiagonalCausalWithOffsetPaddedKeysMask& m) { return paged(K::pbd_causal_br, m, nullptr, 0, 0); },
       [&](const PagedBlockDiagonalCausalLocalPaddedKeysMask& m) {
-        return paged(K::pbd_causal_local_br, m, nullptr, m.window_size - 1, 0);
+        return paged(K::pbd_causal_local_br, m, nullptr, left_of(m.window_size), 0);
       },
       [&](const PagedBlockDiagonalGappyKeysMask& m) { return paged(K::pbd, m, &m.k_seqinfo.seqstart, 0, 0); },
       [&](const PagedBlockDiagonalCausalWithOffsetGappyKeysMask& m) {
@@ -90,14 +94,17 @@ BiasPlan describe(const AttnBias& bias) {
 }
 
 
+namespace {
+
 void check_tensor(Plan& p, const TensorView& t, const char* name) {
   if (t.ndim < 3 || t.ndim > 5) {
     p.reasons.push_back(std::string(name) + " must be 3-D [B, M, K], 4-D [B, M, H, K] or 5-D [B, M, G, H, K], got " +
                         std::to_string(t.ndim) + "-D");
     return;
   }
-  for (int i = 0; i < t.ndim; ++i)
-    if (t.shape[i] < 0) p.reasons.push_back(dim(name, i, t.shape[i]) + " is negative");
+  const size_t before = p.reasons.size();
+  check_layout(t, name, p.reasons);
+  if (p.reasons.size() != before) return;
   if (t.stride[t.ndim - 1] != 1 && t.shape[t.ndim - 1] > 1)
     p.reasons.push_back(std::string(name) + ".stride[-1]=" + std::to_string(t.stride[t.ndim - 1]) + " must be 1");
   if (t.device < 0) p.reasons.push_back(std::string(name) + " must be in CUDA device memory (device >= 0)");
@@ -112,24 +119,31 @@ bool as_bmhk(const TensorView& t, bool may_share, Bmhk& x, std::string* why) {
   if (t.ndim == 4) x = {n[0], n[1], n[2], n[3], st[0], st[1], st[2]};
   else if (t.ndim == 3) x = {n[0], n[1], 1, n[2], st[0], st[1], 0};
   else if (n[3] == 1 || st[2] == n[3] * st[3]) x = {n[0], n[1], n[2] * n[3], n[4], st[0], st[1], st[3]};
-  else if (n[2] == 1) x = {n[0], n[1], n[3], n[4], st[0], st[1], st[3]};
-  else if (may_share && st[3] == 0) x = {n[0], n[1], n[2], n[4], st[0], st[1], st[2]};
+  else if (n[2] == 1) x = {n[0], n[1], n[3], n[4], st[0], st[1], st[3]};  // G = 1 (stride 0 over H: see share_heads)
   else {
-    *why = "stride[2]=" + std::to_string(st[2]) + " must equal shape[3]·stride[3]=" + std::to_string(n[3] * st[3]) +
-           (may_share ? " (or stride[3] must be 0: expanded over H)" : "") + " to read [B, M, G, H, K] as G·H heads";
+    if (why)
+      *why = "stride[2]=" + std::to_string(st[2]) + " must equal shape[3]·stride[3]=" + std::to_string(n[3] * st[3]) +
+             (may_share ? " (or stride[3] must be 0: expanded over H)" : "") + " to read [B, M, G, H, K] as G·H heads";
     return false;
   }
   return true;
 }
 
+bool shares_heads(const Bmhk& x) { return x.h > 1 && x.sh == 0; }
+
+void share_heads(Bmhk& x) {
+  if (shares_heads(x)) x.h = 1;
+}
+
 bool aligned16(const TensorView& t, const Bmhk& x) {
   const int64_t es = int64_t(element_size(t.dtype));
+  // check_layout() bounded every stride so that these products fit.
   return reinterpret_cast<uintptr_t>(t.data) % 16 == 0 && (x.sb * es) % 16 == 0 && (x.sm * es) % 16 == 0 &&
          (x.sh * es) % 16 == 0;
 }
 
 Plan plan(const TensorView& q, const TensorView& k, const TensorView& v, const AttnBias& bias,
-          const TensorView& out, const TensorView& lse, const AttentionOptions& opt) {
+          const TensorView& out, const TensorView& lse, const AttentionOptions& opt, bool share) {
   Plan p;
   auto& R = p.reasons;
   check_tensor(p, q, "query");
@@ -146,6 +160,8 @@ Plan plan(const TensorView& q, const TensorView& k, const TensorView& v, const A
     if (!as_bmhk(*t, may_share, *x, &why)) R.push_back(std::string(name) + "." + why);
   }
   if (!R.empty()) return p;
+  // Key and value expanded over all their heads (stride 0) are one head serving every query head.
+  if (share && shares_heads(p.k) && shares_heads(p.v)) share_heads(p.k), share_heads(p.v);
   if (q.ndim == 5 && (k.shape[2] != q.shape[2] || v.shape[2] != q.shape[2]))
     R.push_back("the group dims differ: query.shape[2]=" + std::to_string(q.shape[2]) + ", key.shape[2]=" +
                 std::to_string(k.shape[2]) + ", value.shape[2]=" + std::to_string(v.shape[2]));
@@ -177,6 +193,11 @@ Plan plan(const TensorView& q, const TensorView& k, const TensorView& v, const A
   if (k.device != q.device || v.device != q.device || out.device != q.device)
     R.push_back("query, key, value and out must be on one device");
   if (p.q.m > INT32_MAX || p.k.m > INT32_MAX) R.push_back("sequence lengths must be below 2^31");
+  // The kernels take B and H as int32 and index rows of [B, H, M] by int32 (b·H + h).
+  if (p.q.b > INT32_MAX) R.push_back("query batch size B=" + std::to_string(p.q.b) + " must be below 2^31");
+  if (p.q.h > INT32_MAX) R.push_back("query head count H=" + std::to_string(p.q.h) + " must be below 2^31");
+  else if (p.q.b <= INT32_MAX && p.q.b * p.q.h > INT32_MAX)
+    R.push_back("query B·H=" + std::to_string(p.q.b * p.q.h) + " must be below 2^31");
 
   if (lse.defined()) {
     if (lse.dtype != DType::f32) R.push_back(std::string("lse.dtype=") + to_string(lse.dtype) + " must be f32");
@@ -202,7 +223,16 @@ Plan plan(const TensorView& q, const TensorView& k, const TensorView& v, const A
     if (t.dtype != q.dtype)
       R.push_back(std::string("attn_bias.dtype=") + to_string(t.dtype) + " must equal query.dtype=" + to_string(q.dtype));
     if (t.device != q.device) R.push_back("attn_bias must be on the query's device");
-    if (!t.data && t.numel() > 0) R.push_back("attn_bias.data is null");
+    check_layout(t, "attn_bias", R);
+    if (R.empty() && !t.data && t.numel() > 0) R.push_back("attn_bias.data is null");
+  }
+  if (lse.defined()) check_layout(lse, "lse", R);
+  if (R.empty()) {  // layouts are valid: their extents can be computed
+    std::vector<Named> outputs{{Strided::of(out), "out"}}, inputs{{Strided::of(q), "query"}, {Strided::of(k), "key"},
+                                                                  {Strided::of(v), "value"}};
+    if (lse.defined()) outputs.push_back({Strided::of(lse), "lse"});
+    if (p.bias.tensor) inputs.push_back({Strided::of(*p.bias.tensor), "attn_bias"});
+    check_no_overlap(outputs, inputs, R);
   }
   if (jit::is_block_diagonal(p.bias.kind) && (p.k.b != 1 || p.v.b != 1))
     R.push_back(std::string("key.shape[0] and value.shape[0] must be 1 with ") + bias_name(bias));

@@ -43,15 +43,23 @@ struct Plan {
   int align = 16;
 };
 
+// What the kernels need from `bias` (no validation: see bias_reasons).
+BiasPlan describe(const AttnBias& bias);
+
 // Bmhk of a 3-D/4-D/5-D tensor; false with the reason in `why` when it cannot be read so.
 bool as_bmhk(const TensorView& t, bool may_share, Bmhk& x, std::string* why);
+// A key/value (or its gradient) whose H > 1 heads all have stride 0: one head's memory.
+bool shares_heads(const Bmhk& x);
+// Reads such a view as that one head (H = 1), which then serves every query head as in MQA.
+void share_heads(Bmhk& x);
 // Whether the pointer and the strides of `t` (read as `x`) are 16-byte aligned.
 bool aligned16(const TensorView& t, const Bmhk& x);
 
 // Validates a forward call (the backward validates its forward's tensors through it too; `lse`
-// may be undefined).
+// may be undefined). With `share`, key and value expanded over all their heads by stride 0 are
+// read as one head (share_heads); the backward passes false when dK/dV are per-head gradients.
 Plan plan(const TensorView& q, const TensorView& k, const TensorView& v, const AttnBias& bias,
-          const TensorView& out, const TensorView& lse, const AttentionOptions& opt);
+          const TensorView& out, const TensorView& lse, const AttentionOptions& opt, bool share = true);
 
 // The forward's Signature (op fwd) for this plan on a device of `arch`.
 jit::Signature signature(const Plan& p, const TensorView& q, const TensorView& out, bool lse, const jit::Arch& arch);

@@ -31,7 +31,10 @@ TensorView TensorView::make(void* data, DType dtype, std::initializer_list<int64
     int64_t s = 1;
     for (int d = t.ndim - 1; d >= 0; --d) {
       t.stride[d] = s;
-      s *= t.shape[d];
+      // Contiguous strides of a negative or overflowing shape are meaningless; validation reports
+      // the shape, so keep them defined instead.
+      if (t.shape[d] < 0 || __builtin_mul_overflow(s, t.shape[d], &s))
+        throw Error("shape " + t.shape_string() + " has no contiguous strides (a negative size or more than 2^63 elements)");
     }
   } else {
     i = 0;
@@ -41,12 +44,19 @@ TensorView TensorView::make(void* data, DType dtype, std::initializer_list<int64
 }
 
 int64_t TensorView::numel() const {
+  if (ndim < 0 || ndim > kMaxDims) throw Error("TensorView.ndim=" + std::to_string(ndim) + " is not in [0, 6]");
+  for (int d = 0; d < ndim; ++d)
+    if (shape[d] == 0) return 0;
   int64_t n = 1;
-  for (int d = 0; d < ndim; ++d) n *= shape[d];
+  for (int d = 0; d < ndim; ++d) {
+    if (shape[d] < 0) throw Error("shape " + shape_string() + " has a negative size");
+    if (__builtin_mul_overflow(n, shape[d], &n)) throw Error("shape " + shape_string() + " has more than 2^63 elements");
+  }
   return n;
 }
 
 std::string TensorView::shape_string() const {
+  if (ndim < 0 || ndim > kMaxDims) return "[invalid: ndim=" + std::to_string(ndim) + "]";
   std::string s = "[";
   for (int d = 0; d < ndim; ++d) s += (d ? ", " : "") + std::to_string(shape[d]);
   return s + "]";

@@ -31,6 +31,8 @@ struct TensorView {
   static TensorView make(void* data, DType dtype, std::initializer_list<int64_t> shape,
                          std::initializer_list<int64_t> strides = {}, int device = 0);
 
+  // Throws jitattn::Error when ndim is not in [0, kMaxDims], a size is negative, or the product
+  // overflows int64.
   int64_t numel() const;
   bool defined() const { return data != nullptr; }
   std::string shape_string() const;  // "[2, 128, 8, 64]"
