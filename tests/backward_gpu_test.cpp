@@ -17,10 +17,6 @@
 namespace jitattn::test {
 namespace {
 
-// Gradients carry the rounding of P and dS to the input dtype (8 bits of mantissa for bf16, 11
-// for f16) through two more products than the forward; fp32 is exact arithmetic in float.
-double grad_tolerance(DType dt) { return dt == DType::f32 ? 1e-4 : dt == DType::f16 ? 5e-3 : 3e-2; }
-
 // A contiguous [B, M, H, D] device tensor of random values (and their logical values).
 struct Dense {
   DeviceBuffer buf;
@@ -47,23 +43,6 @@ std::vector<double> read(const Dense& t) {
   std::vector<unsigned char> raw(size_t(t.view.numel()) * element_size(t.view.dtype));
   t.buf.download(raw.data(), raw.size());
   return decode(raw, t.view.dtype);
-}
-
-// [B, M, Hkv, D] → [B, M, Hq, D], each key/value head repeated for its query heads.
-std::vector<double> repeat_heads(const std::vector<double>& x, int64_t B, int64_t M, int64_t Hkv, int64_t Hq, int64_t D) {
-  std::vector<double> y(size_t(B * M * Hq * D));
-  for (int64_t bm = 0; bm < B * M; ++bm)
-    for (int64_t h = 0; h < Hq; ++h)
-      for (int64_t d = 0; d < D; ++d) y[size_t((bm * Hq + h) * D + d)] = x[size_t((bm * Hkv + h / (Hq / Hkv)) * D + d)];
-  return y;
-}
-// ... and back, summing over the query heads of each key/value head.
-std::vector<double> sum_heads(const std::vector<double>& x, int64_t B, int64_t M, int64_t Hkv, int64_t Hq, int64_t D) {
-  std::vector<double> y(size_t(B * M * Hkv * D), 0.0);
-  for (int64_t bm = 0; bm < B * M; ++bm)
-    for (int64_t h = 0; h < Hq; ++h)
-      for (int64_t d = 0; d < D; ++d) y[size_t((bm * Hkv + h / (Hq / Hkv)) * D + d)] += x[size_t((bm * Hq + h) * D + d)];
-  return y;
 }
 
 struct BwdCase {

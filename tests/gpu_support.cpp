@@ -140,5 +140,6 @@ int64_t sum(const std::vector<int32_t>& v) {
 }
 
 double dtype_tolerance(DType dtype) { return dtype == DType::f32 ? 2e-5 : dtype == DType::f16 ? 2e-3 : 1e-2; }
+double grad_tolerance(DType dtype) { return dtype == DType::f32 ? 1e-4 : dtype == DType::f16 ? 5e-3 : 3e-2; }
 
 }  // namespace jitattn::test

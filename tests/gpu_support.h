@@ -54,6 +54,10 @@ int64_t sum(const std::vector<int32_t>& v);
 // Relative error a kernel output in `dtype` may have against the fp64 reference: the rounding of
 // the inputs (and of P to the input dtype) — 2e-5 for f32, 2e-3 for f16, 1e-2 for bf16.
 double dtype_tolerance(DType dtype);
+// The same for gradients: they carry the rounding of P and dS to the input dtype (8 bits of
+// mantissa for bf16, 11 for f16) through two more products than the forward; fp32 is exact
+// arithmetic in float. 1e-4 for f32, 5e-3 for f16, 3e-2 for bf16.
+double grad_tolerance(DType dtype);
 
 // A stream created CU_STREAM_NON_BLOCKING (not ordered with the legacy default stream, as the
 // streams of PyTorch's pool): work on the legacy stream (DeviceBuffer's copies and fills) must be

@@ -220,4 +220,19 @@ double relative_error(const std::vector<double>& a, const std::vector<double>& b
   return std::sqrt(num / den);
 }
 
+std::vector<double> repeat_heads(const std::vector<double>& x, int64_t B, int64_t M, int64_t Hkv, int64_t Hq, int64_t D) {
+  std::vector<double> y(size_t(B * M * Hq * D));
+  for (int64_t bm = 0; bm < B * M; ++bm)
+    for (int64_t h = 0; h < Hq; ++h)
+      for (int64_t d = 0; d < D; ++d) y[size_t((bm * Hq + h) * D + d)] = x[size_t((bm * Hkv + h / (Hq / Hkv)) * D + d)];
+  return y;
+}
+std::vector<double> sum_heads(const std::vector<double>& x, int64_t B, int64_t M, int64_t Hkv, int64_t Hq, int64_t D) {
+  std::vector<double> y(size_t(B * M * Hkv * D), 0.0);
+  for (int64_t bm = 0; bm < B * M; ++bm)
+    for (int64_t h = 0; h < Hq; ++h)
+      for (int64_t d = 0; d < D; ++d) y[size_t((bm * Hkv + h / (Hq / Hkv)) * D + d)] += x[size_t((bm * Hq + h) * D + d)];
+  return y;
+}
+
 }  // namespace jitattn::test

@@ -45,6 +45,11 @@ RefGrads reference_backward(const RefShape& s, const std::vector<double>& q, con
                             const std::vector<double>& grad_out, const std::vector<uint8_t>* keep = nullptr,
                             double p = 0.0);
 
+// [B, M, Hkv, D] → [B, M, Hq, D], each key/value head repeated for its Hq / Hkv query heads.
+std::vector<double> repeat_heads(const std::vector<double>& x, int64_t B, int64_t M, int64_t Hkv, int64_t Hq, int64_t D);
+// ... and back, summing over the query heads of each key/value head.
+std::vector<double> sum_heads(const std::vector<double>& x, int64_t B, int64_t M, int64_t Hkv, int64_t Hq, int64_t D);
+
 // Host encoding/decoding of the three dtypes (round to nearest even), independent of the kernels.
 uint16_t to_bits(double x, DType dtype);  // f16/bf16 bit pattern
 double from_bits(uint16_t bits, DType dtype);

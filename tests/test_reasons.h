@@ -7,7 +7,16 @@
 
 namespace jitattn::test {
 
-inline void* fake(uintptr_t p = 0x10000) { return reinterpret_cast<void*>(p); }
+// Each call without an address gives a new one, 2^40 bytes from the last, so that tensors made
+// with it never overlap (validation refuses outputs that share memory with an input).
+inline void* fake(uintptr_t p = 0) {
+  static uintptr_t next = uintptr_t(1) << 40;
+  if (p == 0) {
+    p = next;
+    next += uintptr_t(1) << 40;
+  }
+  return reinterpret_cast<void*>(p);
+}
 
 inline bool mentions(const std::vector<std::string>& reasons, const std::string& needle) {
   for (const auto& r : reasons)

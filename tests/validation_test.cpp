@@ -241,5 +241,177 @@ TEST(BackwardValidation, WorkspaceHoldsDeltaAndTheDqAccumulator) {
   EXPECT_LT(det, rows * 64 * 4);
 }
 
+// ---- inputs that must be refused, each with a reason naming the argument -------------------
+
+TEST(Validation, CountsNarrowedToInt32AreChecked) {
+  const int64_t big = int64_t(1) << 32;
+  Call c;  // B = 2^32 would launch nothing; H = 2^32 + 4 would compute 4 heads
+  c.q = TensorView::make(fake(), DType::bf16, {big, 1, 1, 64});
+  c.k = TensorView::make(fake(), DType::bf16, {big, 1, 1, 64});
+  c.v = TensorView::make(fake(), DType::bf16, {big, 1, 1, 64});
+  c.out = TensorView::make(fake(), DType::bf16, {big, 1, 1, 64});
+  EXPECT_TRUE(mentions(c.reasons(), "query batch size B=4294967296 must be below 2^31")) << joined(c.reasons());
+  Call h;
+  h.q = TensorView::make(fake(), DType::bf16, {1, 1, big + 4, 64});
+  h.k = TensorView::make(fake(), DType::bf16, {1, 1, big + 4, 64});
+  h.v = TensorView::make(fake(), DType::bf16, {1, 1, big + 4, 64});
+  h.out = TensorView::make(fake(), DType::bf16, {1, 1, big + 4, 64});
+  EXPECT_TRUE(mentions(h.reasons(), "query head count H=4294967300 must be below 2^31")) << joined(h.reasons());
+  Call bh;  // each fits, the product B·H does not
+  for (TensorView* t : {&bh.q, &bh.k, &bh.v, &bh.out}) *t = TensorView::make(fake(), DType::bf16, {1 << 16, 1, 1 << 16, 64});
+  EXPECT_TRUE(mentions(bh.reasons(), "query B·H=4294967296 must be below 2^31")) << joined(bh.reasons());
+}
+
+TEST(Validation, OutputsMustNotOverlapThemselvesOrInputs) {
+  Call c;
+  c.out = TensorView::make(fake(), DType::bf16, {2, 100, 4, 64}, {25600, 0, 64, 1});  // stride 0 over M
+  EXPECT_TRUE(mentions(c.reasons(), "out has elements that share memory")) << joined(c.reasons());
+  c.out = TensorView::make(fake(), DType::bf16, {2, 100, 4, 64}, {0, 0, 0, 1});  // fully broadcast
+  EXPECT_TRUE(mentions(c.reasons(), "out has elements that share memory")) << joined(c.reasons());
+  Call same;
+  same.out = same.q;  // in place
+  same.k = TensorView::make(fake(), DType::bf16, {2, 100, 4, 64});
+  same.v = TensorView::make(fake(), DType::bf16, {2, 100, 4, 64});
+  EXPECT_TRUE(mentions(same.reasons(), "out overlaps query")) << joined(same.reasons());
+  Call l;
+  l.lse = TensorView::make(fake(), DType::f32, {2, 4, 100}, {100, 0, 1});  // stride 0 over heads
+  EXPECT_TRUE(mentions(l.reasons(), "lse has elements that share memory")) << joined(l.reasons());
+  // Slices of one packed [B, M, 4, H, K] buffer do not overlap: q, k, v and out side by side.
+  void* packed = fake();
+  auto slice = [&](int s) {
+    return TensorView::make(static_cast<char*>(packed) + s * 4 * 64 * 2, DType::bf16, {2, 100, 4, 64},
+                            {100 * 4 * 4 * 64, 4 * 4 * 64, 64, 1});
+  };
+  Call p;
+  p.q = slice(0), p.k = slice(1), p.v = slice(2), p.out = slice(3);
+  EXPECT_TRUE(p.reasons().empty()) << joined(p.reasons());
+  p.out = slice(0);
+  EXPECT_TRUE(mentions(p.reasons(), "out overlaps query")) << joined(p.reasons());
+}
+
+TEST(Validation, PointersMustBeAlignedToTheElementSize) {
+  Call c;
+  c.q.data = static_cast<char*>(fake()) + 1;  // an f16/bf16 tensor at an odd address
+  EXPECT_TRUE(mentions(c.reasons(), "is not aligned to its element size (2 bytes for bf16)")) << joined(c.reasons());
+  Call l;
+  l.lse = TensorView::make(static_cast<char*>(fake()) + 2, DType::f32, {2, 4, 100});
+  EXPECT_TRUE(mentions(l.reasons(), "lse.data=")) << joined(l.reasons());
+}
+
+TEST(Validation, RanksOutOfRangeAreNeverReadPast) {
+  Call c;
+  c.q.ndim = 1000;
+  EXPECT_TRUE(mentions(c.reasons(), "query must be 3-D")) << joined(c.reasons());
+  EXPECT_EQ(c.q.shape_string(), "[invalid: ndim=1000]");
+  EXPECT_THROW(c.q.numel(), Error);
+  c.q.ndim = -5;
+  EXPECT_EQ(c.q.shape_string(), "[invalid: ndim=-5]");
+  EXPECT_THROW(c.q.numel(), Error);
+  TensorView bad = TensorView::make(fake(), DType::bf16, {1, 10, 4, 64});
+  bad.ndim = 77;
+  EXPECT_THROW(BlockDiagonalMask::from_tensor_list({bad}), Error);
+}
+
+TEST(Validation, ShapesAndStridesThatOverflowAreRefused) {
+  const int64_t huge = int64_t(1) << 62;
+  EXPECT_THROW(TensorView::make(fake(), DType::bf16, {huge, huge, 1, 8}), Error);  // contiguous strides overflow
+  EXPECT_THROW(TensorView::make(fake(), DType::bf16, {-3, 4}), Error);
+  TensorView t = TensorView::make(fake(), DType::bf16, {4, 4});
+  t.shape[0] = huge, t.shape[1] = huge;
+  EXPECT_THROW(t.numel(), Error);
+  Call c;
+  c.q = TensorView::make(fake(), DType::bf16, {2, 100, 4, 64}, {huge, 256, 64, 1});
+  EXPECT_TRUE(mentions(c.reasons(), "query: shape [2, 100, 4, 64] with its strides addresses more than 2^63 bytes"))
+      << joined(c.reasons());
+  c.q = TensorView::make(fake(), DType::bf16, {2, 100, 4, 64}, {-25600, 256, 64, 1});
+  EXPECT_TRUE(mentions(c.reasons(), "query.stride[0]=-25600 is negative")) << joined(c.reasons());
+  c.q = TensorView::make(fake(), DType::bf16, {2, 100, 4, 64});
+  c.q.shape[1] = -100;
+  EXPECT_TRUE(mentions(c.reasons(), "query.shape[1]=-100 is negative")) << joined(c.reasons());
+}
+
+TEST(Validation, WindowSizesAtTheIntLimitsAreRefusedCleanly) {
+  Call c;
+  c.bias = LowerTriangularFromBottomRightLocalAttentionMask{INT32_MIN};
+  EXPECT_TRUE(mentions(c.reasons(), "window_size=-2147483648 must be >= 1")) << joined(c.reasons());
+  const auto bd = BlockDiagonalMask::from_seqlens({50, 50});
+  Call v;
+  for (TensorView* t : {&v.q, &v.k, &v.v, &v.out}) *t = TensorView::make(fake(), DType::bf16, {1, 100, 4, 64});
+  v.bias = BlockDiagonalCausalLocalAttentionMask{bd.q_seqinfo, bd.k_seqinfo, INT32_MIN};
+  EXPECT_TRUE(mentions(v.reasons(), "window_size=-2147483648 must be >= 1")) << joined(v.reasons());
+  v.bias = BlockDiagonalCausalLocalAttentionMask{bd.q_seqinfo, bd.k_seqinfo, INT32_MAX};
+  EXPECT_TRUE(v.reasons().empty()) << joined(v.reasons());
+}
+
+TEST(BackwardValidation, GradientOutputsMustNotOverlap) {
+  BwdCall c;
+  c.dq = TensorView::make(fake(), DType::bf16, {2, 100, 4, 64}, {0, 256, 64, 1});  // stride 0 over B
+  EXPECT_TRUE(mentions(c.reasons(), "dq has elements that share memory")) << joined(c.reasons());
+  BwdCall d;
+  d.dk = d.fwd.k;  // a gradient written over its input
+  EXPECT_TRUE(mentions(d.reasons(), "dk overlaps key")) << joined(d.reasons());
+  BwdCall e;
+  e.dv = e.dk;
+  EXPECT_TRUE(mentions(e.reasons(), "dk and dv overlap")) << joined(e.reasons());
+}
+
+// Key/value expanded over their heads by stride 0 and the gradients given the same way: the
+// gradient of the shared memory, accepted (4-D, and 5-D with G = 1 and G = 2). Per-head
+// gradients of 4-D/G = 1 expanded inputs are accepted too; of G >= 2 refused with what to pass.
+TEST(BackwardValidation, StrideZeroGradientsOfSharedKeyValueHeads) {
+  const int64_t B = 2, M = 100, N = 120, K = 64;
+  for (int64_t G : {1, 2}) {
+    const int64_t H = 3;
+    BwdCall c;
+    for (TensorView* t : {&c.fwd.q, &c.fwd.out, &c.grad, &c.dq}) *t = TensorView::make(fake(), DType::bf16, {B, M, G, H, K});
+    for (TensorView* t : {&c.fwd.k, &c.fwd.v, &c.dk, &c.dv})
+      *t = TensorView::make(fake(), DType::bf16, {B, N, G, H, K}, {N * G * K, G * K, K, 0, 1});
+    c.lse = TensorView::make(fake(), DType::f32, {B, G * H, M});
+    EXPECT_TRUE(c.reasons().empty()) << "G=" << G << ": " << joined(c.reasons());
+    c.dk = TensorView::make(fake(), DType::bf16, {B, N, G, H, K});
+    c.dv = TensorView::make(fake(), DType::bf16, {B, N, G, H, K});
+    if (G == 1) EXPECT_TRUE(c.reasons().empty()) << joined(c.reasons());
+    else EXPECT_TRUE(mentions(c.reasons(), "pass dk expanded the same way")) << joined(c.reasons());
+    // Only dk expanded: it would need the sum over heads whose keys differ... and dv per head.
+    c.dk = TensorView::make(fake(), DType::bf16, {B, N, G, H, K}, {N * G * K, G * K, K, 0, 1});
+    EXPECT_FALSE(c.reasons().empty());
+  }
+  BwdCall f;  // 4-D, key/value one head viewed as 4
+  for (TensorView* t : {&f.fwd.k, &f.fwd.v, &f.dk, &f.dv}) *t = TensorView::make(fake(), DType::bf16, {2, 120, 4, 64}, {120 * 64, 64, 0, 1});
+  EXPECT_TRUE(f.reasons().empty()) << joined(f.reasons());
+  f.fwd.k = TensorView::make(fake(), DType::bf16, {2, 120, 4, 64});  // distinct key heads, shared dk
+  f.fwd.v = TensorView::make(fake(), DType::bf16, {2, 120, 4, 64});
+  EXPECT_TRUE(mentions(f.reasons(), "dk is expanded over its heads by stride 0")) << joined(f.reasons());
+}
+
+// Padded and gappy keys with dK/dV that are not one dense block (a 5-D expanded view, a slice of
+// a packed buffer) were refused ("must be contiguous"); they are summed in fp32 and written
+// through their strides.
+TEST(BackwardValidation, PaddedAndGappyKeysTakeStridedGradients) {
+  const std::vector<int32_t> ql{60, 40}, kl{30, 50};
+  for (const AttnBias& bias : {AttnBias{BlockDiagonalCausalWithOffsetPaddedKeysMask::from_seqlens(ql, 64, kl)},
+                               AttnBias{BlockDiagonalGappyKeysMask::from_seqlens(ql, {0, 10, 128}, kl)}}) {
+    BwdCall c;
+    c.fwd.bias = bias;
+    for (TensorView* t : {&c.fwd.q, &c.fwd.out, &c.grad, &c.dq}) *t = TensorView::make(fake(), DType::bf16, {1, 100, 2, 3, 64});
+    for (TensorView* t : {&c.fwd.k, &c.fwd.v, &c.dk, &c.dv})
+      *t = TensorView::make(fake(), DType::bf16, {1, 128, 2, 3, 64}, {128 * 2 * 64, 2 * 64, 64, 0, 1});
+    c.lse = TensorView::make(fake(), DType::f32, {1, 6, 100});
+    EXPECT_TRUE(c.reasons().empty()) << bias_name(bias) << ": " << joined(c.reasons());
+    BackwardOptions o;  // the workspace has room for the fp32 dK/dV sums
+    EXPECT_GE(memory_efficient_attention_backward_workspace_bytes(c.fwd.q, c.fwd.k, c.fwd.v, bias, o),
+              size_t(6 * 100) * 4 * 65 + size_t(2 * 128) * 64 * 4 * 2);
+  }
+}
+
+TEST(BackwardValidation, WorkspaceOfInvalidShapesIsAnError) {
+  BwdCall c;
+  BackwardOptions o;
+  c.fwd.q.shape[1] = -100;
+  EXPECT_THROW(memory_efficient_attention_backward_workspace_bytes(c.fwd.q, c.fwd.k, c.fwd.v, c.fwd.bias, o), Error);
+  c.fwd.q.shape[1] = 100, c.fwd.q.ndim = 9;
+  EXPECT_THROW(memory_efficient_attention_backward_workspace_bytes(c.fwd.q, c.fwd.k, c.fwd.v, c.fwd.bias, o), Error);
+}
+
 }  // namespace
 }  // namespace jitattn

@@ -645,14 +645,14 @@ BlockDiagonalMask BlockDiagonalMask::from_tensor_list(const std::vector<TensorVi
   for (size_t i = 0; i < tensors.size(); ++i) {
     const TensorView& t = tensors[i];
     const std::string name = at("tensors", i);
-    if (t.ndim < 2) {
-      R.push_back(name + ".ndim=" + S(t.ndim) + " must be >= 2: [1, M, ...]");
+    if (t.ndim < 2 || t.ndim > kMaxDims) {
+      R.push_back(name + ".ndim=" + S(t.ndim) + " must be in [2, " + S(kMaxDims) + "]: [1, M, ...]");
       continue;
     }
     if (t.shape[0] != 1) R.push_back(name + ".shape[0]=" + S(t.shape[0]) + " must be 1");
     if (t.shape[1] > std::numeric_limits<int32_t>::max()) R.push_back(name + ".shape[1]=" + S(t.shape[1]) + " exceeds 2^31-1");
     const TensorView& t0 = tensors[0];
-    bool same = t.ndim == t0.ndim;
+    bool same = t.ndim == t0.ndim;  // t0.ndim is then in range too
     for (int d = 2; same && d < t.ndim; ++d) same = t.shape[d] == t0.shape[d];
     if (!same)
       R.push_back(name + ".shape=" + t.shape_string() + " must match tensors[0].shape=" + t0.shape_string() +
@@ -668,8 +668,8 @@ std::vector<TensorView> BlockDiagonalMask::split(const TensorView& tensor) const
   Reasons R;
   if (k_seqinfo.seqstart.host() != qs)
     R.push_back("split needs kv_seqlen == q_seqlen (xFormers asserts q_seqinfo is k_seqinfo)");
-  if (tensor.ndim < 2) {
-    R.push_back("tensor.ndim=" + S(tensor.ndim) + " must be >= 2: [1, M, ...]");
+  if (tensor.ndim < 2 || tensor.ndim > kMaxDims) {
+    R.push_back("tensor.ndim=" + S(tensor.ndim) + " must be in [2, " + S(kMaxDims) + "]: [1, M, ...]");
   } else {
     if (tensor.shape[0] != 1) R.push_back("tensor.shape[0]=" + S(tensor.shape[0]) + " must be 1");
     if (!qs.empty() && tensor.shape[1] != qs.back())
@@ -821,6 +821,11 @@ std::vector<std::string> bias_reasons(const AttnBias& bias, int64_t B, int64_t H
 
 std::vector<double> materialize(const AttnBias& bias, int64_t B, int64_t H, int64_t Mq, int64_t Mkv) {
   if (B < 0 || H < 0 || Mq < 0 || Mkv < 0) throw Error("materialize: B, H, Mq and Mkv must be >= 0");
+  int64_t n = 0;
+  if (__builtin_mul_overflow(B, H, &n) || __builtin_mul_overflow(n, Mq, &n) || __builtin_mul_overflow(n, Mkv, &n) ||
+      n > (int64_t(1) << 40) / int64_t(sizeof(double)))
+    throw Error("materialize: B·H·Mq·Mkv = " + S(B) + "·" + S(H) + "·" + S(Mq) + "·" + S(Mkv) +
+                " doubles exceed 2^40 bytes (a mask for tests and small shapes)");
   throw_if(bias_reasons(bias, B, H, Mq, Mkv));
   std::vector<double> out(size_t(B * H * Mq * Mkv));
   std::visit(

@@ -120,6 +120,7 @@ bool as_bmhk(const TensorView& t, bool may_share, Bmhk& x, std::string* why) {
   else if (t.ndim == 3) x = {n[0], n[1], 1, n[2], st[0], st[1], 0};
   else if (n[3] == 1 || st[2] == n[3] * st[3]) x = {n[0], n[1], n[2] * n[3], n[4], st[0], st[1], st[3]};
   else if (n[2] == 1) x = {n[0], n[1], n[3], n[4], st[0], st[1], st[3]};  // G = 1 (stride 0 over H: see share_heads)
+  else if (may_share && st[3] == 0) x = {n[0], n[1], n[2], n[4], st[0], st[1], st[2]};
   else {
     if (why)
       *why = "stride[2]=" + std::to_string(st[2]) + " must equal shape[3]·stride[3]=" + std::to_string(n[3] * st[3]) +
