@@ -282,6 +282,7 @@ TEST_F(BackwardFamilyGpu, RandomCasesFromTheWholeFamily) {
   const int n = env ? std::atoi(env) : 90;
   for (int i = 0; i < n; ++i) {
     const DType dt = i % 3 == 0 ? DType::f32 : i % 3 == 1 ? DType::f16 : DType::bf16;
+    SCOPED_TRACE("case " + std::to_string(i));
     run_case(draw_case(dt));
     if (HasFailure()) break;  // the first failing case, with its description, is enough to replay
   }

@@ -1,5 +1,7 @@
 #include "gpu_support.h"
 
+#include <cstdlib>
+
 #include <algorithm>
 #include <iostream>
 
@@ -116,7 +118,8 @@ void Graph::launch(CUstream stream) const {
 
 std::mt19937_64& rng() {
   static std::mt19937_64 r([] {
-    const uint64_t seed = std::random_device{}();
+    const char* fixed = std::getenv("JITATTN_TEST_SEED");  // replays a printed seed
+    const uint64_t seed = fixed ? std::strtoull(fixed, nullptr, 10) : std::random_device{}();
     std::cout << "[ seed ] " << seed << "\n";
     return seed;
   }());

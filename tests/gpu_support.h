@@ -46,7 +46,7 @@ void device_synchronize();
 
 // ---- random inputs shared by the GPU tests ---------------------------------------------------
 // One generator per process, seeded from std::random_device; the seed is printed ("[ seed ] N")
-// so a failure can be replayed.
+// so a failure can be replayed with JITATTN_TEST_SEED=N.
 std::mt19937_64& rng();
 // n lengths drawn from [lo, hi], plus an empty and a one-token sequence, shuffled.
 std::vector<int32_t> random_lengths(int n, int lo, int hi);
