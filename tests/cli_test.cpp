@@ -97,6 +97,9 @@ TEST_F(CliTest, ExportOutRefusesNonFilesMissingDirectoriesAndTheUserDb) {
   EXPECT_EQ(r.rc, 1) << r.output;
   EXPECT_TRUE(has(r.output, "is not an existing directory (export creates none)")) << r.output;
   EXPECT_FALSE(fs::exists(dir.path / "no"));
+  r = run("export --out ''");
+  EXPECT_EQ(r.rc, 1) << r.output;
+  EXPECT_TRUE(has(r.output, "--out '': must name the database file to write")) << r.output;
 
   for (const std::string& same : {user, dir.file("./user.sqlite"), (dir.path / "sub" / ".." / "user.sqlite").string()}) {
     if (same.find("sub") != std::string::npos) fs::create_directories(dir.path / "sub");

@@ -188,6 +188,7 @@ bool fetch_manifest_rows(const std::vector<jit::KernelSpec>& specs, unsigned job
 // and over the user DB loses every row the export did not copy: all refused, --force or not,
 // as merge and import refuse to read their own destination.
 void check_export_out(const std::string& out) {
+  if (out.empty()) throw Error("--out '': must name the database file to write");
   const fs::path path(out), dir = path.parent_path().empty() ? fs::path(".") : path.parent_path();
   std::error_code ec;
   if (!fs::is_directory(dir, ec))

@@ -150,7 +150,7 @@ uint64_t product_size(const Choices& c, std::string* factors) {
       {"dropout", c.dropouts.size()}, {"dbias", c.dbiases.size()}};
   uint64_t n = 1;
   for (const auto& [field, size] : lists) {
-    n = n > std::numeric_limits<uint64_t>::max() / size ? std::numeric_limits<uint64_t>::max() : n * size;
+    n = size != 0 && n > std::numeric_limits<uint64_t>::max() / size ? std::numeric_limits<uint64_t>::max() : n * size;
     if (size > 1) *factors += (factors->empty() ? "" : " x ") + std::string(field) + " " + std::to_string(size);
   }
   return n;
