@@ -51,23 +51,12 @@ Recorder& Recorder::for_path(const std::string& path) {
   return *slot;
 }
 
-void Recorder::record(const Signature& sig) {
-  if (path_.empty()) return;
-  const std::string line = manifest_line(sig);
-  std::lock_guard<std::mutex> lock(mu_);
-  if (seen_.count(line)) return;
-  try {
-    append_locked(line);
-    seen_.insert(line);
-  } catch (const std::exception& e) {
-    // Recording is a convenience for prewarming later; the call it observes must go on. Not
-    // marked seen, so a later call retries (the file may become writable).
-    if (!warned_) std::cerr << "jitattn: warning: JITATTN_RECORD: " << e.what() << "; not recording\n";
-    warned_ = true;
-  }
-}
-
 namespace {
+
+// An append that no retry could make succeed: the path is no regular file, or is too large.
+struct StopRecording : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
 
 // Closes a file descriptor (and so releases its flock) on every path out.
 struct Fd {
@@ -83,14 +72,38 @@ struct Fd {
 
 }  // namespace
 
+void Recorder::record(const Signature& sig) {
+  if (path_.empty()) return;
+  const std::string line = manifest_line(sig);
+  std::lock_guard<std::mutex> lock(mu_);
+  if (stopped_ || seen_.count(line)) return;
+  try {
+    append_locked(line);
+    seen_.insert(line);
+  } catch (const StopRecording& e) {
+    // Reading /dev/full or /dev/zero never ends, and each retry would warn or read again.
+    if (!warned_) std::cerr << "jitattn: warning: JITATTN_RECORD: " << e.what() << "; not recording in this process\n";
+    warned_ = stopped_ = true;
+  } catch (const std::exception& e) {
+    // Recording is a convenience for prewarming later; the call it observes must go on. Not
+    // marked seen, so a later call retries (the file may become writable).
+    if (!warned_) std::cerr << "jitattn: warning: JITATTN_RECORD: " << e.what() << "; not recording\n";
+    warned_ = true;
+  }
+}
+
 void Recorder::append_locked(const std::string& line) {
   std::error_code ec;
   const std::filesystem::path parent = std::filesystem::path(path_).parent_path();
   if (!parent.empty()) std::filesystem::create_directories(parent, ec);  // open() reports a real failure
 
   Fd f;
-  f.fd = ::open(path_.c_str(), O_RDWR | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+  // O_NONBLOCK: opening a FIFO must not wait for a reader; it is refused just below.
+  f.fd = ::open(path_.c_str(), O_RDWR | O_CREAT | O_APPEND | O_CLOEXEC | O_NOCTTY | O_NONBLOCK, 0644);
   if (f.fd < 0) fail("cannot open", path_);
+  struct stat st {};
+  if (::fstat(f.fd, &st) != 0) fail("cannot stat", path_);
+  if (!S_ISREG(st.st_mode)) throw StopRecording(path_ + " is not a regular file");
   // Another process may be between its read and its write: the lock makes read-check-append
   // one step, so overlapping recorders never write a line twice.
   while (::flock(f.fd, LOCK_EX) != 0)
@@ -107,6 +120,9 @@ void Recorder::append_locked(const std::string& line) {
     if (n == 0) break;
     content.append(buf, size_t(n));
     off += n;
+    if (content.size() > kMaxManifestBytes)
+      throw StopRecording(path_ + " is larger than " + std::to_string(kMaxManifestBytes >> 20) +
+                          " MiB, more than jitattn reads as a manifest");
   }
   // Remember every line already there, so later signatures that are in the file skip it.
   bool present = false;

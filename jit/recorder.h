@@ -5,8 +5,11 @@
 // Recording happens on the slow path of JitRuntime::kernel() only (the first time a signature is
 // needed in a CUDA context), never on the warm hot path. Several processes may append to one
 // file: each append takes an exclusive flock, skips a line that is already there and writes the
-// line with a single write(). A failure to record warns once and never fails the call.
+// line with a single write(). A failure to record warns once and never fails the call; a path
+// that is not a regular file (/dev/full, a FIFO) or a file over kMaxManifestBytes stops recording
+// for the process.
 #pragma once
+#include <cstddef>
 #include <mutex>
 #include <string>
 #include <unordered_set>
@@ -14,6 +17,11 @@
 #include "jit/signature.h"
 
 namespace jitattn::jit {
+
+// The largest manifest file jitattn reads (tools/manifest.cpp) or appends to (Recorder): far
+// more than any workload records (a line is ~150 bytes), and a bound on what a wrong path such
+// as /dev/zero costs.
+inline constexpr size_t kMaxManifestBytes = size_t(64) << 20;
 
 // The manifest entry that prewarms exactly `sig`'s kernel, every field explicit and in a fixed
 // order, e.g. {"op":"fwd","arch":"sm_90a","dtype":"bf16","out_dtype":"bf16","head_dim":128,
@@ -41,13 +49,15 @@ class Recorder {
   static Recorder& for_path(const std::string& path);
 
  private:
-  // One locked read-check-append of `line`; throws std::runtime_error on an I/O failure.
+  // One locked read-check-append of `line`; throws std::runtime_error on an I/O failure (a
+  // StopRecording, defined in recorder.cpp, when retrying could never help).
   void append_locked(const std::string& line);
 
   std::string path_;
   std::mutex mu_;
   std::unordered_set<std::string> seen_;  // lines known to be in the file
   bool warned_ = false;
+  bool stopped_ = false;  // the path can never be recorded to: not a regular file, or too large
 };
 
 }  // namespace jitattn::jit

@@ -2,31 +2,17 @@
 // process with no NVRTC at all and JITATTN_JIT=off is served every kernel by the shipped DB.
 #include <gtest/gtest.h>
 
-#include <cstdlib>
 #include <filesystem>
-#include <fstream>
 #include <random>
-#include <sstream>
+
+#include "cli_run.h"
 
 namespace {
 
 namespace fs = std::filesystem;
 
-struct CliRun {
-  int rc;
-  std::string output;
-};
-
-// Runs the jitattn CLI with `env` (VAR=value ...) prepended, capturing stdout and stderr.
-CliRun cli(const std::string& env, const std::string& args, const fs::path& dir) {
-  const fs::path log = dir / "out.txt";
-  const std::string cmd = "env " + env + " " + JITATTN_CLI + " " + args + " > " + log.string() + " 2>&1";
-  const int status = std::system(cmd.c_str());
-  std::ifstream in(log);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, ss.str()};
-}
+using jitattn::test::cli;
+using jitattn::test::CliRun;
 
 size_t count(const std::string& haystack, const std::string& needle) {
   size_t n = 0;

@@ -5,11 +5,13 @@
 #include <CLI/CLI.hpp>
 
 #include <cctype>
+#include <charconv>
 #include <cstdio>
 #include <ctime>
 #include <filesystem>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <set>
 #include <thread>
 
@@ -37,26 +39,37 @@ bool exists(const std::string& path) {
   return fs::exists(path, ec);
 }
 
-// "500M", "1.5G", "64KiB", "4096" -> bytes (powers of 1024, as du and ls -h count).
+// gc deletes rows, so its arguments are read strictly: a value that does not parse, or is out of
+// range, is an error, never a size of 0 or an age of 0 (which would empty the cache).
+constexpr int64_t kMaxGcBytes = int64_t(1) << 50;  // 1024T: beyond any cache, far from overflow
+constexpr double kMaxGcDays = 36500;
+
+// "500M", "2G", "64KiB", "4096" -> bytes (powers of 1024, as du and ls -h count): an integer
+// with an optional K, M, G or T suffix (B, KB and KiB alike); no sign, fraction, exponent or inf.
 int64_t parse_size(const std::string& text) {
-  size_t used = 0;
-  double n = 0;
-  try {
-    n = std::stod(text, &used);
-  } catch (const std::exception&) {
-    used = 0;
-  }
-  std::string unit = text.substr(used);
+  int64_t n = -1;
+  const char* end = text.data() + text.size();
+  const auto [rest, ec] = std::from_chars(text.data(), end, n);
+  std::string unit(rest, end);
   for (auto& c : unit) c = char(std::toupper(static_cast<unsigned char>(c)));
-  const std::pair<const char*, double> units[] = {
-      {"", 1},           {"B", 1},           {"K", 1024.0},    {"KB", 1024.0},   {"KIB", 1024.0},
-      {"M", 1048576.0},  {"MB", 1048576.0},  {"MIB", 1048576.0}, {"G", 1073741824.0}, {"GB", 1073741824.0},
-      {"GIB", 1073741824.0}, {"T", 1099511627776.0}, {"TB", 1099511627776.0}, {"TIB", 1099511627776.0}};
-  if (used > 0 && n >= 0) {
-    for (const auto& [name, scale] : units)
-      if (unit == name) return int64_t(n * scale);
-  }
-  throw Error("--max-size: \"" + text + "\" is not a size such as 500M, 2G or 1048576");
+  const std::pair<const char*, int> units[] = {{"", 0},    {"B", 0},    {"K", 10},   {"KB", 10},  {"KIB", 10},
+                                               {"M", 20},  {"MB", 20},  {"MIB", 20}, {"G", 30},   {"GB", 30},
+                                               {"GIB", 30}, {"T", 40},  {"TB", 40},  {"TIB", 40}};
+  if (ec == std::errc() && n >= 0 && rest != text.data())
+    for (const auto& [name, shift] : units)
+      if (unit == name && n <= (kMaxGcBytes >> shift)) return n << shift;
+  throw Error("--max-size '" + text + "': must be an integer byte count with optional K, M, G or T suffix " +
+              "(e.g. 500M, 2G, 1048576), at most 1024T");
+}
+
+// "30", "0.5" -> days: a plain decimal number in [0, 36500]; no exponent, inf or nan.
+double parse_days(const std::string& text) {
+  double days = -1;
+  const char* end = text.data() + text.size();
+  const auto [rest, ec] = std::from_chars(text.data(), end, days, std::chars_format::fixed);
+  const bool plain = text.find_first_not_of("0123456789.") == std::string::npos;  // from_chars takes inf, nan, -
+  if (ec == std::errc() && rest == end && plain && days >= 0 && days <= kMaxGcDays) return days;
+  throw Error("--older-than '" + text + "': must be a number of days such as 30 or 0.5, at most 36500");
 }
 
 // ---- running a command --------------------------------------------------------------------
@@ -170,7 +183,29 @@ bool fetch_manifest_rows(const std::vector<jit::KernelSpec>& specs, unsigned job
   return true;
 }
 
+// The writer puts a temporary next to --out and renames it over --out. That replaces whatever
+// is there (as root, a device node such as /dev/null), creates missing directories (a typo's),
+// and over the user DB loses every row the export did not copy: all refused, --force or not,
+// as merge and import refuse to read their own destination.
+void check_export_out(const std::string& out) {
+  if (out.empty()) throw Error("--out '': must name the database file to write");
+  const fs::path path(out), dir = path.parent_path().empty() ? fs::path(".") : path.parent_path();
+  std::error_code ec;
+  if (!fs::is_directory(dir, ec))
+    throw Error("--out '" + out + "': " + dir.string() + " is not an existing directory (export creates none)");
+  const fs::file_status st = fs::status(path, ec);
+  if (fs::exists(st) && !fs::is_regular_file(st))
+    throw Error("--out '" + out + "': exists and is not a regular file; export replaces only a database file");
+  const std::string& user = jit::Env::get().cache_path;
+  std::error_code ec_out, ec_user;
+  const fs::path out_abs = fs::weakly_canonical(path, ec_out), user_abs = fs::weakly_canonical(user, ec_user);
+  if (fs::equivalent(path, user, ec) || (!ec_out && !ec_user && out_abs == user_abs))
+    throw Error("--out '" + out + "' is the user cache (JITATTN_CACHE=" + user +
+                "); export writes a new database to ship, never over the live one");
+}
+
 int cmd_export(const ExportArgs& a) {
+  check_export_out(a.out);
   const std::vector<jit::Arch> archs = parse_arch_list(a.archs);
   cache::ShippedDbWriter writer(a.out, a.force);  // refuses an existing --out before any work
   int64_t rows = 0, bytes = 0;
@@ -278,7 +313,11 @@ int cmd_verify(std::vector<std::string> paths) {
 
 // ---- gc ---------------------------------------------------------------------------------
 
-int cmd_gc(const std::string& max_size, double older_than_days) {
+// Exactly one of the two is given. Parsed before the DB is opened: `--max-size ''` used to fall
+// through to an age of 0.
+int cmd_gc(const std::optional<std::string>& max_size, const std::optional<std::string>& older_than) {
+  const int64_t max_bytes = max_size ? parse_size(*max_size) : 0;
+  const double older_than_days = max_size ? 0 : parse_days(older_than.value_or(""));
   const std::string& path = jit::Env::get().cache_path;
   if (!exists(path)) {
     std::printf("gc: no user cache at %s, nothing to do\n", path.c_str());
@@ -286,7 +325,7 @@ int cmd_gc(const std::string& max_size, double older_than_days) {
   }
   SqliteStore user(path, SqliteStore::Mode::ReadWrite);
   const cache::GcReport rep =
-      max_size.empty() ? cache::gc_older_than(user, older_than_days) : cache::gc_to_size(user, parse_size(max_size));
+      max_size ? cache::gc_to_size(user, max_bytes) : cache::gc_older_than(user, older_than_days);
   std::printf("gc: removed %lld rows (%s of binaries) from %s; database %s -> %s\n", (long long)rep.evicted.rows,
               human_bytes(double(rep.evicted.bytes)).c_str(), path.c_str(),
               human_bytes(double(rep.db_bytes_before)).c_str(), human_bytes(double(rep.db_bytes_after)).c_str());
@@ -334,16 +373,15 @@ void add_cache_commands(CLI::App& app) {
   verify->callback([verify_paths] { finish_command([&] { return cmd_verify(*verify_paths); }); });
 
   auto gc_size = std::make_shared<std::string>();
-  auto gc_days = std::make_shared<double>(0);
+  auto gc_days = std::make_shared<std::string>();
   auto* gc = app.add_subcommand("gc", "evict least recently used rows of the user DB");
-  auto* size_opt = gc->add_option("--max-size", *gc_size, "shrink the DB to at most this, e.g. 500M or 2G");
-  auto* days_opt = gc->add_option("--older-than", *gc_days, "remove rows not used for this many days")
-                       ->check(CLI::NonNegativeNumber);
+  auto* size_opt = gc->add_option("--max-size", *gc_size, "shrink the DB to at most this, e.g. 500M or 2G (at most 1024T)");
+  auto* days_opt = gc->add_option("--older-than", *gc_days, "remove rows not used for this many days (at most 36500)");
   size_opt->excludes(days_opt);
   gc->callback([=] {
     finish_command([&] {
       if (!*size_opt && !*days_opt) throw Error("gc needs --max-size SIZE or --older-than DAYS");
-      return cmd_gc(*gc_size, *gc_days);
+      return *size_opt ? cmd_gc(*gc_size, std::nullopt) : cmd_gc(std::nullopt, *gc_days);
     });
   });
 }

@@ -1,11 +1,15 @@
 #include "tools/manifest.h"
 
 #include <algorithm>
+#include <cstdint>
+#include <filesystem>
 #include <fstream>
+#include <limits>
 #include <optional>
 #include <set>
 #include <sstream>
 
+#include "jit/recorder.h"
 #include "jitattn/error.h"
 
 namespace jitattn::tools {
@@ -22,8 +26,18 @@ namespace {
 const std::set<std::string> kFields = {"op",    "dtype", "out_dtype", "head_dim", "head_dim_v", "bias",
                                        "lse",   "align", "arch",      "dropout",  "dbias"};
 
+// At most `n` bytes of `text` (cut on a UTF-8 boundary), so an error never echoes a megabyte.
+std::string clip(const std::string& text, size_t n = 80) {
+  if (text.size() <= n) return text;
+  while (n > 0 && (static_cast<unsigned char>(text[n]) & 0xC0) == 0x80) --n;
+  return text.substr(0, n) + "... (" + std::to_string(text.size()) + " bytes)";
+}
+
+// A value as an error shows it: its JSON, clipped. The depth limit keeps dump() shallow.
+std::string shown(const json& v) { return clip(v.dump()); }
+
 [[noreturn]] void bad(const std::string& field, const std::string& want, const json& got) {
-  throw Error("\"" + field + "\" must be " + want + ", got " + got.dump());
+  throw Error("\"" + field + "\" must be " + want + ", got " + shown(got));
 }
 
 std::string as_string(const std::string& field, const json& v) {
@@ -94,7 +108,7 @@ struct Choices {
 
 Choices read_choices(const json& e, const std::vector<Arch>& default_archs) {
   for (const auto& [key, value] : e.items())
-    if (!kFields.count(key)) throw Error("unknown field \"" + key + "\"");
+    if (!kFields.count(key)) throw Error("unknown field \"" + clip(key) + "\"");
   if (!e.contains("dtype")) throw Error("missing \"dtype\"");
   if (!e.contains("head_dim")) throw Error("missing \"head_dim\"");
   Choices c;
@@ -127,14 +141,66 @@ Choices read_choices(const json& e, const std::vector<Arch>& default_archs) {
   return c;
 }
 
+// How many kernels an entry stands for, saturating rather than overflowing, and its factors
+// ("arch 4 x dtype 3 x head_dim 32") for the message that refuses it.
+uint64_t product_size(const Choices& c, std::string* factors) {
+  const std::pair<const char*, size_t> lists[] = {
+      {"arch", c.archs.size()}, {"dtype", c.dtypes.size()},   {"head_dim", c.head_dims.size()},
+      {"bias", c.biases.size()}, {"lse", c.lses.size()},      {"op", c.ops.size()},
+      {"dropout", c.dropouts.size()}, {"dbias", c.dbiases.size()}};
+  uint64_t n = 1;
+  for (const auto& [field, size] : lists) {
+    n = size != 0 && n > std::numeric_limits<uint64_t>::max() / size ? std::numeric_limits<uint64_t>::max() : n * size;
+    if (size > 1) *factors += (factors->empty() ? "" : " x ") + std::string(field) + " " + std::to_string(size);
+  }
+  return n;
+}
+
+// What the API never asks for (api/src/plan.cpp, api/src/backward.cpp): such a kernel would be
+// compiled and never used, so a manifest that lists one has a mistake in it.
+std::string api_problem(const jit::Signature& s) {
+  using jit::Op;
+  const bool backward = s.op != Op::fwd && s.op != Op::merge;
+  if (s.dbias && s.op != Op::bwd && s.op != Op::bwd_kv)
+    return std::string("dbias is for op \"bwd\" and \"bwd_kv\" (the backward's dK/dV kernel), not \"") +
+           jit::to_string(s.op) + "\"";
+  if (s.dbias && s.bias != BiasKind::tensor && s.bias != BiasKind::causal_tensor)
+    return std::string("dbias needs bias \"tensor\" or \"causal_tensor\" (the gradient of a dense bias), not \"") +
+           jit::to_string(s.bias) + "\"";
+  if (s.dropout && (s.op == Op::bwd_pre || s.op == Op::bwd_post || s.op == Op::merge))
+    return std::string("dropout is for op \"fwd\", \"bwd\", \"bwd_kv\" and \"bwd_dq\", not \"") + jit::to_string(s.op) + "\"";
+  if (s.dropout && jit::is_paged(s.bias))
+    return std::string("dropout is not supported with bias \"") + jit::to_string(s.bias) + "\" (paged keys are for inference)";
+  if (backward && jit::is_paged(s.bias))
+    return std::string("the backward does not support bias \"") + jit::to_string(s.bias) + "\" (paged keys are for inference)";
+  return "";
+}
+
+// validate_spec, then api_problem: "" when a manifest may list `spec`.
+std::string spec_problem(const KernelSpec& spec) {
+  const std::string problem = jit::validate_spec(spec);
+  return problem.empty() ? api_problem(spec.sig) : problem;
+}
+
 KernelSpec checked_spec(const jit::Signature& sig) {
   const KernelSpec spec = jit::make_spec(sig);
-  const std::string problem = jit::validate_spec(spec);
+  const std::string problem = spec_problem(spec);
   if (!problem.empty()) throw Error(spec.name() + ": " + problem);
   return spec;
 }
 
-std::vector<KernelSpec> expand(const Choices& c) {
+std::string too_many(const std::string& what, size_t max_kernels) {
+  return what + ", more than the limit of " + std::to_string(max_kernels) +
+         "; list fewer values, or raise the limit with --max-kernels N";
+}
+
+std::vector<KernelSpec> expand(const Choices& c, size_t max_kernels) {
+  std::string factors;
+  const uint64_t n = product_size(c, &factors);
+  if (n > max_kernels) {
+    const std::string count = n == std::numeric_limits<uint64_t>::max() ? "2^64 or more" : std::to_string(n);
+    throw Error(too_many("the entry stands for " + count + " kernels (" + factors + ")", max_kernels));
+  }
   std::vector<KernelSpec> specs;
   for (const Arch& arch : c.archs)
     for (DType dtype : c.dtypes)
@@ -162,14 +228,14 @@ std::vector<KernelSpec> expand(const Choices& c) {
   return specs;
 }
 
-std::vector<KernelSpec> parse_entry(const json& e, const std::vector<Arch>& default_archs) {
-  if (!e.is_object()) throw Error("an entry must be an object, got " + e.dump());
-  if (!e.contains("name")) return expand(read_choices(e, default_archs));
+std::vector<KernelSpec> parse_entry(const json& e, const std::vector<Arch>& default_archs, size_t max_kernels) {
+  if (!e.is_object()) throw Error("an entry must be an object, got " + shown(e));
+  if (!e.contains("name")) return expand(read_choices(e, default_archs), max_kernels);
   if (e.size() != 1) throw Error("an entry with \"name\" takes no other fields (the name says everything)");
   const std::string name = as_string("name", e["name"]);
   auto spec = KernelSpec::parse(name);
-  if (!spec) throw Error("\"" + name + "\" is not a canonical kernel name (see `jitattn ls` for examples)");
-  const std::string problem = jit::validate_spec(*spec);
+  if (!spec) throw Error("\"" + clip(name) + "\" is not a canonical kernel name (see `jitattn ls` for examples)");
+  const std::string problem = spec_problem(*spec);
   if (!problem.empty()) throw Error(name + ": " + problem);
   return {*spec};
 }
@@ -187,21 +253,72 @@ struct Located {
   std::string where;
 };
 
-std::vector<KernelSpec> parse_located(const std::vector<Located>& entries, const std::vector<Arch>& default_archs) {
+// Each of e's reasons, prefixed with where it happened.
+std::vector<std::string> reasons_at(const std::string& where, const Error& e) {
+  std::vector<std::string> reasons;
+  for (const auto& r : e.reasons()) reasons.push_back(where + ": " + r);
+  return reasons;
+}
+
+std::vector<KernelSpec> parse_located(const std::vector<Located>& entries, const std::vector<Arch>& default_archs,
+                                      size_t max_kernels) {
   std::vector<std::string> reasons;  // every bad entry at once, not one per run
   std::vector<KernelSpec> specs;
   std::set<std::string> seen;
   for (const Located& l : entries) {
     try {
-      for (KernelSpec& spec : parse_entry(l.entry, default_archs))
+      for (KernelSpec& spec : parse_entry(l.entry, default_archs, max_kernels))
         if (seen.insert(spec.name()).second) specs.push_back(std::move(spec));
     } catch (const Error& e) {
-      for (const auto& r : e.reasons()) reasons.push_back(l.where + ": " + r);
+      const auto at = reasons_at(l.where, e);
+      reasons.insert(reasons.end(), at.begin(), at.end());
+    }
+    if (specs.size() > max_kernels) {  // stop expanding: the rest can only add more
+      reasons.push_back(l.where + ": " + too_many("the entries up to here stand for " + std::to_string(specs.size()) + " kernels", max_kernels));
+      break;
     }
   }
   if (!reasons.empty()) throw Error(reasons);
   return specs;
 }
+
+// A JSON value and the first rule of a manifest it breaks that does not stop the parser ("" if
+// none): a key given twice in one object, which json::parse would silently resolve to the last.
+struct Parsed {
+  json value;
+  std::string problem;
+};
+
+// json::parse with a manifest's limits, checked as the (non-recursive) parser goes: nesting deeper
+// than kMaxJsonDepth throws jitattn::Error at once, so nothing deep is ever built or dumped. A
+// syntax error throws json::exception.
+Parsed parse_json(const std::string& text) {
+  Parsed out;
+  std::vector<std::set<std::string>> keys;  // of each object open now
+  const json::parser_callback_t check = [&](int depth, json::parse_event_t event, json& parsed) {
+    switch (event) {
+      case json::parse_event_t::object_start:
+      case json::parse_event_t::array_start:
+        if (depth >= kMaxJsonDepth)
+          throw Error("nested deeper than " + std::to_string(kMaxJsonDepth) + " levels of arrays and objects (a manifest needs 4)");
+        if (event == json::parse_event_t::object_start) keys.emplace_back();
+        break;
+      case json::parse_event_t::key:
+        if (!keys.back().insert(parsed.get<std::string>()).second && out.problem.empty())
+          out.problem = "key \"" + clip(parsed.get<std::string>()) + "\" appears twice in one object";
+        break;
+      case json::parse_event_t::object_end: keys.pop_back(); break;
+      default: break;
+    }
+    return true;
+  };
+  out.value = json::parse(text, check);
+  return out;
+}
+
+// The error a JSON syntax error becomes; nlohmann's message quotes the token it last read, which
+// may be the rest of the file.
+std::string syntax_error(const json::exception& e) { return clip(e.what(), 200); }
 
 // One entry per line; a line that is not JSON is reported with the others, not alone.
 std::vector<Located> json_lines(const std::string& text, const std::string& source, std::vector<std::string>& reasons) {
@@ -213,9 +330,14 @@ std::vector<Located> json_lines(const std::string& text, const std::string& sour
     if (first == std::string::npos || line[first] == '#') continue;
     const std::string where = source + ":" + std::to_string(n);
     try {
-      entries.push_back({json::parse(line), where});
+      Parsed p = parse_json(line);
+      if (!p.problem.empty()) reasons.push_back(where + ": " + p.problem);
+      else entries.push_back({std::move(p.value), where});
     } catch (const json::exception& e) {
-      reasons.push_back(where + ": not valid JSON (" + e.what() + ")");
+      reasons.push_back(where + ": not valid JSON (" + syntax_error(e) + ")");
+    } catch (const Error& e) {
+      const auto at = reasons_at(where, e);
+      reasons.insert(reasons.end(), at.begin(), at.end());
     }
   }
   return entries;
@@ -223,37 +345,40 @@ std::vector<Located> json_lines(const std::string& text, const std::string& sour
 
 }  // namespace
 
-std::vector<KernelSpec> parse_manifest(const json& manifest, const std::vector<Arch>& default_archs) {
+std::vector<KernelSpec> parse_manifest(const json& manifest, const std::vector<Arch>& default_archs,
+                                       size_t max_kernels) {
   const json& entries = entries_of(manifest);
   std::vector<Located> located;
   for (size_t i = 0; i < entries.size(); ++i) located.push_back({entries[i], "kernels[" + std::to_string(i) + "]"});
-  return parse_located(located, default_archs);
+  return parse_located(located, default_archs, max_kernels);
 }
 
 std::vector<KernelSpec> parse_manifest_text(const std::string& text, const std::vector<Arch>& default_archs,
-                                            const std::string& source) {
+                                            const std::string& source, size_t max_kernels) {
   // A whole JSON document wins: an array, or an object with "kernels". A file that starts with
   // '[' can only be a document, so its syntax error is reported as such. A single object without
   // "kernels" is one entry (a one-line JSON Lines file is exactly that); anything else is read as
   // JSON Lines.
   const size_t first = text.find_first_not_of(" \t\r\n");
   if (first == std::string::npos) throw Error(source + " is empty");
-  json doc;  // stays null when the text is not one document
+  Parsed parsed;  // its value stays null when the text is not one document
   try {
-    doc = json::parse(text);
+    parsed = parse_json(text);
   } catch (const json::exception& e) {
-    if (text[first] == '[') throw Error(source + " is not valid JSON: " + e.what());
+    if (text[first] == '[') throw Error(source + " is not valid JSON: " + syntax_error(e));
+  } catch (const Error& e) {
+    throw Error(reasons_at(source, e));
   }
+  const json& doc = parsed.value;
+  if ((doc.is_array() || doc.is_object()) && !parsed.problem.empty()) throw Error(source + ": " + parsed.problem);
   if (doc.is_array() || (doc.is_object() && doc.contains("kernels"))) {
     try {
-      return parse_manifest(doc, default_archs);
+      return parse_manifest(doc, default_archs, max_kernels);
     } catch (const Error& e) {  // name the file, as the JSON Lines reasons do
-      std::vector<std::string> reasons;
-      for (const auto& r : e.reasons()) reasons.push_back(source + ": " + r);
-      throw Error(reasons);
+      throw Error(reasons_at(source, e));
     }
   }
-  if (doc.is_object()) return parse_located({{doc, source}}, default_archs);  // one entry, maybe over several lines
+  if (doc.is_object()) return parse_located({{doc, source}}, default_archs, max_kernels);  // one entry, maybe over several lines
   std::vector<std::string> reasons;
   const std::vector<Located> entries = json_lines(text, source, reasons);
   if (!reasons.empty()) {
@@ -261,15 +386,26 @@ std::vector<KernelSpec> parse_manifest_text(const std::string& text, const std::
                       "(one entry object per line)");
     throw Error(reasons);
   }
-  return parse_located(entries, default_archs);
+  return parse_located(entries, default_archs, max_kernels);
 }
 
-std::vector<KernelSpec> read_manifest(const std::string& path, const std::vector<Arch>& default_archs) {
+std::vector<KernelSpec> read_manifest(const std::string& path, const std::vector<Arch>& default_archs,
+                                      size_t max_kernels) {
+  std::error_code ec;
+  if (std::filesystem::is_directory(path, ec)) throw Error("cannot read manifest " + path + ": it is a directory");
   std::ifstream f(path, std::ios::binary);
   if (!f) throw Error("cannot read manifest " + path);
-  std::ostringstream text;
-  text << f.rdbuf();
-  return parse_manifest_text(text.str(), default_archs, path);
+  // Read with a bound, not to the end: /dev/zero, or a pipe that never closes, has none.
+  std::string text;
+  char buf[1 << 16];
+  while (f.read(buf, sizeof buf) || f.gcount() > 0) {
+    text.append(buf, size_t(f.gcount()));
+    if (text.size() > jit::kMaxManifestBytes)
+      throw Error("manifest " + path + " is larger than " + std::to_string(jit::kMaxManifestBytes >> 20) +
+                  " MiB, the most jitattn reads (is it a manifest?)");
+  }
+  if (f.bad()) throw Error("cannot read manifest " + path);
+  return parse_manifest_text(text, default_archs, path, max_kernels);
 }
 
 std::vector<Arch> parse_arch_list(const std::string& list) {

@@ -15,6 +15,7 @@
 #include <set>
 #include <thread>
 
+#include "cache/sqlite_store.h"
 #include "jit/env.h"
 #include "jit/nvrtc_compiler.h"
 #include "jitattn/error.h"
@@ -154,16 +155,39 @@ struct PrewarmArgs {
   std::vector<std::string> manifests;
   std::string archs;
   unsigned jobs = std::max(1u, std::thread::hardware_concurrency());
+  size_t max_kernels = kDefaultMaxKernels;
 };
 
-// The kernels of every manifest, each once, in order of first appearance.
-std::vector<KernelSpec> read_all(const std::vector<std::string>& manifests, const std::vector<jit::Arch>& archs) {
+// The kernels of every manifest, each once, in order of first appearance; at most max_kernels.
+std::vector<KernelSpec> read_all(const std::vector<std::string>& manifests, const std::vector<jit::Arch>& archs,
+                                 size_t max_kernels) {
   std::vector<KernelSpec> specs;
   std::set<std::string> seen;
-  for (const auto& path : manifests)
-    for (KernelSpec& spec : read_manifest(path, archs))
+  for (const auto& path : manifests) {
+    for (KernelSpec& spec : read_manifest(path, archs, max_kernels))
       if (seen.insert(spec.name()).second) specs.push_back(std::move(spec));
+    if (specs.size() > max_kernels)
+      throw Error("the manifests up to " + path + " stand for " + std::to_string(specs.size()) +
+                  " kernels, more than the limit of " + std::to_string(max_kernels) + "; raise it with --max-kernels N");
+  }
   return specs;
+}
+
+// A user cache that cannot be opened for writing (a directory, /dev/null, an unwritable file
+// at JITATTN_CACHE) leaves the runtime memory-only, so every compile would be thrown away and
+// prewarm would still exit 0. Refused before anything is compiled, with the reason.
+void require_storable(jit::JitRuntime& rt) {
+  const jit::Env& env = rt.env();
+  if (env.jit == jit::JitPolicy::readonly || env.jit == jit::JitPolicy::off) return;  // nothing is stored anyway
+  if (rt.cache().user()) return;
+  std::string why = "it cannot be opened";
+  try {
+    cache::SqliteStore probe(env.cache_path, cache::SqliteStore::Mode::ReadWrite);
+  } catch (const std::exception& e) {
+    why = e.what();
+  }
+  throw Error("prewarm: nothing could be stored, the user cache (JITATTN_CACHE=" + env.cache_path +
+              ") is unusable: " + why);
 }
 
 // "sm_80 60, sm_90a 60": how many kernels each target gets.
@@ -176,13 +200,15 @@ std::string per_arch(const std::vector<KernelSpec>& specs) {
 }
 
 int run_prewarm(const PrewarmArgs& a) {
-  const auto specs = read_all(a.manifests, parse_arch_list(a.archs));
+  const auto specs = read_all(a.manifests, parse_arch_list(a.archs), a.max_kernels);
   std::string manifests;
   for (const auto& m : a.manifests) manifests += (manifests.empty() ? "" : ", ") + m;
   if (specs.empty()) {
     std::printf("prewarm: %s lists no kernels\n", manifests.c_str());
     return 0;
   }
+  jit::JitRuntime& rt = jit::JitRuntime::get();
+  require_storable(rt);
   std::string nvrtc;
   try {
     const auto& c = jit::NvrtcCompiler::get();
@@ -190,7 +216,6 @@ int run_prewarm(const PrewarmArgs& a) {
   } catch (const std::exception& e) {  // even a cache lookup needs it: every key names the compiler
     throw Error(std::string("NVRTC unavailable: ") + e.what() + " (every cache key names the compiler)");
   }
-  jit::JitRuntime& rt = jit::JitRuntime::get();
   const jit::Env& env = rt.env();
   const unsigned jobs = unsigned(std::max<size_t>(1, std::min<size_t>(a.jobs, specs.size())));
   std::printf("prewarm: %zu kernels (%s) from %s, %u jobs, %s, user cache %s%s\n", specs.size(), per_arch(specs).c_str(),
@@ -263,6 +288,9 @@ Subcommand add_prewarm_command(CLI::App& app) {
       ->required();
   cmd->add_option("--arch", args->archs, "targets for entries without \"arch\", e.g. sm_80,sm_86,sm_89,sm_90a");
   cmd->add_option("--jobs,-j", args->jobs, "parallel compiles (default: hardware threads)")->check(CLI::PositiveNumber);
+  cmd->add_option("--max-kernels", args->max_kernels,
+                  "refuse manifests that stand for more kernels than this (default " + std::to_string(kDefaultMaxKernels) + ")")
+      ->check(CLI::PositiveNumber);
   return {cmd, [args] { return run_prewarm(*args); }};
 }
 

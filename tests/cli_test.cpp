@@ -1,0 +1,163 @@
+// The CLI refuses arguments that would empty, replace or fake a cache, in fresh processes:
+// gc's sizes and ages are parsed strictly, export --out never replaces anything but a DB file
+// of its own, prewarm fails when nothing it compiles could be stored, and --max-kernels caps
+// what the manifests expand to.
+#include <gtest/gtest.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include "cache/sqlite_store.h"
+#include "cli_run.h"
+#include "temp_dir.h"
+
+namespace jitattn::test {
+namespace {
+
+namespace fs = std::filesystem;
+using cache::KernelRecord;
+using cache::SqliteStore;
+
+bool has(const std::string& text, const std::string& part) { return text.find(part) != std::string::npos; }
+
+// A user DB of `n` rows with made-up 4 KiB binaries (sound hashes), half for sm_80, half sm_90a.
+void fill_user_db(const std::string& path, int n) {
+  SqliteStore db(path, SqliteStore::Mode::ReadWrite);
+  for (int i = 0; i < n; ++i) {
+    KernelRecord r;
+    r.name = "fwd.k" + std::to_string(i);
+    r.key = cache::hash_hex("key of " + r.name);
+    r.target = i % 2 ? "sm_90a" : "sm_80";
+    r.compiler = "nvrtc 13.0";
+    r.binary.assign(4096, char('a' + i));
+    r.binary_hash = cache::hash_hex(r.binary);
+    db.put(r);
+  }
+}
+
+int64_t rows_of(const std::string& path) { return SqliteStore(path, SqliteStore::Mode::Inspect).row_count(); }
+
+struct CliTest : testing::Test {
+  TempDir dir{"jitattn_cli_test"};
+  const std::string user = dir.file("user.sqlite");
+  CliRun run(const std::string& args, const std::string& cache = "") {
+    return cli("JITATTN_CACHE=" + (cache.empty() ? user : cache), args, dir.path);
+  }
+};
+
+// 1e30 and inf overflowed to a negative size, 2^63-1 rounded past int64, '' fell back to
+// --older-than 0: each deleted every row.
+TEST_F(CliTest, GcRefusesSizesAndAgesThatDoNotParseStrictly) {
+  fill_user_db(user, 4);
+  for (const char* size : {"1e30", "inf", "9223372036854775807", "''", "-1", "1.5G", "12Q", "1025T", "0x10"}) {
+    const CliRun r = run(std::string("gc --max-size ") + size);
+    EXPECT_EQ(r.rc, 1) << size << ": " << r.output;
+    EXPECT_TRUE(has(r.output, "--max-size '")) << size << ": " << r.output;
+    EXPECT_TRUE(has(r.output, "must be an integer byte count with optional K, M, G or T suffix")) << r.output;
+    ASSERT_EQ(rows_of(user), 4) << "gc --max-size " << size << " deleted rows: " << r.output;
+  }
+  for (const char* days : {"''", "inf", "nan", "1e30", "-1", "36501"}) {
+    const CliRun r = run(std::string("gc --older-than ") + days);
+    EXPECT_EQ(r.rc, 1) << days << ": " << r.output;
+    EXPECT_TRUE(has(r.output, "--older-than '")) << r.output;
+    ASSERT_EQ(rows_of(user), 4) << "gc --older-than " << days << " deleted rows: " << r.output;
+  }
+  // What the docs show still works, and keeps rows that fit.
+  for (const char* ok : {"--max-size 500M", "--max-size 2G", "--max-size 1024T", "--max-size 64KiB", "--older-than 30",
+                         "--older-than 0.5"}) {
+    const CliRun r = run(std::string("gc ") + ok);
+    EXPECT_EQ(r.rc, 0) << ok << ": " << r.output;
+  }
+  EXPECT_EQ(rows_of(user), 4);
+}
+
+// As root, export --force renamed its temporary over a device node; it created missing
+// directories; and --out the user DB with --force replaced it by the rows exported (here only
+// sm_90a's), losing the rest.
+TEST_F(CliTest, ExportOutRefusesNonFilesMissingDirectoriesAndTheUserDb) {
+  fill_user_db(user, 4);
+  const std::string fifo = dir.file("fifo");
+  ASSERT_EQ(mkfifo(fifo.c_str(), 0644), 0);
+  std::vector<std::string> nodes = {fifo};
+  const std::string dev = dir.file("null");
+  if (geteuid() == 0 && mknod(dev.c_str(), S_IFCHR | 0666, makedev(1, 3)) == 0) nodes.push_back(dev);
+  for (const std::string& node : nodes) {
+    const CliRun r = run("export --force --out " + node);
+    EXPECT_EQ(r.rc, 1) << r.output;
+    EXPECT_TRUE(has(r.output, "--out '" + node + "': exists and is not a regular file")) << r.output;
+  }
+  EXPECT_TRUE(fs::is_fifo(fifo));
+  if (nodes.size() > 1) EXPECT_TRUE(fs::is_character_file(dev));
+
+  const std::string deep = dir.file("no/such/dir/app.sqlite");
+  CliRun r = run("export --out " + deep);
+  EXPECT_EQ(r.rc, 1) << r.output;
+  EXPECT_TRUE(has(r.output, "is not an existing directory (export creates none)")) << r.output;
+  EXPECT_FALSE(fs::exists(dir.path / "no"));
+  r = run("export --out ''");
+  EXPECT_EQ(r.rc, 1) << r.output;
+  EXPECT_TRUE(has(r.output, "--out '': must name the database file to write")) << r.output;
+
+  for (const std::string& same : {user, dir.file("./user.sqlite"), (dir.path / "sub" / ".." / "user.sqlite").string()}) {
+    if (same.find("sub") != std::string::npos) fs::create_directories(dir.path / "sub");
+    r = run("export --force --arch sm_90a --out " + same);
+    EXPECT_EQ(r.rc, 1) << r.output;
+    EXPECT_TRUE(has(r.output, "is the user cache (JITATTN_CACHE=" + user + ")")) << r.output;
+    ASSERT_EQ(rows_of(user), 4) << "export --force over the user DB lost rows: " << r.output;
+  }
+  // An ordinary export, and replacing it with --force, still work.
+  const std::string app = dir.file("app.sqlite");
+  EXPECT_EQ(run("export --out " + app).rc, 0);
+  r = run("export --force --arch sm_90a --out " + app);
+  EXPECT_EQ(r.rc, 0) << r.output;
+  EXPECT_EQ(rows_of(app), 2);
+}
+
+// A user cache that cannot be written (a directory, /dev/null, a path under a regular file)
+// left the runtime memory-only: prewarm compiled, stored nothing and exited 0.
+TEST_F(CliTest, PrewarmFailsWhenNothingCouldBeStored) {
+  const std::string manifest = dir.file("m.jsonl"), file = dir.file("a_file");
+  std::ofstream(manifest) << R"({"dtype": "f16", "head_dim": 32, "arch": "sm_80"})" << "\n";
+  std::ofstream(file) << "x";
+  for (const std::string& db : {dir.path.string(), std::string("/dev/null"), file + "/kernels.sqlite"}) {
+    const CliRun r = run("prewarm --manifest " + manifest, db);
+    EXPECT_EQ(r.rc, 1) << db << ": " << r.output;
+    EXPECT_TRUE(has(r.output, "prewarm: nothing could be stored, the user cache (JITATTN_CACHE=" + db + ") is unusable: "))
+        << db << ": " << r.output;
+    EXPECT_FALSE(has(r.output, "compiled fwd.")) << db << ": " << r.output;
+  }
+  EXPECT_TRUE(fs::is_character_file("/dev/null"));
+  EXPECT_TRUE(fs::is_regular_file(file));
+}
+
+TEST_F(CliTest, PrewarmFailsWhenTheUserDbIsUnreadable) {
+  if (geteuid() == 0) GTEST_SKIP() << "root reads a mode 000 file (PrewarmFailsWhenNothingCouldBeStored covers the rest)";
+  const std::string manifest = dir.file("m.jsonl");
+  std::ofstream(manifest) << R"({"dtype": "f16", "head_dim": 32, "arch": "sm_80"})" << "\n";
+  fill_user_db(user, 1);
+  ASSERT_EQ(chmod(user.c_str(), 0), 0);
+  const CliRun r = run("prewarm --manifest " + manifest);
+  EXPECT_EQ(r.rc, 1) << r.output;
+  EXPECT_TRUE(has(r.output, "prewarm: nothing could be stored")) << r.output;
+}
+
+TEST_F(CliTest, PrewarmMaxKernelsCapsWhatTheManifestsExpandTo) {
+  const std::string six = dir.file("six.json"), other = dir.file("other.jsonl");
+  std::ofstream(six) << R"({"dtype": ["f16", "bf16", "f32"], "head_dim": [32, 64], "arch": "sm_80"})";
+  std::ofstream(other) << R"({"dtype": "f16", "head_dim": [96, 128], "arch": "sm_80"})" << "\n";
+  CliRun r = run("prewarm --max-kernels 5 --manifest " + six);
+  EXPECT_EQ(r.rc, 1) << r.output;
+  EXPECT_TRUE(has(r.output, "the entry stands for 6 kernels (dtype 3 x head_dim 2), more than the limit of 5")) << r.output;
+  r = run("prewarm --max-kernels 7 --manifest " + six + " --manifest " + other);
+  EXPECT_EQ(r.rc, 1) << r.output;
+  EXPECT_TRUE(has(r.output, "the manifests up to " + other + " stand for 8 kernels, more than the limit of 7")) << r.output;
+  EXPECT_FALSE(has(r.output, "compiled fwd.")) << r.output;
+  r = run("prewarm --max-kernels 0 --manifest " + six);
+  EXPECT_EQ(r.rc, 2) << r.output;  // a usage error
+}
+
+}  // namespace
+}  // namespace jitattn::test
