@@ -563,6 +563,11 @@ PagedSetup make_paged_setup(PagedKind kind, int32_t page_size) {
   for (int32_t p = 0; p < s.num_pages; ++p) pages[size_t(p)] = p;
   std::shuffle(pages.begin(), pages.end(), rng());
   s.table.assign(pages.begin(), pages.begin() + B * s.max_pages);
+  // Gappy: sequences may share pages (a common prefix, as with prefix caching), so the physical
+  // key rows of two sequences overlap; every sequence must still see its own keys.
+  if (kind == PagedKind::gappy || kind == PagedKind::causal_offset_gappy)
+    for (int32_t b = 1; b < B; ++b)
+      if (uniform(0, 1)) s.table[size_t(b * s.max_pages)] = s.table[size_t((b - 1) * s.max_pages)];
 
   // The longest query block: full row of keys, or (causal with offset) fewer keys than queries.
   const int32_t longest = int32_t(std::max_element(s.ql.begin(), s.ql.end()) - s.ql.begin());

@@ -1,11 +1,28 @@
 #!/usr/bin/env bash
 # The README's second command: build everything and run the whole test suite (GPU tests skip
-# where there is no CUDA driver). Exits non-zero on any failure.
+# where there is no CUDA driver), then the validation tests again under ASan and UBSan.
+# Exits non-zero on any failure.
+#   tools/test.sh [ctest args]     the suite, then the sanitized validation tests
+#   tools/test.sh --sanitize       only the sanitized validation tests (build-sanitize/)
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
+sanitize_only=0
+if [ "${1:-}" = "--sanitize" ]; then sanitize_only=1; shift; fi
 tools/setup.sh
 source build.env
 # Tests compile into a throwaway cache, never the user's.
 export JITATTN_CACHE="$PWD/build/test-cache/kernels.sqlite"
 rm -rf build/test-cache
-ctest --test-dir build --output-on-failure -j"$(nproc)" "$@"
+[ $sanitize_only = 1 ] || ctest --test-dir build --output-on-failure -j"$(nproc)" "$@"
+
+# Every rule a call must meet, on hostile shapes, strides, pointers and manifests: no overflow,
+# no read past an array, no leak. The tests that compile kernels stay in the suite above.
+flags="-fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer"
+cmake -S . -B build-sanitize -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DJITATTN_BUILD_TOOLS=OFF \
+  -DCMAKE_CXX_FLAGS="$flags" -DCMAKE_EXE_LINKER_FLAGS="$flags" -DCMAKE_SHARED_LINKER_FLAGS="$flags" >/dev/null
+cmake --build build-sanitize -j"$(nproc)" --target jitattn_cpu_tests
+export JITATTN_CACHE="$PWD/build-sanitize/test-cache/kernels.sqlite"
+rm -rf build-sanitize/test-cache
+ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+  build-sanitize/tests/jitattn_cpu_tests \
+  --gtest_filter='Validation*:BackwardValidation*:Bias*:Materialize*:Merge*Validation*:MergeSlicing*:Manifest*:Signature*:HashHex*'

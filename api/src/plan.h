@@ -14,7 +14,8 @@ namespace jitattn::detail {
 // A [B, M, H, D] view of a 3-D, 4-D or 5-D tensor. 3-D is read as H = 1. 5-D is xFormers'
 // BMGHK [B, M, G, H, D]: its G·H heads are one head dimension when stride[2] = H·stride[3]; a
 // key/value expanded over H with stride[3] = 0 (`may_share`) is read as G heads, each serving
-// the H query heads of its group through the GQA head map, without copies.
+// the H query heads of its group through the GQA head map, without copies. With G = 1 (or 4-D
+// heads of stride 0) the view keeps its H heads of stride 0 until share_heads() makes them one.
 struct Bmhk {
   int64_t b = 0, m = 0, h = 0, d = 0;
   int64_t sb = 0, sm = 0, sh = 0;

@@ -222,7 +222,8 @@ struct BlockDiagonalCausalLocalAttentionPaddedKeysMask {
   PagedBlockDiagonalCausalLocalPaddedKeysMask make_paged(const BlockTables& block_tables, int32_t page_size) const;
 };
 // Keys gappy: block b's keys are rows [seqstart[b], seqstart[b] + seqlen[b]); kv_seqstarts has
-// B + 1 entries, the last being the number of key rows.
+// B + 1 entries, the last being the number of key rows. Ranges may overlap (as in xFormers): a
+// key row in several blocks is seen by each, and its dK/dV is the sum over all of them.
 struct BlockDiagonalGappyKeysMask {
   SeqLenInfo q_seqinfo;
   GappySeqInfo k_seqinfo;
@@ -262,7 +263,9 @@ struct BlockDiagonalCausalMaskWithAlibi {
 // [seqstart[b], seqstart[b] + seqlen[b]) of row b. page_size >= 1; every sequence's keys must
 // fit in its row (<= max_pages * page_size). The key tensor length must be a multiple of
 // page_size. materialize() gives the physical [.., Mq, Mkv] mask as xFormers does (Mkv = key
-// rows of the pool; pages no block table names are -inf).
+// rows of the pool; pages no block table names are -inf). Rows of the block table may name the
+// same page (shared prefixes): each sequence reads it as its own keys. The backward does not take
+// paged keys; one that did would owe such a page the sum over every sequence that reads it.
 struct PagedBlockDiagonalPaddedKeysMask {
   SeqLenInfo q_seqinfo;
   PaddedSeqLenInfo k_seqinfo;
