@@ -1,19 +1,17 @@
-// Queues a loaded kernel on a stream: the grid each op's kernel expects. No allocation, no
-// synchronization.
+// Queues a loaded kernel on a stream: `blocks` blocks of the spec's threads and shared memory,
+// one kernel argument (the op's params struct, passed by value). No allocation, no
+// synchronization. Each op (jit/ops/) says how many blocks its kernels take.
 #pragma once
-#include "../kernel_src/merge_params.h"
-#include "../kernel_src/params.h"
+#include <cstdint>
+
 #include "jit/jit_runtime.h"
 
 namespace jitattn::jit {
 
-// Sets params.pairs_per_chunk (the block order), then queues the kernel.
-void launch_forward(const LoadedKernel& kernel, FwdParams& params, CUstream stream);
+// Throws jitattn::Error if `blocks` exceeds the grid's 2^31 - 1 or the launch fails; queues
+// nothing for blocks <= 0.
+void launch(const LoadedKernel& kernel, void* params, int64_t blocks, CUstream stream);
 
-// bwd_pre, bwd/bwd_kv, bwd_dq or bwd_post, by kernel.spec.sig.op.
-void launch_backward(const LoadedKernel& kernel, BwdParams& params, CUstream stream);
-
-// merge_attentions: one thread per 16 bytes of partial-output row (kernel_src/merge.cuh).
-void launch_merge(const LoadedKernel& kernel, MergeParams& params, CUstream stream);
+inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
 }  // namespace jitattn::jit

@@ -1,10 +1,8 @@
-// Forward entry points: validate the call (api/src/plan.cpp), build its Signature, fetch the
-// kernel, pack the arguments, launch.
+// Forward entry points: validate the call (api/src/plan.cpp), then run the forward op
+// (jit/ops/forward.cpp: Signature, kernel, arguments, launch).
 #include "jitattn/attention.h"
 
-#include "jit/cuda_driver.h"
-#include "jit/jit_runtime.h"
-#include "jit/launch.h"
+#include "jit/ops/forward.h"
 #include "plan.h"
 
 namespace jitattn {
@@ -15,16 +13,7 @@ void run(const TensorView& q, const TensorView& k, const TensorView& v, const At
          const TensorView& lse, const AttentionOptions& opt, void* stream) {
   const detail::Plan p = detail::plan(q, k, v, bias, out, lse, opt);
   if (!p.reasons.empty()) throw Error(p.reasons);
-  if (p.q.b == 0 || p.q.h == 0 || p.q.m == 0) return;  // nothing to compute or write
-
-  auto& rt = jit::JitRuntime::get();
-  const jit::ContextInfo& ctx = rt.context(q.device);
-  jit::Signature sig = detail::signature(p, q, out, lse.defined(), ctx.arch);
-  sig.dropout = opt.p > 0;
-  const jit::LoadedKernel& kernel = rt.kernel(sig, ctx);
-  FwdParams fp;
-  if (!detail::forward_params(p, q, k, v, out, lse, opt, fp)) return;
-  jit::launch_forward(kernel, fp, static_cast<CUstream>(stream));
+  jit::ops::forward(p, static_cast<CUstream>(stream));
 }
 
 }  // namespace

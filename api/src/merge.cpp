@@ -1,17 +1,13 @@
 // merge_attentions and memory_efficient_attention_partial: validate (every reason, naming the
-// argument and the rule), build the merge's Signature, fetch the kernel, pack MergeParams, launch.
+// argument and the rule) into a jit::ops::MergePlan, then run the merge op (jit/ops/merge.cpp).
 #include "jitattn/merge.h"
 
 #include <cstdint>
 #include <string>
 
-#include "../../kernel_src/merge_params.h"
-#include "jit/jit_runtime.h"
-#include "jit/launch.h"
+#include "jit/ops/merge.h"
 
 namespace jitattn {
-
-static_assert(kMaxMergeSplitsList == kMaxMergeSplits, "jitattn/merge.h and kernel_src/merge_params.h disagree");
 
 namespace {
 
@@ -109,7 +105,7 @@ bool aligned16(const void* p, std::initializer_list<int64_t> strides, DType dt) 
 // A validated merge: every reason it cannot run (empty when it can), and its kernel arguments.
 struct MergePlan {
   Reasons reasons;
-  MergeParams params{};
+  jit::ops::MergePlan op;
   Geo geo;
   DType in_dtype = DType::f32;
   bool align16 = true;
@@ -169,12 +165,12 @@ void plan_parts(MergePlan& p, const TensorView& out, int64_t num_splits, const s
   }
   if (!R.empty()) return;
 
-  MergeParams& mp = p.params;
-  mp.num_splits = int32_t(num_splits);
+  jit::ops::MergePlan& mp = p.op;
+  mp.num_splits = num_splits;
   for (size_t s = 0; s < outs.size(); ++s) {
     const OutStrides o = out_strides(*outs[s].t, outs[s].first);
     const LseStrides l = lse_strides(*lses[s].t, lses[s].first);
-    MergeSplit& sp = mp.split[s];
+    jit::ops::MergeSplitView& sp = mp.splits.emplace_back();
     sp.out = outs[s].t->data;
     sp.lse = static_cast<const float*>(lses[s].t->data);
     sp.o_stride_b = o.b, sp.o_stride_m = o.m, sp.o_stride_g = o.g, sp.o_stride_h = o.h;
@@ -185,14 +181,15 @@ void plan_parts(MergePlan& p, const TensorView& out, int64_t num_splits, const s
   mp.out = out.data;
   mp.out_stride_b = o.b, mp.out_stride_m = o.m, mp.out_stride_g = o.g, mp.out_stride_h = o.h;
   p.align16 = p.align16 && aligned16(out.data, {o.b, o.m, o.g, o.h}, out.dtype);
-  mp.batch = int32_t(p.geo.b), mp.m = int32_t(p.geo.m), mp.groups = int32_t(p.geo.g), mp.heads = int32_t(p.geo.h);
+  mp.b = p.geo.b, mp.m = p.geo.m, mp.g = p.geo.g, mp.h = p.geo.h, mp.k = p.geo.k;
+  mp.in_dtype = p.in_dtype, mp.out_dtype = out.dtype, mp.device = out.device;
 }
 
 void plan_lse_out(MergePlan& p, const TensorView& lse) {
   if (!lse.defined() || !p.reasons.empty()) return;
   const LseStrides l = lse_strides(lse, 0);
-  p.params.lse = static_cast<float*>(lse.data);
-  p.params.lse_out_stride_b = l.b, p.params.lse_out_stride_g = l.g, p.params.lse_out_stride_h = l.h;
+  p.op.lse = static_cast<float*>(lse.data);
+  p.op.lse_out_stride_b = l.b, p.op.lse_out_stride_g = l.g, p.op.lse_out_stride_h = l.h;
 }
 
 MergePlan plan_stacked(const TensorView& outputs, const TensorView& lses, const TensorView& out, const TensorView& lse) {
@@ -217,8 +214,8 @@ MergePlan plan_stacked(const TensorView& outputs, const TensorView& lses, const 
     R.push_back("lses.shape[0]=" + S(lses.shape[0]) + " must equal outputs.shape[0]=" + S(S_) + " (S)");
   plan_parts(p, out, S_, {Part{&outputs, 1, "outputs"}}, {Part{&lses, 1, "lses"}});
   if (!R.empty()) return p;
-  MergeParams& mp = p.params;
-  mp.stacked = 1;
+  jit::ops::MergePlan& mp = p.op;
+  mp.stacked = true;
   mp.o_stride_s = S_ > 1 ? outputs.stride[0] : 0;
   mp.lse_stride_s = S_ > 1 ? lses.stride[0] : 0;
   p.align16 = p.align16 && (mp.o_stride_s * int64_t(element_size(p.in_dtype))) % 16 == 0;
@@ -235,8 +232,8 @@ MergePlan plan_list(const std::vector<TensorView>& outputs, const std::vector<Te
   if (outputs.size() != lses.size())
     R.push_back("len(outputs)=" + S(int64_t(outputs.size())) + " must equal len(lses)=" + S(int64_t(lses.size())));
   if (outputs.empty()) R.push_back("outputs is empty: merge_attentions needs at least one partial output");
-  if (outputs.size() > size_t(kMaxMergeSplits))
-    R.push_back("len(outputs)=" + S(int64_t(outputs.size())) + " exceeds " + S(kMaxMergeSplits) +
+  if (outputs.size() > size_t(kMaxMergeSplitsList))
+    R.push_back("len(outputs)=" + S(int64_t(outputs.size())) + " exceeds " + S(kMaxMergeSplitsList) +
                 ", the most the list form takes (stack them into one [S, ...] tensor for more)");
   if (R.size() != structural) return p;
   std::vector<Part> outs, ls;
@@ -246,31 +243,15 @@ MergePlan plan_list(const std::vector<TensorView>& outputs, const std::vector<Te
   }
   plan_parts(p, out, int64_t(outputs.size()), outs, ls);
   if (!R.empty()) return p;
-  p.params.stacked = 0;
+  p.op.stacked = false;
   plan_lse_out(p, lse);
   return p;
 }
 
-void run(const MergePlan& p, const TensorView& out, const TensorView& lse, void* stream) {
+void run(MergePlan p, void* stream) {
   if (!p.reasons.empty()) throw Error(p.reasons);
-  const Geo& g = p.geo;
-  if (g.b == 0 || g.m == 0 || g.g == 0 || g.h == 0) return;  // nothing to write
-
-  auto& rt = jit::JitRuntime::get();
-  const jit::ContextInfo& ctx = rt.context(out.device);
-  jit::Signature sig;
-  sig.op = jit::Op::merge;
-  sig.bias = jit::BiasKind::none;
-  sig.dtype = p.in_dtype;
-  sig.out_dtype = out.dtype;
-  sig.head_dim = sig.head_dim_v = uint16_t(g.k);
-  sig.arch_sm = ctx.arch.sm;
-  sig.arch_specific = ctx.arch.specific;
-  sig.lse = lse.defined();
-  sig.align = uint8_t(p.align16 ? 16 : element_size(p.in_dtype));
-  const jit::LoadedKernel& kernel = rt.kernel(sig, ctx);
-  MergeParams params = p.params;
-  jit::launch_merge(kernel, params, static_cast<CUstream>(stream));
+  p.op.align16 = p.align16;
+  jit::ops::merge(p.op, static_cast<CUstream>(stream));
 }
 
 template <class F>
@@ -303,12 +284,12 @@ void memory_efficient_attention_partial(const TensorView& q, const TensorView& k
 
 void merge_attentions(const TensorView& outputs, const TensorView& lses, const TensorView& out, const TensorView& lse,
                       void* stream) {
-  run(plan_stacked(outputs, lses, out, lse), out, lse, stream);
+  run(plan_stacked(outputs, lses, out, lse), stream);
 }
 
 void merge_attentions(const std::vector<TensorView>& outputs, const std::vector<TensorView>& lses,
                       const TensorView& out, const TensorView& lse, void* stream) {
-  run(plan_list(outputs, lses, out, lse), out, lse, stream);
+  run(plan_list(outputs, lses, out, lse), stream);
 }
 
 std::vector<std::string> merge_not_supported_reasons(const TensorView& outputs, const TensorView& lses,

@@ -251,72 +251,14 @@ Plan plan(const TensorView& q, const TensorView& k, const TensorView& v, const A
     const bool a16 = aligned16(q, p.q) && aligned16(k, p.k) && aligned16(v, p.v) && aligned16(out, p.o);
     p.align = a16 ? 16 : 2;
   }
+  p.dtype = q.dtype, p.out_dtype = out.dtype, p.device = q.device;
+  p.q_data = q.data, p.k_data = k.data, p.v_data = v.data, p.out_data = out.data;
+  if (lse.defined()) {
+    p.lse = static_cast<float*>(lse.data);
+    p.lse_stride_b = lse.stride[0], p.lse_stride_h = lse.ndim == 4 ? lse.stride[2] : lse.stride[1];
+  }
+  p.p = opt.p, p.seed = opt.seed, p.offset = opt.offset;
   return p;
-}
-
-jit::Signature signature(const Plan& p, const TensorView& q, const TensorView& out, bool lse, const jit::Arch& arch) {
-  jit::Signature sig;
-  sig.op = jit::Op::fwd;
-  sig.bias = p.bias.kind;
-  sig.dtype = q.dtype;
-  sig.out_dtype = out.dtype;
-  sig.head_dim = uint16_t(p.q.d);
-  sig.head_dim_v = uint16_t(p.v.d);
-  sig.arch_sm = arch.sm;
-  sig.arch_specific = arch.specific;
-  sig.lse = lse;
-  sig.align = uint8_t(p.align);
-  return sig;
-}
-
-bool forward_params(const Plan& p, const TensorView& q, const TensorView& k, const TensorView& v,
-                    const TensorView& out, const TensorView& lse, const AttentionOptions& opt, FwdParams& fp) {
-  fp = FwdParams{};
-  fp.q = q.data, fp.k = k.data, fp.v = v.data, fp.out = out.data;
-  fp.lse = lse.defined() ? static_cast<float*>(lse.data) : nullptr;
-  fp.q_stride_b = p.q.sb, fp.q_stride_m = p.q.sm, fp.q_stride_h = p.q.sh;
-  fp.k_stride_b = p.k.sb, fp.k_stride_m = p.k.sm, fp.k_stride_h = p.k.sh;
-  fp.v_stride_b = p.v.sb, fp.v_stride_m = p.v.sm, fp.v_stride_h = p.v.sh;
-  fp.o_stride_b = p.o.sb, fp.o_stride_m = p.o.sm, fp.o_stride_h = p.o.sh;
-  if (lse.defined()) fp.lse_stride_b = lse.stride[0], fp.lse_stride_h = lse.ndim == 4 ? lse.stride[2] : lse.stride[1];
-  if (p.bias.tensor) {
-    const TensorView& t = *p.bias.tensor;
-    fp.bias = t.data;
-    fp.bias_stride_b = t.shape[0] == 1 ? 0 : t.stride[0];
-    if (t.ndim == 5) {  // [B, G, H, Mq, Mkv] as G·H heads (bias_reasons checked it flattens)
-      fp.bias_stride_h = t.shape[2] > 1 ? t.stride[2] : t.shape[1] > 1 ? t.stride[1] : 0;
-      fp.bias_stride_m = t.stride[3];
-    } else {
-      fp.bias_stride_h = t.shape[1] == 1 ? 0 : t.stride[1];
-      fp.bias_stride_m = t.stride[2];
-    }
-  }
-  if (p.bias.alibi_slopes) fp.alibi_slopes = p.bias.alibi_slopes->device(q.device);
-  fp.batch = int32_t(p.q.b), fp.heads = int32_t(p.q.h), fp.mq = int32_t(p.q.m), fp.mkv = int32_t(p.k.m);
-  fp.batch_rows = int32_t(p.q.b), fp.mq_rows = int32_t(p.q.m), fp.mkv_rows = int32_t(p.k.m);
-  fp.kv_group = int32_t(p.q.h / p.k.h);
-  fp.window_left = p.bias.window_left, fp.window_right = p.bias.window_right;
-  if (p.bias.q_seqinfo) {  // block-diagonal: one "batch" entry per sequence, grid by the longest
-    fp.batch = int32_t(p.bias.q_seqinfo->batch());
-    fp.mq = p.bias.q_seqinfo->max_seqlen;
-    if (fp.batch == 0 || fp.mq == 0) return false;
-    fp.q_seqstart = p.bias.q_seqinfo->seqstart.device(q.device);
-    fp.k_seqstart = p.bias.k_seqstart ? p.bias.k_seqstart->device(q.device) : nullptr;
-    fp.k_seqlen = p.bias.k_seqlen ? p.bias.k_seqlen->device(q.device) : nullptr;
-    if (p.bias.block_tables) {
-      fp.block_tables = p.bias.block_tables->table.device(q.device);
-      fp.block_tables_stride = p.bias.block_tables->max_pages;
-      fp.page_size = p.bias.page_size;
-    }
-  }
-  fp.scale_log2 = float(p.scale * 1.4426950408889634);
-  fp.dropout_scale = 1.f;  // the backward scales by it unconditionally
-  if (opt.p > 0) {
-    fp.dropout_seed = opt.seed, fp.dropout_offset = opt.offset;
-    fp.dropout_threshold = uint32_t(std::ceil(opt.p * 4294967296.0));  // plan() keeps it below 2^32
-    fp.dropout_scale = float(1.0 / (1.0 - opt.p));
-  }
-  return p.q.b > 0 && p.q.h > 0 && p.q.m > 0;
 }
 
 }  // namespace jitattn::detail

@@ -1,0 +1,239 @@
+#include "jit/ops/backward.h"
+
+#include <algorithm>
+#include <map>
+#include <utility>
+#include <vector>
+
+#include "jit/cuda_driver.h"
+#include "jit/jit_runtime.h"
+#include "jit/launch.h"
+#include "jit/ops/forward.h"
+#include "jit/ops/forward_params.h"
+#include "jitattn/error.h"
+
+namespace jitattn::jit::ops {
+
+namespace {
+
+constexpr size_t kAlign = 256;
+size_t round_up(size_t x) { return (x + kAlign - 1) / kAlign * kAlign; }
+
+// The grid of each backward kernel, by its op.
+void launch_backward(const LoadedKernel& kernel, BwdParams& params, CUstream stream) {
+  const FwdParams& f = params.f;
+  const TileConfig& tile = kernel.spec.tile;
+  int64_t blocks = 0;
+  switch (kernel.spec.sig.op) {
+    case Op::bwd_pre:  // one warp per (b, i, h) row of the query tensor
+      blocks = ceil_div(int64_t(f.batch_rows) * f.mq_rows * f.heads, tile.warps);
+      break;
+    case Op::bwd_post:  // one thread per dQ element
+      blocks = ceil_div(int64_t(f.batch_rows) * f.mq_rows * f.heads * kernel.spec.sig.head_dim, kernel.spec.threads());
+      break;
+    case Op::bwd: case Op::bwd_kv:  // one block per (key block, key/value head, sequence)
+      blocks = ceil_div(params.max_mkv, tile.block_n) * params.kv_heads * f.batch;
+      break;
+    case Op::bwd_dq:  // the forward's grid
+      params.f.pairs_per_chunk = pairs_per_chunk(kernel.spec, f);
+      blocks = ceil_div(f.mq, tile.block_m) * f.heads * f.batch;
+      break;
+    default:
+      throw Error(kernel.spec.name() + " is not a backward kernel");
+  }
+  launch(kernel, &params, blocks, stream);
+}
+
+// Every key row in at most one sequence? xFormers' gappy keys allow sequences whose key ranges
+// overlap; a shared row's dK/dV is the sum over the sequences that see it.
+bool keys_overlap(const BiasPlan& b) {
+  if (!b.k_seqlen || !b.k_seqstart || b.block_tables) return false;
+  const auto& start = b.k_seqstart->host();
+  const auto& len = b.k_seqlen->host();
+  std::vector<std::pair<int64_t, int64_t>> ranges;
+  for (size_t i = 0; i < len.size() && i < start.size(); ++i)
+    if (len[i] > 0) ranges.push_back({start[i], int64_t(start[i]) + len[i]});
+  std::sort(ranges.begin(), ranges.end());
+  for (size_t i = 1; i < ranges.size(); ++i)
+    if (ranges[i].first < ranges[i - 1].second) return true;
+  return false;
+}
+
+// Consecutive sequences [first, last) of which no two share a key row, covering 0..batch: the
+// deterministic mode sums shared rows one such run after the other, without races.
+std::vector<std::pair<int32_t, int32_t>> disjoint_runs(const BiasPlan& b) {
+  const auto& start = b.k_seqstart->host();
+  const auto& len = b.k_seqlen->host();
+  std::vector<std::pair<int32_t, int32_t>> runs;
+  std::map<int64_t, int64_t> taken;  // start → end of the run's key ranges
+  int32_t first = 0;
+  for (int32_t i = 0; i < int32_t(len.size()); ++i) {
+    if (len[size_t(i)] <= 0) continue;
+    const int64_t lo = start[size_t(i)], hi = lo + len[size_t(i)];
+    auto next = taken.lower_bound(lo);
+    const bool clash = (next != taken.end() && next->first < hi) || (next != taken.begin() && std::prev(next)->second > lo);
+    if (clash) {
+      runs.push_back({first, i});
+      first = i;
+      taken.clear();
+    }
+    taken[lo] = hi;
+  }
+  runs.push_back({first, int32_t(len.size())});
+  return runs;
+}
+
+// Nothing to compute: no query row (every gradient of K and V is then 0).
+bool no_queries(const ForwardPlan& p) {
+  if (p.q.b == 0 || p.q.h == 0 || p.q.m == 0) return true;
+  const SeqLenInfo* q = p.bias.q_seqinfo;
+  return q && (q->batch() == 0 || q->max_seqlen == 0);
+}
+
+// Calls that may sum dK/dV in fp32 accumulators (see BwdParams::dk_accum): key rows outside
+// every sequence must read 0, or no query touches them at all.
+bool may_accumulate(const ForwardPlan& p) { return p.bias.k_seqlen || no_queries(p); }
+
+struct Workspace {
+  size_t delta_bytes = 0, accum_bytes = 0, dk_bytes = 0, dv_bytes = 0;
+  size_t total() const { return delta_bytes + accum_bytes + dk_bytes + dv_bytes; }
+};
+Workspace workspace_of(const ForwardPlan& p, bool deterministic) {
+  Workspace w;
+  const size_t rows = size_t(p.q.b) * size_t(p.q.h) * size_t(p.q.m);
+  w.delta_bytes = round_up(rows * sizeof(float));
+  if (!deterministic) w.accum_bytes = round_up(rows * size_t(p.q.d) * sizeof(float));
+  if (may_accumulate(p)) {
+    const size_t kv_rows = size_t(p.k.b) * size_t(p.k.h) * size_t(p.k.m);
+    w.dk_bytes = round_up(kv_rows * size_t(p.k.d) * sizeof(float));
+    w.dv_bytes = round_up(kv_rows * size_t(p.v.d) * sizeof(float));
+  }
+  return w;
+}
+
+// The view covers one dense block (so one memset zeroes exactly its elements).
+bool packed(const Bmhk& x) {
+  return (x.h <= 1 || x.sh == x.d) && (x.m <= 1 || x.sm == x.h * x.d) && (x.b <= 1 || x.sb == x.m * x.h * x.d);
+}
+size_t bytes_of(const Bmhk& x, DType dt) { return size_t(x.b * x.m * x.h * x.d) * element_size(dt); }
+
+void memset_async(void* ptr, size_t bytes, CUstream stream) {
+  if (bytes == 0) return;
+  check_cuda(CudaDriver::get().cuMemsetD8Async(reinterpret_cast<CUdeviceptr>(ptr), 0, bytes, stream),
+                  "cuMemsetD8Async");
+}
+
+// bwd_post over a dK or dV accumulator: the gradient in the input dtype through the caller's strides.
+void write_accumulated(const LoadedKernel& post, const BwdParams& bp, float* accum, void* grad,
+                       const Bmhk& x, CUstream stream) {
+  BwdParams cv = bp;
+  cv.f.batch_rows = int32_t(x.b), cv.f.mq_rows = int32_t(x.m), cv.f.heads = int32_t(x.h);
+  cv.dq = grad, cv.dq_accum = accum;
+  cv.dq_stride_b = x.sb, cv.dq_stride_m = x.sm, cv.dq_stride_h = x.sh;
+  cv.scale = 1.f;  // the main kernel scaled dK and dV before summing them
+  launch_backward(post, cv, stream);
+}
+
+}  // namespace
+
+size_t backward_workspace_bytes(const ForwardPlan& p, bool deterministic) { return workspace_of(p, deterministic).total(); }
+
+void backward(const BackwardPlan& b, CUstream stream) {
+  const ForwardPlan& p = b.fwd;
+  auto& rt = JitRuntime::get();
+  const CudaDriver& d = CudaDriver::require();
+  const ContextInfo& ctx = rt.context(p.device);
+  const DType dt = p.dtype;
+  const bool deterministic = b.deterministic;
+
+  // dK/dV are stored by the main kernel, or summed in fp32 (BwdParams::dk_accum) and written by
+  // bwd_post: when sequences share key rows, or rows no sequence sees must read 0 and one memset
+  // cannot zero exactly the gradients' elements.
+  const bool nothing = no_queries(p);
+  const bool overlap = keys_overlap(p.bias);
+  const bool accumulate = overlap || (may_accumulate(p) && !(packed(b.dk) && packed(b.dv)));
+
+  Signature sig = forward_signature(p, ctx.arch);
+  sig.align = uint8_t(b.align);
+  auto kernel = [&](Op op, bool with_bias, int head_dim = 0) -> const LoadedKernel& {
+    Signature s = sig;
+    s.op = op;
+    if (!with_bias) s.bias = BiasKind::none, s.dropout = 0;
+    if (op != Op::bwd_pre) s.out_dtype = dt;  // only bwd_pre reads out
+    s.dbias = op == Op::bwd || op == Op::bwd_kv ? b.dbias != nullptr : 0;
+    if (head_dim) s.head_dim = s.head_dim_v = uint16_t(head_dim);  // bwd_post over dK or dV
+    return rt.kernel(s, ctx);
+  };
+  // Fetch (compile) every kernel before queueing anything, so a compile error leaves nothing half done.
+  const LoadedKernel* post_k = accumulate ? &kernel(Op::bwd_post, false, int(p.k.d)) : nullptr;
+  const LoadedKernel* post_v = accumulate ? &kernel(Op::bwd_post, false, int(p.v.d)) : nullptr;
+  const LoadedKernel* pre = nothing ? nullptr : &kernel(Op::bwd_pre, false);
+  const LoadedKernel* main = nothing ? nullptr : &kernel(deterministic ? Op::bwd_kv : Op::bwd, true);
+  const LoadedKernel* last =
+      nothing ? nullptr : deterministic ? &kernel(Op::bwd_dq, true) : &kernel(Op::bwd_post, false);
+
+  if (!accumulate && (p.bias.k_seqlen || nothing)) {  // rows outside every sequence are 0
+    memset_async(b.dk_data, bytes_of(b.dk, dt), stream);
+    memset_async(b.dv_data, bytes_of(b.dv, dt), stream);
+  }
+  if (b.dbias) memset_async(b.dbias, b.dbias_bytes, stream);
+  if (nothing && (!accumulate || bytes_of(b.dk, dt) + bytes_of(b.dv, dt) == 0)) return;
+
+  BwdParams bp{};
+  forward_params(p, bp.f);
+  bp.dout = b.grad_data;
+  bp.dq = b.dq_data, bp.dk = b.dk_data, bp.dv = b.dv_data;
+  bp.do_stride_b = b.grad.sb, bp.do_stride_m = b.grad.sm, bp.do_stride_h = b.grad.sh;
+  bp.dq_stride_b = b.dq.sb, bp.dq_stride_m = b.dq.sm, bp.dq_stride_h = b.dq.sh;
+  bp.dk_stride_b = b.dk.sb, bp.dk_stride_m = b.dk.sm, bp.dk_stride_h = b.dk.sh;
+  bp.dv_stride_b = b.dv.sb, bp.dv_stride_m = b.dv.sm, bp.dv_stride_h = b.dv.sh;
+  if (b.dbias) {
+    bp.dbias = b.dbias;  // contiguous [B, H, Mq, Mkv] (or [B, G, H, Mq, Mkv])
+    bp.dbias_stride_m = p.k.m;
+    bp.dbias_stride_h = p.q.m * p.k.m;
+    bp.dbias_stride_b = p.q.h * bp.dbias_stride_h;
+  }
+  bp.kv_heads = int32_t(p.k.h);
+  bp.max_mkv = p.bias.q_seqinfo ? p.bias.k_max_seqlen : int32_t(p.k.m);
+  bp.scale = float(p.scale);
+
+  const Workspace w = workspace_of(p, deterministic);
+  CUdeviceptr scratch = reinterpret_cast<CUdeviceptr>(b.workspace);
+  const bool own = scratch == 0;
+  if (own) check_cuda(d.cuMemAllocAsync(&scratch, w.total(), stream), "cuMemAllocAsync (backward workspace)");
+  bp.delta = reinterpret_cast<float*>(scratch);
+  bp.dq_accum = deterministic ? nullptr : reinterpret_cast<float*>(scratch + w.delta_bytes);
+  if (accumulate) {
+    bp.dk_accum = reinterpret_cast<float*>(scratch + w.delta_bytes + w.accum_bytes);
+    bp.dv_accum = reinterpret_cast<float*>(scratch + w.delta_bytes + w.accum_bytes + w.dk_bytes);
+  }
+  try {
+    if (accumulate) memset_async(bp.dk_accum, w.dk_bytes + w.dv_bytes, stream);
+    if (!nothing) {
+      launch_backward(*pre, bp, stream);
+      if (deterministic && overlap) {
+        // Sequences that share key rows go in separate launches, so no two blocks add to one
+        // accumulator row concurrently and the sums are the same on every run.
+        for (auto [first, last_seq] : disjoint_runs(p.bias)) {
+          BwdParams run = bp;
+          run.f.batch = last_seq - first;
+          run.f.q_seqstart += first, run.f.k_seqstart += first, run.f.k_seqlen += first;
+          launch_backward(*main, run, stream);
+        }
+      } else {
+        launch_backward(*main, bp, stream);
+      }
+      launch_backward(*last, bp, stream);
+    }
+    if (accumulate) {
+      write_accumulated(*post_k, bp, bp.dk_accum, b.dk_data, b.dk, stream);
+      write_accumulated(*post_v, bp, bp.dv_accum, b.dv_data, b.dv, stream);
+    }
+  } catch (...) {
+    if (own) (void)d.cuMemFreeAsync(scratch, stream);
+    throw;
+  }
+  if (own) check_cuda(d.cuMemFreeAsync(scratch, stream), "cuMemFreeAsync (backward workspace)");
+}
+
+}  // namespace jitattn::jit::ops

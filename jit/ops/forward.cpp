@@ -1,0 +1,99 @@
+#include "jit/ops/forward.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "jit/env.h"
+#include "jit/jit_runtime.h"
+#include "jit/launch.h"
+#include "jit/ops/forward_params.h"
+
+namespace jitattn::jit::ops {
+
+Signature forward_signature(const ForwardPlan& p, const Arch& arch) {
+  Signature sig;
+  sig.op = Op::fwd;
+  sig.bias = p.bias.kind;
+  sig.dtype = p.dtype;
+  sig.out_dtype = p.out_dtype;
+  sig.head_dim = uint16_t(p.q.d);
+  sig.head_dim_v = uint16_t(p.v.d);
+  sig.arch_sm = arch.sm;
+  sig.arch_specific = arch.specific;
+  sig.lse = p.lse != nullptr;
+  sig.align = uint8_t(p.align);
+  sig.dropout = p.p > 0;
+  return sig;
+}
+
+bool forward_params(const ForwardPlan& p, FwdParams& fp) {
+  fp = FwdParams{};
+  fp.q = p.q_data, fp.k = p.k_data, fp.v = p.v_data, fp.out = p.out_data;
+  fp.lse = p.lse;
+  fp.q_stride_b = p.q.sb, fp.q_stride_m = p.q.sm, fp.q_stride_h = p.q.sh;
+  fp.k_stride_b = p.k.sb, fp.k_stride_m = p.k.sm, fp.k_stride_h = p.k.sh;
+  fp.v_stride_b = p.v.sb, fp.v_stride_m = p.v.sm, fp.v_stride_h = p.v.sh;
+  fp.o_stride_b = p.o.sb, fp.o_stride_m = p.o.sm, fp.o_stride_h = p.o.sh;
+  fp.lse_stride_b = p.lse_stride_b, fp.lse_stride_h = p.lse_stride_h;
+  if (p.bias.tensor) {
+    const TensorView& t = *p.bias.tensor;
+    fp.bias = t.data;
+    fp.bias_stride_b = t.shape[0] == 1 ? 0 : t.stride[0];
+    if (t.ndim == 5) {  // [B, G, H, Mq, Mkv] as G·H heads (bias_reasons checked it flattens)
+      fp.bias_stride_h = t.shape[2] > 1 ? t.stride[2] : t.shape[1] > 1 ? t.stride[1] : 0;
+      fp.bias_stride_m = t.stride[3];
+    } else {
+      fp.bias_stride_h = t.shape[1] == 1 ? 0 : t.stride[1];
+      fp.bias_stride_m = t.stride[2];
+    }
+  }
+  if (p.bias.alibi_slopes) fp.alibi_slopes = p.bias.alibi_slopes->device(p.device);
+  fp.batch = int32_t(p.q.b), fp.heads = int32_t(p.q.h), fp.mq = int32_t(p.q.m), fp.mkv = int32_t(p.k.m);
+  fp.batch_rows = int32_t(p.q.b), fp.mq_rows = int32_t(p.q.m), fp.mkv_rows = int32_t(p.k.m);
+  fp.kv_group = int32_t(p.q.h / p.k.h);
+  fp.window_left = p.bias.window_left, fp.window_right = p.bias.window_right;
+  if (p.bias.q_seqinfo) {  // block-diagonal: one "batch" entry per sequence, grid by the longest
+    fp.batch = int32_t(p.bias.q_seqinfo->batch());
+    fp.mq = p.bias.q_seqinfo->max_seqlen;
+    if (fp.batch == 0 || fp.mq == 0) return false;
+    fp.q_seqstart = p.bias.q_seqinfo->seqstart.device(p.device);
+    fp.k_seqstart = p.bias.k_seqstart ? p.bias.k_seqstart->device(p.device) : nullptr;
+    fp.k_seqlen = p.bias.k_seqlen ? p.bias.k_seqlen->device(p.device) : nullptr;
+    if (p.bias.block_tables) {
+      fp.block_tables = p.bias.block_tables->table.device(p.device);
+      fp.block_tables_stride = p.bias.block_tables->max_pages;
+      fp.page_size = p.bias.page_size;
+    }
+  }
+  fp.scale_log2 = float(p.scale * 1.4426950408889634);
+  fp.dropout_scale = 1.f;  // the backward scales by it unconditionally
+  if (p.p > 0) {
+    fp.dropout_seed = p.seed, fp.dropout_offset = p.offset;
+    fp.dropout_threshold = uint32_t(std::ceil(p.p * 4294967296.0));  // validation keeps it below 2^32
+    fp.dropout_scale = float(1.0 / (1.0 - p.p));
+  }
+  return p.q.b > 0 && p.q.h > 0 && p.q.m > 0;
+}
+
+// Block order (kernel_src/common.cuh block_coords). Measured on the H100: blocks of equal
+// length run best one (head, batch) pair at a time, whose keys and values then stay in L2;
+// under a causal mask the longest blocks of all pairs first run best, which keeps the tail short.
+int32_t pairs_per_chunk(const KernelSpec& spec, const FwdParams& p) {
+  const int64_t pairs = int64_t(p.heads) * p.batch;
+  if (const int forced = Env::get().pairs_per_chunk) return int32_t(std::min<int64_t>(forced, pairs));
+  return has_uneven_blocks(spec.sig.bias) ? int32_t(pairs) : 1;
+}
+
+void forward(const ForwardPlan& p, CUstream stream) {
+  if (p.q.b == 0 || p.q.h == 0 || p.q.m == 0) return;  // nothing to compute or write
+  auto& rt = JitRuntime::get();
+  const ContextInfo& ctx = rt.context(p.device);
+  const LoadedKernel& kernel = rt.kernel(forward_signature(p, ctx.arch), ctx);
+  FwdParams fp;
+  if (!forward_params(p, fp)) return;
+  // One block per (query block, head, batch); block_coords() decodes it.
+  fp.pairs_per_chunk = pairs_per_chunk(kernel.spec, fp);
+  launch(kernel, &fp, ceil_div(fp.mq, kernel.spec.tile.block_m) * fp.heads * fp.batch, stream);
+}
+
+}  // namespace jitattn::jit::ops

@@ -1,0 +1,93 @@
+// What api/ hands to an op once a call is validated: the tensors read as [B, M, H, D] views,
+// the bias as the kernels see it, pointers and options. The ops (jit/ops/*.cpp) turn a plan into
+// Signatures, kernel arguments (kernel_src/params.h, which only they include), grids and
+// launches; api/ never sees a kernel's argument struct.
+#pragma once
+#include <cstdint>
+#include <vector>
+
+#include "jit/signature.h"
+#include "jitattn/bias.h"
+#include "jitattn/tensor.h"
+
+namespace jitattn::jit::ops {
+
+// A [B, M, H, D] view of a 3-D, 4-D or 5-D tensor (api/src/plan.cpp as_bmhk): strides in
+// elements, the last one 1.
+struct Bmhk {
+  int64_t b = 0, m = 0, h = 0, d = 0;
+  int64_t sb = 0, sm = 0, sh = 0;
+};
+
+// What the kernels need from a bias: its kind, its windows, and where its numbers live.
+struct BiasPlan {
+  BiasKind kind = BiasKind::none;
+  int32_t window_left = 0, window_right = 0;  // band masks, see kernel_src/bias_policies.cuh
+  const TensorView* tensor = nullptr;         // dense additive bias
+  const SeqLenInfo* q_seqinfo = nullptr;      // block-diagonal layouts
+  const DeviceInts* k_seqstart = nullptr;     // null: paged padded keys start at position 0
+  int32_t k_max_seqlen = 0;                   // the longest key sequence
+  const DeviceInts* k_seqlen = nullptr;       // padded and gappy keys
+  const BlockTables* block_tables = nullptr;  // paged keys
+  int32_t page_size = 0;
+  const DeviceFloats* alibi_slopes = nullptr;
+};
+
+// A validated forward: out = softmax(q·kᵀ·scale + bias)·v (and lse).
+struct ForwardPlan {
+  Bmhk q, k, v, o;
+  BiasPlan bias;
+  double scale = 0;
+  int align = 16;  // 16: every pointer and row stride 16-byte aligned; else the element size
+  DType dtype = DType::f16, out_dtype = DType::f16;
+  int device = 0;
+  const void* q_data = nullptr;
+  const void* k_data = nullptr;
+  const void* v_data = nullptr;
+  void* out_data = nullptr;
+  float* lse = nullptr;  // [B, H, Mq] (or [B, G, H, Mq]) through lse_stride_b/h, or null
+  int64_t lse_stride_b = 0, lse_stride_h = 0;
+  double p = 0.0;  // dropout
+  uint64_t seed = 0, offset = 0;
+};
+
+// A validated backward: the forward's plan (out and lse are read) plus the gradients.
+struct BackwardPlan {
+  ForwardPlan fwd;
+  Bmhk grad, dq, dk, dv;  // dk/dv of key/value expanded over their heads are read as one head
+  const void* grad_data = nullptr;
+  void* dq_data = nullptr;
+  void* dk_data = nullptr;
+  void* dv_data = nullptr;
+  void* dbias = nullptr;  // contiguous [B, H, Mq, Mkv] like the bias tensor, or null
+  size_t dbias_bytes = 0;
+  int align = 16;  // of the forward's tensors and the gradients together
+  bool deterministic = false;
+  void* workspace = nullptr;  // at least backward_workspace_bytes(), or null to allocate
+};
+
+// A validated merge_attentions: S partial outputs [B, M, G, H, K] with their lse [B, G, H, M]
+// (G = 1 for 4-D tensors), merged into out (and lse). Strides in elements; size-1 dimensions 0.
+struct MergeSplitView {
+  const void* out = nullptr;
+  const float* lse = nullptr;
+  int64_t o_stride_b = 0, o_stride_m = 0, o_stride_g = 0, o_stride_h = 0;
+  int64_t lse_stride_b = 0, lse_stride_g = 0, lse_stride_h = 0;
+};
+struct MergePlan {
+  int64_t b = 0, m = 0, g = 1, h = 0, k = 0;
+  DType in_dtype = DType::f32, out_dtype = DType::f32;
+  int device = 0;
+  bool align16 = true;
+  // List form: one view per split. Stacked form: splits[0] is split 0; split s is shifted by
+  // s·o_stride_s / s·lse_stride_s elements.
+  std::vector<MergeSplitView> splits;
+  bool stacked = false;
+  int64_t num_splits = 0, o_stride_s = 0, lse_stride_s = 0;
+  void* out = nullptr;
+  int64_t out_stride_b = 0, out_stride_m = 0, out_stride_g = 0, out_stride_h = 0;
+  float* lse = nullptr;  // merged lse, or null
+  int64_t lse_out_stride_b = 0, lse_out_stride_g = 0, lse_out_stride_h = 0;
+};
+
+}  // namespace jitattn::jit::ops
