@@ -1,4 +1,4 @@
-// The CUDA driver API, loaded at run time from libcuda.so.1 (DESIGN decision 1): entry points
+// The CUDA driver API, loaded at run time from libcuda.so.1 (docs/design.md decision 1): entry points
 // come from cuGetProcAddress, so nothing links against CUDA and a machine without a GPU can
 // still compile and cache kernels.
 #pragma once

@@ -24,7 +24,7 @@ inline constexpr EnvVarInfo kEnvVars[] = {
     {"JITATTN_TILE", true, "force a tile config (e.g. m128n64w4) for every forward kernel; it is part of the name"},
     {"JITATTN_FWD_FAMILY", true, "mma: keep the forward on mma.sync where wgmma would serve it (experiments); it is part of the name"},
     {"JITATTN_BWD_TILE", true, "force a tile config (e.g. m64n128w8) for the backward's dK/dV kernel (bwd, bwd_kv)"},
-    {"JITATTN_PAIRS_PER_CHUNK", false, "force the forward's block order: (head, batch) pairs per chunk (experiments; jit/launch.cpp)"},
+    {"JITATTN_PAIRS_PER_CHUNK", false, "force the forward's block order: (head, batch) pairs per chunk (experiments; jit/ops/forward.cpp)"},
     {"JITATTN_BWD_DQ_TILE", true, "force a tile config (e.g. m64n64w4) for the deterministic backward's dQ kernel (bwd_dq)"},
     {"JITATTN_VERBOSE", false, "1: log each compile and cache layer hit to stderr"},
     {"JITATTN_RECORD", false, "append each distinct signature the process needs to this manifest (JSON Lines)"},

@@ -1,4 +1,4 @@
-// NVRTC, loaded at run time (DESIGN decision 1): JITATTN_NVRTC, then libnvrtc.so.13, then .12,
+// NVRTC, loaded at run time (docs/design.md decision 1): JITATTN_NVRTC, then libnvrtc.so.13, then .12,
 // also under $CUDA_HOME/lib64 and /usr/local/cuda/lib64.
 #pragma once
 #include <string>

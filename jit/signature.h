@@ -1,4 +1,4 @@
-// What changes the generated code, and nothing else (DESIGN "The path of one call").
+// What changes the generated code, and nothing else (docs/design.md, "The path of one call").
 //
 // Signature  — the call's code-relevant facts (op, arch, dtypes, head dims, bias kind, flags,
 //              alignment class). A plain value, hashed on the hot path without allocating.

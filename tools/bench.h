@@ -1,5 +1,5 @@
 // `jitattn bench`: forward-pass TFLOP/s on the shapes of the companion PyTorch script, timed with
-// CUDA events, so the two can be put side by side as ratios (DESIGN decision 10). Also the few
+// CUDA events, so the two can be put side by side as ratios (docs/design.md decision 10). Also the few
 // device helpers `jitattn demo` shares with it (the CLI links no test code).
 #pragma once
 #include <cuda.h>

@@ -1,4 +1,4 @@
-// jitattn::Error carries every reason a call cannot run (DESIGN decision 2), in the style of
+// jitattn::Error carries every reason a call cannot run (docs/design.md decision 2), in the style of
 // xFormers' not_supported_reasons: "query.shape[-1]=100 is not a multiple of 8".
 #pragma once
 #include <stdexcept>

@@ -1,4 +1,4 @@
-// Non-owning tensor views (DESIGN decision 3): pointer, dtype, shape, strides in elements.
+// Non-owning tensor views (docs/design.md decision 3): pointer, dtype, shape, strides in elements.
 #pragma once
 #include <cstddef>
 #include <cstdint>
