@@ -16,6 +16,7 @@
 #include <thread>
 #include <vector>
 
+#include "cache/digest.h"
 #include "cache/sqlite_store.h"
 #include "jitattn/error.h"
 
@@ -73,7 +74,7 @@ class CacheTest : public ::testing::Test {
     r.compiler = "nvrtc 13.0";
     r.binary.resize(binary_size);
     for (auto& c : r.binary) c = static_cast<char>(rng_());
-    r.binary_hash = hash_hex(r.binary);
+    r.binary_hash = sha256_hex(r.binary);
     r.registers = 128;
     r.shared_bytes = 98304;
     r.compile_ms = 1234.5;
@@ -156,7 +157,7 @@ TEST_F(CacheTest, PutFillsZeroTimestampsAndReplaces) {
 TEST_F(CacheTest, PutRejectsMismatchedHash) {
   SqliteStore store(db_path_, Mode::ReadWrite);
   KernelRecord r = make_record("fwd.a");
-  r.binary_hash = hash_hex("something else");
+  r.binary_hash = sha256_hex("something else");
   EXPECT_THROW(store.put(r), jitattn::Error);
   EXPECT_EQ(store.row_count(), 0);
 }
@@ -305,7 +306,7 @@ TEST_F(CacheTest, ListIsOrderedByNameWithoutBinaries) {
   for (size_t i = 0; i < rows.size(); ++i) {
     EXPECT_EQ(rows[i].name, want[i]);
     EXPECT_TRUE(rows[i].binary.empty());
-    EXPECT_EQ(rows[i].binary_hash.size(), 32u);
+    EXPECT_EQ(rows[i].binary_hash.size(), 64u);
     EXPECT_EQ(rows[i].key, hash_hex("key material of " + want[i]));
     EXPECT_EQ(rows[i].registers, 128);
   }

@@ -19,6 +19,7 @@
 #include <thread>
 #include <vector>
 
+#include "cache/digest.h"
 #include "cache/layered_cache.h"
 #include "cache/shipping.h"
 #include "cache/sqlite_store.h"
@@ -89,7 +90,7 @@ KernelRecord make_record(const std::string& name, size_t size, uint64_t seed, in
   r.source_hash = hash_hex("kernel_src");
   r.binary.resize(size);
   for (auto& c : r.binary) c = static_cast<char>(rng());
-  r.binary_hash = hash_hex(r.binary);
+  r.binary_hash = sha256_hex(r.binary);
   r.registers = 96;
   r.shared_bytes = 16384;
   r.compile_ms = 250;
@@ -179,7 +180,7 @@ TEST(ShippingExport, WritesACompactNonWalDbThatServesEveryRowReadOnly) {
     RawDb raw(out, SQLITE_OPEN_READONLY);
     EXPECT_EQ(raw.one("PRAGMA journal_mode"), "delete");
     EXPECT_EQ(raw.one("PRAGMA freelist_count"), "0");  // vacuumed
-    EXPECT_EQ(raw.one("SELECT value FROM meta WHERE key = 'schema_version'"), "2");
+    EXPECT_EQ(raw.one("SELECT value FROM meta WHERE key = 'schema_version'"), "3");
   }
   const std::string shipped_bytes = read_bytes(out);
   {
@@ -290,7 +291,7 @@ TEST(ShippingVerify, FlippedByteIsCorruptOtherCompilerOrSourceIsStale) {
 
   const VerifyReport rep = verify(db, build_of(good));
   EXPECT_TRUE(rep.opened);
-  EXPECT_EQ(rep.schema_version, 2);
+  EXPECT_EQ(rep.schema_version, 3);
   EXPECT_EQ(rep.rows, 4);
   EXPECT_FALSE(rep.ok());
   ASSERT_EQ(rep.corrupt.size(), 1u);
@@ -442,7 +443,7 @@ TEST(ShippingSchema, V1DatabaseIsReadAsItIsAndMigratedOnReadWriteOpen) {
 
   {  // Read-write migrates in place and keeps every row.
     SqliteStore rw(db, Mode::ReadWrite);
-    EXPECT_EQ(rw.schema_version(), 2);
+    EXPECT_EQ(rw.schema_version(), 3);
     for (const auto* r : {&a, &b}) {
       const auto got = rw.get(r->key);
       ASSERT_TRUE(got.has_value()) << r->name;
@@ -455,11 +456,11 @@ TEST(ShippingSchema, V1DatabaseIsReadAsItIsAndMigratedOnReadWriteOpen) {
     EXPECT_EQ(rw.get(c.key)->source_hash, c.source_hash);
   }
   RawDb raw(db);
-  EXPECT_EQ(raw.one("SELECT value FROM meta WHERE key = 'schema_version'"), "2");
+  EXPECT_EQ(raw.one("SELECT value FROM meta WHERE key = 'schema_version'"), "3");
   EXPECT_EQ(raw.one("SELECT count(*) FROM pragma_table_info('kernels') WHERE name = 'source_hash'"), "1");
   EXPECT_EQ(SqliteStore(db, Mode::ReadOnly).row_count(), 3);
   // Opening again migrates nothing twice.
-  EXPECT_EQ(SqliteStore(db, Mode::ReadWrite).schema_version(), 2);
+  EXPECT_EQ(SqliteStore(db, Mode::ReadWrite).schema_version(), 3);
 }
 
 // ---- many processes ---------------------------------------------------------------------

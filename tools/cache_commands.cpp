@@ -200,9 +200,10 @@ int cmd_export(const ExportArgs& a) {
     bytes = rep.bytes;
   }
   const int64_t file = writer.finish();
-  std::printf("export: wrote %lld kernels (%s of binaries) to %s, %s on disk; ship it with JITATTN_CACHE_RO=%s\n",
+  std::printf("export: wrote %lld kernels (%s of binaries) to %s, %s on disk, sha256 %s (also in %s.sha256); "
+              "ship it with JITATTN_CACHE_RO=%s@sha256:%s\n",
               (long long)rows, human_bytes(double(bytes)).c_str(), a.out.c_str(), human_bytes(double(file)).c_str(),
-              a.out.c_str());
+              writer.digest().c_str(), a.out.c_str(), a.out.c_str(), writer.digest().c_str());
   return 0;
 }
 
@@ -233,6 +234,7 @@ int cmd_merge(const std::string& out, const std::vector<std::string>& inputs, bo
 cache::CurrentBuild current_build(std::string* note) {
   cache::CurrentBuild cur;
   cur.source_hash = jit::kernel_sources_hash();
+  cur.binding = jit::binding_problem;  // needs no NVRTC: the row's own key names its entry symbol
   try {
     cur.compiler = jit::NvrtcCompiler::get().identity();
   } catch (const std::exception& e) {
@@ -247,17 +249,22 @@ cache::CurrentBuild current_build(std::string* note) {
 }
 
 int cmd_verify(std::vector<std::string> paths) {
-  if (paths.empty()) {  // every layer that exists
+  std::vector<std::string> pins(paths.size());
+  if (paths.empty()) {  // every layer that exists, shipped ones against their pinned digests
     const jit::Env& env = jit::Env::get();
     paths = env.cache_ro;
+    pins = env.cache_ro_sha256;
     if (exists(env.cache_path)) paths.push_back(env.cache_path);
     else std::printf("%s: no user cache yet\n", env.cache_path.c_str());
+    pins.resize(paths.size());
   }
   std::string note;
-  const cache::CurrentBuild cur = current_build(&note);
+  cache::CurrentBuild cur = current_build(&note);
   if (!note.empty()) std::printf("note: %s\n", note.c_str());
   int bad = 0;
-  for (const auto& path : paths) {
+  for (size_t i = 0; i < paths.size(); ++i) {
+    const std::string& path = paths[i];
+    cur.sha256 = pins[i];
     const cache::VerifyReport rep = cache::verify(path, cur);
     if (!rep.opened) {
       std::printf("%s: BAD: %s\n", path.c_str(), rep.problem.c_str());
