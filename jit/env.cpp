@@ -23,6 +23,8 @@ std::string getenv_str(const char* name) {
   return v ? v : "";
 }
 
+}  // namespace
+
 // "a.sqlite:b.sqlite@sha256:HEX": ':' separates DBs, except the one inside "@sha256:".
 void parse_cache_ro(const std::string& ro, Env& env) {
   static const std::string pin = "@sha256:";
@@ -52,6 +54,8 @@ void parse_cache_ro(const std::string& ro, Env& env) {
     cur.clear();
   }
 }
+
+namespace {
 
 Env read_env() {
   Env env;

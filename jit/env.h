@@ -51,4 +51,8 @@ struct Env {
   static const Env& get();
 };
 
+// JITATTN_CACHE_RO's value into env.cache_ro and env.cache_ro_sha256: DBs separated by ':',
+// each FILE or FILE@sha256:<64 hex>. A malformed pin throws jitattn::Error.
+void parse_cache_ro(const std::string& value, Env& env);
+
 }  // namespace jitattn::jit

@@ -474,7 +474,9 @@ TEST(ShippingConcurrency, EightProcessesCompilingOverlappingSetsIntoOneDb) {
       for (bool lse : {false, true}) specs.push_back(small_spec(dt, bias, lse));
   ASSERT_EQ(specs.size(), 8u);
 
-  // Process i compiles specs i..i+2 (mod 8): every kernel is wanted by three processes at once.
+  // Process i compiles specs i..i+2 (mod 8): every kernel is wanted by three processes at once,
+  // and is compiled by one of them (cache/claim.h); the others wait for its row.
+  const std::string tally = dir.file("compiles");
   std::vector<pid_t> children;
   for (int i = 0; i < 8; ++i) {
     const pid_t pid = ::fork();
@@ -484,6 +486,10 @@ TEST(ShippingConcurrency, EightProcessesCompilingOverlappingSetsIntoOneDb) {
       try {
         jit::JitRuntime rt(env_for(db));
         for (int j = 0; j < 3; ++j) rt.binary(specs[size_t((i + j) % 8)]);
+        if (FILE* f = std::fopen(tally.c_str(), "a")) {
+          std::fputs(std::string(size_t(rt.stats().compiles.load()), 'x').c_str(), f);
+          std::fclose(f);
+        }
       } catch (const std::exception& e) {
         std::fprintf(stderr, "child %d: %s\n", i, e.what());
         rc = 1;
@@ -493,6 +499,7 @@ TEST(ShippingConcurrency, EightProcessesCompilingOverlappingSetsIntoOneDb) {
     children.push_back(pid);
   }
   for (pid_t pid : children) expect_exited_cleanly(pid);
+  EXPECT_EQ(read_bytes(tally).size(), specs.size()) << "compiles across the 8 processes";
 
   SqliteStore store(db, Mode::Inspect);
   std::map<std::string, int> count;
