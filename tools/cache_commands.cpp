@@ -312,7 +312,7 @@ void add_cache_commands(CLI::App& app) {
   ls->callback([ls_args] { finish_command([&] { return cmd_ls(*ls_args); }); });
 
   auto ex = std::make_shared<ExportArgs>();
-  auto* exp = app.add_subcommand("export", "write a compact read-only DB to ship (JITATTN_CACHE_RO)");
+  auto* exp = app.add_subcommand("export", "write a compact read-only DB to ship (JITATTN_CACHE_RO=FILE@sha256:HEX), and FILE.sha256");
   exp->add_option("--out", ex->out, "the DB to write")->required();
   exp->add_option("--manifest", ex->manifest, "exactly these kernels (docs/manifest.md), compiling what no layer has");
   exp->add_option("--arch", ex->archs,
@@ -336,7 +336,7 @@ void add_cache_commands(CLI::App& app) {
   merge->callback([=] { finish_command([&] { return cmd_merge(*merge_out, *merge_in, *merge_force); }); });
 
   auto verify_paths = std::make_shared<std::vector<std::string>>();
-  auto* verify = app.add_subcommand("verify", "check schema and every row's hash (exit 1 if any is corrupt)");
+  auto* verify = app.add_subcommand("verify", "check schema, every page, pinned digests and every row's binary (exit 1 if any is corrupt)");
   verify->add_option("PATH", *verify_paths, "DBs to check (default: every cache layer)");
   verify->callback([verify_paths] { finish_command([&] { return cmd_verify(*verify_paths); }); });
 
