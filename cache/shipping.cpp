@@ -89,14 +89,16 @@ int64_t ShippedDbWriter::finish() {
 // ---- merge --------------------------------------------------------------------------------
 
 void copy_rows(SqliteStore& source, SqliteStore& dest, CopyReport& report,
-               const std::function<bool(const KernelRecord&)>& keep) {
+               const std::function<bool(const KernelRecord&)>& keep, const RowCheck& check) {
   source.scan([&](const KernelRecord& r) {
     if (keep && !keep(r)) return;
-    if (std::string why = binary_problem(r); !why.empty()) {
+    std::string why = binary_problem(r);
+    if (why.empty() && check) why = check(r);
+    if (!why.empty()) {
       report.skipped.push_back({source.path(), r.key, r.name, std::move(why)});
       return;
     }
-    if (dest.get(r.key)) {  // a bad row there is dropped by get() and replaced below
+    if (dest.get(r.key, check)) {  // a bad row there is dropped by get() and replaced below
       ++report.already_present;
       return;
     }
@@ -106,14 +108,14 @@ void copy_rows(SqliteStore& source, SqliteStore& dest, CopyReport& report,
   });
 }
 
-CopyReport merge_into(SqliteStore& dest, const std::vector<std::string>& sources) {
+CopyReport merge_into(SqliteStore& dest, const std::vector<std::string>& sources, const RowCheck& check) {
   CopyReport report;
   for (const auto& path : sources) {
     std::error_code ec;
     // Reading a DB while writing it through another connection would hold its lock forever.
     if (fs::equivalent(path, dest.path(), ec)) throw Error(path + " is the destination itself");
     SqliteStore source(path, SqliteStore::Mode::Inspect);
-    copy_rows(source, dest, report);
+    copy_rows(source, dest, report, nullptr, check);
   }
   return report;
 }

@@ -56,13 +56,14 @@ struct CopyReport {
 };
 
 // Copies every row of `source` for which keep(row) holds (all rows without a filter) into
-// `dest`. A row whose binary does not match its hash is skipped and reported, never copied.
+// `dest`. A row that fails binary_problem() or `check` (CurrentBuild::binding's kind of check)
+// is skipped and reported, never copied.
 void copy_rows(SqliteStore& source, SqliteStore& dest, CopyReport& report,
-               const std::function<bool(const KernelRecord&)>& keep = nullptr);
+               const std::function<bool(const KernelRecord&)>& keep = nullptr, const RowCheck& check = {});
 
 // copy_rows() from each DB at `sources` (opened read-only). A source that cannot be opened, or
 // that is `dest` itself, throws jitattn::Error naming it.
-CopyReport merge_into(SqliteStore& dest, const std::vector<std::string>& sources);
+CopyReport merge_into(SqliteStore& dest, const std::vector<std::string>& sources, const RowCheck& check = {});
 
 // What the running build would compile today. Empty fields are not checked.
 struct CurrentBuild {

@@ -110,7 +110,7 @@ const LoadedKernel& JitRuntime::kernel(const Signature& sig, const ContextInfo& 
   const CudaDriver& d = CudaDriver::require();
   // A cached binary the driver refuses (or that lacks its entry) is a corrupt row: it is
   // dropped and the next layer or a compile serves. A fresh compile that fails is an error.
-  for (;;) {
+  for (int attempt = 1;; ++attempt) {
     CUmodule module = nullptr;
     CUresult rc = d.cuModuleLoadData(&module, rec.binary.data());
     const char* step = "loading";
@@ -120,7 +120,7 @@ const LoadedKernel& JitRuntime::kernel(const Signature& sig, const ContextInfo& 
       if (rc != CUDA_SUCCESS) d.cuModuleUnload(module);
     }
     if (rc == CUDA_SUCCESS) break;
-    if (served_by == "nvrtc") check_cuda(rc, (std::string(step) + " " + rec.name).c_str());
+    if (served_by == "nvrtc" || attempt == 4) check_cuda(rc, (std::string(step) + " " + rec.name).c_str());
     const char* name = nullptr;
     d.cuGetErrorName(rc, &name);
     cache_.reject({rec, served_by}, std::string(step) + " failed: " + (name ? name : "?"));

@@ -117,6 +117,12 @@ TEST(CacheBinding, SwappedBinariesAreReportedByVerifyAndNeverServed) {
   EXPECT_FALSE(rep.ok());
   ASSERT_EQ(rep.corrupt.size(), 2u);
   EXPECT_NE(rep.corrupt[0].why.find("defines no function"), std::string::npos) << rep.corrupt[0].why;
+  {  // nor are they shipped or merged
+    ShippedDbWriter w(dir.file("merged.sqlite"), false);
+    const CopyReport merged = merge_into(w.store(), {db}, jit::binding_problem);
+    EXPECT_EQ(merged.added, 0);
+    EXPECT_EQ(merged.skipped.size(), 2u);
+  }
 
   jit::JitRuntime deployed(test::env_for(db, jit::JitPolicy::off));
   EXPECT_THROW(deployed.binary(a), jitattn::Error);

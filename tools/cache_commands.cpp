@@ -192,7 +192,8 @@ int cmd_export(const ExportArgs& a) {
     for (const auto& arch : archs) targets.insert(arch.name());
     cache::CopyReport rep;
     cache::copy_rows(user, writer.store(), rep,
-                     [&](const KernelRecord& r) { return targets.empty() || targets.count(r.target) > 0; });
+                     [&](const KernelRecord& r) { return targets.empty() || targets.count(r.target) > 0; },
+                     jit::binding_problem);  // a foreign binary is never shipped
     print_skipped(rep.skipped);
     // An empty shipped DB is almost surely a wrong --arch, found only when a deployment misses.
     if (rep.added == 0) throw Error("no sound row of " + user_path + " matches; nothing written to " + a.out);
@@ -215,13 +216,13 @@ void print_copy(const char* what, const cache::CopyReport& rep, const std::strin
 
 int cmd_import(const std::vector<std::string>& files) {
   SqliteStore user(jit::Env::get().cache_path, SqliteStore::Mode::ReadWrite);
-  print_copy("import", cache::merge_into(user, files), user.path());
+  print_copy("import", cache::merge_into(user, files, jit::binding_problem), user.path());
   return 0;
 }
 
 int cmd_merge(const std::string& out, const std::vector<std::string>& inputs, bool force) {
   cache::ShippedDbWriter writer(out, force);
-  const cache::CopyReport rep = cache::merge_into(writer.store(), inputs);
+  const cache::CopyReport rep = cache::merge_into(writer.store(), inputs, jit::binding_problem);
   writer.finish();
   print_copy("merge", rep, out);
   return 0;
