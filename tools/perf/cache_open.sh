@@ -7,7 +7,7 @@
 #   tools/perf/cache_open.sh [MiB ...]      default: 100 1000 (needs that much free space in $TMPDIR)
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
-cli=build/tools/jitattn
+cli=${JITATTN_CLI:-build/tools/jitattn}  # another build to compare: JITATTN_CLI=path/to/jitattn
 command -v sqlite3 >/dev/null || { echo "cache_open.sh needs the sqlite3 command (apt-get install sqlite3)"; exit 1; }
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
