@@ -3,10 +3,10 @@
 #include <chrono>
 #include <iostream>
 
+#include "cache/digest.h"
 #include "jit/codegen.h"
 #include "jit/cubin.h"
 #include "jit/cuda_driver.h"
-#include "cache/digest.h"
 #include "jit/kernel_sources.h"
 #include "jit/nvrtc_compiler.h"
 #include "jit/recorder.h"

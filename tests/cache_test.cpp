@@ -19,6 +19,7 @@
 #include "cache/digest.h"
 #include "cache/sqlite_store.h"
 #include "jitattn/error.h"
+#include "cache_fixtures.h"
 #include "read_only_file.h"
 
 namespace jitattn::cache {
@@ -471,27 +472,8 @@ TEST_F(CacheTest, BadSchemaVersionIsMovedAsideAndRebuilt) {
 // name index) leaves the file in service, and integrity_problem() (verify) still finds it.
 TEST_F(CacheTest, OpenSkipsFullChecksThatIntegrityProblemRuns) {
   const KernelRecord r = make_record("fwd.a");
-  int64_t root = 0, page = 0;
-  {
-    SqliteStore store(db_path_, Mode::ReadWrite);
-    store.put(r);
-  }
-  {
-    sqlite3* db = nullptr;
-    ASSERT_EQ(sqlite3_open(db_path_.c_str(), &db), SQLITE_OK);
-    sqlite3_stmt* st = nullptr;
-    ASSERT_EQ(sqlite3_prepare_v2(db, "SELECT rootpage, (SELECT page_size FROM pragma_page_size) FROM sqlite_master "
-                                     "WHERE name = 'kernels_by_name'", -1, &st, nullptr), SQLITE_OK);
-    ASSERT_EQ(sqlite3_step(st), SQLITE_ROW);
-    root = sqlite3_column_int64(st, 0);
-    page = sqlite3_column_int64(st, 1);
-    sqlite3_finalize(st);
-    sqlite3_close(db);
-  }
-  std::string bytes = read_bytes(db_path_);
-  ASSERT_GE(int64_t(bytes.size()), root * page);
-  std::fill(bytes.begin() + (root - 1) * page, bytes.begin() + root * page, '\x5a');
-  write_bytes(db_path_, bytes);
+  { SqliteStore(db_path_, Mode::ReadWrite).put(r); }
+  test::damage_root_page(db_path_, "kernels_by_name");
 
   SqliteStore store(db_path_, Mode::ReadWrite);
   EXPECT_TRUE(corrupt_copies().empty());

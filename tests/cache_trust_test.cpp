@@ -30,6 +30,7 @@
 #include "jit/kernel_sources.h"
 #include "jit/nvrtc_compiler.h"
 #include "jitattn/error.h"
+#include "cache_fixtures.h"
 #include "read_only_file.h"
 #include "temp_dir.h"
 #include "test_env.h"
@@ -51,17 +52,7 @@ jit::KernelSpec small_spec(jit::BiasKind bias) {
   return jit::make_spec(s);
 }
 
-KernelRecord synthetic(const std::string& name, uint64_t seed) {
-  std::mt19937_64 rng(seed);
-  KernelRecord r;
-  r.key = hash_hex("key of " + name);
-  r.name = name;
-  r.target = "sm_80";
-  r.compiler = "nvrtc 13.0";
-  r.binary.resize(3000);
-  for (auto& c : r.binary) c = char(rng());
-  return r;
-}
+KernelRecord synthetic(const std::string& name, uint64_t seed) { return test::make_record(name, 3000, seed); }
 
 std::string slurp(const std::string& p) {
   std::ifstream in(p, std::ios::binary);
@@ -189,22 +180,7 @@ TEST(CacheDegrade, DamagedPageMetByALookupIsMovedAsideNotThrown) {
       store.put(rows.back());
     }
   }
-  int64_t root = 0, page = 0;
-  {
-    sqlite3* h = nullptr;
-    ASSERT_EQ(sqlite3_open(db.c_str(), &h), SQLITE_OK);
-    sqlite3_stmt* st = nullptr;
-    ASSERT_EQ(sqlite3_prepare_v2(h, "SELECT rootpage, (SELECT page_size FROM pragma_page_size) FROM sqlite_master WHERE name = 'kernels'",
-                                 -1, &st, nullptr), SQLITE_OK);
-    ASSERT_EQ(sqlite3_step(st), SQLITE_ROW);
-    root = sqlite3_column_int64(st, 0);
-    page = sqlite3_column_int64(st, 1);
-    sqlite3_finalize(st);
-    sqlite3_close(h);
-  }
-  std::string bytes = slurp(db);
-  std::fill(bytes.begin() + (root - 1) * page, bytes.begin() + root * page, '\x5a');
-  std::ofstream(db, std::ios::binary | std::ios::trunc) << bytes;
+  test::damage_root_page(db, "kernels");
 
   LayeredCache layers({}, db);
   ASSERT_NE(layers.user(), nullptr);

@@ -24,6 +24,7 @@
 #include "cache/shipping.h"
 #include "cache/sqlite_store.h"
 #include "jit/jit_runtime.h"
+#include "cache_fixtures.h"
 #include "temp_dir.h"
 #include "jit/kernel_sources.h"
 #include "jit/nvrtc_compiler.h"
@@ -80,24 +81,7 @@ class RawDb {
   sqlite3* db_ = nullptr;
 };
 
-KernelRecord make_record(const std::string& name, size_t size, uint64_t seed, int64_t last_used = 1700000100) {
-  std::mt19937_64 rng(seed);
-  KernelRecord r;
-  r.key = hash_hex("key material of " + name);
-  r.name = name;
-  r.target = "sm_80";
-  r.compiler = "nvrtc 13.0";
-  r.source_hash = hash_hex("kernel_src");
-  r.binary.resize(size);
-  for (auto& c : r.binary) c = static_cast<char>(rng());
-  r.binary_hash = sha256_hex(r.binary);
-  r.registers = 96;
-  r.shared_bytes = 16384;
-  r.compile_ms = 250;
-  r.created_at = 1700000000;
-  r.last_used_at = last_used;
-  return r;
-}
+using test::make_record;
 
 // Flips one byte of a stored binary behind the store's back.
 void flip_byte(const std::string& db, const KernelRecord& r) {
