@@ -311,6 +311,13 @@ Inspection inspect(sqlite3* db, const std::string& path) {
     has_meta |= t == "meta";
     ins.has_kernels |= t == "kernels";
   }
+  // A kernel cache has tables and indexes only: a trigger would run on touch() or put(), a view
+  // could stand in for a table. trusted_schema=OFF limits what they may call; none is allowed.
+  std::vector<std::string> code;
+  rc = query_column(db, "SELECT type || ' ' || name FROM sqlite_master WHERE type NOT IN ('table', 'index')", code);
+  if (is_corruption(rc)) return corrupt(errmsg(db));
+  if (rc != SQLITE_OK) fail(db, path, "cannot read the schema");
+  if (!code.empty()) return corrupt("the schema has a " + code.front() + ", which no kernel cache has");
 
   // The version is checked before anything that could call the file corrupt, so that a file
   // from a newer jitattn is never mistaken for a damaged one and moved aside.

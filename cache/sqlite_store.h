@@ -7,8 +7,9 @@
 // caller that knows more about what a binary must be (jit/: a cubin whose entry symbol carries
 // the row's key) passes a RowCheck, and a row failing it is treated the same way.
 //
-// Opening costs O(1) in the size of the file: the schema (column by column), schema_version and
-// the header's page count against the file size are checked, never every page. Full checks
+// Opening costs O(1) in the size of the file: the schema (column by column, and no triggers or
+// views), schema_version and the header's page count against the file size are checked, never
+// every page. Full checks
 // (PRAGMA quick_check) run in integrity_problem(): `jitattn verify`, and recovery after a
 // statement met a damaged page.
 //

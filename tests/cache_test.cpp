@@ -466,6 +466,21 @@ TEST_F(CacheTest, BadSchemaVersionIsMovedAsideAndRebuilt) {
   }
 }
 
+TEST_F(CacheTest, TriggerOrViewInTheSchemaIsRefused) {
+  const KernelRecord r = make_record("fwd.a");
+  for (const std::string sql : {"CREATE TRIGGER t AFTER UPDATE ON kernels BEGIN DELETE FROM meta; END;",
+                                "CREATE VIEW v AS SELECT * FROM kernels;"}) {
+    SCOPED_TRACE(sql);
+    { SqliteStore(db_path_, Mode::ReadWrite).put(r); }
+    raw_exec_all(db_path_, sql);
+    EXPECT_THROW(SqliteStore(db_path_, Mode::ReadOnly), jitattn::Error);
+    const size_t aside = corrupt_copies().size();
+    SqliteStore store(db_path_, Mode::ReadWrite);
+    EXPECT_EQ(corrupt_copies().size(), aside + 1);
+    EXPECT_EQ(store.row_count(), 0);
+  }
+}
+
 // ---- open cost --------------------------------------------------------------------------
 
 // Opening reads the schema, not every page: a damaged page that no lookup touches (here the
