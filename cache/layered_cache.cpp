@@ -52,9 +52,7 @@ LayeredCache::LayeredCache(std::vector<std::string> read_only_paths, std::string
   ro_sha256_.resize(ro_paths_.size());
 }
 
-std::unique_ptr<SqliteStore> LayeredCache::open_shipped(size_t i) {
-  const std::string& path = ro_paths_[i];
-  const std::string& pin = ro_sha256_[i];
+std::unique_ptr<SqliteStore> open_shipped(const std::string& path, const std::string& pin) {
   if (pin.empty()) return std::make_unique<SqliteStore>(path, SqliteStore::Mode::ReadOnly);
   // A pinned layer costs one SHA-256 pass over the file. The file must be the same one (inode,
   // size, mtime) before the hash and after the open, so it cannot be swapped in between.
@@ -73,7 +71,7 @@ void LayeredCache::open_locked() {
   opened_ = true;
   for (size_t i = 0; i < ro_paths_.size(); ++i) {
     try {
-      ro_.push_back(open_shipped(i));
+      ro_.push_back(open_shipped(ro_paths_[i], ro_sha256_[i]));
     } catch (const std::exception& e) {
       std::cerr << "jitattn: skipping shipped cache " << ro_paths_[i] << ": " << e.what() << "\n";
     }

@@ -23,6 +23,11 @@ namespace jitattn::cache {
 // owned by another user (root excepted) or writable by group or others.
 std::string untrusted_location(const std::string& db_path);
 
+// Opens a shipped DB read-only. With a pin (64 hex chars) the file's SHA-256 must match it, and
+// the file must be the same (inode, size, mtime) before the hash and after the open. Throws
+// jitattn::Error saying why not.
+std::unique_ptr<SqliteStore> open_shipped(const std::string& path, const std::string& sha256);
+
 class LayeredCache {
  public:
   // read_only_sha256[i] pins read_only_paths[i] (64 hex chars; "" or missing: not pinned).
@@ -57,7 +62,6 @@ class LayeredCache {
 
  private:
   void open_locked();
-  std::unique_ptr<SqliteStore> open_shipped(size_t i);
   // A user-layer read threw: drop the layer, and move the file aside if quick_check finds damage.
   void recover_user_locked(const std::string& why);
   std::vector<SqliteStore*> layers_locked(bool with_user);
