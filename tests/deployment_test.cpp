@@ -50,13 +50,25 @@ TEST(Deployment, ShippedDbServesAProcessWithoutNvrtc) {
   r = cli("JITATTN_CACHE=" + build_db, "export --out " + app_db, dir);
   ASSERT_EQ(r.rc, 0) << r.output;
 
-  // 3. Production: no NVRTC, compiling forbidden, an empty user DB. Every kernel comes from app.sqlite.
+  // 3. Production: no NVRTC, compiling forbidden, an empty user DB. Every kernel comes from
+  // app.sqlite, pinned by the digest export wrote next to it.
+  std::string digest;
+  std::ifstream(app_db + ".sha256") >> digest;
+  ASSERT_EQ(digest.size(), 64u);
+  EXPECT_NE(r.output.find("JITATTN_CACHE_RO=" + app_db + "@sha256:" + digest), std::string::npos) << r.output;
   const std::string prod = "JITATTN_NVRTC=" + (dir / "no-such-libnvrtc.so").string() +
                            " JITATTN_JIT=off JITATTN_CACHE=" + (dir / "user.sqlite").string();
-  r = cli(prod + " JITATTN_CACHE_RO=" + app_db, "demo", dir);
+  r = cli(prod + " JITATTN_CACHE_RO=" + app_db + "@sha256:" + digest, "demo", dir);
   EXPECT_EQ(r.rc, 0) << r.output;
   EXPECT_EQ(count(r.output, "loaded from cache"), kernels) << r.output;
   EXPECT_EQ(count(r.output, "compiled by NVRTC"), 0u) << r.output;
+
+  // A pin the file does not match: the layer is refused, so nothing serves.
+  std::string wrong = digest;
+  wrong[0] = wrong[0] == 'f' ? '0' : 'f';
+  r = cli(prod + " JITATTN_CACHE_RO=" + app_db + "@sha256:" + wrong, "demo", dir);
+  EXPECT_NE(r.rc, 0) << r.output;
+  EXPECT_NE(r.output.find("not the pinned " + wrong), std::string::npos) << r.output;
 
   // Without the shipped DB the same process fails, saying why.
   r = cli(prod, "demo", dir);
