@@ -500,8 +500,16 @@ SqliteStore::SqliteStore(std::string path, Mode mode) : path_(std::move(path)), 
 
   const fs::path parent = fs::path(path_).parent_path();
   if (!parent.empty()) {
+    // Directories it creates are the user's alone (0700, whatever the umask lets through for
+    // others): a cache directory others can write is not used (cache/layered_cache.h).
     std::error_code ec;
-    fs::create_directories(parent, ec);
+    std::vector<fs::path> missing;  // deepest first
+    for (fs::path p = parent; !p.empty() && !fs::exists(p, ec); p = p.parent_path()) missing.push_back(p);
+    for (auto it = missing.rbegin(); it != missing.rend() && !ec; ++it) {
+      // false without an error: another process created it meanwhile, and it is theirs to set.
+      if (fs::create_directory(*it, ec)) fs::permissions(*it, fs::perms::owner_all, ec);
+    }
+    if (!ec && !fs::is_directory(parent, ec)) ec = std::make_error_code(std::errc::not_a_directory);
     if (ec) {
       throw Error("kernel cache " + path_ + ": cannot create directory " + parent.string() + ": " +
                   ec.message());

@@ -38,6 +38,7 @@ size_t count(const std::string& haystack, const std::string& needle) {
 TEST(Deployment, ShippedDbServesAProcessWithoutNvrtc) {
   const fs::path dir = fs::temp_directory_path() / ("jitattn_deploy_" + std::to_string(std::random_device{}()));
   fs::create_directories(dir);
+  fs::permissions(dir, fs::perms::owner_all);  // a user cache others could write is not used
   const std::string build_db = (dir / "build.sqlite").string(), app_db = (dir / "app.sqlite").string();
 
   // 1. Build machine: the demo compiles its kernels (and runs them where there is a GPU).
@@ -83,6 +84,7 @@ TEST(Deployment, ShippedDbServesAProcessWithoutNvrtc) {
 TEST(Deployment, VerifyReportsAForeignCubinUnderARealKey) {
   const fs::path dir = fs::temp_directory_path() / ("jitattn_deploy_" + std::to_string(std::random_device{}()));
   fs::create_directories(dir);
+  fs::permissions(dir, fs::perms::owner_all);  // a user cache others could write is not used
   const std::string db = (dir / "kernels.sqlite").string(), manifest = (dir / "m.json").string();
   std::ofstream(manifest) << R"({"dtype": "f32", "head_dim": 32, "bias": ["none", "causal"], "arch": "sm_80"})";
   CliRun r = cli("JITATTN_CACHE=" + db, "prewarm --manifest " + manifest + " --jobs 2", dir);
