@@ -4,10 +4,12 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cstdio>
 #include <filesystem>
 #include <random>
 #include <system_error>
 
+#include "cache/digest.h"
 #include "jitattn/error.h"
 
 namespace jitattn::cache {
@@ -70,6 +72,16 @@ int64_t ShippedDbWriter::finish() {
   fs::rename(tmp_, out_, ec);
   if (ec) throw Error("cannot move " + tmp_ + " to " + out_ + ": " + ec.message());
   remove_companions(tmp_);
+  // The digest a deployment pins (JITATTN_CACHE_RO=FILE@sha256:HEX), next to the file in the
+  // form `sha256sum -c` reads.
+  digest_ = sha256_file_hex(out_);
+  const std::string sidecar = out_ + ".sha256";
+  if (FILE* f = std::fopen(sidecar.c_str(), "w")) {
+    std::fprintf(f, "%s  %s\n", digest_.c_str(), fs::path(out_).filename().c_str());
+    if (std::fclose(f) != 0) throw Error("cannot write " + sidecar);
+  } else {
+    throw Error("cannot write " + sidecar);
+  }
   const auto size = fs::file_size(out_, ec);
   return ec ? 0 : int64_t(size);
 }
@@ -77,14 +89,16 @@ int64_t ShippedDbWriter::finish() {
 // ---- merge --------------------------------------------------------------------------------
 
 void copy_rows(SqliteStore& source, SqliteStore& dest, CopyReport& report,
-               const std::function<bool(const KernelRecord&)>& keep) {
+               const std::function<bool(const KernelRecord&)>& keep, const RowCheck& check) {
   source.scan([&](const KernelRecord& r) {
     if (keep && !keep(r)) return;
-    if (hash_hex(r.binary) != r.binary_hash) {
-      report.skipped.push_back({source.path(), r.key, r.name, "binary does not match its hash"});
+    std::string why = binary_problem(r);
+    if (why.empty() && check) why = check(r);
+    if (!why.empty()) {
+      report.skipped.push_back({source.path(), r.key, r.name, std::move(why)});
       return;
     }
-    if (dest.get(r.key)) {  // a bad row there is dropped by get() and replaced below
+    if (dest.get(r.key, check)) {  // a bad row there is dropped by get() and replaced below
       ++report.already_present;
       return;
     }
@@ -94,14 +108,14 @@ void copy_rows(SqliteStore& source, SqliteStore& dest, CopyReport& report,
   });
 }
 
-CopyReport merge_into(SqliteStore& dest, const std::vector<std::string>& sources) {
+CopyReport merge_into(SqliteStore& dest, const std::vector<std::string>& sources, const RowCheck& check) {
   CopyReport report;
   for (const auto& path : sources) {
     std::error_code ec;
     // Reading a DB while writing it through another connection would hold its lock forever.
     if (fs::equivalent(path, dest.path(), ec)) throw Error(path + " is the destination itself");
     SqliteStore source(path, SqliteStore::Mode::Inspect);
-    copy_rows(source, dest, report);
+    copy_rows(source, dest, report, nullptr, check);
   }
   return report;
 }
@@ -140,19 +154,27 @@ VerifyReport verify(const std::string& path, const CurrentBuild& current) {
   }
   rep.opened = true;
   rep.schema_version = store->schema_version();
+  if (!current.sha256.empty()) {
+    const std::string actual = sha256_file_hex(path);
+    if (actual != current.sha256) rep.problem = "its SHA-256 is " + actual + ", not the pinned " + current.sha256;
+  }
+  // Every page, which no ordinary open reads (cache/sqlite_store.h).
+  if (std::string why = store->integrity_problem(); !why.empty() && rep.problem.empty()) rep.problem = why;
   try {
     store->scan([&](const KernelRecord& r) {
       ++rep.rows;
       rep.bytes += int64_t(r.binary.size());
-      if (hash_hex(r.binary) != r.binary_hash) {
-        rep.corrupt.push_back({path, r.key, r.name, "binary does not match its hash (stored " + r.binary_hash + ")"});
+      std::string bad = binary_problem(r);
+      if (bad.empty() && current.binding) bad = current.binding(r);
+      if (!bad.empty()) {
+        rep.corrupt.push_back({path, r.key, r.name, std::move(bad)});
         return;
       }
       std::string why = staleness(r, current);
       if (!why.empty()) rep.stale.push_back({path, r.key, r.name, std::move(why)});
     });
   } catch (const std::exception& e) {  // a damaged page under the rows
-    rep.problem = e.what();
+    if (rep.problem.empty()) rep.problem = e.what();
   }
   return rep;
 }

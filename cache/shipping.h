@@ -36,12 +36,14 @@ class ShippedDbWriter {
   // Throws if the record's binary does not match its binary_hash.
   void add(const KernelRecord& record);
   SqliteStore& store() { return *store_; }
-  // Returns the size of the finished file.
+  // Returns the size of the finished file, and writes OUT.sha256 (`sha256sum -c` form).
   int64_t finish();
+  // SHA-256 of the finished file: what JITATTN_CACHE_RO=OUT@sha256:HEX pins.
+  const std::string& digest() const { return digest_; }
 
  private:
   void remove_temp();
-  std::string out_, tmp_;
+  std::string out_, tmp_, digest_;
   bool overwrite_;
   std::unique_ptr<SqliteStore> store_;
 };
@@ -54,13 +56,14 @@ struct CopyReport {
 };
 
 // Copies every row of `source` for which keep(row) holds (all rows without a filter) into
-// `dest`. A row whose binary does not match its hash is skipped and reported, never copied.
+// `dest`. A row that fails binary_problem() or `check` (CurrentBuild::binding's kind of check)
+// is skipped and reported, never copied.
 void copy_rows(SqliteStore& source, SqliteStore& dest, CopyReport& report,
-               const std::function<bool(const KernelRecord&)>& keep = nullptr);
+               const std::function<bool(const KernelRecord&)>& keep = nullptr, const RowCheck& check = {});
 
 // copy_rows() from each DB at `sources` (opened read-only). A source that cannot be opened, or
 // that is `dest` itself, throws jitattn::Error naming it.
-CopyReport merge_into(SqliteStore& dest, const std::vector<std::string>& sources);
+CopyReport merge_into(SqliteStore& dest, const std::vector<std::string>& sources, const RowCheck& check = {});
 
 // What the running build would compile today. Empty fields are not checked.
 struct CurrentBuild {
@@ -70,6 +73,11 @@ struct CurrentBuild {
   // whose key matches is current however old it is (this is how rows of schema 1, which have
   // no source_hash, are judged).
   std::function<std::string(const KernelRecord&)> expected_key;
+  // What the runtime checks of a binary beyond the store's size and SHA-256 (jit: a cubin whose
+  // entry symbol carries the row's key). A row failing it would never be launched: corrupt.
+  RowCheck binding;
+  // The pinned SHA-256 of the whole file (JITATTN_CACHE_RO=FILE@sha256:HEX); "" for none.
+  std::string sha256;
 };
 
 struct VerifyReport {
@@ -79,13 +87,14 @@ struct VerifyReport {
   int64_t schema_version = 0;
   int64_t rows = 0;
   int64_t bytes = 0;                // binary bytes of all rows
-  std::vector<RowProblem> corrupt;  // binary does not match its hash: would never be loaded
+  std::vector<RowProblem> corrupt;  // fails binary_problem() or CurrentBuild::binding: would never be loaded
   std::vector<RowProblem> stale;    // sound, but this build would never look it up
   bool ok() const { return opened && problem.empty() && corrupt.empty(); }
 };
 
-// Checks the schema and re-hashes every row, without changing the file (it is opened with
-// SqliteStore::Mode::Inspect, so a live user DB can be verified while others use it).
+// Checks the schema, every page (quick_check), the pinned digest, and every row (size, SHA-256,
+// binding), without changing the file (it is opened with SqliteStore::Mode::Inspect, so a live
+// user DB can be verified while others use it).
 VerifyReport verify(const std::string& path, const CurrentBuild& current);
 
 struct GcReport {

@@ -2,12 +2,24 @@
 //
 // One SqliteStore is one database file. The user DB is opened read-write (WAL, busy timeout,
 // BEGIN IMMEDIATE inserts); shipped DBs are opened read-only and immutable. Every row keeps the
-// binary's XXH3-128 hash; get() re-hashes the blob and never returns a row that does not match
-// (in a writable store the bad row is deleted, so the caller recompiles and replaces it).
+// binary's SHA-256 and size; get() re-checks both and never returns a row that does not match
+// (in a writable store the bad row is deleted, so the caller recompiles and replaces it). A
+// caller that knows more about what a binary must be (jit/: a cubin whose entry symbol carries
+// the row's key) passes a RowCheck, and a row failing it is treated the same way.
 //
-// Schema history (meta.schema_version): 1 — the first layout; 2 — adds kernels.source_hash.
-// A read-write open migrates an older file in place; read-only opens read it as it is; a newer
-// file is refused and left untouched.
+// Opening costs O(1) in the size of the file: the schema (column by column, and no triggers or
+// views), schema_version and the header's page count against the file size are checked, never
+// every page. Full checks
+// (PRAGMA quick_check) run in integrity_problem(): `jitattn verify`, and recovery after a
+// statement met a damaged page.
+//
+// Schema history (meta.schema_version): 1 — the first layout; 2 — adds kernels.source_hash;
+// 3 — binary_hash is SHA-256 (64 hex chars) instead of XXH3-128, and binaries' entry symbols
+// carry their key (rows of older versions fail the checks and are recompiled). A read-write open
+// migrates an older file in place; read-only opens read it as it is; a newer file is refused and
+// left untouched; a file whose schema or schema_version is damaged is corrupt (a read-write open
+// moves it aside and starts empty, a read-only open refuses it). Every connection runs with
+// PRAGMA trusted_schema=OFF.
 #pragma once
 #include <atomic>
 #include <cstdint>
@@ -28,9 +40,9 @@ struct KernelRecord {
   std::string target;       // "sm_90a"
   std::string compiler;     // "nvrtc 13.0"
   std::string binary;       // cubin bytes
-  std::string binary_hash;  // 32 hex chars: XXH3-128 of `binary`
+  std::string binary_hash;  // 64 hex chars: SHA-256 of `binary` (cache/digest.h)
   std::string source_hash;  // kernel_src hash the binary was compiled from; empty for rows of schema 1
-  int64_t size = 0;         // bytes of `binary`, filled by reads even when the binary is left out
+  int64_t size = 0;         // bytes of `binary` as stored; filled by reads even when the binary is left out
   int registers = 0;        // per thread
   int shared_bytes = 0;     // dynamic + static shared memory per block
   double compile_ms = 0;
@@ -38,9 +50,16 @@ struct KernelRecord {
   int64_t last_used_at = 0; // unix seconds
 };
 
-// 32 lowercase hex chars of XXH3-128(data).
+// 32 lowercase hex chars of XXH3-128(data): cache keys.
 std::string hash_hex(const void* data, size_t size);
 inline std::string hash_hex(const std::string& s) { return hash_hex(s.data(), s.size()); }
+
+// Why a row read with its binary cannot be vouched for by the store's own columns — the stored
+// size is not the blob's length, or binary_hash is not its SHA-256 — or "" when it can.
+std::string binary_problem(const KernelRecord& r);
+
+// A caller's further check of a row read with its binary: "" when sound, else why not.
+using RowCheck = std::function<std::string(const KernelRecord&)>;
 
 class SqliteStore {
  public:
@@ -59,23 +78,25 @@ class SqliteStore {
   SqliteStore(const SqliteStore&) = delete;
   SqliteStore& operator=(const SqliteStore&) = delete;
 
-  // The row for `key` if present and its binary matches binary_hash. A row that fails the
-  // check is deleted (ReadWrite) or skipped (ReadOnly), and counted in dropped_rows().
-  std::optional<KernelRecord> get(const std::string& key);
+  // The row for `key` if present and sound: binary_problem() and then `check` (if given) find
+  // nothing. A row that fails is deleted (ReadWrite, when the file can be written) or skipped,
+  // and counted in dropped_rows().
+  std::optional<KernelRecord> get(const std::string& key, const RowCheck& check = {});
 
   // Inserts or replaces the row (BEGIN IMMEDIATE). Throws unless ReadWrite. Zero timestamps
   // become now; others are kept, so copying a row between DBs keeps its history.
   void put(const KernelRecord& record);
 
-  // Sets last_used_at = now for `key` (best effort, ignores busy errors).
+  // Sets last_used_at = now for `key`. Best effort: a busy, read-only or otherwise unwritable
+  // file skips the timestamp and never fails the lookup that called it.
   void touch(const std::string& key);
 
   bool remove(const std::string& key);
 
   // Rows without their binaries (binary left empty), ordered by name.
   std::vector<KernelRecord> list();
-  // The row for a canonical name (any key), with the binary; nullopt if none.
-  std::optional<KernelRecord> find_by_name(const std::string& name);
+  // The most recently used sound row (see get()) for a canonical name (any key), with the binary.
+  std::optional<KernelRecord> find_by_name(const std::string& name, const RowCheck& check = {});
 
   // Every row with its binary, ordered by name, unchecked: the caller decides what a bad hash
   // means (verify reports it, merge skips it). Rows are read one at a time, so a large DB is
@@ -99,23 +120,35 @@ class SqliteStore {
   // immutable open reads correctly. Needs to be the only connection (an export's new file).
   void make_shippable();
 
+  // PRAGMA quick_check, linear in the file: "" when sound, else its first complaint or sqlite's
+  // error. For verify and for recovery, never for an ordinary open.
+  std::string integrity_problem();
+
+  // Moves a damaged cache file (and its -wal/-shm/-journal) aside as PATH.corrupt-<time>, kept
+  // for a bug report; the next ReadWrite open starts an empty file. Throws if it cannot.
+  static void move_aside(const std::string& path, const std::string& why);
+
   int64_t row_count();
   int64_t file_bytes() const;  // size of the database file on disk
   int64_t db_bytes();          // page_count · page_size: the size the file has once checkpointed
   int64_t schema_version() const { return schema_version_; }
   const std::string& path() const { return path_; }
   Mode mode() const { return mode_; }
+  // False for ReadOnly and Inspect, and for a ReadWrite store whose file turned out read-only
+  // (permissions, a read-only mount): it then serves hits and stores nothing.
+  bool writable() const { return writable_; }
   int64_t dropped_rows() const { return dropped_; }
 
  private:
   // get() without the lock: the row if its binary matches its hash, else drops it (see get()).
-  std::optional<KernelRecord> fetch_checked(const std::string& key);
+  std::optional<KernelRecord> fetch_checked(const std::string& key, const RowCheck& check);
   void require_writable(const std::string& what) const;
   // "SELECT <row columns> FROM kernels <tail>", spelled for this file's schema.
   std::string select_rows(bool with_binary, const char* tail) const;
 
   std::string path_;
   Mode mode_;
+  std::atomic<bool> writable_{false};  // cleared by touch() when the file turns out read-only
   sqlite3* db_ = nullptr;
   int64_t schema_version_ = 0;
   bool has_source_hash_ = false;  // false only for a schema-1 file opened read-only

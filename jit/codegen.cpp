@@ -67,9 +67,11 @@ Entry entry_of(const KernelSpec& spec) {
 }
 }  // namespace
 
-std::string kernel_entry(const KernelSpec& spec) { return std::string("jitattn_") + to_string(spec.sig.op); }
+std::string kernel_entry(const KernelSpec& spec, const std::string& key) {
+  return std::string("jitattn_") + to_string(spec.sig.op) + (key.empty() ? "" : "_" + key);
+}
 
-std::string generate_source(const KernelSpec& spec) {
+std::string generate_source(const KernelSpec& spec, const std::string& key) {
   const Signature& s = spec.sig;
   const Entry e = entry_of(spec);
   const bool policy = uses_bias(s.op);
@@ -91,7 +93,7 @@ std::string generate_source(const KernelSpec& spec) {
   if (e.layout)
     os << "static_assert(jitattn::" << e.layout << "<Cfg>::kSmemBytes == " << spec.smem_bytes()
        << ", \"jit/tile_table.cpp and kernel_src disagree on shared memory\");\n";
-  os << "\nextern \"C\" __global__ void __launch_bounds__(" << spec.threads() << ") " << kernel_entry(spec)
+  os << "\nextern \"C\" __global__ void __launch_bounds__(" << spec.threads() << ") " << kernel_entry(spec, key)
      << "(const __grid_constant__ jitattn::" << e.params << " p) {\n"
      << "  jitattn::" << e.fn << "<Cfg" << (policy ? ", Policy" : "") << ">(p);\n"
      << "}\n";

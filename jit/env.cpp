@@ -1,5 +1,6 @@
 #include "jit/env.h"
 
+#include <cctype>
 #include <cstdlib>
 
 #include "jitattn/error.h"
@@ -22,6 +23,40 @@ std::string getenv_str(const char* name) {
   return v ? v : "";
 }
 
+}  // namespace
+
+// "a.sqlite:b.sqlite@sha256:HEX": ':' separates DBs, except the one inside "@sha256:".
+void parse_cache_ro(const std::string& ro, Env& env) {
+  static const std::string pin = "@sha256:";
+  std::string cur;
+  for (size_t i = 0; i <= ro.size(); ++i) {
+    const bool pin_colon = i < ro.size() && ro[i] == ':' && cur.size() >= pin.size() - 1 &&
+                           cur.compare(cur.size() - (pin.size() - 1), pin.size() - 1, pin, 0, pin.size() - 1) == 0;
+    if (i < ro.size() && (ro[i] != ':' || pin_colon)) {
+      cur += ro[i];
+      continue;
+    }
+    if (cur.empty()) continue;
+    std::string digest;
+    if (const size_t at = cur.rfind(pin); at != std::string::npos) {
+      digest = cur.substr(at + pin.size());
+      cur.resize(at);
+      bool hex = digest.size() == 64;
+      for (char& c : digest) {
+        c = char(std::tolower(static_cast<unsigned char>(c)));
+        hex &= (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f');
+      }
+      if (!hex || cur.empty())
+        throw Error("JITATTN_CACHE_RO: \"" + cur + pin + digest + "\" must be FILE@sha256:<64 hex digits> (jitattn export prints it)");
+    }
+    env.cache_ro.push_back(cur);
+    env.cache_ro_sha256.push_back(digest);
+    cur.clear();
+  }
+}
+
+namespace {
+
 Env read_env() {
   Env env;
   env.cache_path = getenv_str("JITATTN_CACHE");
@@ -33,15 +68,7 @@ Env read_env() {
     }
     env.cache_path = base + "/jitattn/kernels.sqlite";
   }
-  std::string ro = getenv_str("JITATTN_CACHE_RO"), cur;
-  for (size_t i = 0; i <= ro.size(); ++i) {
-    if (i == ro.size() || ro[i] == ':') {
-      if (!cur.empty()) env.cache_ro.push_back(cur);
-      cur.clear();
-    } else {
-      cur += ro[i];
-    }
-  }
+  parse_cache_ro(getenv_str("JITATTN_CACHE_RO"), env);
   const std::string jit = getenv_str("JITATTN_JIT");
   if (jit.empty() || jit == "on") env.jit = JitPolicy::on;
   else if (jit == "off") env.jit = JitPolicy::off;

@@ -18,7 +18,7 @@ struct EnvVarInfo {
 inline constexpr EnvVarInfo kEnvVars[] = {
     {"JITATTN_CACHE", false, "user cache DB path (default $XDG_CACHE_HOME/jitattn/kernels.sqlite, then ~/.cache/...)"},
     {"XDG_CACHE_HOME", false, "base of the default user cache path"},
-    {"JITATTN_CACHE_RO", false, "':'-separated shipped DBs, opened read-only, searched before the user DB"},
+    {"JITATTN_CACHE_RO", false, "':'-separated shipped DBs, opened read-only, searched before the user DB; FILE@sha256:HEX pins one's digest"},
     {"JITATTN_JIT", false, "on (default) | off: a miss is an error | readonly: compile, never write | redo: recompile"},
     {"JITATTN_NVRTC", true, "path of the NVRTC library to load; its version is part of the key"},
     {"JITATTN_TILE", true, "force a tile config (e.g. m128n64w4) for every forward kernel; it is part of the name"},
@@ -36,6 +36,7 @@ const char* to_string(JitPolicy policy);
 struct Env {
   std::string cache_path;
   std::vector<std::string> cache_ro;
+  std::vector<std::string> cache_ro_sha256;  // per cache_ro entry: its pinned SHA-256, "" for none
   JitPolicy jit = JitPolicy::on;
   std::string nvrtc_path;          // empty: the default search
   std::optional<TileConfig> tile;      // JITATTN_TILE
@@ -49,5 +50,9 @@ struct Env {
   // Parsed once; a malformed value throws jitattn::Error naming the variable.
   static const Env& get();
 };
+
+// JITATTN_CACHE_RO's value into env.cache_ro and env.cache_ro_sha256: DBs separated by ':',
+// each FILE or FILE@sha256:<64 hex>. A malformed pin throws jitattn::Error.
+void parse_cache_ro(const std::string& value, Env& env);
 
 }  // namespace jitattn::jit

@@ -3,7 +3,9 @@
 #include <chrono>
 #include <iostream>
 
+#include "cache/digest.h"
 #include "jit/codegen.h"
+#include "jit/cubin.h"
 #include "jit/cuda_driver.h"
 #include "jit/kernel_sources.h"
 #include "jit/nvrtc_compiler.h"
@@ -20,7 +22,14 @@ std::string kernel_key(const KernelSpec& spec, const std::string& compiler_ident
   return cache::hash_hex(material);
 }
 
-JitRuntime::JitRuntime(Env env) : env_(std::move(env)), cache_(env_.cache_ro, env_.cache_path) {}
+std::string binding_problem(const cache::KernelRecord& r) {
+  const auto spec = KernelSpec::parse(r.name);
+  if (!spec) return "its name is not a canonical kernel name";
+  return cubin_problem(r.binary, kernel_entry(*spec, r.key));
+}
+
+JitRuntime::JitRuntime(Env env)
+    : env_(std::move(env)), cache_(env_.cache_ro, env_.cache_path, env_.cache_ro_sha256, binding_problem) {}
 
 JitRuntime& JitRuntime::get() {
   static JitRuntime runtime(Env::get());
@@ -89,7 +98,8 @@ const LoadedKernel& JitRuntime::kernel(const Signature& sig, const ContextInfo& 
   if (!problem.empty()) throw Error(loaded->spec.name() + ": " + problem);
   // Recorded before the lookup, so a run under JITATTN_JIT=off still lists what it missed.
   if (!env_.record_path.empty()) Recorder::for_path(env_.record_path).record(sig);
-  const cache::KernelRecord rec = binary(loaded->spec);
+  std::string served_by;
+  cache::KernelRecord rec = binary(loaded->spec, &served_by);
 
   std::lock_guard<std::mutex> load_lock(load_mu_);
   {
@@ -98,9 +108,24 @@ const LoadedKernel& JitRuntime::kernel(const Signature& sig, const ContextInfo& 
     if (it != table_.end()) return *it->second;  // another thread loaded it meanwhile
   }
   const CudaDriver& d = CudaDriver::require();
-  CUmodule module;
-  check_cuda(d.cuModuleLoadData(&module, rec.binary.data()), ("loading " + rec.name).c_str());
-  check_cuda(d.cuModuleGetFunction(&loaded->fn, module, kernel_entry(loaded->spec).c_str()), ("cuModuleGetFunction " + rec.name).c_str());
+  // A cached binary the driver refuses (or that lacks its entry) is a corrupt row: it is
+  // dropped and the next layer or a compile serves. A fresh compile that fails is an error.
+  for (int attempt = 1;; ++attempt) {
+    CUmodule module = nullptr;
+    CUresult rc = d.cuModuleLoadData(&module, rec.binary.data());
+    const char* step = "loading";
+    if (rc == CUDA_SUCCESS) {
+      rc = d.cuModuleGetFunction(&loaded->fn, module, kernel_entry(loaded->spec, rec.key).c_str());
+      step = "cuModuleGetFunction";
+      if (rc != CUDA_SUCCESS) d.cuModuleUnload(module);
+    }
+    if (rc == CUDA_SUCCESS) break;
+    if (served_by == "nvrtc" || attempt == 4) check_cuda(rc, (std::string(step) + " " + rec.name).c_str());
+    const char* name = nullptr;
+    d.cuGetErrorName(rc, &name);
+    cache_.reject({rec, served_by}, std::string(step) + " failed: " + (name ? name : "?"));
+    rec = binary(loaded->spec, &served_by);
+  }
   check_cuda(d.cuFuncSetAttribute(loaded->fn, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, loaded->spec.smem_bytes()),
              ("setting the shared memory of " + rec.name).c_str());
   stats_.loads.fetch_add(1, std::memory_order_relaxed);
@@ -118,8 +143,14 @@ cache::KernelRecord JitRuntime::binary(const KernelSpec& spec, std::string* serv
   try {
     identity = NvrtcCompiler::get().identity();
   } catch (const Error& e) {
+    // The row must be what its name says under the compiler it names: its key is the one that
+    // compiler gives this spec (the entry symbol then ties the binary to that key).
+    const cache::RowCheck key_of_name = [&](const cache::KernelRecord& r) {
+      const std::string want = kernel_key(spec, r.compiler);
+      return r.key == want ? std::string() : "its key is not the one " + r.compiler + " gives " + spec.name() + " (" + want + ")";
+    };
     if (env.jit != JitPolicy::redo)
-      if (auto hit = cache_.find_by_name(spec.name(), kernel_sources_hash())) {
+      if (auto hit = cache_.find_by_name(spec.name(), kernel_sources_hash(), key_of_name)) {
         stats_.db_hits.fetch_add(1, std::memory_order_relaxed);
         if (served_by) *served_by = hit->layer;
         return std::move(hit->record);
@@ -142,9 +173,9 @@ cache::KernelRecord JitRuntime::binary(const KernelSpec& spec, std::string* serv
                 manifest_line(spec));
 
   // Single flight: concurrent first calls of one key wait for one compile.
-  std::shared_future<cache::KernelRecord> fut;
+  std::shared_future<Fetched> fut;
   bool owner = false;
-  std::promise<cache::KernelRecord> promise;
+  std::promise<Fetched> promise;
   {
     std::lock_guard<std::mutex> lock(inflight_mu_);
     auto it = inflight_.find(key);
@@ -165,13 +196,26 @@ cache::KernelRecord JitRuntime::binary(const KernelSpec& spec, std::string* serv
     std::lock_guard<std::mutex> lock(inflight_mu_);
     inflight_.erase(key);
   }
-  if (served_by) *served_by = "nvrtc";
-  return fut.get();
+  const Fetched& got = fut.get();
+  if (served_by) *served_by = got.served_by;
+  return got.record;
 }
 
-cache::KernelRecord JitRuntime::compile_and_store(const KernelSpec& spec, const std::string& key) {
+JitRuntime::Fetched JitRuntime::compile_and_store(const KernelSpec& spec, const std::string& key) {
+  // Across processes too: one compiles, the others wait for its row (cache/claim.h). Only
+  // processes that store take part; a readonly or redo process compiles for itself.
+  std::unique_ptr<cache::KeyClaim> claim;
+  if (env_.jit == JitPolicy::on) {
+    claim = cache_.claim(key, kClaimTimeoutMs);
+    if (claim && claim->held())
+      if (auto hit = cache_.find(key)) {
+        stats_.db_hits.fetch_add(1, std::memory_order_relaxed);
+        stats_.claim_hits.fetch_add(1, std::memory_order_relaxed);
+        return {std::move(hit->record), hit->layer};
+      }
+  }
   const NvrtcCompiler& compiler = NvrtcCompiler::get();
-  const CompiledKernel ck = compiler.compile(spec, generate_source(spec));
+  const CompiledKernel ck = compiler.compile(spec, generate_source(spec, key));
   stats_.compiles.fetch_add(1, std::memory_order_relaxed);
   cache::KernelRecord rec;
   rec.key = key;
@@ -179,7 +223,7 @@ cache::KernelRecord JitRuntime::compile_and_store(const KernelSpec& spec, const 
   rec.target = spec.sig.arch().name();
   rec.compiler = compiler.identity();
   rec.binary = ck.cubin;
-  rec.binary_hash = cache::hash_hex(rec.binary);
+  rec.binary_hash = cache::sha256_hex(rec.binary);
   rec.size = int64_t(rec.binary.size());
   rec.source_hash = kernel_sources_hash();  // lets `jitattn verify` tell a stale row from a current one
   rec.registers = ck.registers;
@@ -188,7 +232,7 @@ cache::KernelRecord JitRuntime::compile_and_store(const KernelSpec& spec, const 
   if (env_.verbose)
     std::cerr << "jitattn: compiled " << rec.name << " in " << ck.compile_ms << " ms, " << ck.registers << " registers\n";
   if (env_.jit != JitPolicy::readonly) cache_.store(rec);
-  return rec;
+  return {std::move(rec), "nvrtc"};
 }
 
 }  // namespace jitattn::jit

@@ -23,7 +23,17 @@ namespace jitattn::jit {
 // XXH3-128 over canonical name ‖ kernel_src hash ‖ compiler identity ‖ options ‖ format version.
 std::string kernel_key(const KernelSpec& spec, const std::string& compiler_identity);
 // Bumped when the generated code changes outside kernel_src/ (the preamble, the entry name).
-constexpr int kCacheFormatVersion = 2;
+// 3: the entry name carries the key (jit/codegen.h kernel_entry).
+constexpr int kCacheFormatVersion = 3;
+
+// Why a cached row's binary would not load as the kernel its row names, checked before the
+// driver sees it: "" when it is a cubin defining kernel_entry(spec of r.name, r.key). Every
+// cache layer's rows pass through it (and `jitattn verify` reports a failing row as corrupt).
+std::string binding_problem(const cache::KernelRecord& r);
+
+// How long a process waits for another process compiling the same key (cache/claim.h) before
+// compiling it too.
+constexpr int kClaimTimeoutMs = 300000;
 
 struct LoadedKernel {
   CUfunction fn = nullptr;
@@ -40,6 +50,7 @@ struct ContextInfo {
 
 struct JitStats {
   std::atomic<int64_t> compiles{0}, memory_hits{0}, db_hits{0}, loads{0};
+  std::atomic<int64_t> claim_hits{0};  // compiles skipped: another process stored the row while this one waited for its claim
 };
 
 class JitRuntime {
@@ -65,7 +76,11 @@ class JitRuntime {
   JitStats& stats() { return stats_; }
 
  private:
-  cache::KernelRecord compile_and_store(const KernelSpec& spec, const std::string& key);
+  struct Fetched {
+    cache::KernelRecord record;
+    std::string served_by;  // a layer's path, or "nvrtc"
+  };
+  Fetched compile_and_store(const KernelSpec& spec, const std::string& key);
 
   struct MemKey {
     Signature sig;
@@ -86,7 +101,7 @@ class JitRuntime {
   std::mutex load_mu_;  // serializes module loads (slow path only)
 
   std::mutex inflight_mu_;
-  std::map<std::string, std::shared_future<cache::KernelRecord>> inflight_;
+  std::map<std::string, std::shared_future<Fetched>> inflight_;
 
   std::shared_mutex ctx_mu_;
   std::vector<std::unique_ptr<ContextInfo>> contexts_;

@@ -16,8 +16,11 @@
 #include <thread>
 #include <vector>
 
+#include "cache/digest.h"
 #include "cache/sqlite_store.h"
 #include "jitattn/error.h"
+#include "cache_fixtures.h"
+#include "read_only_file.h"
 
 namespace jitattn::cache {
 namespace {
@@ -50,6 +53,16 @@ void raw_exec(const fs::path& db_path, const std::string& sql, const std::string
   sqlite3_close(db);
 }
 
+// Several statements on one connection (PRAGMA writable_schema only holds for its connection).
+void raw_exec_all(const fs::path& db_path, const std::string& sql) {
+  sqlite3* db = nullptr;
+  ASSERT_EQ(sqlite3_open(db_path.c_str(), &db), SQLITE_OK);
+  char* err = nullptr;
+  EXPECT_EQ(sqlite3_exec(db, sql.c_str(), nullptr, nullptr, &err), SQLITE_OK) << sql << ": " << (err ? err : "");
+  sqlite3_free(err);
+  sqlite3_close(db);
+}
+
 class CacheTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -73,7 +86,7 @@ class CacheTest : public ::testing::Test {
     r.compiler = "nvrtc 13.0";
     r.binary.resize(binary_size);
     for (auto& c : r.binary) c = static_cast<char>(rng_());
-    r.binary_hash = hash_hex(r.binary);
+    r.binary_hash = sha256_hex(r.binary);
     r.registers = 128;
     r.shared_bytes = 98304;
     r.compile_ms = 1234.5;
@@ -156,7 +169,7 @@ TEST_F(CacheTest, PutFillsZeroTimestampsAndReplaces) {
 TEST_F(CacheTest, PutRejectsMismatchedHash) {
   SqliteStore store(db_path_, Mode::ReadWrite);
   KernelRecord r = make_record("fwd.a");
-  r.binary_hash = hash_hex("something else");
+  r.binary_hash = sha256_hex("something else");
   EXPECT_THROW(store.put(r), jitattn::Error);
   EXPECT_EQ(store.row_count(), 0);
 }
@@ -305,7 +318,7 @@ TEST_F(CacheTest, ListIsOrderedByNameWithoutBinaries) {
   for (size_t i = 0; i < rows.size(); ++i) {
     EXPECT_EQ(rows[i].name, want[i]);
     EXPECT_TRUE(rows[i].binary.empty());
-    EXPECT_EQ(rows[i].binary_hash.size(), 32u);
+    EXPECT_EQ(rows[i].binary_hash.size(), 64u);
     EXPECT_EQ(rows[i].key, hash_hex("key material of " + want[i]));
     EXPECT_EQ(rows[i].registers, 128);
   }
@@ -382,6 +395,123 @@ TEST_F(CacheTest, PathWithUriCharactersOpensReadOnly) {
   { SqliteStore(db_path_, Mode::ReadWrite).put(r); }
   SqliteStore ro(db_path_, Mode::ReadOnly);
   ASSERT_TRUE(ro.get(r.key).has_value());
+}
+
+// ---- binding a binary to its row --------------------------------------------------------
+
+TEST_F(CacheTest, ZeroByteBlobIsNeverReturned) {
+  SqliteStore store(db_path_, Mode::ReadWrite);
+  KernelRecord r = make_record("fwd.empty");
+  store.put(r);
+  // A blob emptied along with its hash and size: every column agrees, and it is still nothing.
+  raw_exec(db_path_, "UPDATE kernels SET binary = X'', size = 0, binary_hash = '" + sha256_hex("") + "'");
+  EXPECT_FALSE(store.get(r.key).has_value());
+  EXPECT_EQ(store.dropped_rows(), 1);
+  r.binary.clear();
+  r.binary_hash.clear();
+  EXPECT_THROW(store.put(r), jitattn::Error);
+}
+
+TEST_F(CacheTest, StoredSizeMustMatchTheBlob) {
+  SqliteStore store(db_path_, Mode::ReadWrite);
+  const KernelRecord r = make_record("fwd.size");
+  store.put(r);
+  raw_exec(db_path_, "UPDATE kernels SET size = size + 1");
+  EXPECT_FALSE(store.get(r.key).has_value());
+  EXPECT_EQ(store.dropped_rows(), 1);
+}
+
+// ---- damage that used to throw on every lookup -----------------------------------------
+
+TEST_F(CacheTest, DamagedSchemaPageIsMovedAsideAndRebuilt) {
+  const KernelRecord r = make_record("fwd.a");
+  { SqliteStore(db_path_, Mode::ReadWrite).put(r); }
+  // The schema text as a damaged page would leave it: a column renamed, so every lookup of the
+  // real name says "no such column".
+  raw_exec_all(db_path_, "PRAGMA writable_schema=ON;"
+                         "UPDATE sqlite_master SET sql = replace(sql, 'binary_hash', 'binary_hsh') WHERE name = 'kernels';");
+  EXPECT_THROW(SqliteStore(db_path_, Mode::ReadOnly), jitattn::Error);  // refused, not served half-readable
+  SqliteStore store(db_path_, Mode::ReadWrite);
+  EXPECT_EQ(corrupt_copies().size(), 1u);
+  EXPECT_FALSE(store.get(r.key).has_value());
+  store.put(r);
+  EXPECT_TRUE(store.get(r.key).has_value());
+}
+
+TEST_F(CacheTest, DroppedColumnIsMovedAsideAndRebuilt) {
+  const KernelRecord r = make_record("fwd.a");
+  { SqliteStore(db_path_, Mode::ReadWrite).put(r); }
+  raw_exec(db_path_, "ALTER TABLE kernels DROP COLUMN registers");
+  SqliteStore store(db_path_, Mode::ReadWrite);
+  EXPECT_EQ(corrupt_copies().size(), 1u);
+  EXPECT_EQ(store.row_count(), 0);
+  store.put(r);
+  EXPECT_EQ(store.get(r.key)->registers, r.registers);
+}
+
+TEST_F(CacheTest, BadSchemaVersionIsMovedAsideAndRebuilt) {
+  for (const std::string bad : {"abc", "0", "-1", "2.5", ""}) {
+    SCOPED_TRACE("schema_version '" + bad + "'");
+    const KernelRecord r = make_record("fwd.a");
+    { SqliteStore(db_path_, Mode::ReadWrite).put(r); }
+    raw_exec(db_path_, "UPDATE meta SET value = '" + bad + "' WHERE key = 'schema_version'");
+    EXPECT_THROW(SqliteStore(db_path_, Mode::ReadOnly), jitattn::Error);
+    const size_t aside = corrupt_copies().size();
+    SqliteStore store(db_path_, Mode::ReadWrite);
+    EXPECT_EQ(corrupt_copies().size(), aside + 1);
+    EXPECT_EQ(store.schema_version(), 3);
+    EXPECT_EQ(store.row_count(), 0);
+    store.put(r);
+    EXPECT_TRUE(store.get(r.key).has_value());
+  }
+}
+
+TEST_F(CacheTest, TriggerOrViewInTheSchemaIsRefused) {
+  const KernelRecord r = make_record("fwd.a");
+  for (const std::string sql : {"CREATE TRIGGER t AFTER UPDATE ON kernels BEGIN DELETE FROM meta; END;",
+                                "CREATE VIEW v AS SELECT * FROM kernels;"}) {
+    SCOPED_TRACE(sql);
+    { SqliteStore(db_path_, Mode::ReadWrite).put(r); }
+    raw_exec_all(db_path_, sql);
+    EXPECT_THROW(SqliteStore(db_path_, Mode::ReadOnly), jitattn::Error);
+    const size_t aside = corrupt_copies().size();
+    SqliteStore store(db_path_, Mode::ReadWrite);
+    EXPECT_EQ(corrupt_copies().size(), aside + 1);
+    EXPECT_EQ(store.row_count(), 0);
+  }
+}
+
+// ---- open cost --------------------------------------------------------------------------
+
+// Opening reads the schema, not every page: a damaged page that no lookup touches (here the
+// name index) leaves the file in service, and integrity_problem() (verify) still finds it.
+TEST_F(CacheTest, OpenSkipsFullChecksThatIntegrityProblemRuns) {
+  const KernelRecord r = make_record("fwd.a");
+  { SqliteStore(db_path_, Mode::ReadWrite).put(r); }
+  test::damage_root_page(db_path_, "kernels_by_name");
+
+  SqliteStore store(db_path_, Mode::ReadWrite);
+  EXPECT_TRUE(corrupt_copies().empty());
+  ASSERT_TRUE(store.get(r.key).has_value());
+  EXPECT_NE(store.integrity_problem(), "");
+}
+
+// ---- a file that cannot be written ------------------------------------------------------
+
+// A user DB the process may not write (another user's, a read-only mount) used to open and then
+// throw on every hit, from touch(). Now the hit is served and nothing is stored.
+TEST_F(CacheTest, ReadOnlyFileServesHitsAndStoresNothing) {
+  const KernelRecord r = make_record("fwd.a"), r2 = make_record("fwd.b");
+  { SqliteStore(db_path_, Mode::ReadWrite).put(r); }
+  test::ReadOnlyFile read_only(db_path_);
+  if (!read_only.ok()) GTEST_SKIP() << "cannot make a file unwritable here";
+  SqliteStore store(db_path_, Mode::ReadWrite);
+  EXPECT_FALSE(store.writable());
+  ASSERT_TRUE(store.get(r.key).has_value());
+  store.touch(r.key);
+  ASSERT_TRUE(store.get(r.key).has_value());
+  EXPECT_THROW(store.put(r2), jitattn::Error);
+  EXPECT_EQ(store.row_count(), 1);
 }
 
 }  // namespace

@@ -61,7 +61,7 @@ TEST(Runtime, ConcurrentFirstCallsCompileOnce) {
   for (auto& t : threads) t.join();
   EXPECT_EQ(rt.stats().compiles.load(), 1);
   for (const auto& h : hashes) EXPECT_EQ(h, hashes[0]);
-  EXPECT_EQ(hashes[0].size(), 32u);
+  EXPECT_EQ(hashes[0].size(), 64u);  // SHA-256
 }
 
 TEST(Runtime, CorruptedBinaryIsRecompiledAndReplaced) {

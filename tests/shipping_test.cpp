@@ -19,10 +19,12 @@
 #include <thread>
 #include <vector>
 
+#include "cache/digest.h"
 #include "cache/layered_cache.h"
 #include "cache/shipping.h"
 #include "cache/sqlite_store.h"
 #include "jit/jit_runtime.h"
+#include "cache_fixtures.h"
 #include "temp_dir.h"
 #include "jit/kernel_sources.h"
 #include "jit/nvrtc_compiler.h"
@@ -79,24 +81,7 @@ class RawDb {
   sqlite3* db_ = nullptr;
 };
 
-KernelRecord make_record(const std::string& name, size_t size, uint64_t seed, int64_t last_used = 1700000100) {
-  std::mt19937_64 rng(seed);
-  KernelRecord r;
-  r.key = hash_hex("key material of " + name);
-  r.name = name;
-  r.target = "sm_80";
-  r.compiler = "nvrtc 13.0";
-  r.source_hash = hash_hex("kernel_src");
-  r.binary.resize(size);
-  for (auto& c : r.binary) c = static_cast<char>(rng());
-  r.binary_hash = hash_hex(r.binary);
-  r.registers = 96;
-  r.shared_bytes = 16384;
-  r.compile_ms = 250;
-  r.created_at = 1700000000;
-  r.last_used_at = last_used;
-  return r;
-}
+using test::make_record;
 
 // Flips one byte of a stored binary behind the store's back.
 void flip_byte(const std::string& db, const KernelRecord& r) {
@@ -179,7 +164,7 @@ TEST(ShippingExport, WritesACompactNonWalDbThatServesEveryRowReadOnly) {
     RawDb raw(out, SQLITE_OPEN_READONLY);
     EXPECT_EQ(raw.one("PRAGMA journal_mode"), "delete");
     EXPECT_EQ(raw.one("PRAGMA freelist_count"), "0");  // vacuumed
-    EXPECT_EQ(raw.one("SELECT value FROM meta WHERE key = 'schema_version'"), "2");
+    EXPECT_EQ(raw.one("SELECT value FROM meta WHERE key = 'schema_version'"), "3");
   }
   const std::string shipped_bytes = read_bytes(out);
   {
@@ -290,7 +275,7 @@ TEST(ShippingVerify, FlippedByteIsCorruptOtherCompilerOrSourceIsStale) {
 
   const VerifyReport rep = verify(db, build_of(good));
   EXPECT_TRUE(rep.opened);
-  EXPECT_EQ(rep.schema_version, 2);
+  EXPECT_EQ(rep.schema_version, 3);
   EXPECT_EQ(rep.rows, 4);
   EXPECT_FALSE(rep.ok());
   ASSERT_EQ(rep.corrupt.size(), 1u);
@@ -442,7 +427,7 @@ TEST(ShippingSchema, V1DatabaseIsReadAsItIsAndMigratedOnReadWriteOpen) {
 
   {  // Read-write migrates in place and keeps every row.
     SqliteStore rw(db, Mode::ReadWrite);
-    EXPECT_EQ(rw.schema_version(), 2);
+    EXPECT_EQ(rw.schema_version(), 3);
     for (const auto* r : {&a, &b}) {
       const auto got = rw.get(r->key);
       ASSERT_TRUE(got.has_value()) << r->name;
@@ -455,11 +440,11 @@ TEST(ShippingSchema, V1DatabaseIsReadAsItIsAndMigratedOnReadWriteOpen) {
     EXPECT_EQ(rw.get(c.key)->source_hash, c.source_hash);
   }
   RawDb raw(db);
-  EXPECT_EQ(raw.one("SELECT value FROM meta WHERE key = 'schema_version'"), "2");
+  EXPECT_EQ(raw.one("SELECT value FROM meta WHERE key = 'schema_version'"), "3");
   EXPECT_EQ(raw.one("SELECT count(*) FROM pragma_table_info('kernels') WHERE name = 'source_hash'"), "1");
   EXPECT_EQ(SqliteStore(db, Mode::ReadOnly).row_count(), 3);
   // Opening again migrates nothing twice.
-  EXPECT_EQ(SqliteStore(db, Mode::ReadWrite).schema_version(), 2);
+  EXPECT_EQ(SqliteStore(db, Mode::ReadWrite).schema_version(), 3);
 }
 
 // ---- many processes ---------------------------------------------------------------------
@@ -473,7 +458,9 @@ TEST(ShippingConcurrency, EightProcessesCompilingOverlappingSetsIntoOneDb) {
       for (bool lse : {false, true}) specs.push_back(small_spec(dt, bias, lse));
   ASSERT_EQ(specs.size(), 8u);
 
-  // Process i compiles specs i..i+2 (mod 8): every kernel is wanted by three processes at once.
+  // Process i compiles specs i..i+2 (mod 8): every kernel is wanted by three processes at once,
+  // and is compiled by one of them (cache/claim.h); the others wait for its row.
+  const std::string tally = dir.file("compiles");
   std::vector<pid_t> children;
   for (int i = 0; i < 8; ++i) {
     const pid_t pid = ::fork();
@@ -483,6 +470,10 @@ TEST(ShippingConcurrency, EightProcessesCompilingOverlappingSetsIntoOneDb) {
       try {
         jit::JitRuntime rt(env_for(db));
         for (int j = 0; j < 3; ++j) rt.binary(specs[size_t((i + j) % 8)]);
+        if (FILE* f = std::fopen(tally.c_str(), "a")) {
+          std::fputs(std::string(size_t(rt.stats().compiles.load()), 'x').c_str(), f);
+          std::fclose(f);
+        }
       } catch (const std::exception& e) {
         std::fprintf(stderr, "child %d: %s\n", i, e.what());
         rc = 1;
@@ -492,6 +483,7 @@ TEST(ShippingConcurrency, EightProcessesCompilingOverlappingSetsIntoOneDb) {
     children.push_back(pid);
   }
   for (pid_t pid : children) expect_exited_cleanly(pid);
+  EXPECT_EQ(read_bytes(tally).size(), specs.size()) << "compiles across the 8 processes";
 
   SqliteStore store(db, Mode::Inspect);
   std::map<std::string, int> count;

@@ -14,6 +14,9 @@ struct TempDir {
     path = std::filesystem::temp_directory_path() /
            (prefix + "_" + std::to_string(::getpid()) + "_" + std::to_string(std::random_device{}()));
     std::filesystem::create_directories(path);
+    // Only the owner may write it, whatever the umask: a user cache in a directory others can
+    // write is not used (cache/layered_cache.h).
+    std::filesystem::permissions(path, std::filesystem::perms::owner_all);
   }
   ~TempDir() {
     std::error_code ec;

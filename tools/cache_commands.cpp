@@ -227,7 +227,8 @@ int cmd_export(const ExportArgs& a) {
     for (const auto& arch : archs) targets.insert(arch.name());
     cache::CopyReport rep;
     cache::copy_rows(user, writer.store(), rep,
-                     [&](const KernelRecord& r) { return targets.empty() || targets.count(r.target) > 0; });
+                     [&](const KernelRecord& r) { return targets.empty() || targets.count(r.target) > 0; },
+                     jit::binding_problem);  // a foreign binary is never shipped
     print_skipped(rep.skipped);
     // An empty shipped DB is almost surely a wrong --arch, found only when a deployment misses.
     if (rep.added == 0) throw Error("no sound row of " + user_path + " matches; nothing written to " + a.out);
@@ -235,9 +236,10 @@ int cmd_export(const ExportArgs& a) {
     bytes = rep.bytes;
   }
   const int64_t file = writer.finish();
-  std::printf("export: wrote %lld kernels (%s of binaries) to %s, %s on disk; ship it with JITATTN_CACHE_RO=%s\n",
+  std::printf("export: wrote %lld kernels (%s of binaries) to %s, %s on disk, sha256 %s (also in %s.sha256); "
+              "ship it with JITATTN_CACHE_RO=%s@sha256:%s\n",
               (long long)rows, human_bytes(double(bytes)).c_str(), a.out.c_str(), human_bytes(double(file)).c_str(),
-              a.out.c_str());
+              writer.digest().c_str(), a.out.c_str(), a.out.c_str(), writer.digest().c_str());
   return 0;
 }
 
@@ -249,13 +251,13 @@ void print_copy(const char* what, const cache::CopyReport& rep, const std::strin
 
 int cmd_import(const std::vector<std::string>& files) {
   SqliteStore user(jit::Env::get().cache_path, SqliteStore::Mode::ReadWrite);
-  print_copy("import", cache::merge_into(user, files), user.path());
+  print_copy("import", cache::merge_into(user, files, jit::binding_problem), user.path());
   return 0;
 }
 
 int cmd_merge(const std::string& out, const std::vector<std::string>& inputs, bool force) {
   cache::ShippedDbWriter writer(out, force);
-  const cache::CopyReport rep = cache::merge_into(writer.store(), inputs);
+  const cache::CopyReport rep = cache::merge_into(writer.store(), inputs, jit::binding_problem);
   writer.finish();
   print_copy("merge", rep, out);
   return 0;
@@ -268,6 +270,7 @@ int cmd_merge(const std::string& out, const std::vector<std::string>& inputs, bo
 cache::CurrentBuild current_build(std::string* note) {
   cache::CurrentBuild cur;
   cur.source_hash = jit::kernel_sources_hash();
+  cur.binding = jit::binding_problem;  // needs no NVRTC: the row's own key names its entry symbol
   try {
     cur.compiler = jit::NvrtcCompiler::get().identity();
   } catch (const std::exception& e) {
@@ -282,17 +285,22 @@ cache::CurrentBuild current_build(std::string* note) {
 }
 
 int cmd_verify(std::vector<std::string> paths) {
-  if (paths.empty()) {  // every layer that exists
+  std::vector<std::string> pins(paths.size());
+  if (paths.empty()) {  // every layer that exists, shipped ones against their pinned digests
     const jit::Env& env = jit::Env::get();
     paths = env.cache_ro;
+    pins = env.cache_ro_sha256;
     if (exists(env.cache_path)) paths.push_back(env.cache_path);
     else std::printf("%s: no user cache yet\n", env.cache_path.c_str());
+    pins.resize(paths.size());
   }
   std::string note;
-  const cache::CurrentBuild cur = current_build(&note);
+  cache::CurrentBuild cur = current_build(&note);
   if (!note.empty()) std::printf("note: %s\n", note.c_str());
   int bad = 0;
-  for (const auto& path : paths) {
+  for (size_t i = 0; i < paths.size(); ++i) {
+    const std::string& path = paths[i];
+    cur.sha256 = pins[i];
     const cache::VerifyReport rep = cache::verify(path, cur);
     if (!rep.opened) {
       std::printf("%s: BAD: %s\n", path.c_str(), rep.problem.c_str());
@@ -344,7 +352,7 @@ void add_cache_commands(CLI::App& app) {
   ls->callback([ls_args] { finish_command([&] { return cmd_ls(*ls_args); }); });
 
   auto ex = std::make_shared<ExportArgs>();
-  auto* exp = app.add_subcommand("export", "write a compact read-only DB to ship (JITATTN_CACHE_RO)");
+  auto* exp = app.add_subcommand("export", "write a compact read-only DB to ship (JITATTN_CACHE_RO=FILE@sha256:HEX), and FILE.sha256");
   exp->add_option("--out", ex->out, "the DB to write")->required();
   exp->add_option("--manifest", ex->manifest, "exactly these kernels (docs/manifest.md), compiling what no layer has");
   exp->add_option("--arch", ex->archs,
@@ -368,7 +376,7 @@ void add_cache_commands(CLI::App& app) {
   merge->callback([=] { finish_command([&] { return cmd_merge(*merge_out, *merge_in, *merge_force); }); });
 
   auto verify_paths = std::make_shared<std::vector<std::string>>();
-  auto* verify = app.add_subcommand("verify", "check schema and every row's hash (exit 1 if any is corrupt)");
+  auto* verify = app.add_subcommand("verify", "check schema, every page, pinned digests and every row's binary (exit 1 if any is corrupt)");
   verify->add_option("PATH", *verify_paths, "DBs to check (default: every cache layer)");
   verify->callback([verify_paths] { finish_command([&] { return cmd_verify(*verify_paths); }); });
 

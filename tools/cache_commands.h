@@ -3,7 +3,8 @@
 //   export  a compact read-only DB for deployment (JITATTN_CACHE_RO), from a manifest or the user DB
 //   import  rows of other DBs into the user DB
 //   merge   rows of several DBs into a new compact DB
-//   verify  schema and every row's hash; stale rows (other compiler or kernel_src) as warnings
+//   verify  schema, every page, pinned digests, every row's binary (size, SHA-256, entry symbol);
+//           stale rows (other compiler or kernel_src) as warnings
 //   gc      evict least recently used rows of the user DB, by size or by age
 // The library side is cache/shipping.h.
 #pragma once

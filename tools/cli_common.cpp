@@ -4,6 +4,7 @@
 #include <ctime>
 #include <filesystem>
 
+#include "cache/layered_cache.h"
 #include "jitattn/error.h"
 
 namespace jitattn::tools {
@@ -41,22 +42,24 @@ int guarded(const std::function<int()>& command) {
 std::vector<Layer> open_layers(const jit::Env& env) {
   using Mode = cache::SqliteStore::Mode;
   std::vector<Layer> layers;
-  auto open = [&](const std::string& path, bool shipped) {
+  auto open = [&](const std::string& path, bool shipped, const std::string& pin) {
     Layer l{path, shipped, nullptr, ""};
     std::error_code ec;
     if (!shipped && !std::filesystem::exists(path, ec)) {
       l.problem = "not created yet (the first compile creates it)";
     } else {
       try {
-        l.store = std::make_unique<cache::SqliteStore>(path, shipped ? Mode::ReadOnly : Mode::Inspect);
+        // A shipped layer as the runtime opens it, its pinned digest checked (cache/layered_cache.h).
+        l.store = shipped ? cache::open_shipped(path, pin) : std::make_unique<cache::SqliteStore>(path, Mode::Inspect);
       } catch (const std::exception& e) {
         l.problem = e.what();
       }
     }
     layers.push_back(std::move(l));
   };
-  for (const auto& path : env.cache_ro) open(path, true);
-  open(env.cache_path, false);
+  for (size_t i = 0; i < env.cache_ro.size(); ++i)
+    open(env.cache_ro[i], true, i < env.cache_ro_sha256.size() ? env.cache_ro_sha256[i] : "");
+  open(env.cache_path, false, "");
   return layers;
 }
 

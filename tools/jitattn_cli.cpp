@@ -216,12 +216,12 @@ int cmd_doctor_kernel(const std::string& what) {
       continue;
     }
     const int64_t dropped = l.store->dropped_rows();
-    if (auto r = l.store->get(key)) {
+    if (auto r = l.store->get(key, jit::binding_problem)) {  // what the runtime would accept
       std::printf("%s (%s, %d registers, created %s)\n", served_by.empty() ? "HIT, serves it" : "hit, shadowed by the layer above",
                   human_bytes(double(r->binary.size())).c_str(), r->registers, date(r->created_at).c_str());
       if (served_by.empty()) served_by = l.path;
     } else if (l.store->dropped_rows() != dropped) {
-      std::printf("its row failed the hash check (%s)\n", l.shipped ? "skipped" : "dropped, so it is recompiled");
+      std::printf("its row failed its checks (%s)\n", l.shipped ? "skipped" : "dropped, so it is recompiled");
     } else if (auto stale = l.store->find_by_name(spec.name())) {
       std::printf("miss; a row under key %s (%s) is stale: another compiler or kernel_src\n", stale->key.c_str(),
                   stale->compiler.c_str());
@@ -301,7 +301,7 @@ int cmd_show(const std::string& name, bool source) {
     }
   }
   if (!found) std::printf("cached in     no layer (prewarm it, or the first call compiles it)\n");
-  if (source) std::printf("\n%s", jit::generate_source(*spec).c_str());
+  if (source) std::printf("\n%s", jit::generate_source(*spec, key).c_str());
   return 0;
 }
 

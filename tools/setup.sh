@@ -8,7 +8,7 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-packages=(cmake ninja-build g++ pkg-config libsqlite3-dev libxxhash-dev libgtest-dev libcli11-dev nlohmann-json3-dev)
+packages=(cmake ninja-build g++ pkg-config libsqlite3-dev libssl-dev libxxhash-dev libgtest-dev libcli11-dev nlohmann-json3-dev)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -1,0 +1,13 @@
+// What a stored binary must be before the driver ever sees it, checked without a GPU: an ELF64
+// cubin (EM_CUDA) whose symbol table defines the function `entry` (jit/codegen.h kernel_entry,
+// which carries the row's key). A blob compiled for another key, another file, or nothing at all
+// fails here and is treated as a corrupt row.
+#pragma once
+#include <string>
+
+namespace jitattn::jit {
+
+// "" when `binary` is a CUDA ELF defining the function `entry`, else why not.
+std::string cubin_problem(const std::string& binary, const std::string& entry);
+
+}  // namespace jitattn::jit
