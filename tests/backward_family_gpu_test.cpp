@@ -276,17 +276,31 @@ class BackwardFamilyGpu : public ::testing::Test {
   void SetUp() override { JITATTN_REQUIRE_GPU(); }
 };
 
-// JITATTN_TEST_FAMILY_CASES sets the number of cases (default 90, a third per dtype).
-TEST_F(BackwardFamilyGpu, RandomCasesFromTheWholeFamily) {
+// Six instances (each dtype twice) draw JITATTN_TEST_FAMILY_CASES / 6 cases each (default 90 in
+// all), so sharded runs compile their kernels in parallel.
+class BackwardFamilyRandom : public ::testing::TestWithParam<std::tuple<DType, int>> {
+ protected:
+  void SetUp() override { JITATTN_REQUIRE_GPU(); }
+};
+
+TEST_P(BackwardFamilyRandom, CasesFromTheWholeFamily) {
   const char* env = std::getenv("JITATTN_TEST_FAMILY_CASES");
-  const int n = env ? std::atoi(env) : 90;
+  const int n = std::max(1, (env ? std::atoi(env) : 90) / 6);
+  const DType dt = std::get<0>(GetParam());
+  reseed(uint64_t(dt) * 2 + uint64_t(std::get<1>(GetParam())) + 1);  // replay: JITATTN_TEST_SEED and this test alone
   for (int i = 0; i < n; ++i) {
-    const DType dt = i % 3 == 0 ? DType::f32 : i % 3 == 1 ? DType::f16 : DType::bf16;
     SCOPED_TRACE("case " + std::to_string(i));
     run_case(draw_case(dt));
     if (HasFailure()) break;  // the first failing case, with its description, is enough to replay
   }
 }
+
+INSTANTIATE_TEST_SUITE_P(Dtypes, BackwardFamilyRandom,
+                         ::testing::Combine(::testing::Values(DType::f32, DType::f16, DType::bf16), ::testing::Values(0, 1)),
+                         [](const auto& info) {
+                           return std::string(to_string(std::get<0>(info.param))) + "_" +
+                                  std::to_string(std::get<1>(info.param));
+                         });
 
 // The two classes the suite never drew before, each on its own: xFormers' 5-D MQA (G = 1) with
 // dk/dv as the same stride-0 views, and gappy keys whose ranges overlap (key 8 in all three
@@ -297,6 +311,22 @@ TEST_F(BackwardFamilyGpu, MqaStrideZeroGradientsAreSums) {
     c.dt = dt, c.layout = Layout::bmghk_shared, c.B = 2, c.Mq = 70, c.Mkv = 90, c.G = 1, c.H = 4, c.Hs = 1;
     run_case(c, false);
   }
+}
+
+// Seen failing once (dq and dk not finite) under compute-sanitizer in an earlier version of the
+// random test, and not reproduced by replaying its seed: MQA over 3 query heads, a bottom-right
+// local window, more queries than keys (the first rows see no key), f16, K = 128. Every window
+// of the draw's range, in both modes, so that a recurrence cannot hide behind one lucky draw.
+TEST_F(BackwardFamilyGpu, MqaLocalWindowsWithMoreQueriesThanKeys) {
+  for (bool deterministic : {false, true})
+    for (int32_t w = 1; w <= 40; ++w) {
+      Case c;
+      c.dt = DType::f16, c.layout = Layout::gqa, c.B = 1, c.Mq = 64, c.Mkv = 53, c.H = 3, c.Hs = 1, c.K = c.Kv = 128;
+      c.deterministic = deterministic;
+      c.bias = LowerTriangularFromBottomRightMask{}.make_local_attention(w);
+      run_case(c, false);
+      if (HasFailure()) return;
+    }
 }
 
 TEST_F(BackwardFamilyGpu, OverlappingGappyKeysSumOverSequences) {

@@ -116,15 +116,24 @@ void Graph::launch(CUstream stream) const {
   check_cuda(CudaDriver::get().cuGraphLaunch(exec_, stream), "cuGraphLaunch");
 }
 
-std::mt19937_64& rng() {
-  static std::mt19937_64 r([] {
+namespace {
+uint64_t process_seed() {
+  static const uint64_t seed = [] {
     const char* fixed = std::getenv("JITATTN_TEST_SEED");  // replays a printed seed
-    const uint64_t seed = fixed ? std::strtoull(fixed, nullptr, 10) : std::random_device{}();
-    std::cout << "[ seed ] " << seed << "\n";
-    return seed;
-  }());
+    const uint64_t s = fixed ? std::strtoull(fixed, nullptr, 10) : std::random_device{}();
+    std::cout << "[ seed ] " << s << "\n";
+    return s;
+  }();
+  return seed;
+}
+}  // namespace
+
+std::mt19937_64& rng() {
+  static std::mt19937_64 r(process_seed());
   return r;
 }
+
+void reseed(uint64_t salt) { rng().seed(process_seed() ^ (salt * 0x9e3779b97f4a7c15ull)); }
 
 std::vector<int32_t> random_lengths(int n, int lo, int hi) {
   std::uniform_int_distribution<int> len(lo, hi);

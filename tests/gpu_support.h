@@ -48,6 +48,9 @@ void device_synchronize();
 // One generator per process, seeded from std::random_device; the seed is printed ("[ seed ] N")
 // so a failure can be replayed with JITATTN_TEST_SEED=N.
 std::mt19937_64& rng();
+// Restarts rng() from the process seed and `salt`, so a test that calls it first draws the same
+// values whichever tests ran before it in the process (a sharded run replays test by test).
+void reseed(uint64_t salt);
 // n lengths drawn from [lo, hi], plus an empty and a one-token sequence, shuffled.
 std::vector<int32_t> random_lengths(int n, int lo, int hi);
 int64_t sum(const std::vector<int32_t>& v);

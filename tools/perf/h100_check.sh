@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # tools/perf/h100_check.sh — on the GPU host: build, GPU tests, compute-sanitizer,
 # first-call/cold/shipped timings, prewarm throughput, jitattn bench and PyTorch's backends
-# side by side. Phases (default: all): tests sanitize deploy bench masks anchors
+# side by side. Phases (default: all): tests stress sanitize deploy bench masks anchors
 #   source .gpu/setup.sh && tools/perf/h100_check.sh $OUT tests sanitize
 set -uo pipefail
 out=${1:-/tmp}
 shift || true
-phases=${*:-tests sanitize deploy bench masks anchors}
+phases=${*:-tests stress sanitize deploy bench masks anchors}
 has() { [[ " $phases " == *" $1 "* ]]; }
 export LD_LIBRARY_PATH=/opt/gpu-deps/usr/lib/x86_64-linux-gnu${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
 [ -f build/build.ninja ] || cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release > "$out/cmake.log" 2>&1
@@ -37,6 +37,16 @@ if has tests; then
   # (every other arch and head dim) gets the same tests on this card too.
   echo "== forward GPU tests with JITATTN_FWD_FAMILY=mma"
   (export JITATTN_FWD_FAMILY=mma; run_gpu_tests mma "${MMA_TESTS_FILTER:-ForwardGpu.*:BiasGpu.*:MergeGpu.*}")
+fi
+
+if has stress; then
+  echo "== stress: the randomized backward family again, fresh seeds"
+  for r in $(seq ${STRESS_RUNS:-2}); do
+    JITATTN_TEST_FAMILY_CASES=${STRESS_CASES:-90} timeout 300 build/tests/jitattn_gpu_tests \
+      --gtest_filter='Dtypes/BackwardFamilyRandom.*:BackwardFamilyGpu.*' > "$out/stress.$r.log" 2>&1
+    echo "run $r: $(grep -E '^\[  (PASSED|FAILED)' "$out/stress.$r.log" | tr '\n' ' ') $(grep -m1 'seed' "$out/stress.$r.log")"
+    grep -E "Failure|case [0-9]+$" -A3 "$out/stress.$r.log" | cut -c1-300 | head -24
+  done
 fi
 
 if has sanitize; then
