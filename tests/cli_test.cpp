@@ -7,11 +7,13 @@
 #include <sys/sysmacros.h>
 #include <unistd.h>
 
+#include <ctime>
 #include <filesystem>
 #include <fstream>
 
 #include "cache/sqlite_store.h"
 #include "cli_run.h"
+#include "cache_fixtures.h"
 #include "temp_dir.h"
 
 namespace jitattn::test {
@@ -23,17 +25,15 @@ using cache::SqliteStore;
 
 bool has(const std::string& text, const std::string& part) { return text.find(part) != std::string::npos; }
 
-// A user DB of `n` rows with made-up 4 KiB binaries (sound hashes), half for sm_80, half sm_90a.
+// A user DB of `n` rows with made-up 4 KiB binaries (sound sizes and hashes), half for sm_80,
+// half sm_90a.
 void fill_user_db(const std::string& path, int n) {
   SqliteStore db(path, SqliteStore::Mode::ReadWrite);
   for (int i = 0; i < n; ++i) {
-    KernelRecord r;
-    r.name = "fwd.k" + std::to_string(i);
-    r.key = cache::hash_hex("key of " + r.name);
+    const int64_t now = int64_t(std::time(nullptr));  // rows gc --older-than 30 keeps
+    KernelRecord r = make_record("fwd.k" + std::to_string(i), 4096, uint64_t(i), now);
     r.target = i % 2 ? "sm_90a" : "sm_80";
-    r.compiler = "nvrtc 13.0";
-    r.binary.assign(4096, char('a' + i));
-    r.binary_hash = cache::hash_hex(r.binary);
+    r.created_at = now;
     db.put(r);
   }
 }
@@ -78,7 +78,12 @@ TEST_F(CliTest, GcRefusesSizesAndAgesThatDoNotParseStrictly) {
 // directories; and --out the user DB with --force replaced it by the rows exported (here only
 // sm_90a's), losing the rest.
 TEST_F(CliTest, ExportOutRefusesNonFilesMissingDirectoriesAndTheUserDb) {
-  fill_user_db(user, 4);
+  // Real kernels (export copies only binaries the cache can vouch for): four merge kernels, two
+  // per arch, which NVRTC compiles in a fraction of a second.
+  const std::string manifest = dir.file("m.json");
+  std::ofstream(manifest) << R"({"kernels": [{"op": "merge", "dtype": ["f32", "bf16"], "head_dim": 64, "arch": ["sm_80", "sm_90a"]}]})";
+  ASSERT_EQ(run("prewarm --manifest " + manifest).rc, 0);
+  ASSERT_EQ(rows_of(user), 4);
   const std::string fifo = dir.file("fifo");
   ASSERT_EQ(mkfifo(fifo.c_str(), 0644), 0);
   std::vector<std::string> nodes = {fifo};

@@ -88,6 +88,9 @@ RefGrads reference_backward(const RefShape& s, const std::vector<double>& q, con
   g.dk.assign(size_t(s.B * s.Mkv * s.H * s.K), 0.0);
   g.dv.assign(size_t(s.B * s.Mkv * s.H * s.Kv), 0.0);
   g.dbias.assign(size_t(s.B * s.H * s.Mq * s.Mkv), 0.0);
+  g.dq_mag.assign(g.dq.size(), 0.0);
+  g.dk_mag.assign(g.dk.size(), 0.0);
+  g.dbias_mag.assign(g.dbias.size(), 0.0);
   std::vector<double> P, Z(size_t(s.Mkv)), dP(size_t(s.Mkv)), O(size_t(s.Kv));
   double lse;
   for (int64_t b = 0; b < s.B; ++b)
@@ -115,10 +118,14 @@ RefGrads reference_backward(const RefShape& s, const std::vector<double>& q, con
         for (int64_t d = 0; d < s.Kv; ++d) D += grad_out[oi(d)] * O[size_t(d)];
         for (int64_t j = 0; j < s.Mkv; ++j) {
           const double dS = P[size_t(j)] * (dP[size_t(j)] - D);
+          const double mag = P[size_t(j)] * (std::fabs(dP[size_t(j)]) + std::fabs(D));
           g.dbias[size_t(((b * s.H + h) * s.Mq + i) * s.Mkv + j)] = dS;
+          g.dbias_mag[size_t(((b * s.H + h) * s.Mq + i) * s.Mkv + j)] = mag;
           for (int64_t d = 0; d < s.K; ++d) {
             g.dq[qi(d)] += dS * k[ki(j, d)] * scale;
             g.dk[ki(j, d)] += dS * q[qi(d)] * scale;
+            g.dq_mag[qi(d)] += mag * std::fabs(k[ki(j, d)]) * scale;
+            g.dk_mag[ki(j, d)] += mag * std::fabs(q[qi(d)]) * scale;
           }
         }
       }
@@ -218,6 +225,18 @@ double relative_error(const std::vector<double>& a, const std::vector<double>& b
   }
   if (den == 0) return num == 0 ? 0 : std::numeric_limits<double>::infinity();
   return std::sqrt(num / den);
+}
+
+double gradient_error(const std::vector<double>& got, const std::vector<double>& ref, const std::vector<double>& mag) {
+  if (std::any_of(ref.begin(), ref.end(), [](double x) { return x != 0.0; })) return relative_error(got, ref);
+  double g = 0, m = 0;
+  for (size_t i = 0; i < got.size(); ++i) {
+    if (!std::isfinite(got[i])) return std::numeric_limits<double>::infinity();
+    g += got[i] * got[i];
+    m += i < mag.size() ? mag[i] * mag[i] : 0.0;
+  }
+  if (g == 0) return 0;
+  return m == 0 ? std::numeric_limits<double>::infinity() : std::sqrt(g / m);
 }
 
 std::vector<double> repeat_heads(const std::vector<double>& x, int64_t B, int64_t M, int64_t Hkv, int64_t Hq, int64_t D) {

@@ -37,8 +37,12 @@ RefResult reference_attention_dropout(const RefShape& s, const std::vector<doubl
 // grad_out [B, Mq, H, Kv]. dq [B, Mq, H, K], dk [B, Mkv, H, K], dv [B, Mkv, H, Kv],
 // dbias [B, H, Mq, Mkv] (always filled, also where bias is empty; 0 where the bias is -inf).
 // Fully masked rows contribute nothing. keep == nullptr means no dropout (p ignored).
+// dq_mag, dk_mag, dbias_mag: the same sums with dS replaced by P ∘ (|dP| + |rowsum(dO ∘ O)|) and
+// K, Q by their absolute values — the size of the terms that cancel in dS, which is what the
+// rounding error of dQ, dK and dbias scales with (see gradient_error).
 struct RefGrads {
   std::vector<double> dq, dk, dv, dbias;
+  std::vector<double> dq_mag, dk_mag, dbias_mag;
 };
 RefGrads reference_backward(const RefShape& s, const std::vector<double>& q, const std::vector<double>& k,
                             const std::vector<double>& v, const std::vector<double>& bias, double scale,
@@ -61,5 +65,11 @@ std::vector<double> decode(const std::vector<unsigned char>& bytes, DType dtype)
 // ‖a − b‖ / ‖b‖ over the finite entries, +inf if a and b disagree on which entries are
 // non-finite (NaN never passes).
 double relative_error(const std::vector<double>& a, const std::vector<double>& b);
+
+// relative_error(got, ref) — unless ref is exactly 0 everywhere, which dQ, dK and dbias are when
+// every query sees at most one key (P = 1 there, so dP − rowsum(dO ∘ O) = 0 exactly): a relative
+// error is then undefined, and the result is ‖got‖ / ‖mag‖, the kernel's rounding noise against
+// the size of the terms that cancelled (RefGrads::*_mag), held to the same tolerance.
+double gradient_error(const std::vector<double>& got, const std::vector<double>& ref, const std::vector<double>& mag);
 
 }  // namespace jitattn::test

@@ -11,7 +11,11 @@ has() { [[ " $phases " == *" $1 "* ]]; }
 export LD_LIBRARY_PATH=/opt/gpu-deps/usr/lib/x86_64-linux-gnu${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
 [ -f build/build.ninja ] || cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release > "$out/cmake.log" 2>&1
 cmake --build build -j16 2>&1 | grep -E "error|undefined" | head
-export JITATTN_CACHE=/tmp/jitattn-tests.sqlite
+# Cache DBs live in a directory only we can write (jitattn refuses a user DB in a world-writable
+# directory such as /tmp itself).
+caches=/tmp/jitattn-caches
+mkdir -p -m 700 "$caches"
+export JITATTN_CACHE=$caches/tests.sqlite
 
 # The GPU tests as 12 gtest shards at once (their first calls compile in parallel).
 run_gpu_tests() {  # label filter
@@ -62,24 +66,24 @@ fi
 
 if has deploy; then
   echo "== first call of a never-seen variant, then cold processes served from the user DB and from a shipped DB"
-  rm -f /tmp/jitattn-cold.sqlite* /tmp/app.sqlite /tmp/empty.sqlite*
-  export JITATTN_CACHE=/tmp/jitattn-cold.sqlite
+  rm -f $caches/cold.sqlite* $caches/app.sqlite $caches/empty.sqlite*
+  export JITATTN_CACHE=$caches/cold.sqlite
   # f16, K = 72, top-left causal without LSE: no test compiles this signature.
   for i in 1 2; do JITATTN_VERBOSE=1 build/tools/jitattn bench --dtype f16 --head-dims 72 --hidden 2304 --seqlens 4096 --causal yes --reps 5 2>&1 | grep -E "first call|compiled"; done
-  build/tools/jitattn export --out /tmp/app.sqlite | tail -1
-  JITATTN_CACHE=/tmp/empty.sqlite JITATTN_CACHE_RO=/tmp/app.sqlite JITATTN_JIT=off \
+  build/tools/jitattn export --out $caches/app.sqlite | tail -1
+  JITATTN_CACHE=$caches/empty.sqlite JITATTN_CACHE_RO=$caches/app.sqlite JITATTN_JIT=off \
     build/tools/jitattn bench --dtype f16 --head-dims 72 --hidden 2304 --seqlens 4096 --causal yes --reps 5 | grep -E "first call" | sed 's/^/shipped DB, JITATTN_JIT=off: /'
   echo "== prewarm throughput, 16 cores"
   cat > /tmp/prewarm.json <<'EOF'
 {"kernels": [{"dtype": ["bf16", "f16"], "head_dim": [56, 120], "bias": ["none", "causal", "bd_causal", "local_br"], "lse": [false, true], "arch": "sm_90a"}]}
 EOF
-  rm -f /tmp/prewarm16.sqlite*
-  JITATTN_CACHE=/tmp/prewarm16.sqlite build/tools/jitattn prewarm --manifest /tmp/prewarm.json --jobs 16 2>&1 | tail -1
+  rm -f $caches/prewarm16.sqlite*
+  JITATTN_CACHE=$caches/prewarm16.sqlite build/tools/jitattn prewarm --manifest /tmp/prewarm.json --jobs 16 2>&1 | tail -1
 fi
 
 if has bench; then
   echo "== bench (forward and backward)"
-  export JITATTN_CACHE=/tmp/jitattn-bench.sqlite
+  export JITATTN_CACHE=$caches/bench.sqlite
   build/tools/jitattn bench --dtype bf16 --head-dims 64,128 --seqlens 4096,16384 --causal both --reps 20 --bwd \
     --json "$out/bench.json" | grep -vE "^first call"
   for t in ${BWD_TILES:-}; do
@@ -90,7 +94,7 @@ fi
 
 if has masks; then
   echo "== masks (FlexAttention's document cuts: anchors.py draws them with torch's generator, seed 1)"
-  export JITATTN_CACHE=/tmp/jitattn-bench.sqlite
+  export JITATTN_CACHE=$caches/bench.sqlite
   lens=$(python3 -c "import torch; M=16384; g=torch.Generator().manual_seed(1); c=sorted(torch.randperm(M-1, generator=g)[:15].add(1).tolist()); print(','.join(str(b-a) for a,b in zip([0]+c, c+[M])))")
   build/tools/jitattn bench --masks --seqlens 16384 --head-dims 128 --window 256 --doc-lens "$lens" --reps 30
   for t in ${MASK_TILES:-}; do

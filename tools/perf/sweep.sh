@@ -5,7 +5,8 @@
 set -uo pipefail
 out=${1:-.}
 configs=${2:-"128:default 64:default"}
-export JITATTN_CACHE=/tmp/jitattn-sweep.sqlite
+mkdir -p -m 700 /tmp/jitattn-caches  # jitattn refuses a user DB in a world-writable directory
+export JITATTN_CACHE=/tmp/jitattn-caches/sweep.sqlite
 for c in $configs; do
   hd=${c%%:*}
   tile=${c#*:}
