@@ -144,15 +144,15 @@ BwdPlan plan_backward(const TensorView& grad, const TensorView& out, const Tenso
   }
   if (!R.empty()) return b;
   using detail::Strided;
-  std::vector<detail::Named> outputs{
+  const detail::Named outputs[] = {
       {Strided::of(dq), "dq"},
       {Strided::of(dk.data, dk.dtype, {{b.dk.b, b.dk.sb}, {b.dk.m, b.dk.sm}, {b.dk.h, b.dk.sh}, {b.dk.d, 1}}), "dk"},
-      {Strided::of(dv.data, dv.dtype, {{b.dv.b, b.dv.sb}, {b.dv.m, b.dv.sm}, {b.dv.h, b.dv.sh}, {b.dv.d, 1}}), "dv"}};
-  if (dbias.defined()) outputs.push_back({Strided::of(dbias), "dbias"});
-  std::vector<detail::Named> inputs{{Strided::of(grad), "grad"}, {Strided::of(out), "out"}, {Strided::of(lse), "lse"},
-                                    {Strided::of(q), "query"},   {Strided::of(k), "key"},     {Strided::of(v), "value"}};
-  if (p.bias.tensor) inputs.push_back({Strided::of(*p.bias.tensor), "attn_bias"});
-  detail::check_no_overlap(outputs, inputs, R);
+      {Strided::of(dv.data, dv.dtype, {{b.dv.b, b.dv.sb}, {b.dv.m, b.dv.sm}, {b.dv.h, b.dv.sh}, {b.dv.d, 1}}), "dv"},
+      {Strided::of(dbias), "dbias"}};
+  const detail::Named inputs[] = {{Strided::of(grad), "grad"}, {Strided::of(out), "out"}, {Strided::of(lse), "lse"},
+                                  {Strided::of(q), "query"},   {Strided::of(k), "key"},     {Strided::of(v), "value"},
+                                  {p.bias.tensor ? Strided::of(*p.bias.tensor) : Strided{}, "attn_bias"}};
+  detail::check_no_overlap(outputs, dbias.defined() ? 4 : 3, inputs, p.bias.tensor ? 7 : 6, R);
   b.align = p.align;
   if (q.dtype != DType::f32 && b.align == 16) {
     const bool a16 = detail::aligned16(grad, b.grad) && detail::aligned16(dq, b.dq) && detail::aligned16(dk, b.dk) &&

@@ -15,19 +15,26 @@ int64_t span(const Strided& x) {
 }
 
 // Dimension indices of x by stride, largest first.
-std::vector<int> by_stride_desc(const Strided& x) {
-  std::vector<int> order(size_t(x.n));
-  for (int i = 0; i < x.n; ++i) order[size_t(i)] = i;
-  std::sort(order.begin(), order.end(), [&](int a, int b) { return x.stride[a] > x.stride[b]; });
-  return order;
+struct Order {
+  int dim[kMaxDims];
+  int n;
+};
+Order by_stride_desc(const Strided& x) {
+  Order o{{}, std::clamp(x.n, 0, kMaxDims)};
+  for (int i = 0; i < o.n; ++i) {  // insertion sort: at most kMaxDims entries
+    int k = i;
+    for (; k > 0 && x.stride[o.dim[k - 1]] < x.stride[i]; --k) o.dim[k] = o.dim[k - 1];
+    o.dim[k] = i;
+  }
+  return o;
 }
 
-// Whether r = Σ c_i · stride_i for integers |c_i| < size_i over order[from..]: the offsets at
+// Whether r = Σ c_i · stride_i for integers |c_i| < size_i over order.dim[from..]: the offsets at
 // which two copies of one non-self-overlapping layout meet. The dimensions below one of stride s
 // reach less than s (no self-overlap), so only floor(r / s) and the next integer can work.
-bool difference_reachable(const Strided& x, const std::vector<int>& order, size_t from, int64_t r) {
-  if (from == order.size()) return r == 0;
-  const int i = order[from];
+bool difference_reachable(const Strided& x, const Order& order, int from, int64_t r) {
+  if (from == order.n) return r == 0;
+  const int i = order.dim[from];
   const int64_t s = x.stride[i], lim = x.size[i] - 1;
   int64_t c = r / s;
   if (r % s != 0 && r < 0) --c;  // floor
@@ -113,10 +120,10 @@ void check_layout(const TensorView& t, const std::string& name, std::vector<std:
 
 bool self_overlaps(const Strided& x) {
   if (x.empty()) return false;
-  std::vector<int> order = by_stride_desc(x);
-  std::reverse(order.begin(), order.end());
+  const Order order = by_stride_desc(x);
   int64_t reach = 1;  // elements spanned by the dimensions of smaller stride
-  for (int i : order) {
+  for (int k = order.n - 1; k >= 0; --k) {
+    const int i = order.dim[k];
     if (x.stride[i] < reach) return true;
     reach += (x.size[i] - 1) * x.stride[i];
   }
@@ -133,17 +140,18 @@ bool overlaps(const Strided& a, const Strided& b) {
   return difference_reachable(a, by_stride_desc(a), 0, delta / a.elem);
 }
 
-void check_no_overlap(const std::vector<Named>& outputs, const std::vector<Named>& inputs, std::vector<std::string>& R) {
-  for (size_t i = 0; i < outputs.size(); ++i) {
+void check_no_overlap(const Named* outputs, int n_outputs, const Named* inputs, int n_inputs, std::vector<std::string>& R) {
+  for (int i = 0; i < n_outputs; ++i) {
     const Named& o = outputs[i];
     if (self_overlaps(o.mem))
-      R.push_back(o.name + " has elements that share memory (a stride 0 over a dimension of size > 1, or strides that "
-                           "interleave): an output must not overlap itself");
-    for (size_t j = i + 1; j < outputs.size(); ++j)
+      R.push_back(std::string(o.name) + " has elements that share memory (a stride 0 over a dimension of size > 1, or "
+                                        "strides that interleave): an output must not overlap itself");
+    for (int j = i + 1; j < n_outputs; ++j)
       if (overlaps(o.mem, outputs[j].mem))
-        R.push_back(o.name + " and " + outputs[j].name + " overlap: outputs must not share memory");
-    for (const Named& in : inputs)
-      if (overlaps(o.mem, in.mem)) R.push_back(o.name + " overlaps " + in.name + ": an output must not share memory with an input");
+        R.push_back(std::string(o.name) + " and " + outputs[j].name + " overlap: outputs must not share memory");
+    for (int j = 0; j < n_inputs; ++j)
+      if (overlaps(o.mem, inputs[j].mem))
+        R.push_back(std::string(o.name) + " overlaps " + inputs[j].name + ": an output must not share memory with an input");
   }
 }
 

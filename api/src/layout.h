@@ -37,13 +37,14 @@ bool self_overlaps(const Strided& x);
 // strides (the slices of one packed tensor); otherwise true whenever their byte ranges meet.
 bool overlaps(const Strided& a, const Strided& b);
 
-// Reasons for outputs that overlap themselves, each other, or an input: outputs[i] is written,
-// inputs[j] read. Empty tensors are ignored.
+// Reasons for outputs that overlap themselves, each other, or an input: outputs are written,
+// inputs read. Empty tensors are ignored. Allocates nothing unless it has a reason to report
+// (this runs on every call: docs/design.md decision 8).
 struct Named {
   Strided mem;
-  std::string name;
+  const char* name;
 };
-void check_no_overlap(const std::vector<Named>& outputs, const std::vector<Named>& inputs,
+void check_no_overlap(const Named* outputs, int n_outputs, const Named* inputs, int n_inputs,
                       std::vector<std::string>& reasons);
 
 }  // namespace jitattn::detail

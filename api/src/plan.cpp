@@ -229,11 +229,10 @@ Plan plan(const TensorView& q, const TensorView& k, const TensorView& v, const A
   }
   if (lse.defined()) check_layout(lse, "lse", R);
   if (R.empty()) {  // layouts are valid: their extents can be computed
-    std::vector<Named> outputs{{Strided::of(out), "out"}}, inputs{{Strided::of(q), "query"}, {Strided::of(k), "key"},
-                                                                  {Strided::of(v), "value"}};
-    if (lse.defined()) outputs.push_back({Strided::of(lse), "lse"});
-    if (p.bias.tensor) inputs.push_back({Strided::of(*p.bias.tensor), "attn_bias"});
-    check_no_overlap(outputs, inputs, R);
+    const Named outputs[] = {{Strided::of(out), "out"}, {Strided::of(lse), "lse"}};
+    const Named inputs[] = {{Strided::of(q), "query"}, {Strided::of(k), "key"}, {Strided::of(v), "value"},
+                            {p.bias.tensor ? Strided::of(*p.bias.tensor) : Strided{}, "attn_bias"}};
+    check_no_overlap(outputs, lse.defined() ? 2 : 1, inputs, p.bias.tensor ? 4 : 3, R);
   }
   if (jit::is_block_diagonal(p.bias.kind) && (p.k.b != 1 || p.v.b != 1))
     R.push_back(std::string("key.shape[0] and value.shape[0] must be 1 with ") + bias_name(bias));
