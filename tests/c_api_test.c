@@ -378,6 +378,29 @@ static void test_bias_handles(void) {
   CHECK_FAILS(jitattn_bias_create(&causal, &h), JITATTN_ERROR_INVALID_ARGUMENT, "reserved0");
 }
 
+/* Every kind converts, to the AttnBias alternative of its number, from one description that
+ * fits them all: one sequence of 4 queries and 4 keys (a pool of one page of 4 for paged kinds). */
+static void test_every_bias_kind(void) {
+  const int32_t len[1] = {4}, starts[2] = {0, 4}, table[1] = {0};
+  float values[16] = {0};
+  jitattn_tensor t = t4(JITATTN_DTYPE_F32, 1, 1, 4, 4);
+  t.data = values, t.device = JITATTN_DEVICE_HOST;
+  for (int32_t kind = 0; kind < JITATTN_BIAS_KIND_COUNT; ++kind) {
+    jitattn_bias d = bias_of(kind);
+    d.num_seqs = 1, d.q_seqlen = len, d.kv_seqlen = len, d.kv_seqstarts = starts, d.kv_padding = 4;
+    d.window_size = 2, d.window_left = 1, d.window_right = 1, d.tensor = &t;
+    d.block_tables = table, d.max_pages = 1, d.page_size = 4, d.alibi_num_slopes = 1;
+    jitattn_bias_handle* h = NULL;
+    const jitattn_status st = jitattn_bias_create(&d, &h);
+    if (st != JITATTN_OK) fprintf(stderr, "kind %d (%s): %s\n", (int)kind, jitattn_bias_kind_name(kind), jitattn_last_error_message());
+    CHECK(st == JITATTN_OK);
+    double m[16];
+    CHECK(jitattn_materialize_h(h, 1, 1, 4, 4, m, 16) == JITATTN_OK);
+    CHECK(m[0] == 0.0); /* query 0 sees key 0 under every kind of this description */
+    jitattn_bias_destroy(h);
+  }
+}
+
 static const double NEG_INF = -HUGE_VAL;
 
 static void test_materialize(void) {
@@ -566,6 +589,7 @@ int main(void) {
   test_entry_points_without_gpu();
   test_backward_and_merge_validation();
   test_bias_handles();
+  test_every_bias_kind();
   test_materialize();
   test_struct_sizes();
   test_null_arguments();

@@ -197,6 +197,8 @@ AttnBias to_bias(const jitattn_bias* desc) {
   if (d.reserved0 != 0) invalid("bias.reserved0=" + std::to_string(d.reserved0) + " must be 0");
   try {
     AttnBias bias = construct(d);
+    if (bias.index() != size_t(d.kind))  // JITATTN_BIAS_* is numbered as AttnBias's alternatives
+      throw CallError{JITATTN_ERROR_INTERNAL, {"bias.kind=" + std::to_string(d.kind) + " built a " + bias_name(bias)}};
     attach_device_arrays(d, bias);
     return bias;
   } catch (const Error& e) {  // a constructor's rules: the caller's arguments
