@@ -26,9 +26,11 @@
  *    bias); shapes and strides in elements, as jitattn::TensorView. Streams are CUstreams as
  *    void* (NULL: the legacy default stream); calls queue work and return without synchronizing.
  *  - Calls taking a bias come in two forms: with a jitattn_bias description (converted on every
- *    call; block-diagonal arrays are then uploaded on every call too) and, named with the suffix
- *    _h, with a jitattn_bias_handle from jitattn_bias_create, which keeps the converted bias and
- *    its device arrays alive across calls. A NULL bias or handle means no bias.
+ *    call; its device arrays are then uploaded by every call and freed as it returns, as those of
+ *    a temporary C++ bias) and, named with the suffix _h, with a jitattn_bias_handle from
+ *    jitattn_bias_create, which keeps the converted bias and its uploads alive across calls. Under
+ *    CUDA graph capture, where nothing may be uploaded, use a handle already used once outside
+ *    the capture, or the description's *_device pointers. A NULL bias or handle means no bias.
  *  - Thread safety: as the C++ API (calls may run concurrently; a bias handle may be shared by
  *    concurrent calls and must not be destroyed while one uses it).
  */
