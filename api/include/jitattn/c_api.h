@@ -7,7 +7,7 @@
  *  - On failure the reasons (each naming the argument and the rule, as the C++ API's
  *    jitattn::Error::reasons()) are kept per thread: jitattn_last_error_count(),
  *    jitattn_last_error_reason(i), jitattn_last_error_message() (joined with "; "). Every call
- *    other than those accessors clears them first; the strings stay valid until the next such
+ *    that returns a jitattn_status clears them first; the strings stay valid until the next such
  *    call on the same thread.
  *  - Every struct the caller passes in starts with `size_t struct_size`, which the caller sets to
  *    sizeof(the struct) as its header declared it. The library reads a field only when it lies
