@@ -3,7 +3,8 @@
  *
  * ABI rules
  *  - Every function returns a jitattn_status (0 = JITATTN_OK) unless it is an accessor that
- *    cannot fail (version, last-error accessors, names). No C++ exception crosses the boundary.
+ *    cannot fail (version, last-error accessors, names) or jitattn_bias_destroy. No C++ exception
+ *    crosses the boundary.
  *  - On failure the reasons (each naming the argument and the rule, as the C++ API's
  *    jitattn::Error::reasons()) are kept per thread: jitattn_last_error_count(),
  *    jitattn_last_error_reason(i), jitattn_last_error_message() (joined with "; "). Every call
