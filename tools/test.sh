@@ -20,9 +20,12 @@ rm -rf build/test-cache
 flags="-fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer"
 cmake -S . -B build-sanitize -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DJITATTN_BUILD_TOOLS=OFF \
   -DCMAKE_CXX_FLAGS="$flags" -DCMAKE_EXE_LINKER_FLAGS="$flags" -DCMAKE_SHARED_LINKER_FLAGS="$flags" >/dev/null
-cmake --build build-sanitize -j"$(nproc)" --target jitattn_cpu_tests
+cmake --build build-sanitize -j"$(nproc)" --target jitattn_cpu_tests jitattn_c_api_test
 export JITATTN_CACHE="$PWD/build-sanitize/test-cache/kernels.sqlite"
 rm -rf build-sanitize/test-cache
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
   build-sanitize/tests/jitattn_cpu_tests \
   --gtest_filter='Validation*:BackwardValidation*:Bias*:Materialize*:Merge*Validation*:MergeSlicing*:Manifest*:Signature*:HashHex*'
+# The C API's own test: every struct it reads, every reason it keeps, under the same sanitizers.
+ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+  build-sanitize/tests/jitattn_c_api_test

@@ -1,0 +1,565 @@
+// The C API (api/include/jitattn/c_api.h): each function reads the caller's structs, calls the
+// C++ API inside guarded(), which turns every exception into a status and the thread's reasons.
+// Bias descriptions are converted in c_api_bias.cpp.
+#include "jitattn/c_api.h"
+
+#include <algorithm>
+#include <cstring>
+#include <new>
+#include <optional>
+#include <string>
+#include <utility>
+#include <variant>
+#include <vector>
+
+#include "c_api_internal.h"
+#include "jit/env.h"
+#include "jit/jit_runtime.h"
+#include "jit/signature.h"
+#include "jitattn/attention.h"
+#include "jitattn/merge.h"
+
+#ifndef JITATTN_VERSION_STRING
+#error "CMakeLists.txt defines JITATTN_VERSION_STRING and its numbers for this file"
+#endif
+
+namespace jitattn::capi {
+
+namespace {
+
+// The last call's outcome on this thread.
+struct LastError {
+  jitattn_status status = JITATTN_OK;
+  std::vector<std::string> reasons;
+  std::string message;
+};
+thread_local LastError t_last;
+
+jitattn_status fail(jitattn_status status, std::vector<std::string> reasons) noexcept {
+  try {
+    if (reasons.empty()) reasons.push_back(jitattn_status_name(status));
+    std::string message;
+    for (const auto& r : reasons) message += (message.empty() ? "" : "; ") + r;
+    t_last.reasons = std::move(reasons);
+    t_last.message = std::move(message);
+  } catch (...) {  // no memory for the reasons: the status still tells
+    t_last.reasons.clear();
+    t_last.message.clear();
+  }
+  t_last.status = status;
+  return status;
+}
+
+bool mentions(const std::string& s, const char* needle) { return s.find(needle) != std::string::npos; }
+
+// The status of a jitattn::Error thrown after the inputs were validated: by the compile and
+// cache path or the driver. The C++ API throws one type, so this reads its message (the forms
+// jit/cuda_driver.cpp, jit/nvrtc_compiler.cpp and jit/jit_runtime.cpp give).
+jitattn_status runtime_status(const Error& e) {
+  const std::string what = e.what();
+  if (mentions(what, "CUDA_ERROR_OUT_OF_MEMORY")) return JITATTN_ERROR_OUT_OF_MEMORY;
+  if (mentions(what, "no CUDA driver") || mentions(what, "CUDA_ERROR_")) return JITATTN_ERROR_CUDA;
+  if (mentions(what, "NVRTC") || mentions(what, "nvrtc") || mentions(what, "compiling ") ||
+      mentions(what, "JITATTN_JIT=off") || mentions(what, "no cache layer holds"))
+    return JITATTN_ERROR_COMPILE;
+  if (mentions(what, "device") || mentions(what, "context")) return JITATTN_ERROR_CUDA;
+  return JITATTN_ERROR_INTERNAL;
+}
+
+// Runs `body`; no exception leaves. CallError carries its status; a jitattn::Error the call
+// throws is classified by `refused`: when the inputs would be refused anyway (the reasons are
+// its not_supported_reasons) it is JITATTN_ERROR_UNSUPPORTED, else a runtime failure.
+template <class Body, class Refused>
+jitattn_status guarded(Body&& body, Refused&& refused) noexcept {
+  t_last = LastError{};
+  try {
+    try {
+      body();
+      return JITATTN_OK;
+    } catch (const Error& e) {
+      if (refused()) return fail(JITATTN_ERROR_UNSUPPORTED, e.reasons());
+      return fail(runtime_status(e), e.reasons());
+    }
+  } catch (const CallError& e) {
+    return fail(e.status, e.reasons);
+  } catch (const std::bad_alloc&) {
+    return fail(JITATTN_ERROR_OUT_OF_MEMORY, {"out of host memory"});
+  } catch (const Error& e) {  // thrown by `refused` itself
+    return fail(JITATTN_ERROR_INTERNAL, e.reasons());
+  } catch (const std::exception& e) {
+    return fail(JITATTN_ERROR_INTERNAL, {e.what()});
+  } catch (...) {
+    return fail(JITATTN_ERROR_INTERNAL, {"unknown exception"});
+  }
+}
+// For calls whose jitattn::Errors all mean one status (validation only, no GPU work).
+template <class Body>
+jitattn_status guarded_as(jitattn_status status, Body&& body) noexcept {
+  return guarded(
+      [&] {
+        try {
+          body();
+        } catch (const Error& e) {
+          throw CallError{status, e.reasons()};
+        }
+      },
+      [] { return false; });
+}
+// A not_supported_reasons result as a status.
+jitattn_status reasons_status(const std::vector<std::string>& reasons) {
+  if (reasons.empty()) return JITATTN_OK;
+  throw CallError{JITATTN_ERROR_UNSUPPORTED, reasons};
+}
+
+constexpr size_t kTensorFieldEnds[] = {
+    JITATTN_FIELD_END(jitattn_tensor, struct_size), JITATTN_FIELD_END(jitattn_tensor, data),
+    JITATTN_FIELD_END(jitattn_tensor, dtype),       JITATTN_FIELD_END(jitattn_tensor, ndim),
+    JITATTN_FIELD_END(jitattn_tensor, shape),       JITATTN_FIELD_END(jitattn_tensor, stride),
+    JITATTN_FIELD_END(jitattn_tensor, device)};
+constexpr size_t kOptionsFieldEnds[] = {
+    JITATTN_FIELD_END(jitattn_attention_options, struct_size), JITATTN_FIELD_END(jitattn_attention_options, scale),
+    JITATTN_FIELD_END(jitattn_attention_options, has_scale),   JITATTN_FIELD_END(jitattn_attention_options, output_dtype),
+    JITATTN_FIELD_END(jitattn_attention_options, p),           JITATTN_FIELD_END(jitattn_attention_options, seed),
+    JITATTN_FIELD_END(jitattn_attention_options, offset)};
+constexpr size_t kBackwardOptionsFieldEnds[] = {
+    JITATTN_FIELD_END(jitattn_backward_options, struct_size), JITATTN_FIELD_END(jitattn_backward_options, scale),
+    JITATTN_FIELD_END(jitattn_backward_options, has_scale),   JITATTN_FIELD_END(jitattn_backward_options, deterministic),
+    JITATTN_FIELD_END(jitattn_backward_options, p),           JITATTN_FIELD_END(jitattn_backward_options, seed),
+    JITATTN_FIELD_END(jitattn_backward_options, offset),      JITATTN_FIELD_END(jitattn_backward_options, workspace)};
+constexpr size_t kStatsFieldEnds[] = {
+    JITATTN_FIELD_END(jitattn_jit_stats, struct_size), JITATTN_FIELD_END(jitattn_jit_stats, compiles),
+    JITATTN_FIELD_END(jitattn_jit_stats, memory_hits), JITATTN_FIELD_END(jitattn_jit_stats, db_hits),
+    JITATTN_FIELD_END(jitattn_jit_stats, loads),       JITATTN_FIELD_END(jitattn_jit_stats, claim_hits)};
+
+AttentionOptions to_options(const jitattn_attention_options* o) {
+  AttentionOptions opt;
+  if (!o) return opt;
+  const jitattn_attention_options c = read_struct(*o, "jitattn_attention_options", kOptionsFieldEnds);
+  if (c.has_scale) opt.scale = c.scale;
+  if (c.output_dtype != JITATTN_DTYPE_UNSET) opt.output_dtype = to_dtype(c.output_dtype, "options.output_dtype");
+  opt.p = c.p, opt.seed = c.seed, opt.offset = c.offset;
+  return opt;
+}
+
+BackwardOptions to_options(const jitattn_backward_options* o) {
+  BackwardOptions opt;
+  if (!o) return opt;
+  const jitattn_backward_options c = read_struct(*o, "jitattn_backward_options", kBackwardOptionsFieldEnds);
+  if (c.has_scale) opt.scale = c.scale;
+  opt.deterministic = c.deterministic != 0;
+  opt.p = c.p, opt.seed = c.seed, opt.offset = c.offset;
+  opt.workspace = c.workspace;
+  return opt;
+}
+
+// A required tensor argument.
+TensorView tensor_arg(const jitattn_tensor* t, const char* name) { return to_tensor(&required(t, name), name); }
+
+std::vector<TensorView> tensor_list(const jitattn_tensor* const* ts, size_t n, const char* name) {
+  if (!ts) invalid(std::string(name) + " is NULL");
+  std::vector<TensorView> out;
+  for (size_t i = 0; i < n; ++i) {
+    const std::string item = std::string(name) + "[" + std::to_string(i) + "]";
+    out.push_back(tensor_arg(ts[i], item.c_str()));
+  }
+  return out;
+}
+
+// ---- one implementation per entry point, for both bias forms ------------------------------------
+struct FwdArgs {
+  TensorView q, k, v, out, lse;
+  AttentionOptions opt;
+};
+FwdArgs fwd_args(const jitattn_tensor* q, const jitattn_tensor* k, const jitattn_tensor* v, const jitattn_tensor* out,
+                 const jitattn_tensor* lse, bool lse_required, const jitattn_attention_options* o) {
+  FwdArgs a{tensor_arg(q, "query"), tensor_arg(k, "key"), tensor_arg(v, "value"), tensor_arg(out, "out"),
+            lse_required ? tensor_arg(lse, "lse") : to_tensor(lse, "lse"), to_options(o)};
+  return a;
+}
+
+template <class GetBias>
+jitattn_status forward(const jitattn_tensor* q, const jitattn_tensor* k, const jitattn_tensor* v, GetBias&& get_bias,
+                       const jitattn_tensor* out, const jitattn_tensor* lse, bool with_lse,
+                       const jitattn_attention_options* o, void* stream) {
+  FwdArgs a;
+  AttnBias local;
+  const AttnBias* bias = nullptr;
+  return guarded(
+      [&] {
+        a = fwd_args(q, k, v, out, lse, with_lse, o);
+        bias = &get_bias(local);
+        if (with_lse) memory_efficient_attention_forward_requires_grad(a.q, a.k, a.v, *bias, a.out, a.lse, a.opt, stream);
+        else memory_efficient_attention_forward(a.q, a.k, a.v, *bias, a.out, a.opt, stream);
+      },
+      [&] { return bias && !not_supported_reasons(a.q, a.k, a.v, *bias, a.out, a.lse, a.opt).empty(); });
+}
+
+template <class GetBias>
+jitattn_status partial(const jitattn_tensor* q, const jitattn_tensor* k, const jitattn_tensor* v, GetBias&& get_bias,
+                       const jitattn_tensor* out, const jitattn_tensor* lse, const jitattn_attention_options* o,
+                       void* stream) {
+  FwdArgs a;
+  AttnBias local;
+  const AttnBias* bias = nullptr;
+  return guarded(
+      [&] {
+        a = fwd_args(q, k, v, out, lse, true, o);
+        bias = &get_bias(local);
+        memory_efficient_attention_partial(a.q, a.k, a.v, *bias, a.out, a.lse, a.opt, stream);
+      },
+      [&] { return bias && (a.opt.p != 0.0 || !not_supported_reasons(a.q, a.k, a.v, *bias, a.out, a.lse, a.opt).empty()); });
+}
+
+template <class GetBias>
+jitattn_status forward_reasons(const jitattn_tensor* q, const jitattn_tensor* k, const jitattn_tensor* v,
+                               GetBias&& get_bias, const jitattn_tensor* out, const jitattn_tensor* lse,
+                               const jitattn_attention_options* o) {
+  return guarded_as(JITATTN_ERROR_UNSUPPORTED, [&] {
+    const FwdArgs a = fwd_args(q, k, v, out, lse, false, o);
+    AttnBias local;
+    reasons_status(not_supported_reasons(a.q, a.k, a.v, get_bias(local), a.out, a.lse, a.opt));
+  });
+}
+
+struct BwdArgs {
+  TensorView grad, out, lse, q, k, v, dq, dk, dv, dbias;
+  BackwardOptions opt;
+};
+BwdArgs bwd_args(const jitattn_tensor* grad, const jitattn_tensor* out, const jitattn_tensor* lse,
+                 const jitattn_tensor* q, const jitattn_tensor* k, const jitattn_tensor* v, const jitattn_tensor* dq,
+                 const jitattn_tensor* dk, const jitattn_tensor* dv, const jitattn_tensor* dbias,
+                 const jitattn_backward_options* o) {
+  return BwdArgs{tensor_arg(grad, "grad"), tensor_arg(out, "out"), tensor_arg(lse, "lse"), tensor_arg(q, "query"),
+                 tensor_arg(k, "key"),     tensor_arg(v, "value"), tensor_arg(dq, "dq"),   tensor_arg(dk, "dk"),
+                 tensor_arg(dv, "dv"),     to_tensor(dbias, "dbias"), to_options(o)};
+}
+std::vector<std::string> bwd_reasons(const BwdArgs& a, const AttnBias& bias) {
+  return backward_not_supported_reasons(a.grad, a.out, a.lse, a.q, a.k, a.v, bias, a.dq, a.dk, a.dv, a.dbias, a.opt);
+}
+
+template <class GetBias>
+jitattn_status backward(const jitattn_tensor* grad, const jitattn_tensor* out, const jitattn_tensor* lse,
+                        const jitattn_tensor* q, const jitattn_tensor* k, const jitattn_tensor* v, GetBias&& get_bias,
+                        const jitattn_tensor* dq, const jitattn_tensor* dk, const jitattn_tensor* dv,
+                        const jitattn_tensor* dbias, const jitattn_backward_options* o, void* stream, bool run) {
+  BwdArgs a;
+  AttnBias local;
+  const AttnBias* bias = nullptr;
+  return guarded(
+      [&] {
+        a = bwd_args(grad, out, lse, q, k, v, dq, dk, dv, dbias, o);
+        bias = &get_bias(local);
+        if (!run) return (void)reasons_status(bwd_reasons(a, *bias));
+        memory_efficient_attention_backward(a.grad, a.out, a.lse, a.q, a.k, a.v, *bias, a.dq, a.dk, a.dv, a.dbias, a.opt,
+                                            stream);
+      },
+      [&] { return bias && !bwd_reasons(a, *bias).empty(); });
+}
+
+template <class GetBias>
+jitattn_status workspace_bytes(const jitattn_tensor* q, const jitattn_tensor* k, const jitattn_tensor* v,
+                               GetBias&& get_bias, const jitattn_backward_options* o, size_t* bytes) {
+  return guarded_as(JITATTN_ERROR_UNSUPPORTED, [&] {
+    size_t& result = required(bytes, "bytes");
+    AttnBias local;
+    result = memory_efficient_attention_backward_workspace_bytes(tensor_arg(q, "query"), tensor_arg(k, "key"),
+                                                                 tensor_arg(v, "value"), get_bias(local), to_options(o));
+  });
+}
+
+jitattn_status materialize_into(const AttnBias& bias, int64_t B, int64_t H, int64_t Mq, int64_t Mkv, double* out,
+                                size_t out_count) {
+  if (!out) invalid("out is NULL");
+  const std::vector<double> mask = materialize(bias, B, H, Mq, Mkv);
+  if (out_count < mask.size())
+    invalid("out holds " + std::to_string(out_count) + " doubles, the [B, H, Mq, Mkv] mask needs " +
+            std::to_string(mask.size()));
+  std::copy(mask.begin(), mask.end(), out);
+  return JITATTN_OK;
+}
+
+// bias_name of every AttnBias alternative, in order.
+template <size_t... I>
+std::vector<const char*> bias_names(std::index_sequence<I...>) {
+  return {bias_name(AttnBias(std::in_place_index<I>))...};
+}
+
+// How a call gets its bias: converted from a description, or a handle's.
+auto from_desc(const jitattn_bias* d) {
+  return [d](AttnBias& local) -> const AttnBias& { return local = to_bias(d); };
+}
+auto from_handle(const jitattn_bias_handle* h) {
+  return [h](AttnBias&) -> const AttnBias& { return handle_bias(h); };
+}
+
+}  // namespace
+
+DType to_dtype(int32_t dtype, const char* name) {
+  switch (dtype) {
+    case JITATTN_DTYPE_F16: return DType::f16;
+    case JITATTN_DTYPE_BF16: return DType::bf16;
+    case JITATTN_DTYPE_F32: return DType::f32;
+    default:
+      invalid(std::string(name) + "=" + std::to_string(dtype) +
+              " is not JITATTN_DTYPE_F16 (1), JITATTN_DTYPE_BF16 (2) or JITATTN_DTYPE_F32 (3)");
+  }
+}
+
+TensorView to_tensor(const jitattn_tensor* t, const char* name) {
+  if (!t) return TensorView{};
+  const std::string n(name);
+  const jitattn_tensor c = read_struct(*t, "jitattn_tensor", kTensorFieldEnds);
+  TensorView v;
+  if (!c.data) return v;  // undefined: the C++ API names it where it is required
+  v.data = c.data;
+  v.dtype = to_dtype(c.dtype, (n + ".dtype").c_str());
+  if (c.ndim < 0 || c.ndim > JITATTN_MAX_DIMS)
+    invalid(n + ".ndim=" + std::to_string(c.ndim) + " is not in [0, " + std::to_string(JITATTN_MAX_DIMS) + "]");
+  v.ndim = c.ndim;
+  for (int d = 0; d < c.ndim; ++d) v.shape[d] = c.shape[d], v.stride[d] = c.stride[d];
+  v.device = c.device;
+  return v;
+}
+
+}  // namespace jitattn::capi
+
+using namespace jitattn;
+using namespace jitattn::capi;
+static_assert(JITATTN_BIAS_KIND_COUNT == std::variant_size_v<AttnBias>, "one JITATTN_BIAS_* per AttnBias alternative");
+static_assert(JITATTN_MAX_DIMS == kMaxDims && JITATTN_DEVICE_HOST == TensorView::kHost, "c_api.h mirrors tensor.h");
+
+extern "C" {
+
+// ---- errors and version ----------------------------------------------------------------------------
+const char* jitattn_status_name(jitattn_status status) {
+  switch (status) {
+    case JITATTN_OK: return "JITATTN_OK";
+    case JITATTN_ERROR_INVALID_ARGUMENT: return "JITATTN_ERROR_INVALID_ARGUMENT";
+    case JITATTN_ERROR_UNSUPPORTED: return "JITATTN_ERROR_UNSUPPORTED";
+    case JITATTN_ERROR_COMPILE: return "JITATTN_ERROR_COMPILE";
+    case JITATTN_ERROR_CUDA: return "JITATTN_ERROR_CUDA";
+    case JITATTN_ERROR_OUT_OF_MEMORY: return "JITATTN_ERROR_OUT_OF_MEMORY";
+    case JITATTN_ERROR_INTERNAL: return "JITATTN_ERROR_INTERNAL";
+  }
+  return "unknown";
+}
+
+size_t jitattn_last_error_count(void) { return t_last.reasons.size(); }
+const char* jitattn_last_error_reason(size_t i) { return i < t_last.reasons.size() ? t_last.reasons[i].c_str() : nullptr; }
+const char* jitattn_last_error_message(void) { return t_last.message.c_str(); }
+jitattn_status jitattn_last_error_status(void) { return t_last.status; }
+
+const char* jitattn_version(void) { return JITATTN_VERSION_STRING; }
+void jitattn_version_numbers(int32_t* major, int32_t* minor, int32_t* patch) {
+  if (major) *major = JITATTN_VERSION_MAJOR;
+  if (minor) *minor = JITATTN_VERSION_MINOR;
+  if (patch) *patch = JITATTN_VERSION_PATCH;
+}
+int32_t jitattn_c_api_version(void) { return JITATTN_C_API_VERSION; }
+
+// ---- biases --------------------------------------------------------------------------------------
+const char* jitattn_bias_kind_name(int32_t kind) {
+  static const std::vector<const char*> names = bias_names(std::make_index_sequence<std::variant_size_v<AttnBias>>{});
+  return kind >= 0 && size_t(kind) < names.size() ? names[size_t(kind)] : nullptr;
+}
+
+jitattn_status jitattn_bias_create(const jitattn_bias* desc, jitattn_bias_handle** handle) {
+  return guarded_as(JITATTN_ERROR_INVALID_ARGUMENT, [&] {
+    jitattn_bias_handle*& result = required(handle, "handle");
+    result = nullptr;
+    AttnBias bias = to_bias(&required(desc, "desc"));
+    result = new jitattn_bias_handle{std::move(bias)};
+  });
+}
+void jitattn_bias_destroy(jitattn_bias_handle* handle) { delete handle; }
+
+jitattn_status jitattn_materialize(const jitattn_bias* bias, int64_t B, int64_t H, int64_t Mq, int64_t Mkv, double* out,
+                                   size_t out_count) {
+  return guarded_as(JITATTN_ERROR_INVALID_ARGUMENT, [&] { materialize_into(to_bias(bias), B, H, Mq, Mkv, out, out_count); });
+}
+jitattn_status jitattn_materialize_h(const jitattn_bias_handle* bias, int64_t B, int64_t H, int64_t Mq, int64_t Mkv,
+                                     double* out, size_t out_count) {
+  return guarded_as(JITATTN_ERROR_INVALID_ARGUMENT,
+                    [&] { materialize_into(handle_bias(bias), B, H, Mq, Mkv, out, out_count); });
+}
+
+// ---- attention -------------------------------------------------------------------------------------
+jitattn_status jitattn_forward(const jitattn_tensor* query, const jitattn_tensor* key, const jitattn_tensor* value,
+                               const jitattn_bias* bias, const jitattn_tensor* out,
+                               const jitattn_attention_options* options, void* stream) {
+  return forward(query, key, value, from_desc(bias), out, nullptr, false, options, stream);
+}
+jitattn_status jitattn_forward_h(const jitattn_tensor* query, const jitattn_tensor* key, const jitattn_tensor* value,
+                                 const jitattn_bias_handle* bias, const jitattn_tensor* out,
+                                 const jitattn_attention_options* options, void* stream) {
+  return forward(query, key, value, from_handle(bias), out, nullptr, false, options, stream);
+}
+jitattn_status jitattn_forward_requires_grad(const jitattn_tensor* query, const jitattn_tensor* key,
+                                             const jitattn_tensor* value, const jitattn_bias* bias,
+                                             const jitattn_tensor* out, const jitattn_tensor* lse,
+                                             const jitattn_attention_options* options, void* stream) {
+  return forward(query, key, value, from_desc(bias), out, lse, true, options, stream);
+}
+jitattn_status jitattn_forward_requires_grad_h(const jitattn_tensor* query, const jitattn_tensor* key,
+                                               const jitattn_tensor* value, const jitattn_bias_handle* bias,
+                                               const jitattn_tensor* out, const jitattn_tensor* lse,
+                                               const jitattn_attention_options* options, void* stream) {
+  return forward(query, key, value, from_handle(bias), out, lse, true, options, stream);
+}
+jitattn_status jitattn_not_supported_reasons(const jitattn_tensor* query, const jitattn_tensor* key,
+                                             const jitattn_tensor* value, const jitattn_bias* bias,
+                                             const jitattn_tensor* out, const jitattn_tensor* lse,
+                                             const jitattn_attention_options* options) {
+  return forward_reasons(query, key, value, from_desc(bias), out, lse, options);
+}
+jitattn_status jitattn_not_supported_reasons_h(const jitattn_tensor* query, const jitattn_tensor* key,
+                                               const jitattn_tensor* value, const jitattn_bias_handle* bias,
+                                               const jitattn_tensor* out, const jitattn_tensor* lse,
+                                               const jitattn_attention_options* options) {
+  return forward_reasons(query, key, value, from_handle(bias), out, lse, options);
+}
+
+jitattn_status jitattn_backward(const jitattn_tensor* grad, const jitattn_tensor* out, const jitattn_tensor* lse,
+                                const jitattn_tensor* query, const jitattn_tensor* key, const jitattn_tensor* value,
+                                const jitattn_bias* bias, const jitattn_tensor* dq, const jitattn_tensor* dk,
+                                const jitattn_tensor* dv, const jitattn_tensor* dbias,
+                                const jitattn_backward_options* options, void* stream) {
+  return backward(grad, out, lse, query, key, value, from_desc(bias), dq, dk, dv, dbias, options, stream, true);
+}
+jitattn_status jitattn_backward_h(const jitattn_tensor* grad, const jitattn_tensor* out, const jitattn_tensor* lse,
+                                  const jitattn_tensor* query, const jitattn_tensor* key, const jitattn_tensor* value,
+                                  const jitattn_bias_handle* bias, const jitattn_tensor* dq, const jitattn_tensor* dk,
+                                  const jitattn_tensor* dv, const jitattn_tensor* dbias,
+                                  const jitattn_backward_options* options, void* stream) {
+  return backward(grad, out, lse, query, key, value, from_handle(bias), dq, dk, dv, dbias, options, stream, true);
+}
+jitattn_status jitattn_backward_not_supported_reasons(const jitattn_tensor* grad, const jitattn_tensor* out,
+                                                      const jitattn_tensor* lse, const jitattn_tensor* query,
+                                                      const jitattn_tensor* key, const jitattn_tensor* value,
+                                                      const jitattn_bias* bias, const jitattn_tensor* dq,
+                                                      const jitattn_tensor* dk, const jitattn_tensor* dv,
+                                                      const jitattn_tensor* dbias,
+                                                      const jitattn_backward_options* options) {
+  return backward(grad, out, lse, query, key, value, from_desc(bias), dq, dk, dv, dbias, options, nullptr, false);
+}
+jitattn_status jitattn_backward_not_supported_reasons_h(const jitattn_tensor* grad, const jitattn_tensor* out,
+                                                        const jitattn_tensor* lse, const jitattn_tensor* query,
+                                                        const jitattn_tensor* key, const jitattn_tensor* value,
+                                                        const jitattn_bias_handle* bias, const jitattn_tensor* dq,
+                                                        const jitattn_tensor* dk, const jitattn_tensor* dv,
+                                                        const jitattn_tensor* dbias,
+                                                        const jitattn_backward_options* options) {
+  return backward(grad, out, lse, query, key, value, from_handle(bias), dq, dk, dv, dbias, options, nullptr, false);
+}
+jitattn_status jitattn_backward_workspace_bytes(const jitattn_tensor* query, const jitattn_tensor* key,
+                                                const jitattn_tensor* value, const jitattn_bias* bias,
+                                                const jitattn_backward_options* options, size_t* bytes) {
+  return workspace_bytes(query, key, value, from_desc(bias), options, bytes);
+}
+jitattn_status jitattn_backward_workspace_bytes_h(const jitattn_tensor* query, const jitattn_tensor* key,
+                                                  const jitattn_tensor* value, const jitattn_bias_handle* bias,
+                                                  const jitattn_backward_options* options, size_t* bytes) {
+  return workspace_bytes(query, key, value, from_handle(bias), options, bytes);
+}
+
+// ---- split keys ------------------------------------------------------------------------------------
+jitattn_status jitattn_partial(const jitattn_tensor* query, const jitattn_tensor* key, const jitattn_tensor* value,
+                               const jitattn_bias* bias, const jitattn_tensor* out, const jitattn_tensor* lse,
+                               const jitattn_attention_options* options, void* stream) {
+  return partial(query, key, value, from_desc(bias), out, lse, options, stream);
+}
+jitattn_status jitattn_partial_h(const jitattn_tensor* query, const jitattn_tensor* key, const jitattn_tensor* value,
+                                 const jitattn_bias_handle* bias, const jitattn_tensor* out, const jitattn_tensor* lse,
+                                 const jitattn_attention_options* options, void* stream) {
+  return partial(query, key, value, from_handle(bias), out, lse, options, stream);
+}
+
+jitattn_status jitattn_merge_attentions(const jitattn_tensor* outputs, const jitattn_tensor* lses,
+                                        const jitattn_tensor* out, const jitattn_tensor* lse, void* stream) {
+  TensorView o, l, dst, dst_lse;
+  return guarded(
+      [&] {
+        o = tensor_arg(outputs, "outputs"), l = tensor_arg(lses, "lses"), dst = tensor_arg(out, "out");
+        dst_lse = to_tensor(lse, "lse");
+        merge_attentions(o, l, dst, dst_lse, stream);
+      },
+      [&] { return !merge_not_supported_reasons(o, l, dst, dst_lse).empty(); });
+}
+jitattn_status jitattn_merge_attentions_list(const jitattn_tensor* const* outputs, const jitattn_tensor* const* lses,
+                                             size_t num_splits, const jitattn_tensor* out, const jitattn_tensor* lse,
+                                             void* stream) {
+  std::vector<TensorView> o, l;
+  TensorView dst, dst_lse;
+  return guarded(
+      [&] {
+        o = tensor_list(outputs, num_splits, "outputs"), l = tensor_list(lses, num_splits, "lses");
+        dst = tensor_arg(out, "out"), dst_lse = to_tensor(lse, "lse");
+        merge_attentions(o, l, dst, dst_lse, stream);
+      },
+      [&] { return !merge_not_supported_reasons(o, l, dst, dst_lse).empty(); });
+}
+jitattn_status jitattn_merge_not_supported_reasons(const jitattn_tensor* outputs, const jitattn_tensor* lses,
+                                                   const jitattn_tensor* out, const jitattn_tensor* lse) {
+  return guarded_as(JITATTN_ERROR_UNSUPPORTED, [&] {
+    reasons_status(merge_not_supported_reasons(tensor_arg(outputs, "outputs"), tensor_arg(lses, "lses"),
+                                               tensor_arg(out, "out"), to_tensor(lse, "lse")));
+  });
+}
+jitattn_status jitattn_merge_list_not_supported_reasons(const jitattn_tensor* const* outputs,
+                                                        const jitattn_tensor* const* lses, size_t num_splits,
+                                                        const jitattn_tensor* out, const jitattn_tensor* lse) {
+  return guarded_as(JITATTN_ERROR_UNSUPPORTED, [&] {
+    reasons_status(merge_not_supported_reasons(tensor_list(outputs, num_splits, "outputs"),
+                                               tensor_list(lses, num_splits, "lses"), tensor_arg(out, "out"),
+                                               to_tensor(lse, "lse")));
+  });
+}
+
+// ---- kernel cache ----------------------------------------------------------------------------------
+jitattn_status jitattn_cache_path(const char** path) {
+  return guarded_as(JITATTN_ERROR_INVALID_ARGUMENT, [&] {  // a malformed JITATTN_* variable
+    const char*& result = required(path, "path");
+    result = jit::Env::get().cache_path.c_str();
+  });
+}
+
+jitattn_status jitattn_get_jit_stats(jitattn_jit_stats* stats) {
+  return guarded_as(JITATTN_ERROR_INVALID_ARGUMENT, [&] {
+    jitattn_jit_stats& caller = required(stats, "stats");
+    read_struct(caller, "jitattn_jit_stats", kStatsFieldEnds);  // checks struct_size
+    const jit::JitStats& s = jit::JitRuntime::get().stats();
+    jitattn_jit_stats full{};
+    full.struct_size = caller.struct_size;
+    full.compiles = s.compiles, full.memory_hits = s.memory_hits, full.db_hits = s.db_hits, full.loads = s.loads;
+    full.claim_hits = s.claim_hits;
+    size_t written = sizeof(size_t);
+    for (size_t end : kStatsFieldEnds)
+      if (end <= caller.struct_size) written = std::max(written, end);
+    std::memcpy(static_cast<void*>(&caller), &full, written);
+  });
+}
+
+jitattn_status jitattn_prewarm(const char* kernel_name, const char* arch, int32_t* compiled) {
+  return guarded(
+      [&] {
+        if (!kernel_name) invalid("kernel_name is NULL");
+        const std::string name = kernel_name;
+        std::optional<jit::KernelSpec> spec = jit::KernelSpec::parse(name);
+        if (!spec) invalid("kernel_name \"" + name + "\" is not a canonical kernel name (`jitattn ls` prints them)");
+        if (arch && *arch) {
+          const std::optional<jit::Arch> a = jit::Arch::parse(arch);
+          if (!a) invalid(std::string("arch \"") + arch + "\" is not an arch like sm_80 or sm_90a");
+          jit::Signature sig = spec->sig;
+          sig.arch_sm = a->sm, sig.arch_specific = a->specific;
+          spec = jit::make_spec(sig);
+        }
+        const std::string problem = jit::validate_spec(*spec);
+        if (!problem.empty()) invalid(spec->name() + ": " + problem);
+        std::string served_by;
+        jit::JitRuntime::get().binary(*spec, &served_by);
+        if (compiled) *compiled = served_by == "nvrtc" ? 1 : 0;
+      },
+      [] { return false; });
+}
+
+}  // extern "C"
