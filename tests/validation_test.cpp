@@ -223,6 +223,18 @@ TEST(BackwardValidation, DbiasNeedsAFullTensorBias) {
   EXPECT_TRUE(c.reasons().empty()) << joined(c.reasons());
 }
 
+// With no queries the contiguous strides of [B, H, 0, Mkv] are 0 over B and H: that is not a
+// broadcast bias (the random family test drew it and was refused).
+TEST(BackwardValidation, DbiasOfAnEmptyTensorBiasIsNotABroadcast) {
+  BwdCall c;
+  for (TensorView* t : {&c.fwd.q, &c.fwd.out, &c.grad, &c.dq}) *t = TensorView::make(fake(), DType::bf16, {3, 0, 1, 64});
+  for (TensorView* t : {&c.fwd.k, &c.fwd.v, &c.dk, &c.dv}) *t = TensorView::make(fake(), DType::bf16, {3, 87, 1, 64});
+  c.lse = TensorView::make(fake(), DType::f32, {3, 1, 0});
+  c.fwd.bias = TensorBias{TensorView::make(fake(), DType::bf16, {3, 1, 0, 87})};
+  c.dbias = TensorView::make(fake(), DType::bf16, {3, 1, 0, 87});
+  EXPECT_TRUE(c.reasons().empty()) << joined(c.reasons());
+}
+
 TEST(BackwardValidation, DropoutProbabilityMustBeBelowOne) {
   BwdCall c;
   c.opt.p = 1.0;

@@ -130,8 +130,8 @@ BwdPlan plan_backward(const TensorView& grad, const TensorView& out, const Tenso
       bool same = dbias.ndim == t->ndim;
       for (int i = 0; same && i < t->ndim; ++i) same = dbias.shape[i] == t->shape[i];
       if (!same) R.push_back("dbias.shape=" + dbias.shape_string() + " must equal attn_bias.shape=" + t->shape_string());
-      bool broadcast = false;
-      for (int i = 0; i < t->ndim - 2; ++i) broadcast |= t->stride[i] == 0 && t->shape[i] > 1;
+      bool broadcast = false;  // an empty bias has nothing to sum (its strides may be 0 anywhere)
+      for (int i = 0; i < t->ndim - 2 && t->numel() > 0; ++i) broadcast |= t->stride[i] == 0 && t->shape[i] > 1;
       const int64_t heads = t->ndim == 5 ? t->shape[1] * t->shape[2] : t->shape[1];
       if (broadcast || t->shape[0] != p.q.b || heads != p.q.h)
         R.push_back("dbias needs attn_bias of full shape [B, H, Mq, Mkv] without broadcast (got " + t->shape_string() +
