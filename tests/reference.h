@@ -66,10 +66,11 @@ std::vector<double> decode(const std::vector<unsigned char>& bytes, DType dtype)
 // non-finite (NaN never passes).
 double relative_error(const std::vector<double>& a, const std::vector<double>& b);
 
-// relative_error(got, ref) — unless ref is exactly 0 everywhere, which dQ, dK and dbias are when
-// every query sees at most one key (P = 1 there, so dP − rowsum(dO ∘ O) = 0 exactly): a relative
-// error is then undefined, and the result is ‖got‖ / ‖mag‖, the kernel's rounding noise against
-// the size of the terms that cancelled (RefGrads::*_mag), held to the same tolerance.
+// relative_error(got, ref) — unless ref is 0 (‖ref‖ ≤ 1e-10·‖mag‖, fp64's rounding of the terms
+// that cancel), which dQ, dK and dbias are when every query sees at most one key (P = 1 there, so
+// dP − rowsum(dO ∘ O) = 0): a relative error is then undefined, and the result is ‖got‖ / ‖mag‖,
+// the kernel's rounding noise against the size of the terms that cancelled (RefGrads::*_mag),
+// held to the same tolerance.
 double gradient_error(const std::vector<double>& got, const std::vector<double>& ref, const std::vector<double>& mag);
 
 }  // namespace jitattn::test
