@@ -76,6 +76,7 @@ Env read_env() {
   else if (jit == "redo") env.jit = JitPolicy::redo;
   else throw Error("JITATTN_JIT=" + jit + " is not one of on, off, readonly, redo");
   env.nvrtc_path = getenv_str("JITATTN_NVRTC");
+  env.cuda_home = getenv_str("CUDA_HOME");
   const std::string bwd_tile = getenv_str("JITATTN_BWD_TILE");
   if (!bwd_tile.empty()) {
     env.bwd_tile = TileConfig::parse(bwd_tile);

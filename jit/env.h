@@ -21,6 +21,7 @@ inline constexpr EnvVarInfo kEnvVars[] = {
     {"JITATTN_CACHE_RO", false, "':'-separated shipped DBs, opened read-only, searched before the user DB; FILE@sha256:HEX pins one's digest"},
     {"JITATTN_JIT", false, "on (default) | off: a miss is an error | readonly: compile, never write | redo: recompile"},
     {"JITATTN_NVRTC", true, "path of the NVRTC library to load; its version is part of the key"},
+    {"CUDA_HOME", true, "toolkit root: NVRTC is also looked for in $CUDA_HOME/lib64 and /lib (the PyPI wheels' layout); its version is part of the key"},
     {"JITATTN_TILE", true, "force a tile config (e.g. m128n64w4) for every forward kernel; it is part of the name"},
     {"JITATTN_FWD_FAMILY", true, "mma: keep the forward on mma.sync where wgmma would serve it (experiments); it is part of the name"},
     {"JITATTN_BWD_TILE", true, "force a tile config (e.g. m64n128w8) for the backward's dK/dV kernel (bwd, bwd_kv)"},
@@ -39,6 +40,7 @@ struct Env {
   std::vector<std::string> cache_ro_sha256;  // per cache_ro entry: its pinned SHA-256, "" for none
   JitPolicy jit = JitPolicy::on;
   std::string nvrtc_path;          // empty: the default search
+  std::string cuda_home;           // CUDA_HOME; empty: not set
   std::optional<TileConfig> tile;      // JITATTN_TILE
   bool fwd_mma_only = false;           // JITATTN_FWD_FAMILY=mma
   std::optional<TileConfig> bwd_tile;     // JITATTN_BWD_TILE

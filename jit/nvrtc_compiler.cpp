@@ -31,9 +31,9 @@ std::vector<std::string> candidate_paths() {
   const std::string& forced = Env::get().nvrtc_path;
   if (!forced.empty()) return {forced};
   std::vector<std::string> dirs = {""};
-  if (const char* home = std::getenv("CUDA_HOME")) {
-    dirs.push_back(std::string(home) + "/lib64/");
-    dirs.push_back(std::string(home) + "/lib/");  // the PyPI wheel layout
+  if (const std::string& home = Env::get().cuda_home; !home.empty()) {
+    dirs.push_back(home + "/lib64/");
+    dirs.push_back(home + "/lib/");  // the PyPI wheel layout
   }
   dirs.push_back("/usr/local/cuda/lib64/");
   std::vector<std::string> paths;
