@@ -28,6 +28,19 @@ def _destroy(handle):
     _live[0] -= 1
 
 
+def _keep(keep, value):
+    keep.append(value)
+    return value
+
+
+def _sized(values, n, name):
+    if len(values) != n:
+        raise _capi.Error(_capi.ERROR_INVALID_ARGUMENT, [f"len({name})={len(values)} must be {n} (one per sequence"
+                                                         f"{', plus the key count' if name == 'kv_seqstarts' else ''})"],
+                          "JITATTN_ERROR_INVALID_ARGUMENT")
+    return values
+
+
 def _try_torch():
     try:
         import torch
@@ -46,34 +59,31 @@ class AttentionBias:
         """Fills ``desc`` from this bias's fields; appends to ``keep`` what must outlive it."""
         q = getattr(self, "q_seqinfo", None)
         k = getattr(self, "k_seqinfo", None)
+        n = 0
         if q is not None:
-            desc.num_seqs = _capi.int32(len(q.seqlen_py), "len(q_seqlen)")
-            keep.append(_capi.int32_array(q.seqlen_py, "q_seqlen"))
-            desc.q_seqlen = keep[-1]
-        if isinstance(k, _SeqLenInfo):
-            keep.append(_capi.int32_array(k.seqlen_py, "kv_seqlen"))
-            desc.kv_seqlen = keep[-1]
-        elif isinstance(k, (_PaddedSeqLenInfo, _GappySeqInfo)):
-            keep.append(_capi.int32_array(k.seqlen_py, "kv_seqlen"))
-            desc.kv_seqlen = keep[-1]
+            n = len(q.seqlen_py)
+            desc.num_seqs = _capi.int32(n, "len(q_seqlen)")
+            desc.q_seqlen = _keep(keep, _capi.int32_array(q.seqlen_py, "q_seqlen"))
+        if k is not None:
+            # The C API reads num_seqs entries (num_seqs + 1 starts): a shorter list is refused here.
+            desc.kv_seqlen = _keep(keep, _capi.int32_array(_sized(k.seqlen_py, n, "kv_seqlen"), "kv_seqlen"))
             if isinstance(k, _PaddedSeqLenInfo):
                 desc.kv_padding = _capi.int32(k.padding, "kv_padding")
-            else:
-                keep.append(_capi.int32_array(self._c_kv_seqstarts(), "kv_seqstarts"))
-                desc.kv_seqstarts = keep[-1]
+            elif isinstance(k, _GappySeqInfo):
+                starts = _sized(self._c_kv_seqstarts(), n + 1, "kv_seqstarts")
+                desc.kv_seqstarts = _keep(keep, _capi.int32_array(starts, "kv_seqstarts"))
         for attr, field in (("_window_size", "window_size"), ("window_left", "window_left"),
                             ("window_right", "window_right"), ("page_size", "page_size")):
             if getattr(self, attr, None) is not None:
                 setattr(desc, field, _capi.int32(getattr(self, attr), attr.lstrip("_")))
         tables = getattr(self, "block_tables", None)
         if tables is not None:
-            rows = tables.tolist() if hasattr(tables, "tolist") else [list(r) for r in tables]
+            rows = _sized(tables.tolist() if hasattr(tables, "tolist") else [list(r) for r in tables], n,
+                          "block_tables (rows)")
             desc.max_pages = _capi.int32(len(rows[0]) if rows else 0, "block_tables.shape[1]")
-            if any(len(r) != desc.max_pages for r in rows):
-                raise _capi.Error(_capi.ERROR_INVALID_ARGUMENT, ["block_tables: rows of different lengths"],
-                                  "JITATTN_ERROR_INVALID_ARGUMENT")
-            keep.append(_capi.int32_array([x for r in rows for x in r], "block_tables"))
-            desc.block_tables = keep[-1]
+            for b, r in enumerate(rows):
+                _sized(r, desc.max_pages, f"block_tables[{b}]")
+            desc.block_tables = _keep(keep, _capi.int32_array([x for r in rows for x in r], "block_tables"))
         if hasattr(self, "_alibi_heads"):
             desc.alibi_num_slopes = _capi.int32(self._alibi_heads, "len(slopes)")
             if self._alibi_slopes is not None:

@@ -309,10 +309,11 @@ class PagedBlockDiagonalGappyKeysMask(AttentionBias):
         return cls(_SeqLenInfo.from_seqlens(q_seqlen), k, block_tables, page_size)._checked()
 
     def _c_kv_seqstarts(self):
-        # The C API takes the unpaged starts (rows of max_pages * page_size) and subtracts b * row.
+        # The C API takes the unpaged starts, each sequence in a row of max_pages * page_size
+        # keys (the last: the key count), and subtracts b * row.
         row = _row_len(self.block_tables, self.page_size)
-        starts = self.k_seqinfo.seqstart_py
-        return [s + b * row for b, s in enumerate(starts[:-1])] + starts[-1:]
+        starts = self.k_seqinfo.seqstart_py[:-1]
+        return [s + b * row for b, s in enumerate(starts)] + [len(starts) * row]
 
 
 class PagedBlockDiagonalCausalWithOffsetGappyKeysMask(PagedBlockDiagonalGappyKeysMask):
