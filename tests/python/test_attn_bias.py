@@ -27,6 +27,7 @@ def dense(bias, mq, mkv):
 
 def test_every_library_kind_has_its_class_under_the_library_name():
     lib = jitattn._capi.lib()
+    assert sorted(ab.BIAS_CLASSES) == list(range(1, 27))
     for kind in range(1, 27):
         assert ab.BIAS_CLASSES[kind].__name__ == lib.jitattn_bias_kind_name(kind).decode()
 

@@ -49,34 +49,8 @@ class _SeqLenInfo:
         return f"{type(self).__name__}(seqstart_py={self.seqstart_py})"
 
 
-class _PaddedSeqLenInfo:
-    """Keys of sequence b are rows ``[b * padding, b * padding + seqlen_py[b])``."""
-
-    def __init__(self, seqlen_py: Sequence[int], padding: int):
-        self.seqlen_py = _ints(seqlen_py)
-        self.padding = int(padding)
-        self.seqstart_py = [b * self.padding for b in range(len(self.seqlen_py) + 1)]
-        self.max_seqlen = max(self.seqlen_py, default=0)
-        self.min_seqlen = min(self.seqlen_py, default=0)
-
-    @classmethod
-    def from_seqlens_padded(cls, seqlens: Sequence[int], padding: int) -> "_PaddedSeqLenInfo":
-        return cls(seqlens, padding)
-
-    @property
-    def seqlen(self):
-        return _torch_int32(self.seqlen_py)
-
-    def intervals(self):
-        return [(s, s + n) for s, n in zip(self.seqstart_py, self.seqlen_py)]
-
-    def __repr__(self):
-        return f"{type(self).__name__}(seqlen_py={self.seqlen_py}, padding={self.padding})"
-
-
-class _GappySeqInfo:
-    """Keys of sequence b are rows ``[seqstart_py[b], seqstart_py[b] + seqlen_py[b])``;
-    ``seqstart_py`` has one entry more than ``seqlen_py`` (the last: the key count)."""
+class _KeySeqInfo:
+    """Keys of sequence b are rows ``[seqstart_py[b], seqstart_py[b] + seqlen_py[b])``."""
 
     def __init__(self, seqstart_py: Sequence[int], seqlen_py: Sequence[int]):
         self.seqstart_py = _ints(seqstart_py)
@@ -84,12 +58,9 @@ class _GappySeqInfo:
         self.max_seqlen = max(self.seqlen_py, default=0)
         self.min_seqlen = min(self.seqlen_py, default=0)
 
-    @classmethod
-    def from_seqlens_gappy(cls, seqstarts: Sequence[int], seqlens: Sequence[int], paged: bool = False) -> "_GappySeqInfo":
-        return cls(seqstarts, seqlens)
-
     @property
     def seqlen(self):
+        """The lengths as a torch int32 tensor (needs torch)."""
         return _torch_int32(self.seqlen_py)
 
     def intervals(self):
@@ -97,3 +68,23 @@ class _GappySeqInfo:
 
     def __repr__(self):
         return f"{type(self).__name__}(seqstart_py={self.seqstart_py}, seqlen_py={self.seqlen_py})"
+
+
+class _PaddedSeqLenInfo(_KeySeqInfo):
+    """Keys of sequence b are rows ``[b * padding, b * padding + seqlen_py[b])``."""
+
+    def __init__(self, seqlen_py: Sequence[int], padding: int):
+        self.padding = int(padding)
+        super().__init__([b * self.padding for b in range(len(seqlen_py) + 1)], seqlen_py)
+
+    @classmethod
+    def from_seqlens_padded(cls, seqlens: Sequence[int], padding: int) -> "_PaddedSeqLenInfo":
+        return cls(seqlens, padding)
+
+
+class _GappySeqInfo(_KeySeqInfo):
+    """Gappy keys: ``seqstart_py`` has one entry more than ``seqlen_py`` (the last: the key count)."""
+
+    @classmethod
+    def from_seqlens_gappy(cls, seqstarts: Sequence[int], seqlens: Sequence[int], paged: bool = False) -> "_GappySeqInfo":
+        return cls(seqstarts, seqlens)

@@ -194,9 +194,7 @@ class BlockDiagonalPaddedKeysMask(AttentionBias):
     def make_paged(self, block_tables, page_size: int, paged_type=None):
         """The paged form: keys read through ``block_tables`` ([B, max_pages] int32, a torch
         tensor or nested lists) from a pool of pages of ``page_size`` rows."""
-        paged = _PAGED[type(self)]
-        if paged_type is not None and paged_type is not paged:
-            raise _invalid(f"paged_type={paged_type.__name__}: {type(self).__name__}.make_paged gives {paged.__name__}")
+        paged = _paged_type(self, paged_type)
         b = paged(self.q_seqinfo, self._paged_k_seqinfo(block_tables, page_size), block_tables, page_size)
         if hasattr(self, "_window_size"):
             b._window_size = self._window_size
@@ -255,9 +253,7 @@ class BlockDiagonalGappyKeysMask(AttentionBias):
     def make_paged(self, block_tables, page_size: int, notional_padding: Optional[int] = None, paged_type=None):
         """The paged form, reading the keys of block b as if its row started at
         b * notional_padding (default: one block-table row, max_pages * page_size)."""
-        paged = _PAGED[type(self)]
-        if paged_type is not None and paged_type is not paged:
-            raise _invalid(f"paged_type={paged_type.__name__}: {type(self).__name__}.make_paged gives {paged.__name__}")
+        paged = _paged_type(self, paged_type)
         pad = _row_len(block_tables, page_size) if notional_padding is None else int(notional_padding)
         starts = [s - b * pad for b, s in enumerate(self.k_seqinfo.seqstart_py[:-1])]
         k = _GappySeqInfo(starts + [_row_len(block_tables, page_size)], self.k_seqinfo.seqlen_py)
@@ -271,14 +267,18 @@ class BlockDiagonalCausalWithOffsetGappyKeysMask(BlockDiagonalGappyKeysMask):
 
 
 # ---- paged keys --------------------------------------------------------------------------------
-class PagedBlockDiagonalPaddedKeysMask(AttentionBias):
-    """Padded keys read through block_tables: sequence b's logical key x lives in row
+class _PagedKeys(AttentionBias):
+    """Keys read through block_tables: sequence b's logical key x lives in row
     block_tables[b][x // page_size] * page_size + x % page_size of the pool."""
-
-    _KIND = 18
 
     def __init__(self, q_seqinfo, k_seqinfo, block_tables, page_size: int):
         self.q_seqinfo, self.k_seqinfo, self.block_tables, self.page_size = q_seqinfo, k_seqinfo, block_tables, page_size
+
+
+class PagedBlockDiagonalPaddedKeysMask(_PagedKeys):
+    """Padded keys, paged."""
+
+    _KIND = 18
 
     @classmethod
     def from_seqlens(cls, q_seqlen, kv_seqlen, block_tables, page_size: int, *, device=None):
@@ -295,13 +295,10 @@ class PagedBlockDiagonalCausalLocalPaddedKeysMask(PagedBlockDiagonalPaddedKeysMa
     _window_size = 0
 
 
-class PagedBlockDiagonalGappyKeysMask(AttentionBias):
-    """Gappy keys read through block_tables; k_seqinfo's starts are within each row."""
+class PagedBlockDiagonalGappyKeysMask(_PagedKeys):
+    """Gappy keys, paged; k_seqinfo's starts are within each row."""
 
     _KIND = 21
-
-    def __init__(self, q_seqinfo, k_seqinfo, block_tables, page_size: int):
-        self.q_seqinfo, self.k_seqinfo, self.block_tables, self.page_size = q_seqinfo, k_seqinfo, block_tables, page_size
 
     @classmethod
     def from_seqlens(cls, q_seqlen, kv_seqstarts, kv_seqlen, block_tables, page_size: int, *, device=None):
@@ -362,6 +359,14 @@ class BlockDiagonalCausalMaskWithAlibi(BlockDiagonalCausalMask):
 
 
 # ---- helpers -----------------------------------------------------------------------------------
+def _paged_type(bias, paged_type):
+    """The paged class of ``bias``'s make_paged; ``paged_type`` (xFormers' argument) must be it."""
+    paged = _PAGED[type(bias)]
+    if paged_type is not None and paged_type is not paged:
+        raise _invalid(f"paged_type={paged_type.__name__}: {type(bias).__name__}.make_paged gives {paged.__name__}")
+    return paged
+
+
 def _row_len(block_tables, page_size):
     rows = block_tables.shape[1] if hasattr(block_tables, "shape") else (len(block_tables[0]) if len(block_tables) else 0)
     return int(rows) * int(page_size)
@@ -391,17 +396,9 @@ def _split(tensor, seqinfo, batch_sizes):
     return grouped
 
 
-# Every bias class, by the library's kind number (jitattn_bias_kind_name gives the same names).
-BIAS_CLASSES = {c._KIND: c for c in (
-    TensorBias, LowerTriangularMask, LowerTriangularMaskWithTensorBias, LowerTriangularFromBottomRightMask,
-    LowerTriangularFromBottomRightLocalAttentionMask, LocalAttentionFromBottomRightMask, BlockDiagonalMask,
-    BlockDiagonalCausalMask, BlockDiagonalCausalFromBottomRightMask, BlockDiagonalCausalLocalAttentionMask,
-    BlockDiagonalCausalLocalAttentionFromBottomRightMask, BlockDiagonalPaddedKeysMask,
-    BlockDiagonalCausalWithOffsetPaddedKeysMask, BlockDiagonalLocalAttentionPaddedKeysMask,
-    BlockDiagonalCausalLocalAttentionPaddedKeysMask, BlockDiagonalGappyKeysMask,
-    BlockDiagonalCausalWithOffsetGappyKeysMask, PagedBlockDiagonalPaddedKeysMask,
-    PagedBlockDiagonalCausalWithOffsetPaddedKeysMask, PagedBlockDiagonalCausalLocalPaddedKeysMask,
-    PagedBlockDiagonalGappyKeysMask, PagedBlockDiagonalCausalWithOffsetGappyKeysMask, AlibiBias,
-    LowerTriangularMaskWithAlibi, BlockDiagonalMaskWithAlibi, BlockDiagonalCausalMaskWithAlibi)}
+# Every bias class, by the library's kind number (jitattn_bias_kind_name gives the same names;
+# tests/python/test_attn_bias.py checks that all 26 are here).
+BIAS_CLASSES = {c._KIND: c for c in list(globals().values())
+                if isinstance(c, type) and issubclass(c, AttentionBias) and c._KIND}
 
 VARLEN_BIASES = tuple(c for k, c in BIAS_CLASSES.items() if 7 <= k <= 22 or k in (25, 26))
