@@ -75,3 +75,30 @@ def test_tensor_likes_convert():
         _tensor.to_c(memoryview(array.array("d", [1.0])), "bias")  # float64 is no kernel dtype
     with pytest.raises(TypeError):
         _tensor.to_c([1.0], "bias")
+
+
+def backward_call(K=64):
+    q, k, v, o = call(K=K, Kv=K)
+    return dict(grad=fake("bf16", o.shape), out=o, lse=fake("f32", (2, 4, 100)), query=q, key=k, value=v,
+                dq=fake("bf16", q.shape), dk=fake("bf16", k.shape), dv=fake("bf16", v.shape))
+
+
+def test_backward_reasons():
+    assert jitattn.backward_not_supported_reasons(**backward_call()) == []
+    args = backward_call()
+    args["dk"] = args["key"]  # a gradient written over its input
+    reasons = jitattn.backward_not_supported_reasons(**args)
+    assert any("dk" in r and "key" in r for r in reasons), reasons
+    assert jitattn.backward_not_supported_reasons(**backward_call(), attn_bias=ab.LowerTriangularMask(),
+                                                  deterministic=True) == []
+
+
+def test_merge_reasons_stacked_and_list():
+    outs, lses = fake("f32", (3, 2, 100, 4, 64)), fake("f32", (3, 2, 4, 100))
+    out, lse = fake("bf16", (2, 100, 4, 64)), fake("f32", (2, 4, 100))
+    assert jitattn.merge_not_supported_reasons(outs, lses, out, lse) == []
+    parts = [fake("f32", (2, 100, 4, 64)) for _ in range(3)]
+    part_lses = [fake("f32", (2, 4, 100)) for _ in range(3)]
+    assert jitattn.merge_not_supported_reasons(parts, part_lses, out) == []
+    reasons = jitattn.merge_not_supported_reasons(parts, part_lses, fake("bf16", (2, 100, 4, 32)))
+    assert any("out" in r for r in reasons), reasons

@@ -6,7 +6,7 @@ Pure Python over the library's C API (ctypes; no compiled extension, no torch AB
 from . import _capi
 from ._capi import Error, library_candidates  # noqa: F401
 from ._tensor import TensorDesc  # noqa: F401
-from .validation import not_supported_reasons  # noqa: F401
+from .validation import backward_not_supported_reasons, merge_not_supported_reasons, not_supported_reasons  # noqa: F401
 
 
 def version() -> str:
