@@ -297,3 +297,8 @@ def test_a_bias_never_used_holds_no_handle():
     assert ab.live_handles() == before
     bias.materialize((1, 1))
     assert ab.live_handles() == before + 1
+
+
+def test_empty_shapes_materialize_empty():
+    assert ab.LowerTriangularMask().materialize((0, 3)) == []
+    assert ab.LowerTriangularMask().materialize((2, 0)) == [[], []]

@@ -141,6 +141,16 @@ class AttentionBias:
             return 1, heads
         return 1, 1
 
+    def _host_copy(self):
+        """This bias, or for a dense tensor in GPU memory the same bias over a host copy of it
+        (the library materializes from host memory)."""
+        t = getattr(self, "_bias", None)
+        if t is None or not _tensor.is_torch_tensor(t) or t.device.type == "cpu":
+            return self
+        copy = type(self).__new__(type(self))
+        copy._bias = t.cpu()
+        return copy
+
     def materialize(self, shape, dtype=None, device="cpu"):
         """The bias as a dense tensor of ``shape`` (``[..., Mq, Mkv]``; the dims before Mq are
         ``[B]``, ``[B, H]`` or ``[B, G, H]``), computed by the library in fp64: a torch tensor
@@ -157,9 +167,10 @@ class AttentionBias:
             heads *= n
         b, h = self._materialize_bh(batch, heads)
         count = b * h * mq * mkv
-        out = array.array("d", bytes(8 * count))
-        ptr = (ctypes.c_double * count).from_buffer(out) if count else None
-        _capi.check(_capi.lib().jitattn_materialize_h(self._c_handle(), b, h, mq, mkv, ptr, count))
+        out = array.array("d", bytes(8 * max(count, 1)))  # never NULL, even for an empty shape
+        ptr = (ctypes.c_double * len(out)).from_buffer(out)
+        _capi.check(_capi.lib().jitattn_materialize_h(self._host_copy()._c_handle(), b, h, mq, mkv, ptr, count))
+        del ptr, out[count:]  # the ctypes view first: an exported array cannot shrink
         torch = _try_torch()
         if torch is not None:
             t = torch.frombuffer(out, dtype=torch.float64) if count else torch.empty(0, dtype=torch.float64)
