@@ -45,8 +45,10 @@ cmake --build build -j"$(nproc)"
 # The Python package, into .venv/ (Debian's system Python refuses pip installs), bundling the
 # library just built instead of building it again: `pip install .` alone builds its own
 # (pyproject.toml). pytest is for tools/test.sh.
-python3 -c "import ensurepip, venv" 2>/dev/null || apt_install python3 python3-venv
-[ -x .venv/bin/python ] || python3 -m venv .venv
+command -v python3 >/dev/null || apt_install python3
+if [ ! -x .venv/bin/python ]; then  # Debian's python3 has venv but not ensurepip's wheels without python3-venv
+  python3 -m venv .venv 2>/dev/null || { rm -rf .venv; apt_install python3-venv; python3 -m venv .venv; }
+fi
 pip=(.venv/bin/python -m pip install -q --disable-pip-version-check)
 "${pip[@]}" pytest "scikit-build-core>=0.10"
 "${pip[@]}" --no-build-isolation -C build-dir=build/python \
