@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # tools/setup.sh — install what a fresh Debian machine lacks, then build jitattn into build/.
 # Used by tools/demo.sh and tools/test.sh (the README's two commands); safe to run again.
+# Then installs the Python package (api/python) into .venv/ with build/'s library bundled.
 #
 # Needs: Debian packages below, and the CUDA toolkit's headers and NVRTC (no GPU, no driver).
 # Without a toolkit in $CUDA_HOME or /usr/local/cuda, NVIDIA's cuda-nvrtc and cuda-runtime
@@ -40,3 +41,15 @@ echo "export CUDA_HOME=\"$cuda_home\"" > build.env  # read by demo.sh and test.s
 
 cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null
 cmake --build build -j"$(nproc)"
+
+# The Python package, into .venv/ (Debian's system Python refuses pip installs), bundling the
+# library just built instead of building it again: `pip install .` alone builds its own
+# (pyproject.toml). pytest is for tools/test.sh.
+command -v python3 >/dev/null || apt_install python3
+if [ ! -x .venv/bin/python ]; then  # Debian's python3 has venv but not ensurepip's wheels without python3-venv
+  python3 -m venv .venv 2>/dev/null || { rm -rf .venv; apt_install python3-venv; python3 -m venv .venv; }
+fi
+pip=(.venv/bin/python -m pip install -q --disable-pip-version-check)
+"${pip[@]}" pytest "scikit-build-core>=0.10"
+"${pip[@]}" --no-build-isolation -C build-dir=build/python \
+  -C cmake.define.JITATTN_PYTHON_PREBUILT="$PWD/build/libjitattn.so" .

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The README's second command: build everything and run the whole test suite (GPU tests skip
 # where there is no CUDA driver), then the validation tests again under ASan and UBSan.
-# Exits non-zero on any failure.
+# Between the two, the Python package's pytest suite (tests/python). Exits non-zero on any failure.
 #   tools/test.sh [ctest args]     the suite, then the sanitized validation tests
 #   tools/test.sh --sanitize       only the sanitized validation tests (build-sanitize/)
 set -euo pipefail
@@ -14,6 +14,8 @@ source build.env
 export JITATTN_CACHE="$PWD/build/test-cache/kernels.sqlite"
 rm -rf build/test-cache
 [ $sanitize_only = 1 ] || ctest --test-dir build --output-on-failure -j"$(nproc)" "$@"
+# The Python package as setup.sh installed it into .venv: import, the C API from Python, biases.
+[ $sanitize_only = 1 ] || .venv/bin/python -m pytest -q -p no:cacheprovider tests/python
 
 # Every rule a call must meet, on hostile shapes, strides, pointers and manifests: no overflow,
 # no read past an array, no leak. The tests that compile kernels stay in the suite above.
