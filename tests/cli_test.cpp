@@ -121,6 +121,53 @@ TEST_F(CliTest, ExportOutRefusesNonFilesMissingDirectoriesAndTheUserDb) {
   EXPECT_EQ(rows_of(app), 2);
 }
 
+// merge --out wrote through the same writer as export without export's check: --force renamed
+// its temporary over a FIFO or device node, it created missing directories, and --out the user
+// DB (however spelled, or through a symlink) replaced it by the merged rows.
+TEST_F(CliTest, MergeOutRefusesWhatExportOutRefuses) {
+  fill_user_db(user, 4);
+  const std::string in = dir.file("in.sqlite");
+  fill_user_db(in, 2);
+  const std::string fifo = dir.file("fifo");
+  ASSERT_EQ(mkfifo(fifo.c_str(), 0644), 0);
+  std::vector<std::string> nodes = {fifo};
+  const std::string dev = dir.file("null");
+  if (geteuid() == 0 && mknod(dev.c_str(), S_IFCHR | 0666, makedev(1, 3)) == 0) nodes.push_back(dev);
+  for (const std::string& node : nodes) {
+    const CliRun r = run("merge --force --out " + node + " " + in);
+    EXPECT_EQ(r.rc, 1) << r.output;
+    EXPECT_TRUE(has(r.output, "--out '" + node + "': exists and is not a regular file; merge replaces only a database file"))
+        << r.output;
+  }
+  EXPECT_TRUE(fs::is_fifo(fifo));
+  if (nodes.size() > 1) EXPECT_TRUE(fs::is_character_file(dev));
+
+  CliRun r = run("merge --out " + dir.file("no/such/dir/all.sqlite") + " " + in);
+  EXPECT_EQ(r.rc, 1) << r.output;
+  EXPECT_TRUE(has(r.output, "is not an existing directory (merge creates none)")) << r.output;
+  EXPECT_FALSE(fs::exists(dir.path / "no"));
+  r = run("merge --out '' " + in);
+  EXPECT_EQ(r.rc, 1) << r.output;
+  EXPECT_TRUE(has(r.output, "--out '': must name the database file to write")) << r.output;
+
+  fs::create_directories(dir.path / "sub");
+  const std::string link = dir.file("link.sqlite");
+  fs::create_symlink(user, link);
+  for (const std::string& same : {user, dir.file("./user.sqlite"), (dir.path / "sub" / ".." / "user.sqlite").string(), link}) {
+    r = run("merge --force --out " + same + " " + in);
+    EXPECT_EQ(r.rc, 1) << r.output;
+    EXPECT_TRUE(has(r.output, "is the user cache (JITATTN_CACHE=" + user + "); merge writes a new database")) << r.output;
+    ASSERT_EQ(rows_of(user), 4) << "merge --force over the user DB lost rows: " << r.output;
+  }
+  EXPECT_TRUE(fs::is_symlink(link));
+  // An ordinary merge, and replacing its output with --force, still work.
+  const std::string all = dir.file("all.sqlite");
+  EXPECT_EQ(run("merge --out " + all + " " + in).rc, 0);
+  r = run("merge --force --out " + all + " " + in + " " + user);
+  EXPECT_EQ(r.rc, 0) << r.output;
+  EXPECT_TRUE(fs::is_regular_file(all));
+}
+
 // A user cache that cannot be written (a directory, /dev/null, a path under a regular file)
 // left the runtime memory-only: prewarm compiled, stored nothing and exited 0.
 TEST_F(CliTest, PrewarmFailsWhenNothingCouldBeStored) {
