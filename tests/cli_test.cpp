@@ -211,5 +211,25 @@ TEST_F(CliTest, PrewarmMaxKernelsCapsWhatTheManifestsExpandTo) {
   EXPECT_EQ(r.rc, 2) << r.output;  // a usage error
 }
 
+// export --manifest read manifests with prewarm's limit but had no --max-kernels to raise it,
+// though its error said to.
+TEST_F(CliTest, ExportMaxKernelsCapsWhatTheManifestsExpandTo) {
+  const std::string six = dir.file("six.json"), other = dir.file("other.jsonl"), app = dir.file("app.sqlite");
+  std::ofstream(six) << R"({"op": "merge", "dtype": ["f16", "bf16", "f32"], "head_dim": [32, 64], "arch": "sm_80"})";
+  std::ofstream(other) << R"({"op": "merge", "dtype": "f16", "head_dim": [96, 128], "arch": "sm_80"})" << "\n";
+  CliRun r = run("export --out " + app + " --max-kernels 5 --manifest " + six);
+  EXPECT_EQ(r.rc, 1) << r.output;
+  EXPECT_TRUE(has(r.output, "the entry stands for 6 kernels (dtype 3 x head_dim 2), more than the limit of 5")) << r.output;
+  r = run("export --out " + app + " --max-kernels 7 --manifest " + six + " --manifest " + other);
+  EXPECT_EQ(r.rc, 1) << r.output;
+  EXPECT_TRUE(has(r.output, "the manifests up to " + other + " stand for 8 kernels, more than the limit of 7")) << r.output;
+  EXPECT_FALSE(fs::exists(app)) << r.output;
+  r = run("export --out " + app + " --max-kernels 0 --manifest " + six);
+  EXPECT_EQ(r.rc, 2) << r.output;  // a usage error
+  r = run("export --out " + app + " --max-kernels 8 --manifest " + six + " --manifest " + other);
+  EXPECT_EQ(r.rc, 0) << r.output;
+  EXPECT_EQ(rows_of(app), 8);
+}
+
 }  // namespace
 }  // namespace jitattn::test

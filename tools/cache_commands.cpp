@@ -162,7 +162,9 @@ void print_skipped(const std::vector<cache::RowProblem>& skipped) {
 }
 
 struct ExportArgs {
-  std::string out, manifest, archs;
+  std::string out, archs;
+  std::vector<std::string> manifests;
+  size_t max_kernels = kDefaultMaxKernels;
   bool force = false;
   unsigned jobs = std::max(1u, std::thread::hardware_concurrency());
 };
@@ -211,10 +213,12 @@ int cmd_export(const ExportArgs& a) {
   const std::vector<jit::Arch> archs = parse_arch_list(a.archs);
   cache::ShippedDbWriter writer(a.out, a.force);  // refuses an existing --out before any work
   int64_t rows = 0, bytes = 0;
-  if (!a.manifest.empty()) {
+  if (!a.manifests.empty()) {
     std::vector<KernelRecord> records;
-    if (!fetch_manifest_rows(read_manifest(a.manifest, archs), a.jobs, records)) {
-      throw Error("nothing written to " + a.out + ": some kernels of " + a.manifest + " failed (listed above)");
+    if (!fetch_manifest_rows(read_manifests(a.manifests, archs, a.max_kernels), a.jobs, records)) {
+      std::string names;
+      for (const auto& m : a.manifests) names += (names.empty() ? "" : ", ") + m;
+      throw Error("nothing written to " + a.out + ": some kernels of " + names + " failed (listed above)");
     }
     for (const auto& r : records) {
       writer.add(r);
@@ -357,7 +361,9 @@ void add_cache_commands(CLI::App& app) {
   auto ex = std::make_shared<ExportArgs>();
   auto* exp = app.add_subcommand("export", "write a compact read-only DB to ship (JITATTN_CACHE_RO=FILE@sha256:HEX), and FILE.sha256");
   exp->add_option("--out", ex->out, "the DB to write")->required();
-  exp->add_option("--manifest", ex->manifest, "exactly these kernels (docs/manifest.md), compiling what no layer has");
+  exp->add_option("--manifest,-m", ex->manifests,
+                  "exactly these kernels (docs/manifest.md), compiling what no layer has; repeatable");
+  add_max_kernels_option(*exp, ex->max_kernels);
   exp->add_option("--arch", ex->archs,
                   "with --manifest: archs for entries without one; without: only rows for these, e.g. sm_80,sm_90a");
   exp->add_flag("--force", ex->force, "replace --out if it exists");

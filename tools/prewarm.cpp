@@ -158,21 +158,6 @@ struct PrewarmArgs {
   size_t max_kernels = kDefaultMaxKernels;
 };
 
-// The kernels of every manifest, each once, in order of first appearance; at most max_kernels.
-std::vector<KernelSpec> read_all(const std::vector<std::string>& manifests, const std::vector<jit::Arch>& archs,
-                                 size_t max_kernels) {
-  std::vector<KernelSpec> specs;
-  std::set<std::string> seen;
-  for (const auto& path : manifests) {
-    for (KernelSpec& spec : read_manifest(path, archs, max_kernels))
-      if (seen.insert(spec.name()).second) specs.push_back(std::move(spec));
-    if (specs.size() > max_kernels)
-      throw Error("the manifests up to " + path + " stand for " + std::to_string(specs.size()) +
-                  " kernels, more than the limit of " + std::to_string(max_kernels) + "; raise it with --max-kernels N");
-  }
-  return specs;
-}
-
 // A user cache that cannot be opened for writing (a directory, /dev/null, an unwritable file
 // at JITATTN_CACHE) leaves the runtime memory-only, so every compile would be thrown away and
 // prewarm would still exit 0. Refused before anything is compiled, with the reason.
@@ -200,7 +185,7 @@ std::string per_arch(const std::vector<KernelSpec>& specs) {
 }
 
 int run_prewarm(const PrewarmArgs& a) {
-  const auto specs = read_all(a.manifests, parse_arch_list(a.archs), a.max_kernels);
+  const auto specs = read_manifests(a.manifests, parse_arch_list(a.archs), a.max_kernels);
   std::string manifests;
   for (const auto& m : a.manifests) manifests += (manifests.empty() ? "" : ", ") + m;
   if (specs.empty()) {
@@ -248,6 +233,26 @@ int run_prewarm(const PrewarmArgs& a) {
 
 std::string first_line(const std::string& message) { return message.substr(0, message.find('\n')); }
 
+std::vector<KernelSpec> read_manifests(const std::vector<std::string>& manifests, const std::vector<jit::Arch>& archs,
+                                       size_t max_kernels) {
+  std::vector<KernelSpec> specs;
+  std::set<std::string> seen;
+  for (const auto& path : manifests) {
+    for (KernelSpec& spec : read_manifest(path, archs, max_kernels))
+      if (seen.insert(spec.name()).second) specs.push_back(std::move(spec));
+    if (specs.size() > max_kernels)
+      throw Error("the manifests up to " + path + " stand for " + std::to_string(specs.size()) +
+                  " kernels, more than the limit of " + std::to_string(max_kernels) + "; raise it with --max-kernels N");
+  }
+  return specs;
+}
+
+void add_max_kernels_option(CLI::App& cmd, size_t& max_kernels) {
+  cmd.add_option("--max-kernels", max_kernels,
+                 "refuse manifests that stand for more kernels than this (default " + std::to_string(kDefaultMaxKernels) + ")")
+      ->check(CLI::PositiveNumber);
+}
+
 PrewarmSummary prewarm(jit::JitRuntime& rt, const std::vector<KernelSpec>& specs, unsigned jobs,
                        const std::function<void(const PrewarmResult&)>& on_done) {
   PrewarmSummary sum;
@@ -288,9 +293,7 @@ Subcommand add_prewarm_command(CLI::App& app) {
       ->required();
   cmd->add_option("--arch", args->archs, "targets for entries without \"arch\", e.g. sm_80,sm_86,sm_89,sm_90a");
   cmd->add_option("--jobs,-j", args->jobs, "parallel compiles (default: hardware threads)")->check(CLI::PositiveNumber);
-  cmd->add_option("--max-kernels", args->max_kernels,
-                  "refuse manifests that stand for more kernels than this (default " + std::to_string(kDefaultMaxKernels) + ")")
-      ->check(CLI::PositiveNumber);
+  add_max_kernels_option(*cmd, args->max_kernels);
   return {cmd, [args] { return run_prewarm(*args); }};
 }
 
