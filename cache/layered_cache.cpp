@@ -156,15 +156,20 @@ std::optional<LayeredCache::Hit> LayeredCache::find_by_name(const std::string& n
   return std::nullopt;
 }
 
-bool LayeredCache::store(const KernelRecord& record) {
+bool LayeredCache::store(const KernelRecord& record, std::string* why) {
   std::lock_guard<std::mutex> lock(mu_);
   open_locked();
-  if (!user_ || !user_->writable()) return false;
+  const char* problem = !user_ ? "there is no usable user cache" : !user_->writable() ? "the user cache is read-only" : nullptr;
+  if (problem) {
+    if (why) *why = std::string(problem) + " (" + user_path_ + ")";
+    return false;
+  }
   try {
     user_->put(record);
     return true;
   } catch (const std::exception& e) {
     std::cerr << "jitattn: could not store " << record.name << ": " << e.what() << "\n";
+    if (why) *why = e.what();
     return false;
   }
 }

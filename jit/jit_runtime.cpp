@@ -135,7 +135,8 @@ const LoadedKernel& JitRuntime::kernel(const Signature& sig, const ContextInfo& 
   return *slot;
 }
 
-cache::KernelRecord JitRuntime::binary(const KernelSpec& spec, std::string* served_by) {
+cache::KernelRecord JitRuntime::binary(const KernelSpec& spec, std::string* served_by, std::string* not_stored) {
+  if (not_stored) not_stored->clear();
   const Env& env = env_;
   // The key names the compiler. A deployment without NVRTC cannot compute it; there a row
   // compiled from this very kernel_src serves, whichever compiler wrote it, and a miss is an error.
@@ -198,6 +199,7 @@ cache::KernelRecord JitRuntime::binary(const KernelSpec& spec, std::string* serv
   }
   const Fetched& got = fut.get();
   if (served_by) *served_by = got.served_by;
+  if (not_stored) *not_stored = got.not_stored;
   return got.record;
 }
 
@@ -231,8 +233,9 @@ JitRuntime::Fetched JitRuntime::compile_and_store(const KernelSpec& spec, const 
   rec.compile_ms = ck.compile_ms;
   if (env_.verbose)
     std::cerr << "jitattn: compiled " << rec.name << " in " << ck.compile_ms << " ms, " << ck.registers << " registers\n";
-  if (env_.jit != JitPolicy::readonly) cache_.store(rec);
-  return {std::move(rec), "nvrtc"};
+  std::string not_stored;
+  if (env_.jit != JitPolicy::readonly) cache_.store(rec, &not_stored);
+  return {std::move(rec), "nvrtc", std::move(not_stored)};
 }
 
 }  // namespace jitattn::jit

@@ -7,6 +7,7 @@
 #include <sys/sysmacros.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <ctime>
 #include <filesystem>
 #include <fstream>
@@ -43,8 +44,8 @@ int64_t rows_of(const std::string& path) { return SqliteStore(path, SqliteStore:
 struct CliTest : testing::Test {
   TempDir dir{"jitattn_cli_test"};
   const std::string user = dir.file("user.sqlite");
-  CliRun run(const std::string& args, const std::string& cache = "") {
-    return cli("JITATTN_CACHE=" + (cache.empty() ? user : cache), args, dir.path);
+  CliRun run(const std::string& args, const std::string& cache = "", uint64_t max_file_bytes = 0) {
+    return cli("JITATTN_CACHE=" + (cache.empty() ? user : cache), args, dir.path, max_file_bytes);
   }
 };
 
@@ -209,6 +210,42 @@ TEST_F(CliTest, PrewarmMaxKernelsCapsWhatTheManifestsExpandTo) {
   EXPECT_FALSE(has(r.output, "compiled fwd.")) << r.output;
   r = run("prewarm --max-kernels 0 --manifest " + six);
   EXPECT_EQ(r.rc, 2) << r.output;  // a usage error
+}
+
+// The user DB opened for writing, then every store failed (the disk filled, the file turned
+// read-only): prewarm compiled, kept nothing and exited 0. Here a file size limit (RLIMIT_FSIZE,
+// which binds root too) lets the open through but not the kernel's rows.
+TEST_F(CliTest, PrewarmFailsWhenACompiledKernelCouldNotBeStored) {
+  const std::string manifest = dir.file("m.jsonl");
+  std::ofstream(manifest) << R"({"dtype": "f16", "head_dim": 32, "arch": "sm_80"})" << "\n";
+  { SqliteStore db(user, SqliteStore::Mode::ReadWrite); }  // the schema, checkpointed: opening writes nothing more
+  // Room for the DB and SQLite's 32 KiB WAL index, not for the kernel's binary (68 KiB).
+  const uint64_t limit = std::max<uint64_t>(fs::file_size(user), 32768) + 8192;
+  CliRun r = run("prewarm --manifest " + manifest, "", limit);
+  EXPECT_EQ(r.rc, 1) << r.output;
+  EXPECT_TRUE(has(r.output, "FAILED fwd.sm_80.f16.d32.v32.")) << r.output;
+  EXPECT_TRUE(has(r.output, "compiled, but could not be stored in the user cache: ")) << r.output;
+  EXPECT_TRUE(has(r.output, "prewarm: 0 compiled, 0 already cached, 1 failed")) << r.output;
+  EXPECT_EQ(rows_of(user), 0);
+  // Without the limit the same run stores it.
+  r = run("prewarm --manifest " + manifest);
+  EXPECT_EQ(r.rc, 0) << r.output;
+  EXPECT_EQ(rows_of(user), 1);
+}
+
+// A user DB the process may only read opens read-only, so nothing would be stored: refused before
+// compiling, like one that cannot be opened.
+TEST_F(CliTest, PrewarmFailsWhenTheUserDbIsReadOnly) {
+  if (geteuid() == 0) GTEST_SKIP() << "root writes a mode 0444 file (PrewarmFailsWhenACompiledKernelCouldNotBeStored binds root)";
+  const std::string manifest = dir.file("m.jsonl");
+  std::ofstream(manifest) << R"({"dtype": "f16", "head_dim": 32, "arch": "sm_80"})" << "\n";
+  fill_user_db(user, 1);
+  ASSERT_EQ(chmod(user.c_str(), 0444), 0);
+  const CliRun r = run("prewarm --manifest " + manifest);
+  EXPECT_EQ(r.rc, 1) << r.output;
+  EXPECT_TRUE(has(r.output, "prewarm: nothing could be stored")) << r.output;
+  EXPECT_TRUE(has(r.output, "it is opened read-only")) << r.output;
+  EXPECT_FALSE(has(r.output, "compiled fwd.")) << r.output;
 }
 
 // export --manifest read manifests with prewarm's limit but had no --max-kernels to raise it,

@@ -164,7 +164,11 @@ struct PrewarmArgs {
 void require_storable(jit::JitRuntime& rt) {
   const jit::Env& env = rt.env();
   if (env.jit == jit::JitPolicy::readonly || env.jit == jit::JitPolicy::off) return;  // nothing is stored anyway
-  if (rt.cache().user()) return;
+  if (const cache::SqliteStore* user = rt.cache().user()) {
+    if (user->writable()) return;
+    throw Error("prewarm: nothing could be stored, the user cache (JITATTN_CACHE=" + env.cache_path +
+                ") is unusable: it is opened read-only (no write permission, or a read-only file system)");
+  }
   std::string why = "it cannot be opened";
   try {
     cache::SqliteStore probe(env.cache_path, cache::SqliteStore::Mode::ReadWrite);
@@ -264,10 +268,16 @@ PrewarmSummary prewarm(jit::JitRuntime& rt, const std::vector<KernelSpec>& specs
     r.name = specs[i].name();
     const auto t = Clock::now();
     try {
-      std::string served_by;
-      rt.binary(specs[i], &served_by);
+      std::string served_by, not_stored;
+      rt.binary(specs[i], &served_by, &not_stored);
       r.outcome = served_by == "nvrtc" ? PrewarmResult::Outcome::compiled : PrewarmResult::Outcome::cached;
       if (r.outcome == PrewarmResult::Outcome::cached) r.detail = served_by;
+      // Compiled but not kept (the DB turned read-only, the disk or a file size limit was hit
+      // after the open): the kernel is not prewarmed, so it fails like a compile error.
+      if (!not_stored.empty()) {
+        r.outcome = PrewarmResult::Outcome::failed;
+        r.detail = "compiled, but could not be stored in the user cache: " + not_stored;
+      }
     } catch (const std::exception& e) {
       r.outcome = PrewarmResult::Outcome::failed;
       r.detail = e.what();
