@@ -35,24 +35,24 @@ struct FileClose {
 std::string sha256_hex(const void* data, size_t size) {
   unsigned char md[EVP_MAX_MD_SIZE];
   unsigned int n = 0;
-  if (EVP_Digest(data, size, md, &n, EVP_sha256(), nullptr) != 1) throw Error("SHA-256 failed (libcrypto)");
+  if (EVP_Digest(data, size, md, &n, EVP_sha256(), nullptr) != 1) throw Error(ErrorKind::internal, "SHA-256 failed (libcrypto)");
   return to_hex(md, n);
 }
 
 std::string sha256_file_hex(const std::string& path) {
   std::unique_ptr<std::FILE, FileClose> f(std::fopen(path.c_str(), "rb"));
-  if (!f) throw Error("cannot read " + path + " to check its digest: " + std::strerror(errno));
+  if (!f) throw Error(ErrorKind::internal, "cannot read " + path + " to check its digest: " + std::strerror(errno));
   std::unique_ptr<EVP_MD_CTX, CtxFree> ctx(EVP_MD_CTX_new());
-  if (!ctx || EVP_DigestInit_ex(ctx.get(), EVP_sha256(), nullptr) != 1) throw Error("SHA-256 failed (libcrypto)");
+  if (!ctx || EVP_DigestInit_ex(ctx.get(), EVP_sha256(), nullptr) != 1) throw Error(ErrorKind::internal, "SHA-256 failed (libcrypto)");
   std::vector<unsigned char> buf(1 << 20);
   size_t got;
   while ((got = std::fread(buf.data(), 1, buf.size(), f.get())) > 0) {
-    if (EVP_DigestUpdate(ctx.get(), buf.data(), got) != 1) throw Error("SHA-256 failed (libcrypto)");
+    if (EVP_DigestUpdate(ctx.get(), buf.data(), got) != 1) throw Error(ErrorKind::internal, "SHA-256 failed (libcrypto)");
   }
-  if (std::ferror(f.get())) throw Error("cannot read " + path + " to check its digest: " + std::strerror(errno));
+  if (std::ferror(f.get())) throw Error(ErrorKind::internal, "cannot read " + path + " to check its digest: " + std::strerror(errno));
   unsigned char md[EVP_MAX_MD_SIZE];
   unsigned int n = 0;
-  if (EVP_DigestFinal_ex(ctx.get(), md, &n) != 1) throw Error("SHA-256 failed (libcrypto)");
+  if (EVP_DigestFinal_ex(ctx.get(), md, &n) != 1) throw Error(ErrorKind::internal, "SHA-256 failed (libcrypto)");
   return to_hex(md, n);
 }
 

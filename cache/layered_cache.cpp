@@ -57,12 +57,12 @@ std::unique_ptr<SqliteStore> open_shipped(const std::string& path, const std::st
   // A pinned layer costs one SHA-256 pass over the file. The file must be the same one (inode,
   // size, mtime) before the hash and after the open, so it cannot be swapped in between.
   struct stat before {}, after {};
-  if (::stat(path.c_str(), &before) != 0) throw Error("kernel cache " + path + " does not exist");
+  if (::stat(path.c_str(), &before) != 0) throw Error(ErrorKind::internal, "kernel cache " + path + " does not exist");
   const std::string actual = sha256_file_hex(path);
-  if (actual != pin) throw Error("its SHA-256 is " + actual + ", not the pinned " + pin);
+  if (actual != pin) throw Error(ErrorKind::internal, "its SHA-256 is " + actual + ", not the pinned " + pin);
   auto store = std::make_unique<SqliteStore>(path, SqliteStore::Mode::ReadOnly);
   if (::stat(path.c_str(), &after) != 0 || !same_file(before, after))
-    throw Error("the file changed while its SHA-256 was being checked");
+    throw Error(ErrorKind::internal, "the file changed while its SHA-256 was being checked");
   return store;
 }
 
@@ -156,15 +156,20 @@ std::optional<LayeredCache::Hit> LayeredCache::find_by_name(const std::string& n
   return std::nullopt;
 }
 
-bool LayeredCache::store(const KernelRecord& record) {
+bool LayeredCache::store(const KernelRecord& record, std::string* why) {
   std::lock_guard<std::mutex> lock(mu_);
   open_locked();
-  if (!user_ || !user_->writable()) return false;
+  const char* problem = !user_ ? "there is no usable user cache" : !user_->writable() ? "the user cache is read-only" : nullptr;
+  if (problem) {
+    if (why) *why = std::string(problem) + " (" + user_path_ + ")";
+    return false;
+  }
   try {
     user_->put(record);
     return true;
   } catch (const std::exception& e) {
     std::cerr << "jitattn: could not store " << record.name << ": " << e.what() << "\n";
+    if (why) *why = e.what();
     return false;
   }
 }

@@ -45,8 +45,9 @@ class LayeredCache {
   // named `name` that was compiled from kernel_src hash `source_hash` (by whichever compiler)
   // and passes `extra` too.
   std::optional<Hit> find_by_name(const std::string& name, const std::string& source_hash, const RowCheck& extra = {});
-  // Writes to the user DB; false (with a warning) if it is unavailable or not writable.
-  bool store(const KernelRecord& record);
+  // Writes to the user DB; false (with a warning when the write itself failed) if it is
+  // unavailable or not writable, and then `why` (when given) says which.
+  bool store(const KernelRecord& record, std::string* why = nullptr);
   // A row that hit() returned but the driver would not load (or had no entry function): removed
   // from the user DB, and never served again by a shipped layer in this process.
   void reject(const Hit& hit, const std::string& why);

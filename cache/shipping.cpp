@@ -30,7 +30,7 @@ void remove_companions(const std::string& path) {
 }
 
 [[noreturn]] void refuse_overwrite(const std::string& out) {
-  throw Error(out + " already exists; pass --force to replace it");
+  throw Error(ErrorKind::internal, out + " already exists; pass --force to replace it");
 }
 
 int64_t now_seconds() {
@@ -70,7 +70,7 @@ int64_t ShippedDbWriter::finish() {
   if (overwrite_) remove_companions(out_);
   std::error_code ec;
   fs::rename(tmp_, out_, ec);
-  if (ec) throw Error("cannot move " + tmp_ + " to " + out_ + ": " + ec.message());
+  if (ec) throw Error(ErrorKind::internal, "cannot move " + tmp_ + " to " + out_ + ": " + ec.message());
   remove_companions(tmp_);
   // The digest a deployment pins (JITATTN_CACHE_RO=FILE@sha256:HEX), next to the file in the
   // form `sha256sum -c` reads.
@@ -78,9 +78,9 @@ int64_t ShippedDbWriter::finish() {
   const std::string sidecar = out_ + ".sha256";
   if (FILE* f = std::fopen(sidecar.c_str(), "w")) {
     std::fprintf(f, "%s  %s\n", digest_.c_str(), fs::path(out_).filename().c_str());
-    if (std::fclose(f) != 0) throw Error("cannot write " + sidecar);
+    if (std::fclose(f) != 0) throw Error(ErrorKind::internal, "cannot write " + sidecar);
   } else {
-    throw Error("cannot write " + sidecar);
+    throw Error(ErrorKind::internal, "cannot write " + sidecar);
   }
   const auto size = fs::file_size(out_, ec);
   return ec ? 0 : int64_t(size);
@@ -113,7 +113,7 @@ CopyReport merge_into(SqliteStore& dest, const std::vector<std::string>& sources
   for (const auto& path : sources) {
     std::error_code ec;
     // Reading a DB while writing it through another connection would hold its lock forever.
-    if (fs::equivalent(path, dest.path(), ec)) throw Error(path + " is the destination itself");
+    if (fs::equivalent(path, dest.path(), ec)) throw Error(ErrorKind::internal, path + " is the destination itself");
     SqliteStore source(path, SqliteStore::Mode::Inspect);
     copy_rows(source, dest, report, nullptr, check);
   }

@@ -90,7 +90,7 @@ bool is_corruption(int rc) {
 std::string errmsg(sqlite3* db) { return db ? sqlite3_errmsg(db) : "out of memory"; }
 
 [[noreturn]] void fail(sqlite3* db, const std::string& path, const std::string& what) {
-  throw Error("kernel cache " + path + ": " + what + ": " + errmsg(db));
+  throw Error(ErrorKind::internal, "kernel cache " + path + ": " + what + ": " + errmsg(db));
 }
 
 struct DbCloser {
@@ -229,7 +229,7 @@ int64_t version_number(const std::string& v) {
 }
 
 [[noreturn]] void refuse_newer(const std::string& path, const std::string& v) {
-  throw Error("kernel cache " + path + " was written by a newer jitattn (schema_version " + v +
+  throw Error(ErrorKind::internal, "kernel cache " + path + " was written by a newer jitattn (schema_version " + v +
               ", this jitattn supports up to " + std::to_string(kSchemaVersion) +
               "); the file was left untouched");
 }
@@ -369,7 +369,7 @@ void migrate(sqlite3* db, const std::string& path) {
       !version.empty()) {
     const int64_t n = version_number(version.front());
     if (n > kSchemaVersion) refuse_newer(path, version.front());  // a newer jitattn got there first
-    if (n == 0) throw Error("kernel cache " + path + ": schema_version '" + version.front() + "' is not a version number");
+    if (n == 0) throw Error(ErrorKind::internal, "kernel cache " + path + ": schema_version '" + version.front() + "' is not a version number");
   }
   exec(db, path, kSchemaSql);
   std::vector<std::string> columns;
@@ -421,7 +421,7 @@ void move_aside_files(const std::string& path, const std::string& why) {
   std::error_code ec;
   fs::rename(path, dest, ec);
   if (ec) {
-    throw Error("kernel cache " + path + " is unreadable (" + why + ") and could not be moved to " +
+    throw Error(ErrorKind::internal, "kernel cache " + path + " is unreadable (" + why + ") and could not be moved to " +
                 dest + ": " + ec.message());
   }
   for (const char* suffix : {"-wal", "-shm", "-journal"}) {
@@ -429,7 +429,7 @@ void move_aside_files(const std::string& path, const std::string& why) {
     if (!exists(from)) continue;
     fs::rename(from, dest + suffix, ec);
     if (ec) {
-      throw Error("kernel cache " + path + ": could not move " + from + " to " + dest + suffix +
+      throw Error(ErrorKind::internal, "kernel cache " + path + ": could not move " + from + " to " + dest + suffix +
                   ": " + ec.message());
     }
   }
@@ -468,7 +468,7 @@ SqliteStore::SqliteStore(std::string path, Mode mode) : path_(std::move(path)), 
   if (mode_ != Mode::ReadWrite) {
     std::error_code ec;
     if (!fs::is_regular_file(path_, ec)) {
-      throw Error("kernel cache " + path_ +
+      throw Error(ErrorKind::internal, "kernel cache " + path_ +
                   " does not exist or is not a file (read-only caches are never created)");
     }
     // ReadOnly, immutable=1: no locks, no journal lookups, so a shipped cache can sit on a
@@ -479,17 +479,17 @@ SqliteStore::SqliteStore(std::string path, Mode mode) : path_(std::move(path)), 
                             (mode_ == Mode::ReadOnly ? "?immutable=1" : "?mode=ro");
     const int rc = open_db(uri, SQLITE_OPEN_READONLY | SQLITE_OPEN_URI | SQLITE_OPEN_FULLMUTEX, db);
     if (is_corruption(rc)) {
-      throw Error("kernel cache " + path_ + " is not a valid SQLite database: " + errmsg(db.get()));
+      throw Error(ErrorKind::internal, "kernel cache " + path_ + " is not a valid SQLite database: " + errmsg(db.get()));
     }
     if (rc != SQLITE_OK) fail(db.get(), path_, "cannot open read-only");
     if (mode_ == Mode::Inspect) sqlite3_busy_timeout(db.get(), kBusyTimeoutMs);
     const Inspection ins = inspect(db.get(), path_);
     if (ins.corrupt) {
-      throw Error("kernel cache " + path_ + " is corrupt (" + ins.why +
+      throw Error(ErrorKind::internal, "kernel cache " + path_ + " is corrupt (" + ins.why +
                   "); a read-only cache is never repaired, replace the file");
     }
     if (!ins.has_kernels) {
-      throw Error("kernel cache " + path_ + " is a SQLite database but not a jitattn kernel cache "
+      throw Error(ErrorKind::internal, "kernel cache " + path_ + " is a SQLite database but not a jitattn kernel cache "
                   "(it has no kernels table)");
     }
     schema_version_ = ins.version;
@@ -511,7 +511,7 @@ SqliteStore::SqliteStore(std::string path, Mode mode) : path_(std::move(path)), 
     }
     if (!ec && !fs::is_directory(parent, ec)) ec = std::make_error_code(std::errc::not_a_directory);
     if (ec) {
-      throw Error("kernel cache " + path_ + ": cannot create directory " + parent.string() + ": " +
+      throw Error(ErrorKind::internal, "kernel cache " + path_ + ": cannot create directory " + parent.string() + ": " +
                   ec.message());
     }
   }
@@ -533,7 +533,7 @@ SqliteStore::SqliteStore(std::string path, Mode mode) : path_(std::move(path)), 
     }
     db.reset();  // the file must be closed before it can be renamed
     if (attempt > 0) {
-      throw Error("kernel cache " + path_ + " is still unreadable after replacing it: " + why);
+      throw Error(ErrorKind::internal, "kernel cache " + path_ + " is still unreadable after replacing it: " + why);
     }
     move_aside_files(path_, why);
   }
@@ -541,7 +541,7 @@ SqliteStore::SqliteStore(std::string path, Mode mode) : path_(std::move(path)), 
   // A file the process may not write (permissions, a read-only mount) still serves its rows:
   // nothing is migrated or stored, and a lookup's timestamp is skipped.
   if (sqlite3_db_readonly(db.get(), "main") == 1) {
-    if (!ins.schema_ready) throw Error("kernel cache " + path_ + " is read-only and has no kernel cache schema yet");
+    if (!ins.schema_ready) throw Error(ErrorKind::internal, "kernel cache " + path_ + " is read-only and has no kernel cache schema yet");
     std::cerr << "jitattn: kernel cache " << path_ << " is not writable: serving its kernels, storing none\n";
     schema_version_ = ins.version;
     has_source_hash_ = ins.has_source_hash;
@@ -568,7 +568,7 @@ SqliteStore::SqliteStore(std::string path, Mode mode) : path_(std::move(path)), 
 SqliteStore::~SqliteStore() { sqlite3_close_v2(db_); }
 
 void SqliteStore::require_writable(const std::string& what) const {
-  if (!writable_) throw Error("kernel cache " + path_ + " is opened read-only; cannot " + what);
+  if (!writable_) throw Error(ErrorKind::internal, "kernel cache " + path_ + " is opened read-only; cannot " + what);
 }
 
 std::string binary_problem(const KernelRecord& r) {
@@ -626,12 +626,12 @@ std::optional<KernelRecord> SqliteStore::get(const std::string& key, const RowCh
 
 void SqliteStore::put(const KernelRecord& record) {
   require_writable("store kernel " + record.name);
-  if (record.binary.empty()) throw Error("kernel cache " + path_ + ": kernel " + record.name + " has an empty binary");
+  if (record.binary.empty()) throw Error(ErrorKind::internal, "kernel cache " + path_ + ": kernel " + record.name + " has an empty binary");
   const std::string hash = sha256_hex(record.binary);
   // A row whose hash does not match would only be dropped by the next get(); refuse it now,
   // where the caller's bug is visible.
   if (!record.binary_hash.empty() && record.binary_hash != hash) {
-    throw Error("kernel cache " + path_ + ": kernel " + record.name + " has binary_hash " +
+    throw Error(ErrorKind::internal, "kernel cache " + path_ + ": kernel " + record.name + " has binary_hash " +
                 record.binary_hash + " but its binary hashes to " + hash);
   }
   const int64_t now = now_seconds();
@@ -815,7 +815,7 @@ void SqliteStore::make_shippable() {
     // Leaving WAL needs the only connection; sqlite answers with the mode it is in afterwards.
     Stmt s(db_, path_, "PRAGMA journal_mode=DELETE");
     if (!s.step() || s.text(0) != "delete") {
-      throw Error("kernel cache " + path_ + ": cannot leave WAL mode (is another process using it?)");
+      throw Error(ErrorKind::internal, "kernel cache " + path_ + ": cannot leave WAL mode (is another process using it?)");
     }
   }
   exec(db_, path_, "VACUUM");

@@ -64,7 +64,7 @@ const CudaDriver& CudaDriver::get() {
 
 const CudaDriver& CudaDriver::require() {
   const CudaDriver& d = get();
-  if (!d.available) throw Error("no CUDA driver: " + d.unavailable_reason);
+  if (!d.available) throw Error(ErrorKind::cuda, "no CUDA driver: " + d.unavailable_reason);
   return d;
 }
 
@@ -74,7 +74,8 @@ void check_cuda(CUresult rc, const char* what) {
   const char *name = nullptr, *msg = nullptr;
   if (d.cuGetErrorName) d.cuGetErrorName(rc, &name);
   if (d.cuGetErrorString) d.cuGetErrorString(rc, &msg);
-  throw Error(std::string(what) + ": " + (name ? name : std::to_string(int(rc))) + " (" + (msg ? msg : "") + ")");
+  throw Error(rc == CUDA_ERROR_OUT_OF_MEMORY ? ErrorKind::out_of_memory : ErrorKind::cuda,
+              std::string(what) + ": " + (name ? name : std::to_string(int(rc))) + " (" + (msg ? msg : "") + ")");
 }
 
 }  // namespace jitattn::jit

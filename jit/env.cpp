@@ -47,7 +47,7 @@ void parse_cache_ro(const std::string& ro, Env& env) {
         hex &= (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f');
       }
       if (!hex || cur.empty())
-        throw Error("JITATTN_CACHE_RO: \"" + cur + pin + digest + "\" must be FILE@sha256:<64 hex digits> (jitattn export prints it)");
+        throw Error(ErrorKind::invalid_argument, "JITATTN_CACHE_RO: \"" + cur + pin + digest + "\" must be FILE@sha256:<64 hex digits> (jitattn export prints it)");
     }
     env.cache_ro.push_back(cur);
     env.cache_ro_sha256.push_back(digest);
@@ -74,26 +74,26 @@ Env read_env() {
   else if (jit == "off") env.jit = JitPolicy::off;
   else if (jit == "readonly") env.jit = JitPolicy::readonly;
   else if (jit == "redo") env.jit = JitPolicy::redo;
-  else throw Error("JITATTN_JIT=" + jit + " is not one of on, off, readonly, redo");
+  else throw Error(ErrorKind::invalid_argument, "JITATTN_JIT=" + jit + " is not one of on, off, readonly, redo");
   env.nvrtc_path = getenv_str("JITATTN_NVRTC");
   env.cuda_home = getenv_str("CUDA_HOME");
   const std::string bwd_tile = getenv_str("JITATTN_BWD_TILE");
   if (!bwd_tile.empty()) {
     env.bwd_tile = TileConfig::parse(bwd_tile);
-    if (!env.bwd_tile) throw Error("JITATTN_BWD_TILE=" + bwd_tile + " is not a tile config like m64n128w8");
+    if (!env.bwd_tile) throw Error(ErrorKind::invalid_argument, "JITATTN_BWD_TILE=" + bwd_tile + " is not a tile config like m64n128w8");
   }
   const std::string bwd_dq_tile = getenv_str("JITATTN_BWD_DQ_TILE");
   if (!bwd_dq_tile.empty()) {
     env.bwd_dq_tile = TileConfig::parse(bwd_dq_tile);
-    if (!env.bwd_dq_tile) throw Error("JITATTN_BWD_DQ_TILE=" + bwd_dq_tile + " is not a tile config like m64n64w4");
+    if (!env.bwd_dq_tile) throw Error(ErrorKind::invalid_argument, "JITATTN_BWD_DQ_TILE=" + bwd_dq_tile + " is not a tile config like m64n64w4");
   }
   const std::string tile = getenv_str("JITATTN_TILE");
   if (!tile.empty()) {
     env.tile = TileConfig::parse(tile);
-    if (!env.tile) throw Error("JITATTN_TILE=" + tile + " is not a tile config like m128n64w8");
+    if (!env.tile) throw Error(ErrorKind::invalid_argument, "JITATTN_TILE=" + tile + " is not a tile config like m128n64w8");
   }
   if (const std::string fam = getenv_str("JITATTN_FWD_FAMILY"); !fam.empty()) {
-    if (fam != "mma" && fam != "wgmma") throw Error("JITATTN_FWD_FAMILY=" + fam + " is not one of mma, wgmma");
+    if (fam != "mma" && fam != "wgmma") throw Error(ErrorKind::invalid_argument, "JITATTN_FWD_FAMILY=" + fam + " is not one of mma, wgmma");
     env.fwd_mma_only = fam == "mma";
   }
   env.verbose = getenv_str("JITATTN_VERBOSE") == "1";
@@ -103,7 +103,7 @@ Env read_env() {
     } catch (const std::exception&) {
       env.pairs_per_chunk = -1;
     }
-    if (env.pairs_per_chunk < 1) throw Error("JITATTN_PAIRS_PER_CHUNK=" + ppc + " must be a positive integer");
+    if (env.pairs_per_chunk < 1) throw Error(ErrorKind::invalid_argument, "JITATTN_PAIRS_PER_CHUNK=" + ppc + " must be a positive integer");
   }
   env.record_path = getenv_str("JITATTN_RECORD");
   return env;

@@ -44,7 +44,7 @@ const ContextInfo& JitRuntime::context(int device) {
     int count = 0;
     check_cuda(d.cuDeviceGetCount(&count), "cuDeviceGetCount");
     if (device < 0 || device >= count)
-      throw Error("device=" + std::to_string(device) + " but this machine has " + std::to_string(count) + " CUDA devices");
+      throw Error(ErrorKind::cuda, "device=" + std::to_string(device) + " but this machine has " + std::to_string(count) + " CUDA devices");
     CUdevice dev;
     check_cuda(d.cuDeviceGet(&dev, device), "cuDeviceGet");
     check_cuda(d.cuDevicePrimaryCtxRetain(&ctx, dev), "cuDevicePrimaryCtxRetain");  // kept for the process
@@ -55,7 +55,7 @@ const ContextInfo& JitRuntime::context(int device) {
     for (const auto& info : contexts_)
       if (info->ctx == ctx) {
         if (info->device != device)
-          throw Error("tensors are on device " + std::to_string(device) + " but the current CUDA context is on device " +
+          throw Error(ErrorKind::cuda, "tensors are on device " + std::to_string(device) + " but the current CUDA context is on device " +
                       std::to_string(info->device));
         return *info;
       }
@@ -72,9 +72,9 @@ const ContextInfo& JitRuntime::context(int device) {
   check_cuda(d.cuDeviceGetAttribute(&info->sm_count, CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT, dev), "cuDeviceGetAttribute");
   info->arch.specific = info->arch.sm == 90;  // Hopper kernels need sm_90a
   if (info->arch.sm < 80)
-    throw Error("device " + std::to_string(info->device) + " is " + info->arch.name() + "; jitattn needs sm_80 or newer");
+    throw Error(ErrorKind::cuda, "device " + std::to_string(info->device) + " is " + info->arch.name() + "; jitattn needs sm_80 or newer");
   if (info->device != device)
-    throw Error("tensors are on device " + std::to_string(device) + " but the current CUDA context is on device " +
+    throw Error(ErrorKind::cuda, "tensors are on device " + std::to_string(device) + " but the current CUDA context is on device " +
                 std::to_string(info->device));
   std::unique_lock<std::shared_mutex> lock(ctx_mu_);
   contexts_.push_back(std::move(info));
@@ -135,7 +135,8 @@ const LoadedKernel& JitRuntime::kernel(const Signature& sig, const ContextInfo& 
   return *slot;
 }
 
-cache::KernelRecord JitRuntime::binary(const KernelSpec& spec, std::string* served_by) {
+cache::KernelRecord JitRuntime::binary(const KernelSpec& spec, std::string* served_by, std::string* not_stored) {
+  if (not_stored) not_stored->clear();
   const Env& env = env_;
   // The key names the compiler. A deployment without NVRTC cannot compute it; there a row
   // compiled from this very kernel_src serves, whichever compiler wrote it, and a miss is an error.
@@ -155,7 +156,7 @@ cache::KernelRecord JitRuntime::binary(const KernelSpec& spec, std::string* serv
         if (served_by) *served_by = hit->layer;
         return std::move(hit->record);
       }
-    throw Error(std::string(e.what()) + "; and no cache layer holds " + spec.name() +
+    throw Error(e.kind(), std::string(e.what()) + "; and no cache layer holds " + spec.name() +
                 " compiled from this kernel_src (" + kernel_sources_hash() + ")");
   }
   const std::string key = kernel_key(spec, identity);
@@ -168,7 +169,7 @@ cache::KernelRecord JitRuntime::binary(const KernelSpec& spec, std::string* serv
     }
   }
   if (env.jit == JitPolicy::off)
-    throw Error("JITATTN_JIT=off and no cache layer holds " + spec.name() + " (key " + key + ", " + identity +
+    throw Error(ErrorKind::cache_miss, "JITATTN_JIT=off and no cache layer holds " + spec.name() + " (key " + key + ", " + identity +
                 "); to ship it, add this line to a manifest and run `jitattn prewarm --manifest FILE`: " +
                 manifest_line(spec));
 
@@ -198,6 +199,7 @@ cache::KernelRecord JitRuntime::binary(const KernelSpec& spec, std::string* serv
   }
   const Fetched& got = fut.get();
   if (served_by) *served_by = got.served_by;
+  if (not_stored) *not_stored = got.not_stored;
   return got.record;
 }
 
@@ -231,8 +233,9 @@ JitRuntime::Fetched JitRuntime::compile_and_store(const KernelSpec& spec, const 
   rec.compile_ms = ck.compile_ms;
   if (env_.verbose)
     std::cerr << "jitattn: compiled " << rec.name << " in " << ck.compile_ms << " ms, " << ck.registers << " registers\n";
-  if (env_.jit != JitPolicy::readonly) cache_.store(rec);
-  return {std::move(rec), "nvrtc"};
+  std::string not_stored;
+  if (env_.jit != JitPolicy::readonly) cache_.store(rec, &not_stored);
+  return {std::move(rec), "nvrtc", std::move(not_stored)};
 }
 
 }  // namespace jitattn::jit

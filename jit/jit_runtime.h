@@ -69,7 +69,10 @@ class JitRuntime {
 
   // The binary for a spec, from the cache layers or compiled (honouring JITATTN_JIT). Works
   // without a GPU; this is what `jitattn prewarm` calls. `served_by` names the layer or "nvrtc".
-  cache::KernelRecord binary(const KernelSpec& spec, std::string* served_by = nullptr);
+  // `not_stored`, for a binary compiled now (by this call or one it waited for), says why it
+  // could not be stored in the user DB (no user DB, opened read-only, a write that failed); it is
+  // empty when it was stored, served from a layer, or JITATTN_JIT=readonly stores nothing.
+  cache::KernelRecord binary(const KernelSpec& spec, std::string* served_by = nullptr, std::string* not_stored = nullptr);
 
   cache::LayeredCache& cache() { return cache_; }
   const Env& env() const { return env_; }
@@ -79,6 +82,7 @@ class JitRuntime {
   struct Fetched {
     cache::KernelRecord record;
     std::string served_by;  // a layer's path, or "nvrtc"
+    std::string not_stored;  // compiled, but not stored in the user DB because of this
   };
   Fetched compile_and_store(const KernelSpec& spec, const std::string& key);
 

@@ -45,7 +45,7 @@ std::vector<std::string> candidate_paths() {
 template <class F>
 void bind(void* lib, F& fn, const char* name, const std::string& path) {
   fn = reinterpret_cast<F>(dlsym(lib, name));
-  if (!fn) throw Error(path + " has no symbol " + name);
+  if (!fn) throw Error(ErrorKind::compile, path + " has no symbol " + name);
 }
 }  // namespace
 
@@ -61,7 +61,7 @@ NvrtcCompiler::NvrtcCompiler() : api_(new Api) {
     tried += (tried.empty() ? "" : ", ") + p;
   }
   if (!lib)
-    throw Error("cannot load NVRTC (tried " + tried + "); install the CUDA toolkit's NVRTC or set JITATTN_NVRTC");
+    throw Error(ErrorKind::compile, "cannot load NVRTC (tried " + tried + "); install the CUDA toolkit's NVRTC or set JITATTN_NVRTC");
   bind(lib, api_->version, "nvrtcVersion", path_);
   bind(lib, api_->error_string, "nvrtcGetErrorString", path_);
   bind(lib, api_->create, "nvrtcCreateProgram", path_);
@@ -98,7 +98,7 @@ CompiledKernel NvrtcCompiler::compile(const KernelSpec& spec, const std::string&
   nvrtcProgram prog;
   nvrtcResult rc = api_->create(&prog, source.c_str(), (name + ".cu").c_str(), int(files.size()),
                                 header_text.data(), header_names.data());
-  if (rc != NVRTC_SUCCESS) throw Error(name + ": nvrtcCreateProgram failed: " + api_->error_string(rc));
+  if (rc != NVRTC_SUCCESS) throw Error(ErrorKind::compile, name + ": nvrtcCreateProgram failed: " + api_->error_string(rc));
   const auto opts = options(spec);
   std::vector<const char*> argv;
   for (const auto& o : opts) argv.push_back(o.c_str());
@@ -114,7 +114,7 @@ CompiledKernel NvrtcCompiler::compile(const KernelSpec& spec, const std::string&
   }
   if (rc != NVRTC_SUCCESS) {
     api_->destroy(&prog);
-    throw Error("compiling " + name + " with " + identity_ + " failed (" + api_->error_string(rc) + "):\n" + out.log);
+    throw Error(ErrorKind::compile, "compiling " + name + " with " + identity_ + " failed (" + api_->error_string(rc) + "):\n" + out.log);
   }
   size_t size = 0;
   api_->cubin_size(prog, &size);

@@ -11,6 +11,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "jitattn/c_api.h"
 
@@ -588,7 +590,47 @@ static void test_cache_controls(void) {
   CHECK(stats.compiles + stats.db_hits >= 2);
 }
 
+/* A status that depends on JITATTN_* variables, which a process reads once: checked in a child
+ * forked before this process makes any jitattn call, with `var`=`value` and an empty user cache.
+ * The child's exit code is the check's outcome. */
+static void check_in_child(const char* var, const char* value, jitattn_status want, const char* needle) {
+  char dir[] = "/tmp/jitattn_c_api_test_XXXXXX";
+  CHECK(mkdtemp(dir) != NULL);
+  char cache[sizeof dir + 32];
+  snprintf(cache, sizeof cache, "%s/kernels.sqlite", dir);
+  fflush(NULL);
+  const pid_t pid = fork();
+  if (pid == 0) {
+    setenv("JITATTN_CACHE", cache, 1);
+    unsetenv("JITATTN_CACHE_RO");
+    setenv(var, value, 1);
+    int32_t compiled = -1;
+    const jitattn_status got = jitattn_prewarm("merge.sm_80.f32.d64.v64.none.lse.a16.simt_m128n1w4", NULL, &compiled);
+    if (got != want || !mentions(needle)) {
+      fprintf(stderr, "%s=%s: jitattn_prewarm gave %s, want %s with a reason containing \"%s\"; reasons: %s\n", var,
+              value, jitattn_status_name(got), jitattn_status_name(want), needle, jitattn_last_error_message());
+      _exit(1);
+    }
+    _exit(0);
+  }
+  int status = -1;
+  CHECK(pid > 0 && waitpid(pid, &status, 0) == pid);
+  CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+  char cmd[sizeof dir + 16];
+  snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+  CHECK(system(cmd) == 0);
+}
+
+/* JITATTN_JIT=off's miss is JITATTN_ERROR_CACHE_MISS; without NVRTC (and no row compiled from
+ * this kernel_src) JITATTN_ERROR_COMPILE: from the error's kind, not its message. */
+static void test_statuses_from_the_environment(void) {
+  CHECK(strcmp(jitattn_status_name(JITATTN_ERROR_CACHE_MISS), "JITATTN_ERROR_CACHE_MISS") == 0);
+  check_in_child("JITATTN_JIT", "off", JITATTN_ERROR_CACHE_MISS, "JITATTN_JIT=off and no cache layer holds");
+  check_in_child("JITATTN_NVRTC", "/nonexistent/libnvrtc.so", JITATTN_ERROR_COMPILE, "cannot load NVRTC");
+}
+
 int main(void) {
+  test_statuses_from_the_environment(); /* first: its children must not inherit a parsed environment */
   test_version();
   test_forward_validation();
   test_entry_points_without_gpu();

@@ -7,6 +7,7 @@
 #include <sys/sysmacros.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <ctime>
 #include <filesystem>
 #include <fstream>
@@ -43,8 +44,8 @@ int64_t rows_of(const std::string& path) { return SqliteStore(path, SqliteStore:
 struct CliTest : testing::Test {
   TempDir dir{"jitattn_cli_test"};
   const std::string user = dir.file("user.sqlite");
-  CliRun run(const std::string& args, const std::string& cache = "") {
-    return cli("JITATTN_CACHE=" + (cache.empty() ? user : cache), args, dir.path);
+  CliRun run(const std::string& args, const std::string& cache = "", uint64_t max_file_bytes = 0) {
+    return cli("JITATTN_CACHE=" + (cache.empty() ? user : cache), args, dir.path, max_file_bytes);
   }
 };
 
@@ -121,6 +122,53 @@ TEST_F(CliTest, ExportOutRefusesNonFilesMissingDirectoriesAndTheUserDb) {
   EXPECT_EQ(rows_of(app), 2);
 }
 
+// merge --out wrote through the same writer as export without export's check: --force renamed
+// its temporary over a FIFO or device node, it created missing directories, and --out the user
+// DB (however spelled, or through a symlink) replaced it by the merged rows.
+TEST_F(CliTest, MergeOutRefusesWhatExportOutRefuses) {
+  fill_user_db(user, 4);
+  const std::string in = dir.file("in.sqlite");
+  fill_user_db(in, 2);
+  const std::string fifo = dir.file("fifo");
+  ASSERT_EQ(mkfifo(fifo.c_str(), 0644), 0);
+  std::vector<std::string> nodes = {fifo};
+  const std::string dev = dir.file("null");
+  if (geteuid() == 0 && mknod(dev.c_str(), S_IFCHR | 0666, makedev(1, 3)) == 0) nodes.push_back(dev);
+  for (const std::string& node : nodes) {
+    const CliRun r = run("merge --force --out " + node + " " + in);
+    EXPECT_EQ(r.rc, 1) << r.output;
+    EXPECT_TRUE(has(r.output, "--out '" + node + "': exists and is not a regular file; merge replaces only a database file"))
+        << r.output;
+  }
+  EXPECT_TRUE(fs::is_fifo(fifo));
+  if (nodes.size() > 1) EXPECT_TRUE(fs::is_character_file(dev));
+
+  CliRun r = run("merge --out " + dir.file("no/such/dir/all.sqlite") + " " + in);
+  EXPECT_EQ(r.rc, 1) << r.output;
+  EXPECT_TRUE(has(r.output, "is not an existing directory (merge creates none)")) << r.output;
+  EXPECT_FALSE(fs::exists(dir.path / "no"));
+  r = run("merge --out '' " + in);
+  EXPECT_EQ(r.rc, 1) << r.output;
+  EXPECT_TRUE(has(r.output, "--out '': must name the database file to write")) << r.output;
+
+  fs::create_directories(dir.path / "sub");
+  const std::string link = dir.file("link.sqlite");
+  fs::create_symlink(user, link);
+  for (const std::string& same : {user, dir.file("./user.sqlite"), (dir.path / "sub" / ".." / "user.sqlite").string(), link}) {
+    r = run("merge --force --out " + same + " " + in);
+    EXPECT_EQ(r.rc, 1) << r.output;
+    EXPECT_TRUE(has(r.output, "is the user cache (JITATTN_CACHE=" + user + "); merge writes a new database")) << r.output;
+    ASSERT_EQ(rows_of(user), 4) << "merge --force over the user DB lost rows: " << r.output;
+  }
+  EXPECT_TRUE(fs::is_symlink(link));
+  // An ordinary merge, and replacing its output with --force, still work.
+  const std::string all = dir.file("all.sqlite");
+  EXPECT_EQ(run("merge --out " + all + " " + in).rc, 0);
+  r = run("merge --force --out " + all + " " + in + " " + user);
+  EXPECT_EQ(r.rc, 0) << r.output;
+  EXPECT_TRUE(fs::is_regular_file(all));
+}
+
 // A user cache that cannot be written (a directory, /dev/null, a path under a regular file)
 // left the runtime memory-only: prewarm compiled, stored nothing and exited 0.
 TEST_F(CliTest, PrewarmFailsWhenNothingCouldBeStored) {
@@ -162,6 +210,62 @@ TEST_F(CliTest, PrewarmMaxKernelsCapsWhatTheManifestsExpandTo) {
   EXPECT_FALSE(has(r.output, "compiled fwd.")) << r.output;
   r = run("prewarm --max-kernels 0 --manifest " + six);
   EXPECT_EQ(r.rc, 2) << r.output;  // a usage error
+}
+
+// The user DB opened for writing, then every store failed (the disk filled, the file turned
+// read-only): prewarm compiled, kept nothing and exited 0. Here a file size limit (RLIMIT_FSIZE,
+// which binds root too) lets the open through but not the kernel's rows.
+TEST_F(CliTest, PrewarmFailsWhenACompiledKernelCouldNotBeStored) {
+  const std::string manifest = dir.file("m.jsonl");
+  std::ofstream(manifest) << R"({"dtype": "f16", "head_dim": 32, "arch": "sm_80"})" << "\n";
+  { SqliteStore db(user, SqliteStore::Mode::ReadWrite); }  // the schema, checkpointed: opening writes nothing more
+  // Room for the DB and SQLite's 32 KiB WAL index, not for the kernel's binary (68 KiB).
+  const uint64_t limit = std::max<uint64_t>(fs::file_size(user), 32768) + 8192;
+  CliRun r = run("prewarm --manifest " + manifest, "", limit);
+  EXPECT_EQ(r.rc, 1) << r.output;
+  EXPECT_TRUE(has(r.output, "FAILED fwd.sm_80.f16.d32.v32.")) << r.output;
+  EXPECT_TRUE(has(r.output, "compiled, but could not be stored in the user cache: ")) << r.output;
+  EXPECT_TRUE(has(r.output, "prewarm: 0 compiled, 0 already cached, 1 failed")) << r.output;
+  EXPECT_EQ(rows_of(user), 0);
+  // Without the limit the same run stores it.
+  r = run("prewarm --manifest " + manifest);
+  EXPECT_EQ(r.rc, 0) << r.output;
+  EXPECT_EQ(rows_of(user), 1);
+}
+
+// A user DB the process may only read opens read-only, so nothing would be stored: refused before
+// compiling, like one that cannot be opened.
+TEST_F(CliTest, PrewarmFailsWhenTheUserDbIsReadOnly) {
+  if (geteuid() == 0) GTEST_SKIP() << "root writes a mode 0444 file (PrewarmFailsWhenACompiledKernelCouldNotBeStored binds root)";
+  const std::string manifest = dir.file("m.jsonl");
+  std::ofstream(manifest) << R"({"dtype": "f16", "head_dim": 32, "arch": "sm_80"})" << "\n";
+  fill_user_db(user, 1);
+  ASSERT_EQ(chmod(user.c_str(), 0444), 0);
+  const CliRun r = run("prewarm --manifest " + manifest);
+  EXPECT_EQ(r.rc, 1) << r.output;
+  EXPECT_TRUE(has(r.output, "prewarm: nothing could be stored")) << r.output;
+  EXPECT_TRUE(has(r.output, "it is opened read-only")) << r.output;
+  EXPECT_FALSE(has(r.output, "compiled fwd.")) << r.output;
+}
+
+// export --manifest read manifests with prewarm's limit but had no --max-kernels to raise it,
+// though its error said to.
+TEST_F(CliTest, ExportMaxKernelsCapsWhatTheManifestsExpandTo) {
+  const std::string six = dir.file("six.json"), other = dir.file("other.jsonl"), app = dir.file("app.sqlite");
+  std::ofstream(six) << R"({"op": "merge", "dtype": ["f16", "bf16", "f32"], "head_dim": [32, 64], "arch": "sm_80"})";
+  std::ofstream(other) << R"({"op": "merge", "dtype": "f16", "head_dim": [96, 128], "arch": "sm_80"})" << "\n";
+  CliRun r = run("export --out " + app + " --max-kernels 5 --manifest " + six);
+  EXPECT_EQ(r.rc, 1) << r.output;
+  EXPECT_TRUE(has(r.output, "the entry stands for 6 kernels (dtype 3 x head_dim 2), more than the limit of 5")) << r.output;
+  r = run("export --out " + app + " --max-kernels 7 --manifest " + six + " --manifest " + other);
+  EXPECT_EQ(r.rc, 1) << r.output;
+  EXPECT_TRUE(has(r.output, "the manifests up to " + other + " stand for 8 kernels, more than the limit of 7")) << r.output;
+  EXPECT_FALSE(fs::exists(app)) << r.output;
+  r = run("export --out " + app + " --max-kernels 0 --manifest " + six);
+  EXPECT_EQ(r.rc, 2) << r.output;  // a usage error
+  r = run("export --out " + app + " --max-kernels 8 --manifest " + six + " --manifest " + other);
+  EXPECT_EQ(r.rc, 0) << r.output;
+  EXPECT_EQ(rows_of(app), 8);
 }
 
 }  // namespace

@@ -7,7 +7,13 @@
 #include <random>
 #include <thread>
 
+#include "cache/sqlite_store.h"
+#include "jit/cuda_driver.h"
 #include "jit/jit_runtime.h"
+#include "jit/nvrtc_compiler.h"
+#include "jitattn/attention.h"
+#include "jitattn/bias.h"
+#include "jitattn/error.h"
 #include "temp_dir.h"
 #include "test_env.h"
 
@@ -94,11 +100,46 @@ TEST(Runtime, PolicyOffTurnsAMissIntoAnErrorNamingTheKernel) {
   try {
     rt.binary(spec);
     FAIL() << "expected an error";
-  } catch (const std::exception& e) {
+  } catch (const Error& e) {
+    EXPECT_EQ(e.kind(), ErrorKind::cache_miss) << e.what();
     EXPECT_NE(std::string(e.what()).find("JITATTN_JIT=off"), std::string::npos) << e.what();
     EXPECT_NE(std::string(e.what()).find(spec.name()), std::string::npos) << e.what();
   }
   EXPECT_EQ(rt.stats().compiles.load(), 0);
+}
+
+// Each ErrorKind where it is thrown, so the C API maps statuses from kind() instead of messages
+// (the missing NVRTC and JITATTN_JIT=off statuses are checked in tests/c_api_test.c's children).
+template <class F>
+ErrorKind kind_of(F&& f) {
+  try {
+    f();
+  } catch (const Error& e) {
+    return e.kind();
+  }
+  ADD_FAILURE() << "expected a jitattn::Error";
+  return ErrorKind::internal;
+}
+
+TEST(Runtime, ErrorsSayTheirKind) {
+  EXPECT_STREQ(to_string(Error("x").kind()), "unsupported");  // the default: what validation throws
+  // A compile failure: NVRTC rejects the source.
+  EXPECT_EQ(kind_of([] { NvrtcCompiler::get().compile(small_spec(), "this is not CUDA;"); }), ErrorKind::compile);
+  // The driver: an out-of-memory result, any other result, and no driver at all (this machine).
+  EXPECT_EQ(kind_of([] { check_cuda(CUDA_ERROR_OUT_OF_MEMORY, "cuMemAlloc"); }), ErrorKind::out_of_memory);
+  EXPECT_EQ(kind_of([] { check_cuda(CUDA_ERROR_INVALID_VALUE, "cuLaunchKernel"); }), ErrorKind::cuda);
+  if (!CudaDriver::get().available) EXPECT_EQ(kind_of([] { CudaDriver::require(); }), ErrorKind::cuda);
+  // A bias that breaks its constructor's rules; inputs the call refuses.
+  EXPECT_EQ(kind_of([] { AlibiSlopes::geometric(0); }), ErrorKind::invalid_argument);
+  EXPECT_EQ(kind_of([] {
+              const auto q = TensorView::make(reinterpret_cast<void*>(256), DType::f16, {1, 16, 1, 100});
+              memory_efficient_attention_forward(q, q, q, AttnBias{}, q, {}, nullptr);
+            }),
+            ErrorKind::unsupported);
+  // The cache's own failures.
+  TempDir dir("jitattn_runtime_test");
+  EXPECT_EQ(kind_of([&] { cache::SqliteStore(dir.path.string(), cache::SqliteStore::Mode::ReadWrite); }),
+            ErrorKind::internal);
 }
 
 TEST(Runtime, ReadonlyCompilesButNeverWrites) {

@@ -162,7 +162,9 @@ void print_skipped(const std::vector<cache::RowProblem>& skipped) {
 }
 
 struct ExportArgs {
-  std::string out, manifest, archs;
+  std::string out, archs;
+  std::vector<std::string> manifests;
+  size_t max_kernels = kDefaultMaxKernels;
   bool force = false;
   unsigned jobs = std::max(1u, std::thread::hardware_concurrency());
 };
@@ -183,36 +185,40 @@ bool fetch_manifest_rows(const std::vector<jit::KernelSpec>& specs, unsigned job
   return true;
 }
 
-// The writer puts a temporary next to --out and renames it over --out. That replaces whatever
-// is there (as root, a device node such as /dev/null), creates missing directories (a typo's),
-// and over the user DB loses every row the export did not copy: all refused, --force or not,
-// as merge and import refuse to read their own destination.
-void check_export_out(const std::string& out) {
+// export and merge write through cache::ShippedDbWriter, which puts a temporary next to --out
+// and renames it over --out. That replaces whatever is there (as root, a device node such as
+// /dev/null), creates missing directories (a typo's), and over the user DB loses every row the
+// command did not copy: all refused, --force or not, as merge and import refuse to read their own
+// destination. `command` names the command in the messages.
+void check_out(const std::string& out, const char* command) {
+  const std::string cmd = command;
   if (out.empty()) throw Error("--out '': must name the database file to write");
   const fs::path path(out), dir = path.parent_path().empty() ? fs::path(".") : path.parent_path();
   std::error_code ec;
   if (!fs::is_directory(dir, ec))
-    throw Error("--out '" + out + "': " + dir.string() + " is not an existing directory (export creates none)");
+    throw Error("--out '" + out + "': " + dir.string() + " is not an existing directory (" + cmd + " creates none)");
   const fs::file_status st = fs::status(path, ec);
   if (fs::exists(st) && !fs::is_regular_file(st))
-    throw Error("--out '" + out + "': exists and is not a regular file; export replaces only a database file");
+    throw Error("--out '" + out + "': exists and is not a regular file; " + cmd + " replaces only a database file");
   const std::string& user = jit::Env::get().cache_path;
   std::error_code ec_out, ec_user;
   const fs::path out_abs = fs::weakly_canonical(path, ec_out), user_abs = fs::weakly_canonical(user, ec_user);
   if (fs::equivalent(path, user, ec) || (!ec_out && !ec_user && out_abs == user_abs))
-    throw Error("--out '" + out + "' is the user cache (JITATTN_CACHE=" + user +
-                "); export writes a new database to ship, never over the live one");
+    throw Error("--out '" + out + "' is the user cache (JITATTN_CACHE=" + user + "); " + cmd +
+                " writes a new database to ship, never over the live one");
 }
 
 int cmd_export(const ExportArgs& a) {
-  check_export_out(a.out);
+  check_out(a.out, "export");
   const std::vector<jit::Arch> archs = parse_arch_list(a.archs);
   cache::ShippedDbWriter writer(a.out, a.force);  // refuses an existing --out before any work
   int64_t rows = 0, bytes = 0;
-  if (!a.manifest.empty()) {
+  if (!a.manifests.empty()) {
     std::vector<KernelRecord> records;
-    if (!fetch_manifest_rows(read_manifest(a.manifest, archs), a.jobs, records)) {
-      throw Error("nothing written to " + a.out + ": some kernels of " + a.manifest + " failed (listed above)");
+    if (!fetch_manifest_rows(read_manifests(a.manifests, archs, a.max_kernels), a.jobs, records)) {
+      std::string names;
+      for (const auto& m : a.manifests) names += (names.empty() ? "" : ", ") + m;
+      throw Error("nothing written to " + a.out + ": some kernels of " + names + " failed (listed above)");
     }
     for (const auto& r : records) {
       writer.add(r);
@@ -256,6 +262,7 @@ int cmd_import(const std::vector<std::string>& files) {
 }
 
 int cmd_merge(const std::string& out, const std::vector<std::string>& inputs, bool force) {
+  check_out(out, "merge");
   cache::ShippedDbWriter writer(out, force);
   const cache::CopyReport rep = cache::merge_into(writer.store(), inputs, jit::binding_problem);
   writer.finish();
@@ -354,7 +361,9 @@ void add_cache_commands(CLI::App& app) {
   auto ex = std::make_shared<ExportArgs>();
   auto* exp = app.add_subcommand("export", "write a compact read-only DB to ship (JITATTN_CACHE_RO=FILE@sha256:HEX), and FILE.sha256");
   exp->add_option("--out", ex->out, "the DB to write")->required();
-  exp->add_option("--manifest", ex->manifest, "exactly these kernels (docs/manifest.md), compiling what no layer has");
+  exp->add_option("--manifest,-m", ex->manifests,
+                  "exactly these kernels (docs/manifest.md), compiling what no layer has; repeatable");
+  add_max_kernels_option(*exp, ex->max_kernels);
   exp->add_option("--arch", ex->archs,
                   "with --manifest: archs for entries without one; without: only rows for these, e.g. sm_80,sm_90a");
   exp->add_flag("--force", ex->force, "replace --out if it exists");

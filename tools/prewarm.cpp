@@ -158,28 +158,17 @@ struct PrewarmArgs {
   size_t max_kernels = kDefaultMaxKernels;
 };
 
-// The kernels of every manifest, each once, in order of first appearance; at most max_kernels.
-std::vector<KernelSpec> read_all(const std::vector<std::string>& manifests, const std::vector<jit::Arch>& archs,
-                                 size_t max_kernels) {
-  std::vector<KernelSpec> specs;
-  std::set<std::string> seen;
-  for (const auto& path : manifests) {
-    for (KernelSpec& spec : read_manifest(path, archs, max_kernels))
-      if (seen.insert(spec.name()).second) specs.push_back(std::move(spec));
-    if (specs.size() > max_kernels)
-      throw Error("the manifests up to " + path + " stand for " + std::to_string(specs.size()) +
-                  " kernels, more than the limit of " + std::to_string(max_kernels) + "; raise it with --max-kernels N");
-  }
-  return specs;
-}
-
 // A user cache that cannot be opened for writing (a directory, /dev/null, an unwritable file
 // at JITATTN_CACHE) leaves the runtime memory-only, so every compile would be thrown away and
 // prewarm would still exit 0. Refused before anything is compiled, with the reason.
 void require_storable(jit::JitRuntime& rt) {
   const jit::Env& env = rt.env();
   if (env.jit == jit::JitPolicy::readonly || env.jit == jit::JitPolicy::off) return;  // nothing is stored anyway
-  if (rt.cache().user()) return;
+  if (const cache::SqliteStore* user = rt.cache().user()) {
+    if (user->writable()) return;
+    throw Error("prewarm: nothing could be stored, the user cache (JITATTN_CACHE=" + env.cache_path +
+                ") is unusable: it is opened read-only (no write permission, or a read-only file system)");
+  }
   std::string why = "it cannot be opened";
   try {
     cache::SqliteStore probe(env.cache_path, cache::SqliteStore::Mode::ReadWrite);
@@ -200,7 +189,7 @@ std::string per_arch(const std::vector<KernelSpec>& specs) {
 }
 
 int run_prewarm(const PrewarmArgs& a) {
-  const auto specs = read_all(a.manifests, parse_arch_list(a.archs), a.max_kernels);
+  const auto specs = read_manifests(a.manifests, parse_arch_list(a.archs), a.max_kernels);
   std::string manifests;
   for (const auto& m : a.manifests) manifests += (manifests.empty() ? "" : ", ") + m;
   if (specs.empty()) {
@@ -248,6 +237,26 @@ int run_prewarm(const PrewarmArgs& a) {
 
 std::string first_line(const std::string& message) { return message.substr(0, message.find('\n')); }
 
+std::vector<KernelSpec> read_manifests(const std::vector<std::string>& manifests, const std::vector<jit::Arch>& archs,
+                                       size_t max_kernels) {
+  std::vector<KernelSpec> specs;
+  std::set<std::string> seen;
+  for (const auto& path : manifests) {
+    for (KernelSpec& spec : read_manifest(path, archs, max_kernels))
+      if (seen.insert(spec.name()).second) specs.push_back(std::move(spec));
+    if (specs.size() > max_kernels)
+      throw Error("the manifests up to " + path + " stand for " + std::to_string(specs.size()) +
+                  " kernels, more than the limit of " + std::to_string(max_kernels) + "; raise it with --max-kernels N");
+  }
+  return specs;
+}
+
+void add_max_kernels_option(CLI::App& cmd, size_t& max_kernels) {
+  cmd.add_option("--max-kernels", max_kernels,
+                 "refuse manifests that stand for more kernels than this (default " + std::to_string(kDefaultMaxKernels) + ")")
+      ->check(CLI::PositiveNumber);
+}
+
 PrewarmSummary prewarm(jit::JitRuntime& rt, const std::vector<KernelSpec>& specs, unsigned jobs,
                        const std::function<void(const PrewarmResult&)>& on_done) {
   PrewarmSummary sum;
@@ -259,10 +268,16 @@ PrewarmSummary prewarm(jit::JitRuntime& rt, const std::vector<KernelSpec>& specs
     r.name = specs[i].name();
     const auto t = Clock::now();
     try {
-      std::string served_by;
-      rt.binary(specs[i], &served_by);
+      std::string served_by, not_stored;
+      rt.binary(specs[i], &served_by, &not_stored);
       r.outcome = served_by == "nvrtc" ? PrewarmResult::Outcome::compiled : PrewarmResult::Outcome::cached;
       if (r.outcome == PrewarmResult::Outcome::cached) r.detail = served_by;
+      // Compiled but not kept (the DB turned read-only, the disk or a file size limit was hit
+      // after the open): the kernel is not prewarmed, so it fails like a compile error.
+      if (!not_stored.empty()) {
+        r.outcome = PrewarmResult::Outcome::failed;
+        r.detail = "compiled, but could not be stored in the user cache: " + not_stored;
+      }
     } catch (const std::exception& e) {
       r.outcome = PrewarmResult::Outcome::failed;
       r.detail = e.what();
@@ -288,9 +303,7 @@ Subcommand add_prewarm_command(CLI::App& app) {
       ->required();
   cmd->add_option("--arch", args->archs, "targets for entries without \"arch\", e.g. sm_80,sm_86,sm_89,sm_90a");
   cmd->add_option("--jobs,-j", args->jobs, "parallel compiles (default: hardware threads)")->check(CLI::PositiveNumber);
-  cmd->add_option("--max-kernels", args->max_kernels,
-                  "refuse manifests that stand for more kernels than this (default " + std::to_string(kDefaultMaxKernels) + ")")
-      ->check(CLI::PositiveNumber);
+  add_max_kernels_option(*cmd, args->max_kernels);
   return {cmd, [args] { return run_prewarm(*args); }};
 }
 

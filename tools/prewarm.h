@@ -37,6 +37,15 @@ struct PrewarmSummary {
 PrewarmSummary prewarm(jit::JitRuntime& rt, const std::vector<jit::KernelSpec>& specs, unsigned jobs,
                        const std::function<void(const PrewarmResult&)>& on_done = {});
 
+// The kernels of every manifest file, each once, in order of first appearance (docs/manifest.md).
+// Throws jitattn::Error when they stand for more than max_kernels, one entry's product or the
+// files together; what prewarm and export --manifest read.
+std::vector<jit::KernelSpec> read_manifests(const std::vector<std::string>& manifests,
+                                            const std::vector<jit::Arch>& archs, size_t max_kernels);
+
+// Adds `--max-kernels N` (the limit above, default kDefaultMaxKernels) to a subcommand.
+void add_max_kernels_option(CLI::App& cmd, size_t& max_kernels);
+
 // The first line of an error message: what a summary shows of an NVRTC log.
 std::string first_line(const std::string& message);
 

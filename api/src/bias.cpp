@@ -32,7 +32,7 @@ constexpr double kNegInf = -std::numeric_limits<double>::infinity();
 std::string S(int64_t v) { return std::to_string(v); }
 std::string at(const std::string& name, size_t i) { return name + "[" + std::to_string(i) + "]"; }
 void throw_if(Reasons r) {
-  if (!r.empty()) throw Error(std::move(r));
+  if (!r.empty()) throw Error(ErrorKind::invalid_argument, std::move(r));
 }
 
 // xFormers class names, in AttnBias order.
@@ -472,14 +472,14 @@ double read_host(const TensorView& t, int64_t offset) {
       return sign ? -v : v;
     }
   }
-  throw Error("materialize: attn_bias.dtype must be f16, bf16 or f32");
+  throw Error(ErrorKind::invalid_argument, "materialize: attn_bias.dtype must be f16, bf16 or f32");
 }
 
 // out[b, h, i, j] += t[b, h, i, j], t broadcast over size-1 B and H (a 5-D t read as G·H heads).
 void add_tensor(const TensorView& bias, int64_t B, int64_t H, int64_t Mq, int64_t Mkv, std::vector<double>& out) {
   const TensorView t = heads_flattened(bias);
   if (t.device != TensorView::kHost)
-    throw Error("materialize: attn_bias must be in host memory (device=" + S(t.device) + ", not TensorView::kHost)");
+    throw Error(ErrorKind::invalid_argument, "materialize: attn_bias must be in host memory (device=" + S(t.device) + ", not TensorView::kHost)");
   for (int64_t b = 0; b < B; ++b)
     for (int64_t h = 0; h < H; ++h)
       for (int64_t i = 0; i < Mq; ++i)
@@ -564,7 +564,7 @@ SeqLenInfo seqinfo_from(const std::vector<int32_t>& seqlens, const std::string& 
 }
 
 void require_same_count(size_t q, size_t kv) {
-  if (q != kv) throw Error("len(q_seqlen)=" + S(int64_t(q)) + " must equal len(kv_seqlen)=" + S(int64_t(kv)));
+  if (q != kv) throw Error(ErrorKind::invalid_argument, "len(q_seqlen)=" + S(int64_t(q)) + " must equal len(kv_seqlen)=" + S(int64_t(kv)));
 }
 
 }  // namespace
@@ -582,7 +582,7 @@ std::vector<int32_t> SeqLenInfo::seqlens() const {
 PaddedSeqLenInfo PaddedSeqLenInfo::from_seqlens_padded(const std::vector<int32_t>& seqlens, int32_t padding) {
   const int64_t rows = int64_t(seqlens.size()) * padding;
   if (padding >= 1 && rows > std::numeric_limits<int32_t>::max())
-    throw Error("len(kv_seqlen)*kv_padding=" + S(rows) + " exceeds 2^31-1");
+    throw Error(ErrorKind::invalid_argument, "len(kv_seqlen)*kv_padding=" + S(rows) + " exceeds 2^31-1");
   PaddedSeqLenInfo p;
   std::vector<int32_t> start;
   for (size_t b = 0; b <= seqlens.size(); ++b) start.push_back(int32_t(int64_t(b) * padding));
@@ -609,7 +609,7 @@ GappySeqInfo GappySeqInfo::from_seqlens_gappy(const std::vector<int32_t>& seqsta
 
 // ---- ALiBi -------------------------------------------------------------------------------------
 AlibiSlopes AlibiSlopes::geometric(int32_t heads) {
-  if (heads < 1) throw Error("heads=" + S(heads) + " must be >= 1 for AlibiSlopes::geometric");
+  if (heads < 1) throw Error(ErrorKind::invalid_argument, "heads=" + S(heads) + " must be >= 1 for AlibiSlopes::geometric");
   std::vector<float> slopes;
   for (int32_t h = 0; h < heads; ++h) slopes.push_back(float(std::exp2(-8.0 * (h + 1) / heads)));
   return AlibiSlopes{DeviceFloats(std::move(slopes))};
@@ -820,11 +820,11 @@ std::vector<std::string> bias_reasons(const AttnBias& bias, int64_t B, int64_t H
 }
 
 std::vector<double> materialize(const AttnBias& bias, int64_t B, int64_t H, int64_t Mq, int64_t Mkv) {
-  if (B < 0 || H < 0 || Mq < 0 || Mkv < 0) throw Error("materialize: B, H, Mq and Mkv must be >= 0");
+  if (B < 0 || H < 0 || Mq < 0 || Mkv < 0) throw Error(ErrorKind::invalid_argument, "materialize: B, H, Mq and Mkv must be >= 0");
   int64_t n = 0;
   if (__builtin_mul_overflow(B, H, &n) || __builtin_mul_overflow(n, Mq, &n) || __builtin_mul_overflow(n, Mkv, &n) ||
       n > (int64_t(1) << 40) / int64_t(sizeof(double)))
-    throw Error("materialize: B·H·Mq·Mkv = " + S(B) + "·" + S(H) + "·" + S(Mq) + "·" + S(Mkv) +
+    throw Error(ErrorKind::invalid_argument, "materialize: B·H·Mq·Mkv = " + S(B) + "·" + S(H) + "·" + S(Mq) + "·" + S(Mkv) +
                 " doubles exceed 2^40 bytes (a mask for tests and small shapes)");
   throw_if(bias_reasons(bias, B, H, Mq, Mkv));
   std::vector<double> out(size_t(B * H * Mq * Mkv));

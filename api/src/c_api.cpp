@@ -50,19 +50,18 @@ jitattn_status fail(jitattn_status status, std::vector<std::string> reasons) noe
   return status;
 }
 
-bool mentions(const std::string& s, const char* needle) { return s.find(needle) != std::string::npos; }
-
-// The status of a jitattn::Error thrown after the inputs were validated: by the compile and
-// cache path or the driver. The C++ API throws one type, so this reads its message (the forms
-// jit/cuda_driver.cpp, jit/nvrtc_compiler.cpp and jit/jit_runtime.cpp give).
-jitattn_status runtime_status(const Error& e) {
-  const std::string what = e.what();
-  if (mentions(what, "CUDA_ERROR_OUT_OF_MEMORY")) return JITATTN_ERROR_OUT_OF_MEMORY;
-  if (mentions(what, "no CUDA driver") || mentions(what, "CUDA_ERROR_")) return JITATTN_ERROR_CUDA;
-  if (mentions(what, "NVRTC") || mentions(what, "nvrtc") || mentions(what, "compiling ") ||
-      mentions(what, "JITATTN_JIT=off") || mentions(what, "no cache layer holds"))
-    return JITATTN_ERROR_COMPILE;
-  if (mentions(what, "device") || mentions(what, "context")) return JITATTN_ERROR_CUDA;
+// The status of a jitattn::Error thrown after the inputs were validated (by the compile and
+// cache path or the driver): its kind() says which.
+jitattn_status status_of(ErrorKind kind) {
+  switch (kind) {
+    case ErrorKind::invalid_argument: return JITATTN_ERROR_INVALID_ARGUMENT;
+    case ErrorKind::unsupported: return JITATTN_ERROR_UNSUPPORTED;
+    case ErrorKind::compile: return JITATTN_ERROR_COMPILE;
+    case ErrorKind::cuda: return JITATTN_ERROR_CUDA;
+    case ErrorKind::out_of_memory: return JITATTN_ERROR_OUT_OF_MEMORY;
+    case ErrorKind::cache_miss: return JITATTN_ERROR_CACHE_MISS;
+    case ErrorKind::internal: return JITATTN_ERROR_INTERNAL;
+  }
   return JITATTN_ERROR_INTERNAL;
 }
 
@@ -78,7 +77,7 @@ jitattn_status guarded(Body&& body, Refused&& refused) noexcept {
       return JITATTN_OK;
     } catch (const Error& e) {
       if (refused()) return fail(JITATTN_ERROR_UNSUPPORTED, e.reasons());
-      return fail(runtime_status(e), e.reasons());
+      return fail(status_of(e.kind()), e.reasons());
     }
   } catch (const CallError& e) {
     return fail(e.status, e.reasons);
@@ -340,6 +339,7 @@ const char* jitattn_status_name(jitattn_status status) {
     case JITATTN_ERROR_CUDA: return "JITATTN_ERROR_CUDA";
     case JITATTN_ERROR_OUT_OF_MEMORY: return "JITATTN_ERROR_OUT_OF_MEMORY";
     case JITATTN_ERROR_INTERNAL: return "JITATTN_ERROR_INTERNAL";
+    case JITATTN_ERROR_CACHE_MISS: return "JITATTN_ERROR_CACHE_MISS";
   }
   return "unknown";
 }

@@ -17,9 +17,9 @@ size_t element_size(DType dtype) { return dtype == DType::f32 ? 4 : 2; }
 
 TensorView TensorView::make(void* data, DType dtype, std::initializer_list<int64_t> shape,
                             std::initializer_list<int64_t> strides, int device) {
-  if (shape.size() > size_t(kMaxDims)) throw Error("a tensor has at most " + std::to_string(kMaxDims) + " dimensions");
+  if (shape.size() > size_t(kMaxDims)) throw Error(ErrorKind::invalid_argument, "a tensor has at most " + std::to_string(kMaxDims) + " dimensions");
   if (strides.size() != 0 && strides.size() != shape.size())
-    throw Error("strides must be empty or have one entry per dimension");
+    throw Error(ErrorKind::invalid_argument, "strides must be empty or have one entry per dimension");
   TensorView t;
   t.data = data;
   t.dtype = dtype;
@@ -34,7 +34,7 @@ TensorView TensorView::make(void* data, DType dtype, std::initializer_list<int64
       // Contiguous strides of a negative or overflowing shape are meaningless; validation reports
       // the shape, so keep them defined instead.
       if (t.shape[d] < 0 || __builtin_mul_overflow(s, t.shape[d], &s))
-        throw Error("shape " + t.shape_string() + " has no contiguous strides (a negative size or more than 2^63 elements)");
+        throw Error(ErrorKind::invalid_argument, "shape " + t.shape_string() + " has no contiguous strides (a negative size or more than 2^63 elements)");
     }
   } else {
     i = 0;
@@ -44,13 +44,13 @@ TensorView TensorView::make(void* data, DType dtype, std::initializer_list<int64
 }
 
 int64_t TensorView::numel() const {
-  if (ndim < 0 || ndim > kMaxDims) throw Error("TensorView.ndim=" + std::to_string(ndim) + " is not in [0, 6]");
+  if (ndim < 0 || ndim > kMaxDims) throw Error(ErrorKind::invalid_argument, "TensorView.ndim=" + std::to_string(ndim) + " is not in [0, 6]");
   for (int d = 0; d < ndim; ++d)
     if (shape[d] == 0) return 0;
   int64_t n = 1;
   for (int d = 0; d < ndim; ++d) {
-    if (shape[d] < 0) throw Error("shape " + shape_string() + " has a negative size");
-    if (__builtin_mul_overflow(n, shape[d], &n)) throw Error("shape " + shape_string() + " has more than 2^63 elements");
+    if (shape[d] < 0) throw Error(ErrorKind::invalid_argument, "shape " + shape_string() + " has a negative size");
+    if (__builtin_mul_overflow(n, shape[d], &n)) throw Error(ErrorKind::invalid_argument, "shape " + shape_string() + " has more than 2^63 elements");
   }
   return n;
 }

@@ -59,10 +59,11 @@ typedef int32_t jitattn_status;
 #define JITATTN_OK 0
 #define JITATTN_ERROR_INVALID_ARGUMENT 1 /* NULL, bad struct_size or enum, a bias that breaks its constructor's rules, a too small buffer */
 #define JITATTN_ERROR_UNSUPPORTED 2      /* the call's inputs are refused: the reasons are its not_supported_reasons */
-#define JITATTN_ERROR_COMPILE 3          /* no kernel: NVRTC missing or failed, JITATTN_JIT=off and no cache layer holds it */
+#define JITATTN_ERROR_COMPILE 3          /* no kernel: NVRTC missing or failed */
 #define JITATTN_ERROR_CUDA 4             /* no CUDA driver or device, a device/context mismatch, a CUDA driver error */
 #define JITATTN_ERROR_OUT_OF_MEMORY 5    /* host allocation failed, or CUDA_ERROR_OUT_OF_MEMORY */
 #define JITATTN_ERROR_INTERNAL 6         /* anything else */
+#define JITATTN_ERROR_CACHE_MISS 7       /* JITATTN_JIT=off and no cache layer holds the kernel (the reason gives its manifest line) */
 
 /* "JITATTN_OK", "JITATTN_ERROR_UNSUPPORTED", ...; "unknown" for other values. */
 JITATTN_C_EXPORT const char* jitattn_status_name(jitattn_status status);
