@@ -51,8 +51,8 @@
 extern "C" {
 #endif
 
-/* Bumped when functions or struct fields are added (never for other changes). */
-#define JITATTN_C_API_VERSION 1
+/* Bumped when functions, struct fields or status codes are added (never for other changes). */
+#define JITATTN_C_API_VERSION 2  /* 2: JITATTN_ERROR_CACHE_MISS */
 
 /* ---- status codes --------------------------------------------------------------------------- */
 typedef int32_t jitattn_status;
@@ -337,7 +337,7 @@ JITATTN_C_EXPORT jitattn_status jitattn_get_jit_stats(jitattn_jit_stats* stats);
  * "fwd.sm_90a.bf16.d128.v128.causal.lse.a16.wgmma_m128n128w8"). arch NULL or "" builds exactly
  * that kernel; an arch such as "sm_80" builds the same signature for that arch, with the family
  * and tile the tile table picks there. *compiled (may be NULL) is 1 when NVRTC compiled it, 0
- * when a cache layer already held it. Honours JITATTN_JIT (off: a miss is JITATTN_ERROR_COMPILE). */
+ * when a cache layer already held it. Honours JITATTN_JIT (off: a miss is JITATTN_ERROR_CACHE_MISS). */
 JITATTN_C_EXPORT jitattn_status jitattn_prewarm(const char* kernel_name, const char* arch, int32_t* compiled);
 
 #ifdef __cplusplus
