@@ -62,6 +62,7 @@ Entry entry_of(const KernelSpec& spec) {
     case Op::bwd_pre: return {"bwd_rows.cuh", "bwd_pre", nullptr, "BwdParams"};
     case Op::bwd_post: return {"bwd_rows.cuh", "bwd_post", nullptr, "BwdParams"};
     case Op::merge: return {"merge.cuh", "merge_attentions", nullptr, "MergeParams"};
+    case Op::decode: return {"decode.cuh", "decode_attention", "DecodeLayout", "DecodeParams"};
   }
   return {};
 }

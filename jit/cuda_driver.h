@@ -20,7 +20,8 @@ struct CudaDriver {
   X(cuStreamSynchronize) X(cuEventCreate) X(cuEventDestroy) X(cuEventRecord)                        \
   X(cuEventSynchronize) X(cuEventElapsedTime) X(cuStreamBeginCapture) X(cuStreamEndCapture)         \
   X(cuGraphInstantiateWithFlags) X(cuGraphLaunch) X(cuGraphExecDestroy) X(cuGraphDestroy)          \
-  X(cuMemsetD8Async) X(cuMemAllocAsync) X(cuMemFreeAsync)
+  X(cuMemsetD8Async) X(cuMemAllocAsync) X(cuMemFreeAsync)            \
+  X(cuStreamIsCapturing) X(cuMemsetD32Async) X(cuOccupancyMaxActiveBlocksPerMultiprocessor)
   JITATTN_DRIVER_FUNCTIONS(JITATTN_DRIVER_FN)
 #undef JITATTN_DRIVER_FN
 

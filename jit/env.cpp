@@ -105,6 +105,16 @@ Env read_env() {
     }
     if (env.pairs_per_chunk < 1) throw Error(ErrorKind::invalid_argument, "JITATTN_PAIRS_PER_CHUNK=" + ppc + " must be a positive integer");
   }
+  if (const std::string dec = getenv_str("JITATTN_DECODE"); !dec.empty()) {
+    if (dec != "on" && dec != "off") throw Error(ErrorKind::invalid_argument, "JITATTN_DECODE=" + dec + " is not one of on, off");
+    env.decode = dec == "on";
+  }
+  if (const std::string ds = getenv_str("JITATTN_DECODE_SPLITS"); !ds.empty()) {
+    const bool digits = ds.size() <= 3 && ds.find_first_not_of("0123456789") == std::string::npos;
+    env.decode_splits = digits ? std::stoi(ds) : 0;
+    if (env.decode_splits < 1 || env.decode_splits > 128)
+      throw Error(ErrorKind::invalid_argument, "JITATTN_DECODE_SPLITS=" + ds + " must be an integer from 1 to 128");
+  }
   env.record_path = getenv_str("JITATTN_RECORD");
   return env;
 }

@@ -27,6 +27,8 @@ inline constexpr EnvVarInfo kEnvVars[] = {
     {"JITATTN_BWD_TILE", true, "force a tile config (e.g. m64n128w8) for the backward's dK/dV kernel (bwd, bwd_kv)"},
     {"JITATTN_PAIRS_PER_CHUNK", false, "force the forward's block order: (head, batch) pairs per chunk (experiments; jit/ops/forward.cpp)"},
     {"JITATTN_BWD_DQ_TILE", true, "force a tile config (e.g. m64n64w4) for the deterministic backward's dQ kernel (bwd_dq)"},
+    {"JITATTN_DECODE", false, "off: few-query forwards run the prefill kernels instead of the decode kernels (experiments; jit/ops/decode.cpp)"},
+    {"JITATTN_DECODE_SPLITS", false, "force the decode kernels' KV split count, 1 to 128 (tests, experiments; jit/ops/decode.cpp)"},
     {"JITATTN_VERBOSE", false, "1: log each compile and cache layer hit to stderr"},
     {"JITATTN_RECORD", false, "append each distinct signature the process needs to this manifest (JSON Lines)"},
 };
@@ -47,6 +49,8 @@ struct Env {
   std::optional<TileConfig> bwd_dq_tile;  // JITATTN_BWD_DQ_TILE
   bool verbose = false;
   int pairs_per_chunk = 0;  // JITATTN_PAIRS_PER_CHUNK; 0: the launch's choice
+  bool decode = true;       // JITATTN_DECODE (off: false)
+  int decode_splits = 0;    // JITATTN_DECODE_SPLITS; 0: the launch's choice
   std::string record_path;         // JITATTN_RECORD; empty: record nothing
 
   // Parsed once; a malformed value throws jitattn::Error naming the variable.

@@ -128,6 +128,9 @@ const LoadedKernel& JitRuntime::kernel(const Signature& sig, const ContextInfo& 
   }
   check_cuda(d.cuFuncSetAttribute(loaded->fn, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, loaded->spec.smem_bytes()),
              ("setting the shared memory of " + rec.name).c_str());
+  check_cuda(d.cuOccupancyMaxActiveBlocksPerMultiprocessor(&loaded->blocks_per_sm, loaded->fn, loaded->spec.threads(),
+                                                           size_t(loaded->spec.smem_bytes())),
+             ("the occupancy of " + rec.name).c_str());
   stats_.loads.fetch_add(1, std::memory_order_relaxed);
   std::unique_lock<std::shared_mutex> lock(table_mu_);
   auto& slot = table_[mk];

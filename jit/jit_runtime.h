@@ -38,6 +38,7 @@ constexpr int kClaimTimeoutMs = 300000;
 struct LoadedKernel {
   CUfunction fn = nullptr;
   KernelSpec spec;
+  int blocks_per_sm = 1;  // how many of its blocks an SM holds at once (the occupancy calculator)
 };
 
 // The CUDA context a call runs in, and what we need to know about its device.

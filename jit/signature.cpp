@@ -18,11 +18,12 @@ const char* to_string(Op op) {
     case Op::bwd_dq: return "bwd_dq";
     case Op::bwd_post: return "bwd_post";
     case Op::merge: return "merge";
+    case Op::decode: return "decode";
   }
   return "?";
 }
 
-bool uses_bias(Op op) { return op == Op::fwd || op == Op::bwd || op == Op::bwd_kv || op == Op::bwd_dq; }
+bool uses_bias(Op op) { return op == Op::fwd || op == Op::decode || op == Op::bwd || op == Op::bwd_kv || op == Op::bwd_dq; }
 
 const char* to_string(BiasKind kind) {
   switch (kind) {

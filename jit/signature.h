@@ -16,9 +16,10 @@ namespace jitattn::jit {
 // fwd: the forward. The backward runs bwd_pre (delta = rowsum(dO ∘ O), zeroed dQ accumulator),
 // then bwd (dK, dV and atomically accumulated dQ) and bwd_post (dQ in the query dtype) — or, in
 // the deterministic mode, bwd_kv (dK, dV only) and bwd_dq (dQ without atomics).
-// merge: merge_attentions. New ops are appended: an enumerator's value is part of cache keys.
-enum class Op : uint8_t { fwd, bwd_pre, bwd, bwd_kv, bwd_dq, bwd_post, merge };
-constexpr Op kAllOps[] = {Op::fwd, Op::bwd_pre, Op::bwd, Op::bwd_kv, Op::bwd_dq, Op::bwd_post, Op::merge};
+// merge: merge_attentions. decode: the forward for few queries per sequence (kernel_src/decode.cuh).
+// New ops are appended: an enumerator's value is part of cache keys.
+enum class Op : uint8_t { fwd, bwd_pre, bwd, bwd_kv, bwd_dq, bwd_post, merge, decode };
+constexpr Op kAllOps[] = {Op::fwd, Op::bwd_pre, Op::bwd, Op::bwd_kv, Op::bwd_dq, Op::bwd_post, Op::merge, Op::decode};
 bool uses_bias(Op op);  // ops whose kernels apply the bias policy
 // One enumerator per generated mask/bias policy. "bd_" kinds are block-diagonal (varlen layout:
 // sequences concatenated along M); padded and gappy keys are the same kernels with a key-length

@@ -40,6 +40,10 @@ TileConfig default_tile(const Signature& sig, Family family) {
     case Op::bwd_pre: return {4, 1, 4};     // one warp per row
     case Op::bwd_post: return {128, 1, 4};  // one thread per element
     case Op::merge: return {128, 1, 4};     // one thread per output element
+    case Op::decode:
+      // 16 packed rows, 16 keys per warp per tile (kernel_src/decode.cuh); about 110 KB of shared
+      // memory, so two blocks share an SM and keep four key/value tiles in flight.
+      return d <= 128 ? TileConfig{16, 64, 4} : TileConfig{16, 32, 2};
     case Op::bwd: case Op::bwd_kv:
       // kBlockN keys per block (16 per warp), kBlockM queries per step.
       if (family == Family::simt) return {16, 32, 4};
@@ -114,6 +118,7 @@ int KernelSpec::smem_bytes() const {
   const int qk_stride = round_up(d, 16) + 8, v_stride = round_up(dv, 16) + 8;
   switch (sig.op) {
     case Op::bwd_pre: case Op::bwd_post: case Op::merge: return 0;
+    case Op::decode: return 2 * (16 * qk_stride + 3 * n * (qk_stride + v_stride));  // Q, three K/V stages (decode.cuh)
     case Op::bwd: case Op::bwd_kv:
       if (family == Family::simt) return bwd_simt_smem_bytes(*this);
       // K, V; two stages of Q, dO, dSᵀ (bwd only), lse and delta (bwd_mma.cuh)
@@ -136,7 +141,13 @@ std::string validate_spec(const KernelSpec& spec) {
   if (!dim_ok(s.head_dim_v)) return "head_dim_v=" + std::to_string(s.head_dim_v) + " must be a multiple of 8 in [8, 256]";
   if (s.arch_sm < 80) return "arch " + s.arch().name() + " is older than sm_80";
   if (s.align != 16 && s.align != 2 && s.align != 4) return "align=" + std::to_string(s.align) + " must be 2, 4 or 16";
-  if (spec.family == Family::mma && (s.op == Op::bwd || s.op == Op::bwd_kv)) {
+  if (s.op == Op::decode) {
+    if (s.dtype == DType::f32) return "the decode kernels take f16/bf16 inputs";
+    if (s.dropout) return "the decode kernels have no dropout";
+    if (spec.family != Family::mma) return "the decode kernels are of the mma family";
+    if (spec.tile.block_m != 16 || spec.tile.warps == 0 || spec.tile.block_n % (spec.tile.warps * 16) != 0)
+      return "tile " + spec.tile.name() + ": decode takes block_m 16 and block_n a multiple of 16 x warps";
+  } else if (spec.family == Family::mma && (s.op == Op::bwd || s.op == Op::bwd_kv)) {
     if (s.dtype == DType::f32) return "the mma family takes f16/bf16 inputs";
     if (spec.tile.block_n % (spec.tile.warps * 16) != 0)
       return "tile " + spec.tile.name() + ": block_n must be a multiple of 16 x warps";

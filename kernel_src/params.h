@@ -87,4 +87,23 @@ struct BwdParams {
   float* dv_accum;
 };
 
+// Decode (decode.cuh): few queries per sequence. Block (b, hk, split, row chunk) packs the
+// (query, head) pairs of sequence b whose heads share key/value head hk — packed row
+// r = query · kv_group + (head − hk · kv_group) — kBlockM rows at a time, and attends them to
+// split `split` of the keys they see (num_splits per sequence, cut on the device from its
+// length, so a graph captured once stays right while lengths grow).
+// With num_splits > 1 each block writes its normalized rows and their LSE to o_partial /
+// lse_partial, [B, kv_heads, row_chunks, num_splits, kBlockM] (× head_dim_v), and the last block
+// of a (b, hk, row chunk) to arrive (counters, zero before the launch and back to zero after it)
+// merges them into out and lse.
+struct DecodeParams {
+  FwdParams f;
+  int32_t kv_heads;
+  int32_t row_chunks;  // ceil(f.mq · f.kv_group / kBlockM)
+  int32_t num_splits;
+  float* o_partial;
+  float* lse_partial;
+  int32_t* counters;  // [B, kv_heads, row_chunks]
+};
+
 }  // namespace jitattn

@@ -114,7 +114,7 @@ Choices read_choices(const json& e, const std::vector<Arch>& default_archs) {
   Choices c;
   if (e.contains("op")) c.ops = listed(e, "op", [](const json& v) {
       auto op = jit::parse_op(as_string("op", v));
-      if (!op) bad("op", "one of fwd, bwd_pre, bwd, bwd_kv, bwd_dq, bwd_post, merge", v);
+      if (!op) bad("op", "one of fwd, bwd_pre, bwd, bwd_kv, bwd_dq, bwd_post, merge, decode", v);
       return *op;
     });
   auto flag = [&](const char* name, std::vector<bool>& out) {
@@ -160,14 +160,14 @@ uint64_t product_size(const Choices& c, std::string* factors) {
 // compiled and never used, so a manifest that lists one has a mistake in it.
 std::string api_problem(const jit::Signature& s) {
   using jit::Op;
-  const bool backward = s.op != Op::fwd && s.op != Op::merge;
+  const bool backward = s.op != Op::fwd && s.op != Op::merge && s.op != Op::decode;
   if (s.dbias && s.op != Op::bwd && s.op != Op::bwd_kv)
     return std::string("dbias is for op \"bwd\" and \"bwd_kv\" (the backward's dK/dV kernel), not \"") +
            jit::to_string(s.op) + "\"";
   if (s.dbias && s.bias != BiasKind::tensor && s.bias != BiasKind::causal_tensor)
     return std::string("dbias needs bias \"tensor\" or \"causal_tensor\" (the gradient of a dense bias), not \"") +
            jit::to_string(s.bias) + "\"";
-  if (s.dropout && (s.op == Op::bwd_pre || s.op == Op::bwd_post || s.op == Op::merge))
+  if (s.dropout && (s.op == Op::bwd_pre || s.op == Op::bwd_post || s.op == Op::merge || s.op == Op::decode))
     return std::string("dropout is for op \"fwd\", \"bwd\", \"bwd_kv\" and \"bwd_dq\", not \"") + jit::to_string(s.op) + "\"";
   if (s.dropout && jit::is_paged(s.bias))
     return std::string("dropout is not supported with bias \"") + jit::to_string(s.bias) + "\" (paged keys are for inference)";

@@ -6,6 +6,7 @@
 #include "jit/env.h"
 #include "jit/jit_runtime.h"
 #include "jit/launch.h"
+#include "jit/ops/decode.h"
 #include "jit/ops/forward_params.h"
 
 namespace jitattn::jit::ops {
@@ -86,6 +87,7 @@ int32_t pairs_per_chunk(const KernelSpec& spec, const FwdParams& p) {
 
 void forward(const ForwardPlan& p, CUstream stream) {
   if (p.q.b == 0 || p.q.h == 0 || p.q.m == 0) return;  // nothing to compute or write
+  if (decode_applies(p)) return decode(p, stream);  // few queries per sequence: jit/ops/decode.cpp
   auto& rt = JitRuntime::get();
   const ContextInfo& ctx = rt.context(p.device);
   const LoadedKernel& kernel = rt.kernel(forward_signature(p, ctx.arch), ctx);

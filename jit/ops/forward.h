@@ -11,6 +11,7 @@ namespace jitattn::jit::ops {
 Signature forward_signature(const ForwardPlan& p, const Arch& arch);
 
 // Fetches (or compiles) the kernel and queues it; nothing when there is no query or sequence.
+// Plans with few queries per sequence go to the decode op (jit/ops/decode.h).
 void forward(const ForwardPlan& p, CUstream stream);
 
 }  // namespace jitattn::jit::ops

@@ -1,0 +1,162 @@
+#include "jit/ops/decode.h"
+
+#include <algorithm>
+#include <map>
+#include <mutex>
+#include <thread>
+#include <tuple>
+
+#include "jit/cuda_driver.h"
+#include "jit/env.h"
+#include "jit/jit_runtime.h"
+#include "jit/launch.h"
+#include "jit/ops/forward.h"
+#include "jit/ops/forward_params.h"
+#include "jitattn/error.h"
+
+namespace jitattn::jit::ops {
+
+namespace {
+
+constexpr int kRows = 16;  // packed rows per block (DecodeLayout: kBlockM)
+
+int64_t queries_per_sequence(const ForwardPlan& p) { return p.bias.q_seqinfo ? p.bias.q_seqinfo->max_seqlen : p.q.m; }
+
+// Key/value heads as the kernels read them: heads expanded by stride 0 are one head.
+int64_t kv_heads(const ForwardPlan& p) { return p.k.h > 1 && p.k.sh == 0 && p.v.sh == 0 ? 1 : p.k.h; }
+
+// The most keys one query row can see: the longest key sequence, or a local window.
+int64_t visible_keys(const ForwardPlan& p) {
+  const int64_t keys = p.bias.q_seqinfo ? p.bias.k_max_seqlen : p.k.m;
+  if (!has_left_window(p.bias.kind)) return keys;
+  return std::min<int64_t>(keys, int64_t(p.bias.window_left) + p.bias.window_right + queries_per_sequence(p));
+}
+
+// Split-KV scratch: the split rows (fp32) and their LSE, and the counters that find each
+// chunk's last split (kernel_src/params.h DecodeParams). The counters are zero between launches
+// (each launch leaves them so), which lets a stream keep one scratch for all its calls: it grows
+// with the calls and is never freed, except stream-ordered when replaced by a larger one. A
+// stream being captured into a CUDA graph gets scratch owned by the graph instead (allocated,
+// zeroed and freed by graph nodes), so graphs replayed on several streams at once never share it.
+class Scratch {
+ public:
+  struct Buffers {
+    float* partial = nullptr;
+    int32_t* counters = nullptr;
+  };
+
+  // Buffers of at least the given sizes for kernels queued on `stream` now. `release` must run
+  // after the launch (it frees what a capture allocated).
+  Buffers get(const ContextInfo& ctx, CUstream stream, size_t partial_bytes, size_t counter_bytes, bool& captured) {
+    const CudaDriver& d = CudaDriver::require();
+    CUstreamCaptureStatus status = CU_STREAM_CAPTURE_STATUS_NONE;
+    check_cuda(d.cuStreamIsCapturing(stream, &status), "cuStreamIsCapturing (decode scratch)");
+    captured = status != CU_STREAM_CAPTURE_STATUS_NONE;
+    if (captured) {
+      CUdeviceptr partial = 0, counters = 0;
+      check_cuda(d.cuMemAllocAsync(&partial, partial_bytes, stream), "cuMemAllocAsync (decode scratch)");
+      check_cuda(d.cuMemAllocAsync(&counters, counter_bytes, stream), "cuMemAllocAsync (decode counters)");
+      check_cuda(d.cuMemsetD32Async(counters, 0, counter_bytes / 4, stream), "cuMemsetD32Async (decode counters)");
+      return {reinterpret_cast<float*>(partial), reinterpret_cast<int32_t*>(counters)};
+    }
+    // The per-thread default stream is a different stream in each thread under one handle.
+    const Key key{ctx.ctx, stream, stream == CU_STREAM_PER_THREAD ? std::this_thread::get_id() : std::thread::id()};
+    std::lock_guard<std::mutex> lock(mu_);
+    Entry& e = entries_[key];
+    grow(d, e.partial, e.partial_bytes, partial_bytes, stream, false);
+    grow(d, e.counters, e.counter_bytes, counter_bytes, stream, true);
+    return {reinterpret_cast<float*>(e.partial), reinterpret_cast<int32_t*>(e.counters)};
+  }
+
+  static void release(const Buffers& b, CUstream stream) {
+    const CudaDriver& d = CudaDriver::require();
+    check_cuda(d.cuMemFreeAsync(reinterpret_cast<CUdeviceptr>(b.partial), stream), "cuMemFreeAsync (decode scratch)");
+    check_cuda(d.cuMemFreeAsync(reinterpret_cast<CUdeviceptr>(b.counters), stream), "cuMemFreeAsync (decode counters)");
+  }
+
+ private:
+  static void grow(const CudaDriver& d, CUdeviceptr& ptr, size_t& have, size_t need, CUstream stream, bool zero) {
+    if (need <= have) return;
+    const size_t bytes = std::max(need, 2 * have);
+    CUdeviceptr fresh = 0;
+    check_cuda(d.cuMemAllocAsync(&fresh, bytes, stream), "cuMemAllocAsync (decode scratch)");
+    if (zero) check_cuda(d.cuMemsetD32Async(fresh, 0, bytes / 4, stream), "cuMemsetD32Async (decode counters)");
+    if (ptr) check_cuda(d.cuMemFreeAsync(ptr, stream), "cuMemFreeAsync (decode scratch)");  // after earlier launches
+    ptr = fresh, have = bytes;
+  }
+
+  using Key = std::tuple<CUcontext, CUstream, std::thread::id>;
+  struct Entry {
+    CUdeviceptr partial = 0, counters = 0;
+    size_t partial_bytes = 0, counter_bytes = 0;
+  };
+  std::mutex mu_;
+  std::map<Key, Entry> entries_;
+};
+
+Scratch& scratch() {
+  static Scratch* s = new Scratch;  // never destroyed: at exit the driver may be gone
+  return *s;
+}
+
+}  // namespace
+
+bool decode_applies(const ForwardPlan& p) {
+  return Env::get().decode && p.dtype != DType::f32 && p.p == 0 && queries_per_sequence(p) <= kDecodeMaxQueries;
+}
+
+Signature decode_signature(const ForwardPlan& p, const Arch& arch) {
+  Signature sig = forward_signature(p, arch);
+  sig.op = Op::decode;
+  return sig;
+}
+
+int decode_splits(int64_t chunks, int64_t keys, int64_t slots, int block_n) {
+  if (const int forced = Env::get().decode_splits) return std::min(forced, kDecodeMaxSplits);
+  if (chunks <= 0 || slots <= 0) return 1;
+  const int64_t most = std::clamp<int64_t>(keys / (2 * int64_t(block_n)), 1, kDecodeMaxSplits);
+  // Wave efficiency: the share of the slots busy over the waves the blocks take.
+  auto efficiency = [&](int64_t s) {
+    const int64_t blocks = chunks * s;
+    return double(blocks) / double((blocks + slots - 1) / slots * slots);
+  };
+  double best = 0;
+  for (int64_t s = 1; s <= most; ++s) best = std::max(best, efficiency(s));
+  for (int64_t s = 1; s <= most; ++s)
+    if (efficiency(s) >= 0.85 * best) return int(s);
+  return 1;
+}
+
+void decode(const ForwardPlan& p, CUstream stream) {
+  if (p.q.b == 0 || p.q.h == 0 || p.q.m == 0) return;  // nothing to compute or write
+  auto& rt = JitRuntime::get();
+  const ContextInfo& ctx = rt.context(p.device);
+  const LoadedKernel& kernel = rt.kernel(decode_signature(p, ctx.arch), ctx);
+  DecodeParams dp{};
+  if (!forward_params(p, dp.f)) return;
+  const int64_t kvh = kv_heads(p);
+  dp.f.kv_group = int32_t(p.q.h / kvh);
+  dp.kv_heads = int32_t(kvh);
+  dp.row_chunks = int32_t(ceil_div(int64_t(dp.f.mq) * dp.f.kv_group, kRows));
+  const int64_t chunks = int64_t(dp.f.batch) * kvh * dp.row_chunks;
+  const int64_t slots = int64_t(ctx.sm_count) * std::max(1, kernel.blocks_per_sm);
+  dp.num_splits = decode_splits(chunks, visible_keys(p), slots, kernel.spec.tile.block_n);
+  const int64_t blocks = chunks * dp.num_splits;
+  if (blocks > INT32_MAX) throw Error(kernel.spec.name() + ": " + std::to_string(blocks) + " blocks exceed 2^31 - 1");
+  if (dp.num_splits == 1) {
+    launch(kernel, &dp, blocks, stream);
+    return;
+  }
+  const size_t rows = size_t(blocks) * kRows;
+  const size_t partial_bytes = rows * (size_t(p.v.d) + 1) * sizeof(float);
+  const size_t counter_bytes = size_t(chunks) * sizeof(int32_t);
+  bool captured = false;
+  const Scratch::Buffers buf = scratch().get(ctx, stream, partial_bytes, counter_bytes, captured);
+  dp.o_partial = buf.partial;
+  dp.lse_partial = buf.partial + rows * size_t(p.v.d);
+  dp.counters = buf.counters;
+  launch(kernel, &dp, blocks, stream);
+  if (captured) Scratch::release(buf, stream);
+}
+
+}  // namespace jitattn::jit::ops

@@ -1,0 +1,361 @@
+// Decode attention: few queries per sequence (a decode step, speculative drafts), at the
+// speed of reading K and V once.
+//
+// The kv_group query heads that share a key/value head are packed into the rows of one tile
+// (params.h DecodeParams: row r = query · kv_group + head in group), so one block reads each
+// key/value row once for all of them; the keys a block sees are cut into num_splits splits run
+// by separate blocks (split-KV), merged by their LSE at the end. Within a block each warp owns
+// kBlockN / kWarps keys of every key tile and keeps its own running max, sum and accumulator;
+// the warps are merged through shared memory once, at the end. Key/value tiles stream through
+// kStages shared buffers filled by cp.async, kStages − 1 tiles in flight while one is computed.
+//
+// Cfg (from the generated preamble): kDType, kOutDType, kHeadDim, kHeadDimV, kBlockM (16: packed
+// rows per block), kBlockN (keys per tile), kWarps, kAlign16, kWriteLse, kVarlen, kPaged.
+#pragma once
+#include "bias_policies.cuh"
+#include "common.cuh"
+#include "fwd_mma.cuh"
+#include "fwd_rows.cuh"
+
+namespace jitattn {
+
+template <class Cfg>
+struct DecodeLayout {
+  static constexpr int kThreads = Cfg::kWarps * 32;
+  static constexpr int kStages = 3;
+  static constexpr int kKeysPerWarp = Cfg::kBlockN / Cfg::kWarps;
+  static constexpr int kDP = round_up(Cfg::kHeadDim, 16);
+  static constexpr int kDvP = round_up(Cfg::kHeadDimV, 16);
+  static constexpr int kQKStride = kDP + 8;  // 16 bytes of padding: ldmatrix rows in distinct banks
+  static constexpr int kVStride = kDvP + 8;
+  static constexpr int kQElems = Cfg::kBlockM * kQKStride;
+  static constexpr int kKElems = Cfg::kBlockN * kQKStride;
+  static constexpr int kVElems = Cfg::kBlockN * kVStride;
+  static constexpr int kStageElems = kKElems + kVElems;
+  static constexpr int kSmemBytes = (kQElems + kStages * kStageElems) * 2;
+  // The end reuses the stage buffers: each warp's rows (kBlockM × kDvP floats), its row maxima
+  // and sums, then the split weights of the merge (kBlockM × kMaxSplits floats).
+  static constexpr int kMaxSplits = 128;
+  static constexpr int kRedFloats = Cfg::kWarps * Cfg::kBlockM * (kDvP + 2);
+  static_assert(Cfg::kBlockM == 16, "one m16 tile of packed rows per block");
+  static_assert(kKeysPerWarp % 16 == 0, "each warp owns a multiple of 16 keys of a tile");
+  static_assert((kRedFloats + Cfg::kBlockM * (kMaxSplits + 1)) * 4 <= kStages * kStageElems * 2,
+                "the end's buffers must fit in the stage buffers");
+};
+
+// Query rows of a block: packed row r of the chunk is query (r0 + r) / group of head
+// hk · group + (r0 + r) % group.
+template <class T>
+struct PackedQueryRows {
+  const T* base;  // the sequence's query 0 of head 0
+  int64_t stride_m, stride_h;
+  int r0, group, hk;
+  __device__ const T* operator()(int r) const {
+    const int x = r0 + r;
+    return base + int64_t(x / group) * stride_m + int64_t(hk * group + x % group) * stride_h;
+  }
+};
+
+template <class Cfg, class Policy>
+__device__ __forceinline__ void decode_attention(const DecodeParams& dp) {
+  using L = DecodeLayout<Cfg>;
+  using T = typename DType<Cfg::kDType>::T;
+  using TO = typename DType<Cfg::kOutDType>::T;
+  constexpr int kBM = Cfg::kBlockM, kBN = Cfg::kBlockN, kKW = L::kKeysPerWarp;
+  constexpr int kNT = kKW / 8;      // 8-wide key tiles of a warp's S
+  constexpr int kDT = L::kDvP / 8;  // 8-wide column tiles of O
+  constexpr int kKS = L::kDP / 16;  // k-steps of Q·Kᵀ
+  const FwdParams& p = dp.f;
+
+  extern __shared__ __align__(128) unsigned char smem_raw[];
+  T* sQ = reinterpret_cast<T*>(smem_raw);
+  T* sStage = sQ + L::kQElems;  // stage s: K at s·kStageElems, V after it
+
+  int id = blockIdx.x;
+  const int rc = id % dp.row_chunks;
+  id /= dp.row_chunks;
+  const int split = id % dp.num_splits;
+  id /= dp.num_splits;
+  const int hk = id % dp.kv_heads, b = id / dp.kv_heads;
+
+  const SeqGeometry<Cfg::kVarlen, Cfg::kPaged> seq(p, b);
+  const int group = p.kv_group, mq = seq.mq, mkv = seq.mkv;
+  const int r0 = rc * kBM;
+  // Uniform over the splits of this (b, hk, chunk): none of them runs, none waits for another.
+  if (r0 >= mq * group) return;
+  const int nrows = imin(kBM, mq * group - r0);
+  const int i_lo = r0 / group, i_hi = (r0 + nrows - 1) / group + 1;  // the chunk's queries
+
+  // The keys the chunk sees, and this split's share of them (whole tiles, except the last).
+  const Policy block_policy(p, b, hk * group, mq, mkv);
+  int kv_lo, kv_hi;
+  block_policy.kv_range(i_lo, i_hi, mkv, kv_lo, kv_hi);
+  const int span = imax(0, kv_hi - kv_lo);
+  const int per_split = (span + dp.num_splits - 1) / dp.num_splits;
+  const int chunk = (per_split + kBN - 1) / kBN * kBN;
+  const int s_lo = imin(kv_hi, kv_lo + split * chunk);
+  const int s_hi = imax(s_lo, imin(kv_hi, s_lo + chunk));
+  const int n_tiles = (s_hi - s_lo + kBN - 1) / kBN;
+
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int g = lane / 4, t = lane % 4;
+
+  // This thread's two packed rows (g and g + 8): their query, head and policy. Rows past the
+  // chunk's end compute on zero queries and are never stored.
+  int qi[2], hh[2];
+#pragma unroll
+  for (int half = 0; half < 2; ++half) {
+    const int r = imin(r0 + g + 8 * half, r0 + nrows - 1);
+    qi[half] = r / group;
+    hh[half] = hk * group + r % group;
+  }
+  const Policy pol0(p, b, hh[0], mq, mkv), pol1(p, b, hh[1], mq, mkv);
+
+  const PackedQueryRows<T> q_rows{static_cast<const T*>(p.q) + seq.batch * p.q_stride_b + int64_t(seq.q_start) * p.q_stride_m,
+                                  p.q_stride_m, p.q_stride_h, r0, group, hk};
+  const Rows<T, Cfg::kPaged> k = kv_rows<T, Cfg::kPaged>(p, p.k, p.k_stride_b, p.k_stride_h, p.k_stride_m, seq, hk, b);
+  const Rows<T, Cfg::kPaged> v = kv_rows<T, Cfg::kPaged>(p, p.v, p.v_stride_b, p.v_stride_h, p.v_stride_m, seq, hk, b);
+
+  float acc[kDT][4];
+  float row_max[2] = {neg_inf(), neg_inf()}, row_sum[2] = {0.f, 0.f};
+#pragma unroll
+  for (int dt = 0; dt < kDT; ++dt)
+#pragma unroll
+    for (int e = 0; e < 4; ++e) acc[dt][e] = 0.f;
+
+  if (n_tiles > 0) {
+    // Q lands with tile 0 (the first commit group).
+    load_tile<kBM, L::kDP, L::kQKStride, L::kThreads, Cfg::kAlign16>(sQ, q_rows, 0, nrows, Cfg::kHeadDim);
+    auto issue = [&](int it) {
+      if (it < n_tiles) {
+        T* sK = sStage + (it % L::kStages) * L::kStageElems;
+        const int n0 = s_lo + it * kBN;
+        load_tile<kBN, L::kDP, L::kQKStride, L::kThreads, Cfg::kAlign16>(sK, k, n0, s_hi, Cfg::kHeadDim);
+        load_tile<kBN, L::kDvP, L::kVStride, L::kThreads, Cfg::kAlign16>(sK + L::kKElems, v, n0, s_hi, Cfg::kHeadDimV);
+      }
+      cp_async_commit();  // possibly empty: keeps the group count uniform
+    };
+#pragma unroll
+    for (int s = 0; s < L::kStages - 1; ++s) issue(s);
+
+    const unsigned q_lane = smem_addr(sQ) + (((lane & 7) + ((lane >> 3) & 1) * 8) * L::kQKStride + (lane >> 4) * 8) * 2;
+    const unsigned k_lane = (((warp * kKW + (lane & 7) + ((lane >> 4) << 3)) * L::kQKStride) + ((lane >> 3) & 1) * 8) * 2;
+    const unsigned v_lane =
+        (L::kKElems + (warp * kKW + (lane & 7) + ((lane >> 3) & 1) * 8) * L::kVStride + (lane >> 4) * 8) * 2;
+    const unsigned stage0 = smem_addr(sStage);
+    unsigned q_frag[kKS][4];
+
+    auto step = [&](int it, auto masked) {
+      constexpr bool kMasked = decltype(masked)::value;
+      const int w0 = s_lo + it * kBN + warp * kKW;  // this warp's first key
+      const unsigned st = stage0 + (it % L::kStages) * L::kStageElems * 2;
+      float s[kNT][4];
+#pragma unroll
+      for (int nt = 0; nt < kNT; ++nt)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) s[nt][e] = 0.f;
+#pragma unroll
+      for (int ks = 0; ks < kKS; ++ks)
+#pragma unroll
+        for (int np = 0; np < kNT / 2; ++np) {
+          unsigned bk[4];
+          ldmatrix_x4(bk, st + k_lane + (np * 16 * L::kQKStride + ks * 16) * 2);
+          mma_16816<Cfg::kDType>(s[2 * np], q_frag[ks], bk[0], bk[1]);
+          mma_16816<Cfg::kDType>(s[2 * np + 1], q_frag[ks], bk[2], bk[3]);
+        }
+
+      // Logits in base 2; masked: the policy's verdict, and keys past the split's end.
+#pragma unroll
+      for (int half = 0; half < 2; ++half) {
+        const Policy& pol = half ? pol1 : pol0;
+        int lo = s_lo, hi = s_hi;
+        if constexpr (kMasked && !Policy::kElementwise) {
+          int rlo, rhi;
+          pol.row_range(qi[half], mkv, rlo, rhi);
+          lo = imax(lo, rlo), hi = imin(hi, rhi);
+        }
+        const int base = w0 + 2 * t - lo;
+        const unsigned width = hi > lo ? unsigned(hi - lo) : 0u;
+#pragma unroll
+        for (int nt = 0; nt < kNT; ++nt)
+#pragma unroll
+          for (int c = 0; c < 2; ++c) {
+            float x = s[nt][2 * half + c] * p.scale_log2;
+            if constexpr (kMasked) {
+              const int j = w0 + nt * 8 + 2 * t + c;
+              if constexpr (Policy::kElementwise) x = j < s_hi ? pol.logit(x, qi[half], j) : neg_inf();
+              else x = unsigned(base + nt * 8 + c) < width ? x : neg_inf();
+            }
+            s[nt][2 * half + c] = x;
+          }
+      }
+      float alpha[2];
+      fwd_softmax(s, row_max, row_sum, alpha);
+      fwd_rescale(acc, alpha);
+
+      // O += P · V: the S accumulators are the A fragments.
+#pragma unroll
+      for (int kp = 0; kp < kKW / 16; ++kp) {
+        unsigned pa[4];
+        fwd_p_fragment<Cfg::kDType>(pa, s, kp);
+#pragma unroll
+        for (int dq = 0; dq < kDT / 2; ++dq) {
+          unsigned bv[4];
+          ldmatrix_x4_trans(bv, st + v_lane + (kp * 16 * L::kVStride + dq * 16) * 2);
+          mma_16816<Cfg::kDType>(acc[2 * dq], pa, bv[0], bv[1]);
+          mma_16816<Cfg::kDType>(acc[2 * dq + 1], pa, bv[2], bv[3]);
+        }
+      }
+    };
+
+    for (int it = 0; it < n_tiles; ++it) {
+      cp_async_wait<L::kStages - 2>();  // tile it (and Q) have landed
+      __syncthreads();                  // ...for every thread; and all are done with tile it − 1
+      issue(it + L::kStages - 1);       // into tile it − 1's buffer
+      if (it == 0) {
+#pragma unroll
+        for (int ks = 0; ks < kKS; ++ks) ldmatrix_x4(q_frag[ks], q_lane + ks * 16 * 2);
+      }
+      const int w0 = s_lo + it * kBN + warp * kKW;
+      if (w0 >= s_hi) continue;  // the split's last tile ends before this warp's keys
+      const bool full = !Policy::kElementwise && w0 + kKW <= s_hi && block_policy.tile_full(i_lo, i_hi, w0, w0 + kKW);
+      if (full) step(it, Bool<false>{});
+      else step(it, Bool<true>{});
+    }
+    cp_async_wait<0>();
+  }
+  __syncthreads();  // the stage buffers are free
+
+  // Merge the warps: each scales its rows to the block's max, the sums add up.
+  float* sRed = reinterpret_cast<float*>(sStage);         // [kWarps][kBM][kDvP]
+  float* sMax = sRed + Cfg::kWarps * kBM * L::kDvP;       // [kWarps][kBM]
+  float* sSum = sMax + Cfg::kWarps * kBM;                 // [kWarps][kBM]
+  float* sW = sSum + Cfg::kWarps * kBM;                   // [kBM][kMaxSplits + 1] (the merge)
+#pragma unroll
+  for (int half = 0; half < 2; ++half) {
+    const float l = quad_sum(row_sum[half]);
+    if (t == 0) {
+      sMax[warp * kBM + g + 8 * half] = row_max[half];
+      sSum[warp * kBM + g + 8 * half] = l;
+    }
+  }
+  __syncthreads();
+#pragma unroll
+  for (int half = 0; half < 2; ++half) {
+    const int row = g + 8 * half;
+    float mx = neg_inf();
+#pragma unroll
+    for (int w = 0; w < Cfg::kWarps; ++w) mx = fmaxf(mx, sMax[w * kBM + row]);
+    const float f = mx == neg_inf() ? 0.f : fast_exp2(row_max[half] - mx);
+#pragma unroll
+    for (int dt = 0; dt < kDT; ++dt) {
+      float* dst = sRed + (warp * kBM + row) * L::kDvP + dt * 8 + 2 * t;
+      dst[0] = acc[dt][2 * half] * f;
+      dst[1] = acc[dt][2 * half + 1] * f;
+    }
+  }
+  __syncthreads();
+
+  // Row `row` of the block: its normalized output column `col` and its LSE (natural log).
+  auto block_row = [&](int row, float& inv, float& lse) {
+    float mx = neg_inf();
+#pragma unroll
+    for (int w = 0; w < Cfg::kWarps; ++w) mx = fmaxf(mx, sMax[w * kBM + row]);
+    float l = 0.f;
+    if (mx != neg_inf()) {
+#pragma unroll
+      for (int w = 0; w < Cfg::kWarps; ++w) l += sSum[w * kBM + row] * fast_exp2(sMax[w * kBM + row] - mx);
+    }
+    inv = l > 0.f ? 1.f / l : 0.f;
+    lse = l > 0.f ? (mx + __log2f(l)) * kLn2 : neg_inf();
+  };
+  auto block_out = [&](int row, int col, float inv) {
+    float o = 0.f;
+#pragma unroll
+    for (int w = 0; w < Cfg::kWarps; ++w) o += sRed[(w * kBM + row) * L::kDvP + col];
+    return o * inv;
+  };
+  auto out_at = [&](int row) {  // packed row `row` of the chunk in out
+    const int x = r0 + row;
+    return static_cast<TO*>(p.out) + seq.batch * p.o_stride_b + int64_t(seq.q_start + x / group) * p.o_stride_m +
+           int64_t(hk * group + x % group) * p.o_stride_h;
+  };
+  auto lse_at = [&](int row) {
+    const int x = r0 + row;
+    return p.lse + seq.batch * p.lse_stride_b + int64_t(hk * group + x % group) * p.lse_stride_h + seq.q_start + x / group;
+  };
+
+  if (dp.num_splits == 1) {
+    for (int e = threadIdx.x; e < nrows * Cfg::kHeadDimV; e += L::kThreads) {
+      const int row = e / Cfg::kHeadDimV, col = e % Cfg::kHeadDimV;
+      float inv, lse;
+      block_row(row, inv, lse);
+      out_at(row)[col] = from_float<Cfg::kOutDType>(block_out(row, col, inv));
+      if constexpr (Cfg::kWriteLse)
+        if (col == 0) *lse_at(row) = lse;
+    }
+    return;
+  }
+
+  // Split-KV: store this split's rows, then the last split of the chunk to finish merges them.
+  const int64_t chunk_id = (int64_t(b) * dp.kv_heads + hk) * dp.row_chunks + rc;
+  const int64_t part0 = chunk_id * dp.num_splits;  // split 0 of this chunk
+  {
+    float* o_part = dp.o_partial + (part0 + split) * kBM * Cfg::kHeadDimV;
+    float* lse_part = dp.lse_partial + (part0 + split) * kBM;
+    for (int e = threadIdx.x; e < nrows * Cfg::kHeadDimV; e += L::kThreads) {
+      const int row = e / Cfg::kHeadDimV, col = e % Cfg::kHeadDimV;
+      float inv, lse;
+      block_row(row, inv, lse);
+      o_part[row * Cfg::kHeadDimV + col] = block_out(row, col, inv);
+      if (col == 0) lse_part[row] = lse;
+    }
+  }
+  __threadfence();  // this split's rows are visible device-wide before it is counted
+  __syncthreads();
+  __shared__ int last;
+  if (threadIdx.x == 0) {
+    const int before = atomicAdd(dp.counters + chunk_id, 1);
+    last = before == dp.num_splits - 1;
+    if (last) dp.counters[chunk_id] = 0;  // every split has counted: ready for the next launch
+  }
+  __syncthreads();
+  if (!last) return;
+  __threadfence();
+
+  // Weights w_s = exp(lse_s − max), then out = Σ w_s · out_s / Σ w_s (merge.cuh's formula).
+  // Partial rows are read through L2 (ld.cg): other blocks wrote them.
+  const int splits = dp.num_splits;
+  constexpr int kWS = L::kMaxSplits + 1;
+  for (int e = threadIdx.x; e < nrows * splits; e += L::kThreads) {
+    const int row = e / splits, s = e % splits;
+    sW[row * kWS + s] = __ldcg(dp.lse_partial + (part0 + s) * kBM + row);
+  }
+  __syncthreads();
+  if (threadIdx.x < nrows) {
+    const int row = threadIdx.x;
+    float mx = neg_inf();
+    for (int s = 0; s < splits; ++s) mx = fmaxf(mx, sW[row * kWS + s]);
+    float sum = 0.f;
+    for (int s = 0; s < splits; ++s) {
+      const float l = sW[row * kWS + s];
+      const float w = l == neg_inf() ? 0.f : fast_exp2((l - mx) * kLog2e);
+      sW[row * kWS + s] = w;
+      sum += w;
+    }
+    sW[row * kWS + L::kMaxSplits] = sum > 0.f ? 1.f / sum : 0.f;
+    if constexpr (Cfg::kWriteLse) *lse_at(row) = sum > 0.f ? mx + logf(sum) : neg_inf();
+  }
+  __syncthreads();
+  for (int e = threadIdx.x; e < nrows * Cfg::kHeadDimV; e += L::kThreads) {
+    const int row = e / Cfg::kHeadDimV, col = e % Cfg::kHeadDimV;
+    float o = 0.f;
+    for (int s = 0; s < splits; ++s) {
+      const float w = sW[row * kWS + s];
+      if (w != 0.f) o = fmaf(w, __ldcg(dp.o_partial + ((part0 + s) * kBM + row) * Cfg::kHeadDimV + col), o);
+    }
+    out_at(row)[col] = from_float<Cfg::kOutDType>(o * sW[row * kWS + L::kMaxSplits]);
+  }
+}
+
+}  // namespace jitattn
