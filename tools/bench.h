@@ -4,8 +4,11 @@
 #pragma once
 #include <cuda.h>
 
+#include <nlohmann/json_fwd.hpp>
+
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -36,6 +39,7 @@ class DeviceBuffer {
   void upload(const std::vector<unsigned char>& bytes);
   std::vector<unsigned char> download() const;
   void fill(unsigned char byte);  // 0xFF is NaN in f16, bf16 and f32: poisons an output
+  void fill_tiled(const std::vector<unsigned char>& pattern);  // the pattern repeated (the tail cut)
 
  private:
   CUdeviceptr ptr_ = 0;
@@ -46,6 +50,35 @@ class DeviceBuffer {
 std::vector<unsigned char> random_normal(size_t n, DType dtype, uint64_t seed);
 // Element i of such an encoding, exactly, as a double.
 double decode(const std::vector<unsigned char>& bytes, size_t i, DType dtype);
+
+// ---- timing helpers (shared by the forward and decode benchmarks) ------------------------
+
+std::string device_name();  // device 0's
+
+// The first call of `call`, synchronized: compile or cache load, module load, launch and the
+// kernel itself. *what says which of those happened ("1 compiled, 0 from the cache DB").
+double first_call_ms(const std::function<void()>& call, std::string* what);
+
+// triton.testing.do_bench's method, which `.gpu/anchors.py` times PyTorch with: warm-up calls for
+// ~25 ms, then max(min_calls, ~100 ms worth) calls, each after a 256 MB write that flushes L2 and
+// timed alone by a pair of CUDA events; the median. *calls says how many were timed.
+double flushed_median_ms(const std::function<void()>& call, int min_calls, int* calls);
+
+// A fresh, empty user cache and no shipped ones for this process (--cold): the first call of
+// each kernel compiles. It must exist before anything reads the environment (jit::Env is read
+// once per process). Its directory is removed with the object.
+class FreshCache {
+ public:
+  FreshCache();
+  ~FreshCache();
+  FreshCache(const FreshCache&) = delete;
+  FreshCache& operator=(const FreshCache&) = delete;
+
+ private:
+  std::string dir_;
+};
+
+void write_json(const std::string& path, const nlohmann::json& doc);  // throws Error when it cannot
 
 // ---- the benchmark ----------------------------------------------------------------------
 
