@@ -1,6 +1,7 @@
 // `jitattn bench`: forward-pass TFLOP/s on the shapes of the companion PyTorch script, timed with
-// CUDA events, so the two can be put side by side as ratios (docs/design.md decision 10). Also the few
-// device helpers `jitattn demo` shares with it (the CLI links no test code).
+// CUDA events, so the two can be put side by side as ratios (docs/design.md decision 10); with
+// --decode, decode-step TB/s (tools/decode_bench.cpp). Also the few device helpers `jitattn demo`
+// shares with it (the CLI links no test code).
 #pragma once
 #include <cuda.h>
 
@@ -105,5 +106,33 @@ struct BenchOptions {
 // Prints one line per shape plus the first-call time and the warm per-call host overhead.
 // Returns the exit code: 1 without a GPU.
 int run_bench(const BenchOptions& options);
+
+// --decode: a decode step (few queries per sequence against a long KV cache), timed as
+// `.gpu/anchors.py --decode` times SDPA, in three layouts of the same keys: dense [B, N, Hkv, K]
+// with no bias, BlockDiagonalCausalWithOffsetPaddedKeysMask (B = 1, keys padded to N per
+// sequence) and its make_paged over a shuffled pool of pages. TB/s counts K + V read once:
+// 2·B·N·Hkv·K·element_size bytes.
+struct DecodeBenchOptions {
+  DType dtype = DType::bf16;
+  int64_t batch = 8;
+  int64_t heads = 32;     // query heads
+  int64_t kv_heads = 8;   // heads % kv_heads == 0 (GQA); kv_heads == 1 is MQA
+  int64_t head_dim = 128;
+  int64_t queries = 1;    // per sequence (speculative decoding's drafts: up to 16)
+  std::vector<int64_t> kv_lens{4096, 32768};
+  int64_t page_size = 256;  // 0: no paged layout
+  std::vector<std::string> layouts{"dense", "padded", "paged"};
+  int reps = 100;           // at least this many timed calls per case
+  std::string json_path;
+  bool cold = false;        // fresh empty cache: each layout's first call compiles its kernels
+};
+
+// Refuses options that describe no decode step (throws Error naming the option); run_decode_bench
+// calls it before it looks for a GPU.
+void check_decode_options(const DecodeBenchOptions& options);
+
+// One line per layout and KV length, plus each layout's first call in this process. Returns the
+// exit code: 1 without a GPU.
+int run_decode_bench(const DecodeBenchOptions& options);
 
 }  // namespace jitattn::tools
