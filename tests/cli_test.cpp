@@ -11,6 +11,7 @@
 #include <ctime>
 #include <filesystem>
 #include <fstream>
+#include <utility>
 
 #include "cache/sqlite_store.h"
 #include "cli_run.h"
@@ -266,6 +267,34 @@ TEST_F(CliTest, ExportMaxKernelsCapsWhatTheManifestsExpandTo) {
   r = run("export --out " + app + " --max-kernels 8 --manifest " + six + " --manifest " + other);
   EXPECT_EQ(r.rc, 0) << r.output;
   EXPECT_EQ(rows_of(app), 8);
+}
+
+// bench --decode checks its shape before it looks for a GPU, so a bad one is a usage error
+// (exit 2) naming the option, here as on the GPU host; its options need --decode.
+TEST_F(CliTest, BenchDecodeRefusesShapesThatAreNoDecodeStep) {
+  const std::pair<const char*, const char*> cases[] = {
+      {"--batch -1", "--batch -1 must be >= 1"},
+      {"--batch 0", "--batch 0 must be >= 1"},
+      {"--heads 32 --kv-heads 5", "--heads 32 is not a multiple of --kv-heads 5"},
+      {"--kv-heads 0", "--kv-heads 0 must be >= 1"},
+      {"--heads -4", "--heads -4 must be >= 1"},
+      {"--head-dim 100", "--head-dim 100 must be a multiple of 8 in [8, 256]"},
+      {"--queries 0", "--queries 0 must be >= 1"},
+      {"--kv-lens 4096,-5", "--kv-lens: -5 must be in [1, 2^31)"},
+      {"--page-size -1", "--page-size -1 must be >= 0"},
+      {"--layouts dense,sparse", "--layouts: 'sparse' is not dense, padded or paged"},
+      {"--layouts paged --page-size 0", "--layouts paged needs --page-size >= 1"},
+  };
+  for (const auto& [args, reason] : cases) {
+    const CliRun r = run(std::string("bench --decode ") + args);
+    EXPECT_EQ(r.rc, 2) << args << ": " << r.output;
+    EXPECT_TRUE(has(r.output, std::string("jitattn: error: ") + reason)) << args << ": " << r.output;
+    EXPECT_FALSE(has(r.output, "needs a CUDA GPU")) << args << ": " << r.output;
+  }
+  for (const char* args : {"bench --batch 8", "bench --kv-lens 4096", "bench --decode --masks", "bench --decode --bwd"}) {
+    const CliRun r = run(args);
+    EXPECT_EQ(r.rc, 2) << args << ": " << r.output;
+  }
 }
 
 }  // namespace

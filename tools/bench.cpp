@@ -76,6 +76,13 @@ void DeviceBuffer::fill(unsigned char byte) {
   check_cuda(CudaDriver::get().cuMemsetD8(ptr_, byte, bytes_), "cuMemsetD8");
 }
 
+void DeviceBuffer::fill_tiled(const std::vector<unsigned char>& pattern) {
+  if (pattern.empty()) return;
+  for (size_t at = 0; at < bytes_; at += pattern.size())
+    check_cuda(CudaDriver::get().cuMemcpyHtoD(ptr_ + at, pattern.data(), std::min(pattern.size(), bytes_ - at)),
+               "cuMemcpyHtoD");
+}
+
 namespace {
 
 uint32_t float_bits(float f) {
@@ -254,19 +261,6 @@ double median_ms(const Problem& p, const AttnBias& bias, int reps) {
   return median_ms_of([&] { p.run(bias); }, reps);
 }
 
-// The very first call in this process, synchronized: compile or cache load, module load,
-// launch and the kernel itself. The runtime's counters say which of those happened.
-double first_call_ms(const Problem& p, bool causal, std::string* what) {
-  jit::JitStats& st = jit::JitRuntime::get().stats();
-  const int64_t compiles = st.compiles, hits = st.db_hits;
-  const auto t0 = std::chrono::steady_clock::now();
-  p.run(causal);
-  synchronize();
-  const double ms = 1e3 * seconds_since(t0);
-  *what = std::to_string(st.compiles - compiles) + " compiled, " + std::to_string(st.db_hits - hits) + " from the cache DB";
-  return ms;
-}
-
 // Host cost of a warm call (hash, lookup, argument packing, launch) on a shape too small for
 // the GPU to be the bottleneck. The calls are only queued; the clock stops before the sync.
 double host_overhead_us(DType dtype) {
@@ -281,32 +275,15 @@ double host_overhead_us(DType dtype) {
   return us;
 }
 
-// --cold: a fresh, empty user cache and no shipped ones for this process. It must be set before
-// anything reads the environment (jit::Env is read once per process), which is why run_bench
-// does it first. The file is removed when the benchmark ends.
-class FreshCache {
- public:
-  FreshCache() {
-    path_ = (fs::temp_directory_path() / ("jitattn-bench-cold-" + std::to_string(getpid()) + ".sqlite")).string();
-    remove_files();
-    setenv("JITATTN_CACHE", path_.c_str(), 1);
-    unsetenv("JITATTN_CACHE_RO");
-  }
-  ~FreshCache() { remove_files(); }
-
- private:
-  void remove_files() {
-    std::error_code ec;
-    for (const char* suffix : {"", "-wal", "-shm"}) fs::remove(path_ + suffix, ec);
-  }
-  std::string path_;
-};
-
 std::vector<bool> causal_modes(const std::string& causal) {
   if (causal == "yes") return {true};
   if (causal == "no") return {false};
   return {false, true};
 }
+
+}  // namespace
+
+// ---- timing helpers ---------------------------------------------------------------------
 
 std::string device_name() {
   char name[256] = {};
@@ -314,15 +291,71 @@ std::string device_name() {
   return name;
 }
 
-// {"impl", "device", "arch", "dtype", "reps", "rows": [{"op", "K", "M", "B", "H", "causal",
-// "ms", "tflops"}...], "first_call_ms", "host_overhead_us"}
+double first_call_ms(const std::function<void()>& call, std::string* what) {
+  jit::JitStats& st = jit::JitRuntime::get().stats();
+  const int64_t compiles = st.compiles, hits = st.db_hits;
+  const auto t0 = std::chrono::steady_clock::now();
+  call();
+  synchronize();
+  const double ms = 1e3 * seconds_since(t0);
+  *what = std::to_string(st.compiles - compiles) + " compiled, " + std::to_string(st.db_hits - hits) + " from the cache DB";
+  return ms;
+}
+
+double flushed_median_ms(const std::function<void()>& call, int min_calls, int* calls) {
+  static DeviceBuffer l2_flush(size_t(256) << 20);  // triton's 256e6 bytes, rounded up
+  call();
+  synchronize();
+  {  // estimate one call from 5, as do_bench does
+    EventChain est(1);
+    est.record(0);
+    for (int i = 0; i < 5; ++i) l2_flush.fill(0), call();
+    est.record(1);
+    est.wait_last();
+    const double each = std::max(1e-3, double(est.call_ms(0)) / 5);
+    for (int i = 0, warm = std::max(1, int(25 / each)); i < warm; ++i) call();
+    const int lo = std::max(1, min_calls);
+    *calls = std::clamp(int(100 / each), lo, std::max(lo, 10000));
+  }
+  std::vector<std::unique_ptr<EventChain>> pairs;
+  pairs.reserve(size_t(*calls));
+  for (int i = 0; i < *calls; ++i) {
+    l2_flush.fill(0);
+    pairs.push_back(std::make_unique<EventChain>(1));
+    pairs.back()->record(0);
+    call();
+    pairs.back()->record(1);
+  }
+  synchronize();
+  std::vector<float> ms;
+  for (const auto& p : pairs) ms.push_back(p->call_ms(0));
+  std::sort(ms.begin(), ms.end());
+  const size_t n = ms.size();
+  return n % 2 ? ms[n / 2] : 0.5 * (ms[n / 2 - 1] + ms[n / 2]);
+}
+
+// {"impl", "device", "arch", "dtype", "reps", "rows": [...], ...}: bench's rows are {"op", "K", "M",
+// "B", "H", "causal", "ms", "tflops"} with "first_call_ms" and "host_overhead_us" beside them;
+// --decode's are in tools/decode_bench.cpp.
 void write_json(const std::string& path, const nlohmann::json& doc) {
   std::ofstream f(path);
   if (!f) throw Error("--json: cannot write " + path);
   f << doc.dump(2) << "\n";
 }
 
-}  // namespace
+// In a directory of its own (mode 0700): the cache refuses a user DB in a world-writable one such
+// as /tmp itself, and would keep the kernels in memory only.
+FreshCache::FreshCache() {
+  std::string dir = (fs::temp_directory_path() / "jitattn-bench-cold-XXXXXX").string();
+  if (!mkdtemp(dir.data())) throw Error(ErrorKind::internal, "--cold: cannot create a directory like " + dir);
+  dir_ = dir;
+  setenv("JITATTN_CACHE", (dir_ + "/cache.sqlite").c_str(), 1);
+  unsetenv("JITATTN_CACHE_RO");
+}
+FreshCache::~FreshCache() {
+  std::error_code ec;
+  fs::remove_all(dir_, ec);
+}
 
 // --masks: the shapes of `.gpu/anchors.py --masks`; TFLOP/s counted on visible elements only.
 int run_mask_bench(const BenchOptions& o) {
@@ -387,7 +420,7 @@ int run_bench(const BenchOptions& o) {
       for (bool causal : causal_modes(o.causal)) {
         if (first) {
           std::string what;
-          const double ms = first_call_ms(p, causal, &what);
+          const double ms = first_call_ms([&] { p.run(causal); }, &what);
           std::printf("first call in this process (K=%d M=%lld causal=%d%s): %.1f ms (%s)\n", K, (long long)M, int(causal),
                       o.cold ? ", fresh cache" : "", ms, what.c_str());
           doc["first_call_ms"] = ms;

@@ -473,6 +473,25 @@ int run(int argc, char** argv) {
   bench->add_option("--window", bo.window, "--masks: local window size")->check(CLI::PositiveNumber);
   bench->add_option("--doc-lens", bo.doc_lens, "--masks: document lengths summing to M")->delimiter(',');
 
+  // --decode (tools/decode_bench.cpp): its own shape options; --dtype, --reps, --json and --cold are shared.
+  DecodeBenchOptions dbo;
+  bool decode = false;
+  auto* decode_flag = bench->add_flag("--decode", decode, "decode-step TB/s (K + V read once): dense, padded and paged KV caches, "
+                                      "as anchors.py --decode");
+  auto* bench_reps = bench->get_option("--reps");
+  for (auto* opt : {
+           bench->add_option("--batch", dbo.batch, "--decode: sequences B (8)"),
+           bench->add_option("--heads", dbo.heads, "--decode: query heads (32)"),
+           bench->add_option("--kv-heads", dbo.kv_heads, "--decode: key/value heads, a divisor of --heads (8)"),
+           bench->add_option("--head-dim", dbo.head_dim, "--decode: head dim K (128)"),
+           bench->add_option("--queries", dbo.queries, "--decode: queries per sequence (1)"),
+           bench->add_option("--kv-lens", dbo.kv_lens, "--decode: KV lengths N (4096,32768)")->delimiter(','),
+           bench->add_option("--page-size", dbo.page_size, "--decode: page size of the paged layout, 0 for none (256)"),
+           bench->add_option("--layouts", dbo.layouts, "--decode: any of dense, padded, paged (all)")->delimiter(','),
+       })
+    opt->needs(decode_flag);
+  decode_flag->excludes("--masks")->excludes("--bwd")->excludes("--head-dims")->excludes("--seqlens");
+
   auto* demo = app.add_subcommand("demo", "compile, cache, launch and check a few kernels");
 
   try {
@@ -488,6 +507,20 @@ int run(int argc, char** argv) {
     if (*doctor) return doctor_kernel.empty() ? cmd_doctor() : cmd_doctor_kernel(doctor_kernel);
     if (*prewarm.app) return prewarm.run();
     if (*show) return cmd_show(show_name, show_source);
+    if (*bench && decode) {
+      dbo.dtype = *jit::parse_dtype(bench_dtype);
+      if (bench_reps->count()) dbo.reps = bo.reps;
+      dbo.json_path = bo.json_path;
+      dbo.cold = bo.cold;
+      try {
+        check_decode_options(dbo);
+      } catch (const Error& e) {  // a usage error: exit 2, as a CLI11 parse error
+        for (const auto& reason : e.reasons()) std::fprintf(stderr, "jitattn: error: %s\n", reason.c_str());
+        std::fprintf(stderr, "run `jitattn bench --help` for usage\n");
+        return 2;
+      }
+      return run_decode_bench(dbo);
+    }
     if (*bench) {
       bo.dtype = *jit::parse_dtype(bench_dtype);
       return run_bench(bo);

@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # tools/perf/h100_check.sh — on the GPU host: build, GPU tests, compute-sanitizer,
 # first-call/cold/shipped timings, prewarm throughput, jitattn bench and PyTorch's backends
-# side by side. Phases (default: all): tests stress sanitize deploy bench masks anchors
+# side by side. Phases (default: all): tests stress sanitize deploy bench masks anchors decode
 #   source .gpu/setup.sh && tools/perf/h100_check.sh $OUT tests sanitize
 set -uo pipefail
 out=${1:-/tmp}
 shift || true
-phases=${*:-tests stress sanitize deploy bench masks anchors}
+phases=${*:-tests stress sanitize deploy bench masks anchors decode}
 has() { [[ " $phases " == *" $1 "* ]]; }
 export LD_LIBRARY_PATH=/opt/gpu-deps/usr/lib/x86_64-linux-gnu${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
 [ -f build/build.ninja ] || cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release > "$out/cmake.log" 2>&1
@@ -107,4 +107,24 @@ fi
 if has anchors; then
   echo "== anchors"
   python3 .gpu/anchors.py --head-dims 64,128 --seqlens 4096,16384 --out "$out/anchors.json" 2>&1 | grep -E "^(flash|cudnn|efficient|flex)"
+fi
+
+if has decode; then
+  echo "== decode (bf16, hd128, 32/8 heads; TB/s = K + V read once; jitattn and SDPA both timed as triton's do_bench)"
+  # The first run has a fresh empty cache (--cold): each layout's first call compiles a never-seen decode variant.
+  export JITATTN_CACHE=$caches/bench.sqlite
+  rm -f "$out"/decode_jitattn.B*.json "$out"/anchors_decode.B*.json
+  for bn in 8:4096,32768 1:131072 64:2048; do
+    b=${bn%%:*} n=${bn#*:}
+    cold=""; [ "$b" = 8 ] && cold="--cold"
+    build/tools/jitattn bench --decode $cold --batch "$b" --heads 32 --kv-heads 8 --head-dim 128 --dtype bf16 \
+      --kv-lens "$n" --page-size 256 --json "$out/decode_jitattn.B$b.json" 2>&1 | grep -E "^(first call|jitattn)"
+    if [ -n "${DECODE_PREFILL:-}" ]; then  # the prefill kernels on the same shapes, for reference
+      JITATTN_DECODE=off build/tools/jitattn bench --decode --batch "$b" --kv-lens "$n" --page-size 256 2>&1 |
+        grep -E "^jitattn " | sed 's/^jitattn  /prefill  /'
+    fi
+    python3 .gpu/anchors.py --decode --decode-batch "$b" --decode-heads 32,8 --kv-lens "$n" \
+      --out "$out/anchors_decode.B$b.json" 2>&1 | grep -E "^(flash|cudnn)"
+  done
+  python3 tools/perf/decode_summary.py "$out"
 fi
