@@ -276,12 +276,12 @@ struct Draw {
   int32_t long_len = 0;       // > 0: exactly this long length
 };
 
-// A key length: 0, 1, odd, or any up to max_len.
+// A key length: 0, 1, odd, or any up to max_len (>= 2).
 int32_t short_len(int32_t max_len) {
   switch (draw(0, 4)) {
     case 0: return 0;
     case 1: return 1;
-    case 2: return int32_t(std::min<int64_t>(max_len, draw(1, 150) * 2 + 1));
+    case 2: return int32_t(std::min<int64_t>(max_len - 1 + max_len % 2, draw(1, 150) * 2 + 1));
     default: return int32_t(draw(2, max_len));
   }
 }
@@ -299,18 +299,23 @@ Problem draw_problem(const Spec& spec, const Draw& d, bool with_values = true) {
     const int64_t wl[] = {0, draw(1, 16), draw(17, 2000)}, wr[] = {0, 0, draw(1, 20)};
     p.window_left = int32_t(wl[draw(0, 2)]), p.window_right = int32_t(wr[draw(0, 2)]);
   }
-  // "Long": thousands of keys, held to what the fp64 reference does in ~0.1 s and 4M key/value elements.
-  const int64_t bytes_per_key = p.Hkv * (spec.K + spec.Kv);
+  // "Long": thousands of keys, held to ~6e7 multiply-adds of the fp64 reference and 3M key/value
+  // elements (drawing the values dominates a case's time). `copies`: sequences padded to it.
+  const int64_t elems_per_key = p.Hkv * (spec.K + spec.Kv);
   auto long_len = [&](int64_t copies) {
     if (d.long_len > 0) return d.long_len;
-    const int64_t ref_cap = int64_t(1e8) / (copies * p.Hq * d.q * (spec.K + spec.Kv));
-    const int64_t mem_cap = int64_t(4e6) / (copies * bytes_per_key);
+    const int64_t ref_cap = int64_t(6e7) / (copies * p.Hq * d.q * (spec.K + spec.Kv));
+    const int64_t mem_cap = int64_t(3e6) / (copies * elems_per_key);
     return int32_t(std::max<int64_t>(d.max_len + 1, std::min({draw(1500, 6000), ref_cap, mem_cap})) | draw(0, 1));
+  };
+  // The other lengths: up to d.max_len, held to the same 3M elements over `copies` sequences.
+  auto max_short = [&](int64_t copies) {
+    return int32_t(std::clamp<int64_t>(int64_t(3e6) / (copies * elems_per_key), 64, d.max_len));
   };
 
   if (is_dense(kind)) {
     p.Bt = draw(1, 3), p.Mq = d.q;
-    p.Mkv = d.long_keys ? long_len(p.Bt) : short_len(d.max_len);
+    p.Mkv = d.long_keys ? long_len(p.Bt) : short_len(max_short(p.Bt));
     if (kind == Kind::tensor) {
       p.Mkv = std::max<int64_t>(p.Mkv, 1);
       if (chance(0.3)) p.masked_row = draw(0, p.Mq - 1);
@@ -325,7 +330,7 @@ Problem draw_problem(const Spec& spec, const Draw& d, bool with_values = true) {
   const int nseq = d.nseq ? d.nseq : int(draw(1, d.long_keys && padded_layout ? 3 : 6));
   for (int b = 0; b < nseq; ++b) p.ql.push_back(chance(0.25) ? int32_t(draw(0, d.q)) : d.q);
   p.ql[size_t(draw(0, nseq - 1))] = d.q;  // the longest query block has q queries
-  for (int b = 0; b < nseq; ++b) p.kl.push_back(short_len(d.max_len));
+  for (int b = 0; b < nseq; ++b) p.kl.push_back(short_len(max_short(nseq)));
   if (d.long_keys) p.kl[size_t(draw(0, nseq - 1))] = long_len(padded_layout ? nseq : 1);
   const int32_t longest = *std::max_element(p.kl.begin(), p.kl.end());
   p.Bt = 1, p.Mq = sum(p.ql);
