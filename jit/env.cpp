@@ -109,6 +109,10 @@ Env read_env() {
     if (dec != "on" && dec != "off") throw Error(ErrorKind::invalid_argument, "JITATTN_DECODE=" + dec + " is not one of on, off");
     env.decode = dec == "on";
   }
+  if (const std::string dt = getenv_str("JITATTN_DECODE_TILE"); !dt.empty()) {
+    env.decode_tile = TileConfig::parse(dt);
+    if (!env.decode_tile) throw Error(ErrorKind::invalid_argument, "JITATTN_DECODE_TILE=" + dt + " is not a tile config like m16n64w4");
+  }
   if (const std::string ds = getenv_str("JITATTN_DECODE_SPLITS"); !ds.empty()) {
     const bool digits = ds.size() <= 3 && ds.find_first_not_of("0123456789") == std::string::npos;
     env.decode_splits = digits ? std::stoi(ds) : 0;

@@ -28,6 +28,7 @@ inline constexpr EnvVarInfo kEnvVars[] = {
     {"JITATTN_PAIRS_PER_CHUNK", false, "force the forward's block order: (head, batch) pairs per chunk (experiments; jit/ops/forward.cpp)"},
     {"JITATTN_BWD_DQ_TILE", true, "force a tile config (e.g. m64n64w4) for the deterministic backward's dQ kernel (bwd_dq)"},
     {"JITATTN_DECODE", false, "off: few-query forwards run the prefill kernels instead of the decode kernels (experiments; jit/ops/decode.cpp)"},
+    {"JITATTN_DECODE_TILE", true, "force the decode kernels' tile (e.g. m16n128w4: block_m 16, keys per tile, warps); it is part of the name"},
     {"JITATTN_DECODE_SPLITS", false, "force the decode kernels' KV split count, 1 to 128 (tests, experiments; jit/ops/decode.cpp)"},
     {"JITATTN_VERBOSE", false, "1: log each compile and cache layer hit to stderr"},
     {"JITATTN_RECORD", false, "append each distinct signature the process needs to this manifest (JSON Lines)"},
@@ -51,6 +52,7 @@ struct Env {
   int pairs_per_chunk = 0;  // JITATTN_PAIRS_PER_CHUNK; 0: the launch's choice
   bool decode = true;       // JITATTN_DECODE (off: false)
   int decode_splits = 0;    // JITATTN_DECODE_SPLITS; 0: the launch's choice
+  std::optional<TileConfig> decode_tile;  // JITATTN_DECODE_TILE
   std::string record_path;         // JITATTN_RECORD; empty: record nothing
 
   // Parsed once; a malformed value throws jitattn::Error naming the variable.

@@ -96,6 +96,7 @@ KernelSpec make_spec(const Signature& sig) {
   spec.tile = forced && sig.op == Op::fwd ? *forced : default_tile(sig, spec.family);
   const auto& forced_bwd = Env::get().bwd_tile;
   if (forced_bwd && (sig.op == Op::bwd || sig.op == Op::bwd_kv) && spec.family == Family::mma) spec.tile = *forced_bwd;
+  if (Env::get().decode_tile && sig.op == Op::decode) spec.tile = *Env::get().decode_tile;
   const auto& forced_dq = Env::get().bwd_dq_tile;
   if (forced_dq && sig.op == Op::bwd_dq && spec.family == Family::mma) spec.tile = *forced_dq;
   return spec;

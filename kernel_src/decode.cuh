@@ -39,6 +39,7 @@ struct DecodeLayout {
   static constexpr int kRedFloats = Cfg::kWarps * Cfg::kBlockM * (kDvP + 2);
   static_assert(Cfg::kBlockM == 16, "one m16 tile of packed rows per block");
   static_assert(kKeysPerWarp % 16 == 0, "each warp owns a multiple of 16 keys of a tile");
+  static_assert(Cfg::kBlockN <= kThreads, "one thread per key row looks up its page");
   static_assert((kRedFloats + Cfg::kBlockM * (kMaxSplits + 1)) * 4 <= kStages * kStageElems * 2,
                 "the end's buffers must fit in the stage buffers");
 };
@@ -55,6 +56,35 @@ struct PackedQueryRows {
     return base + int64_t(x / group) * stride_m + int64_t(hk * group + x % group) * stride_h;
   }
 };
+
+// Rows [row0, row0 + kRows) of a key or value tile into shared memory (row stride kStride),
+// columns [0, kColsP), zero past `cols` and for rows whose physical row is -1: row r is
+// base[phys(r) · ld], phys(r) = rows[r] when `rows` (paged: looked up ahead of time), else
+// row0 + r while below `end`.
+template <int kRows, int kColsP, int kStride, int kThreads, bool kAlign16, class T>
+__device__ __forceinline__ void load_kv_tile(T* smem, const T* base, int64_t ld, const int* rows, int row0, int end,
+                                             int cols) {
+  auto phys = [&](int r) { return rows ? rows[r] : row0 + r < end ? row0 + r : -1; };
+  if constexpr (kAlign16) {
+    constexpr int kChunksPerRow = kColsP / 8;
+    const unsigned dst = smem_addr(smem);
+#pragma unroll
+    for (int c = threadIdx.x; c < kRows * kChunksPerRow; c += kThreads) {
+      const int r = c / kChunksPerRow, col = (c % kChunksPerRow) * 8;
+      const int row = phys(r);
+      const bool valid = row >= 0 && col < cols;
+      cp_async_16(dst + (r * kStride + col) * 2, valid ? base + int64_t(row) * ld + col : base, valid);
+    }
+  } else {
+    for (int e = threadIdx.x; e < kRows * kColsP; e += kThreads) {
+      const int r = e / kColsP, col = e % kColsP;
+      const int row = phys(r);
+      T x{};
+      if (row >= 0 && col < cols) x = base[int64_t(row) * ld + col];
+      smem[r * kStride + col] = x;
+    }
+  }
+}
 
 template <class Cfg, class Policy>
 __device__ __forceinline__ void decode_attention(const DecodeParams& dp) {
@@ -123,6 +153,27 @@ __device__ __forceinline__ void decode_attention(const DecodeParams& dp) {
 #pragma unroll
     for (int e = 0; e < 4; ++e) acc[dt][e] = 0.f;
 
+  // Paged: the physical rows of tile x, in slot x % kStages. Each is looked up (a page-table
+  // read) one tile before it is needed and published after the current tile's math, so the
+  // table's latency stays off the path from one tile's arrival to the next one's request.
+  __shared__ int sRows[Cfg::kPaged ? L::kStages : 1][kBN];
+  int pending_x = n_tiles, pending_page = 0;
+  auto fetch = [&](int x) {
+    if constexpr (Cfg::kPaged) {
+      pending_x = x;
+      const int j = s_lo + x * kBN + int(threadIdx.x);
+      if (x < n_tiles && threadIdx.x < kBN && j < s_hi) pending_page = k.table[(k.k_start + j) / k.page_size];
+    }
+  };
+  auto publish = [&] {
+    if constexpr (Cfg::kPaged) {
+      const int j = s_lo + pending_x * kBN + int(threadIdx.x);
+      if (pending_x < n_tiles && threadIdx.x < kBN)
+        sRows[pending_x % L::kStages][threadIdx.x] =
+            j < s_hi ? pending_page * k.page_size + (k.k_start + j) % k.page_size : -1;
+    }
+  };
+
   if (n_tiles > 0) {
     // Q lands with tile 0 (the first commit group).
     load_tile<kBM, L::kDP, L::kQKStride, L::kThreads, Cfg::kAlign16>(sQ, q_rows, 0, nrows, Cfg::kHeadDim);
@@ -130,11 +181,18 @@ __device__ __forceinline__ void decode_attention(const DecodeParams& dp) {
       if (it < n_tiles) {
         T* sK = sStage + (it % L::kStages) * L::kStageElems;
         const int n0 = s_lo + it * kBN;
-        load_tile<kBN, L::kDP, L::kQKStride, L::kThreads, Cfg::kAlign16>(sK, k, n0, s_hi, Cfg::kHeadDim);
-        load_tile<kBN, L::kDvP, L::kVStride, L::kThreads, Cfg::kAlign16>(sK + L::kKElems, v, n0, s_hi, Cfg::kHeadDimV);
+        const int* rows = Cfg::kPaged ? sRows[it % L::kStages] : nullptr;
+        load_kv_tile<kBN, L::kDP, L::kQKStride, L::kThreads, Cfg::kAlign16>(sK, k.base, k.ld, rows, n0, s_hi, Cfg::kHeadDim);
+        load_kv_tile<kBN, L::kDvP, L::kVStride, L::kThreads, Cfg::kAlign16>(sK + L::kKElems, v.base, v.ld, rows, n0, s_hi,
+                                                                           Cfg::kHeadDimV);
       }
       cp_async_commit();  // possibly empty: keeps the group count uniform
     };
+    if constexpr (Cfg::kPaged) {
+#pragma unroll
+      for (int x = 0; x < L::kStages; ++x) fetch(x), publish();
+      __syncthreads();
+    }
 #pragma unroll
     for (int s = 0; s < L::kStages - 1; ++s) issue(s);
 
@@ -212,15 +270,18 @@ __device__ __forceinline__ void decode_attention(const DecodeParams& dp) {
       cp_async_wait<L::kStages - 2>();  // tile it (and Q) have landed
       __syncthreads();                  // ...for every thread; and all are done with tile it − 1
       issue(it + L::kStages - 1);       // into tile it − 1's buffer
+      fetch(it + L::kStages);           // its rows go where tile it's were
       if (it == 0) {
 #pragma unroll
         for (int ks = 0; ks < kKS; ++ks) ldmatrix_x4(q_frag[ks], q_lane + ks * 16 * 2);
       }
       const int w0 = s_lo + it * kBN + warp * kKW;
-      if (w0 >= s_hi) continue;  // the split's last tile ends before this warp's keys
-      const bool full = !Policy::kElementwise && w0 + kKW <= s_hi && block_policy.tile_full(i_lo, i_hi, w0, w0 + kKW);
-      if (full) step(it, Bool<false>{});
-      else step(it, Bool<true>{});
+      if (w0 < s_hi) {  // else the split's last tile ends before this warp's keys
+        const bool full = !Policy::kElementwise && w0 + kKW <= s_hi && block_policy.tile_full(i_lo, i_hi, w0, w0 + kKW);
+        if (full) step(it, Bool<false>{});
+        else step(it, Bool<true>{});
+      }
+      publish();
     }
     cp_async_wait<0>();
   }

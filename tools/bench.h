@@ -110,7 +110,9 @@ int run_bench(const BenchOptions& options);
 // --decode: a decode step (few queries per sequence against a long KV cache), timed as
 // `.gpu/anchors.py --decode` times SDPA, in three layouts of the same keys: dense [B, N, Hkv, K]
 // with no bias, BlockDiagonalCausalWithOffsetPaddedKeysMask (B = 1, keys padded to N per
-// sequence) and its make_paged over a shuffled pool of pages. TB/s counts K + V read once:
+// sequence) and its make_paged over a shuffled pool of pages; also (dense_hm, on request) the dense
+// shapes over [B, Hkv, N, K] memory — each head's keys contiguous, as the SDPA anchor's tensors
+// are. TB/s counts K + V read once:
 // 2·B·N·Hkv·K·element_size bytes.
 struct DecodeBenchOptions {
   DType dtype = DType::bf16;

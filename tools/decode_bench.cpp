@@ -59,6 +59,14 @@ class DecodeStep {
     if (layout == "dense") {
       memory_efficient_attention_forward(view(q_, {B, q, Hq, K}), view(k_, {B, N_, Hkv, K}), view(v_, {B, N_, Hkv, K}),
                                          AttnBias{}, view(out_, {B, q, Hq, K}));
+    } else if (layout == "dense_hm") {  // [B, N, Hkv, K] views of [B, Hkv, N, K] memory, as SDPA's anchor tensors
+      auto hm = [&](const DeviceBuffer& b) {
+        TensorView t = view(b, {B, N_, Hkv, K});
+        const int64_t st[4] = {Hkv * N_ * K, K, N_ * K, 1};
+        for (int i = 0; i < 4; ++i) t.stride[i] = st[i];
+        return t;
+      };
+      memory_efficient_attention_forward(view(q_, {B, q, Hq, K}), hm(k_), hm(v_), AttnBias{}, view(out_, {B, q, Hq, K}));
     } else if (layout == "padded") {
       memory_efficient_attention_forward(view(q_, {1, B * q, Hq, K}), view(k_, {1, B * N_, Hkv, K}),
                                          view(v_, {1, B * N_, Hkv, K}), padded_, view(out_, {1, B * q, Hq, K}));
@@ -110,7 +118,8 @@ void check_decode_options(const DecodeBenchOptions& o) {
   if (o.batch >= 1 && o.queries >= 1 && o.batch * o.queries > INT32_MAX)
     r.push_back("--batch times --queries must be below 2^31 (the padded layout's query rows)");
   for (const std::string& l : o.layouts)
-    if (l != "dense" && l != "padded" && l != "paged") r.push_back("--layouts: '" + l + "' is not dense, padded or paged");
+    if (l != "dense" && l != "dense_hm" && l != "padded" && l != "paged")
+      r.push_back("--layouts: '" + l + "' is not dense, dense_hm, padded or paged");
   if (o.page_size == 0 && std::find(o.layouts.begin(), o.layouts.end(), "paged") != o.layouts.end() && o.layouts.size() == 1)
     r.push_back("--layouts paged needs --page-size >= 1");
   if (o.reps < 1) r.push_back("--reps " + S(o.reps) + " must be >= 1");

@@ -487,7 +487,7 @@ int run(int argc, char** argv) {
            bench->add_option("--queries", dbo.queries, "--decode: queries per sequence (1)"),
            bench->add_option("--kv-lens", dbo.kv_lens, "--decode: KV lengths N (4096,32768)")->delimiter(','),
            bench->add_option("--page-size", dbo.page_size, "--decode: page size of the paged layout, 0 for none (256)"),
-           bench->add_option("--layouts", dbo.layouts, "--decode: any of dense, padded, paged (all)")->delimiter(','),
+           bench->add_option("--layouts", dbo.layouts, "--decode: any of dense, dense_hm ([B, Hkv, N, K] memory), padded, paged (default: dense, padded, paged)")->delimiter(','),
        })
     opt->needs(decode_flag);
   decode_flag->excludes("--masks")->excludes("--bwd")->excludes("--head-dims")->excludes("--seqlens");
