@@ -18,10 +18,10 @@ mkdir -p -m 700 "$caches"
 export JITATTN_CACHE=$caches/tests.sqlite
 
 # The GPU tests as 12 gtest shards at once (their first calls compile in parallel).
-run_gpu_tests() {  # label filter
+run_gpu_tests() {  # label filter [binary]
   rm -f "$out"/gpu_tests.*[0-9].log
   for i in $(seq 0 11); do
-    GTEST_TOTAL_SHARDS=12 GTEST_SHARD_INDEX=$i timeout ${TESTS_TIMEOUT:-420} build/tests/jitattn_gpu_tests \
+    GTEST_TOTAL_SHARDS=12 GTEST_SHARD_INDEX=$i timeout ${TESTS_TIMEOUT:-420} build/tests/${3:-jitattn_gpu_tests} \
       --gtest_filter="$2" > "$out/gpu_tests.$i.log" 2>&1 &
   done
   wait
@@ -41,6 +41,9 @@ if has tests; then
   # (every other arch and head dim) gets the same tests on this card too.
   echo "== forward GPU tests with JITATTN_FWD_FAMILY=mma"
   (export JITATTN_FWD_FAMILY=mma; run_gpu_tests mma "${MMA_TESTS_FILTER:-ForwardGpu.*:BiasGpu.*:MergeGpu.*}")
+  echo "== decode GPU tests (the split count as the host chooses it, then every call split in 3)"
+  run_gpu_tests decode "${DECODE_TESTS_FILTER:-*}" jitattn_decode_gpu_tests
+  (export JITATTN_DECODE_SPLITS=3; run_gpu_tests decode_splits3 "${DECODE_TESTS_FILTER:-*}" jitattn_decode_gpu_tests)
 fi
 
 if has stress; then
@@ -58,6 +61,14 @@ if has sanitize; then
   timeout 240 compute-sanitizer --tool memcheck --error-exitcode 9 build/tests/jitattn_gpu_tests \
     --gtest_filter="${MEMCHECK_FILTER:-*}" > "$out/memcheck.log" 2>&1
   echo "memcheck exit $?: $(grep -E 'ERROR SUMMARY' "$out/memcheck.log" | tail -1) $(grep -cE '^\[       OK' "$out/memcheck.log") ok, $(grep -E '^\[  (PASSED|FAILED)' "$out/memcheck.log" | tr '\n' ' ')"
+  echo "== compute-sanitizer memcheck, decode (split in 3)"
+  JITATTN_DECODE_SPLITS=3 timeout 240 compute-sanitizer --tool memcheck --error-exitcode 9 build/tests/jitattn_decode_gpu_tests \
+    --gtest_filter="${DECODE_MEMCHECK_FILTER:-*}" > "$out/memcheck_decode.log" 2>&1
+  echo "memcheck exit $?: $(grep -E 'ERROR SUMMARY' "$out/memcheck_decode.log" | tail -1) $(grep -cE '^\[       OK' "$out/memcheck_decode.log") ok, $(grep -E '^\[  (PASSED|FAILED)' "$out/memcheck_decode.log" | tr '\n' ' ')"
+  echo "== compute-sanitizer racecheck, decode (subset, split in 3)"
+  JITATTN_DECODE_SPLITS=3 timeout 200 compute-sanitizer --tool racecheck --error-exitcode 9 build/tests/jitattn_decode_gpu_tests \
+    --gtest_filter="${DECODE_RACECHECK_FILTER:-DecodeGpu.*}" > "$out/racecheck_decode.log" 2>&1
+  echo "racecheck exit $?: $(grep -E 'RACECHECK SUMMARY|ERROR SUMMARY' "$out/racecheck_decode.log" | tail -1) $(grep -cE '^\[       OK' "$out/racecheck_decode.log") ok, $(grep -E '^\[  (PASSED|FAILED)' "$out/racecheck_decode.log" | tr '\n' ' ')"
   echo "== compute-sanitizer racecheck (subset)"
   timeout 200 compute-sanitizer --tool racecheck --error-exitcode 9 build/tests/jitattn_gpu_tests \
     --gtest_filter="${RACECHECK_FILTER:-*SingleQuery*:*Misaligned*:*FullyMasked*:*PaddedAndGappy*}" > "$out/racecheck.log" 2>&1
