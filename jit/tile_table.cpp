@@ -41,9 +41,13 @@ TileConfig default_tile(const Signature& sig, Family family) {
     case Op::bwd_post: return {128, 1, 4};  // one thread per element
     case Op::merge: return {128, 1, 4};     // one thread per output element
     case Op::decode:
-      // 16 packed rows, 16 keys per warp per tile (kernel_src/decode.cuh); about 110 KB of shared
-      // memory, so two blocks share an SM and keep four key/value tiles in flight.
-      return d <= 128 ? TileConfig{16, 64, 4} : TileConfig{16, 32, 2};
+      // 16 packed rows, 16 keys per warp per tile (kernel_src/decode.cuh). H200, bf16, B = 8,
+      // 32/8 heads, d = 128 (JITATTN_DECODE_TILE sweep): m16n128w8 (213 KB, one block per SM)
+      // gave 3.87/3.60 TB/s dense/paged at KV 32768 against 3.80/3.53 for m16n64w4 (two per SM),
+      // 3.69/3.52 for m16n32w2 and 3.16/2.39 for m16n64w2; at KV 4096 m16n128w8 and m16n64w4 tie.
+      // The smaller tiles where the larger do not fit (sm_80's 163 KB, sm_86's 99 KB).
+      if (d <= 128) return first_fitting(sig, family, {{16, 128, 8}, {16, 64, 4}, {16, 32, 2}});
+      return first_fitting(sig, family, {{16, 64, 4}, {16, 32, 2}, {16, 16, 1}});
     case Op::bwd: case Op::bwd_kv:
       // kBlockN keys per block (16 per warp), kBlockM queries per step.
       if (family == Family::simt) return {16, 32, 4};

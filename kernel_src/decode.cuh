@@ -153,24 +153,28 @@ __device__ __forceinline__ void decode_attention(const DecodeParams& dp) {
 #pragma unroll
     for (int e = 0; e < 4; ++e) acc[dt][e] = 0.f;
 
-  // Paged: the physical rows of tile x, in slot x % kStages. Each is looked up (a page-table
-  // read) one tile before it is needed and published after the current tile's math, so the
-  // table's latency stays off the path from one tile's arrival to the next one's request.
-  __shared__ int sRows[Cfg::kPaged ? L::kStages : 1][kBN];
-  int pending_x = n_tiles, pending_page = 0;
+  // Paged: the physical rows of tile x, in slot x % kRowSlots. Each thread looks up its row's page
+  // (a page-table read into a register) two tiles before the tile is requested and publishes the
+  // row to shared memory one tile before, after the current tile's math: the table's latency
+  // stays off the path from one tile's arrival to the next one's request.
+  constexpr int kRowSlots = L::kStages + 1;
+  __shared__ int sRows[Cfg::kPaged ? kRowSlots : 1][kBN];
+  int page_even = 0, page_odd = 0;  // the pages fetched for the next even and odd tiles
   auto fetch = [&](int x) {
     if constexpr (Cfg::kPaged) {
-      pending_x = x;
       const int j = s_lo + x * kBN + int(threadIdx.x);
-      if (x < n_tiles && threadIdx.x < kBN && j < s_hi) pending_page = k.table[(k.k_start + j) / k.page_size];
+      if (x < n_tiles && threadIdx.x < kBN && j < s_hi) {
+        const int page = k.table[(k.k_start + j) / k.page_size];
+        if (x & 1) page_odd = page;
+        else page_even = page;
+      }
     }
   };
-  auto publish = [&] {
+  auto publish = [&](int x) {
     if constexpr (Cfg::kPaged) {
-      const int j = s_lo + pending_x * kBN + int(threadIdx.x);
-      if (pending_x < n_tiles && threadIdx.x < kBN)
-        sRows[pending_x % L::kStages][threadIdx.x] =
-            j < s_hi ? pending_page * k.page_size + (k.k_start + j) % k.page_size : -1;
+      const int j = s_lo + x * kBN + int(threadIdx.x);
+      if (x < n_tiles && threadIdx.x < kBN)
+        sRows[x % kRowSlots][threadIdx.x] = j < s_hi ? ((x & 1) ? page_odd : page_even) * k.page_size + (k.k_start + j) % k.page_size : -1;
     }
   };
 
@@ -181,7 +185,7 @@ __device__ __forceinline__ void decode_attention(const DecodeParams& dp) {
       if (it < n_tiles) {
         T* sK = sStage + (it % L::kStages) * L::kStageElems;
         const int n0 = s_lo + it * kBN;
-        const int* rows = Cfg::kPaged ? sRows[it % L::kStages] : nullptr;
+        const int* rows = Cfg::kPaged ? sRows[it % kRowSlots] : nullptr;
         load_kv_tile<kBN, L::kDP, L::kQKStride, L::kThreads, Cfg::kAlign16>(sK, k.base, k.ld, rows, n0, s_hi, Cfg::kHeadDim);
         load_kv_tile<kBN, L::kDvP, L::kVStride, L::kThreads, Cfg::kAlign16>(sK + L::kKElems, v.base, v.ld, rows, n0, s_hi,
                                                                            Cfg::kHeadDimV);
@@ -190,7 +194,8 @@ __device__ __forceinline__ void decode_attention(const DecodeParams& dp) {
     };
     if constexpr (Cfg::kPaged) {
 #pragma unroll
-      for (int x = 0; x < L::kStages; ++x) fetch(x), publish();
+      for (int x = 0; x < L::kStages; ++x) fetch(x), publish(x);
+      fetch(L::kStages);
       __syncthreads();
     }
 #pragma unroll
@@ -270,7 +275,7 @@ __device__ __forceinline__ void decode_attention(const DecodeParams& dp) {
       cp_async_wait<L::kStages - 2>();  // tile it (and Q) have landed
       __syncthreads();                  // ...for every thread; and all are done with tile it − 1
       issue(it + L::kStages - 1);       // into tile it − 1's buffer
-      fetch(it + L::kStages);           // its rows go where tile it's were
+      fetch(it + L::kStages + 1);
       if (it == 0) {
 #pragma unroll
         for (int ks = 0; ks < kKS; ++ks) ldmatrix_x4(q_frag[ks], q_lane + ks * 16 * 2);
@@ -281,7 +286,7 @@ __device__ __forceinline__ void decode_attention(const DecodeParams& dp) {
         if (full) step(it, Bool<false>{});
         else step(it, Bool<true>{});
       }
-      publish();
+      publish(it + L::kStages);  // into tile it − 1's slot (it was requested at it − 3)
     }
     cp_async_wait<0>();
   }
