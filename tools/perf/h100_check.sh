@@ -43,7 +43,7 @@ if has tests; then
   (export JITATTN_FWD_FAMILY=mma; run_gpu_tests mma "${MMA_TESTS_FILTER:-ForwardGpu.*:BiasGpu.*:MergeGpu.*}")
   echo "== decode GPU tests (the split count as the host chooses it, then every call split in 3)"
   run_gpu_tests decode "${DECODE_TESTS_FILTER:-*}" jitattn_decode_gpu_tests
-  (export JITATTN_DECODE_SPLITS=3; run_gpu_tests decode_splits3 "${DECODE_TESTS_FILTER:-*}" jitattn_decode_gpu_tests)
+  (export JITATTN_DECODE_SPLITS=3; run_gpu_tests decode_forced_splits "${DECODE_TESTS_FILTER:-*}" jitattn_decode_gpu_tests)
 fi
 
 if has stress; then
