@@ -112,6 +112,8 @@ def forward(query, key, value, bias_args, p, scale, seed, offset, output_dtype, 
     bias_tensor, bias_key, kind, a, b = bias_args
     if bias_tensor is not None:
         check_tensor(bias_tensor, "attn_bias", device)
+        if bias_tensor.dim() < len(_full_bias_shape(query, key)):  # [Mq, Mkv], [H, Mq, Mkv]: broadcast, no copy
+            bias_tensor = bias_tensor.expand(_full_bias_shape(query, key))
     out_shape, lse_shape = out_shapes(query, value)
     out_dtype = DTYPE_OF_CODE[output_dtype] if output_dtype else query.dtype
     out = new_output(out_shape, out_dtype, device)
@@ -172,7 +174,9 @@ def backward(grad, query, key, value, out, lse, bias_args, p, scale, seed, offse
             # The library's dbias mirrors a full, unbroadcast bias: give it one, then sum back.
             user_bias_shape = tuple(bias_tensor.shape)
             bias_tensor = bias_tensor.expand(full).contiguous()
-            bias_args = (bias_tensor, bias_key, kind, a, b)
+        elif bias_tensor.dim() < len(full):
+            bias_tensor = bias_tensor.expand(full)
+        bias_args = (bias_tensor, bias_key, kind, a, b)
     dq = new_output(query.shape, query.dtype, device)
     dk = new_output(key.shape, key.dtype, device)
     dv = new_output(value.shape, value.dtype, device)
