@@ -339,7 +339,7 @@ def test_torch_compile_fullgraph_matches_eager():
     eager = a(x, bias)
     compiled = torch.compile(a, fullgraph=True)
     out = compiled(x, bias)
-    assert rel(out, eager) < 1e-5
+    assert rel(out, eager) < 1e-4  # inductor may fuse the f32 Linear epilogues differently
     out.sum().backward()
     assert all(p.grad is not None for p in a.parameters())
     with torch._dynamo.config.patch(error_on_recompile=True):  # a new packed batch: the same graph
