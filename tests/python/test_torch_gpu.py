@@ -453,3 +453,27 @@ def test_a_bias_that_does_not_fit_raises_the_library_reason():
     with pytest.raises(jitattn.Error) as e:
         ops.memory_efficient_attention(q, q, q, ab.BlockDiagonalCausalMask.from_seqlens([4, 4]))
     assert e.value.reasons
+
+
+def test_opcheck_the_custom_ops():
+    """torch.library.opcheck: schema, fake against real (shapes, strides, dtypes), autograd registration."""
+    q, k, v = rnd(2, 32, H, K, grad=True), rnd(2, 48, H, K, grad=True), rnd(2, 48, H, K, grad=True)
+    docs = ab.BlockDiagonalCausalMask.from_seqlens([10, 22], [20, 28])
+    qd, kd = rnd(1, 32, H, K, grad=True), rnd(1, 48, H, K, grad=True)
+    from jitattn.ops.fmha import _torch_bias
+
+    cases = [(q, k, v, None, None, 4, 0, 0), (qd, kd, kd, *_torch_bias.op_args(docs)[:2], 8, 0, 0),
+             (q, k, v, rnd(2, H, 32, 48, grad=True), None, 1, 0, 0)]
+    for qq, kk, vv, bt, bk, kind, a, b in cases:
+        torch.library.opcheck(torch.ops.jitattn.fwd.default, (qq, kk, vv, bt, bk, kind, a, b, 0.0, None, None, 0, True,
+                                                              False))
+
+
+def test_a_bias_dropped_before_the_backward_still_serves_it():
+    q = rnd(1, 30, H, K, grad=True)
+    out = ops.memory_efficient_attention(q, q, q, ab.BlockDiagonalCausalMask.from_seqlens([12, 18]))
+    import gc
+
+    gc.collect()
+    out.sum().backward()
+    assert torch.isfinite(q.grad).all()

@@ -116,3 +116,20 @@ def test_compile_partial_merge_and_the_non_autograd_api(ops):
     o, lse, o3, none, lse2, dq = compiled(g)(q, k, v)
     assert o.shape == (1, 12, 2, 64) and lse.shape == (1, 2, 12) and none is None
     assert o3.dtype == torch.bfloat16 and lse2.shape == (1, 2, 12) and dq.shape == q.shape
+
+
+def test_a_bias_lives_while_its_key_does_and_is_freed_after():
+    import gc
+    import weakref
+
+    from jitattn.ops.fmha import _bias_base, attn_bias as ab
+
+    bias = ab.BlockDiagonalCausalMask.from_seqlens([3, 4])
+    key, alive = bias._jitattn_key, weakref.ref(bias)
+    number = int(key)
+    del bias
+    gc.collect()
+    assert alive() is not None and _bias_base.registered(number) is alive()  # autograd may still need it
+    del key
+    gc.collect()
+    assert alive() is None and _bias_base.registered(number) is None

@@ -136,7 +136,11 @@ class AttentionBias:
                 self.__dict__["_jitattn_id"] = number
                 torch = _try_torch()
                 if torch is not None:  # made here, outside any torch.compile trace
-                    self.__dict__["_jitattn_key"] = torch.tensor(number, dtype=torch.int64)
+                    key = torch.tensor(number, dtype=torch.int64)
+                    # The key holds its bias: autograd saves the key for the backward, and so keeps
+                    # the bias alive until then even when the caller dropped it (a cycle the GC frees).
+                    key._jitattn_bias = self
+                    self.__dict__["_jitattn_key"] = key
                 self.__dict__["_jitattn_handle"] = h
         return h
 
