@@ -133,3 +133,42 @@ def test_a_bias_lives_while_its_key_does_and_is_freed_after():
     del key
     gc.collect()
     assert alive() is None and _bias_base.registered(number) is None
+
+
+def test_every_array_mask_hands_the_library_its_device_arrays():
+    """The arrays a bias gives as the C API's *_device pointers (torch tensors; on the CPU here,
+    the handle only stores the pointers): the library accepts each kind's set, and the values are
+    what c_api.h says they stand for."""
+    import torch
+
+    from jitattn.ops.fmha import _torch_bias
+    from jitattn.ops.fmha import attn_bias as ab
+
+    q, kv = [5, 9, 3], [20, 31, 12]
+    table = torch.randperm(9, dtype=torch.int32).reshape(3, 3)
+    padded = ab.BlockDiagonalPaddedKeysMask.from_seqlens(q, 48, kv)
+    gappy = ab.BlockDiagonalGappyKeysMask.from_seqlens(q, [2, 50, 98, 144], kv)
+    biases = [ab.BlockDiagonalMask.from_seqlens(q, kv), ab.BlockDiagonalCausalMask.from_seqlens(q),
+              ab.BlockDiagonalMask.from_seqlens(q, kv).make_causal_from_bottomright(),
+              ab.BlockDiagonalMask.from_seqlens(q, kv).make_local_attention(4),
+              ab.BlockDiagonalMask.from_seqlens(q, kv).make_local_attention_from_bottomright(4), padded,
+              ab.BlockDiagonalCausalWithOffsetPaddedKeysMask.from_seqlens(q, 48, kv),
+              ab.BlockDiagonalLocalAttentionPaddedKeysMask.from_seqlens_local(q, 48, kv, 3, 2),
+              ab.BlockDiagonalCausalLocalAttentionPaddedKeysMask.from_seqlens_local(q, 48, kv, 5), gappy,
+              ab.BlockDiagonalCausalWithOffsetGappyKeysMask.from_seqlens(q, [2, 50, 98, 144], kv),
+              ab.AlibiBias(4), ab.LowerTriangularMask().add_alibi(4),
+              ab.BlockDiagonalMask.from_seqlens(q).add_alibi([1.0, 2.0]), ab.BlockDiagonalCausalMask.from_seqlens(q).add_alibi(2)]
+    paged = [b.make_paged(table, 16) for b in biases[5:7] + biases[8:11]]
+    cpu = torch.device("cpu")
+    for b in biases + paged:
+        assert _torch_bias.device_handle(b, cpu)
+        assert _torch_bias.device_handle(b, cpu) is _torch_bias.device_handle(b, cpu)  # made once
+    arrays = lambda b: {n: t.flatten().tolist() for n, t in b._jitattn_device[None][1].items()}  # noqa: E731
+    assert arrays(padded) == {"q_seqstart_device": [0, 5, 14, 17], "kv_seqstart_device": [0, 48, 96, 144],
+                              "kv_seqlen_device": kv}
+    assert arrays(gappy)["kv_seqstart_device"] == [2, 50, 98, 144]
+    assert arrays(paged[0])["block_tables_device"] == table.flatten().tolist()
+    # A contiguous int32 table on the call's device is the caller's own memory (graph replays see updates).
+    assert paged[0]._jitattn_device[None][1]["block_tables_device"].data_ptr() == table.data_ptr()
+    assert arrays(paged[0]).keys() == {"q_seqstart_device", "kv_seqlen_device", "block_tables_device"}
+    assert arrays(biases[11])["alibi_slopes_device"] == [2.0 ** (-8.0 * (h + 1) / 4) for h in range(4)]

@@ -149,7 +149,7 @@ def device_handle(bias, device):
     per_device = bias.__dict__.setdefault("_jitattn_device", {})
     entry = per_device.get(device.index)
     if entry is None:
-        if torch.cuda.is_current_stream_capturing():
+        if device.type == "cuda" and torch.cuda.is_current_stream_capturing():
             raise _capi.Error(_capi.ERROR_INVALID_ARGUMENT, [
                 f"{type(bias).__name__} is used for the first time on {device} during CUDA-graph capture, where its "
                 f"device arrays cannot be uploaded: call it once before the capture, or jitattn.ops.prepare_bias(bias, '{device}')"],
