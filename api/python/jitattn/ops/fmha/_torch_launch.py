@@ -42,9 +42,14 @@ def check_tensor(x, name, device):
                       f"{name}.contiguous() makes it so)")
 
 
+_TENSOR_SIZE = ctypes.sizeof(_capi.Tensor)
+
+
 def c_tensor(x):
-    """``x`` as a jitattn_tensor (x must outlive the call)."""
-    t = _capi.Tensor()
+    """``x`` as a jitattn_tensor (x must outlive the call). Built without _Struct.__init__: this
+    runs for every tensor of every call."""
+    t = _capi.Tensor.__new__(_capi.Tensor)  # zeroed by ctypes
+    t.struct_size = _TENSOR_SIZE
     n = x.dim()
     t.data, t.dtype, t.ndim, t.device = x.data_ptr(), DTYPES[x.dtype], n, x.device.index or 0
     if n:
