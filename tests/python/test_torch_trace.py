@@ -96,6 +96,8 @@ def test_compile_int_masks_gqa_and_5d(ops):
     out = compiled(lambda q, k: ops.memory_efficient_attention(q, k.expand(2, 16, 2, 3, 64), k.expand(2, 16, 2, 3, 64)))(
         q5, k5)
     assert out.shape == (2, 12, 2, 3, 64)
+    out.sum().backward()
+    assert k5.grad.shape == k5.shape
 
 
 def test_compile_partial_merge_and_the_non_autograd_api(ops):

@@ -37,6 +37,20 @@ def _rng(p):
     return torch.randint(0, 2**62, (1,), dtype=torch.int64) if p > 0.0 else None
 
 
+def _unexpand(x):
+    """A key/value expanded over its heads by stride 0 (xFormers' BMGHK [B, M, G, H, K] with
+    stride[3] = 0, or BMHK with a head stride 0), as its memory: [..., 1, K] over the head dim.
+    The library reads both the same way (each query head sees its group's head), and the
+    gradient is then that memory's, summed over the heads by the library, exact; autograd's
+    slice and expand route it back to the tensor the caller expanded. (Given expanded, the
+    library would want dk expanded too, whose stride-0 values autograd would sum again.)"""
+    if x.dim() == 5 and x.shape[3] > 1 and x.stride(3) == 0:
+        return x[:, :, :, :1]
+    if x.dim() == 4 and x.shape[2] > 1 and x.stride(2) == 0:
+        return x[:, :, :1]
+    return x
+
+
 def _bias_obj(attn_bias, bias_args):
     """The bias object itself for the direct path (skips the registry lookup)."""
     return attn_bias if bias_args[1] is not None else None
@@ -53,6 +67,7 @@ def memory_efficient_attention(query, key, value, attn_bias=None, p: float = 0.0
     """softmax(query @ key^T * scale + attn_bias) @ value, with dropout ``p``; q [B, Mq, (G,) H, K]
     (or [B, Mq, K]), k [B, Mkv, (G,) Hkv, K], v [B, Mkv, (G,) Hkv, Kv] -> [B, Mq, (G,) H, Kv].
     Differentiable in query, key, value and a dense attn_bias tensor."""
+    key, value = _unexpand(key), _unexpand(value)
     args = _torch_bias.op_args(attn_bias)
     code = _dtype_code(output_dtype)
     rng = _rng(p)
@@ -70,6 +85,7 @@ def memory_efficient_attention_forward(query, key, value, attn_bias=None, p: flo
                                        scale: Optional[float] = None, *, op=None,
                                        output_dtype: Optional[torch.dtype] = None):
     """The forward alone (no autograd): the output."""
+    key, value = _unexpand(key), _unexpand(value)
     args = _torch_bias.op_args(attn_bias)
     code = _dtype_code(output_dtype)
     rng = _rng(p)
@@ -86,6 +102,7 @@ def memory_efficient_attention_forward_requires_grad(query, key, value, attn_bia
                                                      output_dtype: Optional[torch.dtype] = None):
     """(out, lse): lse [B, H, Mq] float32 ([B, G, H, Mq] for 5-D inputs), for ..._backward."""
     _no_dropout(p, "memory_efficient_attention_forward_requires_grad")
+    key, value = _unexpand(key), _unexpand(value)
     args = _torch_bias.op_args(attn_bias)
     code = _dtype_code(output_dtype)
     if not _compiling():
@@ -97,16 +114,19 @@ def memory_efficient_attention_forward_requires_grad(query, key, value, attn_bia
 
 def memory_efficient_attention_backward(grad, output, lse, query, key, value, attn_bias=None, p: float = 0.0,
                                         scale: Optional[float] = None, *, op=None):
-    """(dq, dk, dv) from the forward's output and lse."""
+    """(dq, dk, dv) from the forward's output and lse. A key/value expanded over its heads by
+    stride 0 gets the gradient of its memory (summed over the heads), expanded the same way."""
     _no_dropout(p, "memory_efficient_attention_backward")
     args = _torch_bias.op_args(attn_bias)
+    k, v = _unexpand(key), _unexpand(value)
     if not _compiling():
-        dq, dk, dv, _ = _torch_launch.backward(grad, query, key, value, output, lse, args, 0.0, scale, 0, 0, False,
+        dq, dk, dv, _ = _torch_launch.backward(grad, query, k, v, output, lse, args, 0.0, scale, 0, 0, False,
                                                bias_obj=_bias_obj(attn_bias, args))
-        return dq, dk, dv
-    with torch.no_grad():
-        dq, dk, dv, _ = _torch_ops.bwd(grad, query, key, value, output, lse, *args, 0.0, scale, None, False)
-    return dq, dk, dv
+    else:
+        with torch.no_grad():
+            dq, dk, dv, _ = _torch_ops.bwd(grad, query, k, v, output, lse, *args, 0.0, scale, None, False)
+    # An expanded key's gradient is its memory's (the sum over the heads sharing it), expanded as it was.
+    return dq, (dk.expand(key.shape) if k is not key else dk), (dv.expand(value.shape) if v is not value else dv)
 
 
 def memory_efficient_attention_partial(query, key, value, attn_bias=None, p: float = 0.0,
@@ -114,6 +134,7 @@ def memory_efficient_attention_partial(query, key, value, attn_bias=None, p: flo
                                        output_dtype: Optional[torch.dtype] = None):
     """(out, lse) over one slice of the keys (a view of K/V, the bias sliced to match), for
     merge_attentions. No backward."""
+    key, value = _unexpand(key), _unexpand(value)
     args = _torch_bias.op_args(attn_bias)
     code = _dtype_code(output_dtype)
     rng = _rng(p)

@@ -117,8 +117,7 @@ def forward(query, key, value, bias_args, p, scale, seed, offset, output_dtype, 
     bias_tensor, bias_key, kind, a, b = bias_args
     if bias_tensor is not None:
         check_tensor(bias_tensor, "attn_bias", device)
-        if bias_tensor.dim() < len(_full_bias_shape(query, key)):  # [Mq, Mkv], [H, Mq, Mkv]: broadcast, no copy
-            bias_tensor = bias_tensor.expand(_full_bias_shape(query, key))
+        bias_tensor = _bias_view(bias_tensor, query, key)
     out_shape, lse_shape = out_shapes(query, value)
     out_dtype = DTYPE_OF_CODE[output_dtype] if output_dtype else query.dtype
     out = new_output(out_shape, out_dtype, device)
@@ -143,10 +142,19 @@ def forward(query, key, value, bias_args, p, scale, seed, offset, output_dtype, 
 
 
 def _full_bias_shape(query, key):
-    """The [B, (G,) H, Mq, Mkv] shape a dense bias has without broadcast (a 3-D call: [B, Mq, Mkv])."""
+    """The [B, (G,) H, Mq, Mkv] shape a dense bias has without broadcast (a 3-D call: [B, 1, Mq, Mkv])."""
     if query.dim() == 3:
-        return (query.shape[0], query.shape[1], key.shape[1])
+        return (query.shape[0], 1, query.shape[1], key.shape[1])
     return (query.shape[0],) + tuple(query.shape[2:-1]) + (query.shape[1], key.shape[1])
+
+
+def _bias_view(bias, query, key):
+    """The bias as the library takes it (4-D or 5-D): a 3-D call's [B, Mq, Mkv] gets its head
+    dim, fewer dims broadcast to the full shape (stride 0, no copy)."""
+    if query.dim() == 3 and bias.dim() == 3:
+        bias = bias.unsqueeze(1)
+    full = _full_bias_shape(query, key)
+    return bias.expand(full) if bias.dim() < len(full) else bias
 
 
 def _sum_to(x, shape):
@@ -166,21 +174,24 @@ def backward(grad, query, key, value, out, lse, bias_args, p, scale, seed, offse
     device = _check_qkv(query, key, value)
     for x, name in ((grad, "grad"), (out, "output")):
         check_tensor(x, name, device)
+    if grad.dtype != query.dtype:  # an output_dtype forward: the library takes grad in the query's dtype
+        grad = grad.to(query.dtype)
     if lse.device != device or lse.dtype != torch.float32:
         raise invalid(f"lse must be float32 on {device} (got {lse.dtype} on {lse.device})")
     if lse.numel() == 0 and query.numel():
         raise invalid("lse is empty: the forward did not keep it (memory_efficient_attention_forward_requires_grad)")
     bias_tensor, bias_key, kind, a, b = bias_args
-    user_bias_shape = None
+    user_bias_shape, squeeze_head = None, False
     if bias_tensor is not None:
         check_tensor(bias_tensor, "attn_bias", device)
         full = _full_bias_shape(query, key)
-        if bias_grad and (tuple(bias_tensor.shape) != full or not bias_tensor.is_contiguous()):
+        view = _bias_view(bias_tensor, query, key)
+        if bias_grad and (tuple(view.shape) != full or not view.is_contiguous() or view.dim() != bias_tensor.dim()):
             # The library's dbias mirrors a full, unbroadcast bias: give it one, then sum back.
             user_bias_shape = tuple(bias_tensor.shape)
-            bias_tensor = bias_tensor.expand(full).contiguous()
-        elif bias_tensor.dim() < len(full):
-            bias_tensor = bias_tensor.expand(full)
+            squeeze_head = query.dim() == 3 and bias_tensor.dim() == 3  # _bias_view added its head dim
+            view = view.expand(full).contiguous()
+        bias_tensor = view
         bias_args = (bias_tensor, bias_key, kind, a, b)
     dq = new_output(query.shape, query.dtype, device)
     dk = new_output(key.shape, key.dtype, device)
@@ -205,7 +216,7 @@ def backward(grad, query, key, value, out, lse, bias_args, p, scale, seed, offse
     _capi.check(status)
     del keep, workspace  # the allocator reuses it only after the queued work on this stream
     if user_bias_shape is not None:
-        db = _sum_to(db, user_bias_shape)
+        db = _sum_to(db.squeeze(1) if squeeze_head else db, user_bias_shape)
     return dq, dk, dv, db
 
 
