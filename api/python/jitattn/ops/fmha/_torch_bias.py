@@ -91,10 +91,10 @@ class TensorHandle:
     with this object; nothing is uploaded."""
 
     def __init__(self, kind, tensor):
-        from ..._tensor import to_c
+        from ._torch_launch import c_tensor  # (which imports this module)
 
         desc = _capi.Bias(kind=kind)
-        self._t = to_c(tensor, "attn_bias")
+        self._t = c_tensor(tensor)
         desc.tensor = ctypes.pointer(self._t)
         self.h = _create(desc)
 
