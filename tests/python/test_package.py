@@ -47,3 +47,14 @@ def test_ops_mirrors_xformers_names():
     assert ops.fmha is fmha
     assert ops.LowerTriangularMask is fmha.attn_bias.LowerTriangularMask
     assert ops.BlockDiagonalMask is fmha.attn_bias.BlockDiagonalMask
+
+
+def test_the_torch_functions_exist_exactly_when_torch_does():
+    from jitattn import ops
+    from conftest import HAS_TORCH
+
+    names = ["memory_efficient_attention", "memory_efficient_attention_forward",
+             "memory_efficient_attention_forward_requires_grad", "memory_efficient_attention_backward",
+             "memory_efficient_attention_partial", "merge_attentions"]
+    assert [hasattr(ops, n) for n in names] == [HAS_TORCH] * len(names)
+    assert [hasattr(ops.fmha, n) for n in names] == [HAS_TORCH] * len(names)

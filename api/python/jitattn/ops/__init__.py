@@ -1,13 +1,10 @@
-"""``jitattn.ops``, mirroring ``xformers.ops``.
-
-What exists now: ``jitattn.ops.fmha.attn_bias`` (every bias class, its constructors and
-``materialize``) and the bias names re-exported here, as xformers.ops does.
-
-Not written yet, on purpose: ``memory_efficient_attention`` (forward, backward through
-autograd, ``_partial`` and ``merge_attentions``) over torch tensors, registered with
-``torch.library``. It needs a GPU to be verified and comes in a later session; it will be
-imported here only when torch is importable, so this package keeps working without torch.
+"""``jitattn.ops``, mirroring ``xformers.ops``: ``fmha.attn_bias`` (every bias class, its
+constructors and ``materialize``) with the bias names re-exported here, as xformers.ops does,
+and — when torch is importable — ``memory_efficient_attention`` (autograd), ``..._forward``,
+``..._forward_requires_grad``, ``..._backward``, ``..._partial`` and ``merge_attentions``
+(``fmha._functions``). Without torch the package still imports (the biases work alone).
 """
+from . import fmha  # noqa: F401
 from .fmha import attn_bias  # noqa: F401
 from .fmha.attn_bias import (  # noqa: F401
     AttentionBias,
@@ -16,3 +13,14 @@ from .fmha.attn_bias import (  # noqa: F401
     LowerTriangularMask,
     LowerTriangularMaskWithTensorBias,
 )
+
+if fmha.HAS_TORCH:
+    from .fmha import (  # noqa: F401
+        memory_efficient_attention,
+        memory_efficient_attention_backward,
+        memory_efficient_attention_forward,
+        memory_efficient_attention_forward_requires_grad,
+        memory_efficient_attention_partial,
+        merge_attentions,
+        prepare_bias,
+    )

@@ -8,6 +8,7 @@ description reads them by name (``q_seqinfo``, ``k_seqinfo``, ``_window_size``, 
 """
 import array
 import ctypes
+import itertools
 import threading
 import weakref
 
@@ -16,6 +17,18 @@ from ._seqinfo import _GappySeqInfo, _PaddedSeqLenInfo, _SeqLenInfo
 
 _handle_lock = threading.Lock()
 _live = [0]  # handles created and not yet destroyed (tests read it through live_handles())
+
+
+# Every bias object with a handle, by a number of its own (never reused): the torch ops receive
+# that number as a 0-dim int64 CPU tensor (``_jitattn_key``) and find the object here (see
+# ops/fmha/_torch_bias.py for why a tensor). Weak: the registry keeps no bias alive.
+_registry = weakref.WeakValueDictionary()
+_ids = itertools.count(1)
+
+
+def registered(number: int):
+    """The live bias object registered under ``number``, or None."""
+    return _registry.get(number)
 
 
 def live_handles() -> int:
@@ -118,6 +131,16 @@ class AttentionBias:
                 _live[0] += 1
                 self.__dict__["_jitattn_keep"] = keep  # a tensor bias's memory: read by every call
                 self.__dict__["_jitattn_finalizer"] = weakref.finalize(self, _destroy, h)
+                number = next(_ids)
+                _registry[number] = self
+                self.__dict__["_jitattn_id"] = number
+                torch = _try_torch()
+                if torch is not None:  # made here, outside any torch.compile trace
+                    key = torch.tensor(number, dtype=torch.int64)
+                    # The key holds its bias: autograd saves the key for the backward, and so keeps
+                    # the bias alive until then even when the caller dropped it (a cycle the GC frees).
+                    key._jitattn_bias = self
+                    self.__dict__["_jitattn_key"] = key
                 self.__dict__["_jitattn_handle"] = h
         return h
 
