@@ -1,6 +1,7 @@
 // Bad input gets a reason that names the argument and the rule, before anything touches a GPU.
 #include <gtest/gtest.h>
 
+#include "api/src/plan.h"
 #include "jitattn/attention.h"
 #include "test_reasons.h"
 
@@ -425,5 +426,25 @@ TEST(BackwardValidation, WorkspaceOfInvalidShapesIsAnError) {
   EXPECT_THROW(memory_efficient_attention_backward_workspace_bytes(c.fwd.q, c.fwd.k, c.fwd.v, c.fwd.bias, o), Error);
 }
 
+}  // namespace
+}  // namespace jitattn
+
+namespace jitattn {
+namespace {
+// A 5-D key with H = 1 (e.g. a slice of keys expanded over H) is G heads st[2] apart, whatever
+// the stride of its size-1 H dim says: PyTorch gives such a slice stride 0 there.
+TEST(Validation, FiveDimKeysWithOneHeadPerGroupAreGroupsApart) {
+  for (int64_t h_stride : {0, 8, 999}) {
+    TensorView t = TensorView::make(reinterpret_cast<void*>(uintptr_t(1) << 20), DType::bf16, {2, 3, 4, 1, 8});
+    const int64_t st[5] = {96, 32, 8, h_stride, 1};
+    for (int i = 0; i < 5; ++i) t.stride[i] = st[i];
+    jit::ops::Bmhk x;
+    std::string why;
+    ASSERT_TRUE(detail::as_bmhk(t, true, x, &why)) << why;
+    EXPECT_EQ(x.h, 4);
+    EXPECT_EQ(x.sh, 8) << "H stride " << h_stride;
+    EXPECT_EQ(x.sm, 32);
+  }
+}
 }  // namespace
 }  // namespace jitattn

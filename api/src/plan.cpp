@@ -118,7 +118,10 @@ bool as_bmhk(const TensorView& t, bool may_share, Bmhk& x, std::string* why) {
   const int64_t* st = t.stride;
   if (t.ndim == 4) x = {n[0], n[1], n[2], n[3], st[0], st[1], st[2]};
   else if (t.ndim == 3) x = {n[0], n[1], 1, n[2], st[0], st[1], 0};
-  else if (n[3] == 1 || st[2] == n[3] * st[3]) x = {n[0], n[1], n[2] * n[3], n[4], st[0], st[1], st[3]};
+  // H = 1: the heads are the G groups, st[2] apart (st[3] of a size-1 dim may be anything, e.g.
+  // 0 for a slice of keys expanded over H).
+  else if (n[3] == 1) x = {n[0], n[1], n[2], n[4], st[0], st[1], st[2]};
+  else if (st[2] == n[3] * st[3]) x = {n[0], n[1], n[2] * n[3], n[4], st[0], st[1], st[3]};
   else if (n[2] == 1) x = {n[0], n[1], n[3], n[4], st[0], st[1], st[3]};  // G = 1 (stride 0 over H: see share_heads)
   else if (may_share && st[3] == 0) x = {n[0], n[1], n[2], n[4], st[0], st[1], st[2]};
   else {
