@@ -14,27 +14,13 @@ int dtype_id(DType d) {  // kernel_src/common.cuh DTypeId
   return -1;
 }
 
-// The policy struct of kernel_src/bias_policies.cuh for each kind.
+// The policy struct of kernel_src/bias_policies.cuh for the kind (jit/bias_kinds.h), its
+// "{dtype}" replaced by the input DTypeId.
 std::string policy_type(const Signature& sig) {
-  const std::string causal = "jitattn::BandMask<false, false, true>";
-  const std::string causal_br = "jitattn::BandMask<true, false, true>";
-  const std::string band_br = "jitattn::BandMask<true, true, true>";
-  switch (sig.bias) {
-    case BiasKind::none: case BiasKind::bd: return "jitattn::NoBias";
-    case BiasKind::causal: case BiasKind::bd_causal: return causal;
-    case BiasKind::causal_bottom_right: case BiasKind::bd_causal_br: return causal_br;
-    case BiasKind::bd_causal_local: return "jitattn::BandMask<false, true, true>";
-    case BiasKind::causal_local_br: case BiasKind::local_br: case BiasKind::bd_causal_local_br:
-    case BiasKind::bd_local_br: return band_br;
-    case BiasKind::tensor: return "jitattn::TensorBiasPolicy<" + std::to_string(dtype_id(sig.dtype)) + ", jitattn::NoBias>";
-    case BiasKind::causal_tensor: return "jitattn::TensorBiasPolicy<" + std::to_string(dtype_id(sig.dtype)) + ", " + causal + ">";
-    case BiasKind::alibi: case BiasKind::bd_alibi: return "jitattn::AlibiPolicy<jitattn::NoBias>";
-    case BiasKind::causal_alibi: case BiasKind::bd_causal_alibi: return "jitattn::AlibiPolicy<" + causal + ">";
-    case BiasKind::pbd: return "jitattn::NoBias";
-    case BiasKind::pbd_causal_br: return causal_br;
-    case BiasKind::pbd_causal_local_br: return band_br;
-  }
-  return "?";
+  std::string t = policy_template(sig.bias);
+  const std::string dtype = "{dtype}";
+  for (size_t at; (at = t.find(dtype)) != std::string::npos;) t.replace(at, dtype.size(), std::to_string(dtype_id(sig.dtype)));
+  return t;
 }
 }  // namespace
 

@@ -25,66 +25,36 @@ const char* to_string(Op op) {
 
 bool uses_bias(Op op) { return op == Op::fwd || op == Op::decode || op == Op::bwd || op == Op::bwd_kv || op == Op::bwd_dq; }
 
-const char* to_string(BiasKind kind) {
-  switch (kind) {
-    case BiasKind::none: return "none";
-    case BiasKind::causal: return "causal";
-    case BiasKind::causal_bottom_right: return "causal_br";
-    case BiasKind::tensor: return "tensor";
-    case BiasKind::causal_tensor: return "causal_tensor";
-    case BiasKind::causal_local_br: return "causal_local_br";
-    case BiasKind::local_br: return "local_br";
-    case BiasKind::bd: return "bd";
-    case BiasKind::bd_causal: return "bd_causal";
-    case BiasKind::bd_causal_br: return "bd_causal_br";
-    case BiasKind::bd_causal_local: return "bd_causal_local";
-    case BiasKind::bd_causal_local_br: return "bd_causal_local_br";
-    case BiasKind::bd_local_br: return "bd_local_br";
-    case BiasKind::alibi: return "alibi";
-    case BiasKind::causal_alibi: return "causal_alibi";
-    case BiasKind::bd_alibi: return "bd_alibi";
-    case BiasKind::bd_causal_alibi: return "bd_causal_alibi";
-    case BiasKind::pbd: return "pbd";
-    case BiasKind::pbd_causal_br: return "pbd_causal_br";
-    case BiasKind::pbd_causal_local_br: return "pbd_causal_local_br";
-  }
-  return "?";
-}
+namespace {
+enum class KeyLayout { dense, varlen, paged };
+struct BiasKindRow {
+  const char* name;
+  KeyLayout layout;
+  bool left, uneven, backward, tensor;
+  const char* policy;
+  const char* xformers;
+};
+#define JITATTN_BIAS_ROW(id, name, layout, left, uneven, backward, tensor, policy, xformers) \
+  {name, KeyLayout::layout, left, uneven, backward, tensor, policy, xformers},
+constexpr BiasKindRow kBiasKindRows[] = {JITATTN_BIAS_KINDS(JITATTN_BIAS_ROW)};
+#undef JITATTN_BIAS_ROW
+static_assert(sizeof(kBiasKindRows) / sizeof(kBiasKindRows[0]) == sizeof(kAllBiasKinds) / sizeof(kAllBiasKinds[0]));
 
-bool is_block_diagonal(BiasKind kind) {
-  switch (kind) {
-    case BiasKind::none: case BiasKind::causal: case BiasKind::causal_bottom_right: case BiasKind::tensor:
-    case BiasKind::causal_tensor: case BiasKind::causal_local_br: case BiasKind::local_br:
-    case BiasKind::alibi: case BiasKind::causal_alibi:
-      return false;
-    default:
-      return true;
-  }
+const BiasKindRow* row_of(BiasKind kind) {
+  const size_t i = size_t(kind);
+  return i < sizeof(kBiasKindRows) / sizeof(kBiasKindRows[0]) ? &kBiasKindRows[i] : nullptr;
 }
+}  // namespace
 
-bool has_left_window(BiasKind kind) {
-  switch (kind) {
-    case BiasKind::causal_local_br: case BiasKind::local_br: case BiasKind::bd_causal_local:
-    case BiasKind::bd_causal_local_br: case BiasKind::bd_local_br: case BiasKind::pbd_causal_local_br:
-      return true;
-    default:
-      return false;
-  }
-}
-
-bool is_paged(BiasKind kind) {
-  return kind == BiasKind::pbd || kind == BiasKind::pbd_causal_br || kind == BiasKind::pbd_causal_local_br;
-}
-
-bool has_uneven_blocks(BiasKind kind) {
-  switch (kind) {
-    case BiasKind::none: case BiasKind::tensor: case BiasKind::causal_local_br: case BiasKind::local_br:
-    case BiasKind::alibi:
-      return false;
-    default:
-      return true;  // causal kinds, and sequences of different lengths
-  }
-}
+const char* to_string(BiasKind kind) { return row_of(kind) ? row_of(kind)->name : "?"; }
+bool is_block_diagonal(BiasKind kind) { return row_of(kind) && row_of(kind)->layout != KeyLayout::dense; }
+bool is_paged(BiasKind kind) { return row_of(kind) && row_of(kind)->layout == KeyLayout::paged; }
+bool has_left_window(BiasKind kind) { return row_of(kind) && row_of(kind)->left; }
+bool has_uneven_blocks(BiasKind kind) { return row_of(kind) && row_of(kind)->uneven; }
+bool has_backward(BiasKind kind) { return row_of(kind) && row_of(kind)->backward; }
+bool has_tensor_bias(BiasKind kind) { return row_of(kind) && row_of(kind)->tensor; }
+const char* policy_template(BiasKind kind) { return row_of(kind) ? row_of(kind)->policy : "?"; }
+const char* xformers_biases(BiasKind kind) { return row_of(kind) ? row_of(kind)->xformers : "?"; }
 
 const char* to_string(Family family) {
   switch (family) {

@@ -9,6 +9,7 @@
 #include <optional>
 #include <string>
 
+#include "jit/bias_kinds.h"
 #include "jitattn/tensor.h"
 
 namespace jitattn::jit {
@@ -21,31 +22,29 @@ namespace jitattn::jit {
 enum class Op : uint8_t { fwd, bwd_pre, bwd, bwd_kv, bwd_dq, bwd_post, merge, decode };
 constexpr Op kAllOps[] = {Op::fwd, Op::bwd_pre, Op::bwd, Op::bwd_kv, Op::bwd_dq, Op::bwd_post, Op::merge, Op::decode};
 bool uses_bias(Op op);  // ops whose kernels apply the bias policy
-// One enumerator per generated mask/bias policy. "bd_" kinds are block-diagonal (varlen layout:
-// sequences concatenated along M); padded and gappy keys are the same kernels with a key-length
-// array. "_br" means aligned to the bottom right (shift = Mkv - Mq per sequence). "pbd_" kinds
-// read keys and values through a page table. "alibi" kinds add ALiBi's -slope_h·|j - i|.
-// New kinds are appended: an enumerator's value is part of every cache key.
-enum class BiasKind : uint8_t {
-  none, causal, causal_bottom_right, tensor,
-  causal_tensor, causal_local_br, local_br,
-  bd, bd_causal, bd_causal_br, bd_causal_local, bd_causal_local_br, bd_local_br,
-  alibi, causal_alibi, bd_alibi, bd_causal_alibi,
-  pbd, pbd_causal_br, pbd_causal_local_br,
-};
-constexpr BiasKind kAllBiasKinds[] = {
-    BiasKind::none, BiasKind::causal, BiasKind::causal_bottom_right, BiasKind::tensor,
-    BiasKind::causal_tensor, BiasKind::causal_local_br, BiasKind::local_br,
-    BiasKind::bd, BiasKind::bd_causal, BiasKind::bd_causal_br, BiasKind::bd_causal_local,
-    BiasKind::bd_causal_local_br, BiasKind::bd_local_br,
-    BiasKind::alibi, BiasKind::causal_alibi, BiasKind::bd_alibi, BiasKind::bd_causal_alibi,
-    BiasKind::pbd, BiasKind::pbd_causal_br, BiasKind::pbd_causal_local_br};
+// One enumerator per generated mask/bias policy: the rows of jit/bias_kinds.h, in order. "bd_"
+// kinds are block-diagonal (varlen layout: sequences concatenated along M); padded and gappy keys
+// are the same kernels with a key-length array. "_br" means aligned to the bottom right
+// (shift = Mkv - Mq per sequence). "pbd_" kinds read keys and values through a page table.
+// "alibi" kinds add ALiBi's -slope_h·|j - i|. An enumerator's value is part of every cache key.
+#define JITATTN_BIAS_ENUMERATOR(id, ...) id,
+enum class BiasKind : uint8_t { JITATTN_BIAS_KINDS(JITATTN_BIAS_ENUMERATOR) };
+#define JITATTN_BIAS_LIST_ENTRY(id, ...) BiasKind::id,
+constexpr BiasKind kAllBiasKinds[] = {JITATTN_BIAS_KINDS(JITATTN_BIAS_LIST_ENTRY)};
+#undef JITATTN_BIAS_ENUMERATOR
+#undef JITATTN_BIAS_LIST_ENTRY
+// The traits of jit/bias_kinds.h.
 bool is_block_diagonal(BiasKind kind);  // varlen layout (paged kinds included)
 bool is_paged(BiasKind kind);
 // Local-attention kinds: each query sees a window of keys bounded on the left too.
 bool has_left_window(BiasKind kind);
 // Kinds whose query blocks see different numbers of keys (scheduled longest first).
 bool has_uneven_blocks(BiasKind kind);
+bool has_backward(BiasKind kind);       // the backward supports it
+bool has_tensor_bias(BiasKind kind);    // a dense additive bias tensor is read
+// The policy type of kernel_src/bias_policies.cuh, "{dtype}" standing for the input DTypeId.
+const char* policy_template(BiasKind kind);
+const char* xformers_biases(BiasKind kind);  // the xFormers biases this kind serves
 // mma: mma.sync (sm_80+); wgmma: Hopper's warpgroup MMA (the sm_90a forward); simt: fp32 and row kernels.
 enum class Family : uint8_t { mma, simt, wgmma };
 

@@ -10,7 +10,8 @@
 //   row_range(i, mkv)             (masks that are one key interval per row, kElementwise false)
 //                                 the keys query i sees, so a kernel can mask by one compare.
 // Kernels call these hooks and never branch on the bias kind themselves; adding a bias kind is
-// adding a struct here and a line in jit/codegen.cpp.
+// adding a row to jit/bias_kinds.h (which names the policy type) and, if no policy here serves
+// it, a struct here.
 #pragma once
 #include "common.cuh"
 

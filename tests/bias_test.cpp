@@ -12,7 +12,9 @@
 #include <variant>
 #include <vector>
 
+#include "api/src/plan.h"
 #include "jit/cuda_driver.h"
+#include "jit/signature.h"
 #include "jitattn/bias.h"
 #include "jitattn/error.h"
 
@@ -890,6 +892,29 @@ TEST(BiasReasons, FiveDimensionalTensorBiasIsReadAsGTimesHHeads) {
 template <size_t... I>
 std::vector<std::string> all_names(std::index_sequence<I...>) {
   return {bias_name(AttnBias(std::in_place_index<I>))...};
+}
+
+// jit/bias_kinds.h lists, for each kernel kind, the xFormers biases it serves: every bias's
+// kind (api/src/plan.cpp describe) lists it, so the table stays true to the mapping.
+template <size_t... I>
+std::vector<std::pair<std::string, jit::BiasKind>> all_kinds(std::index_sequence<I...>) {
+  return {{bias_name(AttnBias(std::in_place_index<I>)), detail::describe(AttnBias(std::in_place_index<I>)).kind}...};
+}
+
+TEST(BiasName, EveryBiasIsListedByItsKernelKind) {
+  for (const auto& [name, kind] : all_kinds(std::make_index_sequence<std::variant_size_v<AttnBias>>{})) {
+    const std::string listed = jit::xformers_biases(kind);
+    if (name == "None") {
+      EXPECT_EQ(listed, "no bias");
+      continue;
+    }
+    bool found = false;  // a whole name in the comma-separated list
+    for (size_t at = 0; (at = listed.find(name, at)) != std::string::npos; at += name.size()) {
+      const size_t end = at + name.size();
+      found |= (at == 0 || listed[at - 1] == ' ') && (end == listed.size() || listed[end] == ',' || listed[end] == ' ');
+    }
+    EXPECT_TRUE(found) << name << " maps to kind " << jit::to_string(kind) << ", which lists \"" << listed << "\"";
+  }
 }
 
 TEST(BiasName, IsTheXFormersClassName) {

@@ -24,6 +24,25 @@ Signature base_sig() {
   return s;
 }
 
+// The rows of jit/bias_kinds.h: distinct names that parse back, values in table order (they are
+// in cache keys), and traits that agree with each other.
+TEST(Signature, BiasKindTableIsConsistent) {
+  std::set<std::string> names;
+  uint8_t value = 0;
+  for (BiasKind kind : kAllBiasKinds) {
+    EXPECT_EQ(uint8_t(kind), value++) << to_string(kind);
+    EXPECT_TRUE(names.insert(to_string(kind)).second) << "duplicate name " << to_string(kind);
+    EXPECT_EQ(parse_bias_kind(to_string(kind)), kind);
+    EXPECT_EQ(has_backward(kind), !is_paged(kind)) << to_string(kind) << ": paged kinds are the ones without a backward";
+    EXPECT_TRUE(!is_paged(kind) || is_block_diagonal(kind)) << to_string(kind);
+    EXPECT_NE(std::string(policy_template(kind)).find("jitattn::"), std::string::npos) << to_string(kind);
+    EXPECT_EQ(has_tensor_bias(kind), std::string(policy_template(kind)).find("TensorBiasPolicy") != std::string::npos)
+        << to_string(kind);
+  }
+  EXPECT_EQ(names.size(), std::size(kAllBiasKinds));
+  EXPECT_EQ(to_string(BiasKind(uint8_t(std::size(kAllBiasKinds)))), std::string("?"));
+}
+
 TEST(Signature, CanonicalNameIsReadable) {
   const KernelSpec spec = make_spec(base_sig());
   EXPECT_EQ(spec.name(), "fwd.sm_90a.bf16.d128.v128.causal.lse.a16.wgmma_" + spec.tile.name());

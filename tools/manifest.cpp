@@ -164,14 +164,14 @@ std::string api_problem(const jit::Signature& s) {
   if (s.dbias && s.op != Op::bwd && s.op != Op::bwd_kv)
     return std::string("dbias is for op \"bwd\" and \"bwd_kv\" (the backward's dK/dV kernel), not \"") +
            jit::to_string(s.op) + "\"";
-  if (s.dbias && s.bias != BiasKind::tensor && s.bias != BiasKind::causal_tensor)
+  if (s.dbias && !jit::has_tensor_bias(s.bias))
     return std::string("dbias needs bias \"tensor\" or \"causal_tensor\" (the gradient of a dense bias), not \"") +
            jit::to_string(s.bias) + "\"";
   if (s.dropout && (s.op == Op::bwd_pre || s.op == Op::bwd_post || s.op == Op::merge || s.op == Op::decode))
     return std::string("dropout is for op \"fwd\", \"bwd\", \"bwd_kv\" and \"bwd_dq\", not \"") + jit::to_string(s.op) + "\"";
   if (s.dropout && jit::is_paged(s.bias))
     return std::string("dropout is not supported with bias \"") + jit::to_string(s.bias) + "\" (paged keys are for inference)";
-  if (backward && jit::is_paged(s.bias))
+  if (backward && !jit::has_backward(s.bias))
     return std::string("the backward does not support bias \"") + jit::to_string(s.bias) + "\" (paged keys are for inference)";
   return "";
 }

@@ -106,7 +106,7 @@ BwdPlan plan_backward(const TensorView& grad, const TensorView& out, const Tenso
   if (!lse.defined()) R.push_back("lse is undefined: the backward needs the forward's lse");
   if (!R.empty()) return b;
   const detail::Plan& p = b.fwd;
-  if (jit::is_paged(p.bias.kind))
+  if (!jit::has_backward(p.bias.kind))
     R.push_back(std::string("the backward does not support ") + bias_name(bias) + " (paged keys are for inference)");
   check_like(R, grad, "grad", p.o, false, false, q.dtype, q.device);
   check_like(R, dq, "dq", p.q, false, false, q.dtype, q.device);
