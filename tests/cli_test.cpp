@@ -282,7 +282,7 @@ TEST_F(CliTest, BenchDecodeRefusesShapesThatAreNoDecodeStep) {
       {"--queries 0", "--queries 0 must be >= 1"},
       {"--kv-lens 4096,-5", "--kv-lens: -5 must be in [1, 2^31)"},
       {"--page-size -1", "--page-size -1 must be >= 0"},
-      {"--layouts dense,sparse", "--layouts: 'sparse' is not dense, padded or paged"},
+      {"--layouts dense,sparse", "--layouts: 'sparse' is not dense, dense_hm, padded or paged"},
       {"--layouts paged --page-size 0", "--layouts paged needs --page-size >= 1"},
   };
   for (const auto& [args, reason] : cases) {
