@@ -1,6 +1,7 @@
 #include "jit/ops/decode.h"
 
 #include <algorithm>
+#include <cstdio>
 #include <map>
 #include <mutex>
 #include <thread>
@@ -142,6 +143,15 @@ void decode(const ForwardPlan& p, CUstream stream) {
   const int64_t slots = int64_t(ctx.sm_count) * std::max(1, kernel.blocks_per_sm);
   dp.num_splits = decode_splits(chunks, visible_keys(p), slots, kernel.spec.tile.block_n);
   const int64_t blocks = chunks * dp.num_splits;
+  if (rt.env().verbose) {  // once per kernel and geometry in a row, not once per call
+    thread_local const LoadedKernel* last_kernel = nullptr;
+    thread_local int64_t last_chunks = -1, last_splits = -1;
+    if (&kernel != last_kernel || chunks != last_chunks || dp.num_splits != last_splits) {
+      std::fprintf(stderr, "jitattn: %s: %lld chunks x %d splits, %lld blocks on %lld slots\n", kernel.spec.name().c_str(),
+                   (long long)chunks, int(dp.num_splits), (long long)blocks, (long long)slots);
+      last_kernel = &kernel, last_chunks = chunks, last_splits = dp.num_splits;
+    }
+  }
   if (blocks > INT32_MAX) throw Error(kernel.spec.name() + ": " + std::to_string(blocks) + " blocks exceed 2^31 - 1");
   if (dp.num_splits == 1) {
     launch(kernel, &dp, blocks, stream);
