@@ -30,7 +30,7 @@ inline constexpr EnvVarInfo kEnvVars[] = {
     {"JITATTN_DECODE", false, "off: few-query forwards run the prefill kernels instead of the decode kernels (experiments; jit/ops/decode.cpp)"},
     {"JITATTN_DECODE_TILE", true, "force the decode kernels' tile (e.g. m16n128w4: block_m 16, keys per tile, warps); it is part of the name"},
     {"JITATTN_DECODE_SPLITS", false, "force the decode kernels' KV split count, 1 to 128 (tests, experiments; jit/ops/decode.cpp)"},
-    {"JITATTN_VERBOSE", false, "1: log each compile and cache layer hit to stderr"},
+    {"JITATTN_VERBOSE", false, "1: log each compile, cache layer hit and new decode geometry (splits) to stderr"},
     {"JITATTN_RECORD", false, "append each distinct signature the process needs to this manifest (JSON Lines)"},
 };
 
