@@ -6,6 +6,13 @@ Pure Python over the library's C API (ctypes; no compiled extension, no torch AB
 from . import _capi
 from ._capi import Error, library_candidates  # noqa: F401
 from ._tensor import TensorDesc  # noqa: F401
+from .parts import (  # noqa: F401  (no torch needed: a part is built, and torch imported, by build_attention)
+    AttentionConfig,
+    ConfigError,
+    build_attention,
+    register_attention,
+    registered_attentions,
+)
 from .validation import backward_not_supported_reasons, merge_not_supported_reasons, not_supported_reasons  # noqa: F401
 
 
@@ -25,3 +32,16 @@ def library_path() -> str:
 
 
 __version__ = version()
+
+
+def __getattr__(name):
+    """``jitattn.Attention`` (a part's base, a torch module) and ``jitattn.nn``, imported on first use."""
+    if name == "Attention":
+        from .parts.base import Attention
+
+        return Attention
+    if name == "nn":
+        import importlib
+
+        return importlib.import_module(".nn", __name__)
+    raise AttributeError(f"module 'jitattn' has no attribute {name!r}")
