@@ -15,6 +15,21 @@ HAS_TORCH = importlib.util.find_spec("torch") is not None
 requires_torch = pytest.mark.skipif(not HAS_TORCH, reason="torch is not installed")
 
 
+def _import_test_parts():
+    """Every file in tests/python/parts registers an attention part, as a user would; imported
+    before the tests are collected so the registry-wide tests parametrize over it too."""
+    folder = os.path.join(os.path.dirname(os.path.abspath(__file__)), "parts")
+    for file in sorted(os.listdir(folder)):
+        if file.endswith(".py"):
+            spec = importlib.util.spec_from_file_location(f"jitattn_test_parts.{file[:-3]}", os.path.join(folder, file))
+            module = sys.modules[spec.name] = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(module)
+
+
+if HAS_TORCH:
+    _import_test_parts()
+
+
 def has_cuda():
     if not HAS_TORCH:
         return False
