@@ -46,6 +46,9 @@ def cpu_kernel(query, key, value, attn_bias=None, p=0.0, scale=None, **kwargs):
     """memory_efficient_attention over BMHK in float64 on the CPU, the bias as the library
     materializes it (the CPU tests' stand-in for the GPU kernel)."""
     assert query.dim() == 4 and p == 0.0
+    for name, x in (("query", query), ("key", key), ("value", value)):   # what the library would refuse
+        assert x.stride(-1) == 1, f"{name}: last stride {x.stride(-1)} (the kernel wants 1)"
+        assert x.dtype == query.dtype, f"{name}.dtype={x.dtype} != query.dtype={query.dtype}"
     B_, Mq, H_, K = query.shape
     q, k, v = (x.double().transpose(1, 2) for x in (query, key, value))
     s = q @ k.transpose(-2, -1) * (K ** -0.5 if scale is None else scale)
@@ -54,6 +57,48 @@ def cpu_kernel(query, key, value, attn_bias=None, p=0.0, scale=None, **kwargs):
         s = s + bias
     out = torch.nan_to_num(torch.softmax(s, dim=-1)) @ v
     return out.transpose(1, 2).to(query.dtype)
+
+
+TOLERANCE = {torch.float32: (2e-4, 2e-4), torch.float16: (1e-2, 1e-2), torch.bfloat16: (5e-2, 5e-2),
+             torch.float64: (1e-9, 1e-9)}
+
+
+def check(what, got, ref, dtype, widen=1.0):
+    """|got − ref| <= widen·(atol·max(1, max|ref|) + rtol·|ref|) (llm.c's rule), the first
+    mismatches listed with their indices."""
+    atol, rtol = TOLERANCE[dtype]
+    got, ref = got.double(), ref.double()
+    assert torch.isfinite(got).all(), f"{what}: non-finite values"
+    bound = widen * (atol * max(1.0, ref.abs().max().item()) + rtol * ref.abs())
+    bad = ((got - ref).abs() > bound).nonzero()
+    if len(bad):
+        rows = [f"  {tuple(i.tolist())}: got {got[tuple(i)].item():.6g} ref {ref[tuple(i)].item():.6g}" for i in bad[:5]]
+        raise AssertionError(f"{what}: {len(bad)} of {ref.numel()} values off (max |diff| "
+                             f"{(got - ref).abs().max().item():.3g})\n" + "\n".join(rows))
+
+
+def forward_backward_check(name, dtype, device):
+    """The part's forward and backward (inputs and parameters) against its reference in float64."""
+    torch.manual_seed(0)
+    part = build(name).to(device, dtype)
+    widen = getattr(part, "test_tolerance", 1.0)
+    q, k, v = inputs(part, dtype, device, requires_grad=True)
+    out = part(q, k, v)
+    assert out.dtype == dtype and out.shape == q.shape
+    grad = torch.randn_like(out)
+    out.backward(grad)
+    got = [q.grad, k.grad, v.grad] + [p.grad.clone() for p in part.parameters()]
+    for p in part.parameters():
+        p.grad = None
+
+    q64, k64, v64 = (x.detach().double().requires_grad_() for x in (q, k, v))
+    ref = part.reference(q64, k64, v64)
+    ref.backward(grad.double())
+    want = [q64.grad, k64.grad, v64.grad] + [p.grad for p in part.parameters()]
+
+    check(f"{name} out", out, ref, dtype, widen)
+    for label, g, w in zip(["dq", "dk", "dv"] + [f"d{n}" for n, _ in part.named_parameters()], got, want):
+        check(f"{name} {label}", g, w, dtype, widen)
 
 
 def patch_kernel(monkeypatch):

@@ -42,6 +42,14 @@ def test_part_forward_matches_reference_with_a_cpu_kernel(name, monkeypatch):
     torch.testing.assert_close(out.double(), part.reference(q, k, v), atol=1e-8, rtol=1e-8)
 
 
+@pytest.mark.parametrize("dtype", ["f32", "bf16"])
+@pytest.mark.parametrize("name", ps.names())
+def test_part_forward_backward_check_with_a_cpu_kernel(name, dtype, monkeypatch):
+    # The GPU test's own check, with the CPU stand-in kernel (exact, then rounded to the dtype).
+    ps.patch_kernel(monkeypatch)
+    ps.forward_backward_check(name, {"f32": torch.float32, "bf16": torch.bfloat16}[dtype], "cpu")
+
+
 def test_nystrom_approximates_attention():
     # Smooth inputs (landmarks are segment means): Nyström is close to exact softmax attention.
     part = jitattn.build_attention({"name": "nystrom", "num_landmarks": 16})

@@ -26,7 +26,9 @@ class LinformerAttention(base.Attention):
     def _project(self, k, v):
         if k.shape[-2] != self.seq_len:
             raise ValueError(f"linformer: key length {k.shape[-2]} != seq_len {self.seq_len}")
-        return self.E(k.transpose(-2, -1)).transpose(-2, -1), self.F(v.transpose(-2, -1)).transpose(-2, -1)
+        # [.., hd, seq_len] -> [.., hd, k], back to [.., k, hd] made contiguous (the kernel wants a last stride 1)
+        project = lambda x, proj: proj(x.transpose(-2, -1)).transpose(-2, -1).contiguous()  # noqa: E731
+        return project(k, self.E), project(v, self.F)
 
     def forward(self, q, k, v, att_mask=None, *args, **kwargs):
         if att_mask is not None:
