@@ -122,3 +122,13 @@ def test_register_attention_decorator():
 def test_register_attention_wants_a_dataclass_config():
     with pytest.raises(ConfigError, match="not a dataclass"):
         jitattn.register_attention("test_bad", dict)
+
+
+def test_a_built_in_name_cannot_be_taken():
+    @dataclasses.dataclass
+    class OtherConfig(parts.AttentionConfig):
+        seq_len: int = 1
+
+    with pytest.raises(ConfigError, match="'linformer'.*built-in part's, with config LinformerConfig"):
+        jitattn.register_attention("linformer", OtherConfig)(type("Other", (), {}))
+    assert parts.attention_config_class("linformer") is parts.LinformerConfig
