@@ -35,7 +35,7 @@ struct DecodeLayout {
   static constexpr int kSmemBytes = (kQElems + kStages * kStageElems) * 2;
   // The end reuses the stage buffers: each warp's rows (kBlockM × kDvP floats), its row maxima
   // and sums, then the split weights of the merge (kBlockM × kMaxSplits floats).
-  static constexpr int kMaxSplits = 128;
+  static constexpr int kMaxSplits = kDecodeMaxSplits;  // params.h
   static constexpr int kRedFloats = Cfg::kWarps * Cfg::kBlockM * (kDvP + 2);
   static_assert(Cfg::kBlockM == 16, "one m16 tile of packed rows per block");
   static_assert(kKeysPerWarp % 16 == 0, "each warp owns a multiple of 16 keys of a tile");

@@ -96,6 +96,10 @@ struct BwdParams {
 // lse_partial, [B, kv_heads, row_chunks, num_splits, kBlockM] (× head_dim_v), and the last block
 // of a (b, hk, row chunk) to arrive (counters, zero before the launch and back to zero after it)
 // merges them into out and lse.
+// Most splits per (b, hk, row chunk): the merge's weights take kBlockM × kDecodeMaxSplits floats of
+// shared memory, and the host never chooses more (jit/ops/decode.cpp).
+constexpr int kDecodeMaxSplits = 128;
+
 struct DecodeParams {
   FwdParams f;
   int32_t kv_heads;
