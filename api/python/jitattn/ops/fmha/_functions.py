@@ -3,8 +3,10 @@
 gradient), ``memory_efficient_attention_forward``, ``..._forward_requires_grad`` (out, lse),
 ``..._backward`` (dq, dk, dv), ``..._partial`` (out, lse) and ``merge_attentions``.
 
-Each goes through a ``torch.ops.jitattn`` custom op when autograd needs it or torch.compile is
-tracing, and calls the library directly otherwise (the eager no-grad path skips the dispatcher).
+Each goes through a ``torch.ops.jitattn`` custom op while torch.compile is tracing, and calls the
+library directly otherwise: eager autograd through a plain ``torch.autograd.Function`` (the
+dispatcher and the custom op's autograd wrapper cost ~250 µs a call), eager no-grad with no
+autograd node at all. Both reach the same _torch_launch functions the custom ops run.
 ``op=`` is accepted and ignored: jitattn has one implementation, picked by the library.
 
 Autocast: as xFormers' op, the inputs are used in the dtypes they come in; nothing is cast
@@ -56,6 +58,30 @@ def _bias_obj(attn_bias, bias_args):
     return attn_bias if bias_args[1] is not None else None
 
 
+class _EagerAttention(torch.autograd.Function):
+    """memory_efficient_attention's eager autograd node: the forward keeps (out, lse), the
+    backward is one library call (the custom op ``jitattn::fwd``'s formula, without the dispatcher)."""
+
+    @staticmethod
+    def forward(ctx, query, key, value, bias_tensor, args, bias_obj, p, scale, seed, code):
+        out, lse = _torch_launch.forward(query, key, value, args, p, scale, seed, 0, code, True, bias_obj=bias_obj)
+        ctx.save_for_backward(query, key, value, out, lse)
+        ctx.call = (args, bias_obj, p, scale, seed)
+        ctx.mark_non_differentiable(lse)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        query, key, value, out, lse = ctx.saved_tensors
+        args, bias_obj, p, scale, seed = ctx.call
+        bias_grad = bool(ctx.needs_input_grad[3])
+        if grad_out.stride(-1) != 1:
+            grad_out = grad_out.contiguous()
+        dq, dk, dv, db = _torch_launch.backward(grad_out, query, key, value, out, lse, args, p, scale, seed, 0,
+                                                bias_grad, bias_obj=bias_obj)
+        return dq, dk, dv, (db if bias_grad else None), None, None, None, None, None, None
+
+
 def _no_dropout(p, name):
     if p != 0.0:
         raise NotImplementedError(f"{name}: dropout is not supported by the non-autograd API (as xFormers); "
@@ -77,6 +103,10 @@ def memory_efficient_attention(query, key, value, attn_bias=None, p: float = 0.0
         seed = int(rng[0]) if rng is not None else 0
         return _torch_launch.forward(query, key, value, args, p, scale, seed, 0, code, False,
                                      bias_obj=_bias_obj(attn_bias, args))[0]
+    if not _compiling():
+        seed = int(rng[0]) if rng is not None else 0
+        return _EagerAttention.apply(query, key, value, args[0], args, _bias_obj(attn_bias, args), float(p), scale,
+                                     seed, code)
     out, _ = _torch_ops.fwd(query, key, value, *args, float(p), scale, rng, code, grad, False)
     return out
 
