@@ -2,6 +2,8 @@
 
 #include <sstream>
 
+#include "jit/variant.h"
+
 namespace jitattn::jit {
 
 namespace {
@@ -76,7 +78,12 @@ std::string generate_source(const KernelSpec& spec, const std::string& key) {
      << "  static constexpr bool kDropout = " << b(s.dropout) << ", kDBias = " << b(s.dbias)
      << ", kDq = " << b(s.op == Op::bwd) << ";\n"
      << "};\n";
-  if (policy) os << "using Policy = " << policy_type(s) << ";\n";
+  if (policy && s.variant) {  // a user variant over the kind's policy (jit/variant.h)
+    os << "\n" << variant_source(*variant_code(s.variant))
+       << "using Policy = jitattn::UserPolicy<" << policy_type(s) << ", jitattn_user::Variant>;\n";
+  } else if (policy) {
+    os << "using Policy = " << policy_type(s) << ";\n";
+  }
   if (e.layout)
     os << "static_assert(jitattn::" << e.layout << "<Cfg>::kSmemBytes == " << spec.smem_bytes()
        << ", \"jit/tile_table.cpp and kernel_src disagree on shared memory\");\n";

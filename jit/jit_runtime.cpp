@@ -10,6 +10,7 @@
 #include "jit/kernel_sources.h"
 #include "jit/nvrtc_compiler.h"
 #include "jit/recorder.h"
+#include "jit/variant.h"
 #include "jitattn/error.h"
 
 namespace jitattn::jit {
@@ -18,6 +19,7 @@ std::string kernel_key(const KernelSpec& spec, const std::string& compiler_ident
   std::string material = spec.name();
   material += '\n' + kernel_sources_hash() + '\n' + compiler_identity + '\n';
   for (const auto& o : NvrtcCompiler::options(spec)) material += o + ' ';
+  if (spec.sig.variant) material += '\n' + variant_code(spec.sig.variant)->canonical();  // the whole text, not its id
   material += "\nformat " + std::to_string(kCacheFormatVersion);
   return cache::hash_hex(material);
 }
@@ -97,7 +99,8 @@ const LoadedKernel& JitRuntime::kernel(const Signature& sig, const ContextInfo& 
   const std::string problem = validate_spec(loaded->spec);
   if (!problem.empty()) throw Error(loaded->spec.name() + ": " + problem);
   // Recorded before the lookup, so a run under JITATTN_JIT=off still lists what it missed.
-  if (!env_.record_path.empty()) Recorder::for_path(env_.record_path).record(sig);
+  // (A user variant's kernels are not manifest lines: their code lives in the caller.)
+  if (!env_.record_path.empty() && !sig.variant) Recorder::for_path(env_.record_path).record(sig);
   std::string served_by;
   cache::KernelRecord rec = binary(loaded->spec, &served_by);
 
@@ -220,7 +223,15 @@ JitRuntime::Fetched JitRuntime::compile_and_store(const KernelSpec& spec, const 
       }
   }
   const NvrtcCompiler& compiler = NvrtcCompiler::get();
-  const CompiledKernel ck = compiler.compile(spec, generate_source(spec, key));
+  CompiledKernel ck;
+  try {
+    ck = compiler.compile(spec, generate_source(spec, key));
+  } catch (const Error& e) {
+    // A user variant that does not compile: its own lines and NVRTC's messages, not generated code.
+    const std::string user = spec.sig.variant ? user_errors(e.what()) : std::string();
+    if (user.empty()) throw;
+    throw Error(ErrorKind::compile, "the user variant of " + spec.name() + " does not compile:\n" + user);
+  }
   stats_.compiles.fetch_add(1, std::memory_order_relaxed);
   cache::KernelRecord rec;
   rec.key = key;

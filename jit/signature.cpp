@@ -1,5 +1,6 @@
 #include "jit/signature.h"
 
+#include <cstdio>
 #include <cstring>
 #include <sstream>
 #include <vector>
@@ -121,8 +122,13 @@ std::string KernelSpec::name() const {
   std::ostringstream os;
   os << to_string(sig.op) << '.' << sig.arch().name() << '.' << jitattn::to_string(sig.dtype);
   if (sig.out_dtype != sig.dtype) os << "_to_" << jitattn::to_string(sig.out_dtype);
-  os << ".d" << sig.head_dim << ".v" << sig.head_dim_v << '.' << to_string(sig.bias)
-     << (sig.lse ? ".lse" : ".nolse") << (sig.dbias ? "_dbias" : "") << (sig.dropout ? "_drop" : "")
+  os << ".d" << sig.head_dim << ".v" << sig.head_dim_v << '.' << to_string(sig.bias);
+  if (sig.variant) {
+    char hex[17];
+    std::snprintf(hex, sizeof hex, "%016llx", static_cast<unsigned long long>(sig.variant));
+    os << "+u" << hex;
+  }
+  os << (sig.lse ? ".lse" : ".nolse") << (sig.dbias ? "_dbias" : "") << (sig.dropout ? "_drop" : "")
      << ".a" << int(sig.align) << '.' << to_string(family) << '_' << tile.name();
   return os.str();
 }
@@ -176,7 +182,15 @@ std::optional<KernelSpec> KernelSpec::parse(const std::string& name) {
     return std::nullopt;
   }
   auto hd = parse_prefixed(p[3], 'd'), hv = parse_prefixed(p[4], 'v');
-  auto bias = parse_bias_kind(p[5]);
+  const auto bias_variant = split(p[5], '+');  // kind, then optionally u<16 hex>
+  auto bias = parse_bias_kind(bias_variant[0]);
+  if (bias_variant.size() > 2) return std::nullopt;
+  if (bias_variant.size() == 2) {
+    const std::string& u = bias_variant[1];
+    if (u.size() != 17 || u[0] != 'u' || u.find_first_not_of("0123456789abcdef", 1) != std::string::npos) return std::nullopt;
+    spec.sig.variant = std::stoull(u.substr(1), nullptr, 16);
+    if (spec.sig.variant == 0) return std::nullopt;
+  }
   auto align = parse_prefixed(p[7], 'a');
   const auto flags = split(p[6], '_');  // lse|nolse, then optional dbias, drop
   if (!hd || !hv || !bias || !align || (flags[0] != "lse" && flags[0] != "nolse")) return std::nullopt;

@@ -80,12 +80,15 @@ struct Signature {
   uint8_t dropout = 0;  // fwd, bwd*: dropout on the attention probabilities
   uint8_t dbias = 0;    // bwd: also writes the gradient of a dense bias
   uint8_t reserved[2] = {0, 0};
+  // A user variant's id (jit/variant.h), 0 for none: its snippets are compiled over the bias
+  // kind's policy (named "<kind>+u<16 hex>").
+  uint64_t variant = 0;
 
   Arch arch() const { return Arch{arch_sm, arch_specific != 0}; }
   bool operator==(const Signature& o) const;
   uint64_t hash() const;  // XXH3-64 of the bytes
 };
-static_assert(sizeof(Signature) == 16, "Signature must stay padding-free");
+static_assert(sizeof(Signature) == 24, "Signature must stay padding-free");
 
 struct TileConfig {
   uint16_t block_m = 0, block_n = 0, warps = 0;

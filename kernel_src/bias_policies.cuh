@@ -1,5 +1,6 @@
-// Bias/mask policies. A policy answers these questions for one (sequence, head), whose
-// lengths are mq queries and mkv keys:
+// Bias/mask policies. A policy answers these questions for one (sequence b, head h), whose
+// lengths are mq queries and mkv keys (b is the batch row for dense layouts and the sequence,
+// i.e. the block, for block-diagonal and paged ones; i and j below count from its start):
 //   kv_range(q_lo, q_hi)          which keys rows [q_lo, q_hi) can see at all — tiles outside
 //                                 are never loaded, so a mask costs what its visible part costs;
 //   q_range(k_lo, k_hi)           which queries see any of keys [k_lo, k_hi) (the backward);
@@ -8,7 +9,9 @@
 //   logit(x, i, j)                the base-2 logit of query i and key j after masking/bias
 //                                 (x = q·k · scale · log2 e), or -inf where masked;
 //   row_range(i, mkv)             (masks that are one key interval per row, kElementwise false)
-//                                 the keys query i sees, so a kernel can mask by one compare.
+//                                 the keys query i sees, so a kernel can mask by one compare;
+//   score_grad(x, i, j)           (kScoreGrad) d logit / d x at an unmasked element: the
+//                                 backward multiplies dS by it (a user score_mod's derivative).
 // Kernels call these hooks and never branch on the bias kind themselves; adding a bias kind is
 // adding a row to jit/bias_kinds.h (which names the policy type) and, if no policy here serves
 // it, a struct here.
@@ -19,6 +22,7 @@ namespace jitattn {
 
 struct NoBias {
   static constexpr bool kElementwise = false;  // logit() must run on every tile
+  static constexpr bool kScoreGrad = false;    // logit() is x plus a constant (or -inf)
   __device__ NoBias(const FwdParams&, int, int, int, int) {}
   __device__ void kv_range(int, int, int mkv, int& lo, int& hi) const { lo = 0; hi = mkv; }
   __device__ void q_range(int, int, int mq, int& lo, int& hi) const { lo = 0; hi = mq; }
@@ -34,6 +38,7 @@ struct NoBias {
 template <bool kBottomRight, bool kLeft, bool kRight>
 struct BandMask {
   static constexpr bool kElementwise = false;
+  static constexpr bool kScoreGrad = false;
   int lo_off, hi_off;  // visible iff lo_off <= j - i <= hi_off
   __device__ BandMask(const FwdParams& p, int, int, int mq, int mkv) {
     const int shift = kBottomRight ? mkv - mq : 0;
@@ -68,6 +73,7 @@ struct BandMask {
 template <int kBiasDType, class Mask>
 struct TensorBiasPolicy {
   static constexpr bool kElementwise = true;
+  static constexpr bool kScoreGrad = false;
   using T = typename DType<kBiasDType>::T;
   Mask mask;
   const T* row0;
@@ -90,6 +96,7 @@ struct TensorBiasPolicy {
 template <class Mask>
 struct AlibiPolicy {
   static constexpr bool kElementwise = true;
+  static constexpr bool kScoreGrad = false;
   Mask mask;
   float slope;  // slope_h · log2 e
   __device__ AlibiPolicy(const FwdParams& p, int b, int h, int mq, int mkv)
@@ -101,6 +108,62 @@ struct AlibiPolicy {
   __device__ float logit(float x, int i, int j) const {
     const float masked = mask.logit(x, i, j);
     return masked == neg_inf() ? masked : masked - slope * fabsf(float(j - i));
+  }
+};
+
+// A tensor captured by a user variant, as its snippets see it: t(i0, ..., i{R-1}) reads the
+// element (no bounds check: the snippet indexes what it captured), t.size(d) its extent.
+template <class T, int R>
+struct TensorRef {
+  const T* ptr;
+  int64_t stride[R];
+  int32_t extent[R];
+  __device__ TensorRef(const UserArgs& a, int slot) : ptr(static_cast<const T*>(a.ptr[slot])) {
+#pragma unroll
+    for (int d = 0; d < R; ++d) stride[d] = a.stride[slot][d], extent[d] = a.size[slot][d];
+  }
+  template <class... I>
+  __device__ T operator()(I... idx) const {
+    static_assert(sizeof...(I) == R, "a captured tensor takes one index per dimension");
+    const int64_t is[] = {int64_t(idx)...};
+    int64_t off = 0;
+#pragma unroll
+    for (int d = 0; d < R; ++d) off += is[d] * stride[d];
+    return ptr[off];
+  }
+  __device__ T operator[](int64_t i) const { return ptr[i * stride[0]]; }
+  __device__ int size(int d) const { return extent[d]; }
+};
+
+// A user variant (jit/variant.h generates `V` from the user's snippets) over a built-in policy:
+// `Base` masks and biases first; then mask_mod(b, h, i, j) == false masks, and score_mod
+// rewrites the score s = logit · ln 2 (q·k·scale plus the built-in bias, natural units) into
+// score_mod(s, b, h, i, j). Every tile runs the element pass (the snippets are opaque).
+template <class Base, class V>
+struct UserPolicy {
+  static constexpr bool kElementwise = true;
+  static constexpr bool kScoreGrad = V::kScoreGrad;
+  Base base;
+  V v;
+  int b, h;
+  __device__ UserPolicy(const FwdParams& p, int b_, int h_, int mq, int mkv)
+      : base(p, b_, h_, mq, mkv), v(p.user), b(b_), h(h_) {}
+  __device__ void kv_range(int q_lo, int q_hi, int mkv, int& lo, int& hi) const { base.kv_range(q_lo, q_hi, mkv, lo, hi); }
+  __device__ void q_range(int k_lo, int k_hi, int mq, int& lo, int& hi) const { base.q_range(k_lo, k_hi, mq, lo, hi); }
+  __device__ void row_range(int i, int mkv, int& lo, int& hi) const { base.row_range(i, mkv, lo, hi); }
+  __device__ bool tile_full(int q_lo, int q_hi, int k_lo, int k_hi) const { return false; }
+  __device__ float logit(float x, int i, int j) const {
+    float y = base.logit(x, i, j);
+    if (y == neg_inf()) return y;
+    if constexpr (V::kMask) {
+      if (!v.mask_mod(b, h, i, j)) return neg_inf();
+    }
+    if constexpr (V::kScore) y = v.score_mod(y * kLn2, b, h, i, j) * kLog2e;
+    return y;
+  }
+  __device__ float score_grad(float x, int i, int j) const {
+    if constexpr (V::kScoreGrad) return v.score_grad(base.logit(x, i, j) * kLn2, b, h, i, j);
+    return 1.f;
   }
 };
 

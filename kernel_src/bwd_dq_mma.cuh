@@ -63,7 +63,7 @@ __device__ __forceinline__ void bwd_dq_mma(const BwdParams& bp) {
   const Rows<T, false> k = kv_rows<T, false>(p, p.k, p.k_stride_b, p.k_stride_h, p.k_stride_m, seq, hk, b);
   const Rows<T, false> v = kv_rows<T, false>(p, p.v, p.v_stride_b, p.v_stride_h, p.v_stride_m, seq, hk, b);
 
-  const Policy policy(p, seq.batch, h, mq, mkv);
+  const Policy policy(p, b, h, mq, mkv);
   int kv_lo, kv_hi;
   policy.kv_range(q_lo, imin(q_lo + kBM, mq), mkv, kv_lo, kv_hi);
   kv_lo = kv_lo / kBN * kBN;
@@ -160,11 +160,16 @@ __device__ __forceinline__ void bwd_dq_mma(const BwdParams& bp) {
 #pragma unroll
         for (int c = 0; c < 2; ++c) {
           const int e = e2 * 2 + c;
-          float x = s[nt][e] * p.scale_log2;
+          const float raw = s[nt][e] * p.scale_log2;
+          float x = raw;
           if constexpr (kMasked) x = j + c >= mkv || i >= mq ? neg_inf() : policy.logit(x, i, j + c);
           const float pv = fast_exp2(x - lse2[e2]);
           const float dpv = keep[c] ? dp[nt][e] * p.dropout_scale : 0.f;
-          s[nt][e] = pv * (dpv - delta[e2]);  // dS
+          float ds = pv * (dpv - delta[e2]);
+          if constexpr (Policy::kScoreGrad) {  // through a user score_mod
+            if (pv != 0.f) ds *= policy.score_grad(raw, i, j + c);
+          }
+          s[nt][e] = ds;  // dS
         }
       }
 

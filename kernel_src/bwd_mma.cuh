@@ -106,7 +106,7 @@ __device__ __forceinline__ void bwd_mma(const BwdParams& bp) {
   // The query blocks that see these keys (the same for every head of the group).
   int q_begin, q_end;
   {
-    const Policy policy(p, seq.batch, hk * group, mq, mkv);
+    const Policy policy(p, b, hk * group, mq, mkv);
     policy.q_range(k_lo, imin(k_lo + kBN, mkv), mq, q_begin, q_end);
   }
   const int m_first = q_begin / kBM;
@@ -178,7 +178,7 @@ __device__ __forceinline__ void bwd_mma(const BwdParams& bp) {
     const unsigned sq = smem_addr(buf ? sQ1 : sQ0), so = smem_addr(buf ? sO1 : sO0);
     const float* lse_row = sLse + buf * kBM;
     const float* delta_row = sDelta + buf * kBM;
-    const Policy policy(p, seq.batch, h, mq, mkv);
+    const Policy policy(p, b, h, mq, mkv);
 
     // Sᵀ = K·Qᵀ and dPᵀ = V·dOᵀ
     float s[kKT][kNT][4], dp[kKT][kNT][4];
@@ -256,16 +256,19 @@ __device__ __forceinline__ void bwd_mma(const BwdParams& bp) {
 #pragma unroll
           for (int c = 0; c < 2; ++c) {
             const int e = e2 * 2 + c;
-            float x = s[kt][nt][e] * p.scale_log2;
-            if constexpr (kMasked) {
-              const int i = m0 + nt * 8 + 2 * t + c;
-              x = j >= mkv || i >= mq ? neg_inf() : policy.logit(x, i, j);
-            }
+            const float raw = s[kt][nt][e] * p.scale_log2;
+            const int i = m0 + nt * 8 + 2 * t + c;
+            float x = raw;
+            if constexpr (kMasked) x = j >= mkv || i >= mq ? neg_inf() : policy.logit(x, i, j);
             const float pv = fast_exp2(x - lse2[c]);
             s[kt][nt][e] = pv;
             const float dpv = keep[c] ? dp[kt][nt][e] * p.dropout_scale : 0.f;
             pd[kt][nt][e] = keep[c] ? pv : 0.f;
-            dp[kt][nt][e] = pv * (dpv - delta[c]);
+            float ds = pv * (dpv - delta[c]);
+            if constexpr (Policy::kScoreGrad) {  // through a user score_mod: dS · d score_mod / d score
+              if (pv != 0.f) ds *= policy.score_grad(raw, i, j);
+            }
+            dp[kt][nt][e] = ds;
           }
         }
     }

@@ -156,7 +156,8 @@ __device__ __forceinline__ void simt_ds_tile(
     if (!SM::valid(tid, k)) continue;
     const int r = SM::row(tid, k), c = SM::col(tid, k);
     const int i = m0 + r, j = n0 + c;
-    float x = s[k] * p.scale_log2;
+    const float raw = s[k] * p.scale_log2;
+    float x = raw;
     if (!full) x = i >= mq || j >= mkv ? neg_inf() : policy.logit(x, i, j);
     // s_lse is +inf for a query that saw no key: exp2(x - inf) = 0.
     const float pv = exp2f(x - s_lse[r]);
@@ -171,6 +172,9 @@ __device__ __forceinline__ void simt_ds_tile(
     const float dpv = keep ? dp[k] * dp_scale : 0.f;
     pd[k] = keep ? pv : 0.f;
     ds[k] = pv * (dpv - s_delta[r]);
+    if constexpr (Policy::kScoreGrad) {  // through a user score_mod
+      if (pv != 0.f) ds[k] *= policy.score_grad(raw, i, j);
+    }
   }
 }
 
@@ -225,7 +229,7 @@ __device__ __forceinline__ void bwd_simt(const BwdParams& bp) {
   // The query blocks that see these keys (the same for every head of the group).
   int q_begin, q_end;
   {
-    const Policy policy(p, seq.batch, hk * group, mq, mkv);
+    const Policy policy(p, b, hk * group, mq, mkv);
     policy.q_range(k_lo, imin(k_lo + kBN, mkv), mq, q_begin, q_end);
   }
   const int m_first = q_begin / kBM;
@@ -247,7 +251,7 @@ __device__ __forceinline__ void bwd_simt(const BwdParams& bp) {
 
   for (int hh = 0; hh < group; ++hh) {
     const int h = hk * group + hh;
-    const Policy policy(p, seq.batch, h, mq, mkv);
+    const Policy policy(p, b, h, mq, mkv);
     const Rows<T, false> q(static_cast<const T*>(p.q) + seq.batch * p.q_stride_b + h * p.q_stride_h +
                                int64_t(seq.q_start) * p.q_stride_m, p.q_stride_m);
     const Rows<T, false> dout(static_cast<const T*>(bp.dout) + seq.batch * bp.do_stride_b + h * bp.do_stride_h +
@@ -430,7 +434,7 @@ __device__ __forceinline__ void bwd_dq_simt(const BwdParams& bp) {
   const Rows<T, false> k = kv_rows<T, false>(p, p.k, p.k_stride_b, p.k_stride_h, p.k_stride_m, seq, hk, b);
   const Rows<T, false> v = kv_rows<T, false>(p, p.v, p.v_stride_b, p.v_stride_h, p.v_stride_m, seq, hk, b);
 
-  const Policy policy(p, seq.batch, h, mq, mkv);
+  const Policy policy(p, b, h, mq, mkv);
   int kv_lo, kv_hi;
   policy.kv_range(q_lo, imin(q_lo + kBM, mq), mkv, kv_lo, kv_hi);
   kv_lo = kv_lo / kBN * kBN;  // the key tiles of bwd_simt's grid

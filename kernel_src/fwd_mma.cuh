@@ -91,7 +91,7 @@ __device__ __forceinline__ void fwd_mma(const FwdParams& p) {
   const Rows<T, Cfg::kPaged> k = kv_rows<T, Cfg::kPaged>(p, p.k, p.k_stride_b, p.k_stride_h, p.k_stride_m, seq, hk, b);
   const Rows<T, Cfg::kPaged> v = kv_rows<T, Cfg::kPaged>(p, p.v, p.v_stride_b, p.v_stride_h, p.v_stride_m, seq, hk, b);
 
-  const Policy policy(p, seq.batch, h, mq, mkv);
+  const Policy policy(p, b, h, mq, mkv);
   int kv_lo, kv_hi;
   policy.kv_range(q_lo, imin(q_lo + kBM, mq), mkv, kv_lo, kv_hi);
   kv_lo = kv_lo / kBN * kBN;

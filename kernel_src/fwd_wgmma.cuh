@@ -100,7 +100,7 @@ struct FwdWgmmaBlock {
     return FwdWgmmaBlock(p, smem, m_block, h, b);
   }
   __device__ FwdWgmmaBlock(const FwdParams& p_, unsigned smem, int m_block_, int h_, int b_)
-      : p(p_), m_block(m_block_), h(h_), b(b_), seq(p_, b_), policy(p_, seq.batch, h_, seq.mq, seq.mkv) {
+      : p(p_), m_block(m_block_), h(h_), b(b_), seq(p_, b_), policy(p_, b_, h_, seq.mq, seq.mkv) {
     q_lo = m_block * kBM;
     int kv_hi;
     policy.kv_range(q_lo, imin(q_lo + kBM, seq.mq), seq.mkv, kv_lo, kv_hi);

@@ -10,6 +10,17 @@ typedef int int32_t;
 
 namespace jitattn {
 
+// The captures of a user variant (jit/variant.h): tensor slot t is ptr[t] with size[t][d] and
+// stride[t][d] (elements) for its rank's dimensions; scalars are f[] and i[] in capture order.
+constexpr int kUserTensors = 8, kUserScalars = 8, kUserRank = 4;
+struct UserArgs {
+  const void* ptr[kUserTensors];
+  int64_t stride[kUserTensors][kUserRank];
+  int32_t size[kUserTensors][kUserRank];
+  float f[kUserScalars];
+  int32_t i[kUserScalars];
+};
+
 // Forward attention. Strides are in elements; query/key/value/out are [B, M, H, D] viewed
 // through (batch, row, head) strides with the last stride 1.
 struct FwdParams {
@@ -57,6 +68,7 @@ struct FwdParams {
   unsigned dropout_threshold;
   float dropout_scale;
   int32_t batch_rows, mq_rows, mkv_rows;  // B and M of the query tensor, M of the key tensor
+  UserArgs user;  // a user variant's captures (its code is in the kernel), else unused
 };
 
 // Backward. The forward's arguments (f: q, k, v, out = O, lse, bias, geometry, windows) plus the

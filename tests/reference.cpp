@@ -10,9 +10,11 @@ namespace jitattn::test {
 namespace {
 
 // P [Mkv] of row (b, h, i) and its lse; returns false (P = 0, lse = -inf) for a fully masked row.
+// With `mod`, each finite score x becomes mod->f(x, ...) and `raw` (if given) keeps x.
 bool softmax_row(const RefShape& s, const std::vector<double>& q, const std::vector<double>& k,
                  const std::vector<double>& bias, double scale, int64_t b, int64_t h, int64_t i,
-                 std::vector<double>& P, double& lse) {
+                 std::vector<double>& P, double& lse, const ScoreMod* mod = nullptr, std::vector<double>* raw = nullptr) {
+  if (raw) raw->assign(size_t(s.Mkv), 0.0);
   const double ninf = -std::numeric_limits<double>::infinity();
   P.assign(size_t(s.Mkv), 0.0);
   lse = ninf;
@@ -23,6 +25,8 @@ bool softmax_row(const RefShape& s, const std::vector<double>& q, const std::vec
       dot += q[size_t(((b * s.Mq + i) * s.H + h) * s.K + d)] * k[size_t(((b * s.Mkv + j) * s.H + h) * s.K + d)];
     double x = dot * scale;
     if (!bias.empty()) x += bias[size_t(((b * s.H + h) * s.Mq + i) * s.Mkv + j)];
+    if (raw) (*raw)[size_t(j)] = x;
+    if (mod && x != ninf) x = mod->f(x, b, h, i, j);
     P[size_t(j)] = x;
     mx = std::max(mx, x);
   }
@@ -47,7 +51,7 @@ double dropout_factor(const RefShape& s, const std::vector<uint8_t>* keep, doubl
 // The forward with an optional dropout mask (see reference.h): both public forwards.
 RefResult forward(const RefShape& s, const std::vector<double>& q, const std::vector<double>& k,
                   const std::vector<double>& v, const std::vector<double>& bias, double scale,
-                  const std::vector<uint8_t>* keep, double p) {
+                  const std::vector<uint8_t>* keep, double p, const ScoreMod* mod) {
   RefResult r;
   r.out.assign(size_t(s.B * s.Mq * s.H * s.Kv), 0.0);
   r.lse.assign(size_t(s.B * s.H * s.Mq), 0.0);
@@ -56,7 +60,7 @@ RefResult forward(const RefShape& s, const std::vector<double>& q, const std::ve
     for (int64_t h = 0; h < s.H; ++h)
       for (int64_t i = 0; i < s.Mq; ++i) {
         // A fully masked row keeps out = 0 and gets lse = -inf.
-        if (!softmax_row(s, q, k, bias, scale, b, h, i, P, r.lse[size_t((b * s.H + h) * s.Mq + i)])) continue;
+        if (!softmax_row(s, q, k, bias, scale, b, h, i, P, r.lse[size_t((b * s.H + h) * s.Mq + i)], mod)) continue;
         for (int64_t j = 0; j < s.Mkv; ++j) {
           const double w = P[size_t(j)] * dropout_factor(s, keep, p, b, h, i, j);
           if (w == 0) continue;
@@ -70,19 +74,21 @@ RefResult forward(const RefShape& s, const std::vector<double>& q, const std::ve
 }  // namespace
 
 RefResult reference_attention(const RefShape& s, const std::vector<double>& q, const std::vector<double>& k,
-                              const std::vector<double>& v, const std::vector<double>& bias, double scale) {
-  return forward(s, q, k, v, bias, scale, nullptr, 0.0);
+                              const std::vector<double>& v, const std::vector<double>& bias, double scale,
+                              const ScoreMod* mod) {
+  return forward(s, q, k, v, bias, scale, nullptr, 0.0, mod);
 }
 
 RefResult reference_attention_dropout(const RefShape& s, const std::vector<double>& q, const std::vector<double>& k,
                                       const std::vector<double>& v, const std::vector<double>& bias, double scale,
-                                      const std::vector<uint8_t>& keep, double p) {
-  return forward(s, q, k, v, bias, scale, &keep, p);
+                                      const std::vector<uint8_t>& keep, double p, const ScoreMod* mod) {
+  return forward(s, q, k, v, bias, scale, &keep, p, mod);
 }
 
 RefGrads reference_backward(const RefShape& s, const std::vector<double>& q, const std::vector<double>& k,
                             const std::vector<double>& v, const std::vector<double>& bias, double scale,
-                            const std::vector<double>& grad_out, const std::vector<uint8_t>* keep, double p) {
+                            const std::vector<double>& grad_out, const std::vector<uint8_t>* keep, double p,
+                            const ScoreMod* mod) {
   RefGrads g;
   g.dq.assign(size_t(s.B * s.Mq * s.H * s.K), 0.0);
   g.dk.assign(size_t(s.B * s.Mkv * s.H * s.K), 0.0);
@@ -91,12 +97,12 @@ RefGrads reference_backward(const RefShape& s, const std::vector<double>& q, con
   g.dq_mag.assign(g.dq.size(), 0.0);
   g.dk_mag.assign(g.dk.size(), 0.0);
   g.dbias_mag.assign(g.dbias.size(), 0.0);
-  std::vector<double> P, Z(size_t(s.Mkv)), dP(size_t(s.Mkv)), O(size_t(s.Kv));
+  std::vector<double> P, raw, Z(size_t(s.Mkv)), dP(size_t(s.Mkv)), O(size_t(s.Kv));
   double lse;
   for (int64_t b = 0; b < s.B; ++b)
     for (int64_t h = 0; h < s.H; ++h)
       for (int64_t i = 0; i < s.Mq; ++i) {
-        if (!softmax_row(s, q, k, bias, scale, b, h, i, P, lse)) continue;  // fully masked: no gradient
+        if (!softmax_row(s, q, k, bias, scale, b, h, i, P, lse, mod, &raw)) continue;  // fully masked: no gradient
         const auto qi = [&](int64_t d) { return size_t(((b * s.Mq + i) * s.H + h) * s.K + d); };
         const auto ki = [&](int64_t j, int64_t d) { return size_t(((b * s.Mkv + j) * s.H + h) * s.K + d); };
         const auto vi = [&](int64_t j, int64_t d) { return size_t(((b * s.Mkv + j) * s.H + h) * s.Kv + d); };
@@ -117,8 +123,10 @@ RefGrads reference_backward(const RefShape& s, const std::vector<double>& q, con
         double D = 0;  // rowsum(dO ∘ O)
         for (int64_t d = 0; d < s.Kv; ++d) D += grad_out[oi(d)] * O[size_t(d)];
         for (int64_t j = 0; j < s.Mkv; ++j) {
-          const double dS = P[size_t(j)] * (dP[size_t(j)] - D);
-          const double mag = P[size_t(j)] * (std::fabs(dP[size_t(j)]) + std::fabs(D));
+          // Through a score_mod: d/dx = d/df · f'(x).
+          const double chain = mod && P[size_t(j)] != 0 ? mod->df(raw[size_t(j)], b, h, i, j) : 1.0;
+          const double dS = P[size_t(j)] * (dP[size_t(j)] - D) * chain;
+          const double mag = P[size_t(j)] * (std::fabs(dP[size_t(j)]) + std::fabs(D)) * std::fabs(chain);
           g.dbias[size_t(((b * s.H + h) * s.Mq + i) * s.Mkv + j)] = dS;
           g.dbias_mag[size_t(((b * s.H + h) * s.Mq + i) * s.Mkv + j)] = mag;
           for (int64_t d = 0; d < s.K; ++d) {

@@ -3,6 +3,7 @@
 // A row whose bias is -inf everywhere gives out = 0 and lse = -inf, as the kernels promise.
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <random>
 #include <vector>
 
@@ -19,8 +20,16 @@ struct RefShape {
 struct RefResult {
   std::vector<double> out, lse;
 };
+// A user score_mod (jitattn/variant.h) written again on the host: the score x = q·k·scale + bias
+// (finite) of element (b, h, i, j) becomes f(x, b, h, i, j), whose derivative df the backward
+// multiplies dS by. A user mask_mod is a -inf in the bias.
+struct ScoreMod {
+  std::function<double(double, int64_t, int64_t, int64_t, int64_t)> f, df;
+};
+
 RefResult reference_attention(const RefShape& s, const std::vector<double>& q, const std::vector<double>& k,
-                              const std::vector<double>& v, const std::vector<double>& bias, double scale);
+                              const std::vector<double>& v, const std::vector<double>& bias, double scale,
+                              const ScoreMod* mod = nullptr);
 
 // Dropout (xFormers' definition): applied to the attention probabilities after the softmax,
 //   out = (P ∘ keep / (1 − p)) @ v,   P = softmax(q @ kᵀ · scale + bias),
@@ -28,7 +37,7 @@ RefResult reference_attention(const RefShape& s, const std::vector<double>& q, c
 // lse is that of the undropped softmax (what the kernels store for the backward).
 RefResult reference_attention_dropout(const RefShape& s, const std::vector<double>& q, const std::vector<double>& k,
                                       const std::vector<double>& v, const std::vector<double>& bias, double scale,
-                                      const std::vector<uint8_t>& keep, double p);
+                                      const std::vector<uint8_t>& keep, double p, const ScoreMod* mod = nullptr);
 
 // Gradients of L = Σ out ∘ grad_out, straight from the softmax formula (Z = keep / (1 − p), or 1
 // without dropout):
@@ -47,7 +56,7 @@ struct RefGrads {
 RefGrads reference_backward(const RefShape& s, const std::vector<double>& q, const std::vector<double>& k,
                             const std::vector<double>& v, const std::vector<double>& bias, double scale,
                             const std::vector<double>& grad_out, const std::vector<uint8_t>* keep = nullptr,
-                            double p = 0.0);
+                            double p = 0.0, const ScoreMod* mod = nullptr);
 
 // [B, M, Hkv, D] → [B, M, Hq, D], each key/value head repeated for its Hq / Hkv query heads.
 std::vector<double> repeat_heads(const std::vector<double>& x, int64_t B, int64_t M, int64_t Hkv, int64_t Hq, int64_t D);

@@ -18,6 +18,7 @@ AttentionOptions forward_options(const BackwardOptions& o, const TensorView& out
   f.scale = o.scale;
   f.output_dtype = out.dtype;  // the forward's output may have any dtype the forward allows
   f.p = o.p, f.seed = o.seed, f.offset = o.offset;
+  f.variant = o.variant;
   return f;
 }
 
@@ -108,6 +109,9 @@ BwdPlan plan_backward(const TensorView& grad, const TensorView& out, const Tenso
   const detail::Plan& p = b.fwd;
   if (!jit::has_backward(p.bias.kind))
     R.push_back(std::string("the backward does not support ") + bias_name(bias) + " (paged keys are for inference)");
+  if (o.variant && !o.variant->score_code().empty() && o.variant->score_grad_code().empty() && !o.variant->additive())
+    R.push_back("options.variant: the backward of a score_mod needs its derivative (score_mod(code, grad)) or "
+                "additive_score()");
   check_like(R, grad, "grad", p.o, false, false, q.dtype, q.device);
   check_like(R, dq, "dq", p.q, false, false, q.dtype, q.device);
   check_like(R, dk, "dk", p.k, true, share, q.dtype, q.device);

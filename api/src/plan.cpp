@@ -146,6 +146,31 @@ bool aligned16(const TensorView& t, const Bmhk& x) {
          (x.sh * es) % 16 == 0;
 }
 
+namespace {
+// The variant's code id and its captures' values for the kernels (jit::ops::VariantPlan).
+void plan_variant(const Variant& v, int device, Plan& p, std::vector<std::string>& R) {
+  for (std::string& r : v.reasons()) R.push_back(std::move(r));
+  if (!R.empty()) return;
+  jit::ops::VariantPlan& u = p.variant;
+  int tensors = 0, floats = 0, ints = 0;
+  for (const Variant::Capture& c : v.captures()) {
+    switch (c.kind) {
+      case Variant::Capture::Kind::tensor: {
+        const CaptureTensor& t = c.tensor;
+        u.ptr[tensors] = t.data;
+        for (int d = 0; d < t.rank; ++d) u.stride[tensors][d] = t.stride[d], u.size[tensors][d] = int32_t(t.shape[d]);
+        ++tensors;
+        break;
+      }
+      case Variant::Capture::Kind::f32: u.f[floats++] = c.f; break;
+      case Variant::Capture::Kind::i32: u.i[ints++] = c.i; break;
+    }
+  }
+  (void)device;  // captured tensors are the caller's device memory on the call's device
+  u.id = v.code_id();
+}
+}  // namespace
+
 Plan plan(const TensorView& q, const TensorView& k, const TensorView& v, const AttnBias& bias,
           const TensorView& out, const TensorView& lse, const AttentionOptions& opt, bool share) {
   Plan p;
@@ -260,6 +285,7 @@ Plan plan(const TensorView& q, const TensorView& k, const TensorView& v, const A
     p.lse_stride_b = lse.stride[0], p.lse_stride_h = lse.ndim == 4 ? lse.stride[2] : lse.stride[1];
   }
   p.p = opt.p, p.seed = opt.seed, p.offset = opt.offset;
+  if (opt.variant) plan_variant(*opt.variant, q.device, p, R);
   return p;
 }
 

@@ -158,7 +158,7 @@ void backward(const BackwardPlan& b, CUstream stream) {
   auto kernel = [&](Op op, bool with_bias, int head_dim = 0) -> const LoadedKernel& {
     Signature s = sig;
     s.op = op;
-    if (!with_bias) s.bias = BiasKind::none, s.dropout = 0;
+    if (!with_bias) s.bias = BiasKind::none, s.dropout = 0, s.variant = 0;
     if (op != Op::bwd_pre) s.out_dtype = dt;  // only bwd_pre reads out
     s.dbias = op == Op::bwd || op == Op::bwd_kv ? b.dbias != nullptr : 0;
     if (head_dim) s.head_dim = s.head_dim_v = uint16_t(head_dim);  // bwd_post over dK or dV

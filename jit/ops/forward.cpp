@@ -24,6 +24,7 @@ Signature forward_signature(const ForwardPlan& p, const Arch& arch) {
   sig.lse = p.lse != nullptr;
   sig.align = uint8_t(p.align);
   sig.dropout = p.p > 0;
+  sig.variant = p.variant.id;
   return sig;
 }
 
@@ -65,6 +66,15 @@ bool forward_params(const ForwardPlan& p, FwdParams& fp) {
       fp.block_tables_stride = p.bias.block_tables->max_pages;
       fp.page_size = p.bias.page_size;
     }
+  }
+  if (p.variant.id) {  // the captures' values (their code is in the kernel)
+    static_assert(VariantPlan::kTensors == kUserTensors && VariantPlan::kScalars == kUserScalars &&
+                  VariantPlan::kRank == kUserRank, "jit/ops/plans.h and kernel_src/params.h disagree on UserArgs");
+    for (int t = 0; t < kUserTensors; ++t) {
+      fp.user.ptr[t] = p.variant.ptr[t];
+      for (int d = 0; d < kUserRank; ++d) fp.user.stride[t][d] = p.variant.stride[t][d], fp.user.size[t][d] = p.variant.size[t][d];
+    }
+    for (int s = 0; s < kUserScalars; ++s) fp.user.f[s] = p.variant.f[s], fp.user.i[s] = p.variant.i[s];
   }
   fp.scale_log2 = float(p.scale * 1.4426950408889634);
   fp.dropout_scale = 1.f;  // the backward scales by it unconditionally

@@ -33,6 +33,18 @@ struct BiasPlan {
   const DeviceFloats* alibi_slopes = nullptr;
 };
 
+// A user variant (jitattn/variant.h) as the kernels see it: its code's id (jit/variant.h) and
+// its captures' values, in slot order per kind (kernel_src/params.h UserArgs, same limits).
+struct VariantPlan {
+  static constexpr int kTensors = 8, kScalars = 8, kRank = 4;
+  uint64_t id = 0;  // 0: no variant
+  const void* ptr[kTensors] = {};
+  int64_t stride[kTensors][kRank] = {};
+  int32_t size[kTensors][kRank] = {};
+  float f[kScalars] = {};
+  int32_t i[kScalars] = {};
+};
+
 // A validated forward: out = softmax(q·kᵀ·scale + bias)·v (and lse).
 struct ForwardPlan {
   Bmhk q, k, v, o;
@@ -49,6 +61,7 @@ struct ForwardPlan {
   int64_t lse_stride_b = 0, lse_stride_h = 0;
   double p = 0.0;  // dropout
   uint64_t seed = 0, offset = 0;
+  VariantPlan variant;
 };
 
 // A validated backward: the forward's plan (out and lse are read) plus the gradients.

@@ -11,9 +11,10 @@ Writes OUT_DIR/gpt_compare.json (both loss curves, step times, the compile resul
 OUT_DIR/gpt_compare.png (matplotlib), or, without matplotlib, OUT_DIR/plot_gpt_compare.py that
 draws it from the JSON elsewhere.
 
-The data teach attention something: each document is a random token string followed by a copy
-of it, so the second half is predictable only by looking back inside the same document (a mask
-leaking across documents, or missing causality, shows up in the curve).
+The data teach attention something: each document samples its tokens from its own random bag of
+BAG tokens, so the next token is predictable (loss from ln 256 = 5.5 toward ln 8 = 2.1) only by
+looking back inside the same document (a mask leaking across documents, or missing causality,
+shows up in the curve).
 """
 import argparse
 import json
@@ -28,7 +29,7 @@ import torch.nn.functional as F
 from jitattn import ops
 from jitattn.ops.fmha import attn_bias as ab
 
-VOCAB, DIM, HEADS, LAYERS, TOKENS, MAX_DOC = 256, 256, 4, 4, 2048, 256
+VOCAB, DIM, HEADS, LAYERS, TOKENS, MAX_DOC, BAG = 256, 256, 4, 4, 2048, 256, 8
 
 
 def batch(step, device):
@@ -36,13 +37,16 @@ def batch(step, device):
     g = torch.Generator().manual_seed(1000 + step)
     lens, total = [], 0
     while total < TOKENS:
-        n = min(2 * int(torch.randint(8, MAX_DOC // 2 + 1, (1,), generator=g)), TOKENS - total)
+        n = min(int(torch.randint(16, MAX_DOC + 1, (1,), generator=g)), TOKENS - total)
         lens.append(n)
         total += n
+    # Each document draws its own BAG tokens and then samples from them only: a token is predictable
+    # (loss -> ln BAG from ln VOCAB) only by looking back inside the same document, so a mask that
+    # leaks across documents, or one that is not causal, shows in the curve.
     docs = []
     for n in lens:
-        half = torch.randint(0, VOCAB, ((n + 1) // 2,), generator=g)
-        docs.append(torch.cat([half, half])[:n])
+        bag = torch.randperm(VOCAB, generator=g)[:BAG]
+        docs.append(bag[torch.randint(0, BAG, (n,), generator=g)])
     x = torch.cat(docs)
     y = torch.full_like(x, -100)
     pos = torch.cat([torch.arange(n) for n in lens])

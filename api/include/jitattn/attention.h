@@ -16,6 +16,7 @@
 #include "jitattn/bias.h"
 #include "jitattn/error.h"
 #include "jitattn/tensor.h"
+#include "jitattn/variant.h"
 
 namespace jitattn {
 
@@ -28,6 +29,8 @@ struct AttentionOptions {
   // regenerates it; a different offset gives an independent mask. Not with paged masks.
   double p = 0.0;
   uint64_t seed = 0, offset = 0;
+  // The caller's mask_mod/score_mod over `bias` (jitattn/variant.h), or null. Read during the call.
+  const Variant* variant = nullptr;
 };
 
 // out = softmax(q @ k^T * scale + bias) @ v
@@ -54,6 +57,8 @@ struct BackwardOptions {
   // Device scratch of at least memory_efficient_attention_backward_workspace_bytes() bytes, or
   // null: then it is allocated and freed on `stream` (stream-ordered, cuMemAllocAsync).
   void* workspace = nullptr;
+  // The forward's variant (jitattn/variant.h); with a score_mod it needs score_grad or additive_score().
+  const Variant* variant = nullptr;
 };
 
 // Gradients of out = attention(q, k, v, bias) with respect to q, k, v (and a dense bias), given

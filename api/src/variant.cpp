@@ -1,0 +1,142 @@
+#include "jitattn/variant.h"
+
+#include <regex>
+
+#include "jit/variant.h"
+
+namespace jitattn {
+
+const char* to_string(CaptureType t) {
+  switch (t) {
+    case CaptureType::f32: return "f32";
+    case CaptureType::f16: return "f16";
+    case CaptureType::bf16: return "bf16";
+    case CaptureType::i32: return "i32";
+    case CaptureType::i64: return "i64";
+    case CaptureType::u8: return "u8";
+  }
+  return "?";
+}
+
+namespace {
+const char* device_type(CaptureType t) {
+  switch (t) {
+    case CaptureType::f32: return "float";
+    case CaptureType::f16: return "__half";
+    case CaptureType::bf16: return "__nv_bfloat16";
+    case CaptureType::i32: return "int";
+    case CaptureType::i64: return "long long";
+    case CaptureType::u8: return "unsigned char";
+  }
+  return "?";
+}
+
+// Names a snippet already has, or that the generated struct uses.
+bool reserved(const std::string& n) {
+  static const char* const words[] = {"b", "h", "q_idx", "kv_idx", "score", "a", "Variant", "kMask", "kScore",
+                                      "kScoreGrad", "mask_mod", "score_mod", "score_grad"};
+  for (const char* w : words)
+    if (n == w) return true;
+  return n.rfind("__", 0) == 0 || n.rfind("jitattn", 0) == 0;
+}
+}  // namespace
+
+Variant& Variant::mask_mod(std::string code) {
+  mask_ = std::move(code);
+  return *this;
+}
+
+Variant& Variant::score_mod(std::string code, std::string grad) {
+  score_ = std::move(code);
+  grad_ = std::move(grad);
+  return *this;
+}
+
+Variant& Variant::additive_score(bool additive) {
+  additive_ = additive;
+  return *this;
+}
+
+Variant::Capture& Variant::slot(const std::string& name) {
+  for (Capture& c : captures_)
+    if (c.name == name) return c;
+  Capture c;
+  c.name = name;
+  captures_.push_back(c);
+  return captures_.back();
+}
+
+Variant& Variant::capture(const std::string& name, const CaptureTensor& tensor) {
+  Capture& c = slot(name);
+  c.kind = Capture::Kind::tensor;
+  c.tensor = tensor;
+  return *this;
+}
+
+Variant& Variant::capture(const std::string& name, float value) {
+  Capture& c = slot(name);
+  c.kind = Capture::Kind::f32;
+  c.f = value;
+  return *this;
+}
+
+Variant& Variant::capture(const std::string& name, int32_t value) {
+  Capture& c = slot(name);
+  c.kind = Capture::Kind::i32;
+  c.i = value;
+  return *this;
+}
+
+std::vector<std::string> Variant::reasons() const {
+  std::vector<std::string> r;
+  if (mask_.empty() && score_.empty()) r.push_back("variant: neither mask_mod nor score_mod is set");
+  if (!grad_.empty() && additive_) r.push_back("variant: score_grad is given and additive_score() is set; choose one");
+  if ((!grad_.empty() || additive_) && score_.empty()) r.push_back("variant: a score gradient is given without score_mod");
+  static const std::regex ident("^[A-Za-z_][A-Za-z0-9_]*$");
+  int tensors = 0, floats = 0, ints = 0;
+  for (const Capture& c : captures_) {
+    const std::string what = "variant capture '" + c.name + "'";
+    if (!std::regex_match(c.name, ident)) r.push_back(what + ": a capture name must be a C identifier");
+    else if (reserved(c.name)) r.push_back(what + ": the name is taken (b, h, q_idx, kv_idx, score and jitattn's own)");
+    if (c.kind == Capture::Kind::tensor) {
+      ++tensors;
+      const CaptureTensor& t = c.tensor;
+      if (t.rank < 1 || t.rank > kMaxRank) r.push_back(what + ": rank=" + std::to_string(t.rank) + " is not in 1..4");
+      if (!t.data) r.push_back(what + ": data is null");
+      for (int d = 0; d < t.rank && d < kMaxRank; ++d) {
+        if (t.shape[d] < 0 || t.shape[d] > INT32_MAX) r.push_back(what + ": shape[" + std::to_string(d) + "] is not in 0..2^31-1");
+        if (t.stride[d] < 0) r.push_back(what + ": stride[" + std::to_string(d) + "] is negative");
+      }
+    } else {
+      ++(c.kind == Capture::Kind::f32 ? floats : ints);
+    }
+  }
+  if (tensors > kMaxTensors) r.push_back("variant: " + std::to_string(tensors) + " tensor captures; at most 8");
+  if (floats > kMaxScalars) r.push_back("variant: " + std::to_string(floats) + " float captures; at most 8");
+  if (ints > kMaxScalars) r.push_back("variant: " + std::to_string(ints) + " int captures; at most 8");
+  return r;
+}
+
+uint64_t Variant::code_id() const {
+  if (mask_.empty() && score_.empty()) return 0;
+  jit::VariantCode code;
+  code.mask_mod = mask_;
+  code.score_mod = score_;
+  code.score_grad = grad_;
+  code.additive = additive_;
+  for (const Capture& c : captures_) {
+    jit::CaptureDecl d;
+    d.name = c.name;
+    if (c.kind == Capture::Kind::tensor) {
+      d.kind = jit::CaptureKind::tensor;
+      d.type = device_type(c.tensor.type);
+      d.rank = c.tensor.rank;
+    } else {
+      d.kind = c.kind == Capture::Kind::f32 ? jit::CaptureKind::f32 : jit::CaptureKind::i32;
+    }
+    code.captures.push_back(d);
+  }
+  return jit::register_variant(code);
+}
+
+}  // namespace jitattn

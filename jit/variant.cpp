@@ -1,0 +1,127 @@
+#include "jit/variant.h"
+
+#include <mutex>
+#include <regex>
+#include <sstream>
+#include <unordered_map>
+
+#define XXH_INLINE_ALL
+#include <xxhash.h>
+
+#include "jitattn/error.h"
+
+namespace jitattn::jit {
+
+namespace {
+const char* kind_name(CaptureKind k) {
+  switch (k) {
+    case CaptureKind::tensor: return "tensor";
+    case CaptureKind::f32: return "float";
+    case CaptureKind::i32: return "int";
+  }
+  return "?";
+}
+
+struct Registry {
+  std::mutex mu;
+  std::unordered_map<uint64_t, std::shared_ptr<const VariantCode>> codes;
+  static Registry& get() {
+    static Registry r;
+    return r;
+  }
+};
+
+// A snippet as a function body: as written when it returns, else the expression it is.
+std::string body(const std::string& snippet) {
+  static const std::regex has_return("\\breturn\\b");
+  return std::regex_search(snippet, has_return) ? snippet : "return (" + snippet + ");";
+}
+}  // namespace
+
+std::string VariantCode::canonical() const {
+  std::ostringstream os;
+  os << "jitattn variant 1\nmask_mod " << mask_mod.size() << '\n' << mask_mod << "\nscore_mod " << score_mod.size() << '\n'
+     << score_mod << "\nscore_grad " << score_grad.size() << '\n' << score_grad << "\nadditive " << additive << '\n';
+  for (const CaptureDecl& c : captures) os << "capture " << c.name << ' ' << kind_name(c.kind) << ' ' << c.type << ' ' << c.rank << '\n';
+  return os.str();
+}
+
+uint64_t register_variant(const VariantCode& code) {
+  std::string text = code.canonical();
+  uint64_t id = XXH3_64bits(text.data(), text.size());
+  if (id == 0) id = 1;  // 0 means "no variant"
+  Registry& r = Registry::get();
+  std::lock_guard<std::mutex> lock(r.mu);
+  auto it = r.codes.find(id);
+  if (it == r.codes.end()) {
+    r.codes.emplace(id, std::make_shared<const VariantCode>(code));
+  } else if (it->second->canonical() != text) {
+    throw Error("two user variants hash to the same id " + std::to_string(id) +
+                "; change either one's text (e.g. a comment) so they get different kernels");
+  }
+  return id;
+}
+
+std::shared_ptr<const VariantCode> variant_code(uint64_t id) {
+  Registry& r = Registry::get();
+  std::lock_guard<std::mutex> lock(r.mu);
+  auto it = r.codes.find(id);
+  if (it == r.codes.end())
+    throw Error("no user variant with id " + std::to_string(id) + " is registered in this process (a kernel name's .u<id> "
+                "part names one; its kernels compile only where the variant is built)");
+  return it->second;
+}
+
+std::string variant_source(const VariantCode& code) {
+  std::ostringstream os;
+  const bool mask = !code.mask_mod.empty(), score = !code.score_mod.empty(), grad = code.has_score_grad() && !code.additive;
+  os << "namespace jitattn_user {\n"
+     << "struct Variant {\n"
+     << "  static constexpr bool kMask = " << (mask ? "true" : "false") << ", kScore = " << (score ? "true" : "false")
+     << ", kScoreGrad = " << (grad ? "true" : "false") << ";\n";
+  int tensors = 0, floats = 0, ints = 0;
+  std::ostringstream init;
+  for (const CaptureDecl& c : code.captures) {
+    init << (init.tellp() > 0 ? ", " : "") << c.name << '(';
+    switch (c.kind) {
+      case CaptureKind::tensor:
+        os << "  jitattn::TensorRef<" << c.type << ", " << c.rank << "> " << c.name << ";\n";
+        init << "a, " << tensors++ << ')';
+        break;
+      case CaptureKind::f32:
+        os << "  float " << c.name << ";\n";
+        init << "a.f[" << floats++ << "])";
+        break;
+      case CaptureKind::i32:
+        os << "  int " << c.name << ";\n";
+        init << "a.i[" << ints++ << "])";
+        break;
+    }
+  }
+  os << "  __device__ explicit Variant(const jitattn::UserArgs& a)" << (code.captures.empty() ? "" : " : ") << init.str()
+     << " {}\n";
+  auto fn = [&](const char* sig, const char* name, const std::string& text) {
+    os << "  __device__ " << sig << " const {\n#line 1 \"" << name << "\"\n" << body(text) << "\n#line 1 \"jitattn_variant\"\n  }\n";
+  };
+  if (mask) fn("bool mask_mod(int b, int h, int q_idx, int kv_idx)", "mask_mod", code.mask_mod);
+  if (score) fn("float score_mod(float score, int b, int h, int q_idx, int kv_idx)", "score_mod", code.score_mod);
+  if (grad) fn("float score_grad(float score, int b, int h, int q_idx, int kv_idx)", "score_grad", code.score_grad);
+  os << "};\n}  // namespace jitattn_user\n";
+  return os.str();
+}
+
+std::string user_errors(const std::string& log) {
+  std::istringstream in(log);
+  std::string line, out;
+  bool in_user = false;
+  static const std::regex user_line("^(mask_mod|score_mod|score_grad)\\([0-9]+\\):");
+  static const std::regex any_file_line("^[^ ]+\\([0-9]+\\):");
+  while (std::getline(in, line)) {
+    if (std::regex_search(line, user_line)) in_user = true;
+    else if (std::regex_search(line, any_file_line)) in_user = false;
+    if (in_user) out += line + '\n';
+  }
+  return out;
+}
+
+}  // namespace jitattn::jit
