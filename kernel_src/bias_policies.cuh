@@ -112,7 +112,12 @@ struct AlibiPolicy {
 };
 
 // A tensor captured by a user variant, as its snippets see it: t(i0, ..., i{R-1}) reads the
-// element (no bounds check: the snippet indexes what it captured), t.size(d) its extent.
+// element (no bounds check: the snippet indexes what it captured), t.size(d) its extent. f16 and
+// bf16 elements read as float.
+__device__ __forceinline__ float capture_value(half_bits x) { return to_float(x); }
+__device__ __forceinline__ float capture_value(bf16_bits x) { return to_float(x); }
+template <class T>
+__device__ __forceinline__ T capture_value(T x) { return x; }
 template <class T, int R>
 struct TensorRef {
   const T* ptr;
@@ -123,15 +128,15 @@ struct TensorRef {
     for (int d = 0; d < R; ++d) stride[d] = a.stride[slot][d], extent[d] = a.size[slot][d];
   }
   template <class... I>
-  __device__ T operator()(I... idx) const {
+  __device__ auto operator()(I... idx) const {
     static_assert(sizeof...(I) == R, "a captured tensor takes one index per dimension");
     const int64_t is[] = {int64_t(idx)...};
     int64_t off = 0;
 #pragma unroll
     for (int d = 0; d < R; ++d) off += is[d] * stride[d];
-    return ptr[off];
+    return capture_value(ptr[off]);
   }
-  __device__ T operator[](int64_t i) const { return ptr[i * stride[0]]; }
+  __device__ auto operator[](int64_t i) const { return capture_value(ptr[i * stride[0]]); }
   __device__ int size(int d) const { return extent[d]; }
 };
 

@@ -110,7 +110,7 @@ BwdPlan plan_backward(const TensorView& grad, const TensorView& out, const Tenso
   if (!jit::has_backward(p.bias.kind))
     R.push_back(std::string("the backward does not support ") + bias_name(bias) + " (paged keys are for inference)");
   if (o.variant && !o.variant->score_code().empty() && o.variant->score_grad_code().empty() && !o.variant->additive())
-    R.push_back("options.variant: the backward of a score_mod needs its derivative (score_mod(code, grad)) or "
+    R.push_back("options.variant: the backward of a score_mod needs its derivative score_grad (score_mod(code, grad)) or "
                 "additive_score()");
   check_like(R, grad, "grad", p.o, false, false, q.dtype, q.device);
   check_like(R, dq, "dq", p.q, false, false, q.dtype, q.device);

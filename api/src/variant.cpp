@@ -22,8 +22,8 @@ namespace {
 const char* device_type(CaptureType t) {
   switch (t) {
     case CaptureType::f32: return "float";
-    case CaptureType::f16: return "__half";
-    case CaptureType::bf16: return "__nv_bfloat16";
+    case CaptureType::f16: return "jitattn::half_bits";  // read as float (kernel_src/bias_policies.cuh)
+    case CaptureType::bf16: return "jitattn::bf16_bits";
     case CaptureType::i32: return "int";
     case CaptureType::i64: return "long long";
     case CaptureType::u8: return "unsigned char";

@@ -26,8 +26,8 @@
 
 namespace jitattn {
 
-// Element types of captured tensors, and what the snippet reads: float, __half,
-// __nv_bfloat16, int, long long, unsigned char (bool masks).
+// Element types of captured tensors, and what the snippet reads: float (f32, and f16 and bf16
+// converted), int, long long, unsigned char (bool masks).
 enum class CaptureType : uint8_t { f32, f16, bf16, i32, i64, u8 };
 const char* to_string(CaptureType t);
 
