@@ -86,7 +86,8 @@ std::vector<std::string> NvrtcCompiler::options(const KernelSpec& spec) {
           "-default-device"};
 }
 
-CompiledKernel NvrtcCompiler::compile(const KernelSpec& spec, const std::string& source) const {
+CompiledKernel NvrtcCompiler::compile(const KernelSpec& spec, const std::string& source,
+                                      const std::vector<std::string>& extra_options) const {
   const auto t0 = std::chrono::steady_clock::now();
   const auto& files = kernel_sources();
   std::vector<const char*> header_text, header_names;
@@ -102,6 +103,7 @@ CompiledKernel NvrtcCompiler::compile(const KernelSpec& spec, const std::string&
   const auto opts = options(spec);
   std::vector<const char*> argv;
   for (const auto& o : opts) argv.push_back(o.c_str());
+  for (const auto& o : extra_options) argv.push_back(o.c_str());
   rc = api_->compile(prog, int(argv.size()), argv.data());
 
   CompiledKernel out;

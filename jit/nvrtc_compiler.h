@@ -29,7 +29,13 @@ class NvrtcCompiler {
 
   // Compiles the generated source against the embedded kernel_src headers. A failure throws
   // jitattn::Error carrying the kernel's canonical name and NVRTC's log.
-  CompiledKernel compile(const KernelSpec& spec, const std::string& source) const;
+  //
+  // `extra_options` follow options(spec) and are not part of the cache key, so they are for
+  // measurement only (`jitattn show --compile` passes `--time=FILE`): a binary compiled with any
+  // must never be stored. NVRTC records its options in the cubin (.note.nv.tkinfo), so such a
+  // binary differs from the stored one there, and only there when the options leave the code alone.
+  CompiledKernel compile(const KernelSpec& spec, const std::string& source,
+                         const std::vector<std::string>& extra_options = {}) const;
 
  private:
   NvrtcCompiler();

@@ -215,10 +215,16 @@ __device__ __forceinline__ void fwd_mma(const FwdParams& p) {
       }
     }
   };
+  // Masked tiles, unmasked ones, then masked again to the end (a left window's edge). The two
+  // masked runs share one copy of the step: each call site of `step` inlines all of it, and a
+  // third copy made the compile a third longer (NVVM and ptxas time grow with the code).
   int it = 0;
-  for (; it < n_tiles && needs_mask(it); ++it) step(it, Bool<true>{});
-  for (; it < n_tiles && !needs_mask(it); ++it) step(it, Bool<false>{});
-  for (; it < n_tiles; ++it) step(it, Bool<true>{});
+#pragma unroll 1
+  for (int pass = 0; pass < 2; ++pass) {
+    for (; it < n_tiles && (pass == 1 || needs_mask(it)); ++it) step(it, Bool<true>{});
+    if (pass == 0)
+      for (; it < n_tiles && !needs_mask(it); ++it) step(it, Bool<false>{});
+  }
 
 #pragma unroll
   for (int mt = 0; mt < kMT; ++mt) fwd_store_rows<Cfg>(acc[mt], row_max[mt], row_sum[mt], p, seq, h, q_lo + warp_row0 + mt * 16 + g, t);

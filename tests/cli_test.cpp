@@ -172,6 +172,21 @@ TEST_F(CliTest, MergeOutRefusesWhatExportOutRefuses) {
 
 // A user cache that cannot be written (a directory, /dev/null, a path under a regular file)
 // left the runtime memory-only: prewarm compiled, stored nothing and exited 0.
+// show --compile compiles as a first call would, prints NVRTC's time (per phase where NVRTC
+// reports them) and stores nothing; --cubin writes the binary. Times are printed, never checked.
+TEST_F(CliTest, ShowCompilePrintsTimesAndStoresNothing) {
+  const std::string name = "bwd_pre.sm_80.f16.d32.v32.none.nolse.a16.simt_m4n1w4", cubin = dir.file("k.cubin");
+  const CliRun r = run("show " + name + " --compile --repeat 2 --cubin " + cubin);
+  if (has(r.output, "cannot load NVRTC")) GTEST_SKIP() << "no NVRTC: " << r.output;
+  ASSERT_EQ(r.rc, 0) << r.output;
+  EXPECT_TRUE(has(r.output, "run 1 ")) << r.output;
+  EXPECT_TRUE(has(r.output, "run 2 ")) << r.output;
+  EXPECT_TRUE(has(r.output, "nothing stored")) << r.output;
+  EXPECT_GT(fs::file_size(cubin), 0u);
+  EXPECT_FALSE(fs::exists(user) && rows_of(user) > 0) << r.output;
+  EXPECT_EQ(run("show " + name + " --repeat 2").rc, 2);  // --repeat needs --compile
+}
+
 TEST_F(CliTest, PrewarmFailsWhenNothingCouldBeStored) {
   const std::string manifest = dir.file("m.jsonl"), file = dir.file("a_file");
   std::ofstream(manifest) << R"({"dtype": "f16", "head_dim": 32, "arch": "sm_80"})" << "\n";

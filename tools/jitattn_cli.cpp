@@ -19,6 +19,7 @@
 #include <functional>
 #include <mutex>
 #include <random>
+#include <sstream>
 #include <thread>
 
 #include "cache/sqlite_store.h"
@@ -279,17 +280,84 @@ void print_row(const cache::KernelRecord& r, const Layer& l, const std::string& 
     std::printf("  stale       stored under key %s (another compiler or kernel_src): calls will not use it\n", r.key.c_str());
 }
 
-int cmd_show(const std::string& name, bool source) {
+// `show --compile`: compiles the kernel now, as a first call would (nothing is stored), and
+// prints NVRTC's time, split into its phases where NVRTC reports them (`--time=FILE`, CUDA 12.1+).
+// The phases' option is not part of the key, so these binaries are measurements only.
+struct ShowOptions {
+  bool source = false, compile = false;
+  int repeat = 1;
+  std::string cubin_path;  // writes the (last) binary compiled with the key's options only
+};
+
+// NVRTC's `--time` file: "File name, phase name, metric, unit" then one line per phase.
+std::vector<std::pair<std::string, double>> read_phases(const std::string& path) {
+  std::vector<std::pair<std::string, double>> phases;
+  std::ifstream in(path);
+  std::string line;
+  std::getline(in, line);  // the header
+  while (std::getline(in, line)) {
+    std::vector<std::string> cols;
+    std::stringstream ss(line);
+    for (std::string c; std::getline(ss, c, ',');) cols.push_back(c.substr(c.find_first_not_of(' ') == std::string::npos ? 0 : c.find_first_not_of(' ')));
+    if (cols.size() >= 3) phases.emplace_back(cols[1], std::atof(cols[2].c_str()));
+  }
+  return phases;
+}
+
+void show_compile(const KernelSpec& spec, const std::string& key, double load_ms, const ShowOptions& o) {
+  const jit::NvrtcCompiler& nvrtc = jit::NvrtcCompiler::get();
+  const std::string source = jit::generate_source(spec, key);
+  std::printf("compile       %s, %s; NVRTC loaded in %.1f ms; nothing stored\n", nvrtc.identity().c_str(),
+              nvrtc.library_path().c_str(), load_ms);
+  std::string opts;
+  for (const auto& opt : jit::NvrtcCompiler::options(spec)) opts += (opts.empty() ? "" : " ") + opt;
+  std::printf("  options     %s\n", opts.c_str());
+  std::string dir = (std::filesystem::temp_directory_path() / "jitattn-show-XXXXXX").string();
+  if (!mkdtemp(dir.data())) throw Error("cannot create a temporary directory under " + std::filesystem::temp_directory_path().string());
+  bool phases_ok = true;
+  for (int i = 0; i < o.repeat; ++i) {
+    const std::string time_file = dir + "/time" + std::to_string(i) + ".csv";
+    jit::CompiledKernel ck;
+    std::vector<std::pair<std::string, double>> phases;
+    if (phases_ok) {
+      try {
+        ck = nvrtc.compile(spec, source, {"--time=" + time_file});
+        phases = read_phases(time_file);
+      } catch (const Error&) {  // an NVRTC without --time: the same compile without phases
+        phases_ok = false;
+      }
+    }
+    if (!phases_ok) ck = nvrtc.compile(spec, source);
+    std::string split;
+    for (const auto& [phase, ms] : phases) split += (split.empty() ? "" : ", ") + phase + " " + std::to_string(int(std::lround(ms))) + " ms";
+    std::printf("  run %-7d %.1f ms%s%s%s, %d registers, %zu bytes\n", i + 1, ck.compile_ms, i == 0 ? " (first in this process)" : "",
+                split.empty() ? "" : ": ", split.c_str(), ck.registers, ck.cubin.size());
+    std::filesystem::remove(time_file);
+  }
+  std::filesystem::remove(dir);
+  if (!o.cubin_path.empty()) {  // with the key's options only: what a first call would store
+    const jit::CompiledKernel ck = nvrtc.compile(spec, source);
+    std::ofstream(o.cubin_path, std::ios::binary).write(ck.cubin.data(), std::streamsize(ck.cubin.size()));
+    std::printf("  cubin       %s (%zu bytes, %.1f ms)\n", o.cubin_path.c_str(), ck.cubin.size(), ck.compile_ms);
+  }
+}
+
+int cmd_show(const std::string& name, const ShowOptions& o) {
   const auto spec = KernelSpec::parse(name);
   if (!spec)
     throw Error("\"" + name + "\" is not a canonical kernel name, e.g. fwd.sm_90a.bf16.d128.v128.causal.lse.a16.wgmma_m128n128w8");
   print_spec(*spec);
   std::string key;
+  double load_ms = 0;
   try {
-    key = jit::kernel_key(*spec, jit::NvrtcCompiler::get().identity());
+    const auto t0 = std::chrono::steady_clock::now();
+    const std::string& identity = jit::NvrtcCompiler::get().identity();
+    load_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+    key = jit::kernel_key(*spec, identity);
     std::printf("key           %s\n", key.c_str());
   } catch (const std::exception& e) {  // the key names the compiler
     std::printf("key           unknown: %s\n", e.what());
+    if (o.compile) throw;
   }
   bool found = false;
   for (Layer& l : open_layers(jit::Env::get())) {
@@ -301,7 +369,8 @@ int cmd_show(const std::string& name, bool source) {
     }
   }
   if (!found) std::printf("cached in     no layer (prewarm it, or the first call compiles it)\n");
-  if (source) std::printf("\n%s", jit::generate_source(*spec, key).c_str());
+  if (o.compile) show_compile(*spec, key, load_ms, o);
+  if (o.source) std::printf("\n%s", jit::generate_source(*spec, key).c_str());
   return 0;
 }
 
@@ -450,10 +519,16 @@ int run(int argc, char** argv) {
   add_cache_commands(app);  // ls, export, import, merge, verify, gc: tools/cache_commands.cpp
 
   std::string show_name;
-  bool show_source = false;
+  ShowOptions show_opts;
   auto* show = app.add_subcommand("show", "a kernel's spec, cache key and cached row");
   show->add_option("NAME", show_name, "canonical kernel name")->required();
-  show->add_flag("--source", show_source, "also print the generated CUDA source");
+  show->add_flag("--source", show_opts.source, "also print the generated CUDA source");
+  auto* show_compile_flag = show->add_flag("--compile", show_opts.compile,
+                                           "compile it now, as a first call would (nothing stored), and print NVRTC's time per phase");
+  show->add_option("--repeat", show_opts.repeat, "--compile: compiles in this process (1)")
+      ->check(CLI::Range(1, 100))->needs(show_compile_flag);
+  show->add_option("--cubin", show_opts.cubin_path, "--compile: also write the binary a first call would store to this file")
+      ->needs(show_compile_flag);
 
   BenchOptions bo;
   std::string bench_dtype = "bf16";
@@ -506,7 +581,7 @@ int run(int argc, char** argv) {
   return guarded([&] {
     if (*doctor) return doctor_kernel.empty() ? cmd_doctor() : cmd_doctor_kernel(doctor_kernel);
     if (*prewarm.app) return prewarm.run();
-    if (*show) return cmd_show(show_name, show_source);
+    if (*show) return cmd_show(show_name, show_opts);
     if (*bench && decode) {
       dbo.dtype = *jit::parse_dtype(bench_dtype);
       if (bench_reps->count()) dbo.reps = bo.reps;
