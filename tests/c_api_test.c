@@ -629,6 +629,68 @@ static void test_statuses_from_the_environment(void) {
   check_in_child("JITATTN_NVRTC", "/nonexistent/libnvrtc.so", JITATTN_ERROR_COMPILE, "cannot load NVRTC");
 }
 
+/* User variants: a checked handle (bad declarations refused with the reason), values given per
+ * call in declaration order (a wrong count is refused), a bad value named. */
+static void test_variants(void) {
+  jitattn_capture_decl caps[2];
+  memset(caps, 0, sizeof caps);
+  caps[0].struct_size = sizeof caps[0];
+  caps[0].name = "doc";
+  caps[0].kind = JITATTN_CAPTURE_TENSOR;
+  caps[0].type = JITATTN_CAPTURE_TYPE_I32;
+  caps[0].rank = 1;
+  caps[1].struct_size = sizeof caps[1];
+  caps[1].name = "window";
+  caps[1].kind = JITATTN_CAPTURE_I32;
+  jitattn_variant_desc d;
+  memset(&d, 0, sizeof d);
+  d.struct_size = sizeof d;
+  d.mask_mod = "doc[q_idx] == doc[kv_idx] && q_idx - kv_idx < window";
+  d.num_captures = 2;
+  d.captures = caps;
+  jitattn_variant* v = NULL;
+  CHECK(jitattn_variant_create(&d, &v) == JITATTN_OK && v != NULL);
+  CHECK(jitattn_variant_id(v) != 0);
+
+  caps[1].name = "kv_idx"; /* a name the snippets already have */
+  jitattn_variant* bad = NULL;
+  CHECK(jitattn_variant_create(&d, &bad) == JITATTN_ERROR_INVALID_ARGUMENT && bad == NULL);
+  CHECK(mentions("'kv_idx': the name is taken"));
+  caps[1].name = "window";
+  caps[0].rank = 7;
+  CHECK(jitattn_variant_create(&d, &bad) == JITATTN_ERROR_INVALID_ARGUMENT && mentions("rank=7"));
+  caps[0].rank = 1;
+
+  Call c = valid_call();
+  jitattn_capture_value vals[2];
+  memset(vals, 0, sizeof vals);
+  vals[0].struct_size = sizeof vals[0];
+  vals[0].data = fake();
+  vals[0].shape[0] = 100;
+  vals[0].stride[0] = 1;
+  vals[1].struct_size = sizeof vals[1];
+  vals[1].value = 16;
+  jitattn_attention_options o;
+  memset(&o, 0, sizeof o);
+  o.struct_size = sizeof o;
+  o.variant = v;
+  o.num_capture_values = 1;
+  o.capture_values = vals;
+  CHECK(jitattn_not_supported_reasons(&c.q, &c.k, &c.v, NULL, &c.out, NULL, &o) == JITATTN_ERROR_INVALID_ARGUMENT);
+  CHECK(mentions("num_capture_values=1 but the variant declares 2"));
+  o.num_capture_values = 2;
+  CHECK(jitattn_not_supported_reasons(&c.q, &c.k, &c.v, NULL, &c.out, NULL, &o) == JITATTN_OK);
+  vals[1].value = 0.5; /* not an int */
+  CHECK(jitattn_not_supported_reasons(&c.q, &c.k, &c.v, NULL, &c.out, NULL, &o) == JITATTN_ERROR_INVALID_ARGUMENT);
+  CHECK(mentions("is not an int32 (capture 'window')"));
+  vals[1].value = 16;
+  vals[0].data = NULL;
+  CHECK(jitattn_not_supported_reasons(&c.q, &c.k, &c.v, NULL, &c.out, NULL, &o) == JITATTN_ERROR_UNSUPPORTED);
+  CHECK(mentions("variant capture 'doc': data is null"));
+  jitattn_variant_destroy(v);
+  jitattn_variant_destroy(NULL);
+}
+
 int main(void) {
   test_statuses_from_the_environment(); /* first: its children must not inherit a parsed environment */
   test_version();
@@ -641,6 +703,7 @@ int main(void) {
   test_struct_sizes();
   test_null_arguments();
   test_cache_controls();
+  test_variants();
   printf("c_api_test: %d checks, %d failed\n", g_checks, g_failures);
   return g_failures == 0 ? 0 : 1;
 }

@@ -119,28 +119,83 @@ constexpr size_t kOptionsFieldEnds[] = {
     JITATTN_FIELD_END(jitattn_attention_options, struct_size), JITATTN_FIELD_END(jitattn_attention_options, scale),
     JITATTN_FIELD_END(jitattn_attention_options, has_scale),   JITATTN_FIELD_END(jitattn_attention_options, output_dtype),
     JITATTN_FIELD_END(jitattn_attention_options, p),           JITATTN_FIELD_END(jitattn_attention_options, seed),
-    JITATTN_FIELD_END(jitattn_attention_options, offset)};
+    JITATTN_FIELD_END(jitattn_attention_options, offset),      JITATTN_FIELD_END(jitattn_attention_options, variant),
+    JITATTN_FIELD_END(jitattn_attention_options, num_capture_values),
+    JITATTN_FIELD_END(jitattn_attention_options, capture_values)};
 constexpr size_t kBackwardOptionsFieldEnds[] = {
     JITATTN_FIELD_END(jitattn_backward_options, struct_size), JITATTN_FIELD_END(jitattn_backward_options, scale),
     JITATTN_FIELD_END(jitattn_backward_options, has_scale),   JITATTN_FIELD_END(jitattn_backward_options, deterministic),
     JITATTN_FIELD_END(jitattn_backward_options, p),           JITATTN_FIELD_END(jitattn_backward_options, seed),
-    JITATTN_FIELD_END(jitattn_backward_options, offset),      JITATTN_FIELD_END(jitattn_backward_options, workspace)};
+    JITATTN_FIELD_END(jitattn_backward_options, offset),      JITATTN_FIELD_END(jitattn_backward_options, workspace),
+    JITATTN_FIELD_END(jitattn_backward_options, variant),     JITATTN_FIELD_END(jitattn_backward_options, num_capture_values),
+    JITATTN_FIELD_END(jitattn_backward_options, capture_values)};
+constexpr size_t kCaptureDeclFieldEnds[] = {
+    JITATTN_FIELD_END(jitattn_capture_decl, struct_size), JITATTN_FIELD_END(jitattn_capture_decl, name),
+    JITATTN_FIELD_END(jitattn_capture_decl, kind), JITATTN_FIELD_END(jitattn_capture_decl, type),
+    JITATTN_FIELD_END(jitattn_capture_decl, rank)};
+constexpr size_t kVariantDescFieldEnds[] = {
+    JITATTN_FIELD_END(jitattn_variant_desc, struct_size), JITATTN_FIELD_END(jitattn_variant_desc, mask_mod),
+    JITATTN_FIELD_END(jitattn_variant_desc, score_mod),   JITATTN_FIELD_END(jitattn_variant_desc, score_grad),
+    JITATTN_FIELD_END(jitattn_variant_desc, additive),    JITATTN_FIELD_END(jitattn_variant_desc, num_captures),
+    JITATTN_FIELD_END(jitattn_variant_desc, captures)};
+constexpr size_t kCaptureValueFieldEnds[] = {
+    JITATTN_FIELD_END(jitattn_capture_value, struct_size), JITATTN_FIELD_END(jitattn_capture_value, data),
+    JITATTN_FIELD_END(jitattn_capture_value, shape), JITATTN_FIELD_END(jitattn_capture_value, stride),
+    JITATTN_FIELD_END(jitattn_capture_value, value)};
+
+// The call's variant: the handle's, copied (its code stays prepared), with this call's values.
+// Returns null without a variant; `store` keeps the copy for the call.
+const Variant* call_variant(const jitattn_variant* h, int32_t n, const jitattn_capture_value* values, const char* name,
+                            Variant& store) {
+  if (!h) {
+    if (n != 0) invalid(std::string(name) + ".num_capture_values=" + std::to_string(n) + " without a variant");
+    return nullptr;
+  }
+  store = h->variant;
+  const auto& caps = store.captures();
+  if (n != int32_t(caps.size()))
+    invalid(std::string(name) + ".num_capture_values=" + std::to_string(n) + " but the variant declares " +
+            std::to_string(caps.size()) + " captures");
+  if (n > 0 && !values) invalid(std::string(name) + ".capture_values is NULL");
+  for (int32_t i = 0; i < n; ++i) {
+    const std::string item = std::string(name) + ".capture_values[" + std::to_string(i) + "]";
+    const jitattn_capture_value v = read_struct(values[i], item.c_str(), kCaptureValueFieldEnds);
+    const Variant::Capture& c = caps[size_t(i)];
+    switch (c.kind) {
+      case Variant::Capture::Kind::tensor: {
+        CaptureTensor t = c.tensor;
+        t.data = v.data;
+        for (int d = 0; d < 4; ++d) t.shape[d] = v.shape[d], t.stride[d] = v.stride[d];
+        store.capture(c.name, t);
+        break;
+      }
+      case Variant::Capture::Kind::f32: store.capture(c.name, float(v.value)); break;
+      case Variant::Capture::Kind::i32:
+        if (!(v.value >= INT32_MIN && v.value <= INT32_MAX) || v.value != double(int32_t(v.value)))
+          invalid(item + ".value=" + std::to_string(v.value) + " is not an int32 (capture '" + c.name + "')");
+        store.capture(c.name, int32_t(v.value));
+        break;
+    }
+  }
+  return &store;
+}
 constexpr size_t kStatsFieldEnds[] = {
     JITATTN_FIELD_END(jitattn_jit_stats, struct_size), JITATTN_FIELD_END(jitattn_jit_stats, compiles),
     JITATTN_FIELD_END(jitattn_jit_stats, memory_hits), JITATTN_FIELD_END(jitattn_jit_stats, db_hits),
     JITATTN_FIELD_END(jitattn_jit_stats, loads),       JITATTN_FIELD_END(jitattn_jit_stats, claim_hits)};
 
-AttentionOptions to_options(const jitattn_attention_options* o) {
+AttentionOptions to_options(const jitattn_attention_options* o, Variant& variant) {
   AttentionOptions opt;
   if (!o) return opt;
   const jitattn_attention_options c = read_struct(*o, "jitattn_attention_options", kOptionsFieldEnds);
   if (c.has_scale) opt.scale = c.scale;
   if (c.output_dtype != JITATTN_DTYPE_UNSET) opt.output_dtype = to_dtype(c.output_dtype, "options.output_dtype");
   opt.p = c.p, opt.seed = c.seed, opt.offset = c.offset;
+  opt.variant = call_variant(c.variant, c.num_capture_values, c.capture_values, "options", variant);
   return opt;
 }
 
-BackwardOptions to_options(const jitattn_backward_options* o) {
+BackwardOptions to_options(const jitattn_backward_options* o, Variant& variant) {
   BackwardOptions opt;
   if (!o) return opt;
   const jitattn_backward_options c = read_struct(*o, "jitattn_backward_options", kBackwardOptionsFieldEnds);
@@ -148,6 +203,7 @@ BackwardOptions to_options(const jitattn_backward_options* o) {
   opt.deterministic = c.deterministic != 0;
   opt.p = c.p, opt.seed = c.seed, opt.offset = c.offset;
   opt.workspace = c.workspace;
+  opt.variant = call_variant(c.variant, c.num_capture_values, c.capture_values, "options", variant);
   return opt;
 }
 
@@ -168,11 +224,13 @@ std::vector<TensorView> tensor_list(const jitattn_tensor* const* ts, size_t n, c
 struct FwdArgs {
   TensorView q, k, v, out, lse;
   AttentionOptions opt;
+  std::shared_ptr<Variant> variant;  // opt.variant's storage (shared, so copies keep it valid)
 };
 FwdArgs fwd_args(const jitattn_tensor* q, const jitattn_tensor* k, const jitattn_tensor* v, const jitattn_tensor* out,
                  const jitattn_tensor* lse, bool lse_required, const jitattn_attention_options* o) {
   FwdArgs a{tensor_arg(q, "query"), tensor_arg(k, "key"), tensor_arg(v, "value"), tensor_arg(out, "out"),
-            lse_required ? tensor_arg(lse, "lse") : to_tensor(lse, "lse"), to_options(o)};
+            lse_required ? tensor_arg(lse, "lse") : to_tensor(lse, "lse"), {}, std::make_shared<Variant>()};
+  a.opt = to_options(o, *a.variant);
   return a;
 }
 
@@ -223,14 +281,17 @@ jitattn_status forward_reasons(const jitattn_tensor* q, const jitattn_tensor* k,
 struct BwdArgs {
   TensorView grad, out, lse, q, k, v, dq, dk, dv, dbias;
   BackwardOptions opt;
+  std::shared_ptr<Variant> variant;  // opt.variant's storage
 };
 BwdArgs bwd_args(const jitattn_tensor* grad, const jitattn_tensor* out, const jitattn_tensor* lse,
                  const jitattn_tensor* q, const jitattn_tensor* k, const jitattn_tensor* v, const jitattn_tensor* dq,
                  const jitattn_tensor* dk, const jitattn_tensor* dv, const jitattn_tensor* dbias,
                  const jitattn_backward_options* o) {
-  return BwdArgs{tensor_arg(grad, "grad"), tensor_arg(out, "out"), tensor_arg(lse, "lse"), tensor_arg(q, "query"),
-                 tensor_arg(k, "key"),     tensor_arg(v, "value"), tensor_arg(dq, "dq"),   tensor_arg(dk, "dk"),
-                 tensor_arg(dv, "dv"),     to_tensor(dbias, "dbias"), to_options(o)};
+  BwdArgs a{tensor_arg(grad, "grad"), tensor_arg(out, "out"), tensor_arg(lse, "lse"), tensor_arg(q, "query"),
+            tensor_arg(k, "key"),     tensor_arg(v, "value"), tensor_arg(dq, "dq"),   tensor_arg(dk, "dk"),
+            tensor_arg(dv, "dv"),     to_tensor(dbias, "dbias"), {}, std::make_shared<Variant>()};
+  a.opt = to_options(o, *a.variant);
+  return a;
 }
 std::vector<std::string> bwd_reasons(const BwdArgs& a, const AttnBias& bias) {
   return backward_not_supported_reasons(a.grad, a.out, a.lse, a.q, a.k, a.v, bias, a.dq, a.dk, a.dv, a.dbias, a.opt);
@@ -261,8 +322,10 @@ jitattn_status workspace_bytes(const jitattn_tensor* q, const jitattn_tensor* k,
   return guarded_as(JITATTN_ERROR_UNSUPPORTED, [&] {
     size_t& result = required(bytes, "bytes");
     AttnBias local;
+    Variant variant;
     result = memory_efficient_attention_backward_workspace_bytes(tensor_arg(q, "query"), tensor_arg(k, "key"),
-                                                                 tensor_arg(v, "value"), get_bias(local), to_options(o));
+                                                                 tensor_arg(v, "value"), get_bias(local),
+                                                                 to_options(o, variant));
   });
 }
 
@@ -362,6 +425,51 @@ const char* jitattn_bias_kind_name(int32_t kind) {
   static const std::vector<const char*> names = bias_names(std::make_index_sequence<std::variant_size_v<AttnBias>>{});
   return kind >= 0 && size_t(kind) < names.size() ? names[size_t(kind)] : nullptr;
 }
+
+jitattn_status jitattn_variant_create(const jitattn_variant_desc* desc, jitattn_variant** variant) {
+  return guarded_as(JITATTN_ERROR_INVALID_ARGUMENT, [&] {
+    jitattn_variant*& out = required(variant, "variant");
+    out = nullptr;
+    const jitattn_variant_desc d = read_struct(required(desc, "desc"), "jitattn_variant_desc", kVariantDescFieldEnds);
+    auto h = std::make_unique<jitattn_variant>();
+    Variant& v = h->variant;
+    if (d.mask_mod) v.mask_mod(d.mask_mod);
+    if (d.score_mod) v.score_mod(d.score_mod, d.score_grad ? d.score_grad : "");
+    else if (d.score_grad) v.score_mod("", d.score_grad);
+    v.additive_score(d.additive != 0);
+    if (d.num_captures < 0) invalid("desc.num_captures=" + std::to_string(d.num_captures) + " is negative");
+    if (d.num_captures > 0 && !d.captures) invalid("desc.captures is NULL");
+    for (int32_t i = 0; i < d.num_captures; ++i) {
+      const std::string item = "desc.captures[" + std::to_string(i) + "]";
+      const jitattn_capture_decl c = read_struct(d.captures[i], item.c_str(), kCaptureDeclFieldEnds);
+      if (!c.name) invalid(item + ".name is NULL");
+      for (const auto& prev : v.captures())
+        if (prev.name == c.name) invalid(item + ".name='" + c.name + "' is declared twice");
+      switch (c.kind) {
+        case JITATTN_CAPTURE_TENSOR: {
+          if (c.type < JITATTN_CAPTURE_TYPE_F32 || c.type > JITATTN_CAPTURE_TYPE_U8)
+            invalid(item + ".type=" + std::to_string(c.type) + " is not a JITATTN_CAPTURE_TYPE_*");
+          CaptureTensor t;
+          t.data = reinterpret_cast<const void*>(uintptr_t(1));  // a placeholder: each call gives the value
+          t.type = CaptureType(c.type);
+          t.rank = c.rank;
+          v.capture(c.name, t);
+          break;
+        }
+        case JITATTN_CAPTURE_F32: v.capture(c.name, 0.f); break;
+        case JITATTN_CAPTURE_I32: v.capture(c.name, int32_t(0)); break;
+        default: invalid(item + ".kind=" + std::to_string(c.kind) + " is not a JITATTN_CAPTURE_*");
+      }
+    }
+    const std::vector<std::string> reasons = v.reasons();
+    if (!reasons.empty()) throw CallError{JITATTN_ERROR_INVALID_ARGUMENT, reasons};
+    out = h.release();
+  });
+}
+
+void jitattn_variant_destroy(jitattn_variant* variant) { delete variant; }
+
+uint64_t jitattn_variant_id(const jitattn_variant* variant) { return variant ? variant->variant.code_id() : 0; }
 
 jitattn_status jitattn_bias_create(const jitattn_bias* desc, jitattn_bias_handle** handle) {
   return guarded_as(JITATTN_ERROR_INVALID_ARGUMENT, [&] {

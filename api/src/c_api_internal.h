@@ -11,9 +11,14 @@
 #include "jitattn/c_api.h"
 #include "jitattn/error.h"
 #include "jitattn/tensor.h"
+#include "jitattn/variant.h"
 
 struct jitattn_bias_handle {
   jitattn::AttnBias bias;
+};
+
+struct jitattn_variant {
+  jitattn::Variant variant;  // its captures hold placeholder values; each call copies it and sets them
 };
 
 namespace jitattn::capi {

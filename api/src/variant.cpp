@@ -1,5 +1,6 @@
 #include "jitattn/variant.h"
 
+#include <atomic>
 #include <regex>
 
 #include "jit/variant.h"
@@ -43,52 +44,68 @@ bool reserved(const std::string& n) {
 
 Variant& Variant::mask_mod(std::string code) {
   mask_ = std::move(code);
+  prepared_.reset();
   return *this;
 }
 
 Variant& Variant::score_mod(std::string code, std::string grad) {
   score_ = std::move(code);
   grad_ = std::move(grad);
+  prepared_.reset();
   return *this;
 }
 
 Variant& Variant::additive_score(bool additive) {
   additive_ = additive;
+  prepared_.reset();
   return *this;
 }
 
-Variant::Capture& Variant::slot(const std::string& name) {
+Variant::Capture& Variant::slot(const std::string& name, bool& same_code, Capture::Kind kind, CaptureType type, int rank) {
   for (Capture& c : captures_)
-    if (c.name == name) return c;
+    if (c.name == name) {
+      same_code = c.kind == kind && (kind != Capture::Kind::tensor || (c.tensor.type == type && c.tensor.rank == rank));
+      return c;
+    }
   Capture c;
   c.name = name;
   captures_.push_back(c);
+  same_code = false;
   return captures_.back();
 }
 
 Variant& Variant::capture(const std::string& name, const CaptureTensor& tensor) {
-  Capture& c = slot(name);
+  bool same = false;
+  Capture& c = slot(name, same, Capture::Kind::tensor, tensor.type, tensor.rank);
   c.kind = Capture::Kind::tensor;
   c.tensor = tensor;
+  if (!same) prepared_.reset();
   return *this;
 }
 
 Variant& Variant::capture(const std::string& name, float value) {
-  Capture& c = slot(name);
+  bool same = false;
+  Capture& c = slot(name, same, Capture::Kind::f32, CaptureType::f32, 0);
   c.kind = Capture::Kind::f32;
   c.f = value;
+  if (!same) prepared_.reset();
   return *this;
 }
 
 Variant& Variant::capture(const std::string& name, int32_t value) {
-  Capture& c = slot(name);
+  bool same = false;
+  Capture& c = slot(name, same, Capture::Kind::i32, CaptureType::i32, 0);
   c.kind = Capture::Kind::i32;
   c.i = value;
+  if (!same) prepared_.reset();
   return *this;
 }
 
-std::vector<std::string> Variant::reasons() const {
-  std::vector<std::string> r;
+const Variant::Prepared& Variant::prepared() const {
+  std::shared_ptr<const Prepared> p = std::atomic_load(&prepared_);
+  if (p) return *p;
+  auto made = std::make_shared<Prepared>();
+  std::vector<std::string>& r = made->reasons;
   if (mask_.empty() && score_.empty()) r.push_back("variant: neither mask_mod nor score_mod is set");
   if (!grad_.empty() && additive_) r.push_back("variant: score_grad is given and additive_score() is set; choose one");
   if ((!grad_.empty() || additive_) && score_.empty()) r.push_back("variant: a score gradient is given without score_mod");
@@ -100,13 +117,8 @@ std::vector<std::string> Variant::reasons() const {
     else if (reserved(c.name)) r.push_back(what + ": the name is taken (b, h, q_idx, kv_idx, score and jitattn's own)");
     if (c.kind == Capture::Kind::tensor) {
       ++tensors;
-      const CaptureTensor& t = c.tensor;
-      if (t.rank < 1 || t.rank > kMaxRank) r.push_back(what + ": rank=" + std::to_string(t.rank) + " is not in 1..4");
-      if (!t.data) r.push_back(what + ": data is null");
-      for (int d = 0; d < t.rank && d < kMaxRank; ++d) {
-        if (t.shape[d] < 0 || t.shape[d] > INT32_MAX) r.push_back(what + ": shape[" + std::to_string(d) + "] is not in 0..2^31-1");
-        if (t.stride[d] < 0) r.push_back(what + ": stride[" + std::to_string(d) + "] is negative");
-      }
+      if (c.tensor.rank < 1 || c.tensor.rank > kMaxRank)
+        r.push_back(what + ": rank=" + std::to_string(c.tensor.rank) + " is not in 1..4");
     } else {
       ++(c.kind == Capture::Kind::f32 ? floats : ints);
     }
@@ -114,29 +126,46 @@ std::vector<std::string> Variant::reasons() const {
   if (tensors > kMaxTensors) r.push_back("variant: " + std::to_string(tensors) + " tensor captures; at most 8");
   if (floats > kMaxScalars) r.push_back("variant: " + std::to_string(floats) + " float captures; at most 8");
   if (ints > kMaxScalars) r.push_back("variant: " + std::to_string(ints) + " int captures; at most 8");
+  if (r.empty() && !(mask_.empty() && score_.empty())) {
+    jit::VariantCode code;
+    code.mask_mod = mask_;
+    code.score_mod = score_;
+    code.score_grad = grad_;
+    code.additive = additive_;
+    for (const Capture& c : captures_) {
+      jit::CaptureDecl d;
+      d.name = c.name;
+      if (c.kind == Capture::Kind::tensor) {
+        d.kind = jit::CaptureKind::tensor;
+        d.type = device_type(c.tensor.type);
+        d.rank = c.tensor.rank;
+      } else {
+        d.kind = c.kind == Capture::Kind::f32 ? jit::CaptureKind::f32 : jit::CaptureKind::i32;
+      }
+      code.captures.push_back(d);
+    }
+    made->id = jit::register_variant(code);
+  }
+  std::shared_ptr<const Prepared> done = made;
+  std::atomic_store(&prepared_, done);
+  return *made;  // kept alive by prepared_ until a setter changes the code
+}
+
+std::vector<std::string> Variant::reasons() const {
+  std::vector<std::string> r = prepared().reasons;
+  for (const Capture& c : captures_) {
+    if (c.kind != Capture::Kind::tensor) continue;
+    const std::string what = "variant capture '" + c.name + "'";
+    const CaptureTensor& t = c.tensor;
+    if (!t.data) r.push_back(what + ": data is null");
+    for (int d = 0; d < t.rank && d < kMaxRank; ++d) {
+      if (t.shape[d] < 0 || t.shape[d] > INT32_MAX) r.push_back(what + ": shape[" + std::to_string(d) + "] is not in 0..2^31-1");
+      if (t.stride[d] < 0) r.push_back(what + ": stride[" + std::to_string(d) + "] is negative");
+    }
+  }
   return r;
 }
 
-uint64_t Variant::code_id() const {
-  if (mask_.empty() && score_.empty()) return 0;
-  jit::VariantCode code;
-  code.mask_mod = mask_;
-  code.score_mod = score_;
-  code.score_grad = grad_;
-  code.additive = additive_;
-  for (const Capture& c : captures_) {
-    jit::CaptureDecl d;
-    d.name = c.name;
-    if (c.kind == Capture::Kind::tensor) {
-      d.kind = jit::CaptureKind::tensor;
-      d.type = device_type(c.tensor.type);
-      d.rank = c.tensor.rank;
-    } else {
-      d.kind = c.kind == Capture::Kind::f32 ? jit::CaptureKind::f32 : jit::CaptureKind::i32;
-    }
-    code.captures.push_back(d);
-  }
-  return jit::register_variant(code);
-}
+uint64_t Variant::code_id() const { return prepared().id; }
 
 }  // namespace jitattn

@@ -192,6 +192,59 @@ JITATTN_C_EXPORT jitattn_status jitattn_materialize(const jitattn_bias* bias, in
 JITATTN_C_EXPORT jitattn_status jitattn_materialize_h(const jitattn_bias_handle* bias, int64_t B, int64_t H,
                                                       int64_t Mq, int64_t Mkv, double* out, size_t out_count);
 
+/* ---- user variants (jitattn/variant.h) -------------------------------------------------------- */
+#define JITATTN_CAPTURE_TENSOR 0
+#define JITATTN_CAPTURE_F32 1
+#define JITATTN_CAPTURE_I32 2
+/* Element types of captured tensors (jitattn::CaptureType), read as float, int, long long or
+ * unsigned char by the snippets. */
+#define JITATTN_CAPTURE_TYPE_F32 0
+#define JITATTN_CAPTURE_TYPE_F16 1
+#define JITATTN_CAPTURE_TYPE_BF16 2
+#define JITATTN_CAPTURE_TYPE_I32 3
+#define JITATTN_CAPTURE_TYPE_I64 4
+#define JITATTN_CAPTURE_TYPE_U8 5
+
+/* A capture as declared: what the code is compiled for. */
+typedef struct jitattn_capture_decl {
+  size_t struct_size;
+  const char* name;
+  int32_t kind; /* JITATTN_CAPTURE_* */
+  int32_t type; /* tensors: JITATTN_CAPTURE_TYPE_* */
+  int32_t rank; /* tensors: 1..4 */
+} jitattn_capture_decl;
+
+/* A variant's code: snippets (NULL or "" for none) and its captures' declarations. */
+typedef struct jitattn_variant_desc {
+  size_t struct_size;
+  const char* mask_mod;
+  const char* score_mod;
+  const char* score_grad;
+  int32_t additive; /* != 0: score_mod's gradient is 1 */
+  int32_t num_captures;
+  const jitattn_capture_decl* captures;
+} jitattn_variant_desc;
+
+/* A capture's value for one call, in declaration order: tensors use data/shape/stride (elements,
+ * device memory of the call's device), scalars `value` (converted to float or int32). */
+typedef struct jitattn_capture_value {
+  size_t struct_size;
+  const void* data;
+  int64_t shape[4];
+  int64_t stride[4];
+  double value;
+} jitattn_capture_value;
+
+/* A checked, registered variant (its code is hashed once). INVALID_ARGUMENT with the reasons when
+ * the code is wrong (names, ranks, counts); a snippet that does not compile fails at the first
+ * call with JITATTN_ERROR_COMPILE and NVRTC's messages at the snippet's lines. */
+typedef struct jitattn_variant jitattn_variant;
+JITATTN_C_EXPORT jitattn_status jitattn_variant_create(const jitattn_variant_desc* desc, jitattn_variant** variant);
+/* NULL is allowed. Must not race with a call using it. */
+JITATTN_C_EXPORT void jitattn_variant_destroy(jitattn_variant* variant);
+/* The code's id (the "+u<16 hex>" of kernel names). */
+JITATTN_C_EXPORT uint64_t jitattn_variant_id(const jitattn_variant* variant);
+
 /* ---- options -------------------------------------------------------------------------------- */
 /* jitattn::AttentionOptions. NULL: all defaults. */
 typedef struct jitattn_attention_options {
@@ -201,6 +254,10 @@ typedef struct jitattn_attention_options {
   int32_t output_dtype;  /* JITATTN_DTYPE_UNSET: the query's */
   double p;              /* dropout probability */
   uint64_t seed, offset; /* dropout's Philox seed and offset */
+  /* A user variant over the bias, or NULL, with one value per declared capture. */
+  const jitattn_variant* variant;
+  int32_t num_capture_values;
+  const jitattn_capture_value* capture_values;
 } jitattn_attention_options;
 
 /* jitattn::BackwardOptions. NULL: all defaults. */
@@ -212,6 +269,9 @@ typedef struct jitattn_backward_options {
   double p;
   uint64_t seed, offset;
   void* workspace; /* >= jitattn_backward_workspace_bytes() of device scratch, or NULL (allocated on the stream) */
+  const jitattn_variant* variant; /* the forward's, with its capture values */
+  int32_t num_capture_values;
+  const jitattn_capture_value* capture_values;
 } jitattn_backward_options;
 
 /* ---- attention ------------------------------------------------------------------------------ */

@@ -21,6 +21,7 @@
 // raises a compile Error with NVRTC's messages at the snippet's own lines ("score_mod(2): ...").
 #pragma once
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -66,16 +67,25 @@ class Variant {
   const std::string& score_grad_code() const { return grad_; }
   bool additive() const { return additive_; }
   const std::vector<Capture>& captures() const { return captures_; }
-  // Every reason this variant cannot be compiled or called (names, counts, ranks); empty if none.
+  // Every reason this variant cannot be compiled or called (names, counts, ranks, null data);
+  // empty if none.
   std::vector<std::string> reasons() const;
-  // Its code's id, 0 when it has no snippet (registers the code; hashes its text each call).
+  // Its code's id, 0 when it has no snippet. The code is checked, hashed and registered once
+  // and kept until a snippet or a capture's kind, type, rank or name changes (a capture's value
+  // changing keeps it); not thread-safe against concurrent setters.
   uint64_t code_id() const;
 
  private:
-  Capture& slot(const std::string& name);
+  struct Prepared {
+    uint64_t id = 0;
+    std::vector<std::string> reasons;  // of the code (values are checked each call)
+  };
+  Capture& slot(const std::string& name, bool& same_code, Capture::Kind kind, CaptureType type, int rank);
+  const Prepared& prepared() const;
   std::string mask_, score_, grad_;
   bool additive_ = false;
   std::vector<Capture> captures_;
+  mutable std::shared_ptr<const Prepared> prepared_;  // null: the code changed since
 };
 
 }  // namespace jitattn
