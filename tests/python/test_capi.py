@@ -12,7 +12,8 @@ from conftest import ROOT
 
 STRUCTS = {"jitattn_tensor": _capi.Tensor, "jitattn_bias": _capi.Bias,
            "jitattn_attention_options": _capi.AttentionOptions, "jitattn_backward_options": _capi.BackwardOptions,
-           "jitattn_jit_stats": _capi.JitStats}
+           "jitattn_jit_stats": _capi.JitStats, "jitattn_capture_decl": _capi.CaptureDecl,
+           "jitattn_variant_desc": _capi.VariantDesc, "jitattn_capture_value": _capi.CaptureValue}
 
 
 def _c_layout(tmp_path):

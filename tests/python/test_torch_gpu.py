@@ -475,7 +475,12 @@ def test_opcheck_the_custom_ops():
              (q, k, v, rnd(2, H, 32, 48, grad=True), None, 1, 0, 0)]
     for qq, kk, vv, bt, bk, kind, a, b in cases:
         torch.library.opcheck(torch.ops.jitattn.fwd.default, (qq, kk, vv, bt, bk, kind, a, b, 0.0, None, None, 0, True,
-                                                              False))
+                                                              False, None, []))
+    # With a user variant: its key and its captured tensors are inputs.
+    doc = (torch.arange(32, device=DEV) // 8).int()
+    var = jitattn.Variant(mask_mod="doc[q_idx] == doc[kv_idx % 32]", captures={"doc": doc})
+    torch.library.opcheck(torch.ops.jitattn.fwd.default, (q, k, v, None, None, 0, 0, 0, 0.0, None, None, 0, True,
+                                                          False, var.key(), var.tensors()))
 
 
 def test_a_bias_dropped_before_the_backward_still_serves_it():

@@ -50,7 +50,8 @@ def overhead():
         "python_forward_autograd_us": host_us(lambda: ops.memory_efficient_attention(qg, q, q, causal)),
         # What torch.compile's graph calls (the dispatcher, the custom op's autograd wrapper):
         "python_custom_op_autograd_us": host_us(lambda: torch.ops.jitattn.fwd(qg, q, q, None, None, 2, 0, 0, 0.0,
-                                                                              None, None, 0, True, False)),
+                                                                              None, None, 0, True, False, None,
+                                                                              [])),
     }
     # The C API alone: the same call with everything prepared once.
     out = torch.empty_like(q)

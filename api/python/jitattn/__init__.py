@@ -13,6 +13,7 @@ from .parts import (  # noqa: F401  (no torch needed: a part is built, and torch
     register_attention,
     registered_attentions,
 )
+from .variant import Variant  # noqa: F401
 from .validation import backward_not_supported_reasons, merge_not_supported_reasons, not_supported_reasons  # noqa: F401
 
 

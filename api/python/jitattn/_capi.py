@@ -91,6 +91,42 @@ class Bias(_Struct):
     ]
 
 
+class CaptureDecl(_Struct):
+    _fields_ = [
+        ("struct_size", ctypes.c_size_t),
+        ("name", ctypes.c_char_p),
+        ("kind", ctypes.c_int32),
+        ("type", ctypes.c_int32),
+        ("rank", ctypes.c_int32),
+    ]
+
+
+class VariantDesc(_Struct):
+    _fields_ = [
+        ("struct_size", ctypes.c_size_t),
+        ("mask_mod", ctypes.c_char_p),
+        ("score_mod", ctypes.c_char_p),
+        ("score_grad", ctypes.c_char_p),
+        ("additive", ctypes.c_int32),
+        ("num_captures", ctypes.c_int32),
+        ("captures", ctypes.POINTER(CaptureDecl)),
+    ]
+
+
+class CaptureValue(_Struct):
+    _fields_ = [
+        ("struct_size", ctypes.c_size_t),
+        ("data", ctypes.c_void_p),
+        ("shape", ctypes.c_int64 * 4),
+        ("stride", ctypes.c_int64 * 4),
+        ("value", ctypes.c_double),
+    ]
+
+
+class VariantHandle(ctypes.Structure):
+    """Opaque jitattn_variant."""
+
+
 class AttentionOptions(_Struct):
     _fields_ = [
         ("struct_size", ctypes.c_size_t),
@@ -100,6 +136,9 @@ class AttentionOptions(_Struct):
         ("p", ctypes.c_double),
         ("seed", ctypes.c_uint64),
         ("offset", ctypes.c_uint64),
+        ("variant", ctypes.POINTER(VariantHandle)),
+        ("num_capture_values", ctypes.c_int32),
+        ("capture_values", ctypes.POINTER(CaptureValue)),
     ]
 
 
@@ -113,6 +152,9 @@ class BackwardOptions(_Struct):
         ("seed", ctypes.c_uint64),
         ("offset", ctypes.c_uint64),
         ("workspace", ctypes.c_void_p),
+        ("variant", ctypes.POINTER(VariantHandle)),
+        ("num_capture_values", ctypes.c_int32),
+        ("capture_values", ctypes.POINTER(CaptureValue)),
     ]
 
 
@@ -155,6 +197,9 @@ _SIGNATURES = {
     "jitattn_bias_kind_name": (ctypes.c_char_p, [ctypes.c_int32]),
     "jitattn_bias_create": (_S, [_B, ctypes.POINTER(_H)]),
     "jitattn_bias_destroy": (None, [_H]),
+    "jitattn_variant_create": (_S, [ctypes.POINTER(VariantDesc), ctypes.POINTER(ctypes.POINTER(VariantHandle))]),
+    "jitattn_variant_destroy": (None, [ctypes.POINTER(VariantHandle)]),
+    "jitattn_variant_id": (ctypes.c_uint64, [ctypes.POINTER(VariantHandle)]),
     "jitattn_materialize": (_S, [_B, _i64, _i64, _i64, _i64, _dp, ctypes.c_size_t]),
     "jitattn_materialize_h": (_S, [_H, _i64, _i64, _i64, _i64, _dp, ctypes.c_size_t]),
     "jitattn_forward": (_S, [_T, _T, _T, _B, _T, _FO, _c]),

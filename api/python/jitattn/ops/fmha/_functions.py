@@ -18,6 +18,7 @@ from typing import Optional, Sequence, Tuple, Union
 
 import torch
 
+from ... import variant as _variant
 from . import _torch_bias, _torch_launch, _torch_ops  # noqa: F401  (_torch_ops registers the ops)
 from ._torch_launch import DTYPES
 
@@ -63,23 +64,26 @@ class _EagerAttention(torch.autograd.Function):
     backward is one library call (the custom op ``jitattn::fwd``'s formula, without the dispatcher)."""
 
     @staticmethod
-    def forward(ctx, query, key, value, bias_tensor, args, bias_obj, p, scale, seed, code):
-        out, lse = _torch_launch.forward(query, key, value, args, p, scale, seed, 0, code, True, bias_obj=bias_obj)
+    def forward(ctx, query, key, value, bias_tensor, args, bias_obj, p, scale, seed, code, variant):
+        out, lse = _torch_launch.forward(query, key, value, args, p, scale, seed, 0, code, True, bias_obj=bias_obj,
+                                         variant=variant)
         ctx.save_for_backward(query, key, value, out, lse)
-        ctx.call = (args, bias_obj, p, scale, seed)
+        ctx.call = (args, bias_obj, p, scale, seed, variant, variant.tensors() if variant is not None else None)
         ctx.mark_non_differentiable(lse)
         return out
 
     @staticmethod
     def backward(ctx, grad_out):
         query, key, value, out, lse = ctx.saved_tensors
-        args, bias_obj, p, scale, seed = ctx.call
+        args, bias_obj, p, scale, seed, variant, variant_tensors = ctx.call
         bias_grad = bool(ctx.needs_input_grad[3])
         if grad_out.stride(-1) != 1:
             grad_out = grad_out.contiguous()
+        # The forward's captured tensors (a caller may rebind the variant's captures meanwhile).
         dq, dk, dv, db = _torch_launch.backward(grad_out, query, key, value, out, lse, args, p, scale, seed, 0,
-                                                bias_grad, bias_obj=bias_obj)
-        return dq, dk, dv, (db if bias_grad else None), None, None, None, None, None, None
+                                                bias_grad, bias_obj=bias_obj, variant=variant,
+                                                variant_tensors=variant_tensors)
+        return dq, dk, dv, (db if bias_grad else None), None, None, None, None, None, None, None
 
 
 def _no_dropout(p, name):
@@ -88,91 +92,107 @@ def _no_dropout(p, name):
                                   "call memory_efficient_attention for dropout")
 
 
+def _variant_args(variant):
+    """The custom op's (variant_key, variant_tensors) for a jitattn.Variant or None."""
+    if variant is None:
+        return None, []
+    if not isinstance(variant, _variant.Variant):
+        raise TypeError(f"variant: expected a jitattn.Variant or None, not {type(variant).__name__}")
+    return variant.key(), variant.tensors()
+
+
 def memory_efficient_attention(query, key, value, attn_bias=None, p: float = 0.0, scale: Optional[float] = None, *,
-                               op=None, output_dtype: Optional[torch.dtype] = None):
+                               op=None, output_dtype: Optional[torch.dtype] = None, variant=None):
     """softmax(query @ key^T * scale + attn_bias) @ value, with dropout ``p``; q [B, Mq, (G,) H, K]
     (or [B, Mq, K]), k [B, Mkv, (G,) Hkv, K], v [B, Mkv, (G,) Hkv, Kv] -> [B, Mq, (G,) H, Kv].
-    Differentiable in query, key, value and a dense attn_bias tensor."""
+    Differentiable in query, key, value and a dense attn_bias tensor. ``variant``: a
+    jitattn.Variant (user mask_mod/score_mod) over attn_bias."""
     key, value = _unexpand(key), _unexpand(value)
     args = _torch_bias.op_args(attn_bias)
     code = _dtype_code(output_dtype)
     rng = _rng(p)
     grad = torch.is_grad_enabled() and (query.requires_grad or key.requires_grad or value.requires_grad or
                                         (args[0] is not None and args[0].requires_grad))
+    vkey, vtensors = _variant_args(variant)
     if not grad and not _compiling():
         seed = int(rng[0]) if rng is not None else 0
         return _torch_launch.forward(query, key, value, args, p, scale, seed, 0, code, False,
-                                     bias_obj=_bias_obj(attn_bias, args))[0]
+                                     bias_obj=_bias_obj(attn_bias, args), variant=variant)[0]
     if not _compiling():
         seed = int(rng[0]) if rng is not None else 0
         return _EagerAttention.apply(query, key, value, args[0], args, _bias_obj(attn_bias, args), float(p), scale,
-                                     seed, code)
-    out, _ = _torch_ops.fwd(query, key, value, *args, float(p), scale, rng, code, grad, False)
+                                     seed, code, variant)
+    out, _ = _torch_ops.fwd(query, key, value, *args, float(p), scale, rng, code, grad, False, vkey, vtensors)
     return out
 
 
 def memory_efficient_attention_forward(query, key, value, attn_bias=None, p: float = 0.0,
                                        scale: Optional[float] = None, *, op=None,
-                                       output_dtype: Optional[torch.dtype] = None):
+                                       output_dtype: Optional[torch.dtype] = None, variant=None):
     """The forward alone (no autograd): the output."""
     key, value = _unexpand(key), _unexpand(value)
     args = _torch_bias.op_args(attn_bias)
     code = _dtype_code(output_dtype)
     rng = _rng(p)
+    vkey, vtensors = _variant_args(variant)
     if not _compiling():
         seed = int(rng[0]) if rng is not None else 0
         return _torch_launch.forward(query, key, value, args, p, scale, seed, 0, code, False,
-                                     bias_obj=_bias_obj(attn_bias, args))[0]
+                                     bias_obj=_bias_obj(attn_bias, args), variant=variant)[0]
     with torch.no_grad():
-        return _torch_ops.fwd(query, key, value, *args, float(p), scale, rng, code, False, False)[0]
+        return _torch_ops.fwd(query, key, value, *args, float(p), scale, rng, code, False, False, vkey, vtensors)[0]
 
 
 def memory_efficient_attention_forward_requires_grad(query, key, value, attn_bias=None, p: float = 0.0,
                                                      scale: Optional[float] = None, *, op=None,
-                                                     output_dtype: Optional[torch.dtype] = None):
+                                                     output_dtype: Optional[torch.dtype] = None, variant=None):
     """(out, lse): lse [B, H, Mq] float32 ([B, G, H, Mq] for 5-D inputs), for ..._backward."""
     _no_dropout(p, "memory_efficient_attention_forward_requires_grad")
     key, value = _unexpand(key), _unexpand(value)
     args = _torch_bias.op_args(attn_bias)
     code = _dtype_code(output_dtype)
+    vkey, vtensors = _variant_args(variant)
     if not _compiling():
         return _torch_launch.forward(query, key, value, args, 0.0, scale, 0, 0, code, True,
-                                     bias_obj=_bias_obj(attn_bias, args))
+                                     bias_obj=_bias_obj(attn_bias, args), variant=variant)
     with torch.no_grad():
-        return _torch_ops.fwd(query, key, value, *args, 0.0, scale, None, code, True, False)
+        return _torch_ops.fwd(query, key, value, *args, 0.0, scale, None, code, True, False, vkey, vtensors)
 
 
 def memory_efficient_attention_backward(grad, output, lse, query, key, value, attn_bias=None, p: float = 0.0,
-                                        scale: Optional[float] = None, *, op=None):
+                                        scale: Optional[float] = None, *, op=None, variant=None):
     """(dq, dk, dv) from the forward's output and lse. A key/value expanded over its heads by
     stride 0 gets the gradient of its memory (summed over the heads), expanded the same way."""
     _no_dropout(p, "memory_efficient_attention_backward")
     args = _torch_bias.op_args(attn_bias)
     k, v = _unexpand(key), _unexpand(value)
+    vkey, vtensors = _variant_args(variant)
     if not _compiling():
         dq, dk, dv, _ = _torch_launch.backward(grad, query, k, v, output, lse, args, 0.0, scale, 0, 0, False,
-                                               bias_obj=_bias_obj(attn_bias, args))
+                                               bias_obj=_bias_obj(attn_bias, args), variant=variant)
     else:
         with torch.no_grad():
-            dq, dk, dv, _ = _torch_ops.bwd(grad, query, k, v, output, lse, *args, 0.0, scale, None, False)
+            dq, dk, dv, _ = _torch_ops.bwd(grad, query, k, v, output, lse, *args, 0.0, scale, None, False, vkey,
+                                           vtensors)
     # An expanded key's gradient is its memory's (the sum over the heads sharing it), expanded as it was.
     return dq, (dk.expand(key.shape) if k is not key else dk), (dv.expand(value.shape) if v is not value else dv)
 
 
 def memory_efficient_attention_partial(query, key, value, attn_bias=None, p: float = 0.0,
                                        scale: Optional[float] = None, *, op=None,
-                                       output_dtype: Optional[torch.dtype] = None):
+                                       output_dtype: Optional[torch.dtype] = None, variant=None):
     """(out, lse) over one slice of the keys (a view of K/V, the bias sliced to match), for
     merge_attentions. No backward."""
     key, value = _unexpand(key), _unexpand(value)
     args = _torch_bias.op_args(attn_bias)
     code = _dtype_code(output_dtype)
     rng = _rng(p)
+    vkey, vtensors = _variant_args(variant)
     if not _compiling():
         seed = int(rng[0]) if rng is not None else 0
         return _torch_launch.forward(query, key, value, args, p, scale, seed, 0, code, True, partial=True,
-                                     bias_obj=_bias_obj(attn_bias, args))
-    return _torch_ops.fwd(query, key, value, *args, float(p), scale, rng, code, True, True)
+                                     bias_obj=_bias_obj(attn_bias, args), variant=variant)
+    return _torch_ops.fwd(query, key, value, *args, float(p), scale, rng, code, True, True, vkey, vtensors)
 
 
 def merge_attentions(attn_split: Union[torch.Tensor, Sequence[torch.Tensor]],

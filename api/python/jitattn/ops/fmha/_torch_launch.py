@@ -10,6 +10,7 @@ import ctypes
 import torch
 
 from ... import _capi
+from ... import variant as _variant
 from . import _torch_bias
 
 DTYPES = {torch.float16: _capi.DTYPE_F16, torch.bfloat16: _capi.DTYPE_BF16, torch.float32: _capi.DTYPE_F32}
@@ -111,8 +112,9 @@ class _OnDevice:
 
 
 def forward(query, key, value, bias_args, p, scale, seed, offset, output_dtype, need_lse, partial=False,
-            bias_obj=None):
-    """(out, lse) of the forward (lse empty unless need_lse). ``bias_args`` from _torch_bias.op_args."""
+            bias_obj=None, variant=None, variant_tensors=None):
+    """(out, lse) of the forward (lse empty unless need_lse). ``bias_args`` from _torch_bias.op_args;
+    ``variant`` a jitattn.Variant (its captured tensors replaced by ``variant_tensors`` if given)."""
     device = _check_qkv(query, key, value)
     bias_tensor, bias_key, kind, a, b = bias_args
     if bias_tensor is not None:
@@ -123,6 +125,7 @@ def forward(query, key, value, bias_args, p, scale, seed, offset, output_dtype, 
     out = new_output(out_shape, out_dtype, device)
     lse = new_output(lse_shape if need_lse else (0,), torch.float32, device)
     opts = _fwd_options(p, scale, seed, offset, output_dtype)
+    keep_variant = _variant.apply(opts, variant, device, variant_tensors)
     handle, keep = _torch_bias.handle_for_call(bias_tensor, bias_key, kind, a, b, device, bias_obj)
     q, k, v, o = c_tensor(query), c_tensor(key), c_tensor(value), c_tensor(out)
     lib = _capi.lib()
@@ -137,7 +140,7 @@ def forward(query, key, value, bias_args, p, scale, seed, offset, output_dtype, 
         else:
             status = lib.jitattn_forward_h(_ref(q), _ref(k), _ref(v), handle, _ref(o), ctypes.byref(opts), stream)
     _capi.check(status)
-    del keep
+    del keep, keep_variant
     return out, lse
 
 
@@ -167,7 +170,7 @@ def _sum_to(x, shape):
 
 
 def backward(grad, query, key, value, out, lse, bias_args, p, scale, seed, offset, bias_grad, deterministic=False,
-             bias_obj=None):
+             bias_obj=None, variant=None, variant_tensors=None):
     """(dq, dk, dv, dbias or an empty tensor): gradients shaped as the inputs, per head (a key
     expanded over its heads by stride 0 gets each head's own gradient; autograd's expand sums
     them), dbias as the bias tensor when ``bias_grad``."""
@@ -200,6 +203,7 @@ def backward(grad, query, key, value, out, lse, bias_args, p, scale, seed, offse
     opts = _capi.BackwardOptions(p=float(p), seed=int(seed), offset=int(offset), deterministic=int(bool(deterministic)))
     if scale is not None:
         opts.scale, opts.has_scale = float(scale), 1
+    keep_variant = _variant.apply(opts, variant, device, variant_tensors)
     handle, keep = _torch_bias.handle_for_call(*bias_args, device, bias_obj)
     ts = [c_tensor(x) for x in (grad, out, lse, query, key, value, dq, dk, dv)]
     tdb = c_tensor(db) if bias_grad else None
@@ -214,7 +218,7 @@ def backward(grad, query, key, value, out, lse, bias_args, p, scale, seed, offse
         status = lib.jitattn_backward_h(*[_ref(t) for t in ts[:6]], handle, *[_ref(t) for t in ts[6:]], _ref(tdb),
                                         ctypes.byref(opts), stream_of(device))
     _capi.check(status)
-    del keep, workspace  # the allocator reuses it only after the queued work on this stream
+    del keep, keep_variant, workspace  # the allocator reuses it only after the queued work on this stream
     if user_bias_shape is not None:
         db = _sum_to(db.squeeze(1) if squeeze_head else db, user_bias_shape)
     return dq, dk, dv, db
