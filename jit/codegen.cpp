@@ -51,6 +51,8 @@ Entry entry_of(const KernelSpec& spec) {
     case Op::bwd_post: return {"bwd_rows.cuh", "bwd_post", nullptr, "BwdParams"};
     case Op::merge: return {"merge.cuh", "merge_attentions", nullptr, "MergeParams"};
     case Op::decode: return {"decode.cuh", "decode_attention", "DecodeLayout", "DecodeParams"};
+    case Op::swiglu_fwd: return {"swiglu.cuh", "swiglu_fwd", nullptr, "SwigluParams"};
+    case Op::swiglu_bwd: return {"swiglu.cuh", "swiglu_bwd", nullptr, "SwigluParams"};
   }
   return {};
 }

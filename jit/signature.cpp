@@ -20,6 +20,8 @@ const char* to_string(Op op) {
     case Op::bwd_post: return "bwd_post";
     case Op::merge: return "merge";
     case Op::decode: return "decode";
+    case Op::swiglu_fwd: return "swiglu_fwd";
+    case Op::swiglu_bwd: return "swiglu_bwd";
   }
   return "?";
 }

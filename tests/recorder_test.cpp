@@ -104,15 +104,18 @@ TEST(Recorder, BackwardAndDropoutLinesReadBackAsTheSameKernel) {
         // As api/src/backward.cpp builds them: dropout on fwd, bwd, bwd_kv and bwd_dq only (decode
         // serves p = 0 only), dbias
         // on bwd and bwd_kv only; a manifest refuses the rest (ManifestRefusesWhatTheApiNeverAsksFor).
-        const bool api_makes = (!dropout || (op != Op::bwd_pre && op != Op::bwd_post && op != Op::merge && op != Op::decode)) &&
+        const bool swiglu = op == Op::swiglu_fwd || op == Op::swiglu_bwd;
+        const bool api_makes = (!dropout || (op != Op::bwd_pre && op != Op::bwd_post && op != Op::merge && op != Op::decode &&
+                                             !swiglu)) &&
                                (!dbias || op == Op::bwd || op == Op::bwd_kv);
         if (!api_makes) {
           ++skipped;
           continue;
         }
-        Signature s = sig(DType::bf16, 64, op == Op::merge || op == Op::bwd_pre || op == Op::bwd_post ? BiasKind::none : BiasKind::causal_tensor,
+        Signature s = sig(DType::bf16, 64, op == Op::merge || op == Op::bwd_pre || op == Op::bwd_post || swiglu ? BiasKind::none : BiasKind::causal_tensor,
                           true, "sm_90a", 16);
         s.op = op, s.dropout = dropout, s.dbias = dbias;
+        if (swiglu) s.lse = 0, s.head_dim = s.head_dim_v = 8;  // as jit/ops/swiglu.cpp makes them
         const std::string line = manifest_line(s);
         EXPECT_EQ(line.find("dropout") != std::string::npos, dropout) << line;
         const auto specs = tools::parse_manifest_text(line, {}, "recorded");
@@ -122,7 +125,7 @@ TEST(Recorder, BackwardAndDropoutLinesReadBackAsTheSameKernel) {
         ++checked;
       }
   EXPECT_EQ(checked + skipped, int(std::size(kAllOps)) * 4);
-  EXPECT_EQ(checked, 16);  // fwd 2, bwd_pre 1, bwd 4, bwd_kv 4, bwd_dq 2, bwd_post 1, merge 1, decode 1
+  EXPECT_EQ(checked, 18);  // fwd 2, bwd_pre 1, bwd 4, bwd_kv 4, bwd_dq 2, bwd_post 1, merge 1, decode 1, swiglu 1 + 1
   const auto specs = tools::parse_manifest_text(
       R"({"op": ["bwd", "bwd_kv", "bwd_dq"], "dtype": "bf16", "head_dim": 128, "bias": "causal", "lse": true,)"
       R"( "dropout": [false, true], "arch": "sm_90a"})", {}, "m");

@@ -160,14 +160,18 @@ uint64_t product_size(const Choices& c, std::string* factors) {
 // compiled and never used, so a manifest that lists one has a mistake in it.
 std::string api_problem(const jit::Signature& s) {
   using jit::Op;
-  const bool backward = s.op != Op::fwd && s.op != Op::merge && s.op != Op::decode;
+  const bool backward = s.op != Op::fwd && s.op != Op::merge && s.op != Op::decode && s.op != Op::swiglu_fwd &&
+                        s.op != Op::swiglu_bwd;
+  const bool swiglu = s.op == Op::swiglu_fwd || s.op == Op::swiglu_bwd;
+  if (swiglu && (s.bias != jit::BiasKind::none || s.lse || s.head_dim != 8 || s.head_dim_v != 8))
+    return std::string("op \"") + jit::to_string(s.op) + "\" takes bias \"none\", no lse and head_dim 8 (elements per thread)";
   if (s.dbias && s.op != Op::bwd && s.op != Op::bwd_kv)
     return std::string("dbias is for op \"bwd\" and \"bwd_kv\" (the backward's dK/dV kernel), not \"") +
            jit::to_string(s.op) + "\"";
   if (s.dbias && !jit::has_tensor_bias(s.bias))
     return std::string("dbias needs bias \"tensor\" or \"causal_tensor\" (the gradient of a dense bias), not \"") +
            jit::to_string(s.bias) + "\"";
-  if (s.dropout && (s.op == Op::bwd_pre || s.op == Op::bwd_post || s.op == Op::merge || s.op == Op::decode))
+  if (s.dropout && (s.op == Op::bwd_pre || s.op == Op::bwd_post || s.op == Op::merge || s.op == Op::decode || swiglu))
     return std::string("dropout is for op \"fwd\", \"bwd\", \"bwd_kv\" and \"bwd_dq\", not \"") + jit::to_string(s.op) + "\"";
   if (s.dropout && jit::is_paged(s.bias))
     return std::string("dropout is not supported with bias \"") + jit::to_string(s.bias) + "\" (paged keys are for inference)";

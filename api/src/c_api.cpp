@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "c_api_internal.h"
+#include "jitattn/swiglu.h"
 #include "jit/env.h"
 #include "jit/jit_runtime.h"
 #include "jit/signature.h"
@@ -424,6 +425,27 @@ int32_t jitattn_c_api_version(void) { return JITATTN_C_API_VERSION; }
 const char* jitattn_bias_kind_name(int32_t kind) {
   static const std::vector<const char*> names = bias_names(std::make_index_sequence<std::variant_size_v<AttnBias>>{});
   return kind >= 0 && size_t(kind) < names.size() ? names[size_t(kind)] : nullptr;
+}
+
+jitattn_status jitattn_swiglu_forward(const jitattn_tensor* x12, const jitattn_tensor* h, void* stream) {
+  TensorView x, out;
+  return guarded(
+      [&] {
+        x = tensor_arg(x12, "x12"), out = tensor_arg(h, "h");
+        swiglu_gate_forward(x, out, stream);
+      },
+      [&] { return !swiglu_gate_not_supported_reasons(x, out).empty(); });
+}
+
+jitattn_status jitattn_swiglu_backward(const jitattn_tensor* x12, const jitattn_tensor* dh, const jitattn_tensor* dx12,
+                                       void* stream) {
+  TensorView x, g, dx;
+  return guarded(
+      [&] {
+        x = tensor_arg(x12, "x12"), g = tensor_arg(dh, "dh"), dx = tensor_arg(dx12, "dx12");
+        swiglu_gate_backward(x, g, dx, stream);
+      },
+      [&] { return !swiglu_gate_not_supported_reasons(x, g, dx).empty(); });
 }
 
 jitattn_status jitattn_variant_create(const jitattn_variant_desc* desc, jitattn_variant** variant) {

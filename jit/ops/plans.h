@@ -103,4 +103,18 @@ struct MergePlan {
   int64_t lse_out_stride_b = 0, lse_out_stride_g = 0, lse_out_stride_h = 0;
 };
 
+// A validated SwiGLU gate call (forward: x12 -> h; backward: x12, dh -> dx12). Strides in elements.
+struct SwigluPlan {
+  bool backward = false;
+  DType dtype = DType::bf16;
+  int device = 0;
+  bool align16 = true;
+  int64_t rows = 0, cols = 0;  // cols = H
+  const void* x12 = nullptr;
+  const void* dh = nullptr;
+  void* h = nullptr;
+  void* dx12 = nullptr;
+  int64_t x_stride = 0, dh_stride = 0, h_stride = 0, dx_stride = 0;
+};
+
 }  // namespace jitattn::jit::ops

@@ -192,6 +192,13 @@ JITATTN_C_EXPORT jitattn_status jitattn_materialize(const jitattn_bias* bias, in
 JITATTN_C_EXPORT jitattn_status jitattn_materialize_h(const jitattn_bias_handle* bias, int64_t B, int64_t H,
                                                       int64_t Mq, int64_t Mkv, double* out, size_t out_count);
 
+/* ---- SwiGLU's gate (jitattn/swiglu.h) ---------------------------------------------------------- */
+/* h = silu(x12[:, :H]) * x12[:, H:]; x12 [N, 2H], h [N, H]. */
+JITATTN_C_EXPORT jitattn_status jitattn_swiglu_forward(const jitattn_tensor* x12, const jitattn_tensor* h, void* stream);
+/* dx12 = the gradient of that through x12, given dh [N, H]. */
+JITATTN_C_EXPORT jitattn_status jitattn_swiglu_backward(const jitattn_tensor* x12, const jitattn_tensor* dh,
+                                                        const jitattn_tensor* dx12, void* stream);
+
 /* ---- user variants (jitattn/variant.h) -------------------------------------------------------- */
 #define JITATTN_CAPTURE_TENSOR 0
 #define JITATTN_CAPTURE_F32 1
