@@ -217,6 +217,8 @@ _SIGNATURES = {
     "jitattn_partial": (_S, [_T, _T, _T, _B, _T, _T, _FO, _c]),
     "jitattn_partial_h": (_S, [_T, _T, _T, _H, _T, _T, _FO, _c]),
     "jitattn_merge_attentions": (_S, [_T, _T, _T, _T, _c]),
+    "jitattn_swiglu_forward": (_S, [_T, _T, _c]),
+    "jitattn_swiglu_backward": (_S, [_T, _T, _T, _c]),
     "jitattn_merge_attentions_list": (_S, [_TL, _TL, ctypes.c_size_t, _T, _T, _c]),
     "jitattn_merge_not_supported_reasons": (_S, [_T, _T, _T, _T]),
     "jitattn_merge_list_not_supported_reasons": (_S, [_TL, _TL, ctypes.c_size_t, _T, _T]),

@@ -24,3 +24,4 @@ if fmha.HAS_TORCH:
         merge_attentions,
         prepare_bias,
     )
+    from .swiglu import SwiGLU, swiglu, swiglu_gate  # noqa: F401
