@@ -18,8 +18,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-from ... import _capi
-from ..fmha import _torch_launch
+from .. import _capi
+from .fmha import _torch_launch
 
 
 def _gate_forward(x12: Tensor) -> Tensor:
