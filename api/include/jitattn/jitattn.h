@@ -3,4 +3,5 @@
 #include "jitattn/bias.h"
 #include "jitattn/error.h"
 #include "jitattn/merge.h"
+#include "jitattn/registry.h"
 #include "jitattn/tensor.h"
