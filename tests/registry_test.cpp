@@ -52,6 +52,9 @@ TEST(Registry, FairSeqScaledDotProductVerbatim) {
   EXPECT_FALSE(part->options().scale.has_value());
   EXPECT_EQ(part->variant(), nullptr);
 
+  // What FairSeq's MultiheadAttention adds (dropout, num_heads), and xFormers' unused seq_len fields.
+  part = attention_from_config(R"({"name": "scaled_dot_product", "dropout": "0.1", "num_heads": "8", "seq_len": "256"})");
+  EXPECT_DOUBLE_EQ(part->options().p, 0.1);
   part = attention_from_config(R"({"name": "scaled_dot_product", "causal": true, "dropout": 0.1})");
   EXPECT_STREQ(bias_name(part->bias(kShape)), "LowerTriangularMask");
   EXPECT_DOUBLE_EQ(part->options().p, 0.1);
@@ -98,7 +101,7 @@ TEST(Registry, LocalWindowsFollowXFormers) {
 }
 
 TEST(Registry, AlibiBuildsGeometricSlopesForTheCallsHeads) {
-  auto part = attention_from_config(R"({"name": "alibi"})");
+  auto part = attention_from_config(R"({"name": "alibi", "causal": true})");
   AttnBias b = part->bias(kShape);
   ASSERT_STREQ(bias_name(b), "LowerTriangularMaskWithAlibi");
   const std::vector<float>& s = std::get<LowerTriangularMaskWithAlibi>(b).slopes.slopes.host();
@@ -106,9 +109,13 @@ TEST(Registry, AlibiBuildsGeometricSlopesForTheCallsHeads) {
   EXPECT_FLOAT_EQ(s[0], 0.5f);      // 2^(-8·1/8)
   EXPECT_FLOAT_EQ(s[7], 1.f / 256);  // 2^(-8·8/8)
   EXPECT_EQ(std::get<LowerTriangularMaskWithAlibi>(part->bias({1, 4, 16, 16})).slopes.slopes.host().size(), 4u);
-  b = attention_from_config(R"({"name": "alibi", "causal": false})")->bias(kShape);
+  b = attention_from_config(R"({"name": "alibi"})")->bias(kShape);  // the Python part's default: not causal
   EXPECT_STREQ(bias_name(b), "AlibiBias");
   EXPECT_THROW(part->bias({1, 0, 16, 16}), Error);
+  // num_heads (FairSeq adds it) must then be the call's H.
+  part = attention_from_config(R"({"name": "alibi", "num_heads": "8"})");
+  EXPECT_STREQ(bias_name(part->bias(kShape)), "AlibiBias");
+  EXPECT_THROW(part->bias({1, 4, 16, 16}), Error);
 }
 
 TEST(Registry, VariantPartCarriesSnippetsAndScalarCaptures) {

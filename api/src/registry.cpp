@@ -272,10 +272,13 @@ T get(const Config& c, const std::string& key) {
   return std::get<T>(c.at(key));
 }
 
-// dropout and scale, shared by every built-in part.
+// dropout, scale and num_heads, shared by every built-in part (FairSeq's MultiheadAttention adds
+// dropout and num_heads to every config it builds, as the Python parts take them).
 void add_common(std::vector<ConfigField>& f) {
   f.push_back({"dropout", FieldType::number, ConfigValue(0.0), false, "dropout probability p in [0, 1)"});
   f.push_back({"scale", FieldType::number, std::nullopt, false, "softmax scale (default K^-0.5)"});
+  f.push_back({"num_heads", FieldType::integer, std::nullopt, false,
+               "query heads; the tensors give H, so it is only checked (alibi: the call's H must equal it)"});
 }
 
 AttentionOptions common_options(const std::string& part, const Config& c) {
@@ -285,6 +288,9 @@ AttentionOptions common_options(const std::string& part, const Config& c) {
     throw Error(ErrorKind::invalid_argument, "attention " + quoted(part) + ": field \"dropout\" = " + show(o.p) +
                                                  " must be in [0, 1)");
   if (c.count("scale")) o.scale = get<double>(c, "scale");
+  if (c.count("num_heads") && get<int64_t>(c, "num_heads") < 1)
+    throw Error(ErrorKind::invalid_argument, "attention " + quoted(part) + ": field \"num_heads\" = " +
+                                                 std::to_string(get<int64_t>(c, "num_heads")) + " must be >= 1");
   return o;
 }
 
@@ -312,12 +318,16 @@ class FixedPart : public AttentionPart {
 // ALiBi with geometric slopes for the call's H (kept per H: uploaded once each).
 class AlibiPart : public AttentionPart {
  public:
-  AlibiPart(std::string name, bool causal, AttentionOptions options)
-      : AttentionPart(std::move(name)), causal_(causal), options_(options) {}
+  AlibiPart(std::string name, bool causal, AttentionOptions options, int64_t num_heads)
+      : AttentionPart(std::move(name)), causal_(causal), options_(options), num_heads_(num_heads) {}
   AttnBias bias(const CallShape& s) const override {
     if (s.H < 1 || s.H > std::numeric_limits<int32_t>::max())
       throw Error(ErrorKind::invalid_argument, "attention " + quoted(name()) + ": H=" + std::to_string(s.H) +
                                                    " query heads (from query.shape) is not in [1, 2^31-1]");
+    if (num_heads_ && s.H != num_heads_)
+      throw Error(ErrorKind::invalid_argument, "attention " + quoted(name()) + ": the call has H=" + std::to_string(s.H) +
+                                                   " query heads (from query.shape) but the config's num_heads is " +
+                                                   std::to_string(num_heads_));
     AlibiSlopes slopes;
     {
       std::lock_guard<std::mutex> lock(mutex_);
@@ -333,6 +343,7 @@ class AlibiPart : public AttentionPart {
  private:
   bool causal_;
   AttentionOptions options_;
+  int64_t num_heads_;  // 0: not given
   mutable std::mutex mutex_;
   mutable std::map<int64_t, AlibiSlopes> slopes_;
 };
@@ -349,8 +360,10 @@ class VariantPart : public FixedPart {
 
 void register_builtins(Registry& r) {
   {
-    std::vector<ConfigField> f = {{"causal", FieldType::boolean, ConfigValue(false), false,
-                                   "LowerTriangularMask (top-left causal) instead of no bias"}};
+    std::vector<ConfigField> f = {
+        {"causal", FieldType::boolean, ConfigValue(false), false, "LowerTriangularMask (top-left causal) instead of no bias"},
+        {"seq_len", FieldType::integer, std::nullopt, false, "accepted as xFormers' config has it; unused"},
+        {"to_seq_len", FieldType::integer, std::nullopt, false, "idem"}};
     add_common(f);
     r.parts["scaled_dot_product"] = {[](const Config& c) -> std::shared_ptr<AttentionPart> {
                                        AttnBias bias;
@@ -392,11 +405,12 @@ void register_builtins(Registry& r) {
                         f};
   }
   {
-    std::vector<ConfigField> f = {{"causal", FieldType::boolean, ConfigValue(true), false,
+    std::vector<ConfigField> f = {{"causal", FieldType::boolean, ConfigValue(false), false,
                                    "LowerTriangularMaskWithAlibi (else the symmetric AlibiBias)"}};
     add_common(f);
     r.parts["alibi"] = {[](const Config& c) -> std::shared_ptr<AttentionPart> {
-                          return std::make_shared<AlibiPart>("alibi", get<bool>(c, "causal"), common_options("alibi", c));
+                          return std::make_shared<AlibiPart>("alibi", get<bool>(c, "causal"), common_options("alibi", c),
+                                             c.count("num_heads") ? get<int64_t>(c, "num_heads") : 0);
                         },
                         f};
   }

@@ -5,12 +5,13 @@
 // A part is a way of calling jitattn's kernels: for the shapes of a call it yields the built-in
 // bias (AttnBias), the options (scale, dropout p) and optionally a user Variant (mask_mod /
 // score_mod snippets with scalar captures from the config). Its forward / backward pass the
-// caller's tensors to memory_efficient_attention_* with those. Built-in parts (docs/registry.md):
-//   scaled_dot_product  causal (bool, false), dropout, scale
-//   local               window_size (int, 5), causal (bool, false), window_left/window_right, dropout, scale
-//   alibi               causal (bool, true), dropout, scale; ALiBi geometric slopes for the call's H
+// caller's tensors to memory_efficient_attention_* with those. Built-in parts (docs/registry.md),
+// each also taking dropout (0), scale (K^-0.5) and num_heads (as the Python parts do):
+//   scaled_dot_product  causal (bool, false), seq_len, to_seq_len (unused)
+//   local               window_size (int, 5), causal (bool, false), window_left/window_right
+//   alibi               causal (bool, false); ALiBi geometric slopes for the call's H
 //   variant             mask_mod, score_mod, score_grad (strings), additive (bool), causal (bool),
-//                       captures (object of name -> number: scalar captures), dropout, scale
+//                       captures (object of name -> number: scalar captures)
 #pragma once
 #include <cstdint>
 #include <functional>
