@@ -4,5 +4,6 @@
 #include "jitattn/error.h"
 #include "jitattn/merge.h"
 #include "jitattn/swiglu.h"
+#include "jitattn/registry.h"
 #include "jitattn/tensor.h"
 #include "jitattn/variant.h"
