@@ -42,9 +42,10 @@ def _dense(bias, B_, H_, Mq, Mkv, device):
     return bias.materialize((B_, H_, Mq, Mkv), dtype=torch.float64, device=device)
 
 
-def cpu_kernel(query, key, value, attn_bias=None, p=0.0, scale=None, **kwargs):
+def cpu_kernel(query, key, value, attn_bias=None, p=0.0, scale=None, variant=None, **kwargs):
     """memory_efficient_attention over BMHK in float64 on the CPU, the bias as the library
-    materializes it (the CPU tests' stand-in for the GPU kernel)."""
+    materializes it (the CPU tests' stand-in for the GPU kernel). A ``variant`` needs the torch
+    reference the ``variant`` part attaches to it (its snippets are CUDA C++)."""
     assert query.dim() == 4 and p == 0.0
     for name, x in (("query", query), ("key", key), ("value", value)):   # what the library would refuse
         assert x.stride(-1) == 1, f"{name}: last stride {x.stride(-1)} (the kernel wants 1)"
@@ -55,6 +56,10 @@ def cpu_kernel(query, key, value, attn_bias=None, p=0.0, scale=None, **kwargs):
     bias = _dense(attn_bias, B_, H_, Mq, key.shape[1], query.device)
     if bias is not None:
         s = s + bias
+    if variant is not None:
+        assert hasattr(variant, "torch_reference"), "a jitattn.Variant without a torch reference: no CPU stand-in"
+        hidden = torch.isneginf(s) if bias is not None else None   # the built-in mask applies first
+        s = variant.torch_reference(s, hidden)
     out = torch.nan_to_num(torch.softmax(s, dim=-1)) @ v
     return out.transpose(1, 2).to(query.dtype)
 

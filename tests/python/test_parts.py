@@ -12,7 +12,7 @@ import jitattn
 from jitattn import parts
 from jitattn.parts import ConfigError, parse_config
 
-BUILT_INS = ["alibi", "blocksparse", "linformer", "local", "nystrom", "scaled_dot_product"]
+BUILT_INS = ["alibi", "blocksparse", "linformer", "local", "nystrom", "scaled_dot_product", "variant"]
 
 
 def test_built_ins_are_registered():
@@ -132,3 +132,13 @@ def test_a_built_in_name_cannot_be_taken():
     with pytest.raises(ConfigError, match="'linformer'.*built-in part's, with config LinformerConfig"):
         jitattn.register_attention("linformer", OtherConfig)(type("Other", (), {}))
     assert parts.attention_config_class("linformer") is parts.LinformerConfig
+
+
+def test_variant_config_from_json():
+    c = parse_config('{"name": "variant", "score_mod": "cap * tanhf(score / cap)", "additive": "false", '
+                     '"captures": {"cap": 30.0}, "causal": "true"}')
+    assert type(c) is parts.VariantConfig
+    assert (c.score_mod, c.additive, c.captures, c.causal, c.reference) == ("cap * tanhf(score / cap)", False,
+                                                                           {"cap": 30.0}, True, None)
+    with pytest.raises(ConfigError, match="unknown field 'score_fn'.*VariantConfig has: .*mask_mod"):
+        parse_config({"name": "variant", "score_fn": "score"})

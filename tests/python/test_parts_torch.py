@@ -143,3 +143,25 @@ def test_multihead_attention_blocksparse_and_heads_apart(monkeypatch):
     mha = jitattn.nn.MultiheadAttention(E, Hn, self_attention=True, xformers_att_config='{"name": "alibi"}').double()
     assert mha.attention.num_heads == Hn
     assert mha(x, x, x)[0].shape == (T, Bz, E)
+
+
+def test_variant_part(monkeypatch):
+    ps.patch_kernel(monkeypatch)
+    # a mask_mod alone (a diagonal band) with its torch reference, over [B, H, S, hd] via num_heads
+    band = jitattn.build_attention({
+        "name": "variant", "num_heads": ps.H, "mask_mod": "return abs(q_idx - kv_idx) <= w;", "captures": {"w": 3},
+        "reference": lambda s, b, h, qi, ki, c: s.masked_fill((qi - ki).abs() > c["w"], float("-inf"))})
+    v = band.variant("cpu")
+    assert isinstance(v, jitattn.Variant) and v.mask_mod.startswith("return abs") and v.captures == {"w": 3}
+    assert band.variant("cpu") is v   # one Variant per device
+    q, k, vv = ps.inputs(band, torch.float64)
+    torch.testing.assert_close(band(q, k, vv), band.reference(q, k, vv))
+    # the soft-capping part from tests/python/parts bends the scores: not plain causal attention
+    softcap = ps.build("softcap")
+    causal = jitattn.build_attention({"name": "scaled_dot_product", "causal": True})
+    q, k, vv = ps.inputs(softcap, torch.float64)
+    assert (softcap.reference(q, k, vv) - causal.reference(q, k, vv)).abs().max() > 1e-2
+    with pytest.raises(ValueError, match="reference must be a callable"):
+        jitattn.build_attention({"name": "variant", "reference": "cap * tanh(score)"})
+    with pytest.raises(NotImplementedError, match="no reference"):
+        jitattn.build_attention({"name": "variant", "score_mod": "score"}).reference(q, k, vv)

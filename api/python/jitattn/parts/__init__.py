@@ -1,7 +1,7 @@
 """``jitattn.parts``: attention mechanisms registered by name with a config, as xFormers'
 ``xformers.components.attention``. The registry and the configs need no torch; a part is a torch
 module (``Attention``), imported when first built. Built-ins: ``scaled_dot_product``, ``local``,
-``blocksparse``, ``alibi``, ``linformer``, ``nystrom`` (docs/python.md, "Parts")."""
+``blocksparse``, ``alibi``, ``linformer``, ``nystrom``, ``variant`` (a user mask_mod/score_mod; docs/python.md, "Parts")."""
 from . import configs
 from .configs import (  # noqa: F401
     AlibiConfig,
@@ -11,6 +11,7 @@ from .configs import (  # noqa: F401
     LocalConfig,
     NystromConfig,
     ScaledDotProductConfig,
+    VariantConfig,
 )
 from .registry import (  # noqa: F401
     ConfigError,
@@ -30,6 +31,7 @@ for _name, _config, _path in (
     ("alibi", configs.AlibiConfig, "jitattn.parts.alibi:AlibiAttention"),
     ("linformer", configs.LinformerConfig, "jitattn.parts.linformer:LinformerAttention"),
     ("nystrom", configs.NystromConfig, "jitattn.parts.nystrom:NystromAttention"),
+    ("variant", configs.VariantConfig, "jitattn.parts.user_variant:VariantAttention"),
 ):
     _declare(_name, _config, _path)
 

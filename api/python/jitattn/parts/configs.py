@@ -2,7 +2,7 @@
 fields: FairSeq's MultiheadAttention adds ``dropout`` and ``num_heads`` to every config it
 builds, so every part takes them (a part that needs no head count ignores ``num_heads``)."""
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, Dict, Optional
 
 
 def required():
@@ -54,3 +54,18 @@ class NystromConfig(AttentionConfig):
     inv_iterations: int = 6
     seq_len: Optional[int] = None      # accepted as xFormers' config has it; unused
 
+
+
+@dataclass
+class VariantConfig(AttentionConfig):
+    """A user ``jitattn.Variant`` as a part (docs/python.md "User variants"): the snippets are
+    CUDA C++, so ``reference`` — a Python callable ``(score, b, h, q_idx, kv_idx, captures) ->
+    score`` over float64 torch tensors (``-inf`` where ``mask_mod`` hides) — is what the tests
+    check the kernel against."""
+    mask_mod: Optional[str] = None
+    score_mod: Optional[str] = None
+    score_grad: Optional[str] = None
+    additive: bool = False
+    captures: Optional[Dict[str, Any]] = None   # name -> tensor (moved to the input's device), float or int
+    causal: bool = False                        # the built-in LowerTriangularMask under the variant
+    reference: Any = None                       # the torch reference of mask_mod/score_mod (tests)

@@ -50,10 +50,10 @@ def register_attention(name: str, config: Type):
 
     def wrap(cls):
         old = _REGISTRY.get(name)
-        if old is not None and old.cls is not None and old.cls is not cls and old.cls.__qualname__ != cls.__qualname__:
-            raise ConfigError(f"register_attention({name!r}): the name is taken by {old.cls.__module__}.{old.cls.__qualname__}")
         if old is not None and old.path is not None and old.config is not config:
             raise ConfigError(f"register_attention({name!r}): the name is a built-in part's, with config {old.config.__name__}")
+        if old is not None and old.cls is not None and old.cls is not cls and old.cls.__qualname__ != cls.__qualname__:
+            raise ConfigError(f"register_attention({name!r}): the name is taken by {old.cls.__module__}.{old.cls.__qualname__}")
         _REGISTRY[name] = _Entry(config=config, cls=cls, path=old.path if old else None)
         cls.config_class, cls.part_name = config, name
         return cls
