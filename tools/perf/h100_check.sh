@@ -2,11 +2,12 @@
 # tools/perf/h100_check.sh — on the GPU host: build, GPU tests, compute-sanitizer,
 # first-call/cold/shipped timings, prewarm throughput, jitattn bench and PyTorch's backends
 # side by side. Phases (default: all): tests stress sanitize deploy bench masks anchors decode
+# python training variants parts
 #   source .gpu/setup.sh && tools/perf/h100_check.sh $OUT tests sanitize
 set -uo pipefail
 out=${1:-/tmp}
 shift || true
-phases=${*:-tests stress sanitize deploy bench masks anchors decode}
+phases=${*:-tests stress sanitize deploy bench masks anchors decode python training variants parts}
 has() { [[ " $phases " == *" $1 "* ]]; }
 export LD_LIBRARY_PATH=/opt/gpu-deps/usr/lib/x86_64-linux-gnu${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
 [ -f build/build.ninja ] || cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release > "$out/cmake.log" 2>&1
@@ -138,4 +139,36 @@ if has decode; then
       --out "$out/anchors_decode.B$b.json" 2>&1 | grep -E "^(flash|cudnn)"
   done
   python3 tools/perf/decode_summary.py "$out"
+fi
+
+# ---- the Python layer (PYTHONPATH over the source tree, the library just built) ----------------
+export PYTHONPATH=$PWD/api/python JITATTN_LIBRARY=$PWD/build/libjitattn.so
+if has python || has training || has variants || has parts; then
+  python3 -c "import pytest" 2>/dev/null || pip install -q --no-index --find-links .gpu/wheels pytest 2>&1 | grep -v WARNING
+fi
+
+if has python; then
+  echo "== Python tests (GPU included)"
+  timeout ${PYTEST_TIMEOUT:-420} python3 -m pytest -q -p no:cacheprovider tests/python 2>&1 | grep -vi warning | tail -${PYTEST_TAIL:-15}
+  echo "== Python overhead and TFLOP/s (C++ bench of the same shape after it)"
+  timeout 150 python3 tools/perf/python_check.py 2>&1 | tail -12
+  build/tools/jitattn bench --dtype bf16 --head-dims 128 --hidden 2048 --seqlens 8192 --causal both --reps 20 --bwd 2>&1 |
+    grep -vE "^first call" | tail -4
+fi
+
+if has training; then
+  echo "== small GPT, jitattn vs SDPA under bf16 autocast (issue 12), and the GPT block (issue 15)"
+  timeout 300 python3 tools/perf/gpt_compare.py "$out" --steps ${GPT_STEPS:-300} 2>&1 | grep -vi warning | tail -22
+  timeout 400 python3 examples/gpt_block.py --compare --out "$out/gpt_block" ${GPT_BLOCK_ARGS:-} 2>&1 | grep -vi warning | tail -25
+fi
+
+if has variants; then
+  echo "== user variants vs FlexAttention"
+  timeout 300 python3 tools/perf/variant_bench.py --out "$out/variant_bench.json" 2>&1 | grep -vi warning | tail -20
+fi
+
+if has parts; then
+  echo "== every registered part: runtime and peak memory"
+  timeout 300 python3 -m jitattn.bench --seq-lens ${PARTS_SEQ_LENS:-1024,2048,4096} --import tests/python/parts/softcap.py \
+    --out "$out/parts_bench" 2>&1 | grep -vi warning | tail -40
 fi
