@@ -1,5 +1,6 @@
 #include "jit/variant.h"
 
+#include <cstdio>
 #include <mutex>
 #include <regex>
 #include <sstream>
@@ -31,10 +32,39 @@ struct Registry {
   }
 };
 
-// A snippet as a function body: as written when it returns, else the expression it is.
-std::string body(const std::string& snippet) {
+std::string hex_id(uint64_t id) {
+  char hex[17];
+  std::snprintf(hex, sizeof hex, "%016llx", static_cast<unsigned long long>(id));
+  return hex;
+}
+
+// The snippet without comments and string/char literals (each replaced by a space).
+std::string code_only(const std::string& s) {
+  std::string out;
+  for (size_t i = 0; i < s.size();) {
+    if (s.compare(i, 2, "//") == 0) {
+      while (i < s.size() && s[i] != '\n') ++i;
+      out += ' ';
+    } else if (s.compare(i, 2, "/*") == 0) {
+      const size_t end = s.find("*/", i + 2);
+      i = end == std::string::npos ? s.size() : end + 2;
+      out += ' ';
+    } else if (s[i] == '"' || s[i] == '\'') {
+      const char q = s[i++];
+      while (i < s.size() && s[i] != q) i += s[i] == '\\' ? 2 : 1;
+      ++i;
+      out += ' ';
+    } else {
+      out += s[i++];
+    }
+  }
+  return out;
+}
+
+// Whether a snippet is statements (its code says return) rather than one expression.
+bool is_statements(const std::string& snippet) {
   static const std::regex has_return("\\breturn\\b");
-  return std::regex_search(snippet, has_return) ? snippet : "return (" + snippet + ");";
+  return std::regex_search(code_only(snippet), has_return);
 }
 }  // namespace
 
@@ -56,7 +86,7 @@ uint64_t register_variant(const VariantCode& code) {
   if (it == r.codes.end()) {
     r.codes.emplace(id, std::make_shared<const VariantCode>(code));
   } else if (it->second->canonical() != text) {
-    throw Error("two user variants hash to the same id " + std::to_string(id) +
+    throw Error("two user variants hash to the same id " + hex_id(id) +
                 "; change either one's text (e.g. a comment) so they get different kernels");
   }
   return id;
@@ -67,8 +97,8 @@ std::shared_ptr<const VariantCode> variant_code(uint64_t id) {
   std::lock_guard<std::mutex> lock(r.mu);
   auto it = r.codes.find(id);
   if (it == r.codes.end())
-    throw Error("no user variant with id " + std::to_string(id) + " is registered in this process (a kernel name's .u<id> "
-                "part names one; its kernels compile only where the variant is built)");
+    throw Error("no user variant " + hex_id(id) + " is registered in this process (a kernel name's +u" + hex_id(id) +
+                " names it; its kernels compile only in a process that builds that jitattn::Variant)");
   return it->second;
 }
 
@@ -101,7 +131,11 @@ std::string variant_source(const VariantCode& code) {
   os << "  __device__ explicit Variant(const jitattn::UserArgs& a)" << (code.captures.empty() ? "" : " : ") << init.str()
      << " {}\n";
   auto fn = [&](const char* sig, const char* name, const std::string& text) {
-    os << "  __device__ " << sig << " const {\n#line 1 \"" << name << "\"\n" << body(text) << "\n#line 1 \"jitattn_variant\"\n  }\n";
+    // An expression becomes return (...); with the parentheses on lines of their own, so the
+    // snippet keeps its line numbers and a trailing // comment ends before the ")".
+    const bool expr = !is_statements(text);
+    os << "  __device__ " << sig << " const {\n" << (expr ? "return (\n" : "") << "#line 1 \"" << name << "\"\n" << text
+       << "\n" << (expr ? ");\n" : "") << "#line 1 \"jitattn_variant\"\n  }\n";
   };
   if (mask) fn("bool mask_mod(int b, int h, int q_idx, int kv_idx)", "mask_mod", code.mask_mod);
   if (score) fn("float score_mod(float score, int b, int h, int q_idx, int kv_idx)", "score_mod", code.score_mod);

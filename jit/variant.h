@@ -4,7 +4,7 @@
 // part of a key.
 //
 // A variant's code is registered once per process under the XXH3-64 of its canonical text; the
-// Signature carries that id (Signature::variant), kernel names show it (".u<16 hex>"), and the
+// Signature carries that id (Signature::variant), kernel names show it ("+u<16 hex>"), and the
 // cache key hashes the whole text (jit_runtime.cpp kernel_key), so two variants whose ids
 // collide get an error (register_variant), never each other's kernels.
 #pragma once

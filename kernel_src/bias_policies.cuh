@@ -136,8 +136,12 @@ struct TensorRef {
     for (int d = 0; d < R; ++d) off += is[d] * stride[d];
     return capture_value(ptr[off]);
   }
-  __device__ auto operator[](int64_t i) const { return capture_value(ptr[i * stride[0]]); }
-  __device__ int size(int d) const { return extent[d]; }
+  template <int R_ = R>
+  __device__ auto operator[](int64_t i) const {
+    static_assert(R_ == 1, "t[i] reads a rank-1 capture; index higher ranks as t(i, j, ...)");
+    return capture_value(ptr[i * stride[0]]);
+  }
+  __device__ int size(int d) const { return d >= 0 && d < R ? extent[d] : 1; }
 };
 
 // A user variant (jit/variant.h generates `V` from the user's snippets) over a built-in policy:

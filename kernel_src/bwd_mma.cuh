@@ -399,7 +399,7 @@ __device__ __forceinline__ void bwd_mma(const BwdParams& bp) {
   auto needs_mask = [&](int it) {
     const int m0 = (m_first + it % n_m) * kBM;
     return Policy::kElementwise || k_lo + kBN > mkv || m0 + kBM > mq ||
-           !Policy(p, seq.batch, hk * group, mq, mkv).tile_full(m0, m0 + kBM, k_lo, k_lo + kBN);
+           !Policy(p, b, hk * group, mq, mkv).tile_full(m0, m0 + kBM, k_lo, k_lo + kBN);
   };
   for (int it = 0; it < n_iters; ++it) {
     // Q(it), dO(it) have landed, and every warp is done with iteration it - 1.

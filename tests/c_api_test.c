@@ -687,6 +687,25 @@ static void test_variants(void) {
   vals[0].data = NULL;
   CHECK(jitattn_not_supported_reasons(&c.q, &c.k, &c.v, NULL, &c.out, NULL, &o) == JITATTN_ERROR_UNSUPPORTED);
   CHECK(mentions("variant capture 'doc': data is null"));
+  /* Too many declarations are refused before the array is read. */
+  d.num_captures = 1000;
+  CHECK(jitattn_variant_create(&d, &bad) == JITATTN_ERROR_INVALID_ARGUMENT && mentions("at most 24"));
+  d.num_captures = 2;
+  /* A newer caller's larger elements (zero tails) are read where they are. */
+  struct {
+    jitattn_capture_decl decl;
+    int64_t future_field;
+  } wide[2];
+  memset(wide, 0, sizeof wide);
+  wide[0].decl = caps[0];
+  wide[1].decl = caps[1];
+  wide[0].decl.struct_size = wide[1].decl.struct_size = sizeof wide[0];
+  d.captures = &wide[0].decl;
+  jitattn_variant* v2 = NULL;
+  CHECK(jitattn_variant_create(&d, &v2) == JITATTN_OK && jitattn_variant_id(v2) == jitattn_variant_id(v));
+  wide[1].future_field = 7; /* a field this library does not know, set */
+  CHECK(jitattn_variant_create(&d, &bad) == JITATTN_ERROR_INVALID_ARGUMENT);
+  jitattn_variant_destroy(v2);
   jitattn_variant_destroy(v);
   jitattn_variant_destroy(NULL);
 }

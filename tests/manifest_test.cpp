@@ -134,6 +134,13 @@ TEST(Manifest, RefusesWhatTheApiNeverAsksFor) {
   const std::string name = "fwd.sm_80.bf16.d64.v64.none.nolse_dbias.a16.mma_m128n64w4";
   ASSERT_TRUE(jit::KernelSpec::parse(name)) << name;
   EXPECT_TRUE(has(error_of(R"([{"name": ")" + name + "\"}]"), "dbias is for op")) << error_of(R"([{"name": ")" + name + "\"}]");
+  // A user variant's kernel cannot be listed (its code lives in the process that built it).
+  const std::string variant = "fwd.sm_80.bf16.d64.v64.causal+u0123456789abcdef.nolse.a16.mma_m128n64w4";
+  ASSERT_TRUE(jit::KernelSpec::parse(variant)) << variant;
+  EXPECT_TRUE(has(error_of(R"([{"name": ")" + variant + "\"}]"), "a manifest cannot list it"));
+  // The SwiGLU gate's kernels are listed as the op makes them.
+  EXPECT_EQ(error_of(R"({"dtype": "bf16", "head_dim": 8, "op": ["swiglu_fwd", "swiglu_bwd"]})"), "");
+  EXPECT_TRUE(has(error_of(R"({"dtype": "bf16", "head_dim": 64, "op": "swiglu_fwd"})"), "head_dim 8"));
   // What the API does ask for still reads.
   EXPECT_EQ(error_of(R"({"dtype": "bf16", "head_dim": 64, "bias": "pbd"})"), "");
   EXPECT_EQ(error_of(R"({"dtype": "bf16", "head_dim": 64, "bias": "causal", "dropout": true, "op": ["fwd", "bwd", "bwd_kv", "bwd_dq"]})"), "");

@@ -4,6 +4,8 @@
 #include <gtest/gtest.h>
 
 #include <string>
+#include <thread>
+#include <vector>
 
 #include "jit/codegen.h"
 #include "jit/jit_runtime.h"
@@ -218,6 +220,65 @@ TEST(Variant, ACompileErrorIsReportedAtTheUsersLine) {
   EXPECT_NE(user.find("score_mod(2)"), std::string::npos) << log;
   EXPECT_NE(user.find("undefined_thing"), std::string::npos) << user;
   EXPECT_EQ(user.find("jitattn_variant"), std::string::npos) << user;  // nothing from the generated struct
+}
+
+// Expressions with a trailing // comment, a "return" inside a comment or a string, and statements
+// all compile, and an error in an expression still points at the user's line.
+TEST(Variant, SnippetFormsCompile) {
+  jit::NvrtcCompiler* compiler = nullptr;
+  try {
+    compiler = &jit::NvrtcCompiler::get();
+  } catch (const std::exception& e) {
+    FAIL() << "NVRTC is required for this test: " << e.what();
+  }
+  const char* masks[] = {"q_idx >= kv_idx // causal", "/* return early? */ q_idx >= kv_idx",
+                         "bool ok = q_idx >= kv_idx;  // keep\nreturn ok;"};
+  for (const char* m : masks) {
+    Variant v;
+    v.mask_mod(m);
+    jit::Signature s;
+    s.op = jit::Op::fwd, s.arch_sm = 80, s.dtype = s.out_dtype = DType::f16, s.head_dim = s.head_dim_v = 64;
+    s.variant = v.code_id();
+    const jit::KernelSpec spec = jit::make_spec(s);
+    try {
+      compiler->compile(spec, jit::generate_source(spec));
+    } catch (const std::exception& e) {
+      ADD_FAILURE() << m << ": " << e.what();
+    }
+  }
+  Variant bad;
+  bad.mask_mod("q_idx >=\n  nope // trailing");
+  jit::Signature s;
+  s.op = jit::Op::fwd, s.arch_sm = 80, s.dtype = s.out_dtype = DType::f16, s.head_dim = s.head_dim_v = 64;
+  s.variant = bad.code_id();
+  const jit::KernelSpec spec = jit::make_spec(s);
+  try {
+    compiler->compile(spec, jit::generate_source(spec));
+    ADD_FAILURE() << "compiled";
+  } catch (const Error& e) {
+    EXPECT_NE(jit::user_errors(e.what()).find("mask_mod(2)"), std::string::npos) << e.what();
+  }
+}
+
+TEST(Variant, KeywordsAndBuiltinsAreNotCaptureNames) {
+  for (const char* name : {"int", "return", "this", "threadIdx", "float"}) {
+    Variant v;
+    v.mask_mod("true").capture(name, 1);
+    EXPECT_FALSE(v.reasons().empty()) << name;
+  }
+}
+
+// Threads making the first call of one Variant at once all get its one registered id.
+TEST(Variant, ConcurrentFirstUseAgrees) {
+  for (int round = 0; round < 20; ++round) {
+    Variant v;
+    v.mask_mod("q_idx + " + std::to_string(round) + " >= kv_idx");
+    std::vector<uint64_t> ids(8);
+    std::vector<std::thread> ts;
+    for (int t = 0; t < 8; ++t) ts.emplace_back([&, t] { ids[size_t(t)] = v.code_id(); });
+    for (auto& t : ts) t.join();
+    for (uint64_t id : ids) EXPECT_EQ(id, ids[0]);
+  }
 }
 
 }  // namespace

@@ -182,6 +182,9 @@ std::string api_problem(const jit::Signature& s) {
 
 // validate_spec, then api_problem: "" when a manifest may list `spec`.
 std::string spec_problem(const KernelSpec& spec) {
+  if (spec.sig.variant)
+    return "a user variant's kernel (+u<id>) compiles only in a process that holds its code (jitattn::Variant); "
+           "a manifest cannot list it";
   const std::string problem = jit::validate_spec(spec);
   return problem.empty() ? api_problem(spec.sig) : problem;
 }

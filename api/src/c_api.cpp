@@ -144,6 +144,23 @@ constexpr size_t kCaptureValueFieldEnds[] = {
     JITATTN_FIELD_END(jitattn_capture_value, shape), JITATTN_FIELD_END(jitattn_capture_value, stride),
     JITATTN_FIELD_END(jitattn_capture_value, value)};
 
+// Element i of a caller's array of versioned structs: elements are caller-sized (the first one's
+// struct_size, which every element must repeat), so an older or newer caller's array is read
+// where its elements are. `n` is checked against `max` before anything is read.
+template <class T>
+const T& array_element(const T* base, int32_t n, int32_t i, int32_t max, const std::string& name) {
+  if (n > max) invalid(name + ": " + std::to_string(n) + " elements; at most " + std::to_string(max));
+  const size_t stride = base[0].struct_size;
+  if (stride < sizeof(size_t) || stride > 4096)
+    invalid(name + "[0].struct_size=" + std::to_string(stride) + " must be sizeof the element struct");
+  const T& e = *reinterpret_cast<const T*>(reinterpret_cast<const unsigned char*>(base) + size_t(i) * stride);
+  if (e.struct_size != stride)
+    invalid(name + "[" + std::to_string(i) + "].struct_size=" + std::to_string(e.struct_size) +
+            " differs from element 0's " + std::to_string(stride));
+  return e;
+}
+constexpr int32_t kMaxCaptures = Variant::kMaxTensors + 2 * Variant::kMaxScalars;
+
 // The call's variant: the handle's, copied (its code stays prepared), with this call's values.
 // Returns null without a variant; `store` keeps the copy for the call.
 const Variant* call_variant(const jitattn_variant* h, int32_t n, const jitattn_capture_value* values, const char* name,
@@ -160,7 +177,9 @@ const Variant* call_variant(const jitattn_variant* h, int32_t n, const jitattn_c
   if (n > 0 && !values) invalid(std::string(name) + ".capture_values is NULL");
   for (int32_t i = 0; i < n; ++i) {
     const std::string item = std::string(name) + ".capture_values[" + std::to_string(i) + "]";
-    const jitattn_capture_value v = read_struct(values[i], item.c_str(), kCaptureValueFieldEnds);
+    const jitattn_capture_value v =
+        read_struct(array_element(values, n, i, kMaxCaptures, std::string(name) + ".capture_values"), item.c_str(),
+                    kCaptureValueFieldEnds);
     const Variant::Capture& c = caps[size_t(i)];
     switch (c.kind) {
       case Variant::Capture::Kind::tensor: {
@@ -460,10 +479,15 @@ jitattn_status jitattn_variant_create(const jitattn_variant_desc* desc, jitattn_
     else if (d.score_grad) v.score_mod("", d.score_grad);
     v.additive_score(d.additive != 0);
     if (d.num_captures < 0) invalid("desc.num_captures=" + std::to_string(d.num_captures) + " is negative");
+    if (d.num_captures > kMaxCaptures)
+      invalid("desc.num_captures=" + std::to_string(d.num_captures) + ": at most " + std::to_string(kMaxCaptures) +
+              " (8 tensors, 8 floats, 8 ints)");
     if (d.num_captures > 0 && !d.captures) invalid("desc.captures is NULL");
     for (int32_t i = 0; i < d.num_captures; ++i) {
       const std::string item = "desc.captures[" + std::to_string(i) + "]";
-      const jitattn_capture_decl c = read_struct(d.captures[i], item.c_str(), kCaptureDeclFieldEnds);
+      const jitattn_capture_decl c =
+          read_struct(array_element(d.captures, d.num_captures, i, kMaxCaptures, "desc.captures"), item.c_str(),
+                      kCaptureDeclFieldEnds);
       if (!c.name) invalid(item + ".name is NULL");
       for (const auto& prev : v.captures())
         if (prev.name == c.name) invalid(item + ".name='" + c.name + "' is declared twice");

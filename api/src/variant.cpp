@@ -32,10 +32,19 @@ const char* device_type(CaptureType t) {
   return "?";
 }
 
-// Names a snippet already has, or that the generated struct uses.
+// Names a snippet already has, that the generated struct uses, or that C++/CUDA keep.
 bool reserved(const std::string& n) {
-  static const char* const words[] = {"b", "h", "q_idx", "kv_idx", "score", "a", "Variant", "kMask", "kScore",
-                                      "kScoreGrad", "mask_mod", "score_mod", "score_grad"};
+  static const char* const words[] = {
+      "b", "h", "q_idx", "kv_idx", "score", "a", "Variant", "kMask", "kScore", "kScoreGrad", "mask_mod", "score_mod",
+      "score_grad", "TensorRef", "alignas", "alignof", "and", "and_eq", "asm", "auto", "bitand", "bitor", "bool",
+      "break", "case", "catch", "char", "char16_t", "char32_t", "class", "compl", "const", "constexpr", "const_cast",
+      "continue", "decltype", "default", "delete", "do", "double", "dynamic_cast", "else", "enum", "explicit",
+      "export", "extern", "false", "float", "for", "friend", "goto", "if", "inline", "int", "long", "mutable",
+      "namespace", "new", "noexcept", "not", "not_eq", "nullptr", "operator", "or", "or_eq", "private", "protected",
+      "public", "register", "reinterpret_cast", "return", "short", "signed", "sizeof", "static", "static_assert",
+      "static_cast", "struct", "switch", "template", "this", "thread_local", "throw", "true", "try", "typedef",
+      "typeid", "typename", "union", "unsigned", "using", "virtual", "void", "volatile", "wchar_t", "while", "xor",
+      "xor_eq", "threadIdx", "blockIdx", "blockDim", "gridDim", "warpSize", "std"};
   for (const char* w : words)
     if (n == w) return true;
   return n.rfind("__", 0) == 0 || n.rfind("jitattn", 0) == 0;
@@ -101,9 +110,9 @@ Variant& Variant::capture(const std::string& name, int32_t value) {
   return *this;
 }
 
-const Variant::Prepared& Variant::prepared() const {
+std::shared_ptr<const Variant::Prepared> Variant::prepared() const {
   std::shared_ptr<const Prepared> p = std::atomic_load(&prepared_);
-  if (p) return *p;
+  if (p) return p;
   auto made = std::make_shared<Prepared>();
   std::vector<std::string>& r = made->reasons;
   if (mask_.empty() && score_.empty()) r.push_back("variant: neither mask_mod nor score_mod is set");
@@ -114,7 +123,8 @@ const Variant::Prepared& Variant::prepared() const {
   for (const Capture& c : captures_) {
     const std::string what = "variant capture '" + c.name + "'";
     if (!std::regex_match(c.name, ident)) r.push_back(what + ": a capture name must be a C identifier");
-    else if (reserved(c.name)) r.push_back(what + ": the name is taken (b, h, q_idx, kv_idx, score and jitattn's own)");
+    else if (reserved(c.name))
+      r.push_back(what + ": the name is taken (b, h, q_idx, kv_idx, score, jitattn's own and C++/CUDA keywords)");
     if (c.kind == Capture::Kind::tensor) {
       ++tensors;
       if (c.tensor.rank < 1 || c.tensor.rank > kMaxRank)
@@ -146,13 +156,15 @@ const Variant::Prepared& Variant::prepared() const {
     }
     made->id = jit::register_variant(code);
   }
-  std::shared_ptr<const Prepared> done = made;
-  std::atomic_store(&prepared_, done);
-  return *made;  // kept alive by prepared_ until a setter changes the code
+  // Two threads' first calls may both get here: the first to publish wins, both return it (the
+  // caller's copy keeps it alive even if a setter resets prepared_ meanwhile).
+  std::shared_ptr<const Prepared> done = made, expected;
+  if (!std::atomic_compare_exchange_strong(&prepared_, &expected, done)) return expected;
+  return done;
 }
 
 std::vector<std::string> Variant::reasons() const {
-  std::vector<std::string> r = prepared().reasons;
+  std::vector<std::string> r = prepared()->reasons;
   for (const Capture& c : captures_) {
     if (c.kind != Capture::Kind::tensor) continue;
     const std::string what = "variant capture '" + c.name + "'";
@@ -166,6 +178,6 @@ std::vector<std::string> Variant::reasons() const {
   return r;
 }
 
-uint64_t Variant::code_id() const { return prepared().id; }
+uint64_t Variant::code_id() const { return prepared()->id; }
 
 }  // namespace jitattn

@@ -108,7 +108,6 @@ struct SwigluPlan {
   bool backward = false;
   DType dtype = DType::bf16;
   int device = 0;
-  bool align16 = true;
   int64_t rows = 0, cols = 0;  // cols = H
   const void* x12 = nullptr;
   const void* dh = nullptr;

@@ -18,7 +18,7 @@ void swiglu(const SwigluPlan& p, CUstream stream) {
   sig.head_dim = sig.head_dim_v = 8;  // elements per thread (kernel_src/swiglu.cuh kVec)
   sig.arch_sm = ctx.arch.sm;
   sig.arch_specific = ctx.arch.specific;
-  sig.align = uint8_t(p.align16 ? 16 : element_size(p.dtype));
+  sig.align = 16;  // one alignment class: the kernel loads element by element
   const LoadedKernel& kernel = rt.kernel(sig, ctx);
   SwigluParams sp{};
   sp.x12 = p.x12, sp.dh = p.dh, sp.h = p.h, sp.dx12 = p.dx12;

@@ -161,3 +161,19 @@ def test_the_backward_without_score_grad_is_refused():
     out = ops.memory_efficient_attention(q, q, q, variant=var)
     with pytest.raises(jitattn.Error, match="score_grad"):
         out.sum().backward()
+
+
+def test_changing_the_variant_between_forward_and_backward_keeps_the_gradient():
+    torch.manual_seed(3)
+    q = rnd(1, 64, 2, 64, dtype=torch.float16)
+    var = jitattn.Variant(score_mod="score * s", score_grad="return s;", captures={"s": 0.5})
+    grads = []
+    for change in (False, True):
+        qs = q.detach().clone().requires_grad_(True)
+        var.captures["s"] = 0.5
+        out = ops.memory_efficient_attention(qs, qs, qs, variant=var)
+        if change:
+            var.captures["s"] = 3.0  # after the forward: the backward still differentiates s = 0.5
+        out.sum().backward()
+        grads.append(qs.grad)
+    assert torch.equal(grads[0], grads[1])

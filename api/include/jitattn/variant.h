@@ -81,7 +81,7 @@ class Variant {
     std::vector<std::string> reasons;  // of the code (values are checked each call)
   };
   Capture& slot(const std::string& name, bool& same_code, Capture::Kind kind, CaptureType type, int rank);
-  const Prepared& prepared() const;
+  std::shared_ptr<const Prepared> prepared() const;
   std::string mask_, score_, grad_;
   bool additive_ = false;
   std::vector<Capture> captures_;

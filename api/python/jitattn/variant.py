@@ -52,7 +52,12 @@ class Variant:
         self._id = _next_id[0]
         _next_id[0] += 1
         _registry[self._id] = self
-        self._key_tensor = None
+        try:  # made now, not while torch.compile traces a first call (it would be a constant there)
+            import torch
+
+            self._key_tensor = torch.tensor(self._id, dtype=torch.int64)
+        except ImportError:
+            self._key_tensor = None
 
     # ---- the code -------------------------------------------------------------------------
     def _code(self):
@@ -86,11 +91,13 @@ class Variant:
 
     def key(self):
         """A 0-dim int64 CPU tensor naming this object for torch.ops.jitattn (as a bias's key)."""
-        if self._key_tensor is None:
-            import torch
-
-            self._key_tensor = torch.tensor(self._id, dtype=torch.int64)
         return self._key_tensor
+
+    def snapshot(self):
+        """A copy with the same code and the current capture values (the captures dict copied,
+        the tensors shared): what a forward keeps for its backward, so changing this variant
+        between the two does not change the function whose gradient is computed."""
+        return Variant(self.mask_mod, self.score_mod, self.score_grad, self.additive, self.captures)
 
     # ---- one call ---------------------------------------------------------------------------
     def call_values(self, device, tensors=None):

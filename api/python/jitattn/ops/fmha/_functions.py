@@ -68,7 +68,7 @@ class _EagerAttention(torch.autograd.Function):
         out, lse = _torch_launch.forward(query, key, value, args, p, scale, seed, 0, code, True, bias_obj=bias_obj,
                                          variant=variant)
         ctx.save_for_backward(query, key, value, out, lse)
-        ctx.call = (args, bias_obj, p, scale, seed, variant, variant.tensors() if variant is not None else None)
+        ctx.call = (args, bias_obj, p, scale, seed, variant, None)  # the caller's snapshot: fixed code and values
         ctx.mark_non_differentiable(lse)
         return out
 
@@ -79,7 +79,6 @@ class _EagerAttention(torch.autograd.Function):
         bias_grad = bool(ctx.needs_input_grad[3])
         if grad_out.stride(-1) != 1:
             grad_out = grad_out.contiguous()
-        # The forward's captured tensors (a caller may rebind the variant's captures meanwhile).
         dq, dk, dv, db = _torch_launch.backward(grad_out, query, key, value, out, lse, args, p, scale, seed, 0,
                                                 bias_grad, bias_obj=bias_obj, variant=variant,
                                                 variant_tensors=variant_tensors)
@@ -121,7 +120,7 @@ def memory_efficient_attention(query, key, value, attn_bias=None, p: float = 0.0
     if not _compiling():
         seed = int(rng[0]) if rng is not None else 0
         return _EagerAttention.apply(query, key, value, args[0], args, _bias_obj(attn_bias, args), float(p), scale,
-                                     seed, code, variant)
+                                     seed, code, variant.snapshot() if variant is not None else None)
     out, _ = _torch_ops.fwd(query, key, value, *args, float(p), scale, rng, code, grad, False, vkey, vtensors)
     return out
 
