@@ -163,7 +163,7 @@ for name in ("jitattn", "sdpa", "sdpa_math", "jitattn_compiled"):
     if r.get(name):
         plt.plot(r[name]["losses"], label=name, lw=1)
 plt.xlabel("step"); plt.ylabel("loss (bf16 autocast)"); plt.yscale("log"); plt.legend(); plt.grid(alpha=.3)
-plt.title("small GPT, packed documents: jitattn vs SDPA")
+plt.title(f"small GPT, packed documents: jitattn vs SDPA ({r.get('device', '?')}, {r.get('date', '?')})")
 plt.tight_layout(); plt.savefig(sys.argv[2], dpi=120)
 '''
 
@@ -178,7 +178,8 @@ def main():
     device = torch.device("cuda")
     res = {"steps": a.steps, "tokens_per_step": TOKENS, "model": dict(vocab=VOCAB, dim=DIM, heads=HEADS,
                                                                         layers=LAYERS),
-           "device": torch.cuda.get_device_name(), "torch": torch.__version__}
+           "device": torch.cuda.get_device_name(), "torch": torch.__version__,
+           "date": time.strftime("%Y-%m-%d")}
     for backend in ("jitattn", "sdpa", "sdpa_math"):
         losses, times = train(backend, a.steps, device)
         res[backend] = {"losses": losses, "median_step_ms": 1e3 * sorted(times)[len(times) // 2]}
