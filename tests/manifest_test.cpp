@@ -7,6 +7,7 @@
 
 #include "child_process.h"
 #include "jitattn/error.h"
+#include "jitattn/variant.h"
 #include "temp_dir.h"
 #include "tools/manifest.h"
 
@@ -137,7 +138,7 @@ TEST(Manifest, RefusesWhatTheApiNeverAsksFor) {
   // A user variant's kernel cannot be listed (its code lives in the process that built it).
   const std::string variant = "fwd.sm_80.bf16.d64.v64.causal+u0123456789abcdef.nolse.a16.mma_m128n64w4";
   ASSERT_TRUE(jit::KernelSpec::parse(variant)) << variant;
-  EXPECT_TRUE(has(error_of(R"([{"name": ")" + variant + "\"}]"), "a manifest cannot list it"));
+  EXPECT_TRUE(has(error_of(R"([{"name": ")" + variant + "\"}]"), "list it as fields with a \"variant\" object"));
   // The SwiGLU gate's kernels are listed as the op makes them.
   EXPECT_EQ(error_of(R"({"dtype": "bf16", "head_dim": 8, "op": ["swiglu_fwd", "swiglu_bwd"]})"), "");
   EXPECT_TRUE(has(error_of(R"({"dtype": "bf16", "head_dim": 64, "op": "swiglu_fwd"})"), "head_dim 8"));
@@ -145,6 +146,42 @@ TEST(Manifest, RefusesWhatTheApiNeverAsksFor) {
   EXPECT_EQ(error_of(R"({"dtype": "bf16", "head_dim": 64, "bias": "pbd"})"), "");
   EXPECT_EQ(error_of(R"({"dtype": "bf16", "head_dim": 64, "bias": "causal", "dropout": true, "op": ["fwd", "bwd", "bwd_kv", "bwd_dq"]})"), "");
   EXPECT_EQ(error_of(R"({"dtype": "bf16", "head_dim": 64, "bias": "causal_tensor", "dbias": true, "op": ["bwd", "bwd_kv"]})"), "");
+}
+
+// A "variant" object registers the code and gives the kernels an application building the same
+// jitattn::Variant looks up (the same +u id); ops without a bias (bwd_pre, bwd_post) take none.
+TEST(Manifest, AVariantObjectGivesTheApplicationsKernels) {
+  const std::string text = R"J({"dtype": "bf16", "head_dim": 64, "bias": "causal", "lse": true,
+    "op": ["fwd", "bwd_pre", "bwd", "bwd_post"],
+    "variant": {"mask_mod": "doc[q_idx] == doc[kv_idx]", "score_mod": "cap * tanhf(score / cap)",
+                "score_grad": "const float t = tanhf(score / cap); return 1.f - t * t;",
+                "captures": [{"name": "doc", "kind": "tensor", "type": "i32", "rank": 1},
+                             {"name": "cap", "kind": "float"}]}})J";
+  const auto specs = parse_manifest_text(text, kSm80);
+  Variant app;  // what the application builds (values differ: only the code matters)
+  CaptureTensor doc;
+  doc.data = &app;
+  doc.type = CaptureType::i32, doc.rank = 1, doc.shape[0] = 10, doc.stride[0] = 1;
+  app.mask_mod("doc[q_idx] == doc[kv_idx]")
+      .score_mod("cap * tanhf(score / cap)", "const float t = tanhf(score / cap); return 1.f - t * t;")
+      .capture("doc", doc)
+      .capture("cap", 30.f);
+  ASSERT_EQ(specs.size(), 4u);
+  for (const auto& s : specs) {
+    const bool biased = s.sig.op == jit::Op::fwd || s.sig.op == jit::Op::bwd;
+    EXPECT_EQ(s.sig.variant, biased ? app.code_id() : 0u) << s.name();
+  }
+  const auto refused = [](const std::string& variant, const std::string& why) {
+    const std::string err = error_of(R"({"dtype": "bf16", "head_dim": 64, "variant": )" + variant + "}");
+    EXPECT_TRUE(has(err, why)) << variant << ": " << err;
+  };
+  refused(R"("x")", "\"variant\" must be an object");
+  refused(R"({"mask": "true"})", "unknown field \"variant.mask\"");
+  refused(R"({})", "neither mask_mod nor score_mod");
+  refused(R"({"mask_mod": "true", "captures": [{"name": "t", "kind": "tensor", "type": "f64", "rank": 1}]})",
+          "\"variant.captures[0].type\" must be one of");
+  refused(R"({"mask_mod": "true", "captures": [{"name": "t", "kind": "tensor", "type": "f32"}]})", "needs \"type\" and \"rank\"");
+  refused(R"({"mask_mod": "true", "captures": [{"name": "int", "kind": "int"}]})", "the name is taken");
 }
 
 // `--manifest /dev/zero` read forever (and grew without bound); a directory read as empty.

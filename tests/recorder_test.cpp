@@ -20,6 +20,7 @@
 #include "test_env.h"
 #include "jit/recorder.h"
 #include "jitattn/error.h"
+#include "jitattn/variant.h"
 #include "tools/manifest.h"
 #include "tools/prewarm.h"
 
@@ -299,6 +300,32 @@ TEST(Recorder, ARecordedFilePrewarmsExactlyThoseKernelsAndASecondPassCompilesNot
   EXPECT_EQ(sum.compiled, 0);
   EXPECT_EQ(sum.cached, 3);
   EXPECT_EQ(again.stats().compiles.load(), 0);
+}
+
+// A manifest entry with a "variant" object prewarms the variant's kernels; a process that builds
+// the same jitattn::Variant then finds them with JITATTN_JIT=off (the deployment path).
+TEST(Recorder, AVariantEntryPrewarmsWhatTheApplicationLooksUp) {
+  TempDir dir("jitattn_recorder_test");
+  const fs::path db = dir.path / "kernels.sqlite";
+  const auto specs = tools::parse_manifest_text(
+      R"J({"dtype": "f16", "head_dim": 32, "bias": "causal", "arch": "sm_80",
+           "variant": {"mask_mod": "(q_idx ^ kv_idx) % 3 != 0 // some mask", "captures": [{"name": "w", "kind": "int"}]}})J",
+      {});
+  ASSERT_EQ(specs.size(), 1u);
+  {
+    JitRuntime rt(env_for(db, JitPolicy::on));
+    const auto sum = tools::prewarm(rt, specs, 1);
+    EXPECT_EQ(sum.compiled, 1);
+    EXPECT_EQ(sum.failed, 0) << (sum.failures.empty() ? "" : sum.failures[0].detail);
+  }
+  Variant app;
+  app.mask_mod("(q_idx ^ kv_idx) % 3 != 0 // some mask").capture("w", int32_t(7));
+  Signature s = sig(DType::f16, 32, BiasKind::causal, false);
+  s.variant = app.code_id();
+  JitRuntime off(env_for(db, JitPolicy::off));  // as a deployment: nothing may compile
+  const auto rec = off.binary(make_spec(s));
+  EXPECT_EQ(rec.name, specs[0].name());
+  EXPECT_EQ(off.stats().compiles.load(), 0);
 }
 
 TEST(Recorder, JitOffErrorPrintsTheManifestLineThatWouldHaveProducedIt) {

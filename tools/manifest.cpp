@@ -11,6 +11,7 @@
 
 #include "jit/recorder.h"
 #include "jitattn/error.h"
+#include "jitattn/variant.h"
 
 namespace jitattn::tools {
 
@@ -23,8 +24,8 @@ namespace {
 
 // Anything else in an entry is most likely a typo ("head_dims"), which would otherwise
 // silently prewarm the wrong kernels.
-const std::set<std::string> kFields = {"op",    "dtype", "out_dtype", "head_dim", "head_dim_v", "bias",
-                                       "lse",   "align", "arch",      "dropout",  "dbias"};
+const std::set<std::string> kFields = {"op",  "dtype", "out_dtype", "head_dim", "head_dim_v", "bias",
+                                       "lse", "align", "arch",      "dropout",  "dbias",      "variant"};
 
 // At most `n` bytes of `text` (cut on a UTF-8 boundary), so an error never echoes a megabyte.
 std::string clip(const std::string& text, size_t n = 80) {
@@ -104,7 +105,64 @@ struct Choices {
   std::vector<bool> dbiases{false};
   int align = 16;
   std::vector<Arch> archs;
+  uint64_t variant = 0;  // a user variant's code id (registered by read_variant), on the ops that apply a bias
 };
+
+// "variant": {"mask_mod": ..., "score_mod": ..., "score_grad": ..., "additive": bool,
+//             "captures": [{"name": ..., "kind": "tensor"|"float"|"int", "type": "f32"|..., "rank": n}]}
+// -> the code's id, registered in this process (docs/manifest.md), so prewarm compiles the kernels
+// an application that builds the same jitattn::Variant looks up.
+uint64_t read_variant(const json& v) {
+  if (!v.is_object()) bad("variant", "an object", v);
+  static const std::set<std::string> fields = {"mask_mod", "score_mod", "score_grad", "additive", "captures"};
+  for (const auto& [key, value] : v.items())
+    if (!fields.count(key)) throw Error("unknown field \"variant." + clip(key) + "\"");
+  Variant var;
+  if (v.contains("mask_mod")) var.mask_mod(as_string("variant.mask_mod", v["mask_mod"]));
+  const std::string grad = v.contains("score_grad") ? as_string("variant.score_grad", v["score_grad"]) : "";
+  if (v.contains("score_mod") || !grad.empty())
+    var.score_mod(v.contains("score_mod") ? as_string("variant.score_mod", v["score_mod"]) : "", grad);
+  if (v.contains("additive")) {
+    if (!v["additive"].is_boolean()) bad("variant.additive", "true or false", v["additive"]);
+    var.additive_score(v["additive"].get<bool>());
+  }
+  if (v.contains("captures")) {
+    const json& caps = v["captures"];
+    if (!caps.is_array()) bad("variant.captures", "an array", caps);
+    static const std::set<std::string> cap_fields = {"name", "kind", "type", "rank"};
+    for (size_t i = 0; i < caps.size(); ++i) {
+      const std::string at = "variant.captures[" + std::to_string(i) + "]";
+      const json& c = caps[i];
+      if (!c.is_object()) bad(at, "an object", c);
+      for (const auto& [key, value] : c.items())
+        if (!cap_fields.count(key)) throw Error("unknown field \"" + at + "." + clip(key) + "\"");
+      if (!c.contains("name") || !c.contains("kind")) throw Error(at + " needs \"name\" and \"kind\"");
+      const std::string name = as_string(at + ".name", c["name"]), kind = as_string(at + ".kind", c["kind"]);
+      if (kind == "float") {
+        var.capture(name, 0.f);
+      } else if (kind == "int") {
+        var.capture(name, int32_t(0));
+      } else if (kind == "tensor") {
+        if (!c.contains("type") || !c.contains("rank")) throw Error(at + ": a tensor capture needs \"type\" and \"rank\"");
+        const std::string type = as_string(at + ".type", c["type"]);
+        CaptureTensor t;
+        t.data = reinterpret_cast<const void*>(uintptr_t(1));  // never read: only the code is compiled
+        t.rank = as_int(at + ".rank", c["rank"], 1, Variant::kMaxRank);
+        bool known = false;
+        for (CaptureType ct : {CaptureType::f32, CaptureType::f16, CaptureType::bf16, CaptureType::i32, CaptureType::i64,
+                               CaptureType::u8})
+          if (type == to_string(ct)) t.type = ct, known = true;
+        if (!known) bad(at + ".type", "one of \"f32\", \"f16\", \"bf16\", \"i32\", \"i64\", \"u8\"", c["type"]);
+        var.capture(name, t);
+      } else {
+        bad(at + ".kind", "one of \"tensor\", \"float\", \"int\"", c["kind"]);
+      }
+    }
+  }
+  const std::vector<std::string> reasons = var.reasons();
+  if (!reasons.empty()) throw Error(reasons);
+  return var.code_id();
+}
 
 Choices read_choices(const json& e, const std::vector<Arch>& default_archs) {
   for (const auto& [key, value] : e.items())
@@ -138,6 +196,7 @@ Choices read_choices(const json& e, const std::vector<Arch>& default_archs) {
   if (e.contains("arch")) c.archs = listed(e, "arch", as_arch);
   else if (default_archs.empty()) throw Error("no \"arch\" and no --arch list to take it from");
   else c.archs = default_archs;
+  if (e.contains("variant")) c.variant = read_variant(e["variant"]);
   return c;
 }
 
@@ -182,9 +241,6 @@ std::string api_problem(const jit::Signature& s) {
 
 // validate_spec, then api_problem: "" when a manifest may list `spec`.
 std::string spec_problem(const KernelSpec& spec) {
-  if (spec.sig.variant)
-    return "a user variant's kernel (+u<id>) compiles only in a process that holds its code (jitattn::Variant); "
-           "a manifest cannot list it";
   const std::string problem = jit::validate_spec(spec);
   return problem.empty() ? api_problem(spec.sig) : problem;
 }
@@ -230,6 +286,7 @@ std::vector<KernelSpec> expand(const Choices& c, size_t max_kernels) {
                   s.dropout = dropout;
                   s.dbias = dbias;
                   s.align = uint8_t(dtype == DType::f32 ? 4 : c.align);  // the f32 kernels load element by element
+                  if (jit::uses_bias(op)) s.variant = c.variant;       // bwd_pre/bwd_post run without it
                   specs.push_back(checked_spec(s));
                 }
   return specs;
@@ -242,6 +299,9 @@ std::vector<KernelSpec> parse_entry(const json& e, const std::vector<Arch>& defa
   const std::string name = as_string("name", e["name"]);
   auto spec = KernelSpec::parse(name);
   if (!spec) throw Error("\"" + clip(name) + "\" is not a canonical kernel name (see `jitattn ls` for examples)");
+  if (spec->sig.variant)
+    throw Error(name + ": a user variant's kernel (+u<id>) is compiled from its code, which a name does not carry; "
+                "list it as fields with a \"variant\" object");
   const std::string problem = spec_problem(*spec);
   if (!problem.empty()) throw Error(name + ": " + problem);
   return {*spec};
