@@ -99,8 +99,7 @@ const LoadedKernel& JitRuntime::kernel(const Signature& sig, const ContextInfo& 
   const std::string problem = validate_spec(loaded->spec);
   if (!problem.empty()) throw Error(loaded->spec.name() + ": " + problem);
   // Recorded before the lookup, so a run under JITATTN_JIT=off still lists what it missed.
-  // (A user variant's kernels are not manifest lines: their code lives in the caller.)
-  if (!env_.record_path.empty() && !sig.variant) Recorder::for_path(env_.record_path).record(sig);
+  if (!env_.record_path.empty()) Recorder::for_path(env_.record_path).record(sig);
   std::string served_by;
   cache::KernelRecord rec = binary(loaded->spec, &served_by);
 

@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <iostream>
@@ -14,11 +15,68 @@
 #include <sstream>
 #include <stdexcept>
 
+#include "jit/variant.h"
+
 namespace jitattn::jit {
 
+namespace {
+// A JSON string literal of `s` (a user's snippet: quotes, backslashes, newlines, any byte).
+std::string json_string(const std::string& s) {
+  std::string out = "\"";
+  for (unsigned char c : s) {
+    switch (c) {
+      case '"': out += "\\\""; break;
+      case '\\': out += "\\\\"; break;
+      case '\n': out += "\\n"; break;
+      case '\t': out += "\\t"; break;
+      case '\r': out += "\\r"; break;
+      default:
+        if (c < 0x20) {
+          char u[8];
+          std::snprintf(u, sizeof u, "\\u%04x", c);
+          out += u;
+        } else {
+          out += char(c);
+        }
+    }
+  }
+  return out + "\"";
+}
+
+// The "variant" object of a manifest entry (docs/manifest.md) for a registered variant's code.
+std::string variant_json(uint64_t id) {
+  const auto code = variant_code(id);
+  std::ostringstream os;
+  os << "{";
+  const char* sep = "";
+  auto field = [&](const char* name, const std::string& text) {
+    if (text.empty()) return;
+    os << sep << '"' << name << "\":" << json_string(text);
+    sep = ",";
+  };
+  field("mask_mod", code->mask_mod);
+  field("score_mod", code->score_mod);
+  field("score_grad", code->score_grad);
+  if (code->additive) os << sep << "\"additive\":true", sep = ",";
+  if (!code->captures.empty()) {
+    os << sep << "\"captures\":[";
+    for (size_t i = 0; i < code->captures.size(); ++i) {
+      const CaptureDecl& c = code->captures[i];
+      os << (i ? "," : "") << "{\"name\":" << json_string(c.name) << ",\"kind\":\""
+         << (c.kind == CaptureKind::tensor ? "tensor" : c.kind == CaptureKind::f32 ? "float" : "int") << '"';
+      if (c.kind == CaptureKind::tensor) os << ",\"type\":\"" << capture_type_name(c.type) << "\",\"rank\":" << c.rank;
+      os << "}";
+    }
+    os << "]";
+  }
+  os << "}";
+  return os.str();
+}
+}  // namespace
+
 std::string manifest_line(const Signature& sig) {
-  // Built by hand: the library links no JSON library, and every value here is a number, a bool
-  // or a name from a fixed table, so nothing needs escaping. The order is part of the format:
+  // Built by hand: every value here is a number, a bool or a name from a fixed table, except a
+  // user variant's snippets and capture names, which json_string escapes. The order is part of the format:
   // deduplication compares lines byte for byte.
   std::ostringstream os;
   os << "{\"op\":\"" << to_string(sig.op) << "\",\"arch\":\"" << sig.arch().name() << "\",\"dtype\":\""
@@ -27,6 +85,7 @@ std::string manifest_line(const Signature& sig) {
      << to_string(sig.bias) << "\",\"lse\":" << (sig.lse ? "true" : "false") << ",\"align\":" << int(sig.align);
   if (sig.dropout) os << ",\"dropout\":true";  // only when set: older lines stay as they were
   if (sig.dbias) os << ",\"dbias\":true";
+  if (sig.variant) os << ",\"variant\":" << variant_json(sig.variant);  // the code, escaped
   os << "}";
   return os.str();
 }

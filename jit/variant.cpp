@@ -68,6 +68,16 @@ bool is_statements(const std::string& snippet) {
 }
 }  // namespace
 
+const CaptureTypeName kCaptureTypes[6] = {{"f32", "float"},       {"f16", "jitattn::half_bits"},
+                                           {"bf16", "jitattn::bf16_bits"}, {"i32", "int"},
+                                           {"i64", "long long"},   {"u8", "unsigned char"}};
+
+const char* capture_type_name(const std::string& device_type) {
+  for (const CaptureTypeName& t : kCaptureTypes)
+    if (device_type == t.device) return t.name;
+  return "";
+}
+
 std::string VariantCode::canonical() const {
   std::ostringstream os;
   os << "jitattn variant 1\nmask_mod " << mask_mod.size() << '\n' << mask_mod << "\nscore_mod " << score_mod.size() << '\n'

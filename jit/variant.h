@@ -18,6 +18,16 @@ namespace jitattn::jit {
 // What a capture is in the generated code: a tensor of `type` and `rank`, or a scalar.
 enum class CaptureKind : uint8_t { tensor, f32, i32 };
 
+// Captured tensors' element types: the names manifests and jitattn::to_string(CaptureType) use,
+// and the type the snippets read, in jitattn::CaptureType order.
+struct CaptureTypeName {
+  const char* name;    // "f32", "f16", "bf16", "i32", "i64", "u8"
+  const char* device;  // "float", "jitattn::half_bits", ... (f16/bf16 read as float)
+};
+extern const CaptureTypeName kCaptureTypes[6];
+// The manifest name of a device element type ("" if none).
+const char* capture_type_name(const std::string& device_type);
+
 struct CaptureDecl {
   std::string name;
   CaptureKind kind = CaptureKind::f32;

@@ -328,6 +328,33 @@ TEST(Recorder, AVariantEntryPrewarmsWhatTheApplicationLooksUp) {
   EXPECT_EQ(off.stats().compiles.load(), 0);
 }
 
+// A variant kernel's recorded line carries its code (snippets escaped: quotes, backslashes,
+// newlines, comments) and reads back as the same kernel, so a recorded run prewarms it too.
+TEST(Recorder, AVariantLineCarriesItsCodeAndReadsBack) {
+  Variant v;
+  CaptureTensor t;
+  t.data = &v;
+  t.type = CaptureType::bf16, t.rank = 2, t.shape[0] = t.shape[1] = 4, t.stride[0] = 4, t.stride[1] = 1;
+  v.mask_mod("const char* s = \"a\\\"b\"; // a \"quoted\" comment\n\treturn q_idx >= kv_idx && s[0] == 'a';")
+      .score_mod("score + tab(h, 0)")
+      .additive_score()
+      .capture("tab", t)
+      .capture("w", 3);
+  Signature s = sig(DType::bf16, 64, BiasKind::bd_causal, true, "sm_90a", 16);
+  s.variant = v.code_id();
+  const std::string line = manifest_line(s);
+  EXPECT_EQ(line.find('\n'), std::string::npos) << line;  // one JSON Lines record
+  const auto specs = tools::parse_manifest_text(line, {}, "recorded");
+  ASSERT_EQ(specs.size(), 1u) << line;
+  EXPECT_TRUE(specs[0].sig == s) << line << " -> " << specs[0].name();
+  for (Op op : {Op::bwd, Op::decode}) {  // the other ops that apply it
+    s.op = op;
+    const auto again = tools::parse_manifest_text(manifest_line(s), {}, "recorded");
+    ASSERT_EQ(again.size(), 1u);
+    EXPECT_TRUE(again[0].sig == s) << manifest_line(s);
+  }
+}
+
 TEST(Recorder, JitOffErrorPrintsTheManifestLineThatWouldHaveProducedIt) {
   TempDir dir("jitattn_recorder_test");
   JitRuntime rt(env_for(dir.path / "kernels.sqlite", JitPolicy::off));

@@ -1,6 +1,7 @@
 #include "jitattn/variant.h"
 
 #include <atomic>
+#include <iterator>
 #include <regex>
 
 #include "jit/variant.h"
@@ -8,28 +9,13 @@
 namespace jitattn {
 
 const char* to_string(CaptureType t) {
-  switch (t) {
-    case CaptureType::f32: return "f32";
-    case CaptureType::f16: return "f16";
-    case CaptureType::bf16: return "bf16";
-    case CaptureType::i32: return "i32";
-    case CaptureType::i64: return "i64";
-    case CaptureType::u8: return "u8";
-  }
-  return "?";
+  return size_t(t) < std::size(jit::kCaptureTypes) ? jit::kCaptureTypes[size_t(t)].name : "?";
 }
 
 namespace {
+// What the snippets read (f16/bf16 as float: kernel_src/bias_policies.cuh capture_value).
 const char* device_type(CaptureType t) {
-  switch (t) {
-    case CaptureType::f32: return "float";
-    case CaptureType::f16: return "jitattn::half_bits";  // read as float (kernel_src/bias_policies.cuh)
-    case CaptureType::bf16: return "jitattn::bf16_bits";
-    case CaptureType::i32: return "int";
-    case CaptureType::i64: return "long long";
-    case CaptureType::u8: return "unsigned char";
-  }
-  return "?";
+  return size_t(t) < std::size(jit::kCaptureTypes) ? jit::kCaptureTypes[size_t(t)].device : "?";
 }
 
 // Names a snippet already has, that the generated struct uses, or that C++/CUDA keep.
