@@ -17,33 +17,6 @@
 namespace jitattn::test {
 namespace {
 
-// A contiguous [B, M, H, D] device tensor of random values (and their logical values).
-struct Dense {
-  DeviceBuffer buf;
-  TensorView view;
-  std::vector<double> values;
-};
-Dense random_dense(int64_t B, int64_t M, int64_t H, int64_t D, DType dt) {
-  Dense t;
-  std::vector<unsigned char> bytes;
-  random_values(rng(), size_t(B * M * H * D), dt, t.values, bytes);
-  t.buf = DeviceBuffer(bytes.size() + 16);
-  t.buf.upload(bytes.data(), bytes.size());
-  t.view = TensorView::make(t.buf.get(), dt, {B, M, H, D});
-  return t;
-}
-Dense poisoned(int64_t B, int64_t M, int64_t H, int64_t D, DType dt) {
-  Dense t;
-  t.buf = DeviceBuffer(size_t(B * M * H * D) * element_size(dt) + 16);
-  t.buf.fill(0xFF);
-  t.view = TensorView::make(t.buf.get(), dt, {B, M, H, D});
-  return t;
-}
-std::vector<double> read(const Dense& t) {
-  std::vector<unsigned char> raw(size_t(t.view.numel()) * element_size(t.view.dtype));
-  t.buf.download(raw.data(), raw.size());
-  return decode(raw, t.view.dtype);
-}
 
 struct BwdCase {
   DType dt = DType::bf16;

@@ -7,6 +7,7 @@
 
 #include "jit/jit_runtime.h"
 #include "jitattn/error.h"
+#include "reference.h"
 
 namespace jitattn::test {
 
@@ -153,5 +154,29 @@ int64_t sum(const std::vector<int32_t>& v) {
 
 double dtype_tolerance(DType dtype) { return dtype == DType::f32 ? 2e-5 : dtype == DType::f16 ? 2e-3 : 1e-2; }
 double grad_tolerance(DType dtype) { return dtype == DType::f32 ? 1e-4 : dtype == DType::f16 ? 5e-3 : 3e-2; }
+
+Dense random_dense(int64_t B, int64_t M, int64_t H, int64_t D, DType dt) {
+  Dense t;
+  std::vector<unsigned char> bytes;
+  random_values(rng(), size_t(B * M * H * D), dt, t.values, bytes);
+  t.buf = DeviceBuffer(bytes.size() + 16);
+  t.buf.upload(bytes.data(), bytes.size());
+  t.view = TensorView::make(t.buf.get(), dt, {B, M, H, D});
+  return t;
+}
+
+Dense poisoned(int64_t B, int64_t M, int64_t H, int64_t D, DType dt) {
+  Dense t;
+  t.buf = DeviceBuffer(size_t(B * M * H * D) * element_size(dt) + 16);
+  t.buf.fill(0xFF);
+  t.view = TensorView::make(t.buf.get(), dt, {B, M, H, D});
+  return t;
+}
+
+std::vector<double> read(const Dense& t) {
+  std::vector<unsigned char> raw(size_t(t.view.numel()) * element_size(t.view.dtype));
+  t.buf.download(raw.data(), raw.size());
+  return decode(raw, t.view.dtype);
+}
 
 }  // namespace jitattn::test

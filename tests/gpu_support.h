@@ -44,6 +44,19 @@ class DeviceBuffer {
 
 void device_synchronize();
 
+// A contiguous [B, M, H, D] device tensor and the logical values it holds.
+struct Dense {
+  DeviceBuffer buf;
+  TensorView view;
+  std::vector<double> values;
+};
+// Values ~ N(0, 1) rounded to `dt` (reference.h random_values) from rng().
+Dense random_dense(int64_t B, int64_t M, int64_t H, int64_t D, DType dt);
+// Every byte 0xFF (NaN in f16, bf16 and f32): an element a kernel forgets to write fails the check.
+Dense poisoned(int64_t B, int64_t M, int64_t H, int64_t D, DType dt);
+// The tensor's contents, decoded to doubles.
+std::vector<double> read(const Dense& t);
+
 // ---- random inputs shared by the GPU tests ---------------------------------------------------
 // One generator per process, seeded from std::random_device; the seed is printed ("[ seed ] N")
 // so a failure can be replayed with JITATTN_TEST_SEED=N.

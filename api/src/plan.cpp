@@ -148,7 +148,7 @@ bool aligned16(const TensorView& t, const Bmhk& x) {
 
 namespace {
 // The variant's code id and its captures' values for the kernels (jit::ops::VariantPlan).
-void plan_variant(const Variant& v, int device, Plan& p, std::vector<std::string>& R) {
+void plan_variant(const Variant& v, Plan& p, std::vector<std::string>& R) {
   for (std::string& r : v.reasons()) R.push_back(std::move(r));
   if (!R.empty()) return;
   jit::ops::VariantPlan& u = p.variant;
@@ -166,7 +166,6 @@ void plan_variant(const Variant& v, int device, Plan& p, std::vector<std::string
       case Variant::Capture::Kind::i32: u.i[ints++] = c.i; break;
     }
   }
-  (void)device;  // captured tensors are the caller's device memory on the call's device
   u.id = v.code_id();
 }
 }  // namespace
@@ -285,7 +284,7 @@ Plan plan(const TensorView& q, const TensorView& k, const TensorView& v, const A
     p.lse_stride_b = lse.stride[0], p.lse_stride_h = lse.ndim == 4 ? lse.stride[2] : lse.stride[1];
   }
   p.p = opt.p, p.seed = opt.seed, p.offset = opt.offset;
-  if (opt.variant) plan_variant(*opt.variant, q.device, p, R);
+  if (opt.variant) plan_variant(*opt.variant, p, R);
   return p;
 }
 

@@ -47,3 +47,23 @@ def mask(picture):
     """A hand-drawn mask: one line per query row, 'x' for a visible key (0), '.' for a hidden one (-inf)."""
     rows = [line.strip() for line in picture.strip().splitlines()]
     return [[0.0 if c == "x" else INF for c in row] for row in rows]
+
+
+@pytest.fixture
+def poisoned_outputs(monkeypatch):
+    """Fills every output the layer allocates (``_torch_launch.new_output``) with NaN (0xFF for
+    integer tensors) before a kernel writes it, so an element a kernel forgets fails the
+    comparison. GPU test files take it through ``pytest.mark.usefixtures``."""
+    from jitattn.ops.fmha import _torch_launch
+
+    real = _torch_launch.new_output
+
+    def poisoned(shape, dtype, device):
+        t = real(shape, dtype, device)
+        if t.is_floating_point():
+            t.fill_(float("nan"))
+        else:
+            t.fill_(0xFF)
+        return t
+
+    monkeypatch.setattr(_torch_launch, "new_output", poisoned)
