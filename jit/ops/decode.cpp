@@ -103,7 +103,9 @@ Scratch& scratch() {
 }  // namespace
 
 bool decode_applies(const ForwardPlan& p) {
-  return Env::get().decode && p.dtype != DType::f32 && p.p == 0 && queries_per_sequence(p) <= kDecodeMaxQueries;
+  // BlockSparseMask's short queries take the prefill path (its layout is for long sequences).
+  return Env::get().decode && p.dtype != DType::f32 && p.p == 0 && queries_per_sequence(p) <= kDecodeMaxQueries &&
+         !p.layout.cells;
 }
 
 Signature decode_signature(const ForwardPlan& p, const Arch& arch) {
