@@ -52,7 +52,7 @@ extern "C" {
 #endif
 
 /* Bumped when functions, struct fields or status codes are added (never for other changes). */
-#define JITATTN_C_API_VERSION 2  /* 2: JITATTN_ERROR_CACHE_MISS */
+#define JITATTN_C_API_VERSION 3  /* 2: JITATTN_ERROR_CACHE_MISS; 3: block maps, BLOCK_SPARSE, JITATTN_DTYPE_U8 */
 
 /* ---- status codes --------------------------------------------------------------------------- */
 typedef int32_t jitattn_status;
