@@ -118,7 +118,7 @@ def test_block_sparse_mask(dtype, density):
 def test_block_sparse_errors_name_the_argument():
     q = rnd(1, 100, 2, 64, dtype=torch.float16)
     with pytest.raises(jitattn.Error, match="block_size=24"):
-        ab.BlockSparseMask(layout_of(1, 100, 100, 24, 0.5), 24)
+        jitattn.ops.memory_efficient_attention(q, q, q, attn_bias=ab.BlockSparseMask(layout_of(1, 100, 100, 24, 0.5), 24))
     with pytest.raises(jitattn.Error, match=r"layout.shape\[1\]=3"):
         jitattn.ops.memory_efficient_attention(q, q, q, attn_bias=ab.BlockSparseMask(layout_of(1, 96, 100, 32, 0.5), 32))
     with pytest.raises(jitattn.Error, match=r"layout.shape\[0\]=3"):
