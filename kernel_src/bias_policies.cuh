@@ -6,8 +6,10 @@
 //   q_range(k_lo, k_hi)           which queries see any of keys [k_lo, k_hi) (the backward);
 //   tile_full(q_lo, q_hi, k_lo, k_hi)  whether every element of a tile is visible, so the
 //                                 per-element mask is skipped;
-//   tile_empty(q_lo, q_hi, k_lo, k_hi)  (kSkipsTiles) whether no element of a tile inside the
-//                                 ranges above is visible: the kernels never load it (TileSet);
+//   tile_state(q_lo, q_hi, k_lo, k_hi)  (kSkipsTiles) 0 when no element of a tile inside the
+//                                 ranges above is visible (the kernels never load it), 2 when
+//                                 tile_full holds, else 1 — once per tile, before the loop (TileSet),
+//                                 so no lookup stalls the loop;
 //   logit(x, i, j)                the base-2 logit of query i and key j after masking/bias
 //                                 (x = q·k · scale · log2 e), or -inf where masked;
 //   score(x, i, j)                (kScore) the logit of a visible element of a full tile, which
@@ -28,7 +30,7 @@ namespace jitattn {
 // What a policy has, unless it says otherwise (see above).
 struct PolicyTraits {
   static constexpr bool kElementwise = false, kRowMask = true, kScore = false, kSkipsTiles = false, kScoreGrad = false;
-  __device__ bool tile_empty(int, int, int, int) const { return false; }
+  __device__ int tile_state(int, int, int, int) const { return 1; }
 };
 
 struct NoBias : PolicyTraits {
@@ -181,6 +183,17 @@ struct CellMap {
   __device__ bool visible(int i, int j) const { return cells[(i >> log2_m) * stride_r + (j >> log2_n)] != 0; }
 };
 
+// Fast forms a snippet may call where precise math would dominate the element pass (precise
+// division and tanhf cost tens of instructions per element; measured: a soft-cap score_mod written
+// with them ran 2.2x slower than with these): tanh.approx.f32 (relative error about 2^-11, below
+// f16/bf16 rounding; sm_75+) and division through the approximate reciprocal (2 ulp).
+__device__ __forceinline__ float fast_tanh(float x) {
+  float y;
+  asm("tanh.approx.f32 %0, %1;" : "=f"(y) : "f"(x));
+  return y;
+}
+__device__ __forceinline__ float fast_div(float a, float b) { return __fdividef(a, b); }
+
 // A user variant (jit/variant.h generates `V` from the user's snippets) over a built-in policy:
 // `Base` masks and biases first; then mask_mod(b, h, i, j) == false masks, and score_mod
 // rewrites the score s = logit · ln 2 (q·k·scale plus the built-in bias, natural units) into
@@ -203,8 +216,9 @@ struct UserPolicy : PolicyTraits {
   __device__ bool tile_full(int q_lo, int q_hi, int k_lo, int k_hi) const {
     return base.tile_full(q_lo, q_hi, k_lo, k_hi) && (!V::kMask || map.state(q_lo, q_hi, k_lo, k_hi) == 2);
   }
-  __device__ bool tile_empty(int q_lo, int q_hi, int k_lo, int k_hi) const {
-    return V::kMask && map.state(q_lo, q_hi, k_lo, k_hi) == 0;
+  __device__ int tile_state(int q_lo, int q_hi, int k_lo, int k_hi) const {
+    const int m = map.state(q_lo, q_hi, k_lo, k_hi);
+    return m == 0 ? 0 : m == 2 && base.tile_full(q_lo, q_hi, k_lo, k_hi) ? 2 : 1;
   }
   __device__ float score(float y, int i, int j) const {
     if constexpr (V::kScore) y = v.score_mod(y * kLn2, b, h, i, j) * kLog2e;
@@ -240,35 +254,45 @@ struct BlockSparsePolicy : PolicyTraits {
   __device__ bool tile_full(int q_lo, int q_hi, int k_lo, int k_hi) const {
     return mask.tile_full(q_lo, q_hi, k_lo, k_hi) && layout.state(q_lo, q_hi, k_lo, k_hi) == 2;
   }
-  __device__ bool tile_empty(int q_lo, int q_hi, int k_lo, int k_hi) const { return layout.state(q_lo, q_hi, k_lo, k_hi) == 0; }
+  __device__ int tile_state(int q_lo, int q_hi, int k_lo, int k_hi) const {
+    const int m = layout.state(q_lo, q_hi, k_lo, k_hi);
+    return m == 0 ? 0 : m == 2 && mask.tile_full(q_lo, q_hi, k_lo, k_hi) ? 2 : 1;
+  }
   __device__ float logit(float x, int i, int j) const {
     const float y = mask.logit(x, i, j);
     return y == neg_inf() || !layout.visible(i, j) ? neg_inf() : y;
   }
 };
 
-// The candidate tiles a block walks (key tiles of a query block, or query tiles of a key block),
-// minus those the policy says are empty (kSkipsTiles): one bit per candidate, spread over each
-// warp's lanes (lane l holds candidates 32l..32l+31), so every warp of the block holds the same
-// set and walks it in step with the others. Candidates past the first kCap are all kept.
-// Call every member from all lanes of every warp (the set is block-uniform).
+// The candidate tiles a block walks (key tiles of a query block, or query tiles of a key block)
+// and what the policy says of each (kSkipsTiles: tile_state): one bit per candidate for "kept"
+// (not empty) and one for "full", spread over each warp's lanes (lane l holds candidates
+// 32l..32l+31), so every warp of the block holds the same set and walks it in step with the
+// others. Candidates past the first kCap are all kept, none full. Call every member from all
+// lanes of every warp (the set is block-uniform).
 template <bool kOn>
 struct TileSet {
   static constexpr int kCap = 1024;
-  unsigned bits = 0;
+  unsigned bits = 0, full_bits = 0;
   int n = 0;
-  // Candidates 0..n_-1, minus those for which empty(c) holds.
-  template <class Empty>
-  __device__ void build(int n_, const Empty& empty) {
+  // Candidates 0..n_-1 with state(c) as tile_state gives it.
+  template <class State>
+  __device__ void build(int n_, const State& state) {
     n = n_;
     if constexpr (kOn) {
       const int lane = threadIdx.x % 32, words = imin(ceil_div(n, 32), 32);
       for (int w = 0; w < words; ++w) {
         const int c = w * 32 + lane;
-        const unsigned kept = __ballot_sync(~0u, c < n && !empty(c));
-        if (lane == w) bits = kept;
+        const int s = c < n ? state(c) : 0;
+        const unsigned kept = __ballot_sync(~0u, s != 0), full = __ballot_sync(~0u, s == 2);
+        if (lane == w) bits = kept, full_bits = full;
       }
     }
+  }
+  // Whether kept candidate c is full (no per-element mask); false when not known.
+  __device__ bool full(int c) const {
+    if constexpr (!kOn) return false;
+    return c < kCap && (__shfl_sync(~0u, full_bits, c / 32) >> (c % 32) & 1u);
   }
   // The first kept candidate >= c, or n when there is none.
   __device__ int next(int c) const {

@@ -73,7 +73,7 @@ __device__ __forceinline__ void bwd_dq_mma(const BwdParams& bp) {
   TileSet<Policy::kSkipsTiles> tiles;
   tiles.build(n_tiles, [&](int c) {
     const int n0 = kv_lo + c * kBN;
-    return policy.tile_empty(q_lo, imin(q_lo + kBM, mq), n0, imin(n0 + kBN, mkv));
+    return policy.tile_state(q_lo, imin(q_lo + kBM, mq), n0, imin(n0 + kBN, mkv));
   });
   const int n_visits = tiles.count();
   int c = tiles.next(0);
@@ -202,6 +202,7 @@ __device__ __forceinline__ void bwd_dq_mma(const BwdParams& bp) {
   };
   auto needs_mask = [&](int c) {
     const int n0 = kv_lo + c * kBN;
+    if constexpr (Policy::kSkipsTiles) return Policy::kElementwise || n0 + kBN > mkv || q_lo + kBM > mq || !tiles.full(c);
     return Policy::kElementwise || n0 + kBN > mkv || q_lo + kBM > mq || !policy.tile_full(q_lo, q_lo + kBM, n0, n0 + kBN);
   };
   for (int it = 0; it < n_visits; ++it) {

@@ -119,7 +119,7 @@ __device__ __forceinline__ void bwd_mma(const BwdParams& bp) {
   TileSet<Policy::kSkipsTiles> tiles;
   tiles.build(n_iters, [&](int c) {
     const int m0 = m0_of(c);
-    return Policy(p, b, head_of(c), mq, mkv).tile_empty(m0, imin(m0 + kBM, mq), k_lo, imin(k_lo + kBN, mkv));
+    return Policy(p, b, head_of(c), mq, mkv).tile_state(m0, imin(m0 + kBM, mq), k_lo, imin(k_lo + kBN, mkv));
   });
   const int n_visits = tiles.count();
 
@@ -409,6 +409,7 @@ __device__ __forceinline__ void bwd_mma(const BwdParams& bp) {
 
   auto needs_mask = [&](int c) {
     const int m0 = m0_of(c);
+    if constexpr (Policy::kSkipsTiles) return Policy::kElementwise || k_lo + kBN > mkv || m0 + kBM > mq || !tiles.full(c);
     return Policy::kElementwise || k_lo + kBN > mkv || m0 + kBM > mq ||
            !Policy(p, b, head_of(c), mq, mkv).tile_full(m0, m0 + kBM, k_lo, k_lo + kBN);
   };

@@ -101,7 +101,7 @@ __device__ __forceinline__ void fwd_mma(const FwdParams& p) {
   // are empty are skipped (TileSet).
   auto tile_n0 = [&](int c) { return kv_lo + (n_tiles - 1 - c) * kBN; };
   TileSet<Policy::kSkipsTiles> tiles;
-  tiles.build(n_tiles, [&](int c) { return policy.tile_empty(q_lo, imin(q_lo + kBM, mq), tile_n0(c), imin(tile_n0(c) + kBN, mkv)); });
+  tiles.build(n_tiles, [&](int c) { return policy.tile_state(q_lo, imin(q_lo + kBM, mq), tile_n0(c), imin(tile_n0(c) + kBN, mkv)); });
   const int n_visits = tiles.count();
 
   load_tile<kBM, L::kDP, L::kQKStride, L::kThreads, Cfg::kAlign16>(sQ, q, q_lo, mq, Cfg::kHeadDim);
@@ -146,6 +146,7 @@ __device__ __forceinline__ void fwd_mma(const FwdParams& p) {
   // masking code in it.
   auto needs_mask = [&](int c) {
     const int n0 = tile_n0(c);
+    if constexpr (Policy::kSkipsTiles) return Policy::kElementwise || n0 + kBN > mkv || !tiles.full(c);
     return Policy::kElementwise || n0 + kBN > mkv || !policy.tile_full(q_lo, q_lo + kBM, n0, n0 + kBN);
   };
   auto step = [&](int it, int c, int c_next, auto masked) {

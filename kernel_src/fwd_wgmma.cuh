@@ -109,7 +109,7 @@ struct FwdWgmmaBlock {
     kv_lo = kv_lo / kBN * kBN;
     n_tiles = kv_hi > kv_lo ? ceil_div(kv_hi - kv_lo, kBN) : 0;
     const int q_hi = imin(q_lo + kBM, seq.mq);
-    tiles.build(n_tiles, [&](int c) { return policy.tile_empty(q_lo, q_hi, tile_n0(c), imin(tile_n0(c) + kBN, seq.mkv)); });
+    tiles.build(n_tiles, [&](int c) { return policy.tile_state(q_lo, q_hi, tile_n0(c), imin(tile_n0(c) + kBN, seq.mkv)); });
     sQ = smem;
     sK = sQ + L::kQBytes;
     sV = sK + L::kKStages * L::kKBytes;
@@ -171,6 +171,7 @@ struct FwdWgmmaBlock {
   }
   __device__ bool needs_mask(int c) const {
     const int n0 = tile_n0(c);
+    if constexpr (Policy::kSkipsTiles) return Policy::kElementwise || n0 + kBN > seq.mkv || !tiles.full(c);
     return Policy::kElementwise || n0 + kBN > seq.mkv || !policy.tile_full(q_lo, q_lo + kBM, n0, n0 + kBN);
   }
   // Candidate c's logits and softmax; alpha rescales O once the previous P·V has finished.

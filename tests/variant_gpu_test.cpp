@@ -240,6 +240,30 @@ TEST_P(VariantGpu, SoftCapWithItsDerivative) {
   run_case(c);
 }
 
+// The same soft-cap through the fast forms a snippet may call (jitattn::fast_tanh, a reciprocal):
+// within f16/bf16 rounding of the exact function (f32 keeps its 2e-5 tolerance: not for it).
+TEST_P(VariantGpu, SoftCapThroughTheFastForms) {
+  reseed(14);
+  if (GetParam() == DType::f32) GTEST_SKIP() << "tanh.approx is within f16/bf16 rounding, not f32's";
+  Variant v;
+  v.score_mod("cap * jitattn::fast_tanh(score * inv_cap)",
+              "const float t = jitattn::fast_tanh(jitattn::fast_div(score, cap));\nreturn 1.f - t * t;")
+      .capture("cap", 0.8f)
+      .capture("inv_cap", 1.25f);
+  VarCase c;
+  c.name = "softcap fast";
+  c.dt = GetParam(), c.B = 2, c.Mq = c.Mkv = 300, c.Hq = 2, c.Hkv = 2;
+  c.bias = LowerTriangularMask{};
+  c.variant = &v;
+  const double cap = 0.8;
+  c.f = [=](double s, int64_t, int64_t, int64_t, int64_t) { return cap * std::tanh(s / cap); };
+  c.df = [=](double s, int64_t, int64_t, int64_t, int64_t) {
+    const double t = std::tanh(s / cap);
+    return 1 - t * t;
+  };
+  run_case(c);
+}
+
 // A relative-position bias per head from a captured [H, 2M - 1] table, declared additive.
 TEST_P(VariantGpu, RelativePositionTable) {
   reseed(5);

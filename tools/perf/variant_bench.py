@@ -83,6 +83,12 @@ def main():
                               captures={"cap": cap})
     jf = lambda q_, k_, v_: ops.memory_efficient_attention(q_, k_, v_, ab.LowerTriangularMask(), variant=softcap)
     add("softcap", "jitattn variant", lambda: jf(q, k, v), causal_visible, with_grad(jf, q, k, v))
+    # The same function through the fast forms (tanh.approx, a reciprocal): docs/python.md says why.
+    softcap_fast = jitattn.Variant(score_mod="cap * jitattn::fast_tanh(score * inv_cap)",
+                                   score_grad="const float t = jitattn::fast_tanh(score * inv_cap); return 1.f - t * t;",
+                                   captures={"cap": cap, "inv_cap": 1.0 / cap})
+    jff = lambda q_, k_, v_: ops.memory_efficient_attention(q_, k_, v_, ab.LowerTriangularMask(), variant=softcap_fast)
+    add("softcap", "jitattn variant fast", lambda: jff(q, k, v), causal_visible, with_grad(jff, q, k, v))
 
     def sc(score, b, h, i, j):
         return cap * torch.tanh(score / cap)
@@ -157,7 +163,7 @@ def main():
     print("ratios (jitattn / flex, forward; fwd+bwd where measured):")
     for case in ("softcap", "docs16", f"window{W}"):
         fl = by[(case, "flex")]
-        for sys_ in ("jitattn variant", "jitattn built-in"):
+        for sys_ in ("jitattn variant", "jitattn variant fast", "jitattn built-in"):
             r = by.get((case, sys_))
             if r:
                 both = f", fwd+bwd {fl['fwd_bwd_ms'] / r['fwd_bwd_ms']:.2f}x" if "fwd_bwd_ms" in r else ""
