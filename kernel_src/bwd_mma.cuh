@@ -269,15 +269,22 @@ __device__ __forceinline__ void bwd_mma(const BwdParams& bp) {
             const float raw = s[kt][nt][e] * p.scale_log2;
             const int i = m0 + nt * 8 + 2 * t + c;
             float x = raw;
-            if constexpr (kMasked) x = j >= mkv || i >= mq ? neg_inf() : policy.logit(x, i, j);
-            else if constexpr (Policy::kScore) x = policy.score(x, i, j);
+            if constexpr (kMasked && Policy::kLogitAnywhere) {
+              const float y = policy.logit(x, imin(i, mq - 1), imin(j, mkv - 1));
+              x = j < mkv && i < mq ? y : neg_inf();
+            } else if constexpr (kMasked) {
+              x = j >= mkv || i >= mq ? neg_inf() : policy.logit(x, i, j);
+            } else if constexpr (Policy::kScore) {
+              x = policy.score(x, i, j);
+            }
             const float pv = fast_exp2(x - lse2[c]);
             s[kt][nt][e] = pv;
             const float dpv = keep[c] ? dp[kt][nt][e] * p.dropout_scale : 0.f;
             pd[kt][nt][e] = keep[c] ? pv : 0.f;
             float ds = pv * (dpv - delta[c]);
             if constexpr (Policy::kScoreGrad) {  // through a user score_mod: dS · d score_mod / d score
-              if (pv != 0.f) ds *= policy.score_grad(raw, i, j);
+              const float sg = policy.score_grad(raw, imin(i, mq - 1), imin(j, mkv - 1));
+              ds = pv != 0.f ? ds * sg : ds;
             }
             dp[kt][nt][e] = ds;
           }
