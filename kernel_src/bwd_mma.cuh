@@ -420,8 +420,11 @@ __device__ __forceinline__ void bwd_mma(const BwdParams& bp) {
     return Policy::kElementwise || k_lo + kBN > mkv || m0 + kBM > mq ||
            !Policy(p, b, head_of(c), mq, mkv).tile_full(m0, m0 + kBM, k_lo, k_lo + kBN);
   };
+  // With dQ, one more pass after the last visit runs its dq_step: one call site, so the step is
+  // compiled once (each call site inlines all of it; NVRTC's time grows with the code).
   int c_prev = 0;
-  for (int it = 0; it < n_visits; ++it) {
+  const int n_passes = n_visits + (Cfg::kDq && n_visits > 0 ? 1 : 0);
+  for (int it = 0; it < n_passes; ++it) {
     const int c_next = it + 1 < n_visits ? tiles.next(c + 1) : 0;
     // Q(it), dO(it) have landed, and every warp is done with iteration it - 1.
     cp_async_wait<0>();
@@ -431,15 +434,11 @@ __device__ __forceinline__ void bwd_mma(const BwdParams& bp) {
     if constexpr (Cfg::kDq) {
       if (it > 0) dq_step(it - 1, c_prev);
     }
-    if (needs_mask(c)) step(it, c, Bool<true>{});
-    else step(it, c, Bool<false>{});
-    c_prev = c;
-    c = c_next;
-  }
-  if constexpr (Cfg::kDq) {
-    if (n_visits > 0) {
-      __syncthreads();
-      dq_step(n_visits - 1, c_prev);
+    if (it < n_visits) {
+      if (needs_mask(c)) step(it, c, Bool<true>{});
+      else step(it, c, Bool<false>{});
+      c_prev = c;
+      c = c_next;
     }
   }
 
