@@ -4,10 +4,12 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdlib>
 #include <map>
 #include <set>
 
 #include "jitattn/ring.h"
+#include "gpu_support.h"
 #include "test_reasons.h"
 
 namespace jitattn::test {
@@ -141,6 +143,187 @@ TEST(RingSchedule, BandsOfTheMasksARingTakes) {
   EXPECT_NE(why.find("attn_bias=BlockDiagonalMask"), std::string::npos) << why;
   EXPECT_FALSE(ring_band(LowerTriangularFromBottomRightLocalAttentionMask{0}, b, &why));
   EXPECT_NE(why.find("window_size=0 must be >= 1"), std::string::npos) << why;
+}
+
+// ---- validation, through a fake transport ------------------------------------------------------
+
+// Records shifts; never touches a device.
+class FakeTransport final : public RingTransport {
+ public:
+  FakeTransport(int world, std::vector<int> ranks, std::vector<int> devices)
+      : world_(world), ranks_(std::move(ranks)), devices_(std::move(devices)) {}
+  int world_size() const override { return world_; }
+  std::vector<int> local_ranks() const override { return ranks_; }
+  std::vector<int> local_devices() const override { return devices_; }
+  void shift(const std::vector<std::vector<Buffer>>&, const std::vector<void*>&) override { ++shifts; }
+  int shifts = 0;
+
+ private:
+  int world_;
+  std::vector<int> ranks_, devices_;
+};
+
+TensorView tensor(DType dt, std::initializer_list<int64_t> shape) { return TensorView::make(fake(), dt, shape); }
+
+RingForwardArgs forward_args(int64_t M = 8, int64_t H = 2, int64_t K = 64, DType dt = DType::bf16) {
+  RingForwardArgs a;
+  a.q = tensor(dt, {2, M, H, K});
+  a.k = tensor(dt, {2, M, H, K});
+  a.v = tensor(dt, {2, M, H, K});
+  a.out = tensor(dt, {2, M, H, K});
+  a.lse = tensor(DType::f32, {2, H, M});
+  return a;
+}
+
+RingBackwardArgs backward_args(int64_t M = 8, int64_t H = 2, int64_t K = 64, DType dt = DType::bf16) {
+  RingBackwardArgs a;
+  for (TensorView* t : {&a.grad, &a.out, &a.q, &a.k, &a.v, &a.dq, &a.dk, &a.dv}) *t = tensor(dt, {2, M, H, K});
+  a.lse = tensor(DType::f32, {2, H, M});
+  return a;
+}
+
+TEST(RingValidation, AGoodCallHasNoReasons) {
+  FakeTransport t(4, {0, 1, 2, 3}, {0, 0, 0, 0});
+  std::vector<RingForwardArgs> f(4, forward_args());
+  for (auto& a : f) a = forward_args();
+  RingOptions o;
+  o.layout = RingLayout::zigzag;
+  EXPECT_TRUE(ring_forward_not_supported_reasons(t, f, LowerTriangularMask{}, o).empty())
+      << joined(ring_forward_not_supported_reasons(t, f, LowerTriangularMask{}, o));
+  std::vector<RingBackwardArgs> b(4);
+  for (auto& a : b) a = backward_args();
+  EXPECT_TRUE(ring_backward_not_supported_reasons(t, b, LowerTriangularMask{}, o).empty())
+      << joined(ring_backward_not_supported_reasons(t, b, LowerTriangularMask{}, o));
+}
+
+TEST(RingValidation, EveryBadArgumentIsNamed) {
+  FakeTransport t(2, {0, 1}, {0, 0});
+  auto reasons = [&](std::vector<RingForwardArgs> f, const AttnBias& bias = std::monostate{}, RingOptions o = {}) {
+    const auto r = ring_forward_not_supported_reasons(t, f, bias, o);
+    EXPECT_FALSE(r.empty());
+    try {  // the call throws the same reasons, before the transport moves anything
+      ring_attention_forward(t, f, bias, o);
+      ADD_FAILURE() << "ring_attention_forward did not throw";
+    } catch (const Error& e) {
+      EXPECT_EQ(e.reasons(), r);
+    }
+    EXPECT_EQ(t.shifts, 0);
+    return r;
+  };
+  auto r = reasons({forward_args()});
+  EXPECT_TRUE(mentions(r, "ranks: 1 ranks' tensors given, but the transport drives 2 local rank(s)")) << joined(r);
+  r = reasons({forward_args(), forward_args()}, BlockDiagonalMask::from_seqlens({8, 8}));
+  EXPECT_TRUE(mentions(r, "attn_bias=BlockDiagonalMask: ring attention takes")) << joined(r);
+  RingOptions zz;
+  zz.layout = RingLayout::zigzag;
+  r = reasons({forward_args(7), forward_args(7)}, LowerTriangularMask{}, zz);
+  EXPECT_TRUE(mentions(r, "q.shape[1]=7 must be even for the zigzag layout")) << joined(r);
+  r = reasons({forward_args(8), forward_args(16)});
+  EXPECT_TRUE(mentions(r, "ranks[1].q.shape=[2, 16, 2, 64] must equal ranks[0].q.shape=[2, 8, 2, 64]")) << joined(r);
+  {
+    auto a = forward_args();
+    a.k = TensorView::make(fake(), DType::bf16, {2, 8, 2, 64}, {8 * 2 * 128, 2 * 128, 128, 1});  // a slice of packed K/V
+    r = reasons({a, forward_args()});
+    EXPECT_TRUE(mentions(r, "ranks[0].k must be contiguous: key blocks travel the ring as bytes")) << joined(r);
+  }
+  {
+    auto a = forward_args();
+    a.k.shape[1] = 4, a.v.shape[1] = 4;
+    r = reasons({a, a});
+    EXPECT_TRUE(mentions(r, "ranks[0].k.shape[1]=4 must equal q.shape[1]=8")) << joined(r);
+  }
+  {
+    auto a = forward_args();
+    a.q.device = a.k.device = a.v.device = a.out.device = a.lse.device = 1;
+    r = reasons({forward_args(), a});
+    EXPECT_TRUE(mentions(r, "ranks[1].q is on device 1 but the transport's local rank 1 is on device 0")) << joined(r);
+  }
+  r = reasons({forward_args(8, 2, 100), forward_args(8, 2, 100)});
+  EXPECT_TRUE(mentions(r, "ranks[0]: ")) << joined(r);
+  EXPECT_TRUE(mentions(r, "100")) << joined(r);
+  {
+    auto a = forward_args();
+    a.out.dtype = DType::f16;
+    r = reasons({a, a});
+    EXPECT_TRUE(mentions(r, "ranks[0].out.dtype=f16 must be q's dtype (bf16) or f32")) << joined(r);
+  }
+  {
+    auto a = forward_args();
+    a.lse = {};
+    a.lse.ndim = 3;
+    r = reasons({a, a});
+    EXPECT_TRUE(mentions(r, "ranks[0].lse is undefined")) << joined(r);
+  }
+  {
+    auto a = forward_args();
+    a.q = tensor(DType::bf16, {2, 8, 64});
+    r = reasons({a, a});
+    EXPECT_TRUE(mentions(r, "ranks[0].q must be 4-D, got 3-D")) << joined(r);
+  }
+}
+
+TEST(RingValidation, BackwardNamesTheGradients) {
+  FakeTransport t(2, {0, 1}, {0, 0});
+  auto a = backward_args();
+  a.dk = tensor(DType::bf16, {2, 8, 2, 32});
+  std::vector<RingBackwardArgs> b{a, backward_args()};
+  const auto r = ring_backward_not_supported_reasons(t, b, LowerTriangularMask{});
+  EXPECT_TRUE(mentions(r, "ranks[0]: dk.shape=[2, 8, 2, 32] must match its input")) << joined(r);
+  EXPECT_THROW(ring_attention_backward(t, b, LowerTriangularMask{}), Error);
+  EXPECT_EQ(t.shifts, 0);
+}
+
+TEST(RingValidation, TransportRanksAreChecked) {
+  FakeTransport t(2, {0, 5}, {0, 0});
+  const auto r = ring_forward_not_supported_reasons(t, {forward_args(), forward_args()}, std::monostate{});
+  EXPECT_TRUE(mentions(r, "transport.local_ranks() has rank 5 outside [0, 2)")) << joined(r);
+}
+
+// Without a GPU a valid call fails on the driver, before anything is sent.
+TEST(RingValidation, NoDriverMeansNoShift) {
+  if (gpu_available()) GTEST_SKIP() << "a GPU is present: the fake pointers would be launched on";
+  FakeTransport t(2, {0, 1}, {0, 0});
+  try {
+    ring_attention_forward(t, {forward_args(), forward_args()}, LowerTriangularMask{});
+  } catch (const Error& e) {
+    EXPECT_TRUE(e.kind() == ErrorKind::cuda || e.kind() == ErrorKind::out_of_memory) << e.what();
+  }
+  EXPECT_EQ(t.shifts, 0);
+}
+
+TEST(RingTransports, BadConstructionAndShiftsAreNamed) {
+  EXPECT_THROW(LocalRing(0), Error);
+  try {
+    LocalRing ring(0);
+  } catch (const Error& e) {
+    EXPECT_EQ(e.kind(), ErrorKind::invalid_argument);
+    EXPECT_TRUE(mentions(e.reasons(), "LocalRing: world=0 must be >= 1")) << joined(e.reasons());
+  }
+  LocalRing ring(2);
+  EXPECT_EQ(ring.local_ranks(), (std::vector<int>{0, 1}));
+  EXPECT_EQ(ring.local_devices(), (std::vector<int>{0, 0}));
+  int x = 0, y = 0;
+  try {  // sizes that do not pair up are refused before any device work
+    ring.shift({{{&x, &y, 4}}, {{&x, &y, 8}}}, {nullptr, nullptr});
+    ADD_FAILURE() << "shift did not throw";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.kind(), ErrorKind::invalid_argument);
+    EXPECT_TRUE(mentions(e.reasons(), "shift: buffers[1][0].bytes=8 must equal buffers[0][0].bytes=4")) << joined(e.reasons());
+  }
+  try {
+    ring.shift({{{&x, &y, 4}}}, {nullptr});
+    ADD_FAILURE() << "shift did not throw";
+  } catch (const Error& e) {
+    EXPECT_TRUE(mentions(e.reasons(), "shift: buffers for 1 ranks, the transport drives 2")) << joined(e.reasons());
+  }
+  // No communicator (and, on a machine without NCCL, no library): a clear error either way.
+  try {
+    NcclRing nccl({nullptr});
+    ADD_FAILURE() << "NcclRing did not throw";
+  } catch (const Error& e) {
+    const std::string what = e.what();
+    EXPECT_TRUE(what.find("NCCL") != std::string::npos || what.find("comms[0] is null") != std::string::npos) << what;
+  }
 }
 
 }  // namespace
