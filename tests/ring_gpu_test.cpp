@@ -10,6 +10,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
+#include <algorithm>
 #include <limits>
 #include <memory>
 #include <sstream>
@@ -131,8 +132,8 @@ void run_ring_case(const RingCase& c, RingTransport& transport, const std::vecto
   random_values(rng(), size_t(B * N * Hkv * Kv), dt, v, unused);
   random_values(rng(), size_t(B * N * H * Kv), dt, dout, unused);
 
-  RingBand band;
-  ASSERT_TRUE(ring_band(c.bias, band));
+  RingMask band;
+  ASSERT_TRUE(ring_mask(c.bias, band));
   std::vector<double> mask(size_t(B * H * N * N));
   for (int64_t bh = 0; bh < B * H; ++bh)
     for (int64_t i = 0; i < N; ++i)
@@ -215,6 +216,22 @@ std::vector<RingCase> simulated_cases() {
           c.layout = layout, c.world = world, c.M = 256 / world, c.dtype = c.out_dtype = dt, c.mask = name, c.bias = bias;
           cases.push_back(c);
         }
+  // Documents (B = 1): lengths cut across chunk and rank boundaries, an empty one included.
+  for (RingLayout layout : {RingLayout::contiguous, RingLayout::zigzag})
+    for (int world : {2, 4, 8})
+      for (bool causal : {false, true}) {
+        RingCase c;
+        c.layout = layout, c.world = world, c.M = 512 / world, c.B = 1, c.H = 4, c.Hkv = 2;
+        std::vector<int32_t> lens;
+        const int32_t pattern[] = {77, 0, 130, 1, 45, 96, 3, 64, 200, 33};
+        for (int64_t used = 0, i = 0; used < c.M * world; ++i) {
+          lens.push_back(int32_t(std::min<int64_t>(pattern[i % 10], c.M * world - used)));
+          used += lens.back();
+        }
+        c.mask = causal ? "causal_documents" : "documents";
+        c.bias = causal ? AttnBias{BlockDiagonalCausalMask::from_seqlens(lens)} : AttnBias{BlockDiagonalMask::from_seqlens(lens)};
+        cases.push_back(c);
+      }
   // Ragged tiles (chunks of 20 and 9 rows), GQA, value head dim != key head dim, f32, an f32 out.
   RingCase c;
   c.layout = RingLayout::zigzag, c.world = 4, c.M = 40, c.H = 4, c.Hkv = 2, c.K = 64, c.Kv = 32;

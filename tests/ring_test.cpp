@@ -7,6 +7,7 @@
 #include <cstdlib>
 #include <map>
 #include <set>
+#include <variant>
 
 #include "jitattn/ring.h"
 #include "gpu_support.h"
@@ -33,54 +34,93 @@ std::vector<BandCase> bands() {
           {"local13_11", LocalAttentionFromBottomRightMask{13, 11}}};
 }
 
+// Documents over a sequence of n positions: lengths cut at random-looking but fixed places,
+// empty and one-token documents included.
+std::vector<int32_t> document_lengths(int64_t n) {
+  std::vector<int32_t> lens;
+  const int32_t pattern[] = {5, 1, 0, 9, 3, 17, 2, 0, 7, 1, 11, 4};
+  int64_t used = 0;
+  for (size_t i = 0; used < n; ++i) {
+    const int32_t l = int32_t(std::min<int64_t>(pattern[i % 12], n - used));
+    lens.push_back(l);
+    used += l;
+  }
+  return lens;
+}
+
 const RingLayout kLayouts[] = {RingLayout::contiguous, RingLayout::zigzag, RingLayout::striped};
 
-// The calls of every (rank, src) pair draw exactly the global mask: each visible pair in one call
+// The calls of one (rank, src) pair draw exactly the global mask: each visible pair in one call
 // and seen there, each hidden pair hidden (by the call's bias or by being outside every call),
 // every call non-empty.
+void check_pair(RingLayout layout, const RingMask& mask, int world, int rank, int src, int64_t m) {
+  std::vector<int> seen(size_t(m * m), 0);  // times (i, j) is visible in some call
+  std::vector<int> covered(size_t(m * m), 0);
+  for (const RingCall& c : ring_step_calls(layout, mask, world, rank, src, m)) {
+    ASSERT_LT(c.q_begin, c.q_end);
+    ASSERT_LT(c.k_begin, c.k_end);
+    ASSERT_GE(c.q_begin, 0);
+    ASSERT_LE(c.q_end, m);
+    ASSERT_GE(c.k_begin, 0);
+    ASSERT_LE(c.k_end, m);
+    const int64_t mq = c.q_end - c.q_begin, mk = c.k_end - c.k_begin;
+    ASSERT_TRUE(bias_reasons(c.bias, 1, 1, mq, mk).empty()) << joined(bias_reasons(c.bias, 1, 1, mq, mk));
+    const std::vector<double> dense = materialize(c.bias, 1, 1, mq, mk);
+    bool any = false;
+    for (int64_t i = 0; i < mq; ++i)
+      for (int64_t j = 0; j < mk; ++j) {
+        const size_t e = size_t((c.q_begin + i) * m + c.k_begin + j);
+        ++covered[e];
+        if (dense[size_t(i * mk + j)] == 0.0) ++seen[e], any = true;
+      }
+    EXPECT_TRUE(any) << "a call with nothing visible: rank " << rank << " src " << src;
+  }
+  for (int64_t i = 0; i < m; ++i)
+    for (int64_t j = 0; j < m; ++j) {
+      const int64_t gi = ring_global_position(layout, world, rank, m, i);
+      const int64_t gj = ring_global_position(layout, world, src, m, j);
+      const size_t e = size_t(i * m + j);
+      ASSERT_LE(covered[e], 1) << "pair in two calls: rank " << rank << " src " << src << " (" << i << ", " << j << ")";
+      ASSERT_EQ(seen[e], mask.visible(gi, gj) ? 1 : 0)
+          << "rank " << rank << " src " << src << " local (" << i << ", " << j << ") global (" << gi << ", " << gj << ")";
+    }
+}
+
 TEST(RingSchedule, CallsDrawTheGlobalMaskExactly) {
   for (const auto& bc : bands())
     for (RingLayout layout : kLayouts)
       for (int world : {1, 2, 3, 4, 8})
         for (int64_t m : {2, 4, 6, 10}) {
-          RingBand band;
-          ASSERT_TRUE(ring_band(bc.bias, band));
+          RingMask mask;
+          ASSERT_TRUE(ring_mask(bc.bias, mask));
           SCOPED_TRACE(std::string(bc.name) + " " + to_string(layout) + " R=" + std::to_string(world) + " M=" +
                        std::to_string(m));
           for (int rank = 0; rank < world; ++rank)
-            for (int src = 0; src < world; ++src) {
-              std::vector<int> seen(size_t(m * m), 0);  // times (i, j) is visible in some call
-              std::vector<int> covered(size_t(m * m), 0);
-              for (const RingCall& c : ring_step_calls(layout, band, world, rank, src, m)) {
-                ASSERT_LT(c.q_begin, c.q_end);
-                ASSERT_LT(c.k_begin, c.k_end);
-                ASSERT_GE(c.q_begin, 0);
-                ASSERT_LE(c.q_end, m);
-                ASSERT_GE(c.k_begin, 0);
-                ASSERT_LE(c.k_end, m);
-                const int64_t mq = c.q_end - c.q_begin, mk = c.k_end - c.k_begin;
-                ASSERT_TRUE(bias_reasons(c.bias, 1, 1, mq, mk).empty()) << joined(bias_reasons(c.bias, 1, 1, mq, mk));
-                const std::vector<double> mask = materialize(c.bias, 1, 1, mq, mk);
-                bool any = false;
-                for (int64_t i = 0; i < mq; ++i)
-                  for (int64_t j = 0; j < mk; ++j) {
-                    const size_t e = size_t((c.q_begin + i) * m + c.k_begin + j);
-                    ++covered[e];
-                    if (mask[size_t(i * mk + j)] == 0.0) ++seen[e], any = true;
-                  }
-                EXPECT_TRUE(any) << "a call with nothing visible: rank " << rank << " src " << src;
-              }
-              for (int64_t i = 0; i < m; ++i)
-                for (int64_t j = 0; j < m; ++j) {
-                  const int64_t gi = ring_global_position(layout, world, rank, m, i);
-                  const int64_t gj = ring_global_position(layout, world, src, m, j);
-                  const size_t e = size_t(i * m + j);
-                  ASSERT_LE(covered[e], 1) << "pair in two calls: rank " << rank << " src " << src << " (" << i << ", " << j << ")";
-                  ASSERT_EQ(seen[e], band.visible(gi, gj) ? 1 : 0)
-                      << "rank " << rank << " src " << src << " local (" << i << ", " << j << ") global (" << gi << ", " << gj << ")";
-                }
-            }
+            for (int src = 0; src < world; ++src) check_pair(layout, mask, world, rank, src, m);
         }
+}
+
+TEST(RingSchedule, DocumentsAreSlicedPerChunkPair) {
+  for (bool causal : {false, true})
+    for (RingLayout layout : {RingLayout::contiguous, RingLayout::zigzag})
+      for (int world : {1, 2, 3, 4, 8})
+        for (int64_t m : {2, 6, 10}) {
+          const auto lens = document_lengths(m * world);
+          const AttnBias bias = causal ? AttnBias{BlockDiagonalCausalMask::from_seqlens(lens)}
+                                       : AttnBias{BlockDiagonalMask::from_seqlens(lens)};
+          RingMask mask;
+          ASSERT_TRUE(ring_mask(bias, mask));
+          ASSERT_EQ(mask.doc_start.back(), m * world);
+          SCOPED_TRACE(std::string(causal ? "causal " : "") + "documents " + to_string(layout) + " R=" +
+                       std::to_string(world) + " M=" + std::to_string(m));
+          for (int rank = 0; rank < world; ++rank)
+            for (int src = 0; src < world; ++src) check_pair(layout, mask, world, rank, src, m);
+        }
+  // One document over everything is a plain (causal) mask on every pair.
+  RingMask one;
+  ASSERT_TRUE(ring_mask(BlockDiagonalCausalMask::from_seqlens({16}), one));
+  for (const RingCall& c : ring_step_calls(RingLayout::zigzag, one, 2, 0, 0, 8))
+    EXPECT_TRUE(std::holds_alternative<LowerTriangularMask>(c.bias) || std::holds_alternative<std::monostate>(c.bias));
 }
 
 TEST(RingSchedule, LayoutsCoverEveryPositionOnce) {
@@ -104,7 +144,8 @@ TEST(RingSchedule, LayoutsCoverEveryPositionOnce) {
 // contiguous is lopsided, zigzag is equal on every rank at every step, striped equal to within
 // one row per step.
 TEST(RingSchedule, ZigzagAndStripedBalanceCausalWork) {
-  const RingBand causal{-RingBand::kUnbounded, 0};
+  RingMask causal;
+  causal.hi = 0;
   for (int world : {2, 4, 8}) {
     const int64_t m = 16;
     std::map<RingLayout, std::vector<int64_t>> area;
@@ -131,17 +172,19 @@ TEST(RingSchedule, ZigzagAndStripedBalanceCausalWork) {
 }
 
 TEST(RingSchedule, BandsOfTheMasksARingTakes) {
-  RingBand b;
+  RingMask b;
   std::string why;
-  ASSERT_TRUE(ring_band(LowerTriangularFromBottomRightLocalAttentionMask{4}, b, &why));
+  ASSERT_TRUE(ring_mask(LowerTriangularFromBottomRightLocalAttentionMask{4}, b, &why));
   EXPECT_EQ(b.lo, -3);
   EXPECT_EQ(b.hi, 0);
-  ASSERT_TRUE(ring_band(LocalAttentionFromBottomRightMask{2, 7}, b, &why));
+  ASSERT_TRUE(ring_mask(LocalAttentionFromBottomRightMask{2, 7}, b, &why));
   EXPECT_EQ(b.lo, -2);
   EXPECT_EQ(b.hi, 7);
-  EXPECT_FALSE(ring_band(BlockDiagonalMask::from_seqlens({3, 4}), b, &why));
-  EXPECT_NE(why.find("attn_bias=BlockDiagonalMask"), std::string::npos) << why;
-  EXPECT_FALSE(ring_band(LowerTriangularFromBottomRightLocalAttentionMask{0}, b, &why));
+  EXPECT_FALSE(ring_mask(BlockDiagonalCausalFromBottomRightMask{}, b, &why));
+  EXPECT_NE(why.find("attn_bias=BlockDiagonalCausalFromBottomRightMask"), std::string::npos) << why;
+  EXPECT_FALSE(ring_mask(BlockDiagonalMask::from_seqlens({3, 4}, {4, 3}), b, &why));
+  EXPECT_NE(why.find("q_seqlen must equal kv_seqlen"), std::string::npos) << why;
+  EXPECT_FALSE(ring_mask(LowerTriangularFromBottomRightLocalAttentionMask{0}, b, &why));
   EXPECT_NE(why.find("window_size=0 must be >= 1"), std::string::npos) << why;
 }
 
@@ -212,8 +255,16 @@ TEST(RingValidation, EveryBadArgumentIsNamed) {
   };
   auto r = reasons({forward_args()});
   EXPECT_TRUE(mentions(r, "ranks: 1 ranks' tensors given, but the transport drives 2 local rank(s)")) << joined(r);
-  r = reasons({forward_args(), forward_args()}, BlockDiagonalMask::from_seqlens({8, 8}));
-  EXPECT_TRUE(mentions(r, "attn_bias=BlockDiagonalMask: ring attention takes")) << joined(r);
+  r = reasons({forward_args(), forward_args()}, BlockDiagonalGappyKeysMask::from_seqlens({8, 8}, {0, 8, 16}, {8, 8}));
+  EXPECT_TRUE(mentions(r, "attn_bias=BlockDiagonalGappyKeysMask: ring attention takes")) << joined(r);
+  {
+    RingOptions st;
+    st.layout = RingLayout::striped;
+    r = reasons({forward_args(), forward_args()}, BlockDiagonalMask::from_seqlens({10, 7}), st);
+    EXPECT_TRUE(mentions(r, "documents need the contiguous or zigzag layout")) << joined(r);
+    EXPECT_TRUE(mentions(r, "q.shape[0]=2 must be 1 with documents")) << joined(r);
+    EXPECT_TRUE(mentions(r, "the documents cover 17 positions but the sequence has 16 (2 ranks of 8)")) << joined(r);
+  }
   RingOptions zz;
   zz.layout = RingLayout::zigzag;
   r = reasons({forward_args(7), forward_args(7)}, LowerTriangularMask{}, zz);

@@ -53,7 +53,7 @@ bool same_shape(const TensorView& a, const TensorView& b) {
 // one device per rank. `per_rank` adds the reasons of one rank's whole local call.
 struct RingGeometry {
   Reasons reasons;
-  RingBand band;
+  RingMask band;
   int world = 0;
   std::vector<int> ranks, devices;
   int64_t m = 0;
@@ -76,7 +76,7 @@ RingGeometry check_ring(const RingTransport& transport, const std::vector<Args>&
     R.push_back("ranks: " + S(int64_t(args.size())) + " ranks' tensors given, but the transport drives " +
                 S(int64_t(g.ranks.size())) + " local rank(s) (transport.local_ranks())");
   std::string why;
-  if (!ring_band(bias, g.band, &why)) R.push_back(why);
+  if (!ring_mask(bias, g.band, &why)) R.push_back(why);
   if (!R.empty() || args.empty()) return g;
   const TensorView& q0 = args[0].q;
   g.m = q0.ndim == 4 ? q0.shape[1] : 0;
@@ -106,6 +106,16 @@ RingGeometry check_ring(const RingTransport& transport, const std::vector<Args>&
       R.push_back(n + ".q is on device " + S(a.q.device) + " but the transport's local rank " + S(g.ranks[i]) +
                   " is on device " + S(g.devices[i]));
     per_rank(a, n, R);
+  }
+  if (!g.band.doc_start.empty()) {
+    if (o.layout == RingLayout::striped)
+      R.push_back(std::string("attn_bias=") + bias_name(bias) +
+                  ": documents need the contiguous or zigzag layout (a striped rank holds every document's rows)");
+    if (q0.ndim == 4 && q0.shape[0] != 1)
+      R.push_back("q.shape[0]=" + S(q0.shape[0]) + " must be 1 with documents (block-diagonal masks concatenate them)");
+    if (g.band.doc_start.back() != g.m * g.world)
+      R.push_back(std::string("attn_bias=") + bias_name(bias) + ": the documents cover " + S(g.band.doc_start.back()) +
+                  " positions but the sequence has " + S(g.m * g.world) + " (" + S(g.world) + " ranks of " + S(g.m) + ")");
   }
   if (o.layout == RingLayout::zigzag && g.m % 2 != 0)
     R.push_back("q.shape[1]=" + S(g.m) + " must be even for the zigzag layout (two chunks of M/2 per rank)");

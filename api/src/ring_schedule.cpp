@@ -3,6 +3,7 @@
 // mask's band restricted to a (query chunk, key chunk) pair, as a bias of the calls' own
 // coordinates (merge.h). No device work; tests/ring_test.cpp checks it against a brute-force mask.
 #include <algorithm>
+#include <cstdint>
 #include <string>
 #include <variant>
 #include <vector>
@@ -67,6 +68,37 @@ bool band_call(int64_t lo, int64_t hi, int64_t c, RingCall& call) {
   return true;
 }
 
+// Documents on a pair of chunks of equal length c at global positions qg and kg (contiguous or
+// zigzag): the documents both chunks hold, as a block-diagonal mask over the pair (a document one
+// of them lacks pairs with an empty block); causal within documents on the diagonal pair, none
+// past it. False when no document spans both.
+bool documents_call(const RingMask& m, int64_t qg, int64_t kg, int64_t c, RingCall& call) {
+  const bool causal = m.hi == 0;
+  if (causal && kg > qg) return false;
+  const int64_t first = std::min(m.document(qg), m.document(kg));
+  const int64_t last = std::max(m.document(qg + c - 1), m.document(kg + c - 1));
+  std::vector<int32_t> ql, kl;
+  int64_t shared = 0;
+  for (int64_t d = first; d <= last; ++d) {
+    const int64_t a = m.doc_start[size_t(d)], b = m.doc_start[size_t(d) + 1];
+    const int64_t nq = std::max<int64_t>(0, std::min(b, qg + c) - std::max(a, qg));
+    const int64_t nk = std::max<int64_t>(0, std::min(b, kg + c) - std::max(a, kg));
+    if (nq == 0 && nk == 0) continue;
+    ql.push_back(int32_t(nq)), kl.push_back(int32_t(nk));
+    shared += nq > 0 && nk > 0;
+  }
+  if (shared == 0) return false;
+  call.q_begin = 0, call.q_end = c, call.k_begin = 0, call.k_end = c;
+  const bool diagonal = kg == qg;
+  if (ql.size() == 1)  // one document holds both chunks
+    call.bias = causal && diagonal ? AttnBias{LowerTriangularMask{}} : AttnBias{std::monostate{}};
+  else if (causal && diagonal)
+    call.bias = BlockDiagonalCausalMask::from_seqlens(ql, kl);
+  else
+    call.bias = BlockDiagonalMask::from_seqlens(ql, kl);
+  return true;
+}
+
 }  // namespace
 
 const char* to_string(RingLayout layout) {
@@ -86,8 +118,8 @@ int64_t ring_global_position(RingLayout layout, int world, int rank, int64_t loc
                                                "'s " + std::to_string(local_len) + " rows");
 }
 
-bool ring_band(const AttnBias& bias, RingBand& band, std::string* why) {
-  band = RingBand{};
+bool ring_mask(const AttnBias& bias, RingMask& band, std::string* why) {
+  band = RingMask{};
   if (std::holds_alternative<std::monostate>(bias)) return true;
   if (std::holds_alternative<LowerTriangularMask>(bias) || std::holds_alternative<LowerTriangularFromBottomRightMask>(bias)) {
     band.hi = 0;
@@ -109,15 +141,37 @@ bool ring_band(const AttnBias& bias, RingBand& band, std::string* why) {
     band.lo = -int64_t(m->window_left), band.hi = m->window_right;
     return true;
   }
+  auto documents = [&](const SeqLenInfo& q, const SeqLenInfo& k) {
+    if (q.seqstart.host() != k.seqstart.host()) {
+      if (why) *why = std::string("attn_bias=") + bias_name(bias) + ": q_seqlen must equal kv_seqlen (documents of the one sequence)";
+      return false;
+    }
+    band.doc_start.assign(q.seqstart.host().begin(), q.seqstart.host().end());
+    return true;
+  };
+  if (auto* m = std::get_if<BlockDiagonalMask>(&bias)) return documents(m->q_seqinfo, m->k_seqinfo);
+  if (auto* m = std::get_if<BlockDiagonalCausalMask>(&bias)) {
+    band.hi = 0;
+    return documents(m->q_seqinfo, m->k_seqinfo);
+  }
   if (why)
     *why = std::string("attn_bias=") + bias_name(bias) +
            ": ring attention takes no mask, LowerTriangularMask, LowerTriangularFromBottomRightMask, "
-           "LowerTriangularFromBottomRightLocalAttentionMask or LocalAttentionFromBottomRightMask (a band over the "
-           "whole sequence, sliced per key block)";
+           "LowerTriangularFromBottomRightLocalAttentionMask, LocalAttentionFromBottomRightMask (a band over the "
+           "whole sequence, sliced per key block), BlockDiagonalMask or BlockDiagonalCausalMask (documents)";
   return false;
 }
 
-std::vector<RingCall> ring_step_calls(RingLayout layout, const RingBand& band, int world, int rank, int src,
+int64_t RingMask::document(int64_t i) const {
+  return int64_t(std::upper_bound(doc_start.begin(), doc_start.end(), i) - doc_start.begin()) - 1;
+}
+
+bool RingMask::visible(int64_t i, int64_t j) const {
+  if (j - i < lo || j - i > hi) return false;
+  return doc_start.empty() || document(i) == document(j);
+}
+
+std::vector<RingCall> ring_step_calls(RingLayout layout, const RingMask& band, int world, int rank, int src,
                                       int64_t local_len) {
   std::vector<RingCall> calls;
   const std::vector<Chunk> qs = chunks_of(layout, world, rank, local_len);
@@ -125,6 +179,14 @@ std::vector<RingCall> ring_step_calls(RingLayout layout, const RingBand& band, i
   const int64_t c = chunk_len(layout, local_len);
   for (const Chunk& qc : qs)
     for (const Chunk& kc : ks) {
+      RingCall call;
+      if (!band.doc_start.empty()) {
+        if (documents_call(band, qc.global, kc.global, c, call)) {
+          call.q_begin += qc.row, call.q_end += qc.row, call.k_begin += kc.row, call.k_end += kc.row;
+          calls.push_back(std::move(call));
+        }
+        continue;
+      }
       int64_t lo, hi;  // the band in the pair's local offsets j' − i'
       if (layout == RingLayout::striped) {
         // i = rank + R·i', j = src + R·j': lo <= R·(j' − i') + src − rank <= hi.
@@ -132,7 +194,6 @@ std::vector<RingCall> ring_step_calls(RingLayout layout, const RingBand& band, i
       } else {
         lo = band.lo - (kc.global - qc.global), hi = band.hi - (kc.global - qc.global);
       }
-      RingCall call;
       if (!band_call(lo, hi, c, call)) continue;
       call.q_begin += qc.row, call.q_end += qc.row, call.k_begin += kc.row, call.k_end += kc.row;
       calls.push_back(std::move(call));

@@ -35,7 +35,7 @@ def _dense(bias, mq, mk):
 @pytest.mark.parametrize("name", sorted(BIASES))
 @pytest.mark.parametrize("layout", ring.LAYOUTS)
 def test_calls_draw_the_global_mask(name, layout):
-    band = ring.band_of(BIASES[name])
+    band = ring.mask_of(BIASES[name])
     for world in (1, 2, 3, 4):
         for m in (2, 4, 6):
             for rank in range(world):
@@ -54,9 +54,37 @@ def test_calls_draw_the_global_mask(name, layout):
                                 seen[i][j] += mask[i - qa][j - ka] == 0.0
                     for i in range(m):
                         for j in range(m):
-                            want = band[0] <= gk[j] - gq[i] <= band[1]
+                            want = band.visible(gq[i], gk[j])
                             assert covered[i][j] <= 1
                             assert seen[i][j] == int(want), (layout, world, m, rank, src, i, j)
+
+
+def _doc_lengths(n):
+    pattern, lens, used, i = [5, 1, 0, 9, 3, 17, 2, 0, 7, 1, 11, 4], [], 0, 0
+    while used < n:
+        lens.append(min(pattern[i % 12], n - used))
+        used, i = used + lens[-1], i + 1
+    return lens
+
+
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("layout", ["contiguous", "zigzag"])
+def test_documents_are_sliced_per_chunk_pair(layout, causal):
+    for world in (1, 2, 3, 4):
+        for m in (2, 6, 10):
+            bias = ab.BlockDiagonalMask.from_seqlens(_doc_lengths(world * m))
+            mask = ring.mask_of(bias.make_causal() if causal else bias)
+            for rank in range(world):
+                gq = ring.global_positions(layout, world, rank, m)
+                for src in range(world):
+                    gk = ring.global_positions(layout, world, src, m)
+                    seen = [[0] * m for _ in range(m)]
+                    for qa, qb, ka, kb, kind in ring.step_calls(layout, mask, world, rank, src, m):
+                        dense = _dense(ring.bias_of_kind(kind), qb - qa, kb - ka)
+                        for i in range(qa, qb):
+                            for j in range(ka, kb):
+                                seen[i][j] += dense[i - qa][j - ka] == 0.0
+                    assert seen == [[int(mask.visible(gq[i], gk[j])) for j in range(m)] for i in range(m)]
 
 
 def test_layout_positions():
@@ -69,7 +97,7 @@ def test_layout_positions():
 
 
 def test_zigzag_balances_causal_work():
-    band = ring.band_of(ab.LowerTriangularMask())
+    band = ring.mask_of(ab.LowerTriangularMask())
     for world in (2, 4, 8):
         m = 16
         area = {}
@@ -84,8 +112,11 @@ def test_zigzag_balances_causal_work():
 
 def test_bad_arguments_are_named():
     with pytest.raises(jitattn.Error) as e:
-        ring.band_of(ab.BlockDiagonalMask.from_seqlens([3, 4]))
-    assert "attn_bias=BlockDiagonalMask: ring attention takes" in e.value.reasons[0]
+        ring.mask_of(ab.BlockDiagonalMask.from_seqlens([3, 4]).make_causal_from_bottomright())
+    assert "attn_bias=BlockDiagonalCausalFromBottomRightMask: ring attention takes" in e.value.reasons[0]
+    with pytest.raises(jitattn.Error) as e:
+        ring.mask_of(ab.BlockDiagonalMask.from_seqlens([3, 4], [4, 3]))
+    assert "q_seqlen must equal kv_seqlen" in e.value.reasons[0]
     with pytest.raises(jitattn.Error) as e:
         ring.global_positions("spiral", 2, 0, 4)
     assert "layout='spiral' must be one of contiguous, zigzag, striped" in e.value.reasons[0]
@@ -163,9 +194,8 @@ class Float64Kernels:
 
 def full_attention(q, k, v, band, torch):
     n = q.shape[1]
-    i = torch.arange(n)[:, None]
-    j = torch.arange(n)[None, :]
-    mask = torch.where((j - i >= band[0]) & (j - i <= band[1]), 0.0, -math.inf).to(torch.float64)
+    mask = torch.tensor([[0.0 if band.visible(i, j) else -math.inf for j in range(n)] for i in range(n)],
+                        dtype=torch.float64)
     group = q.shape[2] // k.shape[2]
     s = torch.einsum("bmhk,bnhk->bhmn", q, k.repeat_interleave(group, dim=2)) * q.shape[-1] ** -0.5 + mask
     return torch.einsum("bhmn,bnhk->bmhk", torch.softmax(s, dim=-1), v.repeat_interleave(group, dim=2))
@@ -174,7 +204,7 @@ def full_attention(q, k, v, band, torch):
 @requires_torch
 @pytest.mark.parametrize("layout", ring.LAYOUTS)
 @pytest.mark.parametrize("world", [1, 2, 3, 4, 8])
-@pytest.mark.parametrize("name", ["none", "causal", "window13", "local3_6"])
+@pytest.mark.parametrize("name", ["none", "causal", "window13", "local3_6", "documents", "causal_documents"])
 def test_ring_algebra_matches_full_attention(monkeypatch, layout, world, name):
     import torch
 
@@ -183,15 +213,22 @@ def test_ring_algebra_matches_full_attention(monkeypatch, layout, world, name):
     g = torch.Generator().manual_seed(world * 100 + len(name))
     B, M, H, Hkv, K = 2, 6, 4, 2, 8
     N = M * world
+    if "documents" in name:
+        if layout == "striped":
+            pytest.skip("documents need the contiguous or zigzag layout")
+        B = 1
+        bias = ab.BlockDiagonalMask.from_seqlens(_doc_lengths(N))
+        bias = bias.make_causal() if name.startswith("causal") else bias
+    else:
+        bias = BIASES[name]
     q, k, v, do = (torch.randn(B, N, h, K, dtype=torch.float64, generator=g) for h in (H, Hkv, Hkv, H))
-    bias = BIASES[name]
     qs, ks, vs = (ring.shard(x, world, layout) for x in (q, k, v))
     for x in (*qs, *ks, *vs):
         x.requires_grad_(True)
     outs = ring.ring_attention_local(qs, ks, vs, bias, layout=layout)
     assert Float64Kernels.calls > 0
     ref_q, ref_k, ref_v = (x.clone().requires_grad_(True) for x in (q, k, v))
-    ref = full_attention(ref_q, ref_k, ref_v, ring.band_of(bias), torch)
+    ref = full_attention(ref_q, ref_k, ref_v, ring.mask_of(bias), torch)
     out = ring.unshard(outs, layout)
     torch.testing.assert_close(out, ref, rtol=1e-10, atol=1e-10)
     torch.autograd.backward(outs, ring.shard(do, world, layout))
@@ -223,6 +260,11 @@ def test_shard_roundtrip_and_validation():
     with pytest.raises(jitattn.Error) as e:
         ring.ring_attention_local([torch.zeros(1, 6, 2, 8), torch.zeros(1, 8, 2, 8)], q, q, layout="contiguous")
     assert any("every rank holds an equal slice" in r or "as many keys as queries" in r for r in e.value.reasons)
+    with pytest.raises(jitattn.Error) as e:
+        ring.ring_attention_local(q, q, q, ab.BlockDiagonalMask.from_seqlens([10, 3]), layout="striped")
+    for want in ("documents need the contiguous or zigzag layout",
+                 "the documents cover 13 positions but the sequence has 12 (2 ranks of 6)"):
+        assert any(want in r for r in e.value.reasons), e.value.reasons
     with pytest.raises(jitattn.Error) as e:
         ring.ring_attention_local([torch.zeros(6, 2, 8)] * 2, q, q)
     assert "ranks[0].q must be 4-D [B, M, H, K], got 3-D" in e.value.reasons[0]

@@ -29,26 +29,31 @@ def rel(x, ref):
     return ((x - ref).norm() / ref.norm().clamp_min(1e-30)).item()
 
 
-def reference(q, k, v, band):
+def reference(q, k, v, mask):
     """Full attention over the whole sequence in float64, differentiable."""
     n = q.shape[1]
     i = torch.arange(n, device=q.device)[:, None]
     j = torch.arange(n, device=q.device)[None, :]
-    mask = torch.where((j - i >= band[0]) & (j - i <= band[1]), 0.0, float("-inf")).double()
+    ok = (j - i >= max(mask.lo, -n)) & (j - i <= min(mask.hi, n))
+    if mask.doc_start is not None:
+        doc = torch.tensor([mask.document(p) for p in range(n)], device=q.device)
+        ok = ok & (doc[:, None] == doc[None, :])
+    bias = torch.where(ok, 0.0, float("-inf")).double()
     g = q.shape[2] // k.shape[2]
-    s = torch.einsum("bmhk,bnhk->bhmn", q, k.repeat_interleave(g, dim=2)) * q.shape[-1] ** -0.5 + mask
+    s = torch.einsum("bmhk,bnhk->bhmn", q, k.repeat_interleave(g, dim=2)) * q.shape[-1] ** -0.5 + bias
     return torch.einsum("bhmn,bnhk->bmhk", torch.softmax(s, -1), v.repeat_interleave(g, dim=2))
 
 
-def run_case(layout, world, mask, dtype, B=2, M=None, H=2, Hkv=2, K=64):
+def run_case(layout, world, mask, dtype, B=2, M=None, H=2, Hkv=2, K=64, bias=None):
     M = M or 256 // world
     N = M * world
     q, k, v, do = (torch.randn(B, N, h, K, device="cuda", dtype=dtype) for h in (H, Hkv, Hkv, H))
     qs, ks, vs = ([x.requires_grad_(True) for x in ring.shard(t, world, layout)] for t in (q, k, v))
-    outs = ring.ring_attention_local(qs, ks, vs, MASKS[mask], layout=layout)
+    bias = MASKS[mask] if bias is None else bias
+    outs = ring.ring_attention_local(qs, ks, vs, bias, layout=layout)
     torch.autograd.backward(outs, ring.shard(do, world, layout))
     qr, kr, vr = (x.detach().double().requires_grad_(True) for x in (q, k, v))
-    ref = reference(qr, kr, vr, ring.band_of(MASKS[mask]))
+    ref = reference(qr, kr, vr, ring.mask_of(bias))
     ref.backward(do.double())
     assert rel(ring.unshard(outs, layout), ref) <= FWD_TOL[dtype]
     for got, want, name in ((qs, qr, "dq"), (ks, kr, "dk"), (vs, vr, "dv")):
@@ -68,6 +73,19 @@ def test_simulated_ring_matches_full_attention(layout, world, mask, dtype):
 @pytest.mark.parametrize("layout", ["zigzag", "striped"])
 def test_simulated_ring_windows_and_gqa(layout, mask):
     run_case(layout, 4, mask, torch.bfloat16, M=40, H=4, Hkv=2)
+
+
+@pytest.mark.parametrize("causal", [False, True], ids=["documents", "causal_documents"])
+@pytest.mark.parametrize("world", [2, 4, 8])
+@pytest.mark.parametrize("layout", ["contiguous", "zigzag"])
+def test_simulated_ring_documents(layout, world, causal):
+    lens, pattern, used = [], [77, 0, 130, 1, 45, 96, 3, 64, 200, 33], 0
+    while used < 512:
+        lens.append(min(pattern[len(lens) % 10], 512 - used))
+        used += lens[-1]
+    bias = ab.BlockDiagonalMask.from_seqlens(lens)
+    run_case(layout, world, "documents", torch.bfloat16, B=1, M=512 // world, H=4, Hkv=2,
+             bias=bias.make_causal() if causal else bias)
 
 
 def _worker(rank, world, layout, port, result_dir):

@@ -40,19 +40,25 @@ const char* to_string(RingLayout layout);
 // Global position of local row `row` of rank `rank`.
 int64_t ring_global_position(RingLayout layout, int world, int rank, int64_t local_len, int64_t row);
 
-// The global mask as a band of key offsets: query i sees key j iff lo <= j − i <= hi.
-// Read from an AttnBias over the whole sequence (Mq = Mkv, so bottom-right = top-left):
+// The global mask, over the whole sequence (Mq = Mkv = N, so bottom-right = top-left): a band of
+// key offsets, query i sees key j iff lo <= j − i <= hi, and optionally documents (B = 1, the
+// sequence cut into documents seen only from within, as a block-diagonal mask). Read from:
 //   std::monostate                                    → no mask
 //   LowerTriangularMask, LowerTriangularFromBottomRightMask → causal (hi = 0)
 //   LowerTriangularFromBottomRightLocalAttentionMask{w}     → lo = 1 − w, hi = 0
 //   LocalAttentionFromBottomRightMask{wl, wr}               → lo = −wl, hi = wr
-struct RingBand {
+//   BlockDiagonalMask, BlockDiagonalCausalMask (q_seqinfo = k_seqinfo) → documents (causal: hi = 0);
+//     contiguous and zigzag layouts only
+struct RingMask {
   static constexpr int64_t kUnbounded = INT64_MAX / 4;
   int64_t lo = -kUnbounded, hi = kUnbounded;
-  bool visible(int64_t i, int64_t j) const { return j - i >= lo && j - i <= hi; }
+  std::vector<int64_t> doc_start;  // empty, or the documents' first positions and N (seqstart)
+  bool visible(int64_t i, int64_t j) const;
+  // Index of the document holding position i (doc_start non-empty).
+  int64_t document(int64_t i) const;
 };
-// The band of `bias`; false (with the reason in `why`) for a bias a ring cannot slice.
-bool ring_band(const AttnBias& bias, RingBand& band, std::string* why = nullptr);
+// The mask of `bias`; false (with the reason in `why`) for a bias a ring cannot slice.
+bool ring_mask(const AttnBias& bias, RingMask& mask, std::string* why = nullptr);
 
 // One partial-attention call of a step: local query rows [q_begin, q_end) of the rank against
 // rows [k_begin, k_end) of the key/value block in hand, with `bias` in the call's own
@@ -64,7 +70,7 @@ struct RingCall {
 // The calls rank `rank` makes at a step where it holds the key/value block of rank `src`: every
 // (query, key) pair the band lets through is in exactly one call, no call covers a pair it hides
 // but inside a call's own bias, and key rows a call's queries never see are not in it.
-std::vector<RingCall> ring_step_calls(RingLayout layout, const RingBand& band, int world, int rank, int src,
+std::vector<RingCall> ring_step_calls(RingLayout layout, const RingMask& mask, int world, int rank, int src,
                                       int64_t local_len);
 
 // ---- transports --------------------------------------------------------------------------------
@@ -151,7 +157,7 @@ struct RingBackwardArgs {
 };
 
 // out = attention over the whole sequence (every rank's keys), masked by `bias` as a global mask
-// (RingBand), for each local rank's queries. Every rank of the ring must make the same call.
+// (RingMask), for each local rank's queries. Every rank of the ring must make the same call.
 // Partial outputs and their merge are fp32; the K/V rotation of step t + 1 runs on a side stream
 // while step t computes. Dropout and user variants are not supported.
 void ring_attention_forward(RingTransport& transport, const std::vector<RingForwardArgs>& ranks,

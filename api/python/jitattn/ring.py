@@ -19,12 +19,14 @@ travel with their block and arrive home after the last step.
   ranks' slices and back; ``global_positions`` says which rows a rank holds.
 
 The mask is global: no mask, ``LowerTriangularMask`` / ``LowerTriangularFromBottomRightMask``
-(causal), ``LowerTriangularFromBottomRightLocalAttentionMask(w)`` or
-``LocalAttentionFromBottomRightMask(wl, wr)`` over the whole sequence; the per-block biases are
+(causal), ``LowerTriangularFromBottomRightLocalAttentionMask(w)``,
+``LocalAttentionFromBottomRightMask(wl, wr)`` over the whole sequence, or documents
+(``BlockDiagonalMask`` / ``BlockDiagonalCausalMask`` over it, B = 1, contiguous or zigzag); the per-block biases are
 derived here (as the C++ ``jitattn::ring_step_calls``). Dropout is not supported.
 """
+import bisect
 import math
-from typing import List, Optional, Sequence, Tuple
+from typing import List, Optional, Sequence
 
 from . import _capi
 
@@ -64,22 +66,68 @@ def global_positions(layout: str, world: int, rank: int, local_len: int) -> List
     return pos
 
 
-def band_of(attn_bias) -> Tuple[int, int]:
-    """(lo, hi): query i sees key j iff lo <= j - i <= hi, for the masks a ring slices."""
+class Mask:
+    """The global mask: query i sees key j iff lo <= j - i <= hi and, with documents
+    (``doc_start``: the documents' first positions and N), both lie in one document."""
+
+    def __init__(self, lo=-UNBOUNDED, hi=UNBOUNDED, doc_start=None):
+        self.lo, self.hi, self.doc_start = lo, hi, doc_start
+
+    def document(self, i):
+        return bisect.bisect_right(self.doc_start, i) - 1
+
+    def visible(self, i, j):
+        if not self.lo <= j - i <= self.hi:
+            return False
+        return self.doc_start is None or self.document(i) == self.document(j)
+
+
+def mask_of(attn_bias) -> Mask:
+    """The global mask of ``attn_bias`` over the whole sequence, for the biases a ring slices."""
     from .ops.fmha import attn_bias as ab
 
     if attn_bias is None:
-        return -UNBOUNDED, UNBOUNDED
+        return Mask()
     # Subclasses first: the local masks derive from the causal ones.
     if type(attn_bias) is ab.LowerTriangularFromBottomRightLocalAttentionMask:
-        return 1 - attn_bias._window_size, 0
+        return Mask(1 - attn_bias._window_size, 0)
     if type(attn_bias) is ab.LocalAttentionFromBottomRightMask:
-        return -attn_bias.window_left, attn_bias.window_right
+        return Mask(-attn_bias.window_left, attn_bias.window_right)
     if type(attn_bias) in (ab.LowerTriangularMask, ab.LowerTriangularFromBottomRightMask):
-        return -UNBOUNDED, 0
+        return Mask(-UNBOUNDED, 0)
+    if type(attn_bias) in (ab.BlockDiagonalMask, ab.BlockDiagonalCausalMask):
+        if attn_bias.q_seqinfo.seqstart_py != attn_bias.k_seqinfo.seqstart_py:
+            raise _invalid([f"attn_bias={type(attn_bias).__name__}: q_seqlen must equal kv_seqlen "
+                            "(documents of the one sequence)"])
+        return Mask(-UNBOUNDED, 0 if type(attn_bias) is ab.BlockDiagonalCausalMask else UNBOUNDED,
+                    list(attn_bias.q_seqinfo.seqstart_py))
     raise _invalid([f"attn_bias={type(attn_bias).__name__}: ring attention takes None, LowerTriangularMask, "
-                    "LowerTriangularFromBottomRightMask, LowerTriangularFromBottomRightLocalAttentionMask or "
-                    "LocalAttentionFromBottomRightMask (a band over the whole sequence, sliced per key block)"])
+                    "LowerTriangularFromBottomRightMask, LowerTriangularFromBottomRightLocalAttentionMask, "
+                    "LocalAttentionFromBottomRightMask (a band over the whole sequence, sliced per key block), "
+                    "BlockDiagonalMask or BlockDiagonalCausalMask (documents)"])
+
+
+def _documents_call(mask, qg, kg, c):
+    """Documents on a pair of c-row chunks at global qg, kg: (q rows, k rows, kind) or None."""
+    causal = mask.hi == 0
+    if causal and kg > qg:
+        return None
+    first = min(mask.document(qg), mask.document(kg))
+    last = max(mask.document(qg + c - 1), mask.document(kg + c - 1))
+    ql, kl = [], []
+    for d in range(first, last + 1):
+        a, b = mask.doc_start[d], mask.doc_start[d + 1]
+        nq = max(0, min(b, qg + c) - max(a, qg))
+        nk = max(0, min(b, kg + c) - max(a, kg))
+        if nq or nk:
+            ql.append(nq)
+            kl.append(nk)
+    if not any(nq and nk for nq, nk in zip(ql, kl)):
+        return None
+    diagonal = kg == qg
+    if len(ql) == 1:
+        return 0, c, 0, c, ("causal",) if causal and diagonal else ("none",)
+    return 0, c, 0, c, ("documents", causal and diagonal, tuple(ql), tuple(kl))
 
 
 def _band_call(lo, hi, c):
@@ -102,21 +150,23 @@ def _band_call(lo, hi, c):
     return 0, c - lo, lo, c, ("local", 0, hi - lo)  # above: rows [0, c - lo) against keys [lo, c)
 
 
-def step_calls(layout: str, band: Tuple[int, int], world: int, rank: int, src: int, local_len: int):
+def step_calls(layout: str, mask: Mask, world: int, rank: int, src: int, local_len: int):
     """The partial-attention calls of rank ``rank`` holding rank ``src``'s key/value block:
     a list of (q_begin, q_end, k_begin, k_end, kind) in local rows, ``kind`` as
     ``bias_of_kind`` reads it."""
-    lo_g, hi_g = band
+    lo_g, hi_g = mask.lo, mask.hi
     c = local_len // 2 if layout == "zigzag" else local_len
     calls = []
     for qrow, qg, _ in _chunks(layout, world, rank, local_len):
         for krow, kg, _ in _chunks(layout, world, src, local_len):
-            if layout == "striped":  # i = rank + R i', j = src + R j'
+            if mask.doc_start is not None:
+                call = _documents_call(mask, qg, kg, c)
+            elif layout == "striped":  # i = rank + R i', j = src + R j'
                 lo = -((-(lo_g - (src - rank))) // world)
                 hi = (hi_g - (src - rank)) // world
+                call = _band_call(lo, hi, c)
             else:
-                lo, hi = lo_g - (kg - qg), hi_g - (kg - qg)
-            call = _band_call(lo, hi, c)
+                call = _band_call(lo_g - (kg - qg), hi_g - (kg - qg), c)
             if call is not None:
                 qa, qb, ka, kb, kind = call
                 calls.append((qa + qrow, qb + qrow, ka + krow, kb + krow, kind))
@@ -133,6 +183,9 @@ def bias_of_kind(kind):
         return ab.LowerTriangularMask()
     if kind[0] == "causal_br":
         return ab.LowerTriangularFromBottomRightMask()
+    if kind[0] == "documents":
+        mask = ab.BlockDiagonalMask.from_seqlens(list(kind[2]), list(kind[3]))
+        return mask.make_causal() if kind[1] else mask
     return ab.LocalAttentionFromBottomRightMask(kind[1], kind[2])
 
 
@@ -228,7 +281,7 @@ KERNELS = _Kernels
 
 def _validate(ring, qs, ks, vs, layout, attn_bias):
     _check_layout(layout)
-    band = band_of(attn_bias)
+    band = mask_of(attn_bias)
     reasons = []
     n = len(ring.local_ranks)
     if not (len(qs) == len(ks) == len(vs) == n):
@@ -250,6 +303,16 @@ def _validate(ring, qs, ks, vs, layout, attn_bias):
                            "(every rank holds an equal slice)")
     if not reasons and layout == "zigzag" and qs[0].shape[1] % 2:
         reasons.append(f"q.shape[1]={qs[0].shape[1]} must be even for the zigzag layout (two chunks of M/2 per rank)")
+    if not reasons and band.doc_start is not None:
+        name, n = type(attn_bias).__name__, qs[0].shape[1] * ring.world_size
+        if layout == "striped":
+            reasons.append(f"attn_bias={name}: documents need the contiguous or zigzag layout "
+                           "(a striped rank holds every document's rows)")
+        if qs[0].shape[0] != 1:
+            reasons.append(f"q.shape[0]={qs[0].shape[0]} must be 1 with documents (block-diagonal masks concatenate them)")
+        if band.doc_start[-1] != n:
+            reasons.append(f"attn_bias={name}: the documents cover {band.doc_start[-1]} positions but the sequence has "
+                           f"{n} ({ring.world_size} ranks of {qs[0].shape[1]})")
     if reasons:
         raise _invalid(reasons)
     return band
@@ -390,5 +453,5 @@ def unshard(parts: Sequence, layout: str = "zigzag", dim: int = 1):
     return torch.cat(list(parts), dim=dim).index_select(dim, inverse)
 
 
-__all__ = ["LAYOUTS", "global_positions", "band_of", "step_calls", "bias_of_kind", "LocalRing", "DistributedRing",
+__all__ = ["LAYOUTS", "global_positions", "Mask", "mask_of", "step_calls", "bias_of_kind", "LocalRing", "DistributedRing",
            "ring_attention", "ring_attention_local", "shard", "unshard"]
