@@ -67,9 +67,10 @@ struct RingCall {
   int64_t q_begin = 0, q_end = 0, k_begin = 0, k_end = 0;
   AttnBias bias;
 };
-// The calls rank `rank` makes at a step where it holds the key/value block of rank `src`: every
-// (query, key) pair the band lets through is in exactly one call, no call covers a pair it hides
-// but inside a call's own bias, and key rows a call's queries never see are not in it.
+// The calls rank `rank` makes at a step where it holds the key/value block of rank `src` (its
+// own at step 0, then rank − 1's, …): every (query, key) pair the mask lets through is in exactly
+// one call and visible there; any other pair a call covers its bias hides; a (query chunk, key
+// chunk) pair with nothing visible makes no call.
 std::vector<RingCall> ring_step_calls(RingLayout layout, const RingMask& mask, int world, int rank, int src,
                                       int64_t local_len);
 
