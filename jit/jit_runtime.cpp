@@ -8,7 +8,7 @@
 #include "jit/cubin.h"
 #include "jit/cuda_driver.h"
 #include "jit/kernel_sources.h"
-#include "jit/nvrtc_compiler.h"
+#include "jit/compiler.h"
 #include "jit/recorder.h"
 #include "jit/variant.h"
 #include "jitattn/error.h"
@@ -18,7 +18,7 @@ namespace jitattn::jit {
 std::string kernel_key(const KernelSpec& spec, const std::string& compiler_identity) {
   std::string material = spec.name();
   material += '\n' + kernel_sources_hash() + '\n' + compiler_identity + '\n';
-  for (const auto& o : NvrtcCompiler::options(spec)) material += o + ' ';
+  for (const auto& o : compile_options(spec)) material += o + ' ';
   if (spec.sig.variant) material += '\n' + variant_code(spec.sig.variant)->canonical();  // the whole text, not its id
   material += "\nformat " + std::to_string(kCacheFormatVersion);
   return cache::hash_hex(material);
@@ -27,7 +27,7 @@ std::string kernel_key(const KernelSpec& spec, const std::string& compiler_ident
 std::string binding_problem(const cache::KernelRecord& r) {
   const auto spec = KernelSpec::parse(r.name);
   if (!spec) return "its name is not a canonical kernel name";
-  return cubin_problem(r.binary, kernel_entry(*spec, r.key));
+  return binary_problem(r.binary, kernel_entry(*spec, r.key), spec->sig.arch());
 }
 
 JitRuntime::JitRuntime(Env env)
@@ -98,6 +98,8 @@ const LoadedKernel& JitRuntime::kernel(const Signature& sig, const ContextInfo& 
   loaded->spec = make_spec(sig);
   const std::string problem = validate_spec(loaded->spec);
   if (!problem.empty()) throw Error(loaded->spec.name() + ": " + problem);
+  if (sig.backend != uint8_t(Backend::cuda))  // jit/hip_driver.h: compiled and cached, not yet loaded by the runtime
+    throw Error(ErrorKind::cuda, loaded->spec.name() + ": launching on AMD GPUs is not wired into the runtime yet (docs/amd.md)");
   // Recorded before the lookup, so a run under JITATTN_JIT=off still lists what it missed.
   if (!env_.record_path.empty()) Recorder::for_path(env_.record_path).record(sig);
   std::string served_by;
@@ -143,11 +145,12 @@ const LoadedKernel& JitRuntime::kernel(const Signature& sig, const ContextInfo& 
 cache::KernelRecord JitRuntime::binary(const KernelSpec& spec, std::string* served_by, std::string* not_stored) {
   if (not_stored) not_stored->clear();
   const Env& env = env_;
-  // The key names the compiler. A deployment without NVRTC cannot compute it; there a row
+  // The key names the compiler (of the spec's backend: NVRTC or hiprtc). A deployment without it
+  // cannot compute the key; there a row
   // compiled from this very kernel_src serves, whichever compiler wrote it, and a miss is an error.
   std::string identity;
   try {
-    identity = NvrtcCompiler::get().identity();
+    identity = compiler_for(Backend(spec.sig.backend)).identity();
   } catch (const Error& e) {
     // The row must be what its name says under the compiler it names: its key is the one that
     // compiler gives this spec (the entry symbol then ties the binary to that key).
@@ -221,7 +224,7 @@ JitRuntime::Fetched JitRuntime::compile_and_store(const KernelSpec& spec, const 
         return {std::move(hit->record), hit->layer};
       }
   }
-  const NvrtcCompiler& compiler = NvrtcCompiler::get();
+  const Compiler& compiler = compiler_for(Backend(spec.sig.backend));
   CompiledKernel ck;
   try {
     ck = compiler.compile(spec, generate_source(spec, key));
@@ -248,7 +251,7 @@ JitRuntime::Fetched JitRuntime::compile_and_store(const KernelSpec& spec, const 
     std::cerr << "jitattn: compiled " << rec.name << " in " << ck.compile_ms << " ms, " << ck.registers << " registers\n";
   std::string not_stored;
   if (env_.jit != JitPolicy::readonly) cache_.store(rec, &not_stored);
-  return {std::move(rec), "nvrtc", std::move(not_stored)};
+  return {std::move(rec), compiled_by(Backend(spec.sig.backend)), std::move(not_stored)};
 }
 
 }  // namespace jitattn::jit

@@ -35,6 +35,10 @@ std::string binding_problem(const cache::KernelRecord& r);
 // compiling it too.
 constexpr int kClaimTimeoutMs = 300000;
 
+// What JitRuntime::binary's `served_by` says for a binary compiled now: "nvrtc" or "hiprtc".
+inline const char* compiled_by(Backend backend) { return backend == Backend::hip ? "hiprtc" : "nvrtc"; }
+inline bool is_compiled(const std::string& served_by) { return served_by == "nvrtc" || served_by == "hiprtc"; }
+
 struct LoadedKernel {
   CUfunction fn = nullptr;
   KernelSpec spec;
@@ -69,7 +73,7 @@ class JitRuntime {
   const LoadedKernel& kernel(const Signature& sig, const ContextInfo& ctx);
 
   // The binary for a spec, from the cache layers or compiled (honouring JITATTN_JIT). Works
-  // without a GPU; this is what `jitattn prewarm` calls. `served_by` names the layer or "nvrtc".
+  // without a GPU; this is what `jitattn prewarm` calls. `served_by` names the layer or the compiler (compiled_by).
   // `not_stored`, for a binary compiled now (by this call or one it waited for), says why it
   // could not be stored in the user DB (no user DB, opened read-only, a write that failed); it is
   // empty when it was stored, served from a layer, or JITATTN_JIT=readonly stores nothing.

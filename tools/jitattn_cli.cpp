@@ -391,8 +391,7 @@ jit::Signature demo_signature(jit::Arch arch, DType dtype, int head_dim, jit::Bi
   s.bias = bias;
   s.dtype = s.out_dtype = dtype;
   s.head_dim = s.head_dim_v = uint16_t(head_dim);
-  s.arch_sm = arch.sm;
-  s.arch_specific = arch.specific;
+  s.set_arch(arch);
   s.lse = lse;
   s.align = dtype == DType::f32 ? 4 : 16;
   return s;
@@ -411,7 +410,7 @@ void fetch_demo_kernels(const std::vector<jit::Arch>& archs) {
       const auto t0 = std::chrono::steady_clock::now();
       const auto rec = jit::JitRuntime::get().binary(spec, &served_by);
       std::printf("  %-58s %s in %7.1f ms (%s, %d registers)\n", spec.name().c_str(),
-                  served_by == "nvrtc" ? "compiled by NVRTC" : "loaded from cache", ms_since(t0),
+                  jit::is_compiled(served_by) ? (served_by == "hiprtc" ? "compiled by hiprtc" : "compiled by NVRTC") : "loaded from cache", ms_since(t0),
                   human_bytes(double(rec.binary.size())).c_str(), rec.registers);
     }
 }

@@ -270,7 +270,7 @@ PrewarmSummary prewarm(jit::JitRuntime& rt, const std::vector<KernelSpec>& specs
     try {
       std::string served_by, not_stored;
       rt.binary(specs[i], &served_by, &not_stored);
-      r.outcome = served_by == "nvrtc" ? PrewarmResult::Outcome::compiled : PrewarmResult::Outcome::cached;
+      r.outcome = jit::is_compiled(served_by) ? PrewarmResult::Outcome::compiled : PrewarmResult::Outcome::cached;
       if (r.outcome == PrewarmResult::Outcome::cached) r.detail = served_by;
       // Compiled but not kept (the DB turned read-only, the disk or a file size limit was hit
       // after the open): the kernel is not prewarmed, so it fails like a compile error.

@@ -103,7 +103,8 @@ Scratch& scratch() {
 }  // namespace
 
 bool decode_applies(const ForwardPlan& p) {
-  return Env::get().decode && p.dtype != DType::f32 && p.p == 0 && queries_per_sequence(p) <= kDecodeMaxQueries;
+  // JITATTN_FAMILY=portable runs what AMD runs, and AMD has no decode kernel (mma.sync).
+  return Env::get().decode && !Env::get().portable && p.dtype != DType::f32 && p.p == 0 && queries_per_sequence(p) <= kDecodeMaxQueries;
 }
 
 Signature decode_signature(const ForwardPlan& p, const Arch& arch) {

@@ -19,8 +19,7 @@ Signature forward_signature(const ForwardPlan& p, const Arch& arch) {
   sig.out_dtype = p.out_dtype;
   sig.head_dim = uint16_t(p.q.d);
   sig.head_dim_v = uint16_t(p.v.d);
-  sig.arch_sm = arch.sm;
-  sig.arch_specific = arch.specific;
+  sig.set_arch(arch);
   sig.lse = p.lse != nullptr;
   sig.align = uint8_t(p.align);
   sig.dropout = p.p > 0;
