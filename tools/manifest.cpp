@@ -194,7 +194,7 @@ Choices read_choices(const json& e, const std::vector<Arch>& default_archs) {
     });
   if (e.contains("align")) c.align = as_int("align", e["align"], 1, 255);
   if (e.contains("arch")) c.archs = listed(e, "arch", as_arch);
-  else if (default_archs.empty()) throw Error("no \"arch\" and no --arch list to take it from");
+  else if (default_archs.empty()) throw Error("no \"arch\", no --arch list to take it from, and no GPU on this machine to take it from");
   else c.archs = default_archs;
   if (e.contains("variant")) c.variant = read_variant(e["variant"]);
   return c;
