@@ -16,6 +16,7 @@
 
 #include "jit/codegen.h"
 #include "jit/cubin.h"
+#include "jit/compiler.h"
 #include "jit/hiprtc_compiler.h"
 #include "jit/signature.h"
 #include "temp_dir.h"
@@ -139,6 +140,7 @@ void compile_all(const Compiler& compiler, const std::vector<KernelSpec>& specs)
           const std::string key = "0123456789abcdef0123456789abcdef";
           const CompiledKernel k = compiler.compile(spec, generate_source(spec, key));
           error = binary_problem(k.cubin, kernel_entry(spec, key), spec.sig.arch());
+          if (error.empty() && spec.sig.backend == uint8_t(Backend::cuda) && k.registers <= 0) error = "no register count";
         } catch (const std::exception& e) {
           error = e.what();
         }
@@ -182,6 +184,29 @@ TEST(AmdCompile, EveryPortableVariantForGfx1030) {
 TEST(AmdCompile, EveryMfmaForwardForGfx90a) {
   REQUIRE_HIPRTC(compiler);
   compile_all(*compiler, mfma_variants());
+}
+
+// The same portable source through NVRTC: the f16/bf16 variants JITATTN_FAMILY=portable selects on
+// NVIDIA (the f32 ones are the fp32 path, compiled by tests/compile_test.cpp), forced to the
+// simt family here because this process does not set the variable.
+TEST(AmdCompile, ThePortableFamilyCompilesWithNvrtcToo) {
+  const Compiler* nvrtc = nullptr;
+  try {
+    nvrtc = &compiler_for(Backend::cuda);
+  } catch (const std::exception& e) {
+    FAIL() << "NVRTC is required for this test: " << e.what();
+  }
+  std::vector<KernelSpec> specs;
+  for (KernelSpec spec : portable_variants("sm_80")) {
+    if (spec.sig.dtype == DType::f32) continue;
+    Signature f32 = spec.sig;  // the simt tile: the same shared memory for every dtype (fp32 staging)
+    f32.dtype = f32.out_dtype = DType::f32;
+    f32.align = 4;
+    spec.family = Family::simt;
+    spec.tile = make_spec(f32).tile;
+    specs.push_back(spec);
+  }
+  compile_all(*nvrtc, specs);
 }
 
 // The binary of one target is refused as another's: the code object's EF_AMDGPU_MACH is checked.
