@@ -8,6 +8,10 @@
 
 namespace jitattn::jit {
 
+std::string hip_version_string(int v) {
+  return std::to_string(v / 10000000) + "." + std::to_string(v / 100000 % 100) + "." + std::to_string(v % 100000);
+}
+
 std::string find_gcn_arch(const unsigned char* props, size_t size) {
   for (size_t i = 0; i + 4 <= size; ++i) {
     if (std::memcmp(props + i, "gfx", 3) != 0 || (i > 0 && props[i - 1] != 0)) continue;
@@ -21,18 +25,23 @@ std::string find_gcn_arch(const unsigned char* props, size_t size) {
 namespace {
 HipDriver load_hip() {
   HipDriver d;
-  std::vector<std::string> candidates;
-  if (!Env::get().hip_path.empty()) candidates = {Env::get().hip_path};
-  else candidates = {"libamdhip64.so.6", "libamdhip64.so.5", "/opt/rocm/lib/libamdhip64.so.6", "/opt/rocm/lib/libamdhip64.so.5"};
+  // JITATTN_HIP first when it is a runtime library (on ROCm 6 it may name libhiprtc.so.6, which
+  // has no module API: then the default search finds the runtime).
+  std::vector<std::string> candidates = {"libamdhip64.so.6", "libamdhip64.so.5", "/opt/rocm/lib/libamdhip64.so.6",
+                                         "/opt/rocm/lib/libamdhip64.so.5"};
+  if (!Env::get().hip_path.empty()) candidates.insert(candidates.begin(), Env::get().hip_path);
   void* lib = nullptr;
-  for (const auto& p : candidates)
-    if ((lib = dlopen(p.c_str(), RTLD_NOW | RTLD_LOCAL))) {
+  std::string tried;
+  for (const auto& p : candidates) {
+    if ((lib = dlopen(p.c_str(), RTLD_NOW | RTLD_LOCAL)) && dlsym(lib, "hipModuleLaunchKernel")) {
       d.path = p;
       break;
     }
+    lib = nullptr;
+    tried += (tried.empty() ? "" : ", ") + p;
+  }
   if (!lib) {
-    const char* err = dlerror();
-    d.unavailable_reason = err ? err : "libamdhip64 not found";
+    d.unavailable_reason = "no HIP runtime library (tried " + tried + ")";
     return d;
   }
   bool ok = true;

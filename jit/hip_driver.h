@@ -43,6 +43,9 @@ struct HipDriver {
   static const HipDriver& get();
 };
 
+// 50221153 -> "5.2.21153" (HIP_VERSION = major·10^7 + minor·10^5 + patch).
+std::string hip_version_string(int version);
+
 // The gfx target named in a hipDeviceProp_t, found as the string starting "gfx" in its bytes (the
 // struct's layout differs between ROCm 5 and 6; its gcnArchName is the only such string).
 std::string find_gcn_arch(const unsigned char* props, size_t size);

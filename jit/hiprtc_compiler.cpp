@@ -6,6 +6,7 @@
 
 #include "jit/env.h"
 #include "jit/hip_api.h"
+#include "jit/hip_driver.h"
 #include "jit/kernel_sources.h"
 #include "jitattn/error.h"
 
@@ -28,16 +29,11 @@ void bind(void* lib, F& fn, const char* name, const std::string& path) {
   fn = reinterpret_cast<F>(dlsym(lib, name));
   if (!fn) throw Error(ErrorKind::compile, path + " has no symbol " + name);
 }
-
-// 50221153 -> "5.2.21153" (HIP_VERSION = major·10^7 + minor·10^5 + patch).
-std::string hip_version_string(int v) {
-  return std::to_string(v / 10000000) + "." + std::to_string(v / 100000 % 100) + "." + std::to_string(v % 100000);
-}
 }  // namespace
 
 HiprtcCompiler::HiprtcCompiler() : api_(new Api) {
   std::vector<std::string> candidates;
-  if (!Env::get().hip_path.empty()) candidates = {Env::get().hip_path};
+  if (!Env::get().hip_path.empty()) candidates = {Env::get().hip_path};  // a cache key names what it loads: no fallback
   else candidates = {"libhiprtc.so.6", "libamdhip64.so.5", "/opt/rocm/lib/libhiprtc.so.6", "/opt/rocm/lib/libamdhip64.so.5"};
   void* lib = nullptr;
   std::string tried;

@@ -127,8 +127,9 @@ void print_hip() {
   if (!h.loaded) {
     std::printf("HIP runtime   unavailable: %s\n", h.unavailable_reason.c_str());
   } else {
-    std::printf("HIP runtime   %s, version %d%s%s (module API bound; launching on AMD GPUs is not wired yet)\n",
-                loaded_file(h.path).c_str(), h.version, h.unavailable_reason.empty() ? "" : ": ", h.unavailable_reason.c_str());
+    std::printf("HIP runtime   %s %s from %s%s%s (module API bound; launching on AMD GPUs is not wired yet)\n",
+                h.version ? "HIP" : "HIP, version unknown,", h.version ? jit::hip_version_string(h.version).c_str() : "",
+                loaded_file(h.path).c_str(), h.unavailable_reason.empty() ? "" : "; no AMD GPU: ", h.unavailable_reason.c_str());
     if (h.devices.empty() && h.unavailable_reason.empty()) std::printf("AMD GPUs      none\n");
     for (const auto& dev : h.devices)
       std::printf("AMD GPU %d     %s: %s%s\n", dev.index, dev.name.c_str(), dev.gcn_arch.empty() ? "gfx?" : dev.gcn_arch.c_str(),
