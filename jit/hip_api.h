@@ -30,6 +30,7 @@ using hipInit_t = hipError_t (*)(unsigned flags);
 using hipRuntimeGetVersion_t = hipError_t (*)(int*);
 using hipGetErrorString_t = const char* (*)(hipError_t);
 using hipGetDeviceCount_t = hipError_t (*)(int*);
+using hipSetDevice_t = hipError_t (*)(int device);
 using hipDeviceGetName_t = hipError_t (*)(char*, int, int device);
 using hipGetDeviceProperties_t = hipError_t (*)(void* props, int device);  // hipDeviceProp_t, layout per version
 using hipModuleLoadData_t = hipError_t (*)(hipModule_t*, const void* image);

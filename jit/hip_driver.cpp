@@ -64,6 +64,7 @@ HipDriver load_hip() {
   bind(d.hipModuleUnload, "hipModuleUnload");
   bind(d.hipModuleGetFunction, "hipModuleGetFunction");
   bind(d.hipModuleLaunchKernel, "hipModuleLaunchKernel");
+  bind(d.hipSetDevice, "hipSetDevice");
   if (!ok) return d;
   d.loaded = true;
   d.hipRuntimeGetVersion(&d.version);

@@ -1,9 +1,9 @@
 // The HIP module API, loaded at run time like the CUDA driver (decision 1): JITATTN_HIP, then
 // libamdhip64.so.6, then .5. It finds AMD GPUs and their gfx targets (what `jitattn doctor`
 // shows, and what a prewarm without --arch would compile for) and binds the calls that load and
-// launch a code object (hipModuleLoadData, hipModuleGetFunction, hipModuleLaunchKernel).
-// NOT YET: the runtime (jit/jit_runtime.cpp) launches only on CUDA contexts; nothing here has
-// run on an AMD GPU (docs/amd.md).
+// launch a code object (hipModuleLoadData, hipModuleGetFunction, hipModuleLaunchKernel), which
+// the runtime uses where there is no CUDA driver (jit/jit_runtime.cpp, jit/launch.cpp).
+// NEVER RUN: nothing here has run on an AMD GPU (docs/amd.md).
 #pragma once
 #include <optional>
 #include <string>
@@ -32,6 +32,7 @@ struct HipDriver {
   hip::hipModuleUnload_t hipModuleUnload = nullptr;
   hip::hipModuleGetFunction_t hipModuleGetFunction = nullptr;
   hip::hipModuleLaunchKernel_t hipModuleLaunchKernel = nullptr;
+  hip::hipSetDevice_t hipSetDevice = nullptr;
 
   bool loaded = false;          // the library and every call above were found
   std::string path;             // the library loaded

@@ -7,6 +7,7 @@
 #include "jit/codegen.h"
 #include "jit/cubin.h"
 #include "jit/cuda_driver.h"
+#include "jit/hip_driver.h"
 #include "jit/kernel_sources.h"
 #include "jit/compiler.h"
 #include "jit/recorder.h"
@@ -38,7 +39,62 @@ JitRuntime& JitRuntime::get() {
   return runtime;
 }
 
+const ContextInfo& JitRuntime::hip_context(int device) {
+  const HipDriver& h = HipDriver::get();
+  if (device < 0 || size_t(device) >= h.devices.size())
+    throw Error(ErrorKind::cuda, "device=" + std::to_string(device) + " but this machine has " + std::to_string(h.devices.size()) +
+                                     " AMD GPUs (and no CUDA driver)");
+  const HipDevice& dev = h.devices[size_t(device)];
+  if (!dev.arch)
+    throw Error(ErrorKind::cuda, "AMD GPU " + std::to_string(device) + " is " + (dev.gcn_arch.empty() ? "of an unknown target" : dev.gcn_arch) +
+                                     ", not a target jitattn compiles for (" + Arch::rule() + ")");
+  if (const int rc = h.hipSetDevice(device); rc != 0)  // per thread, as a CUDA context is current per thread
+    throw Error(ErrorKind::cuda, "hipSetDevice(" + std::to_string(device) + "): " + h.hipGetErrorString(rc));
+  {
+    std::shared_lock<std::shared_mutex> lock(ctx_mu_);
+    for (const auto& info : contexts_)
+      if (info->backend == Backend::hip && info->device == device) return *info;
+  }
+  auto info = std::make_unique<ContextInfo>();
+  info->ctx = reinterpret_cast<CUcontext>(info.get());  // a token per device for the memory table
+  info->backend = Backend::hip;
+  info->device = device;
+  info->arch = *dev.arch;
+  std::unique_lock<std::shared_mutex> lock(ctx_mu_);
+  for (const auto& other : contexts_)
+    if (other->backend == Backend::hip && other->device == device) return *other;  // another thread was first
+  contexts_.push_back(std::move(info));
+  return *contexts_.back();
+}
+
+// The HIP module API's part of kernel(): a cached code object the runtime refuses is a corrupt
+// row (dropped, the next layer or a compile serves), as for CUDA. Never run on an AMD GPU.
+void JitRuntime::load_hip(LoadedKernel& loaded, cache::KernelRecord& rec, std::string& served_by) {
+  const HipDriver& h = HipDriver::get();
+  for (int attempt = 1;; ++attempt) {
+    hip::hipModule_t module = nullptr;
+    hip::hipFunction_t fn = nullptr;
+    int rc = h.hipModuleLoadData(&module, rec.binary.data());
+    const char* step = "hipModuleLoadData";
+    if (rc == 0) {
+      rc = h.hipModuleGetFunction(&fn, module, kernel_entry(loaded.spec, rec.key).c_str());
+      step = "hipModuleGetFunction";
+      if (rc != 0) h.hipModuleUnload(module);
+    }
+    if (rc == 0) {
+      loaded.fn = reinterpret_cast<CUfunction>(fn);
+      return;
+    }
+    const std::string why = std::string(step) + " failed: " + h.hipGetErrorString(rc);
+    if (is_compiled(served_by) || attempt == 4) throw Error(ErrorKind::cuda, why + " (" + rec.name + ")");
+    cache_.reject({rec, served_by}, why);
+    rec = binary(loaded.spec, &served_by);
+  }
+}
+
 const ContextInfo& JitRuntime::context(int device) {
+  // No CUDA driver but an AMD GPU: the HIP backend (jit/hip_driver.h).
+  if (!CudaDriver::get().available && !HipDriver::get().devices.empty()) return hip_context(device);
   const CudaDriver& d = CudaDriver::require();
   CUcontext ctx = nullptr;
   check_cuda(d.cuCtxGetCurrent(&ctx), "cuCtxGetCurrent");
@@ -98,8 +154,6 @@ const LoadedKernel& JitRuntime::kernel(const Signature& sig, const ContextInfo& 
   loaded->spec = make_spec(sig);
   const std::string problem = validate_spec(loaded->spec);
   if (!problem.empty()) throw Error(loaded->spec.name() + ": " + problem);
-  if (sig.backend != uint8_t(Backend::cuda))  // jit/hip_driver.h: compiled and cached, not yet loaded by the runtime
-    throw Error(ErrorKind::cuda, loaded->spec.name() + ": launching on AMD GPUs is not wired into the runtime yet (docs/amd.md)");
   // Recorded before the lookup, so a run under JITATTN_JIT=off still lists what it missed.
   if (!env_.record_path.empty()) Recorder::for_path(env_.record_path).record(sig);
   std::string served_by;
@@ -110,6 +164,14 @@ const LoadedKernel& JitRuntime::kernel(const Signature& sig, const ContextInfo& 
     std::shared_lock<std::shared_mutex> lock(table_mu_);
     auto it = table_.find(mk);
     if (it != table_.end()) return *it->second;  // another thread loaded it meanwhile
+  }
+  if (sig.backend == uint8_t(Backend::hip)) {
+    load_hip(*loaded, rec, served_by);  // LDS needs no opt-in; occupancy stays 1 (read by decode only)
+    stats_.loads.fetch_add(1, std::memory_order_relaxed);
+    std::unique_lock<std::shared_mutex> lock(table_mu_);
+    auto& slot = table_[mk];
+    slot = std::move(loaded);
+    return *slot;
   }
   const CudaDriver& d = CudaDriver::require();
   // A cached binary the driver refuses (or that lacks its entry) is a corrupt row: it is

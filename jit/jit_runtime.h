@@ -45,9 +45,12 @@ struct LoadedKernel {
   int blocks_per_sm = 1;  // how many of its blocks an SM holds at once (the occupancy calculator)
 };
 
-// The CUDA context a call runs in, and what we need to know about its device.
+// The CUDA context a call runs in, and what we need to know about its device. On AMD (no CUDA
+// driver, a HIP device: jit/hip_driver.h) `ctx` is a token per device, not a CUcontext, and
+// sm_count stays 1 (only the CUDA-only decode op and SwiGLU's grid cap read it).
 struct ContextInfo {
   CUcontext ctx = nullptr;
+  Backend backend = Backend::cuda;
   int device = 0;
   Arch arch;
   int sm_count = 1;
@@ -66,7 +69,8 @@ class JitRuntime {
   explicit JitRuntime(Env env);
 
   // The current context (or device `device`'s primary context, made current, when none is).
-  // Throws if the current context belongs to another device than `device`.
+  // Throws if the current context belongs to another device than `device`. Without a CUDA
+  // driver, AMD device `device` made current through HIP (never run on AMD hardware).
   const ContextInfo& context(int device);
 
   // The kernel for `sig` loaded in `ctx`. Hot path: lookup only, once warm.
@@ -114,6 +118,8 @@ class JitRuntime {
 
   std::shared_mutex ctx_mu_;
   std::vector<std::unique_ptr<ContextInfo>> contexts_;
+  const ContextInfo& hip_context(int device);
+  void load_hip(LoadedKernel& loaded, cache::KernelRecord& rec, std::string& served_by);
 };
 
 }  // namespace jitattn::jit

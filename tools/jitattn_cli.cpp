@@ -127,7 +127,7 @@ void print_hip() {
   if (!h.loaded) {
     std::printf("HIP runtime   unavailable: %s\n", h.unavailable_reason.c_str());
   } else {
-    std::printf("HIP runtime   %s %s from %s%s%s (module API bound; launching on AMD GPUs is not wired yet)\n",
+    std::printf("HIP runtime   %s %s from %s%s%s (the module API, used where there is no CUDA driver; never run on an AMD GPU)\n",
                 h.version ? "HIP" : "HIP, version unknown,", h.version ? jit::hip_version_string(h.version).c_str() : "",
                 loaded_file(h.path).c_str(), h.unavailable_reason.empty() ? "" : "; no AMD GPU: ", h.unavailable_reason.c_str());
     if (h.devices.empty() && h.unavailable_reason.empty()) std::printf("AMD GPUs      none\n");

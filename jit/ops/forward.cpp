@@ -96,9 +96,10 @@ int32_t pairs_per_chunk(const KernelSpec& spec, const FwdParams& p) {
 
 void forward(const ForwardPlan& p, CUstream stream) {
   if (p.q.b == 0 || p.q.h == 0 || p.q.m == 0) return;  // nothing to compute or write
-  if (decode_applies(p)) return decode(p, stream);  // few queries per sequence: jit/ops/decode.cpp
   auto& rt = JitRuntime::get();
   const ContextInfo& ctx = rt.context(p.device);
+  // Few queries per sequence: jit/ops/decode.cpp (CUDA only; AMD runs them as any forward).
+  if (ctx.backend == Backend::cuda && decode_applies(p)) return decode(p, stream);
   const LoadedKernel& kernel = rt.kernel(forward_signature(p, ctx.arch), ctx);
   FwdParams fp;
   if (!forward_params(p, fp)) return;
