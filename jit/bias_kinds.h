@@ -62,4 +62,8 @@
   X(pbd_causal_br, "pbd_causal_br", paged, false, true, false, false, JITATTN_POLICY_CAUSAL_BR,                   \
     "PagedBlockDiagonalCausalWithOffsetPaddedKeysMask, PagedBlockDiagonalCausalWithOffsetGappyKeysMask")           \
   X(pbd_causal_local_br, "pbd_causal_local_br", paged, true, true, false, false, JITATTN_POLICY_BAND_BR,          \
-    "PagedBlockDiagonalCausalLocalPaddedKeysMask")
+    "PagedBlockDiagonalCausalLocalPaddedKeysMask")                                                                 \
+  X(block_sparse, "block_sparse", dense, false, true, true, false, "jitattn::BlockSparsePolicy<jitattn::NoBias>",  \
+    "BlockSparseMask")                                                                                             \
+  X(causal_block_sparse, "causal_block_sparse", dense, false, true, true, false,                                  \
+    "jitattn::BlockSparsePolicy<" JITATTN_POLICY_CAUSAL ">", "BlockSparseMask(causal=True)")

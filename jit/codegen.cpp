@@ -12,6 +12,7 @@ int dtype_id(DType d) {  // kernel_src/common.cuh DTypeId
     case DType::f16: return 0;
     case DType::bf16: return 1;
     case DType::f32: return 2;
+    case DType::u8: return -1;  // never a kernel's dtype
   }
   return -1;
 }
@@ -54,6 +55,7 @@ Entry entry_of(const KernelSpec& spec) {
     case Op::decode: return {"decode.cuh", "decode_attention", "DecodeLayout", "DecodeParams"};
     case Op::swiglu_fwd: return {"swiglu.cuh", "swiglu_fwd", nullptr, "SwigluParams"};
     case Op::swiglu_bwd: return {"swiglu.cuh", "swiglu_bwd", nullptr, "SwigluParams"};
+    case Op::block_map: return {"block_map.cuh", "block_map", nullptr, "BlockMapParams"};
   }
   return {};
 }
@@ -86,13 +88,15 @@ std::string generate_source(const KernelSpec& spec, const std::string& key) {
        << "using Policy = jitattn::UserPolicy<" << policy_type(s) << ", jitattn_user::Variant>;\n";
   } else if (policy) {
     os << "using Policy = " << policy_type(s) << ";\n";
+  } else if (s.op == Op::block_map) {  // the variant's snippets alone
+    os << "\n" << variant_source(*variant_code(s.variant)) << "using Policy = jitattn_user::Variant;\n";
   }
   if (e.layout)
     os << "static_assert(jitattn::" << e.layout << "<Cfg>::kSmemBytes == " << spec.smem_bytes()
        << ", \"jit/tile_table.cpp and kernel_src disagree on shared memory\");\n";
   os << "\nextern \"C\" __global__ void __launch_bounds__(" << spec.threads() << ") " << kernel_entry(spec, key)
      << "(const JITATTN_GRID_CONSTANT jitattn::" << e.params << " p) {\n"
-     << "  jitattn::" << e.fn << "<Cfg" << (policy ? ", Policy" : "") << ">(p);\n"
+     << "  jitattn::" << e.fn << "<Cfg" << (policy || s.op == Op::block_map ? ", Policy" : "") << ">(p);\n"
      << "}\n";
   return os.str();
 }

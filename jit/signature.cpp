@@ -22,6 +22,7 @@ const char* to_string(Op op) {
     case Op::decode: return "decode";
     case Op::swiglu_fwd: return "swiglu_fwd";
     case Op::swiglu_bwd: return "swiglu_bwd";
+    case Op::block_map: return "block_map";
   }
   return "?";
 }

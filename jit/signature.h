@@ -19,11 +19,13 @@ namespace jitattn::jit {
 // the deterministic mode, bwd_kv (dK, dV only) and bwd_dq (dQ without atomics).
 // merge: merge_attentions. decode: the forward for few queries per sequence (kernel_src/decode.cuh).
 // swiglu_fwd/swiglu_bwd: SwiGLU's gate and its gradient (kernel_src/swiglu.cuh; head_dim is the
-// elements per thread, 8).
+// elements per thread, 8). block_map: a user variant's mask_mod as a block map or a dense bias
+// (kernel_src/block_map.cuh; compiled per variant, f32, head dims 8).
 // New ops are appended: an enumerator's value is part of cache keys.
-enum class Op : uint8_t { fwd, bwd_pre, bwd, bwd_kv, bwd_dq, bwd_post, merge, decode, swiglu_fwd, swiglu_bwd };
+enum class Op : uint8_t { fwd, bwd_pre, bwd, bwd_kv, bwd_dq, bwd_post, merge, decode, swiglu_fwd, swiglu_bwd, block_map };
 constexpr Op kAllOps[] = {Op::fwd,      Op::bwd_pre, Op::bwd,    Op::bwd_kv,     Op::bwd_dq,
-                          Op::bwd_post, Op::merge,   Op::decode, Op::swiglu_fwd, Op::swiglu_bwd};
+                          Op::bwd_post, Op::merge,   Op::decode, Op::swiglu_fwd, Op::swiglu_bwd,
+                          Op::block_map};
 bool uses_bias(Op op);  // ops whose kernels apply the bias policy
 // One enumerator per generated mask/bias policy: the rows of jit/bias_kinds.h, in order. "bd_"
 // kinds are block-diagonal (varlen layout: sequences concatenated along M); padded and gappy keys

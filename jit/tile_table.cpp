@@ -45,6 +45,7 @@ TileConfig default_tile(const Signature& sig, Family family) {
     case Op::bwd_post: return {128, 1, 4};  // one thread per element
     case Op::merge: return {128, 1, 4};     // one thread per output element
     case Op::swiglu_fwd: case Op::swiglu_bwd: return {128, 1, 8};  // 8 elements per thread
+    case Op::block_map: return {256, 1, 8};  // a cell's elements, or one element per thread
     case Op::decode:
       // 16 packed rows, 16 keys per warp per tile (kernel_src/decode.cuh). H200, bf16, B = 8,
       // 32/8 heads, d = 128 (JITATTN_DECODE_TILE sweep): m16n128w8 (213 KB, one block per SM)
@@ -115,7 +116,7 @@ KernelSpec make_spec(const Signature& sig) {
   KernelSpec spec;
   spec.sig = sig;
   const bool rowwise = sig.op == Op::bwd_pre || sig.op == Op::bwd_post || sig.op == Op::merge ||
-                       sig.op == Op::swiglu_fwd || sig.op == Op::swiglu_bwd;
+                       sig.op == Op::swiglu_fwd || sig.op == Op::swiglu_bwd || sig.op == Op::block_map;
   // JITATTN_FAMILY=portable: NVIDIA runs what AMD runs (the decode op stays mma: forward() does
   // not route to it then, jit/ops/decode.cpp decode_applies).
   const bool portable = Env::get().portable && sig.op != Op::decode;
@@ -151,7 +152,7 @@ int KernelSpec::smem_bytes() const {
   const int m = tile.block_m, n = tile.block_n, d = sig.head_dim, dv = sig.head_dim_v;
   const int qk_stride = round_up(d, 16) + 8, v_stride = round_up(dv, 16) + 8;
   switch (sig.op) {
-    case Op::bwd_pre: case Op::bwd_post: case Op::merge: case Op::swiglu_fwd: case Op::swiglu_bwd: return 0;
+    case Op::bwd_pre: case Op::bwd_post: case Op::merge: case Op::swiglu_fwd: case Op::swiglu_bwd: case Op::block_map: return 0;
     case Op::decode: return 2 * (16 * qk_stride + 3 * n * (qk_stride + v_stride));  // Q, three K/V stages (decode.cuh)
     case Op::bwd: case Op::bwd_kv:
       if (family == Family::simt) return bwd_simt_smem_bytes(*this);

@@ -5,13 +5,20 @@
 //                                 are never loaded, so a mask costs what its visible part costs;
 //   q_range(k_lo, k_hi)           which queries see any of keys [k_lo, k_hi) (the backward);
 //   tile_full(q_lo, q_hi, k_lo, k_hi)  whether every element of a tile is visible, so the
-//                                 per-element pass is skipped;
+//                                 per-element mask is skipped;
+//   tile_state(q_lo, q_hi, k_lo, k_hi)  (kSkipsTiles) 0 when no element of a tile inside the
+//                                 ranges above is visible (the kernels never load it), 2 when
+//                                 tile_full holds, else 1 — once per tile, before the loop (TileSet),
+//                                 so no lookup stalls the loop;
 //   logit(x, i, j)                the base-2 logit of query i and key j after masking/bias
 //                                 (x = q·k · scale · log2 e), or -inf where masked;
-//   row_range(i, mkv)             (masks that are one key interval per row, kElementwise false)
-//                                 the keys query i sees, so a kernel can mask by one compare;
+//   score(x, i, j)                (kScore) the logit of a visible element of a full tile, which
+//                                 a score function still rewrites;
+//   row_range(i, mkv)             (kRowMask: the mask is one key interval per row) the keys
+//                                 query i sees, so a masked tile masks by one compare;
 //   score_grad(x, i, j)           (kScoreGrad) d logit / d x at an unmasked element: the
 //                                 backward multiplies dS by it (a user score_mod's derivative).
+// kElementwise: every tile runs logit() (a bias tensor, ALiBi), never the unmasked path.
 // Kernels call these hooks and never branch on the bias kind themselves; adding a bias kind is
 // adding a row to jit/bias_kinds.h (which names the policy type) and, if no policy here serves
 // it, a struct here.
@@ -20,9 +27,13 @@
 
 namespace jitattn {
 
-struct NoBias {
-  static constexpr bool kElementwise = false;  // logit() must run on every tile
-  static constexpr bool kScoreGrad = false;    // logit() is x plus a constant (or -inf)
+// What a policy has, unless it says otherwise (see above).
+struct PolicyTraits {
+  static constexpr bool kElementwise = false, kRowMask = true, kScore = false, kSkipsTiles = false, kScoreGrad = false;
+  __device__ int tile_state(int, int, int, int) const { return 1; }
+};
+
+struct NoBias : PolicyTraits {
   __device__ NoBias(const FwdParams&, int, int, int, int) {}
   __device__ void kv_range(int, int, int mkv, int& lo, int& hi) const { lo = 0; hi = mkv; }
   __device__ void q_range(int, int, int mq, int& lo, int& hi) const { lo = 0; hi = mq; }
@@ -36,9 +47,7 @@ struct NoBias {
 // a side without kLeft/kRight being unbounded. Causal is {no left, right 0}; xFormers' local
 // attention masks set window_left = window_size - 1 or take both windows from the caller.
 template <bool kBottomRight, bool kLeft, bool kRight>
-struct BandMask {
-  static constexpr bool kElementwise = false;
-  static constexpr bool kScoreGrad = false;
+struct BandMask : PolicyTraits {
   int lo_off, hi_off;  // visible iff lo_off <= j - i <= hi_off
   __device__ BandMask(const FwdParams& p, int, int, int mq, int mkv) {
     const int shift = kBottomRight ? mkv - mq : 0;
@@ -71,9 +80,8 @@ struct BandMask {
 // A dense additive bias tensor [B, H, Mq, Mkv] (B and H may be broadcast with stride 0), added
 // to what the mask policy `Mask` lets through.
 template <int kBiasDType, class Mask>
-struct TensorBiasPolicy {
-  static constexpr bool kElementwise = true;
-  static constexpr bool kScoreGrad = false;
+struct TensorBiasPolicy : PolicyTraits {
+  static constexpr bool kElementwise = true, kRowMask = false;
   using T = typename DType<kBiasDType>::T;
   Mask mask;
   const T* row0;
@@ -94,9 +102,8 @@ struct TensorBiasPolicy {
 
 // ALiBi over a mask: adds -slope_h · |j - i| (base 2 here) to what `Mask` lets through.
 template <class Mask>
-struct AlibiPolicy {
-  static constexpr bool kElementwise = true;
-  static constexpr bool kScoreGrad = false;
+struct AlibiPolicy : PolicyTraits {
+  static constexpr bool kElementwise = true, kRowMask = false;
   Mask mask;
   float slope;  // slope_h · log2 e
   __device__ AlibiPolicy(const FwdParams& p, int b, int h, int mq, int mkv)
@@ -144,35 +151,173 @@ struct TensorRef {
   __device__ int size(int d) const { return d >= 0 && d < R ? extent[d] : 1; }
 };
 
+// A block map (FwdParams::map) as one (sequence, head) sees it. state() sums up the cells a
+// tile covers: 0 when no element is visible, 2 when every one is, 1 otherwise (or no map).
+// kBinary: BlockSparseMask's layout (nonzero: all visible); else a mask_mod's map (0, 1, 2).
+template <bool kBinary>
+struct CellMap {
+  const unsigned char* cells;  // this (b, h)'s cell (0, 0), or null
+  int64_t stride_r;
+  int rows, cols, log2_m, log2_n;
+  __device__ CellMap(const BlockMapArgs& m, int b, int h)
+      : cells(m.cells ? m.cells + b * m.stride_b + h * m.stride_h : nullptr),
+        stride_r(m.stride_r), rows(m.rows), cols(m.cols), log2_m(m.log2_m), log2_n(m.log2_n) {}
+  __device__ int cell(int r, int c) const {
+    const int v = cells[r * stride_r + c];
+    return kBinary ? (v ? 2 : 0) : v;
+  }
+  __device__ int state(int q_lo, int q_hi, int k_lo, int k_hi) const {
+    if (!cells || q_hi <= q_lo || k_hi <= k_lo) return 1;
+    const int r0 = q_lo >> log2_m, r1 = (q_hi - 1) >> log2_m, c0 = k_lo >> log2_n, c1 = (k_hi - 1) >> log2_n;
+    if (r1 >= rows || c1 >= cols) return 1;  // past the map: unknown
+    bool any = false, all = true;
+    for (int r = r0; r <= r1; ++r)
+      for (int c = c0; c <= c1; ++c) {
+        const int v = cell(r, c);
+        any |= v != 0;
+        all &= v == 2;
+      }
+    return all ? 2 : any ? 1 : 0;
+  }
+  // Binary maps: whether element (i, j) is visible (every element of a nonzero cell is).
+  __device__ bool visible(int i, int j) const { return cells[(i >> log2_m) * stride_r + (j >> log2_n)] != 0; }
+};
+
+// Fast forms a snippet may call where precise math would dominate the element pass (precise
+// division and tanhf cost tens of instructions per element; measured: a soft-cap score_mod written
+// with them ran 2.2x slower than with these): tanh.approx.f32 (relative error about 2^-11, below
+// f16/bf16 rounding; sm_75+) and division through the approximate reciprocal (2 ulp).
+__device__ __forceinline__ float fast_tanh(float x) {
+#if JITATTN_HIP
+  return tanhf(x);  // no approximate tanh instruction on AMD targets
+#else
+  float y;
+  asm("tanh.approx.f32 %0, %1;" : "=f"(y) : "f"(x));
+  return y;
+#endif
+}
+__device__ __forceinline__ float fast_div(float a, float b) { return __fdividef(a, b); }
+
 // A user variant (jit/variant.h generates `V` from the user's snippets) over a built-in policy:
 // `Base` masks and biases first; then mask_mod(b, h, i, j) == false masks, and score_mod
 // rewrites the score s = logit · ln 2 (q·k·scale plus the built-in bias, natural units) into
-// score_mod(s, b, h, i, j). Every tile runs the element pass (the snippets are opaque).
+// score_mod(s, b, h, i, j). A tile runs mask_mod unless the variant's block map (built from the
+// same mask_mod, FwdParams::map) says every element of it is visible, and is never loaded when
+// the map says none is; a full tile still runs score_mod (score()).
 template <class Base, class V>
-struct UserPolicy {
-  static constexpr bool kElementwise = true;
-  static constexpr bool kScoreGrad = V::kScoreGrad;
+struct UserPolicy : PolicyTraits {
+  static constexpr bool kElementwise = Base::kElementwise, kRowMask = false;
+  static constexpr bool kScore = V::kScore, kSkipsTiles = V::kMask, kScoreGrad = V::kScoreGrad;
   Base base;
   V v;
+  CellMap<false> map;
   int b, h;
   __device__ UserPolicy(const FwdParams& p, int b_, int h_, int mq, int mkv)
-      : base(p, b_, h_, mq, mkv), v(p.user), b(b_), h(h_) {}
+      : base(p, b_, h_, mq, mkv), v(p.user), map(p.map, b_, h_), b(b_), h(h_) {}
   __device__ void kv_range(int q_lo, int q_hi, int mkv, int& lo, int& hi) const { base.kv_range(q_lo, q_hi, mkv, lo, hi); }
   __device__ void q_range(int k_lo, int k_hi, int mq, int& lo, int& hi) const { base.q_range(k_lo, k_hi, mq, lo, hi); }
   __device__ void row_range(int i, int mkv, int& lo, int& hi) const { base.row_range(i, mkv, lo, hi); }
-  __device__ bool tile_full(int q_lo, int q_hi, int k_lo, int k_hi) const { return false; }
+  __device__ bool tile_full(int q_lo, int q_hi, int k_lo, int k_hi) const {
+    return base.tile_full(q_lo, q_hi, k_lo, k_hi) && (!V::kMask || map.state(q_lo, q_hi, k_lo, k_hi) == 2);
+  }
+  __device__ int tile_state(int q_lo, int q_hi, int k_lo, int k_hi) const {
+    const int m = map.state(q_lo, q_hi, k_lo, k_hi);
+    return m == 0 ? 0 : m == 2 && base.tile_full(q_lo, q_hi, k_lo, k_hi) ? 2 : 1;
+  }
+  __device__ float score(float y, int i, int j) const {
+    if constexpr (V::kScore) y = v.score_mod(y * kLn2, b, h, i, j) * kLog2e;
+    return y;
+  }
   __device__ float logit(float x, int i, int j) const {
-    float y = base.logit(x, i, j);
+    const float y = base.logit(x, i, j);
     if (y == neg_inf()) return y;
     if constexpr (V::kMask) {
       if (!v.mask_mod(b, h, i, j)) return neg_inf();
     }
-    if constexpr (V::kScore) y = v.score_mod(y * kLn2, b, h, i, j) * kLog2e;
-    return y;
+    return score(y, i, j);
   }
   __device__ float score_grad(float x, int i, int j) const {
     if constexpr (V::kScoreGrad) return v.score_grad(base.logit(x, i, j) * kLn2, b, h, i, j);
     return 1.f;
+  }
+};
+
+// BlockSparseMask over a mask: element (i, j) is visible iff `Mask` lets it through and the
+// layout's block (h, i / block, j / block) is set (FwdParams::layout, binary; broadcast over b and,
+// with a one-head layout, h). Tiles of unset blocks are never loaded; tiles inside set blocks
+// are unmasked where `Mask` allows.
+template <class Mask>
+struct BlockSparsePolicy : PolicyTraits {
+  static constexpr bool kRowMask = false, kSkipsTiles = true;
+  Mask mask;
+  CellMap<true> layout;
+  __device__ BlockSparsePolicy(const FwdParams& p, int b, int h, int mq, int mkv) : mask(p, b, h, mq, mkv), layout(p.layout, b, h) {}
+  __device__ void kv_range(int q_lo, int q_hi, int mkv, int& lo, int& hi) const { mask.kv_range(q_lo, q_hi, mkv, lo, hi); }
+  __device__ void q_range(int k_lo, int k_hi, int mq, int& lo, int& hi) const { mask.q_range(k_lo, k_hi, mq, lo, hi); }
+  __device__ void row_range(int i, int mkv, int& lo, int& hi) const { mask.row_range(i, mkv, lo, hi); }
+  __device__ bool tile_full(int q_lo, int q_hi, int k_lo, int k_hi) const {
+    return mask.tile_full(q_lo, q_hi, k_lo, k_hi) && layout.state(q_lo, q_hi, k_lo, k_hi) == 2;
+  }
+  __device__ int tile_state(int q_lo, int q_hi, int k_lo, int k_hi) const {
+    const int m = layout.state(q_lo, q_hi, k_lo, k_hi);
+    return m == 0 ? 0 : m == 2 && mask.tile_full(q_lo, q_hi, k_lo, k_hi) ? 2 : 1;
+  }
+  __device__ float logit(float x, int i, int j) const {
+    const float y = mask.logit(x, i, j);
+    return y == neg_inf() || !layout.visible(i, j) ? neg_inf() : y;
+  }
+};
+
+// The candidate tiles a block walks (key tiles of a query block, or query tiles of a key block)
+// and what the policy says of each (kSkipsTiles: tile_state): one bit per candidate for "kept"
+// (not empty) and one for "full", spread over each warp's lanes (lane l holds candidates
+// 32l..32l+31), so every warp of the block holds the same set and walks it in step with the
+// others. Candidates past the first kCap are all kept, none full. Call every member from all
+// lanes of every warp (the set is block-uniform).
+template <bool kOn>
+struct TileSet {
+  static constexpr int kCap = 1024;
+  unsigned bits = 0, full_bits = 0;
+  int n = 0;
+  // Candidates 0..n_-1 with state(c) as tile_state gives it.
+  template <class State>
+  __device__ void build(int n_, const State& state) {
+    n = n_;
+    if constexpr (kOn) {
+      const int lane = threadIdx.x % 32, words = imin(ceil_div(n, 32), 32);
+      for (int w = 0; w < words; ++w) {
+        const int c = w * 32 + lane;
+        const int s = c < n ? state(c) : 0;
+        const unsigned kept = port::ballot32(s != 0), full = port::ballot32(s == 2);
+        if (lane == w) bits = kept, full_bits = full;
+      }
+    }
+  }
+  // Whether kept candidate c is full (no per-element mask); false when not known.
+  __device__ bool full(int c) const {
+    if constexpr (!kOn) return false;
+    return c < kCap && (port::shfl32(full_bits, c / 32) >> (c % 32) & 1u);
+  }
+  // The first kept candidate >= c, or n when there is none.
+  __device__ int next(int c) const {
+    if constexpr (!kOn) return c < n ? c : n;
+    if (c >= n) return n;
+    if (c >= kCap) return c;
+    const int lane = threadIdx.x % 32, w = c / 32;
+    const unsigned here = port::shfl32(bits, w) & (~0u << (c % 32));
+    if (here) return w * 32 + __ffs(here) - 1;
+    const unsigned later = port::ballot32(lane > w && bits != 0);
+    if (!later) return imin(n, kCap);
+    const int l = __ffs(later) - 1;
+    return l * 32 + __ffs(port::shfl32(bits, l)) - 1;
+  }
+  // How many candidates are kept.
+  __device__ int count() const {
+    if constexpr (!kOn) return n;
+    int k = __popc(bits);
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) k += port::shfl_xor32(k, o);
+    return k + imax(0, n - kCap);
   }
 };
 

@@ -68,12 +68,21 @@ __device__ __forceinline__ void bwd_dq_mma(const BwdParams& bp) {
   policy.kv_range(q_lo, imin(q_lo + kBM, mq), mkv, kv_lo, kv_hi);
   kv_lo = kv_lo / kBN * kBN;
   const int n_tiles = kv_hi > kv_lo ? ceil_div(kv_hi - kv_lo, kBN) : 0;
+  // Candidate c is the key tile from kv_lo + c·kBN; those the policy says are empty are skipped
+  // (TileSet), and iteration `it` (buffers it & 1) is candidate c.
+  TileSet<Policy::kSkipsTiles> tiles;
+  tiles.build(n_tiles, [&](int c) {
+    const int n0 = kv_lo + c * kBN;
+    return policy.tile_state(q_lo, imin(q_lo + kBM, mq), n0, imin(n0 + kBN, mkv));
+  });
+  const int n_visits = tiles.count();
+  int c = tiles.next(0);
 
   load_tile<kBM, L::kDP, L::kQKStride, L::kThreads, Cfg::kAlign16>(sQ, q, q_lo, mq, Cfg::kHeadDim);
   load_tile<kBM, L::kDvP, L::kVStride, L::kThreads, Cfg::kAlign16>(sO, dout, q_lo, mq, Cfg::kHeadDimV);
-  if (n_tiles > 0) {
-    load_tile<kBN, L::kDP, L::kQKStride, L::kThreads, Cfg::kAlign16>(sK0, k, kv_lo, mkv, Cfg::kHeadDim);
-    load_tile<kBN, L::kDvP, L::kVStride, L::kThreads, Cfg::kAlign16>(sV0, v, kv_lo, mkv, Cfg::kHeadDimV);
+  if (n_visits > 0) {
+    load_tile<kBN, L::kDP, L::kQKStride, L::kThreads, Cfg::kAlign16>(sK0, k, kv_lo + c * kBN, mkv, Cfg::kHeadDim);
+    load_tile<kBN, L::kDvP, L::kVStride, L::kThreads, Cfg::kAlign16>(sV0, v, kv_lo + c * kBN, mkv, Cfg::kHeadDimV);
   }
   cp_async_commit();
 
@@ -108,16 +117,16 @@ __device__ __forceinline__ void bwd_dq_mma(const BwdParams& bp) {
 #pragma unroll
     for (int e = 0; e < 4; ++e) dq[c][e] = 0.f;
 
-  auto step = [&](int it, auto masked) {
+  auto step = [&](int it, int c, int c_next, auto masked) {
     constexpr bool kMasked = decltype(masked)::value;
-    const int n0 = kv_lo + it * kBN;
+    const int n0 = kv_lo + c * kBN, n_next = kv_lo + c_next * kBN;
     const int buf = it & 1;
     // K(it), V(it) have landed; every warp is done with the other buffers.
     cp_async_wait<0>();
     __syncthreads();
-    if (it + 1 < n_tiles) {
-      load_tile<kBN, L::kDP, L::kQKStride, L::kThreads, Cfg::kAlign16>(buf ? sK0 : sK1, k, n0 + kBN, mkv, Cfg::kHeadDim);
-      load_tile<kBN, L::kDvP, L::kVStride, L::kThreads, Cfg::kAlign16>(buf ? sV0 : sV1, v, n0 + kBN, mkv, Cfg::kHeadDimV);
+    if (it + 1 < n_visits) {
+      load_tile<kBN, L::kDP, L::kQKStride, L::kThreads, Cfg::kAlign16>(buf ? sK0 : sK1, k, n_next, mkv, Cfg::kHeadDim);
+      load_tile<kBN, L::kDvP, L::kVStride, L::kThreads, Cfg::kAlign16>(buf ? sV0 : sV1, v, n_next, mkv, Cfg::kHeadDimV);
     }
     cp_async_commit();
     const unsigned sk = smem_addr(buf ? sK1 : sK0), sv = smem_addr(buf ? sV1 : sV0);
@@ -163,6 +172,7 @@ __device__ __forceinline__ void bwd_dq_mma(const BwdParams& bp) {
           const float raw = s[nt][e] * p.scale_log2;
           float x = raw;
           if constexpr (kMasked) x = j + c >= mkv || i >= mq ? neg_inf() : policy.logit(x, i, j + c);
+          else if constexpr (Policy::kScore) x = policy.score(x, i, j + c);
           const float pv = fast_exp2(x - lse2[e2]);
           const float dpv = keep[c] ? dp[nt][e] * p.dropout_scale : 0.f;
           float ds = pv * (dpv - delta[e2]);
@@ -190,13 +200,16 @@ __device__ __forceinline__ void bwd_dq_mma(const BwdParams& bp) {
       }
     }
   };
-  auto needs_mask = [&](int it) {
-    const int n0 = kv_lo + it * kBN;
+  auto needs_mask = [&](int c) {
+    const int n0 = kv_lo + c * kBN;
+    if constexpr (Policy::kSkipsTiles) return Policy::kElementwise || n0 + kBN > mkv || q_lo + kBM > mq || !tiles.full(c);
     return Policy::kElementwise || n0 + kBN > mkv || q_lo + kBM > mq || !policy.tile_full(q_lo, q_lo + kBM, n0, n0 + kBN);
   };
-  for (int it = 0; it < n_tiles; ++it) {
-    if (needs_mask(it)) step(it, Bool<true>{});
-    else step(it, Bool<false>{});
+  for (int it = 0; it < n_visits; ++it) {
+    const int c_next = it + 1 < n_visits ? tiles.next(c + 1) : 0;
+    if (needs_mask(c)) step(it, c, c_next, Bool<true>{});
+    else step(it, c, c_next, Bool<false>{});
+    c = c_next;
   }
 
   T* out = static_cast<T*>(bp.dq) + seq.batch * bp.dq_stride_b + h * bp.dq_stride_h + int64_t(seq.q_start) * bp.dq_stride_m;

@@ -112,10 +112,19 @@ __device__ __forceinline__ void bwd_mma(const BwdParams& bp) {
   const int m_first = q_begin / kBM;
   const int n_m = q_end > q_begin ? ceil_div(q_end, kBM) - m_first : 0;
   const int n_iters = n_m * group;
+  // Candidate c is query head hk·group + c / n_m, query block m_first + c % n_m; those the policy
+  // says are empty are skipped (TileSet), and iteration `it` (buffers it & 1) is candidate c.
+  auto head_of = [&](int c) { return hk * group + c / n_m; };
+  auto m0_of = [&](int c) { return (m_first + c % n_m) * kBM; };
+  TileSet<Policy::kSkipsTiles> tiles;
+  tiles.build(n_iters, [&](int c) {
+    const int m0 = m0_of(c);
+    return Policy(p, b, head_of(c), mq, mkv).tile_state(m0, imin(m0 + kBM, mq), k_lo, imin(k_lo + kBN, mkv));
+  });
+  const int n_visits = tiles.count();
 
-  // Loads for iteration `it`: query head h = hk·group + it / n_m, query block m_first + it % n_m.
-  auto issue_loads = [&](int it) {
-    const int h = hk * group + it / n_m, m0 = (m_first + it % n_m) * kBM;
+  auto issue_loads = [&](int it, int c) {
+    const int h = head_of(c), m0 = m0_of(c);
     const int buf = it & 1;
     const Rows<T, false> q(static_cast<const T*>(p.q) + seq.batch * p.q_stride_b + h * p.q_stride_h +
                                int64_t(seq.q_start) * p.q_stride_m, p.q_stride_m);
@@ -128,7 +137,8 @@ __device__ __forceinline__ void bwd_mma(const BwdParams& bp) {
     load_floats<kBM, L::kThreads>(sLse + buf * kBM, lse, m0, mq);
     load_floats<kBM, L::kThreads>(sDelta + buf * kBM, delta, m0, mq);
   };
-  if (n_iters > 0) issue_loads(0);
+  int c = tiles.next(0);
+  if (n_visits > 0) issue_loads(0, c);
   cp_async_commit();
   cp_async_wait<0>();
   __syncthreads();
@@ -171,9 +181,9 @@ __device__ __forceinline__ void bwd_mma(const BwdParams& bp) {
       for (int e = 0; e < 4; ++e) dv[kt][c][e] = 0.f;
   }
 
-  auto step = [&](int it, auto masked) {
+  auto step = [&](int it, int c, auto masked) {
     constexpr bool kMasked = decltype(masked)::value;
-    const int h = hk * group + it / n_m, m0 = (m_first + it % n_m) * kBM;
+    const int h = head_of(c), m0 = m0_of(c);
     const int buf = it & 1;
     const unsigned sq = smem_addr(buf ? sQ1 : sQ0), so = smem_addr(buf ? sO1 : sO0);
     const float* lse_row = sLse + buf * kBM;
@@ -260,6 +270,7 @@ __device__ __forceinline__ void bwd_mma(const BwdParams& bp) {
             const int i = m0 + nt * 8 + 2 * t + c;
             float x = raw;
             if constexpr (kMasked) x = j >= mkv || i >= mq ? neg_inf() : policy.logit(x, i, j);
+            else if constexpr (Policy::kScore) x = policy.score(x, i, j);
             const float pv = fast_exp2(x - lse2[c]);
             s[kt][nt][e] = pv;
             const float dpv = keep[c] ? dp[kt][nt][e] * p.dropout_scale : 0.f;
@@ -342,8 +353,8 @@ __device__ __forceinline__ void bwd_mma(const BwdParams& bp) {
   };
 
   // dQ[kBM, D] of iteration `it` = dS·K over all kBN keys, fp32 atomics into dq_accum.
-  auto dq_step = [&](int it) {
-    const int h = hk * group + it / n_m, m0 = (m_first + it % n_m) * kBM;
+  auto dq_step = [&](int it, int c) {
+    const int h = head_of(c), m0 = m0_of(c);
     const T* ss = sS + (it & 1) * (L::kSElems / 2);
     const int wm = warp % L::kDqWarpsM, wn = warp / L::kDqWarpsM;
     constexpr int kMT = L::kDqMT, kCT = L::kDqNT;
@@ -396,27 +407,32 @@ __device__ __forceinline__ void bwd_mma(const BwdParams& bp) {
       }
   };
 
-  auto needs_mask = [&](int it) {
-    const int m0 = (m_first + it % n_m) * kBM;
+  auto needs_mask = [&](int c) {
+    const int m0 = m0_of(c);
+    if constexpr (Policy::kSkipsTiles) return Policy::kElementwise || k_lo + kBN > mkv || m0 + kBM > mq || !tiles.full(c);
     return Policy::kElementwise || k_lo + kBN > mkv || m0 + kBM > mq ||
-           !Policy(p, b, hk * group, mq, mkv).tile_full(m0, m0 + kBM, k_lo, k_lo + kBN);
+           !Policy(p, b, head_of(c), mq, mkv).tile_full(m0, m0 + kBM, k_lo, k_lo + kBN);
   };
-  for (int it = 0; it < n_iters; ++it) {
+  int c_prev = 0;
+  for (int it = 0; it < n_visits; ++it) {
+    const int c_next = it + 1 < n_visits ? tiles.next(c + 1) : 0;
     // Q(it), dO(it) have landed, and every warp is done with iteration it - 1.
     cp_async_wait<0>();
     __syncthreads();
-    if (it + 1 < n_iters) issue_loads(it + 1);
+    if (it + 1 < n_visits) issue_loads(it + 1, c_next);
     cp_async_commit();
     if constexpr (Cfg::kDq) {
-      if (it > 0) dq_step(it - 1);
+      if (it > 0) dq_step(it - 1, c_prev);
     }
-    if (needs_mask(it)) step(it, Bool<true>{});
-    else step(it, Bool<false>{});
+    if (needs_mask(c)) step(it, c, Bool<true>{});
+    else step(it, c, Bool<false>{});
+    c_prev = c;
+    c = c_next;
   }
   if constexpr (Cfg::kDq) {
-    if (n_iters > 0) {
+    if (n_visits > 0) {
       __syncthreads();
-      dq_step(n_iters - 1);
+      dq_step(n_visits - 1, c_prev);
     }
   }
 

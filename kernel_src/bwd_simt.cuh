@@ -159,6 +159,7 @@ __device__ __forceinline__ void simt_ds_tile(
     const float raw = s[k] * p.scale_log2;
     float x = raw;
     if (!full) x = i >= mq || j >= mkv ? neg_inf() : policy.logit(x, i, j);
+    else if constexpr (Policy::kScore) x = policy.score(x, i, j);
     // s_lse is +inf for a query that saw no key: exp2(x - inf) = 0.
     const float pv = exp2f(x - s_lse[r]);
     bool keep = true;

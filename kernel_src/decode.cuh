@@ -232,7 +232,7 @@ __device__ __forceinline__ void decode_attention(const DecodeParams& dp) {
       for (int half = 0; half < 2; ++half) {
         const Policy& pol = half ? pol1 : pol0;
         int lo = s_lo, hi = s_hi;
-        if constexpr (kMasked && !Policy::kElementwise) {
+        if constexpr (kMasked && Policy::kRowMask) {
           int rlo, rhi;
           pol.row_range(qi[half], mkv, rlo, rhi);
           lo = imax(lo, rlo), hi = imin(hi, rhi);
@@ -244,10 +244,12 @@ __device__ __forceinline__ void decode_attention(const DecodeParams& dp) {
 #pragma unroll
           for (int c = 0; c < 2; ++c) {
             float x = s[nt][2 * half + c] * p.scale_log2;
+            const int j = w0 + nt * 8 + 2 * t + c;
             if constexpr (kMasked) {
-              const int j = w0 + nt * 8 + 2 * t + c;
-              if constexpr (Policy::kElementwise) x = j < s_hi ? pol.logit(x, qi[half], j) : neg_inf();
+              if constexpr (!Policy::kRowMask) x = j < s_hi ? pol.logit(x, qi[half], j) : neg_inf();
               else x = unsigned(base + nt * 8 + c) < width ? x : neg_inf();
+            } else if constexpr (Policy::kScore) {
+              x = pol.score(x, qi[half], j);
             }
             s[nt][2 * half + c] = x;
           }

@@ -96,10 +96,18 @@ __device__ __forceinline__ void fwd_mma(const FwdParams& p) {
   policy.kv_range(q_lo, imin(q_lo + kBM, mq), mkv, kv_lo, kv_hi);
   kv_lo = kv_lo / kBN * kBN;
   const int n_tiles = kv_hi > kv_lo ? ceil_div(kv_hi - kv_lo, kBN) : 0;
+  // Key tiles are visited from the last to the first (candidate c starts at tile_n0(c)), so that
+  // the ones a causal mask or the sequence end cut through come first; those the policy says
+  // are empty are skipped (TileSet).
+  auto tile_n0 = [&](int c) { return kv_lo + (n_tiles - 1 - c) * kBN; };
+  TileSet<Policy::kSkipsTiles> tiles;
+  tiles.build(n_tiles, [&](int c) { return policy.tile_state(q_lo, imin(q_lo + kBM, mq), tile_n0(c), imin(tile_n0(c) + kBN, mkv)); });
+  const int n_visits = tiles.count();
 
   load_tile<kBM, L::kDP, L::kQKStride, L::kThreads, Cfg::kAlign16>(sQ, q, q_lo, mq, Cfg::kHeadDim);
-  if (n_tiles > 0)  // the last key tile comes first (see the loop below)
-    load_tile<kBN, L::kDP, L::kQKStride, L::kThreads, Cfg::kAlign16>(sK0, k, kv_lo + (n_tiles - 1) * kBN, mkv, Cfg::kHeadDim);
+  int c = tiles.next(0);  // visit it is candidate c; visits go by tiles not skipped
+  if (n_visits > 0)
+    load_tile<kBN, L::kDP, L::kQKStride, L::kThreads, Cfg::kAlign16>(sK0, k, tile_n0(c), mkv, Cfg::kHeadDim);
   cp_async_commit();
   cp_async_wait<0>();
   __syncthreads();
@@ -134,24 +142,23 @@ __device__ __forceinline__ void fwd_mma(const FwdParams& p) {
     row_sum[mt][0] = row_sum[mt][1] = 0.f;
   }
 
-  // Key tiles are visited from the last to the first, so that the ones a causal mask or the
-  // sequence end cut through come first; tiles needing no per-element work run through a
-  // separate instantiation of the step, with no masking code in it.
-  auto tile_n0 = [&](int it) { return kv_lo + (n_tiles - 1 - it) * kBN; };
-  auto needs_mask = [&](int it) {
-    const int n0 = tile_n0(it);
+  // Tiles needing no per-element work run through a separate instantiation of the step, with no
+  // masking code in it.
+  auto needs_mask = [&](int c) {
+    const int n0 = tile_n0(c);
+    if constexpr (Policy::kSkipsTiles) return Policy::kElementwise || n0 + kBN > mkv || !tiles.full(c);
     return Policy::kElementwise || n0 + kBN > mkv || !policy.tile_full(q_lo, q_lo + kBM, n0, n0 + kBN);
   };
-  auto step = [&](int it, auto masked) {
+  auto step = [&](int it, int c, int c_next, auto masked) {
     constexpr bool kMasked = decltype(masked)::value;
-    const int n0 = tile_n0(it);
+    const int n0 = tile_n0(c);
     // K(it) has landed, and every warp is done with V(it-1) and K(it-1).
     cp_async_wait<0>();
     __syncthreads();
     load_tile<kBN, L::kDvP, L::kVStride, L::kThreads, Cfg::kAlign16>(sV, v, n0, mkv, Cfg::kHeadDimV);
     cp_async_commit();
-    if (it + 1 < n_tiles)
-      load_tile<kBN, L::kDP, L::kQKStride, L::kThreads, Cfg::kAlign16>((it & 1) ? sK0 : sK1, k, n0 - kBN, mkv, Cfg::kHeadDim);
+    if (it + 1 < n_visits)
+      load_tile<kBN, L::kDP, L::kQKStride, L::kThreads, Cfg::kAlign16>((it & 1) ? sK0 : sK1, k, tile_n0(c_next), mkv, Cfg::kHeadDim);
     cp_async_commit();  // possibly empty: keeps the group count uniform
     const unsigned k_tile = (it & 1) ? k_base1 : k_base0;
 
@@ -221,9 +228,17 @@ __device__ __forceinline__ void fwd_mma(const FwdParams& p) {
   int it = 0;
 #pragma unroll 1
   for (int pass = 0; pass < 2; ++pass) {
-    for (; it < n_tiles && (pass == 1 || needs_mask(it)); ++it) step(it, Bool<true>{});
+    for (; it < n_visits && (pass == 1 || needs_mask(c)); ++it) {
+      const int c_next = tiles.next(c + 1);
+      step(it, c, c_next, Bool<true>{});
+      c = c_next;
+    }
     if (pass == 0)
-      for (; it < n_tiles && !needs_mask(it); ++it) step(it, Bool<false>{});
+      for (; it < n_visits && !needs_mask(c); ++it) {
+        const int c_next = tiles.next(c + 1);
+        step(it, c, c_next, Bool<false>{});
+        c = c_next;
+      }
   }
 
 #pragma unroll

@@ -10,12 +10,13 @@
 namespace jitattn {
 
 // Logits in base 2, masked where the policy or the sequence end says so. A mask that is one
-// interval of keys per row (Policy::kElementwise false) costs one unsigned compare per element:
-// key j is visible iff j - lo < hi - lo, for this row's [lo, hi).
+// interval of keys per row (Policy::kRowMask) costs one unsigned compare per element: key j is
+// visible iff j - lo < hi - lo, for this row's [lo, hi). Unmasked tiles still go through a
+// score function (Policy::kScore).
 template <bool kMasked, int kNT, class Policy>
 __device__ __forceinline__ void fwd_logits(float (&s)[kNT][4], const Policy& policy, float scale_log2, int i0, int j0,
                                            int mq, int mkv) {
-  if constexpr (kMasked && !Policy::kElementwise) {
+  if constexpr (kMasked && Policy::kRowMask) {
 #pragma unroll
     for (int half = 0; half < 2; ++half) {
       const int i = i0 + half * 8;
@@ -37,10 +38,9 @@ __device__ __forceinline__ void fwd_logits(float (&s)[kNT][4], const Policy& pol
 #pragma unroll
       for (int e = 0; e < 4; ++e) {
         float x = s[nt][e] * scale_log2;
-        if constexpr (kMasked) {
-          const int i = i0 + (e >= 2 ? 8 : 0), j = j0 + nt * 8 + (e & 1);
-          x = j >= mkv ? neg_inf() : i >= mq ? x : policy.logit(x, i, j);
-        }
+        const int i = i0 + (e >= 2 ? 8 : 0), j = j0 + nt * 8 + (e & 1);
+        if constexpr (kMasked) x = j >= mkv ? neg_inf() : i >= mq ? x : policy.logit(x, i, j);
+        else if constexpr (Policy::kScore) x = policy.score(x, i, j);
         s[nt][e] = x;
       }
   }

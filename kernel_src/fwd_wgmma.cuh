@@ -11,7 +11,8 @@
 // softmax of S(j) while P(j-1)·V(j-1) is still running; O is rescaled once that product is done.
 // Tile j+1 loads during iteration j: K has two stages (K(j-1) is done with when iteration j
 // starts) and V three (V(j-1) is still being read in iteration j). The block visits the key tiles
-// the policy says are visible, in fwd_mma.cuh's order, with the row math of fwd_rows.cuh.
+// the policy says are visible, in fwd_mma.cuh's order, skipping those it says are empty
+// (TileSet), with the row math of fwd_rows.cuh.
 //
 // Cfg as in fwd_mma.cuh; this family takes kHeadDim, kHeadDimV ∈ {64, 128, 192, 256}, kAlign16,
 // kBlockN ∈ {64, 128} and kWarps = 4·kBlockM/64 (jit/tile_table.cpp picks it only then).
@@ -88,7 +89,8 @@ struct FwdWgmmaBlock {
   int m_block, h, b;
   SeqGeometry<Cfg::kVarlen, Cfg::kPaged> seq;
   Policy policy;
-  int q_lo, kv_lo, n_tiles;
+  int q_lo, kv_lo, n_tiles;    // n_tiles candidate key tiles from kv_lo, visited last first
+  TileSet<Policy::kSkipsTiles> tiles;  // those that are not empty
   unsigned sQ, sK, sV;  // L::kKStages stages of K, L::kVStages of V
   int i0, t;            // this thread's first row (the second is i0 + 8); lane % 4
   float acc[kDT][4];
@@ -106,6 +108,8 @@ struct FwdWgmmaBlock {
     policy.kv_range(q_lo, imin(q_lo + kBM, seq.mq), seq.mkv, kv_lo, kv_hi);
     kv_lo = kv_lo / kBN * kBN;
     n_tiles = kv_hi > kv_lo ? ceil_div(kv_hi - kv_lo, kBN) : 0;
+    const int q_hi = imin(q_lo + kBM, seq.mq);
+    tiles.build(n_tiles, [&](int c) { return policy.tile_state(q_lo, q_hi, tile_n0(c), imin(tile_n0(c) + kBN, seq.mkv)); });
     sQ = smem;
     sK = sQ + L::kQBytes;
     sV = sK + L::kKStages * L::kKBytes;
@@ -121,8 +125,9 @@ struct FwdWgmmaBlock {
   }
   __device__ bool empty() const { return q_lo >= seq.mq; }  // varlen: a shorter sequence
 
-  // Key tiles from the last to the first, as in fwd_mma.cuh.
-  __device__ int tile_n0(int it) const { return kv_lo + (n_tiles - 1 - it) * kBN; }
+  // Candidate c's first key: from the last tile to the first, as in fwd_mma.cuh. Visit `it` (the
+  // it-th tile not skipped) is candidate c; stages go by visits, keys by candidates.
+  __device__ int tile_n0(int c) const { return kv_lo + (n_tiles - 1 - c) * kBN; }
   __device__ unsigned k_stage(int it) const { return sK + (it % L::kKStages) * L::kKBytes; }
   __device__ unsigned v_stage(int it) const { return sV + (it % L::kVStages) * L::kVBytes; }
 
@@ -134,14 +139,14 @@ struct FwdWgmmaBlock {
     load_tile_sw128<kBM, kD, kThreads>(sQ, q, q_lo, seq.mq, tid);
   }
   template <int kThreads>
-  __device__ void load_k(int it, int tid) const {
+  __device__ void load_k(int it, int c, int tid) const {
     const auto k = kv_rows<T, Cfg::kPaged>(p, p.k, p.k_stride_b, p.k_stride_h, p.k_stride_m, seq, h / p.kv_group, b);
-    load_tile_sw128<kBN, kD, kThreads>(k_stage(it), k, tile_n0(it), seq.mkv, tid);
+    load_tile_sw128<kBN, kD, kThreads>(k_stage(it), k, tile_n0(c), seq.mkv, tid);
   }
   template <int kThreads>
-  __device__ void load_v(int it, int tid) const {
+  __device__ void load_v(int it, int c, int tid) const {
     const auto v = kv_rows<T, Cfg::kPaged>(p, p.v, p.v_stride_b, p.v_stride_h, p.v_stride_m, seq, h / p.kv_group, b);
-    load_tile_sw128<kBN, kDv, kThreads>(v_stage(it), v, tile_n0(it), seq.mkv, tid);
+    load_tile_sw128<kBN, kDv, kThreads>(v_stage(it), v, tile_n0(c), seq.mkv, tid);
   }
 
   // S = Q·K(it)ᵀ, issued and committed (not waited for). Every 16-column step moves 32 bytes
@@ -164,19 +169,20 @@ struct FwdWgmmaBlock {
       wgmma_rs_tb<kDv, Cfg::kDType>(acc, pa[kp], wgmma_desc(v_stage(it) + kp * 16 * 128, kBN * 128, 1024));
     wgmma_commit();
   }
-  __device__ bool needs_mask(int it) const {
-    const int n0 = tile_n0(it);
+  __device__ bool needs_mask(int c) const {
+    const int n0 = tile_n0(c);
+    if constexpr (Policy::kSkipsTiles) return Policy::kElementwise || n0 + kBN > seq.mkv || !tiles.full(c);
     return Policy::kElementwise || n0 + kBN > seq.mkv || !policy.tile_full(q_lo, q_lo + kBM, n0, n0 + kBN);
   }
-  // Tile it's logits and softmax; alpha rescales O once the previous P·V has finished.
-  __device__ void softmax(float (&s)[kNT][4], int it, float (&alpha)[2]) {
-    if (needs_mask(it)) fwd_logits<true>(s, policy, p.scale_log2, i0, tile_n0(it) + 2 * t, seq.mq, seq.mkv);
-    else fwd_logits<false>(s, policy, p.scale_log2, i0, tile_n0(it) + 2 * t, seq.mq, seq.mkv);
+  // Candidate c's logits and softmax; alpha rescales O once the previous P·V has finished.
+  __device__ void softmax(float (&s)[kNT][4], int c, float (&alpha)[2]) {
+    if (needs_mask(c)) fwd_logits<true>(s, policy, p.scale_log2, i0, tile_n0(c) + 2 * t, seq.mq, seq.mkv);
+    else fwd_logits<false>(s, policy, p.scale_log2, i0, tile_n0(c) + 2 * t, seq.mq, seq.mkv);
     fwd_softmax(s, row_max, row_sum, alpha);
   }
   // The probabilities as P·V's A operand (after dropout).
-  __device__ void to_p(unsigned (&pa)[kKP][4], float (&s)[kNT][4], int it) const {
-    if constexpr (Cfg::kDropout) fwd_dropout(s, p, seq, h, i0, tile_n0(it) + 2 * t);
+  __device__ void to_p(unsigned (&pa)[kKP][4], float (&s)[kNT][4], int c) const {
+    if constexpr (Cfg::kDropout) fwd_dropout(s, p, seq, h, i0, tile_n0(c) + 2 * t);
 #pragma unroll
     for (int kp = 0; kp < kKP; ++kp) fwd_p_fragment<Cfg::kDType>(pa[kp], s, kp);
   }
@@ -191,36 +197,40 @@ __device__ __forceinline__ void fwd_wgmma(const FwdParams& p) {
   constexpr int kThreads = FwdWgmmaLayout<Cfg>::kThreads;
   B blk = B::make(p, smem);
   if (blk.empty()) return;
-  const int n_tiles = blk.n_tiles, tid = threadIdx.x;
+  // Visits of the key tiles not skipped: visit it is candidate c, the next one c_next.
+  const int n_visits = blk.tiles.count(), tid = threadIdx.x;
   auto landed = [&]() {  // this thread's copies are done and visible to wgmma; then a barrier
     cp_async_wait<0>();
     fence_proxy_async();
     __syncthreads();
   };
-  auto load_kv = [&](int it) {
-    blk.template load_k<kThreads>(it, tid);
-    blk.template load_v<kThreads>(it, tid);
+  auto load_kv = [&](int it, int c) {
+    blk.template load_k<kThreads>(it, c, tid);
+    blk.template load_v<kThreads>(it, c, tid);
   };
 
+  int c = blk.tiles.next(0), c_next = n_visits > 1 ? blk.tiles.next(c + 1) : 0;
   blk.template load_q<kThreads>(tid);
-  if (n_tiles > 0) load_kv(0);
+  if (n_visits > 0) load_kv(0, c);
   cp_async_commit();
   unsigned pa[B::kKP][4];  // P(it - 1), the A operand of the product in flight
-  if (n_tiles > 0) {
+  if (n_visits > 0) {
     landed();
-    if (n_tiles > 1) load_kv(1);
+    if (n_visits > 1) load_kv(1, c_next);
     cp_async_commit();
     float s[B::kNT][4], alpha[2];
     wgmma_fence();
     blk.issue_s(s, 0);
     wgmma_wait<0>();
     wgmma_hold(s);
-    blk.softmax(s, 0, alpha);
-    blk.to_p(pa, s, 0);
+    blk.softmax(s, c, alpha);
+    blk.to_p(pa, s, c);
   }
-  for (int it = 1; it < n_tiles; ++it) {
+  for (int it = 1; it < n_visits; ++it) {
+    c = c_next;
+    if (it + 1 < n_visits) c_next = blk.tiles.next(c + 1);
     landed();  // K/V(it) are here; every warpgroup is done with K(it-1) and V(it-2)
-    if (it + 1 < n_tiles) load_kv(it + 1);
+    if (it + 1 < n_visits) load_kv(it + 1, c_next);
     cp_async_commit();
     float s[B::kNT][4], alpha[2];
     wgmma_fence();
@@ -228,16 +238,16 @@ __device__ __forceinline__ void fwd_wgmma(const FwdParams& p) {
     blk.issue_pv(pa, it - 1);
     wgmma_wait<1>();  // S(it) is done; P(it-1)·V(it-1) may still run
     wgmma_hold(s);
-    blk.softmax(s, it, alpha);
+    blk.softmax(s, c, alpha);
     wgmma_wait<0>();
     wgmma_hold(blk.acc);
     wgmma_hold(pa);
     fwd_rescale(blk.acc, alpha);
-    blk.to_p(pa, s, it);
+    blk.to_p(pa, s, c);
   }
-  if (n_tiles > 0) {
+  if (n_visits > 0) {
     wgmma_fence();
-    blk.issue_pv(pa, n_tiles - 1);
+    blk.issue_pv(pa, n_visits - 1);
     wgmma_wait<0>();
     wgmma_hold(blk.acc);
   }

@@ -21,6 +21,20 @@ struct UserArgs {
   int32_t i[kUserScalars];
 };
 
+// A block map: which tiles of (sequence b, head h) a mask leaves empty, full or partial. Cell
+// (r, c) covers queries [r << log2_m, (r + 1) << log2_m) and keys [c << log2_n, ...) of the
+// sequence, its state at cells[b·stride_b + h·stride_h + r·stride_r + c] (strides 0 broadcast):
+//   ternary (a user mask_mod's map, built by the block_map op): 0 no element visible, 1 some,
+//     2 every one;
+//   binary (BlockSparseMask's layout [H or 1, rows, cols]): nonzero every element visible, 0 none.
+// Cells past rows/cols count as partial. cells null: no map.
+struct BlockMapArgs {
+  const unsigned char* cells;
+  int64_t stride_b, stride_h, stride_r;
+  int32_t rows, cols;
+  int32_t log2_m, log2_n;
+};
+
 // Forward attention. Strides are in elements; query/key/value/out are [B, M, H, D] viewed
 // through (batch, row, head) strides with the last stride 1.
 struct FwdParams {
@@ -68,7 +82,9 @@ struct FwdParams {
   unsigned dropout_threshold;
   float dropout_scale;
   int32_t batch_rows, mq_rows, mkv_rows;  // B and M of the query tensor, M of the key tensor
-  UserArgs user;  // a user variant's captures (its code is in the kernel), else unused
+  UserArgs user;     // a user variant's captures (its code is in the kernel), else unused
+  BlockMapArgs map;     // a user variant's block map (ternary), else cells = null
+  BlockMapArgs layout;  // BlockSparseMask's layout (binary), else cells = null
 };
 
 // Backward. The forward's arguments (f: q, k, v, out = O, lse, bias, geometry, windows) plus the

@@ -93,12 +93,31 @@ __device__ __forceinline__ unsigned mulhi_u32(unsigned a, unsigned b) {
 
 // ---- lanes and memory ----------------------------------------------------------------------------
 // x of the lane whose index in its group of 32 is this lane's xor `mask` (every lane of the group
-// takes part).
-__device__ __forceinline__ float shfl_xor32(float x, int mask) {
+// takes part). T: int, unsigned or float.
+template <class T>
+__device__ __forceinline__ T shfl_xor32(T x, int mask) {
 #if JITATTN_HIP
   return __shfl_xor(x, mask, kGroup);
 #else
   return __shfl_xor_sync(0xffffffffu, x, mask);
+#endif
+}
+// x of lane `src` of this lane's group of 32 (every lane of the group takes part).
+template <class T>
+__device__ __forceinline__ T shfl32(T x, int src) {
+#if JITATTN_HIP
+  return __shfl(x, src, kGroup);
+#else
+  return __shfl_sync(0xffffffffu, x, src);
+#endif
+}
+// Bit l set iff `pred` holds on lane l of this lane's group of 32 (every lane takes part). On a
+// wave64 the group is the half of the wave's 64-bit ballot this lane is in.
+__device__ __forceinline__ unsigned ballot32(bool pred) {
+#if JITATTN_HIP
+  return unsigned(__ballot(pred) >> (__lane_id() & ~(kGroup - 1)));
+#else
+  return __ballot_sync(0xffffffffu, pred);
 #endif
 }
 // *addr += x in global memory, the old value unused.

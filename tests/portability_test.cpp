@@ -27,6 +27,9 @@ inline int __float_as_int(float f) {
   return x;
 }
 inline float __shfl_xor(float x, int, int) { return x; }
+inline float __shfl(float x, int, int) { return x; }
+inline unsigned long long __ballot(int) { return 0; }
+inline int __lane_id() { return 0; }
 inline float atomicAdd(float* a, float x) {
   const float old = *a;
   *a += x;

@@ -6,6 +6,7 @@
 // bottom-right local), with GQA, dropout, and the decode path. Outputs are poisoned first.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <functional>
 #include <limits>
@@ -49,6 +50,7 @@ struct VarCase {
   AttnBias bias;                  // the built-in mask under the variant
   std::vector<int32_t> seqlens;   // block-diagonal biases: the sequences (queries and keys alike)
   const Variant* variant = nullptr;
+  const BlockMap* map = nullptr;  // the variant's block map, or null
   HostMask mask;                  // the variant's mask_mod on the host (null: none)
   HostScore f, df;                // its score_mod and derivative (null: none)
   bool backward = true;
@@ -115,6 +117,7 @@ std::vector<double> run_case(const VarCase& c) {
 
   AttentionOptions fo;
   fo.variant = c.variant;
+  fo.block_map = c.map;
   fo.p = c.p, fo.seed = rng()(), fo.offset = rng()() % 1000;
   memory_efficient_attention_forward_requires_grad(q.view, k.view, v.view, c.bias, out.view, lse, fo);
   Dense dq, dk, dv;
@@ -122,6 +125,7 @@ std::vector<double> run_case(const VarCase& c) {
     dq = poisoned(c.B, c.Mq, c.Hq, c.K, dt), dk = poisoned(c.B, c.Mkv, c.Hkv, c.K, dt), dv = poisoned(c.B, c.Mkv, c.Hkv, c.Kv, dt);
     BackwardOptions bo;
     bo.variant = c.variant;
+    bo.block_map = c.map;
     bo.p = fo.p, bo.seed = fo.seed, bo.offset = fo.offset;
     memory_efficient_attention_backward(dout.view, out.view, lse, q.view, k.view, v.view, c.bias, dq.view, dk.view,
                                         dv.view, {}, bo);
@@ -236,6 +240,30 @@ TEST_P(VariantGpu, SoftCapWithItsDerivative) {
   run_case(c);
 }
 
+// The same soft-cap through the fast forms a snippet may call (jitattn::fast_tanh, a reciprocal):
+// within f16/bf16 rounding of the exact function (f32 keeps its 2e-5 tolerance: not for it).
+TEST_P(VariantGpu, SoftCapThroughTheFastForms) {
+  reseed(14);
+  if (GetParam() == DType::f32) GTEST_SKIP() << "tanh.approx is within f16/bf16 rounding, not f32's";
+  Variant v;
+  v.score_mod("cap * jitattn::fast_tanh(score * inv_cap)",
+              "const float t = jitattn::fast_tanh(jitattn::fast_div(score, cap));\nreturn 1.f - t * t;")
+      .capture("cap", 0.8f)
+      .capture("inv_cap", 1.25f);
+  VarCase c;
+  c.name = "softcap fast";
+  c.dt = GetParam(), c.B = 2, c.Mq = c.Mkv = 300, c.Hq = 2, c.Hkv = 2;
+  c.bias = LowerTriangularMask{};
+  c.variant = &v;
+  const double cap = 0.8;
+  c.f = [=](double s, int64_t, int64_t, int64_t, int64_t) { return cap * std::tanh(s / cap); };
+  c.df = [=](double s, int64_t, int64_t, int64_t, int64_t) {
+    const double t = std::tanh(s / cap);
+    return 1 - t * t;
+  };
+  run_case(c);
+}
+
 // A relative-position bias per head from a captured [H, 2M - 1] table, declared additive.
 TEST_P(VariantGpu, RelativePositionTable) {
   reseed(5);
@@ -331,6 +359,143 @@ TEST_P(VariantGpu, RowsTheVariantMasksEntirely) {
   c.variant = &v;
   c.mask = [](int64_t, int64_t, int64_t i, int64_t) { return i % 4 != 0; };
   run_case(c);
+}
+
+// ---- block maps ---------------------------------------------------------------------------------
+// A map of `v` over [Bm, Hm] built on the GPU, checked cell by cell against the host mask.
+struct BuiltMap {
+  DeviceBuffer buf;
+  BlockMap map;
+};
+BuiltMap built_map(const Variant& v, int64_t Bm, int64_t Hm, int64_t mq, int64_t mkv, int32_t cell, const HostMask& mask) {
+  const std::vector<int64_t> shape = block_map_shape(Bm, Hm, mq, mkv, cell);
+  const int64_t n = shape[0] * shape[1] * shape[2] * shape[3];
+  BuiltMap m;
+  m.buf = DeviceBuffer(size_t(n) + 16);
+  m.buf.fill(0xAB);  // no valid cell state
+  const TensorView cells = TensorView::make(m.buf.get(), DType::u8, {shape[0], shape[1], shape[2], shape[3]});
+  m.map = build_block_map(v, mq, mkv, cells, cell);
+  device_synchronize();
+  std::vector<unsigned char> got(static_cast<size_t>(n));
+  m.buf.download(got.data(), got.size());
+  int64_t wrong = 0, states[3] = {0, 0, 0};
+  for (int64_t b = 0; b < shape[0]; ++b)
+    for (int64_t h = 0; h < shape[1]; ++h)
+      for (int64_t r = 0; r < shape[2]; ++r)
+        for (int64_t c = 0; c < shape[3]; ++c) {
+          bool any = false, all = true;
+          for (int64_t i = r * cell; i < std::min<int64_t>(mq, (r + 1) * cell); ++i)
+            for (int64_t j = c * cell; j < std::min<int64_t>(mkv, (c + 1) * cell); ++j) {
+              const bool seen = mask(b, h, i, j);
+              any |= seen, all &= seen;
+            }
+          const int want = !any ? 0 : all ? 2 : 1;
+          const int have = got[size_t(((b * shape[1] + h) * shape[2] + r) * shape[3] + c)];
+          if (have != want && wrong++ < 5) ADD_FAILURE() << "cell (" << b << ", " << h << ", " << r << ", " << c << ") is " << have << ", want " << want;
+          if (want >= 0 && want <= 2) ++states[want];
+        }
+  EXPECT_EQ(wrong, 0);
+  // The cases below are drawn so that the map has empty, partial and full cells: every path runs.
+  EXPECT_GT(states[0], 0) << "no empty cell";
+  EXPECT_GT(states[1], 0) << "no partial cell";
+  EXPECT_GT(states[2], 0) << "no full cell";
+  return m;
+}
+
+// Long documents under causal (and not), the map broadcast over heads; the tiles of other
+// documents are skipped and those inside one document run without mask_mod — the results must be
+// those of the mask.
+TEST_P(VariantGpu, BlockMapOfDocuments) {
+  reseed(11);
+  const int64_t B = 2, M = 700;
+  // Documents of 260..400 tokens: each holds an aligned 128 × 128 cell (full), the first and the
+  // last share none (empty), and their edges cut cells (partial).
+  std::vector<int32_t> doc(size_t(B * M));
+  std::uniform_int_distribution<int> len(260, 400);
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t i = 0, d = 0, end = len(rng()); i < M; ++i) {
+      if (i == end) ++d, end += len(rng());
+      doc[size_t(b * M + i)] = int32_t(d);
+    }
+  Captured docs = capture_of(doc, CaptureType::i32, {B, M});
+  Variant v;
+  v.mask_mod("doc(b, q_idx) == doc(b, kv_idx)").capture("doc", docs.t);
+  const HostMask mask = [&](int64_t b, int64_t, int64_t i, int64_t j) { return doc[size_t(b * M + i)] == doc[size_t(b * M + j)]; };
+  const int32_t cells[] = {16, 64, 128};
+  for (int n = 0; n < 3; ++n) {
+    BuiltMap m = built_map(v, B, 1, M, M, cells[n], mask);
+    VarCase c;
+    c.name = "document map cell " + std::to_string(cells[n]);
+    c.dt = GetParam(), c.B = B, c.Mq = c.Mkv = M, c.Hq = 4, c.Hkv = 2, c.K = c.Kv = n == 2 ? 128 : 64;
+    if (n != 1) c.bias = LowerTriangularMask{};
+    c.variant = &v, c.map = &m.map, c.mask = mask;
+    run_case(c);
+  }
+}
+
+// A per-head map (the mask depends on h) over block-diagonal causal, with a score_mod that must
+// still apply inside full tiles; and prefix-LM with a map per sequence.
+TEST_P(VariantGpu, BlockMapPerHeadAndPerSequence) {
+  reseed(12);
+  const std::vector<int32_t> lens = random_lengths(3, 150, 400);
+  const int64_t H = 2, M = sum(lens);
+  int32_t longest = 0;
+  for (int32_t n : lens) longest = std::max(longest, n);
+  Variant v;
+  v.mask_mod("h == 0 ? (q_idx / 100 + kv_idx / 100) % 2 == 0 : kv_idx < 64 + q_idx / 2").score_mod("score * 0.75f", "return 0.75f;");
+  const HostMask mask = [](int64_t, int64_t h, int64_t i, int64_t j) { return h == 0 ? (i / 100 + j / 100) % 2 == 0 : j < 64 + i / 2; };
+  BuiltMap m = built_map(v, 1, H, longest, longest, 32, mask);
+  VarCase c;
+  c.name = "per-head map";
+  c.dt = GetParam(), c.B = 1, c.Mq = c.Mkv = M, c.Hq = c.Hkv = H;
+  c.bias = BlockDiagonalCausalMask::from_seqlens(lens);
+  c.seqlens = lens;
+  c.variant = &v, c.map = &m.map, c.mask = mask;
+  c.f = [](double s, int64_t, int64_t, int64_t, int64_t) { return s * 0.75; };
+  c.df = [](double, int64_t, int64_t, int64_t, int64_t) { return 0.75; };
+  run_case(c);
+
+  std::vector<int32_t> prefix;
+  for (int32_t n : lens) prefix.push_back(int32_t(rng()() % uint64_t(n + 1)));
+  Captured pre = capture_of(prefix, CaptureType::i32, {int64_t(prefix.size())});
+  Variant lm;
+  lm.mask_mod("return kv_idx < prefix[b] || kv_idx <= q_idx;").capture("prefix", pre.t);
+  const HostMask lm_mask = [&](int64_t b, int64_t, int64_t i, int64_t j) { return j < prefix[size_t(b)] || j <= i; };
+  BuiltMap pm = built_map(lm, int64_t(lens.size()), 1, longest, longest, 64, lm_mask);
+  VarCase p = c;
+  p.name = "prefix-lm map";
+  p.bias = BlockDiagonalMask::from_seqlens(lens);
+  p.variant = &lm, p.map = &pm.map, p.mask = lm_mask;
+  p.f = nullptr, p.df = nullptr;
+  run_case(p);
+}
+
+// The variant as an additive bias equals its host function, -inf where masked.
+TEST_P(VariantGpu, MaterializeAVariant) {
+  if (GetParam() != DType::f32) GTEST_SKIP() << "dtype-independent: runs once";
+  reseed(13);
+  const int64_t B = 2, H = 3, Mq = 37, Mkv = 53;
+  Variant v;
+  v.mask_mod("(q_idx * 7 + kv_idx + b) % 5 != 0").score_mod("score + 0.5f * float(h) - 0.01f * float(kv_idx)").additive_score();
+  DeviceBuffer buf(size_t(B * H * Mq * Mkv) * 4);
+  buf.fill(0xFF);
+  materialize(v, TensorView::make(buf.get(), DType::f32, {B, H, Mq, Mkv}));
+  device_synchronize();
+  const std::vector<double> got = decode(buf.download(), DType::f32);
+  int64_t wrong = 0;
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t h = 0; h < H; ++h)
+      for (int64_t i = 0; i < Mq; ++i)
+        for (int64_t j = 0; j < Mkv; ++j) {
+          const double want = (i * 7 + j + b) % 5 != 0 ? double(0.5f * float(h) - 0.01f * float(j)) : -INFINITY;
+          const double have = got[size_t(((b * H + h) * Mq + i) * Mkv + j)];
+          if (!(have == want || std::fabs(have - want) <= 1e-6) && wrong++ < 5)
+            ADD_FAILURE() << "(" << b << ", " << h << ", " << i << ", " << j << ") = " << have << ", want " << want;
+        }
+  EXPECT_EQ(wrong, 0);
+  Variant capped;
+  capped.score_mod("2.f * tanhf(score / 2.f)", "return 1.f;");
+  EXPECT_THROW(materialize(capped, TensorView::make(buf.get(), DType::f32, {B, H, Mq, Mkv})), Error);
 }
 
 INSTANTIATE_TEST_SUITE_P(Dtypes, VariantGpu, ::testing::Values(DType::f16, DType::bf16, DType::f32),

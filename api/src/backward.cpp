@@ -19,6 +19,7 @@ AttentionOptions forward_options(const BackwardOptions& o, const TensorView& out
   f.output_dtype = out.dtype;  // the forward's output may have any dtype the forward allows
   f.p = o.p, f.seed = o.seed, f.offset = o.offset;
   f.variant = o.variant;
+  f.block_map = o.block_map;
   return f;
 }
 

@@ -64,6 +64,7 @@ constexpr const char* kNames[] = {
     "LowerTriangularMaskWithAlibi",
     "BlockDiagonalMaskWithAlibi",
     "BlockDiagonalCausalMaskWithAlibi",
+    "BlockSparseMask",
 };
 static_assert(std::size(kNames) == std::variant_size_v<AttnBias>, "one name per AttnBias alternative");
 
@@ -148,6 +149,8 @@ Band band_of(const T& x) {
     return causal_window(true, x.window_size);
   else if constexpr (kHasWindowLeftRight<T>)
     return local(x.window_left, x.window_right);
+  else if constexpr (std::is_same_v<T, BlockSparseMask>)
+    return x.causal ? causal(false) : Band{};
   else
     return Band{};  // None, TensorBias, AlibiBias, [Paged]BlockDiagonal{,PaddedKeys,GappyKeys}Mask,
                     // BlockDiagonalMaskWithAlibi: every key of the block
@@ -304,6 +307,14 @@ void check_block_tables(const T& x, Reasons& R) {
 
 template <class T>
 void check_structure(const T& x, Reasons& R) {
+  if constexpr (std::is_same_v<T, BlockSparseMask>) {
+    const int32_t bs = x.block_size;
+    if (bs < 16 || bs > 256 || (bs & (bs - 1)) != 0)
+      R.push_back("block_size=" + S(bs) + " must be a power of two in [16, 256] with BlockSparseMask");
+    if (x.layout.ndim != 3)
+      R.push_back("layout.ndim=" + S(x.layout.ndim) + " must be 3: [H or 1, ceil(Mq / block_size), ceil(Mkv / block_size)]");
+    if (x.layout.dtype != DType::u8) R.push_back(std::string("layout.dtype=") + to_string(x.layout.dtype) + " must be u8 (bool bytes)");
+  }
   if constexpr (kHasAlibi<T>) {
     const auto& slopes = x.slopes.slopes.host();
     for (size_t h = 0; h < slopes.size(); ++h)
@@ -412,6 +423,21 @@ void check_tensor(const TensorView& t, int64_t B, int64_t H, int64_t Mq, int64_t
 template <class T>
 void check_shapes(const T& x, int64_t B, int64_t H, int64_t Mq, int64_t Mkv, Reasons& R) {
   [[maybe_unused]] auto with = [] { return " with " + name_of<T>(); };  // built only for a reason: runs on every call
+  if constexpr (std::is_same_v<T, BlockSparseMask>) {
+    const TensorView& l = x.layout;
+    const int32_t bs = x.block_size;
+    if (l.ndim == 3 && bs >= 16 && bs <= 256 && (bs & (bs - 1)) == 0) {
+      const int64_t rows = (Mq + bs - 1) / bs, cols = (Mkv + bs - 1) / bs;
+      if (l.shape[0] != H && l.shape[0] != 1)
+        R.push_back("layout.shape[0]=" + S(l.shape[0]) + " must equal H (query heads)=" + S(H) + " or 1" + with());
+      if (l.shape[1] != rows)
+        R.push_back("layout.shape[1]=" + S(l.shape[1]) + " must equal ceil(Mq / block_size)=" + S(rows) + with());
+      if (l.shape[2] != cols)
+        R.push_back("layout.shape[2]=" + S(l.shape[2]) + " must equal ceil(Mkv / block_size)=" + S(cols) + with());
+      if (l.shape[2] > 1 && l.stride[2] != 1) R.push_back("layout.stride[2]=" + S(l.stride[2]) + " must be 1" + with());
+      if (!l.data && l.shape[0] * l.shape[1] * l.shape[2] > 0) R.push_back("layout.data is null" + with());
+    }
+  }
   if constexpr (kHoldsTensor<T>) check_tensor(x.tensor, B, H, Mq, Mkv, R);
   if constexpr (kHasAlibi<T>) {
     const int64_t n = int64_t(x.slopes.slopes.host().size());
@@ -461,6 +487,7 @@ double read_host(const TensorView& t, int64_t offset) {
       std::memcpy(&f, &bits, 4);
       return f;
     }
+    case DType::u8: break;
     case DType::f16: {
       uint16_t h;
       std::memcpy(&h, base + offset * 2, 2);
@@ -487,6 +514,21 @@ void add_tensor(const TensorView& bias, int64_t B, int64_t H, int64_t Mq, int64_
           const int64_t off = (t.shape[0] == 1 ? 0 : b * t.stride[0]) + (t.shape[1] == 1 ? 0 : h * t.stride[1]) +
                               i * t.stride[2] + j * t.stride[3];
           out[size_t(((b * H + h) * Mq + i) * Mkv + j)] += read_host(t, off);
+        }
+}
+
+// BlockSparseMask: elements of zero layout blocks masked (the layout in host memory).
+void mask_layout(const BlockSparseMask& x, int64_t B, int64_t H, int64_t Mq, int64_t Mkv, std::vector<double>& out) {
+  const TensorView& l = x.layout;
+  if (l.device != TensorView::kHost)
+    throw Error(ErrorKind::invalid_argument, "materialize: layout must be in host memory (device=" + S(l.device) + ", not TensorView::kHost)");
+  const auto* bytes = static_cast<const uint8_t*>(l.data);
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t h = 0; h < H; ++h)
+      for (int64_t i = 0; i < Mq; ++i)
+        for (int64_t j = 0; j < Mkv; ++j) {
+          const int64_t off = (l.shape[0] == 1 ? 0 : h * l.stride[0]) + i / x.block_size * l.stride[1] + j / x.block_size * l.stride[2];
+          if (!bytes[off]) out[size_t(((b * H + h) * Mq + i) * Mkv + j)] = kNegInf;
         }
 }
 
@@ -839,6 +881,7 @@ std::vector<double> materialize(const AttnBias& bias, int64_t B, int64_t H, int6
           plane = mask_plane(x, Mq, Mkv, kHasAlibi<T> ? &dist : nullptr);
         }
         for (int64_t bh = 0; bh < B * H; ++bh) std::copy(plane.begin(), plane.end(), out.begin() + bh * Mq * Mkv);
+        if constexpr (std::is_same_v<T, BlockSparseMask>) mask_layout(x, B, H, Mq, Mkv, out);
         if constexpr (kHasAlibi<T>) add_alibi(x.slopes.slopes.host(), dist, B, H, out);
         if constexpr (kHoldsTensor<T>) add_tensor(x.tensor, B, H, Mq, Mkv, out);
       },

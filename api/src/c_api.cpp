@@ -122,14 +122,19 @@ constexpr size_t kOptionsFieldEnds[] = {
     JITATTN_FIELD_END(jitattn_attention_options, p),           JITATTN_FIELD_END(jitattn_attention_options, seed),
     JITATTN_FIELD_END(jitattn_attention_options, offset),      JITATTN_FIELD_END(jitattn_attention_options, variant),
     JITATTN_FIELD_END(jitattn_attention_options, num_capture_values),
-    JITATTN_FIELD_END(jitattn_attention_options, capture_values)};
+    JITATTN_FIELD_END(jitattn_attention_options, capture_values), JITATTN_FIELD_END(jitattn_attention_options, block_map)};
 constexpr size_t kBackwardOptionsFieldEnds[] = {
     JITATTN_FIELD_END(jitattn_backward_options, struct_size), JITATTN_FIELD_END(jitattn_backward_options, scale),
     JITATTN_FIELD_END(jitattn_backward_options, has_scale),   JITATTN_FIELD_END(jitattn_backward_options, deterministic),
     JITATTN_FIELD_END(jitattn_backward_options, p),           JITATTN_FIELD_END(jitattn_backward_options, seed),
     JITATTN_FIELD_END(jitattn_backward_options, offset),      JITATTN_FIELD_END(jitattn_backward_options, workspace),
     JITATTN_FIELD_END(jitattn_backward_options, variant),     JITATTN_FIELD_END(jitattn_backward_options, num_capture_values),
-    JITATTN_FIELD_END(jitattn_backward_options, capture_values)};
+    JITATTN_FIELD_END(jitattn_backward_options, capture_values), JITATTN_FIELD_END(jitattn_backward_options, block_map)};
+constexpr size_t kBlockMapFieldEnds[] = {
+    JITATTN_FIELD_END(jitattn_block_map, struct_size), JITATTN_FIELD_END(jitattn_block_map, cells),
+    JITATTN_FIELD_END(jitattn_block_map, cell_size),   JITATTN_FIELD_END(jitattn_block_map, reserved0),
+    JITATTN_FIELD_END(jitattn_block_map, mq),          JITATTN_FIELD_END(jitattn_block_map, mkv),
+    JITATTN_FIELD_END(jitattn_block_map, variant_id)};
 constexpr size_t kCaptureDeclFieldEnds[] = {
     JITATTN_FIELD_END(jitattn_capture_decl, struct_size), JITATTN_FIELD_END(jitattn_capture_decl, name),
     JITATTN_FIELD_END(jitattn_capture_decl, kind), JITATTN_FIELD_END(jitattn_capture_decl, type),
@@ -160,6 +165,12 @@ const T& array_element(const T* base, int32_t n, int32_t i, int32_t max, const s
   return e;
 }
 constexpr int32_t kMaxCaptures = Variant::kMaxTensors + 2 * Variant::kMaxScalars;
+
+// What a call's options point to, kept for the call.
+struct CallExtras {
+  Variant variant;
+  BlockMap map;
+};
 
 // The call's variant: the handle's, copied (its code stays prepared), with this call's values.
 // Returns null without a variant; `store` keeps the copy for the call.
@@ -204,7 +215,18 @@ constexpr size_t kStatsFieldEnds[] = {
     JITATTN_FIELD_END(jitattn_jit_stats, memory_hits), JITATTN_FIELD_END(jitattn_jit_stats, db_hits),
     JITATTN_FIELD_END(jitattn_jit_stats, loads),       JITATTN_FIELD_END(jitattn_jit_stats, claim_hits)};
 
-AttentionOptions to_options(const jitattn_attention_options* o, Variant& variant) {
+// The call's block map, kept in `store`; null without one.
+const BlockMap* call_block_map(const jitattn_block_map* m, BlockMap& store) {
+  if (!m) return nullptr;
+  const jitattn_block_map c = read_struct(*m, "options.block_map", kBlockMapFieldEnds);
+  if (c.reserved0 != 0) invalid("options.block_map.reserved0=" + std::to_string(c.reserved0) + " must be 0");
+  store.cells = to_tensor(&c.cells, "options.block_map.cells");
+  store.cell_size = c.cell_size, store.mq = c.mq, store.mkv = c.mkv, store.variant = c.variant_id;
+  return &store;
+}
+
+AttentionOptions to_options(const jitattn_attention_options* o, CallExtras& x) {
+  Variant& variant = x.variant;
   AttentionOptions opt;
   if (!o) return opt;
   const jitattn_attention_options c = read_struct(*o, "jitattn_attention_options", kOptionsFieldEnds);
@@ -212,10 +234,12 @@ AttentionOptions to_options(const jitattn_attention_options* o, Variant& variant
   if (c.output_dtype != JITATTN_DTYPE_UNSET) opt.output_dtype = to_dtype(c.output_dtype, "options.output_dtype");
   opt.p = c.p, opt.seed = c.seed, opt.offset = c.offset;
   opt.variant = call_variant(c.variant, c.num_capture_values, c.capture_values, "options", variant);
+  opt.block_map = call_block_map(c.block_map, x.map);
   return opt;
 }
 
-BackwardOptions to_options(const jitattn_backward_options* o, Variant& variant) {
+BackwardOptions to_options(const jitattn_backward_options* o, CallExtras& x) {
+  Variant& variant = x.variant;
   BackwardOptions opt;
   if (!o) return opt;
   const jitattn_backward_options c = read_struct(*o, "jitattn_backward_options", kBackwardOptionsFieldEnds);
@@ -224,6 +248,7 @@ BackwardOptions to_options(const jitattn_backward_options* o, Variant& variant) 
   opt.p = c.p, opt.seed = c.seed, opt.offset = c.offset;
   opt.workspace = c.workspace;
   opt.variant = call_variant(c.variant, c.num_capture_values, c.capture_values, "options", variant);
+  opt.block_map = call_block_map(c.block_map, x.map);
   return opt;
 }
 
@@ -244,13 +269,13 @@ std::vector<TensorView> tensor_list(const jitattn_tensor* const* ts, size_t n, c
 struct FwdArgs {
   TensorView q, k, v, out, lse;
   AttentionOptions opt;
-  std::shared_ptr<Variant> variant;  // opt.variant's storage (shared, so copies keep it valid)
+  std::shared_ptr<CallExtras> extras;  // what opt points to (shared, so copies keep it valid)
 };
 FwdArgs fwd_args(const jitattn_tensor* q, const jitattn_tensor* k, const jitattn_tensor* v, const jitattn_tensor* out,
                  const jitattn_tensor* lse, bool lse_required, const jitattn_attention_options* o) {
   FwdArgs a{tensor_arg(q, "query"), tensor_arg(k, "key"), tensor_arg(v, "value"), tensor_arg(out, "out"),
-            lse_required ? tensor_arg(lse, "lse") : to_tensor(lse, "lse"), {}, std::make_shared<Variant>()};
-  a.opt = to_options(o, *a.variant);
+            lse_required ? tensor_arg(lse, "lse") : to_tensor(lse, "lse"), {}, std::make_shared<CallExtras>()};
+  a.opt = to_options(o, *a.extras);
   return a;
 }
 
@@ -301,7 +326,7 @@ jitattn_status forward_reasons(const jitattn_tensor* q, const jitattn_tensor* k,
 struct BwdArgs {
   TensorView grad, out, lse, q, k, v, dq, dk, dv, dbias;
   BackwardOptions opt;
-  std::shared_ptr<Variant> variant;  // opt.variant's storage
+  std::shared_ptr<CallExtras> extras;  // what opt points to
 };
 BwdArgs bwd_args(const jitattn_tensor* grad, const jitattn_tensor* out, const jitattn_tensor* lse,
                  const jitattn_tensor* q, const jitattn_tensor* k, const jitattn_tensor* v, const jitattn_tensor* dq,
@@ -309,8 +334,8 @@ BwdArgs bwd_args(const jitattn_tensor* grad, const jitattn_tensor* out, const ji
                  const jitattn_backward_options* o) {
   BwdArgs a{tensor_arg(grad, "grad"), tensor_arg(out, "out"), tensor_arg(lse, "lse"), tensor_arg(q, "query"),
             tensor_arg(k, "key"),     tensor_arg(v, "value"), tensor_arg(dq, "dq"),   tensor_arg(dk, "dk"),
-            tensor_arg(dv, "dv"),     to_tensor(dbias, "dbias"), {}, std::make_shared<Variant>()};
-  a.opt = to_options(o, *a.variant);
+            tensor_arg(dv, "dv"),     to_tensor(dbias, "dbias"), {}, std::make_shared<CallExtras>()};
+  a.opt = to_options(o, *a.extras);
   return a;
 }
 std::vector<std::string> bwd_reasons(const BwdArgs& a, const AttnBias& bias) {
@@ -342,10 +367,10 @@ jitattn_status workspace_bytes(const jitattn_tensor* q, const jitattn_tensor* k,
   return guarded_as(JITATTN_ERROR_UNSUPPORTED, [&] {
     size_t& result = required(bytes, "bytes");
     AttnBias local;
-    Variant variant;
+    CallExtras extras;
     result = memory_efficient_attention_backward_workspace_bytes(tensor_arg(q, "query"), tensor_arg(k, "key"),
                                                                  tensor_arg(v, "value"), get_bias(local),
-                                                                 to_options(o, variant));
+                                                                 to_options(o, extras));
   });
 }
 
@@ -381,9 +406,10 @@ DType to_dtype(int32_t dtype, const char* name) {
     case JITATTN_DTYPE_F16: return DType::f16;
     case JITATTN_DTYPE_BF16: return DType::bf16;
     case JITATTN_DTYPE_F32: return DType::f32;
+    case JITATTN_DTYPE_U8: return DType::u8;
     default:
       invalid(std::string(name) + "=" + std::to_string(dtype) +
-              " is not JITATTN_DTYPE_F16 (1), JITATTN_DTYPE_BF16 (2) or JITATTN_DTYPE_F32 (3)");
+              " is not JITATTN_DTYPE_F16 (1), JITATTN_DTYPE_BF16 (2), JITATTN_DTYPE_F32 (3) or JITATTN_DTYPE_U8 (4)");
   }
 }
 
@@ -516,6 +542,32 @@ jitattn_status jitattn_variant_create(const jitattn_variant_desc* desc, jitattn_
 void jitattn_variant_destroy(jitattn_variant* variant) { delete variant; }
 
 uint64_t jitattn_variant_id(const jitattn_variant* variant) { return variant ? variant->variant.code_id() : 0; }
+
+jitattn_status jitattn_block_map_build(const jitattn_variant* variant, int32_t num_capture_values,
+                                       const jitattn_capture_value* capture_values, int64_t mq, int64_t mkv,
+                                       int32_t cell_size, const jitattn_tensor* cells, jitattn_block_map* map,
+                                       void* stream) {
+  return guarded_as(JITATTN_ERROR_INVALID_ARGUMENT, [&] {
+    jitattn_block_map& out = required(map, "map");
+    Variant v;
+    const Variant* call = call_variant(&required(variant, "variant"), num_capture_values, capture_values, "variant", v);
+    const BlockMap m = build_block_map(*call, mq, mkv, tensor_arg(cells, "cells"), cell_size, stream);
+    out = jitattn_block_map{};
+    out.struct_size = sizeof(jitattn_block_map);
+    out.cells = *cells;
+    out.cell_size = m.cell_size, out.mq = m.mq, out.mkv = m.mkv, out.variant_id = m.variant;
+  });
+}
+
+jitattn_status jitattn_variant_materialize(const jitattn_variant* variant, int32_t num_capture_values,
+                                           const jitattn_capture_value* capture_values, const jitattn_tensor* out,
+                                           void* stream) {
+  return guarded_as(JITATTN_ERROR_INVALID_ARGUMENT, [&] {
+    Variant v;
+    const Variant* call = call_variant(&required(variant, "variant"), num_capture_values, capture_values, "variant", v);
+    materialize(*call, tensor_arg(out, "out"), stream);
+  });
+}
 
 jitattn_status jitattn_bias_create(const jitattn_bias* desc, jitattn_bias_handle** handle) {
   return guarded_as(JITATTN_ERROR_INVALID_ARGUMENT, [&] {

@@ -23,6 +23,7 @@ constexpr size_t kBiasFieldEnds[] = {
     JITATTN_FIELD_END(jitattn_bias, reserved0),           JITATTN_FIELD_END(jitattn_bias, q_seqstart_device),
     JITATTN_FIELD_END(jitattn_bias, kv_seqstart_device),  JITATTN_FIELD_END(jitattn_bias, kv_seqlen_device),
     JITATTN_FIELD_END(jitattn_bias, block_tables_device), JITATTN_FIELD_END(jitattn_bias, alibi_slopes_device),
+    JITATTN_FIELD_END(jitattn_bias, block_size),          JITATTN_FIELD_END(jitattn_bias, block_sparse_causal),
 };
 
 // A host array of n entries (n >= 0; NULL only when n == 0).
@@ -140,6 +141,10 @@ AttnBias construct(const jitattn_bias& d) {
     case JITATTN_BIAS_BLOCK_DIAGONAL_WITH_ALIBI: return block_diagonal(d).add_alibi(slopes(d));
     case JITATTN_BIAS_BLOCK_DIAGONAL_CAUSAL_WITH_ALIBI:
       return BlockDiagonalCausalMask::from_seqlens(q_seqlen(d), kv_seqlen(d, true)).add_alibi(slopes(d));
+    case JITATTN_BIAS_BLOCK_SPARSE: {
+      if (!d.tensor) invalid("bias.tensor is NULL: BlockSparseMask needs its layout (u8) there");
+      return BlockSparseMask{to_tensor(d.tensor, "bias.tensor (layout)"), d.block_size, d.block_sparse_causal != 0};
+    }
     default:
       invalid("bias.kind=" + std::to_string(d.kind) + " is not a JITATTN_BIAS_* value (0 to " +
               std::to_string(JITATTN_BIAS_KIND_COUNT - 1) + ")");

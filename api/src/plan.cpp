@@ -3,6 +3,7 @@
 #include "layout.h"
 
 #include <cmath>
+#include <cstdio>
 #include <tuple>
 
 namespace jitattn::detail {
@@ -85,6 +86,11 @@ BiasPlan describe(const AttnBias& bias) {
         b.alibi_slopes = &m.slopes.slopes;
         return b;
       },
+      [](const BlockSparseMask& m) {
+        BiasPlan b;
+        b.kind = m.causal ? K::causal_block_sparse : K::block_sparse, b.layout = &m.layout, b.block_size = m.block_size;
+        return b;
+      },
       [&](const BlockDiagonalCausalMaskWithAlibi& m) {
         BiasPlan b = bd(K::bd_causal_alibi, m.q_seqinfo, m.k_seqinfo.seqstart, m.k_seqinfo.max_seqlen, nullptr, 0, 0);
         b.alibi_slopes = &m.slopes.slopes;
@@ -146,12 +152,9 @@ bool aligned16(const TensorView& t, const Bmhk& x) {
          (x.sh * es) % 16 == 0;
 }
 
-namespace {
-// The variant's code id and its captures' values for the kernels (jit::ops::VariantPlan).
-void plan_variant(const Variant& v, Plan& p, std::vector<std::string>& R) {
+void plan_variant(const Variant& v, jit::ops::VariantPlan& u, std::vector<std::string>& R) {
   for (std::string& r : v.reasons()) R.push_back(std::move(r));
   if (!R.empty()) return;
-  jit::ops::VariantPlan& u = p.variant;
   int tensors = 0, floats = 0, ints = 0;
   for (const Variant::Capture& c : v.captures()) {
     switch (c.kind) {
@@ -167,6 +170,71 @@ void plan_variant(const Variant& v, Plan& p, std::vector<std::string>& R) {
     }
   }
   u.id = v.code_id();
+}
+
+namespace {
+int log2_of(int64_t x) {
+  int l = 0;
+  while ((int64_t(1) << l) < x) ++l;
+  return l;
+}
+bool power_of_two_cell(int64_t c) { return c >= 16 && c <= 256 && (c & (c - 1)) == 0; }
+
+// BlockSparseMask's layout as the kernels read it (bias_reasons checked its shape).
+void plan_layout(const TensorView& l, int32_t block_size, int device, Plan& p, std::vector<std::string>& R) {
+  if (l.device != device) R.push_back("layout (BlockSparseMask) must be on the query's device");
+  if (!R.empty()) return;
+  p.layout.cells = static_cast<const uint8_t*>(l.data);
+  p.layout.stride_h = l.shape[0] == 1 ? 0 : l.stride[0];
+  p.layout.stride_r = l.stride[1];
+  p.layout.rows = int32_t(l.shape[1]), p.layout.cols = int32_t(l.shape[2]);
+  p.layout.log2_cell = log2_of(block_size);
+}
+
+// A variant's block map: built from this variant, over at least this call's sequences.
+void plan_block_map(const BlockMap& m, const Variant* v, int device, Plan& p, std::vector<std::string>& R) {
+  auto S = [](int64_t x) { return std::to_string(x); };
+  if (!v || v->mask_code().empty()) {
+    R.push_back("options.block_map needs options.variant with a mask_mod (the map describes that mask_mod)");
+    return;
+  }
+  if (R.empty() && m.variant != v->code_id()) {
+    char want[17], got[17];
+    std::snprintf(want, sizeof want, "%016llx", static_cast<unsigned long long>(v->code_id()));
+    std::snprintf(got, sizeof got, "%016llx", static_cast<unsigned long long>(m.variant));
+    R.push_back(std::string("options.block_map was built from variant ") + got + ", not options.variant (" + want +
+                "): rebuild it with build_block_map");
+  }
+  const TensorView& c = m.cells;
+  const int64_t cs = m.cell_size;
+  if (!power_of_two_cell(cs)) R.push_back("block_map.cell_size=" + S(cs) + " must be a power of two in [16, 256]");
+  if (c.dtype != DType::u8) R.push_back(std::string("block_map.cells.dtype=") + to_string(c.dtype) + " must be u8");
+  if (c.device != device) R.push_back("block_map.cells must be on the query's device");
+  if (c.ndim != 4) R.push_back("block_map.cells.ndim=" + S(c.ndim) + " must be 4: [B or 1, H or 1, rows, cols]");
+  if (!R.empty()) return;
+  const int64_t rows = (m.mq + cs - 1) / cs, cols = (m.mkv + cs - 1) / cs;
+  // The call's sequences: batch rows, or the blocks of a block-diagonal bias, and their longest.
+  const int64_t seqs = p.bias.q_seqinfo ? p.bias.q_seqinfo->batch() : p.q.b;
+  const int64_t mq = p.bias.q_seqinfo ? p.bias.q_seqinfo->max_seqlen : p.q.m;
+  const int64_t mkv = p.bias.q_seqinfo ? p.bias.k_max_seqlen : p.k.m;
+  if (c.shape[0] != 1 && c.shape[0] != seqs)
+    R.push_back("block_map.cells.shape[0]=" + S(c.shape[0]) + " must be 1 or the call's sequences (" + S(seqs) + ")");
+  if (c.shape[1] != 1 && c.shape[1] != p.q.h)
+    R.push_back("block_map.cells.shape[1]=" + S(c.shape[1]) + " must be 1 or the query heads (" + S(p.q.h) + ")");
+  if (c.shape[2] != rows || c.shape[3] != cols)
+    R.push_back("block_map.cells.shape=" + c.shape_string() + " must end in [ceil(mq / cell_size), ceil(mkv / cell_size)] = [" +
+                S(rows) + ", " + S(cols) + "]");
+  if (c.shape[3] > 1 && c.stride[3] != 1) R.push_back("block_map.cells.stride[3]=" + S(c.stride[3]) + " must be 1");
+  if (!c.data) R.push_back("block_map.cells.data is null");
+  if (mq > m.mq || mkv > m.mkv)
+    R.push_back("block_map covers " + S(m.mq) + " queries and " + S(m.mkv) + " keys per sequence; this call has up to " +
+                S(mq) + " and " + S(mkv) + ": build the map over the longest sequences");
+  if (!R.empty()) return;
+  p.map.cells = static_cast<const uint8_t*>(c.data);
+  p.map.stride_b = c.shape[0] == 1 ? 0 : c.stride[0];
+  p.map.stride_h = c.shape[1] == 1 ? 0 : c.stride[1];
+  p.map.stride_r = c.stride[2];
+  p.map.rows = int32_t(rows), p.map.cols = int32_t(cols), p.map.log2_cell = log2_of(cs);
 }
 }  // namespace
 
@@ -196,6 +264,8 @@ Plan plan(const TensorView& q, const TensorView& k, const TensorView& v, const A
   if (q.dtype != k.dtype || q.dtype != v.dtype)
     R.push_back(std::string("query.dtype=") + to_string(q.dtype) + ", key.dtype=" + to_string(k.dtype) +
                 ", value.dtype=" + to_string(v.dtype) + " must be equal");
+  if (q.dtype == DType::u8) R.push_back("query.dtype=u8 must be f16, bf16 or f32");
+  if (opt.output_dtype == DType::u8) R.push_back("options.output_dtype=u8 must be f16, bf16 or f32");
   const DType want_out = opt.output_dtype.value_or(q.dtype);
   if (out.dtype != want_out)
     R.push_back(std::string("out.dtype=") + to_string(out.dtype) + " must be " + to_string(want_out) +
@@ -284,7 +354,9 @@ Plan plan(const TensorView& q, const TensorView& k, const TensorView& v, const A
     p.lse_stride_b = lse.stride[0], p.lse_stride_h = lse.ndim == 4 ? lse.stride[2] : lse.stride[1];
   }
   p.p = opt.p, p.seed = opt.seed, p.offset = opt.offset;
-  if (opt.variant) plan_variant(*opt.variant, p, R);
+  if (opt.variant) plan_variant(*opt.variant, p.variant, R);
+  if (opt.block_map) plan_block_map(*opt.block_map, opt.variant, q.device, p, R);
+  if (p.bias.layout && R.empty()) plan_layout(*p.bias.layout, p.bias.block_size, q.device, p, R);
   return p;
 }
 

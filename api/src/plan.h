@@ -36,6 +36,9 @@ void share_heads(Bmhk& x);
 // Whether the pointer and the strides of `t` (read as `x`) are 16-byte aligned.
 bool aligned16(const TensorView& t, const Bmhk& x);
 
+// A user variant's code id and capture values for the kernels; its reasons appended to R.
+void plan_variant(const Variant& v, jit::ops::VariantPlan& u, std::vector<std::string>& R);
+
 // Validates a forward call (the backward validates its forward's tensors through it too; `lse`
 // may be undefined). With `share`, key and value expanded over all their heads by stride 0 are
 // read as one head (share_heads); the backward passes false when dK/dV are per-head gradients.

@@ -9,11 +9,12 @@ const char* to_string(DType dtype) {
     case DType::f16: return "f16";
     case DType::bf16: return "bf16";
     case DType::f32: return "f32";
+    case DType::u8: return "u8";
   }
   return "?";
 }
 
-size_t element_size(DType dtype) { return dtype == DType::f32 ? 4 : 2; }
+size_t element_size(DType dtype) { return dtype == DType::f32 ? 4 : dtype == DType::u8 ? 1 : 2; }
 
 TensorView TensorView::make(void* data, DType dtype, std::initializer_list<int64_t> shape,
                             std::initializer_list<int64_t> strides, int device) {

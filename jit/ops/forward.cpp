@@ -27,6 +27,16 @@ Signature forward_signature(const ForwardPlan& p, const Arch& arch) {
   return sig;
 }
 
+void user_args(const VariantPlan& v, UserArgs& a) {
+  static_assert(VariantPlan::kTensors == kUserTensors && VariantPlan::kScalars == kUserScalars &&
+                VariantPlan::kRank == kUserRank, "jit/ops/plans.h and kernel_src/params.h disagree on UserArgs");
+  for (int t = 0; t < kUserTensors; ++t) {
+    a.ptr[t] = v.ptr[t];
+    for (int d = 0; d < kUserRank; ++d) a.stride[t][d] = v.stride[t][d], a.size[t][d] = v.size[t][d];
+  }
+  for (int s = 0; s < kUserScalars; ++s) a.f[s] = v.f[s], a.i[s] = v.i[s];
+}
+
 bool forward_params(const ForwardPlan& p, FwdParams& fp) {
   fp = FwdParams{};
   fp.q = p.q_data, fp.k = p.k_data, fp.v = p.v_data, fp.out = p.out_data;
@@ -66,15 +76,14 @@ bool forward_params(const ForwardPlan& p, FwdParams& fp) {
       fp.page_size = p.bias.page_size;
     }
   }
-  if (p.variant.id) {  // the captures' values (their code is in the kernel)
-    static_assert(VariantPlan::kTensors == kUserTensors && VariantPlan::kScalars == kUserScalars &&
-                  VariantPlan::kRank == kUserRank, "jit/ops/plans.h and kernel_src/params.h disagree on UserArgs");
-    for (int t = 0; t < kUserTensors; ++t) {
-      fp.user.ptr[t] = p.variant.ptr[t];
-      for (int d = 0; d < kUserRank; ++d) fp.user.stride[t][d] = p.variant.stride[t][d], fp.user.size[t][d] = p.variant.size[t][d];
-    }
-    for (int s = 0; s < kUserScalars; ++s) fp.user.f[s] = p.variant.f[s], fp.user.i[s] = p.variant.i[s];
-  }
+  if (p.variant.id) user_args(p.variant, fp.user);  // the captures' values (their code is in the kernel)
+  auto cells = [](const CellMapPlan& m, BlockMapArgs& a) {
+    a.cells = m.cells;
+    a.stride_b = m.stride_b, a.stride_h = m.stride_h, a.stride_r = m.stride_r;
+    a.rows = m.rows, a.cols = m.cols, a.log2_m = a.log2_n = m.log2_cell;
+  };
+  cells(p.map, fp.map);
+  cells(p.layout, fp.layout);
   fp.scale_log2 = float(p.scale * 1.4426950408889634);
   fp.dropout_scale = 1.f;  // the backward scales by it unconditionally
   if (p.p > 0) {

@@ -10,6 +10,9 @@ namespace jitattn::jit::ops {
 // is nothing to compute (no sequence or no query).
 bool forward_params(const ForwardPlan& p, FwdParams& fp);
 
+// A user variant's capture values as the kernels read them.
+void user_args(const VariantPlan& v, UserArgs& a);
+
 // Blocks per run of (head, batch) pairs in block order (kernel_src/common.cuh block_coords).
 int32_t pairs_per_chunk(const KernelSpec& spec, const FwdParams& p);
 

@@ -31,6 +31,16 @@ struct BiasPlan {
   const BlockTables* block_tables = nullptr;  // paged keys
   int32_t page_size = 0;
   const DeviceFloats* alibi_slopes = nullptr;
+  const TensorView* layout = nullptr;         // BlockSparseMask [H or 1, rows, cols] u8
+  int32_t block_size = 0;
+};
+
+// A map of cells (kernel_src/params.h BlockMapArgs): a user variant's block map (ternary) or
+// BlockSparseMask's layout (binary); cells null when there is none.
+struct CellMapPlan {
+  const uint8_t* cells = nullptr;
+  int64_t stride_b = 0, stride_h = 0, stride_r = 0;  // elements; 0 broadcasts
+  int32_t rows = 0, cols = 0, log2_cell = 0;
 };
 
 // A user variant (jitattn/variant.h) as the kernels see it: its code's id (jit/variant.h) and
@@ -62,6 +72,8 @@ struct ForwardPlan {
   double p = 0.0;  // dropout
   uint64_t seed = 0, offset = 0;
   VariantPlan variant;
+  CellMapPlan map;     // the variant's block map (AttentionOptions::block_map)
+  CellMapPlan layout;  // BlockSparseMask's layout
 };
 
 // A validated backward: the forward's plan (out and lse are read) plus the gradients.
@@ -101,6 +113,18 @@ struct MergePlan {
   int64_t out_stride_b = 0, out_stride_m = 0, out_stride_g = 0, out_stride_h = 0;
   float* lse = nullptr;  // merged lse, or null
   int64_t lse_out_stride_b = 0, lse_out_stride_g = 0, lse_out_stride_h = 0;
+};
+
+// A validated build_block_map (cells set) or materialize (dense set) of a user variant.
+struct BlockMapPlan {
+  VariantPlan variant;
+  int device = 0;
+  int32_t batch = 1, heads = 1, mq = 0, mkv = 0;
+  uint8_t* cells = nullptr;
+  int64_t cell_stride_b = 0, cell_stride_h = 0, cell_stride_r = 0;
+  int32_t rows = 0, cols = 0, log2_cell = 0;
+  float* dense = nullptr;
+  int64_t dense_stride_b = 0, dense_stride_h = 0, dense_stride_m = 0;
 };
 
 // A validated SwiGLU gate call (forward: x12 -> h; backward: x12, dh -> dx12). Strides in elements.

@@ -27,8 +27,8 @@ def dense(bias, mq, mkv):
 
 def test_every_library_kind_has_its_class_under_the_library_name():
     lib = jitattn._capi.lib()
-    assert sorted(ab.BIAS_CLASSES) == list(range(1, 27))
-    for kind in range(1, 27):
+    assert sorted(ab.BIAS_CLASSES) == list(range(1, 28))
+    for kind in range(1, 28):
         assert ab.BIAS_CLASSES[kind].__name__ == lib.jitattn_bias_kind_name(kind).decode()
 
 
@@ -140,6 +140,11 @@ CASES = [
         ...x....
         x..x....
         ....x..."""),
+    # Blocks of 16: the layout's (row 0, col 1) and (row 1, col 0) set; causal cuts the second.
+    ("BlockSparseMask", lambda: ab.BlockSparseMask(memoryview(bytearray([0, 1, 1, 0])).cast("B", (1, 2, 2)), 16), 32, 32,
+     "\n".join(("." * 16 + "x" * 16) if i < 16 else ("x" * 16 + "." * 16) for i in range(32))),
+    ("BlockSparseMask", lambda: ab.BlockSparseMask(memoryview(bytearray([1, 0, 1, 1])).cast("B", (1, 2, 2)), 16, causal=True),
+     20, 20, "\n".join("".join("x" if j <= i else "." for j in range(20)) for i in range(20))),
 ]
 
 

@@ -164,7 +164,7 @@ fi
 
 if has variants; then
   echo "== user variants vs FlexAttention"
-  timeout 300 python3 tools/perf/variant_bench.py --out "$out/variant_bench.json" 2>&1 | grep -vi warning | tail -20
+  timeout 400 python3 tools/perf/variant_bench.py --out "$out/variant_bench.json" 2>&1 | grep -vi warning | tail -40
 fi
 
 if has parts; then

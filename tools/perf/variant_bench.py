@@ -5,10 +5,14 @@
 
 - soft-capping (tanh, causal): jitattn.Variant score_mod + score_grad vs flex_attention score_mod;
 - 16 packed documents (causal within each), FlexAttention's anchors.py cuts: jitattn's built-in
-  BlockDiagonalCausalMask, and the same mask as a jitattn.Variant mask_mod over causal (no block
-  map yet: every causal tile runs), vs flex with the document mask_mod;
-- a sliding window (causal, W keys): jitattn's built-in local mask and the same as a mask_mod;
-- the first call of a never-seen variant (its text made unique), compile included.
+  BlockDiagonalCausalMask, and the same mask as a jitattn.Variant mask_mod over causal with its
+  block map (built once, like flex's create_block_mask), vs flex with the document mask_mod;
+- a sliding window (causal, W keys): jitattn's built-in local mask and the same as a mask_mod
+  with its block map;
+- BlockSparseMask (block 128, a random layout per head) at 10%, 50% and 90% density against
+  the same shapes without a mask (the issue's goal: 10% in at most 15% of the dense time);
+- the first call of a never-seen variant (its text made unique), compile included, and of its
+  block map's builder.
 TFLOP/s count unmasked elements only (4·H·visible·K forward, 2.5× that for the backward), timed
 as triton.testing.do_bench (median). Prints one line per case and the ratios.
 """
@@ -79,6 +83,12 @@ def main():
                               captures={"cap": cap})
     jf = lambda q_, k_, v_: ops.memory_efficient_attention(q_, k_, v_, ab.LowerTriangularMask(), variant=softcap)
     add("softcap", "jitattn variant", lambda: jf(q, k, v), causal_visible, with_grad(jf, q, k, v))
+    # The same function through the fast forms (tanh.approx, a reciprocal): docs/python.md says why.
+    softcap_fast = jitattn.Variant(score_mod="cap * jitattn::fast_tanh(score * inv_cap)",
+                                   score_grad="const float t = jitattn::fast_tanh(score * inv_cap); return 1.f - t * t;",
+                                   captures={"cap": cap, "inv_cap": 1.0 / cap})
+    jff = lambda q_, k_, v_: ops.memory_efficient_attention(q_, k_, v_, ab.LowerTriangularMask(), variant=softcap_fast)
+    add("softcap", "jitattn variant fast", lambda: jff(q, k, v), causal_visible, with_grad(jff, q, k, v))
 
     def sc(score, b, h, i, j):
         return cap * torch.tanh(score / cap)
@@ -92,8 +102,12 @@ def main():
     jd = lambda q_, k_, v_: ops.memory_efficient_attention(q_, k_, v_, bd)
     add("docs16", "jitattn built-in", lambda: jd(q, k, v), docs_visible, with_grad(jd, q, k, v))
     docv = jitattn.Variant(mask_mod="doc[q_idx] == doc[kv_idx]", captures={"doc": doc})
+    docv.build_block_map(M, M, cell_size=128)
+    torch.cuda.synchronize()
+    build_ms = ms(lambda: docv.build_block_map(M, M, cell_size=128))
+    print(f"block map build (documents, {M}x{M}, cells of 128): {build_ms:.3f} ms")
     jdv = lambda q_, k_, v_: ops.memory_efficient_attention(q_, k_, v_, ab.LowerTriangularMask(), variant=docv)
-    add("docs16", "jitattn variant", lambda: jdv(q, k, v), docs_visible)
+    add("docs16", "jitattn variant", lambda: jdv(q, k, v), docs_visible, with_grad(jdv, q, k, v))
     bm_docs = create_block_mask(lambda b, h, i, j: (doc[i] == doc[j]) & (i >= j), None, None, M, M)
     fd = lambda q_, k_, v_: flex(q_, k_, v_, block_mask=bm_docs)
     add("docs16", "flex", lambda: fd(qf, kf, vf), docs_visible, with_grad(fd, qf, kf, vf))
@@ -104,11 +118,24 @@ def main():
     jw = lambda q_, k_, v_: ops.memory_efficient_attention(q_, k_, v_, local)
     add(f"window{W}", "jitattn built-in", lambda: jw(q, k, v), win_visible, with_grad(jw, q, k, v))
     winv = jitattn.Variant(mask_mod="q_idx - kv_idx < w", captures={"w": W})
+    winv.build_block_map(M, M, cell_size=128)
     jwv = lambda q_, k_, v_: ops.memory_efficient_attention(q_, k_, v_, ab.LowerTriangularMask(), variant=winv)
-    add(f"window{W}", "jitattn variant", lambda: jwv(q, k, v), win_visible)
+    add(f"window{W}", "jitattn variant", lambda: jwv(q, k, v), win_visible, with_grad(jwv, q, k, v))
     bm_win = create_block_mask(lambda b, h, i, j: (i >= j) & (i - j < W), None, None, M, M)
     fw = lambda q_, k_, v_: flex(q_, k_, v_, block_mask=bm_win)
     add(f"window{W}", "flex", lambda: fw(qf, kf, vf), win_visible, with_grad(fw, qf, kf, vf))
+
+    # block-sparse layouts against no mask
+    dense_visible = M * M
+    jn = lambda q_, k_, v_: ops.memory_efficient_attention(q_, k_, v_)
+    add("dense", "jitattn", lambda: jn(q, k, v), dense_visible, with_grad(jn, q, k, v))
+    gen = torch.Generator(device="cuda").manual_seed(2)
+    for density in (0.1, 0.5, 0.9):
+        layout = torch.rand(H, M // 128, M // 128, device="cuda", generator=gen) < density
+        bs = ab.BlockSparseMask(layout, 128)
+        visible = int(layout.sum()) * 128 * 128 // H
+        js = lambda q_, k_, v_, bs=bs: ops.memory_efficient_attention(q_, k_, v_, bs)
+        add(f"sparse{int(density * 100)}", "jitattn", lambda js=js: js(q, k, v), visible, with_grad(js, q, k, v))
 
     # first call of a never-seen variant (forward), then of its backward
     salt = random.getrandbits(48)
@@ -124,16 +151,28 @@ def main():
     torch.cuda.synchronize()
     first_bwd = time.perf_counter() - t0
     print(f"first call of a never-seen variant: forward {first_fwd:.3f} s, backward {first_bwd:.3f} s (compile included)")
+    fresh_mask = jitattn.Variant(mask_mod=f"(q_idx ^ kv_idx) % 7 != 3 /* {salt} */")
+    torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    fresh_mask.build_block_map(1024, 1024)
+    torch.cuda.synchronize()
+    first_map = time.perf_counter() - t0
+    print(f"first block map of a never-seen mask_mod: {first_map:.3f} s (its builder's compile included)")
 
     by = {(r["case"], r["sys"]): r for r in rows}
     print("ratios (jitattn / flex, forward; fwd+bwd where measured):")
     for case in ("softcap", "docs16", f"window{W}"):
         fl = by[(case, "flex")]
-        for sys_ in ("jitattn variant", "jitattn built-in"):
+        for sys_ in ("jitattn variant", "jitattn variant fast", "jitattn built-in"):
             r = by.get((case, sys_))
             if r:
                 both = f", fwd+bwd {fl['fwd_bwd_ms'] / r['fwd_bwd_ms']:.2f}x" if "fwd_bwd_ms" in r else ""
                 print(f"  {case:12s} {sys_:18s} {fl['ms'] / r['ms']:.2f}x{both}")
+    dense = by[("dense", "jitattn")]
+    for d in (10, 50, 90):
+        r = by[(f"sparse{d}", "jitattn")]
+        print(f"  sparse{d:<3d} time / dense time: forward {r['ms'] / dense['ms']:.3f}, fwd+bwd "
+              f"{r['fwd_bwd_ms'] / dense['fwd_bwd_ms']:.3f}")
     with open(a.out, "w") as f:
         json.dump(dict(rows=rows, first_call_s=dict(forward=first_fwd, backward=first_bwd), M=M, K=K, H=H, W=W,
                        device=torch.cuda.get_device_name(), torch=torch.__version__), f, indent=1)

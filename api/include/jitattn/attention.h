@@ -31,6 +31,8 @@ struct AttentionOptions {
   uint64_t seed = 0, offset = 0;
   // The caller's mask_mod/score_mod over `bias` (jitattn/variant.h), or null. Read during the call.
   const Variant* variant = nullptr;
+  // That variant's block map (build_block_map), or null: then every tile runs mask_mod.
+  const BlockMap* block_map = nullptr;
 };
 
 // out = softmax(q @ k^T * scale + bias) @ v
@@ -59,6 +61,7 @@ struct BackwardOptions {
   void* workspace = nullptr;
   // The forward's variant (jitattn/variant.h); with a score_mod it needs score_grad or additive_score().
   const Variant* variant = nullptr;
+  const BlockMap* block_map = nullptr;  // as AttentionOptions::block_map
 };
 
 // Gradients of out = attention(q, k, v, bias) with respect to q, k, v (and a dense bias), given

@@ -128,6 +128,18 @@ struct LocalAttentionFromBottomRightMask {
   int32_t window_left = 0, window_right = 0;
 };
 
+// Block-sparse attention (FairSeq's xformers_blocksparse_layout and _blocksize): query i of head
+// h may attend key j iff layout[h, i / block_size, j / block_size] != 0 — and, with causal, also
+// j <= i (LowerTriangularMask). layout: u8 [H or 1, ceil(Mq / block_size), ceil(Mkv / block_size)]
+// (a bool tensor's bytes) on the call's device (host memory for materialize()), last stride 1;
+// block_size a power of two in [16, 256]. Tiles of zero blocks are never loaded. H counts the
+// query heads (G·H for 5-D inputs).
+struct BlockSparseMask {
+  TensorView layout;
+  int32_t block_size = 0;
+  bool causal = false;
+};
+
 // ---- block-diagonal masks (B = 1, sequences concatenated along M) ---------------------------
 // Paged keys (declared below with the other block-diagonal masks).
 // Key/value tensors are [1, num_pages * page_size, Hkv, K]: a pool of pages. Sequence b's
@@ -309,7 +321,8 @@ using AttnBias =
                  BlockDiagonalCausalWithOffsetGappyKeysMask, PagedBlockDiagonalPaddedKeysMask,
                  PagedBlockDiagonalCausalWithOffsetPaddedKeysMask, PagedBlockDiagonalCausalLocalPaddedKeysMask,
                  PagedBlockDiagonalGappyKeysMask, PagedBlockDiagonalCausalWithOffsetGappyKeysMask, AlibiBias,
-                 LowerTriangularMaskWithAlibi, BlockDiagonalMaskWithAlibi, BlockDiagonalCausalMaskWithAlibi>;
+                 LowerTriangularMaskWithAlibi, BlockDiagonalMaskWithAlibi, BlockDiagonalCausalMaskWithAlibi,
+                 BlockSparseMask>;
 
 // The bias as a dense [B, H, Mq, Mkv] row-major fp64 array on the host (0, -inf or values),
 // as xFormers' materialize(). Tensor biases must point to host memory (device == kHost) and be

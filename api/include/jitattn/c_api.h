@@ -52,7 +52,7 @@ extern "C" {
 #endif
 
 /* Bumped when functions, struct fields or status codes are added (never for other changes). */
-#define JITATTN_C_API_VERSION 2  /* 2: JITATTN_ERROR_CACHE_MISS */
+#define JITATTN_C_API_VERSION 3  /* 2: JITATTN_ERROR_CACHE_MISS; 3: block maps, BLOCK_SPARSE, JITATTN_DTYPE_U8 */
 
 /* ---- status codes --------------------------------------------------------------------------- */
 typedef int32_t jitattn_status;
@@ -90,6 +90,7 @@ JITATTN_C_EXPORT int32_t jitattn_c_api_version(void);
 #define JITATTN_DTYPE_F16 1
 #define JITATTN_DTYPE_BF16 2
 #define JITATTN_DTYPE_F32 3
+#define JITATTN_DTYPE_U8 4 /* bytes of masks only: BlockSparseMask's layout, a block map's cells */
 #define JITATTN_DEVICE_HOST (-1)
 #define JITATTN_MAX_DIMS 6
 
@@ -133,7 +134,8 @@ typedef struct jitattn_tensor {
 #define JITATTN_BIAS_LOWER_TRIANGULAR_WITH_ALIBI 24                            /* slopes */
 #define JITATTN_BIAS_BLOCK_DIAGONAL_WITH_ALIBI 25                              /* q_seqlen, kv_seqlen?, slopes */
 #define JITATTN_BIAS_BLOCK_DIAGONAL_CAUSAL_WITH_ALIBI 26                       /* q_seqlen, kv_seqlen?, slopes */
-#define JITATTN_BIAS_KIND_COUNT 27
+#define JITATTN_BIAS_BLOCK_SPARSE 27                                           /* tensor (u8 layout), block_size, block_sparse_causal */
+#define JITATTN_BIAS_KIND_COUNT 28
 
 /* A bias, described as its xFormers constructor takes it (BlockDiagonalMask.from_seqlens,
  * make_paged, ...); the conversion runs those constructors, so every check they make applies
@@ -173,6 +175,10 @@ typedef struct jitattn_bias {
   const int32_t* kv_seqlen_device;
   const int32_t* block_tables_device;
   const float* alibi_slopes_device;
+  /* BLOCK_SPARSE: `tensor` is the layout [H or 1, ceil(Mq / block_size), ceil(Mkv / block_size)] u8;
+   * block_size a power of two in [16, 256]; block_sparse_causal != 0 adds LowerTriangularMask. */
+  int32_t block_size;
+  int32_t block_sparse_causal;
 } jitattn_bias;
 
 /* "BlockDiagonalCausalMask" for JITATTN_BIAS_BLOCK_DIAGONAL_CAUSAL; NULL for an unknown kind. */
@@ -252,6 +258,28 @@ JITATTN_C_EXPORT void jitattn_variant_destroy(jitattn_variant* variant);
 /* The code's id (the "+u<16 hex>" of kernel names). */
 JITATTN_C_EXPORT uint64_t jitattn_variant_id(const jitattn_variant* variant);
 
+/* A variant's block map (jitattn::BlockMap), filled by jitattn_block_map_build and passed to the
+ * calls of that variant through the options. */
+typedef struct jitattn_block_map {
+  size_t struct_size;
+  jitattn_tensor cells; /* u8 [B or 1, H or 1, ceil(mq / cell_size), ceil(mkv / cell_size)], device memory */
+  int32_t cell_size;    /* a power of two in [16, 256] */
+  int32_t reserved0;    /* 0 */
+  int64_t mq, mkv;      /* queries and keys per sequence it covers */
+  uint64_t variant_id;  /* jitattn_variant_id of the variant it was built from */
+} jitattn_block_map;
+
+/* jitattn::build_block_map: evaluates the variant's mask_mod (with these capture values) over
+ * every (b, h, q_idx, kv_idx) the cells cover and writes them; fills *map. Queued on `stream`. */
+JITATTN_C_EXPORT jitattn_status jitattn_block_map_build(const jitattn_variant* variant, int32_t num_capture_values,
+                                                        const jitattn_capture_value* capture_values, int64_t mq,
+                                                        int64_t mkv, int32_t cell_size, const jitattn_tensor* cells,
+                                                        jitattn_block_map* map, void* stream);
+/* jitattn::materialize(variant): the variant as an additive f32 bias out [B, H, Mq, Mkv] (device). */
+JITATTN_C_EXPORT jitattn_status jitattn_variant_materialize(const jitattn_variant* variant, int32_t num_capture_values,
+                                                            const jitattn_capture_value* capture_values,
+                                                            const jitattn_tensor* out, void* stream);
+
 /* ---- options -------------------------------------------------------------------------------- */
 /* jitattn::AttentionOptions. NULL: all defaults. */
 typedef struct jitattn_attention_options {
@@ -265,6 +293,7 @@ typedef struct jitattn_attention_options {
   const jitattn_variant* variant;
   int32_t num_capture_values;
   const jitattn_capture_value* capture_values;
+  const jitattn_block_map* block_map; /* that variant's block map, or NULL */
 } jitattn_attention_options;
 
 /* jitattn::BackwardOptions. NULL: all defaults. */
@@ -279,6 +308,7 @@ typedef struct jitattn_backward_options {
   const jitattn_variant* variant; /* the forward's, with its capture values */
   int32_t num_capture_values;
   const jitattn_capture_value* capture_values;
+  const jitattn_block_map* block_map; /* the forward's, or NULL */
 } jitattn_backward_options;
 
 /* ---- attention ------------------------------------------------------------------------------ */

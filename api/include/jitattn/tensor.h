@@ -7,7 +7,9 @@
 
 namespace jitattn {
 
-enum class DType : uint8_t { f16, bf16, f32 };
+// u8: bytes of masks only (BlockSparseMask's layout, a BlockMap's cells); attention's tensors
+// are f16, bf16 or f32.
+enum class DType : uint8_t { f16, bf16, f32, u8 };
 
 const char* to_string(DType dtype);
 size_t element_size(DType dtype);

@@ -25,6 +25,8 @@
 #include <string>
 #include <vector>
 
+#include "jitattn/tensor.h"
+
 namespace jitattn {
 
 // Element types of captured tensors, and what the snippet reads: float (f32, and f16 and bf16
@@ -87,5 +89,36 @@ class Variant {
   std::vector<Capture> captures_;
   mutable std::shared_ptr<const Prepared> prepared_;  // null: the code changed since
 };
+
+// A variant's block map (FlexAttention's BlockMask): for each cell of cell_size × cell_size
+// elements of (sequence b, head h), whether mask_mod leaves none, some or all of it visible.
+// Built once on the GPU by build_block_map, then passed to any number of calls (forward and
+// backward) of that variant as AttentionOptions::block_map: tiles of empty cells are never
+// loaded, and tiles inside full cells skip mask_mod (score_mod still runs). The map describes
+// mask_mod as it was when built: rebuild it when a captured tensor's contents change.
+struct BlockMap {
+  TensorView cells;        // u8 [B or 1, H or 1, ceil(mq / cell_size), ceil(mkv / cell_size)], device memory you own
+  int32_t cell_size = 0;   // a power of two in [16, 256]
+  int64_t mq = 0, mkv = 0;  // the queries and keys per sequence it covers
+  uint64_t variant = 0;    // the code id (Variant::code_id) of the variant it describes
+};
+
+// The shape of the cells of a map over B (or 1) sequences and H (or 1) heads.
+std::vector<int64_t> block_map_shape(int64_t B, int64_t H, int64_t mq, int64_t mkv, int32_t cell_size = 128);
+
+// Evaluates variant.mask_mod (it must have one) on every (b, h, q_idx, kv_idx) with b <
+// cells.shape[0], h < cells.shape[1], q_idx < mq, kv_idx < mkv and writes the cells (shape
+// block_map_shape; a size-1 B or H dimension says the mask does not depend on b or h). A call
+// may then use the map when its sequences have at most mq queries and mkv keys (b is the batch
+// row, or the block of a block-diagonal bias), its B and H equal the map's or the map's are 1.
+// The snippet must be safe to evaluate over that whole range. Queued on `stream`.
+BlockMap build_block_map(const Variant& variant, int64_t mq, int64_t mkv, const TensorView& cells,
+                         int32_t cell_size = 128, void* stream = nullptr);
+
+// The variant as an additive bias, for references and tests: out [B, H, Mq, Mkv] f32 (device
+// memory, last stride 1) gets -inf where mask_mod is false, else score_mod(0, b, h, q_idx,
+// kv_idx) (an additive_score() variant) or 0. A score_mod that is not additive cannot be
+// written so and is refused. Queued on `stream`.
+void materialize(const Variant& variant, const TensorView& out, void* stream = nullptr);
 
 }  // namespace jitattn

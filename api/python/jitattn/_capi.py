@@ -24,7 +24,7 @@ ERROR_OUT_OF_MEMORY = 5
 ERROR_INTERNAL = 6
 ERROR_CACHE_MISS = 7  # C API version 2
 
-DTYPE_UNSET, DTYPE_F16, DTYPE_BF16, DTYPE_F32 = 0, 1, 2, 3
+DTYPE_UNSET, DTYPE_F16, DTYPE_BF16, DTYPE_F32, DTYPE_U8 = 0, 1, 2, 3, 4
 DEVICE_HOST = -1
 MAX_DIMS = 6
 
@@ -88,6 +88,8 @@ class Bias(_Struct):
         ("kv_seqlen_device", _i32p),
         ("block_tables_device", _i32p),
         ("alibi_slopes_device", _f32p),
+        ("block_size", ctypes.c_int32),
+        ("block_sparse_causal", ctypes.c_int32),
     ]
 
 
@@ -127,6 +129,18 @@ class VariantHandle(ctypes.Structure):
     """Opaque jitattn_variant."""
 
 
+class BlockMap(_Struct):
+    _fields_ = [
+        ("struct_size", ctypes.c_size_t),
+        ("cells", Tensor),
+        ("cell_size", ctypes.c_int32),
+        ("reserved0", ctypes.c_int32),
+        ("mq", ctypes.c_int64),
+        ("mkv", ctypes.c_int64),
+        ("variant_id", ctypes.c_uint64),
+    ]
+
+
 class AttentionOptions(_Struct):
     _fields_ = [
         ("struct_size", ctypes.c_size_t),
@@ -139,6 +153,7 @@ class AttentionOptions(_Struct):
         ("variant", ctypes.POINTER(VariantHandle)),
         ("num_capture_values", ctypes.c_int32),
         ("capture_values", ctypes.POINTER(CaptureValue)),
+        ("block_map", ctypes.POINTER(BlockMap)),
     ]
 
 
@@ -155,6 +170,7 @@ class BackwardOptions(_Struct):
         ("variant", ctypes.POINTER(VariantHandle)),
         ("num_capture_values", ctypes.c_int32),
         ("capture_values", ctypes.POINTER(CaptureValue)),
+        ("block_map", ctypes.POINTER(BlockMap)),
     ]
 
 
@@ -200,6 +216,9 @@ _SIGNATURES = {
     "jitattn_variant_create": (_S, [ctypes.POINTER(VariantDesc), ctypes.POINTER(ctypes.POINTER(VariantHandle))]),
     "jitattn_variant_destroy": (None, [ctypes.POINTER(VariantHandle)]),
     "jitattn_variant_id": (ctypes.c_uint64, [ctypes.POINTER(VariantHandle)]),
+    "jitattn_block_map_build": (_S, [ctypes.POINTER(VariantHandle), ctypes.c_int32, ctypes.POINTER(CaptureValue), _i64, _i64,
+                                     ctypes.c_int32, _T, ctypes.POINTER(BlockMap), _c]),
+    "jitattn_variant_materialize": (_S, [ctypes.POINTER(VariantHandle), ctypes.c_int32, ctypes.POINTER(CaptureValue), _T, _c]),
     "jitattn_materialize": (_S, [_B, _i64, _i64, _i64, _i64, _dp, ctypes.c_size_t]),
     "jitattn_materialize_h": (_S, [_H, _i64, _i64, _i64, _i64, _dp, ctypes.c_size_t]),
     "jitattn_forward": (_S, [_T, _T, _T, _B, _T, _FO, _c]),

@@ -14,8 +14,10 @@ from typing import Optional, Sequence, Union
 from . import _capi
 
 _DTYPE_NAMES = {"f16": _capi.DTYPE_F16, "float16": _capi.DTYPE_F16, "bf16": _capi.DTYPE_BF16,
-                "bfloat16": _capi.DTYPE_BF16, "f32": _capi.DTYPE_F32, "float32": _capi.DTYPE_F32}
-_MEMORYVIEW_FORMATS = {"f": _capi.DTYPE_F32, "e": _capi.DTYPE_F16}
+                "bfloat16": _capi.DTYPE_BF16, "f32": _capi.DTYPE_F32, "float32": _capi.DTYPE_F32,
+                # masks only (BlockSparseMask's layout, a block map's cells): the library refuses them elsewhere
+                "u8": _capi.DTYPE_U8, "uint8": _capi.DTYPE_U8, "bool": _capi.DTYPE_U8}
+_MEMORYVIEW_FORMATS = {"f": _capi.DTYPE_F32, "e": _capi.DTYPE_F16, "B": _capi.DTYPE_U8}
 
 
 @dataclass(frozen=True)
@@ -80,7 +82,7 @@ def to_c(x, name):
     if isinstance(x, memoryview):
         if x.format not in _MEMORYVIEW_FORMATS or x.readonly:
             raise _capi.Error(_capi.ERROR_INVALID_ARGUMENT,
-                              [f"{name}: a memoryview must be writable float32 ('f') or float16 ('e'), not "
+                              [f"{name}: a memoryview must be writable float32 ('f'), float16 ('e') or uint8 ('B', masks), not "
                                f"format {x.format!r}{' (read-only)' if x.readonly else ''}"],
                               "JITATTN_ERROR_INVALID_ARGUMENT")
         base = ctypes.addressof(ctypes.c_char.from_buffer(x)) if x.nbytes else 0

@@ -17,6 +17,12 @@ as float, int32, int64, bool/uint8) read as ``name(i, j)`` or ``name[i]``, and t
 and ints. The code — snippets, capture names, kinds, dtypes and ranks — is compiled once and
 cached; values are per call (a new tensor or scalar reuses the kernel). Captured tensors get no
 gradient.
+
+A block map (``v.build_block_map(mq, mkv)``, FlexAttention's ``create_block_mask``) evaluates
+``mask_mod`` once on the GPU per cell of ``cell_size`` × ``cell_size`` elements; the variant then
+carries it to every call, forward and backward: tiles whose cells are all masked are never
+loaded, and tiles inside fully visible cells skip ``mask_mod`` (``score_mod`` still runs).
+Rebuild it when a captured tensor's contents change; ``v.block_map = None`` drops it.
 """
 import ctypes
 import weakref
@@ -42,13 +48,30 @@ def _capture_kind(name, value):
     return (name, _KIND_TENSOR, _TYPE_OF[dtype], value.dim())
 
 
+class BlockMap:
+    """A variant's block map (the C++ ``jitattn::BlockMap``): ``cells`` a uint8 CUDA tensor
+    [B or 1, H or 1, ceil(mq / cell_size), ceil(mkv / cell_size)] of 0 (no element visible), 1
+    (some) or 2 (all), built by ``Variant.build_block_map``."""
+
+    def __init__(self, cells, cell_size, mq, mkv, variant_id):
+        self.cells, self.cell_size, self.mq, self.mkv, self.variant_id = cells, cell_size, mq, mkv, variant_id
+
+    def _c(self):
+        from . import _tensor
+
+        m = _capi.BlockMap(cell_size=self.cell_size, mq=self.mq, mkv=self.mkv, variant_id=self.variant_id)
+        m.cells = _tensor.to_c(self.cells, "block_map.cells")
+        return m
+
+
 class Variant:
     """A mask_mod and/or score_mod with named captures; see the module's doc."""
 
-    def __init__(self, mask_mod=None, score_mod=None, score_grad=None, additive=False, captures=None):
+    def __init__(self, mask_mod=None, score_mod=None, score_grad=None, additive=False, captures=None, block_map=None):
         self.mask_mod, self.score_mod, self.score_grad = mask_mod, score_mod, score_grad
         self.additive = bool(additive)
         self.captures = dict(captures or {})
+        self.block_map = block_map  # a BlockMap of this variant's mask_mod, or None
         self._id = _next_id[0]
         _next_id[0] += 1
         _registry[self._id] = self
@@ -97,7 +120,57 @@ class Variant:
         """A copy with the same code and the current capture values (the captures dict copied,
         the tensors shared): what a forward keeps for its backward, so changing this variant
         between the two does not change the function whose gradient is computed."""
-        return Variant(self.mask_mod, self.score_mod, self.score_grad, self.additive, self.captures)
+        return Variant(self.mask_mod, self.score_mod, self.score_grad, self.additive, self.captures, self.block_map)
+
+    # ---- block maps and materialize -----------------------------------------------------------
+    def _device_of_captures(self, device):
+        import torch
+
+        if device is None:
+            device = next((t.device for t in self.tensors()), None) or torch.device("cuda", torch.cuda.current_device())
+        device = torch.device(device)
+        if device.index is None:
+            device = torch.device(device.type, torch.cuda.current_device())
+        return device
+
+    def build_block_map(self, mq, mkv, batch=1, heads=1, cell_size=128, device=None):
+        """Evaluates mask_mod over every (b < batch, h < heads, q_idx < mq, kv_idx < mkv) on the
+        GPU, keeps the map on this variant (``self.block_map``) and returns it. batch or heads 1:
+        the mask does not depend on b or h. Calls may use it when their sequences have at most mq
+        queries and mkv keys and their batch (sequences) and heads equal the map's or the map's
+        are 1. Queued on the current stream."""
+        import torch
+
+        device = self._device_of_captures(device)
+        rows, cols = -(-int(mq) // int(cell_size)), -(-int(mkv) // int(cell_size))
+        cells = torch.empty((int(batch), int(heads), max(rows, 0), max(cols, 0)), dtype=torch.uint8, device=device)
+        from . import _tensor
+
+        h, vals, n, keep = self.call_values(device)
+        c_cells = _tensor.to_c(cells, "cells")
+        out = _capi.BlockMap()
+        stream = torch.cuda.current_stream(device).cuda_stream
+        _capi.check(_capi.lib().jitattn_block_map_build(h, n, vals, int(mq), int(mkv), int(cell_size), ctypes.byref(c_cells),
+                                                        ctypes.byref(out), ctypes.c_void_p(stream)))
+        del keep
+        self.block_map = BlockMap(cells, int(cell_size), int(mq), int(mkv), int(out.variant_id))
+        return self.block_map
+
+    def materialize(self, shape, device=None):
+        """The variant as an additive float32 bias of ``shape`` [B, H, Mq, Mkv] on the GPU: -inf
+        where mask_mod is false, else score_mod(0, ...) (additive variants) or 0."""
+        import torch
+
+        device = self._device_of_captures(device)
+        out = torch.empty(tuple(int(n) for n in shape), dtype=torch.float32, device=device)
+        from . import _tensor
+
+        h, vals, n, keep = self.call_values(device)
+        c_out = _tensor.to_c(out, "out")
+        stream = torch.cuda.current_stream(device).cuda_stream
+        _capi.check(_capi.lib().jitattn_variant_materialize(h, n, vals, ctypes.byref(c_out), ctypes.c_void_p(stream)))
+        del keep
+        return out
 
     # ---- one call ---------------------------------------------------------------------------
     def call_values(self, device, tensors=None):
@@ -142,4 +215,8 @@ def apply(options, variant, device, tensors=None):
         return None
     h, vals, n, keep = variant.call_values(device, tensors)
     options.variant, options.num_capture_values, options.capture_values = h, n, vals
-    return (vals, keep)
+    block_map = None
+    if variant.block_map is not None:
+        block_map = variant.block_map._c()
+        options.block_map = ctypes.pointer(block_map)
+    return (vals, keep, block_map)

@@ -10,9 +10,10 @@ to the device of the call); ``make_paged``'s ``paged_type`` may be omitted (each
 paged form); ``PagedBlockDiagonalGappyKeysMask.from_seqlens`` takes the sequences' starts
 within their block-table rows, as xFormers' paged k_seqinfo holds them.
 """
+import ctypes
 from typing import Optional, Sequence
 
-from ... import _capi
+from ... import _capi, _tensor
 from ._bias_base import AttentionBias, live_handles  # noqa: F401  (live_handles: for tests)
 from ._seqinfo import _GappySeqInfo, _PaddedSeqLenInfo, _SeqLenInfo
 
@@ -356,6 +357,41 @@ class BlockDiagonalMaskWithAlibi(BlockDiagonalMask):
 
 class BlockDiagonalCausalMaskWithAlibi(BlockDiagonalCausalMask):
     _KIND = 26
+
+
+# ---- block-sparse ------------------------------------------------------------------------------
+class BlockSparseMask(AttentionBias):
+    """jitattn: query i of head h sees key j iff ``layout[h, i // block_size, j // block_size]``
+    (and j <= i with ``causal``): FairSeq's ``xformers_blocksparse_layout`` and
+    ``xformers_blocksparse_blocksize``. ``layout``: a bool or uint8 tensor [H or 1,
+    ceil(Mq / block_size), ceil(Mkv / block_size)] on the call's device (a CPU tensor for
+    ``materialize``), last stride 1; ``block_size`` a power of two in [16, 256]. Tiles of unset
+    blocks are never loaded."""
+
+    _KIND = 27
+
+    def __init__(self, layout, block_size: int, causal: bool = False):
+        if getattr(layout, "dtype", None) is not None and str(layout.dtype) == "torch.bool":
+            layout = layout.view(__import__("torch").uint8)  # the same bytes
+        self.layout, self.block_size, self.causal = layout, int(block_size), bool(causal)
+        self._checked()
+
+    def _c_fields(self, desc, keep):
+        super()._c_fields(desc, keep)
+        keep.append(self.layout)
+        keep.append(_tensor.to_c(self.layout, "layout"))
+        desc.tensor = ctypes.pointer(keep[-1])
+        desc.block_size = _capi.int32(self.block_size, "block_size")
+        desc.block_sparse_causal = int(self.causal)
+
+    def _materialize_bh(self, batch, heads):
+        return 1, heads
+
+    def _host_copy(self):
+        t = self.layout
+        if not _tensor.is_torch_tensor(t) or t.device.type == "cpu":
+            return self
+        return BlockSparseMask(t.cpu(), self.block_size, self.causal)
 
 
 # ---- helpers -----------------------------------------------------------------------------------
