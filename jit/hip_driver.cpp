@@ -1,12 +1,18 @@
 #include "jit/hip_driver.h"
 
 #include <dlfcn.h>
+#include <unistd.h>
 
 #include <cstring>
 
 #include "jit/env.h"
 
 namespace jitattn::jit {
+
+bool amd_kernel_driver_present() {
+  static const bool present = access("/dev/kfd", F_OK) == 0;
+  return present;
+}
 
 std::string hip_version_string(int v) {
   return std::to_string(v / 10000000) + "." + std::to_string(v / 100000 % 100) + "." + std::to_string(v % 100000);
@@ -68,6 +74,10 @@ HipDriver load_hip() {
   if (!ok) return d;
   d.loaded = true;
   d.hipRuntimeGetVersion(&d.version);
+  if (!amd_kernel_driver_present()) {
+    d.unavailable_reason = "no AMD GPU (/dev/kfd is absent)";
+    return d;
+  }
   if (const int rc = d.hipInit(0); rc != 0) {
     d.unavailable_reason = std::string("hipInit failed: ") + d.hipGetErrorString(rc);
     return d;

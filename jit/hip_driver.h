@@ -44,6 +44,10 @@ struct HipDriver {
   static const HipDriver& get();
 };
 
+// Whether this machine has AMD's GPU kernel driver (/dev/kfd, which the HIP runtime needs): the
+// runtime looks for AMD GPUs only then, so a process on a machine without one never loads ROCm.
+bool amd_kernel_driver_present();
+
 // 50221153 -> "5.2.21153" (HIP_VERSION = major·10^7 + minor·10^5 + patch).
 std::string hip_version_string(int version);
 

@@ -93,8 +93,10 @@ void JitRuntime::load_hip(LoadedKernel& loaded, cache::KernelRecord& rec, std::s
 }
 
 const ContextInfo& JitRuntime::context(int device) {
-  // No CUDA driver but an AMD GPU: the HIP backend (jit/hip_driver.h).
-  if (!CudaDriver::get().available && !HipDriver::get().devices.empty()) return hip_context(device);
+  // No CUDA driver but an AMD GPU: the HIP backend (jit/hip_driver.h). Without AMD's kernel
+  // driver ROCm is never loaded (a CPU-only process, a sanitizer run, stays free of it).
+  if (!CudaDriver::get().available && amd_kernel_driver_present() && !HipDriver::get().devices.empty())
+    return hip_context(device);
   const CudaDriver& d = CudaDriver::require();
   CUcontext ctx = nullptr;
   check_cuda(d.cuCtxGetCurrent(&ctx), "cuCtxGetCurrent");

@@ -129,7 +129,7 @@ void print_hip() {
   } else {
     std::printf("HIP runtime   %s %s from %s%s%s (the module API, used where there is no CUDA driver; never run on an AMD GPU)\n",
                 h.version ? "HIP" : "HIP, version unknown,", h.version ? jit::hip_version_string(h.version).c_str() : "",
-                loaded_file(h.path).c_str(), h.unavailable_reason.empty() ? "" : "; no AMD GPU: ", h.unavailable_reason.c_str());
+                loaded_file(h.path).c_str(), h.unavailable_reason.empty() ? "" : "; ", h.unavailable_reason.c_str());
     if (h.devices.empty() && h.unavailable_reason.empty()) std::printf("AMD GPUs      none\n");
     for (const auto& dev : h.devices)
       std::printf("AMD GPU %d     %s: %s%s\n", dev.index, dev.name.c_str(), dev.gcn_arch.empty() ? "gfx?" : dev.gcn_arch.c_str(),

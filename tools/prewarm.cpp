@@ -201,8 +201,9 @@ std::vector<jit::Arch> device_archs() {
       const int sm = major * 10 + minor;
       if (sm >= 80) add(jit::Arch{uint8_t(sm), sm == 90, jit::Backend::cuda});
     }
-  for (const jit::HipDevice& dev : jit::HipDriver::get().devices)
-    if (dev.arch) add(*dev.arch);
+  if (jit::amd_kernel_driver_present())
+    for (const jit::HipDevice& dev : jit::HipDriver::get().devices)
+      if (dev.arch) add(*dev.arch);
   return archs;
 }
 
