@@ -1,4 +1,4 @@
-// The compiler seam (docs/design.md decision 21): one Compiler per backend — NVRTC for CUDA
+// The compiler seam (docs/design.md decision 23): one Compiler per backend — NVRTC for CUDA
 // (jit/nvrtc_compiler.h), hiprtc for HIP (jit/hiprtc_compiler.h) — each loaded at run time.
 // The runtime, the CLI and the cache see only this interface: a spec's backend picks it.
 #pragma once

@@ -21,7 +21,8 @@ struct CudaDriver {
   X(cuEventSynchronize) X(cuEventElapsedTime) X(cuStreamBeginCapture) X(cuStreamEndCapture)         \
   X(cuGraphInstantiateWithFlags) X(cuGraphLaunch) X(cuGraphExecDestroy) X(cuGraphDestroy)          \
   X(cuMemsetD8Async) X(cuMemAllocAsync) X(cuMemFreeAsync)            \
-  X(cuStreamIsCapturing) X(cuMemsetD32Async) X(cuOccupancyMaxActiveBlocksPerMultiprocessor)
+  X(cuStreamIsCapturing) X(cuMemsetD32Async) X(cuOccupancyMaxActiveBlocksPerMultiprocessor) \
+  X(cuMemcpyDtoDAsync) X(cuStreamWaitEvent)
   JITATTN_DRIVER_FUNCTIONS(JITATTN_DRIVER_FN)
 #undef JITATTN_DRIVER_FN
 

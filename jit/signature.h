@@ -64,7 +64,7 @@ std::optional<Op> parse_op(const std::string& s);
 std::optional<BiasKind> parse_bias_kind(const std::string& s);
 std::optional<DType> parse_dtype(const std::string& s);
 
-// The two backends behind the JIT (docs/design.md decision 21): NVIDIA through NVRTC and the CUDA
+// The two backends behind the JIT (docs/design.md decision 23): NVIDIA through NVRTC and the CUDA
 // driver API, AMD through hiprtc and the HIP module API. A value is part of every cache key.
 enum class Backend : uint8_t { cuda = 0, hip = 1 };
 const char* to_string(Backend backend);

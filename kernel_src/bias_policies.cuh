@@ -19,6 +19,10 @@
 //   score_grad(x, i, j)           (kScoreGrad) d logit / d x at an unmasked element: the
 //                                 backward multiplies dS by it (a user score_mod's derivative).
 // kElementwise: every tile runs logit() (a bias tensor, ALiBi), never the unmasked path.
+// kLogitAnywhere: logit() (and score_grad()) may run at any (i, j) inside the sequence, masked or
+// not, and has no branch: a masked tile calls it on every element, indices clamped into the
+// sequence, and selects — per-element branches made user variants' masked tiles several times
+// slower than the built-in masks.
 // Kernels call these hooks and never branch on the bias kind themselves; adding a bias kind is
 // adding a row to jit/bias_kinds.h (which names the policy type) and, if no policy here serves
 // it, a struct here.
@@ -30,6 +34,7 @@ namespace jitattn {
 // What a policy has, unless it says otherwise (see above).
 struct PolicyTraits {
   static constexpr bool kElementwise = false, kRowMask = true, kScore = false, kSkipsTiles = false, kScoreGrad = false;
+  static constexpr bool kLogitAnywhere = false;
   __device__ int tile_state(int, int, int, int) const { return 1; }
 };
 
@@ -206,7 +211,7 @@ __device__ __forceinline__ float fast_div(float a, float b) { return __fdividef(
 // the map says none is; a full tile still runs score_mod (score()).
 template <class Base, class V>
 struct UserPolicy : PolicyTraits {
-  static constexpr bool kElementwise = Base::kElementwise, kRowMask = false;
+  static constexpr bool kElementwise = Base::kElementwise, kRowMask = false, kLogitAnywhere = true;
   static constexpr bool kScore = V::kScore, kSkipsTiles = V::kMask, kScoreGrad = V::kScoreGrad;
   Base base;
   V v;
@@ -228,13 +233,14 @@ struct UserPolicy : PolicyTraits {
     if constexpr (V::kScore) y = v.score_mod(y * kLn2, b, h, i, j) * kLog2e;
     return y;
   }
+  // mask_mod and score_mod run on every element given, masked ones included (their results there
+  // are dropped): no branch per element.
   __device__ float logit(float x, int i, int j) const {
     const float y = base.logit(x, i, j);
-    if (y == neg_inf()) return y;
-    if constexpr (V::kMask) {
-      if (!v.mask_mod(b, h, i, j)) return neg_inf();
-    }
-    return score(y, i, j);
+    bool keep = y != neg_inf();
+    if constexpr (V::kMask) keep = keep & bool(v.mask_mod(b, h, i, j));
+    const float z = score(y, i, j);
+    return keep ? z : neg_inf();
   }
   __device__ float score_grad(float x, int i, int j) const {
     if constexpr (V::kScoreGrad) return v.score_grad(base.logit(x, i, j) * kLn2, b, h, i, j);
@@ -248,7 +254,7 @@ struct UserPolicy : PolicyTraits {
 // are unmasked where `Mask` allows.
 template <class Mask>
 struct BlockSparsePolicy : PolicyTraits {
-  static constexpr bool kRowMask = false, kSkipsTiles = true;
+  static constexpr bool kRowMask = false, kSkipsTiles = true, kLogitAnywhere = !Mask::kElementwise;
   Mask mask;
   CellMap<true> layout;
   __device__ BlockSparsePolicy(const FwdParams& p, int b, int h, int mq, int mkv) : mask(p, b, h, mq, mkv), layout(p.layout, b, h) {}
@@ -264,7 +270,8 @@ struct BlockSparsePolicy : PolicyTraits {
   }
   __device__ float logit(float x, int i, int j) const {
     const float y = mask.logit(x, i, j);
-    return y == neg_inf() || !layout.visible(i, j) ? neg_inf() : y;
+    const bool seen = layout.visible(i, j);
+    return seen ? y : neg_inf();
   }
 };
 

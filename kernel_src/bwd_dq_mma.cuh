@@ -171,13 +171,20 @@ __device__ __forceinline__ void bwd_dq_mma(const BwdParams& bp) {
           const int e = e2 * 2 + c;
           const float raw = s[nt][e] * p.scale_log2;
           float x = raw;
-          if constexpr (kMasked) x = j + c >= mkv || i >= mq ? neg_inf() : policy.logit(x, i, j + c);
-          else if constexpr (Policy::kScore) x = policy.score(x, i, j + c);
+          if constexpr (kMasked && Policy::kLogitAnywhere) {
+            const float y = policy.logit(x, imin(i, mq - 1), imin(j + c, mkv - 1));
+            x = j + c < mkv && i < mq ? y : neg_inf();
+          } else if constexpr (kMasked) {
+            x = j + c >= mkv || i >= mq ? neg_inf() : policy.logit(x, i, j + c);
+          } else if constexpr (Policy::kScore) {
+            x = policy.score(x, i, j + c);
+          }
           const float pv = fast_exp2(x - lse2[e2]);
           const float dpv = keep[c] ? dp[nt][e] * p.dropout_scale : 0.f;
           float ds = pv * (dpv - delta[e2]);
           if constexpr (Policy::kScoreGrad) {  // through a user score_mod
-            if (pv != 0.f) ds *= policy.score_grad(raw, i, j + c);
+            const float sg = policy.score_grad(raw, imin(i, mq - 1), imin(j + c, mkv - 1));
+            ds = pv != 0.f ? ds * sg : ds;
           }
           s[nt][e] = ds;  // dS
         }

@@ -269,15 +269,22 @@ __device__ __forceinline__ void bwd_mma(const BwdParams& bp) {
             const float raw = s[kt][nt][e] * p.scale_log2;
             const int i = m0 + nt * 8 + 2 * t + c;
             float x = raw;
-            if constexpr (kMasked) x = j >= mkv || i >= mq ? neg_inf() : policy.logit(x, i, j);
-            else if constexpr (Policy::kScore) x = policy.score(x, i, j);
+            if constexpr (kMasked && Policy::kLogitAnywhere) {
+              const float y = policy.logit(x, imin(i, mq - 1), imin(j, mkv - 1));
+              x = j < mkv && i < mq ? y : neg_inf();
+            } else if constexpr (kMasked) {
+              x = j >= mkv || i >= mq ? neg_inf() : policy.logit(x, i, j);
+            } else if constexpr (Policy::kScore) {
+              x = policy.score(x, i, j);
+            }
             const float pv = fast_exp2(x - lse2[c]);
             s[kt][nt][e] = pv;
             const float dpv = keep[c] ? dp[kt][nt][e] * p.dropout_scale : 0.f;
             pd[kt][nt][e] = keep[c] ? pv : 0.f;
             float ds = pv * (dpv - delta[c]);
             if constexpr (Policy::kScoreGrad) {  // through a user score_mod: dS · d score_mod / d score
-              if (pv != 0.f) ds *= policy.score_grad(raw, i, j);
+              const float sg = policy.score_grad(raw, imin(i, mq - 1), imin(j, mkv - 1));
+              ds = pv != 0.f ? ds * sg : ds;
             }
             dp[kt][nt][e] = ds;
           }
@@ -413,8 +420,11 @@ __device__ __forceinline__ void bwd_mma(const BwdParams& bp) {
     return Policy::kElementwise || k_lo + kBN > mkv || m0 + kBM > mq ||
            !Policy(p, b, head_of(c), mq, mkv).tile_full(m0, m0 + kBM, k_lo, k_lo + kBN);
   };
+  // With dQ, one more pass after the last visit runs its dq_step: one call site, so the step is
+  // compiled once (each call site inlines all of it; NVRTC's time grows with the code).
   int c_prev = 0;
-  for (int it = 0; it < n_visits; ++it) {
+  const int n_passes = n_visits + (Cfg::kDq && n_visits > 0 ? 1 : 0);
+  for (int it = 0; it < n_passes; ++it) {
     const int c_next = it + 1 < n_visits ? tiles.next(c + 1) : 0;
     // Q(it), dO(it) have landed, and every warp is done with iteration it - 1.
     cp_async_wait<0>();
@@ -424,15 +434,11 @@ __device__ __forceinline__ void bwd_mma(const BwdParams& bp) {
     if constexpr (Cfg::kDq) {
       if (it > 0) dq_step(it - 1, c_prev);
     }
-    if (needs_mask(c)) step(it, c, Bool<true>{});
-    else step(it, c, Bool<false>{});
-    c_prev = c;
-    c = c_next;
-  }
-  if constexpr (Cfg::kDq) {
-    if (n_visits > 0) {
-      __syncthreads();
-      dq_step(n_visits - 1, c_prev);
+    if (it < n_visits) {
+      if (needs_mask(c)) step(it, c, Bool<true>{});
+      else step(it, c, Bool<false>{});
+      c_prev = c;
+      c = c_next;
     }
   }
 

@@ -39,8 +39,14 @@ __device__ __forceinline__ void fwd_logits(float (&s)[kNT][4], const Policy& pol
       for (int e = 0; e < 4; ++e) {
         float x = s[nt][e] * scale_log2;
         const int i = i0 + (e >= 2 ? 8 : 0), j = j0 + nt * 8 + (e & 1);
-        if constexpr (kMasked) x = j >= mkv ? neg_inf() : i >= mq ? x : policy.logit(x, i, j);
-        else if constexpr (Policy::kScore) x = policy.score(x, i, j);
+        if constexpr (kMasked && Policy::kLogitAnywhere) {  // rows past mq are never stored
+          const float y = policy.logit(x, imin(i, mq - 1), imin(j, mkv - 1));
+          x = j < mkv ? y : neg_inf();
+        } else if constexpr (kMasked) {
+          x = j >= mkv ? neg_inf() : i >= mq ? x : policy.logit(x, i, j);
+        } else if constexpr (Policy::kScore) {
+          x = policy.score(x, imin(i, mq - 1), j);  // the last query block's rows past mq
+        }
         s[nt][e] = x;
       }
   }

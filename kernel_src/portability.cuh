@@ -1,4 +1,4 @@
-// What differs between the two compilers of kernel_src/ (docs/design.md decision 21): NVRTC for
+// What differs between the two compilers of kernel_src/ (docs/design.md decision 23): NVRTC for
 // NVIDIA and hiprtc for AMD. The portable family (fwd_simt.cuh, bwd_simt.cuh, bwd_rows.cuh,
 // merge.cuh, the policies of bias_policies.cuh) reaches the hardware only through this file and
 // the plain C++ both compilers share (threadIdx, __syncthreads, fmaf, exp2f, float4, __shared__).

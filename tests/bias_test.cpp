@@ -946,6 +946,7 @@ TEST(BiasName, IsTheXFormersClassName) {
       "LowerTriangularMaskWithAlibi",
       "BlockDiagonalMaskWithAlibi",
       "BlockDiagonalCausalMaskWithAlibi",
+      "BlockSparseMask",
   };
   EXPECT_EQ(all_names(std::make_index_sequence<std::variant_size_v<AttnBias>>()), want);
   EXPECT_STREQ(bias_name(BlockDiagonalMask::from_seqlens({1}).make_local_attention(1)), "BlockDiagonalCausalLocalAttentionMask");

@@ -392,6 +392,10 @@ static void test_every_bias_kind(void) {
     d.num_seqs = 1, d.q_seqlen = len, d.kv_seqlen = len, d.kv_seqstarts = starts, d.kv_padding = 4;
     d.window_size = 2, d.window_left = 1, d.window_right = 1, d.tensor = &t;
     d.block_tables = table, d.max_pages = 1, d.page_size = 4, d.alibi_num_slopes = 1;
+    unsigned char one_block = 1;
+    jitattn_tensor layout = t4(JITATTN_DTYPE_U8, 1, 1, 1, 1);
+    layout.ndim = 3, layout.data = &one_block, layout.device = JITATTN_DEVICE_HOST;
+    if (kind == JITATTN_BIAS_BLOCK_SPARSE) d.tensor = &layout, d.block_size = 16;
     jitattn_bias_handle* h = NULL;
     const jitattn_status st = jitattn_bias_create(&d, &h);
     if (st != JITATTN_OK) fprintf(stderr, "kind %d (%s): %s\n", (int)kind, jitattn_bias_kind_name(kind), jitattn_last_error_message());

@@ -106,7 +106,9 @@ TEST(Recorder, BackwardAndDropoutLinesReadBackAsTheSameKernel) {
         // serves p = 0 only), dbias
         // on bwd and bwd_kv only; a manifest refuses the rest (ManifestRefusesWhatTheApiNeverAsksFor).
         const bool swiglu = op == Op::swiglu_fwd || op == Op::swiglu_bwd;
-        const bool api_makes = (!dropout || (op != Op::bwd_pre && op != Op::bwd_post && op != Op::merge && op != Op::decode &&
+        // block_map kernels exist only with a user variant (VariantRecorder tests record those).
+        const bool api_makes = op != Op::block_map &&
+                               (!dropout || (op != Op::bwd_pre && op != Op::bwd_post && op != Op::merge && op != Op::decode &&
                                              !swiglu)) &&
                                (!dbias || op == Op::bwd || op == Op::bwd_kv);
         if (!api_makes) {
@@ -353,6 +355,15 @@ TEST(Recorder, AVariantLineCarriesItsCodeAndReadsBack) {
     ASSERT_EQ(again.size(), 1u);
     EXPECT_TRUE(again[0].sig == s) << manifest_line(s);
   }
+  // Its block map's builder, as jit/ops/block_map.cpp makes it.
+  Signature m;
+  m.op = Op::block_map, m.dtype = m.out_dtype = DType::f32, m.head_dim = m.head_dim_v = 8;
+  m.arch_sm = 90, m.arch_specific = 1, m.align = 4, m.variant = v.code_id();
+  const auto map = tools::parse_manifest_text(manifest_line(m), {}, "recorded");
+  ASSERT_EQ(map.size(), 1u) << manifest_line(m);
+  EXPECT_TRUE(map[0].sig == m) << manifest_line(m) << " -> " << map[0].name();
+  m.variant = 0;  // a builder without its mask_mod is a mistake in a manifest
+  EXPECT_THROW(tools::parse_manifest_text(manifest_line(m), {}, "recorded"), std::exception);
 }
 
 TEST(Recorder, JitOffErrorPrintsTheManifestLineThatWouldHaveProducedIt) {

@@ -220,8 +220,12 @@ uint64_t product_size(const Choices& c, std::string* factors) {
 std::string api_problem(const jit::Signature& s) {
   using jit::Op;
   const bool backward = s.op != Op::fwd && s.op != Op::merge && s.op != Op::decode && s.op != Op::swiglu_fwd &&
-                        s.op != Op::swiglu_bwd;
+                        s.op != Op::swiglu_bwd && s.op != Op::block_map;
   const bool swiglu = s.op == Op::swiglu_fwd || s.op == Op::swiglu_bwd;
+  if (s.op == Op::block_map && (!s.variant || s.bias != jit::BiasKind::none || s.lse || s.dropout || s.dbias ||
+                                s.dtype != DType::f32 || s.head_dim != 8 || s.head_dim_v != 8))
+    return "op \"block_map\" is a user variant's mask_mod (a \"variant\" object), with dtype f32, head_dim 8, bias \"none\", "
+           "no lse, dropout or dbias";
   if (swiglu && (s.bias != jit::BiasKind::none || s.lse || s.head_dim != 8 || s.head_dim_v != 8))
     return std::string("op \"") + jit::to_string(s.op) + "\" takes bias \"none\", no lse and head_dim 8 (elements per thread)";
   if (s.dbias && s.op != Op::bwd && s.op != Op::bwd_kv)
@@ -285,7 +289,8 @@ std::vector<KernelSpec> expand(const Choices& c, size_t max_kernels) {
                   s.dropout = dropout;
                   s.dbias = dbias;
                   s.align = uint8_t(dtype == DType::f32 ? 4 : c.align);  // the f32 kernels load element by element
-                  if (jit::uses_bias(op)) s.variant = c.variant;       // bwd_pre/bwd_post run without it
+                  // bwd_pre/bwd_post run without it; the block-map builder is nothing else
+                  if (jit::uses_bias(op) || op == jit::Op::block_map) s.variant = c.variant;
                   specs.push_back(checked_spec(s));
                 }
   return specs;

@@ -236,4 +236,73 @@ void backward(const BackwardPlan& b, CUstream stream) {
   if (own) check_cuda(d.cuMemFreeAsync(scratch, stream), "cuMemFreeAsync (backward workspace)");
 }
 
+// ---- gradients summed over several key blocks ---------------------------------------------------
+
+namespace {
+
+// The kernel of `op` for this plan on the current context (as backward() fetches them).
+const LoadedKernel& accumulating_kernel(const ForwardPlan& p, int align, Op op, bool with_bias, int head_dim = 0) {
+  auto& rt = JitRuntime::get();
+  Signature s = forward_signature(p, rt.context(p.device).arch);
+  s.align = uint8_t(align);
+  s.op = op;
+  if (!with_bias) s.bias = BiasKind::none, s.dropout = 0, s.variant = 0;
+  if (op != Op::bwd_pre) s.out_dtype = p.dtype;
+  s.dbias = 0;
+  if (head_dim) s.head_dim = s.head_dim_v = uint16_t(head_dim);
+  return rt.kernel(s, rt.context(p.device));
+}
+
+BwdParams accumulating_params(const BackwardPlan& b) {
+  BwdParams bp{};
+  forward_params(b.fwd, bp.f);
+  bp.dout = b.grad_data;
+  bp.do_stride_b = b.grad.sb, bp.do_stride_m = b.grad.sm, bp.do_stride_h = b.grad.sh;
+  bp.kv_heads = int32_t(b.fwd.k.h);
+  bp.max_mkv = b.fwd.bias.q_seqinfo ? b.fwd.bias.k_max_seqlen : int32_t(b.fwd.k.m);
+  bp.scale = float(b.fwd.scale);
+  return bp;
+}
+
+}  // namespace
+
+void backward_begin(const BackwardPlan& full, float* delta, float* dq_accum, CUstream stream) {
+  if (no_queries(full.fwd)) return;
+  const LoadedKernel& pre = accumulating_kernel(full.fwd, full.align, Op::bwd_pre, false);
+  BwdParams bp = accumulating_params(full);
+  bp.delta = delta, bp.dq_accum = dq_accum;
+  launch_backward(pre, bp, stream);
+}
+
+void backward_add(const BackwardPlan& part, int64_t q_rows, int64_t q_row, float* delta, float* dq_accum,
+                  int64_t k_rows, int64_t k_row, float* dk_accum, float* dv_accum, CUstream stream) {
+  const ForwardPlan& p = part.fwd;
+  if (no_queries(p) || p.k.m == 0) return;
+  const LoadedKernel& main = accumulating_kernel(p, part.align, Op::bwd, true);
+  BwdParams bp = accumulating_params(part);
+  // The accumulators are laid out over the whole blocks: rows are counted in them, and the
+  // pointers start at this call's first query and key row.
+  bp.f.mq_rows = int32_t(q_rows), bp.f.mkv_rows = int32_t(k_rows);
+  bp.delta = delta + q_row;
+  bp.dq_accum = dq_accum + q_row * p.q.d;
+  bp.dk_accum = dk_accum + k_row * p.k.d;
+  bp.dv_accum = dv_accum + k_row * p.v.d;
+  bp.dq = bp.dk = bp.dv = nullptr;  // never written with the accumulators set
+  launch_backward(main, bp, stream);
+}
+
+void backward_write(const ForwardPlan& like, const Bmhk& x, const float* accum, void* grad, float scale,
+                    CUstream stream) {
+  if (x.b == 0 || x.m == 0 || x.h == 0) return;
+  const LoadedKernel& post = accumulating_kernel(like, like.align, Op::bwd_post, false, int(x.d));
+  BwdParams cv{};
+  forward_params(like, cv.f);
+  cv.f.batch_rows = int32_t(x.b), cv.f.mq_rows = int32_t(x.m), cv.f.heads = int32_t(x.h);
+  cv.dq = grad, cv.dq_accum = const_cast<float*>(accum);
+  cv.dq_stride_b = x.sb, cv.dq_stride_m = x.sm, cv.dq_stride_h = x.sh;
+  cv.scale = scale;
+  launch_backward(post, cv, stream);
+}
+
 }  // namespace jitattn::jit::ops
+

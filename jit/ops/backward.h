@@ -18,4 +18,20 @@ size_t backward_workspace_bytes(const ForwardPlan& p, bool deterministic);
 
 void backward(const BackwardPlan& p, CUstream stream);
 
+// ---- gradients summed over several key blocks (ring attention, api/src/ring.cpp) -----------
+// The backward's kernels on caller-owned fp32 accumulators, so that one query block's gradients
+// are summed over key blocks that arrive one after the other (default mode: fp32 atomics).
+// delta [B, H, M] and dq_accum [B, H, M, K] (fp32, M = full.fwd.q.m): delta = rowsum(dO ∘ O) from
+// full's grad and out, dq_accum zeroed.
+void backward_begin(const BackwardPlan& full, float* delta, float* dq_accum, CUstream stream);
+// bwd over `part`, whose queries are rows [q_row, q_row + part.fwd.q.m) of a block of q_rows rows
+// (delta and dq_accum as backward_begin made them) and whose keys are rows [k_row, k_row +
+// part.fwd.k.m) of a block of k_rows rows: adds its dQ (unscaled) into dq_accum, dK · scale and dV
+// into dk_accum / dv_accum ([B, Hkv, k_rows, K] and [..., Kv] fp32). Nothing else is written.
+void backward_add(const BackwardPlan& part, int64_t q_rows, int64_t q_row, float* delta, float* dq_accum,
+                  int64_t k_rows, int64_t k_row, float* dk_accum, float* dv_accum, CUstream stream);
+// grad (a [B, M, H, D] view x of `like`'s dtype) = accum ([B, H, M, D] fp32) · scale.
+void backward_write(const ForwardPlan& like, const Bmhk& x, const float* accum, void* grad, float scale,
+                    CUstream stream);
+
 }  // namespace jitattn::jit::ops

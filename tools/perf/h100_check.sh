@@ -2,12 +2,12 @@
 # tools/perf/h100_check.sh — on the GPU host: build, GPU tests, compute-sanitizer,
 # first-call/cold/shipped timings, prewarm throughput, jitattn bench and PyTorch's backends
 # side by side. Phases (default: all): tests stress sanitize deploy bench masks anchors decode
-# python training variants parts
+# python training variants parts ring
 #   source .gpu/setup.sh && tools/perf/h100_check.sh $OUT tests sanitize
 set -uo pipefail
 out=${1:-/tmp}
 shift || true
-phases=${*:-tests stress sanitize deploy bench masks anchors decode python training variants parts}
+phases=${*:-tests stress sanitize deploy bench masks anchors decode python training variants parts ring}
 has() { [[ " $phases " == *" $1 "* ]]; }
 export LD_LIBRARY_PATH=/opt/gpu-deps/usr/lib/x86_64-linux-gnu${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
 [ -f build/build.ninja ] || cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release > "$out/cmake.log" 2>&1
@@ -45,6 +45,11 @@ if has tests; then
   echo "== decode GPU tests (the split count as the host chooses it, then every call split in 3)"
   run_gpu_tests decode "${DECODE_TESTS_FILTER:-*}" jitattn_decode_gpu_tests
   (export JITATTN_DECODE_SPLITS=3; run_gpu_tests decode_forced_splits "${DECODE_TESTS_FILTER:-*}" jitattn_decode_gpu_tests)
+fi
+
+if has ring; then
+  echo "== ring attention: R ranks simulated on this GPU (and NCCL where two GPUs are), then Python"
+  NCCL_NVLS_ENABLE=0 run_gpu_tests ring "${RING_TESTS_FILTER:-*}" jitattn_ring_gpu_tests
 fi
 
 if has stress; then

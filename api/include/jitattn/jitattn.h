@@ -5,5 +5,6 @@
 #include "jitattn/merge.h"
 #include "jitattn/swiglu.h"
 #include "jitattn/registry.h"
+#include "jitattn/ring.h"
 #include "jitattn/tensor.h"
 #include "jitattn/variant.h"

@@ -6,7 +6,10 @@
 //   score_mod:  float (float score, int b, int h, int q_idx, int kv_idx)  the new score
 //   score_grad: float (float score, int b, int h, int q_idx, int kv_idx)  d score_mod / d score
 // score = q·k·scale plus the call's built-in bias (ALiBi, a tensor...); the built-in mask applies
-// first, so a variant composes with every AttnBias. b is the batch row for dense layouts and the
+// first, so a variant composes with every AttnBias. Snippets run at any (q_idx, kv_idx) inside the
+// sequence, masked ones included (their results there are dropped): a capture read must be valid
+// over the whole sequence. jitattn::fast_tanh(x) and jitattn::fast_div(a, b) are there for
+// f16/bf16 variants whose precise math would dominate the element pass. b is the batch row for dense layouts and the
 // sequence (block) for block-diagonal and paged biases; q_idx and kv_idx count from that
 // sequence's first query and key; h is the query head.
 //

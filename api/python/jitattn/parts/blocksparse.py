@@ -1,10 +1,9 @@
 """``blocksparse``: a block layout ([H, S/bs, S/bs], or [S/bs, S/bs] for every head; nonzero =
 the query block sees the key block) and a block size, as xFormers' BlockSparseAttention.
 
-For now the layout is materialized as an additive [H, S, S] mask (0 or −inf) passed to jitattn's
-kernel as a dense bias: correct, but the kernel still loads every key tile and reads the mask.
-A block-sparse bias kind (a ``BlockSparseMask`` row in jit/bias_kinds.h that skips the hidden
-tiles) would replace it without changing this part's interface."""
+Block sizes that are powers of two in [16, 256] run as ``BlockSparseMask`` (the kernels never load
+a hidden block's tiles); any other block size is materialized as an additive [H, S, S] mask (0 or
+−inf) passed as a dense bias: correct, but every key tile is loaded and the mask read."""
 import math
 
 import torch
@@ -62,11 +61,24 @@ class BlockSparseAttention(base.Attention):
             raise ValueError("blocksparse: att_mask is not supported (the layout is the mask)")
         H = self._heads(q)
         qb, kb, vb = (base.to_bmhk(x, H) for x in (q, k, v))
-        mask = self.mask(qb.shape[1], qb.dtype, qb.device)
-        if mask.shape[0] not in (1, H):
-            raise ValueError(f"blocksparse: layout has {mask.shape[0]} heads, the input {H}")
-        bias = ab.TensorBias(base.full_bias(mask.unsqueeze(0), qb, kb))
+        bs, n = self.block_size, self.layout.shape[-1]
+        if qb.shape[1] != n * bs:
+            raise ValueError(f"blocksparse: sequence length {qb.shape[1]} != layout blocks {n} x block_size {bs}")
+        if self.layout.shape[0] not in (1, H):
+            raise ValueError(f"blocksparse: layout has {self.layout.shape[0]} heads, the input {H}")
+        if 16 <= bs <= 256 and bs & (bs - 1) == 0:
+            bias = self._block_sparse(qb.device)
+        else:
+            mask = self.mask(qb.shape[1], qb.dtype, qb.device)
+            bias = ab.TensorBias(base.full_bias(mask.unsqueeze(0), qb, kb))
         return base.from_bmhk(memory_efficient_attention(qb, kb, vb, bias, p=self._p()), q)
+
+    def _block_sparse(self, device):
+        """The layout as a BlockSparseMask on ``device``, made once per device."""
+        made = self.__dict__.setdefault("_bias_by_device", {})
+        if device not in made:
+            made[device] = ab.BlockSparseMask(self.layout.to(device).contiguous(), self.block_size, causal=self.causal)
+        return made[device]
 
     def reference(self, q, k, v, att_mask=None):
         H = self._heads(q)
