@@ -2,7 +2,6 @@
 
 #include <dlfcn.h>
 
-#include <atomic>
 #include <chrono>
 #include <mutex>
 
@@ -84,22 +83,13 @@ std::vector<std::string> HiprtcCompiler::options(const KernelSpec& spec) {
 CompiledKernel HiprtcCompiler::compile(const KernelSpec& spec, const std::string& source,
                                        const std::vector<std::string>& extra_options) const {
   const auto t0 = std::chrono::steady_clock::now();
-  // The process's first compile runs alone: ROCm 5.2's comgr sets up LLVM on first use, and two
-  // threads doing it at once abort ("Option 'h' registered more than once") or crash — 3 of 20
-  // `jitattn prewarm --jobs 4` runs did before this lock (tests/amd_cli_test.cpp).
-  static std::mutex first_mu;
-  static std::atomic<bool> warmed{false};
-  std::unique_lock<std::mutex> first;
-  if (!warmed.load(std::memory_order_acquire)) {
-    first = std::unique_lock<std::mutex>(first_mu);
-    if (warmed.load(std::memory_order_acquire)) first.unlock();
-  }
-  struct Warm {  // set once the first compile returns, failed or not
-    std::unique_lock<std::mutex>& lock;
-    ~Warm() {
-      if (lock.owns_lock()) warmed.store(true, std::memory_order_release);
-    }
-  } warm{first};
+  // One compile at a time per process: ROCm 5.2's hiprtc (comgr, in-process clang) is not safe to
+  // call from several threads. Two first compiles at once aborted ("Option 'h' registered more
+  // than once") or crashed in 3 of 20 `jitattn prewarm --jobs 4` runs, and two threads crashed
+  // again after some 280 compiles. Prewarm still overlaps NVRTC compiles, the cache and other
+  // processes; the AMD compile tests run as several ctest processes.
+  static std::mutex compile_mu;
+  const std::lock_guard<std::mutex> one_at_a_time(compile_mu);
   const auto& files = kernel_sources();
   std::vector<const char*> header_text, header_names;
   for (const auto& f : files) {

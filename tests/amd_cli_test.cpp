@@ -133,10 +133,9 @@ TEST_F(AmdCliTest, OneDbHoldsNvidiaAndAmdRowsAndShipsThem) {
   EXPECT_TRUE(has(r.output, "not for gfx90a")) << r.output;
 }
 
-// ROCm 5.2's comgr set up LLVM in every thread that compiled first, and two at once aborted
-// ("Option 'h' registered more than once") or crashed: 3 of 20 runs of this command did before
-// HiprtcCompiler ran the process's first compile alone. Fresh processes, so each run's first
-// compiles are concurrent again.
+// ROCm 5.2's hiprtc is not thread-safe: two threads compiling first at once aborted ("Option 'h'
+// registered more than once") or crashed in 3 of 20 runs of this command before HiprtcCompiler
+// compiled one kernel at a time. Fresh processes, so each run's first compiles race again.
 TEST_F(AmdCliTest, ConcurrentFirstCompilesInAFreshProcessDoNotCrash) {
   if (!compilers_or_skip()) GTEST_SKIP() << "needs NVRTC and hiprtc";
   const std::string manifest = dir.file("m.jsonl");

@@ -171,20 +171,43 @@ TEST(AmdCompile, SpecsAreThePortableFamilyOnAmdTargets) {
     }
 }
 
-TEST(AmdCompile, EveryPortableVariantForGfx90a) {
-  REQUIRE_HIPRTC(compiler);
-  compile_all(*compiler, portable_variants("gfx90a"));
+std::vector<KernelSpec> of_dtype(const std::vector<KernelSpec>& specs, DType dt) {
+  std::vector<KernelSpec> out;
+  for (const KernelSpec& s : specs)
+    if (s.sig.dtype == dt) out.push_back(s);
+  return out;
 }
 
-TEST(AmdCompile, EveryPortableVariantForGfx1030) {
+// One test per (target, dtype): hiprtc compiles one kernel at a time per process
+// (jit/hiprtc_compiler.cpp), so the parallelism is ctest's, one process per test.
+class AmdPortableCompile : public testing::TestWithParam<std::tuple<const char*, DType>> {};
+
+TEST_P(AmdPortableCompile, EveryVariant) {
   REQUIRE_HIPRTC(compiler);
-  compile_all(*compiler, portable_variants("gfx1030"));
+  const auto [arch, dt] = GetParam();
+  const std::vector<KernelSpec> specs = of_dtype(portable_variants(arch), dt);
+  ASSERT_GT(specs.size(), 80u);  // every bias kind of the forward and the backward at least
+  compile_all(*compiler, specs);
 }
 
-TEST(AmdCompile, EveryMfmaForwardForGfx90a) {
+INSTANTIATE_TEST_SUITE_P(Targets, AmdPortableCompile,
+                         testing::Combine(testing::Values("gfx90a", "gfx1030"),
+                                          testing::Values(DType::f16, DType::bf16, DType::f32)),
+                         [](const testing::TestParamInfo<std::tuple<const char*, DType>>& info) {
+                           return std::string(std::get<0>(info.param)) + "_" + to_string(std::get<1>(info.param));
+                         });
+
+class AmdMfmaCompile : public testing::TestWithParam<DType> {};
+
+TEST_P(AmdMfmaCompile, EveryForwardForGfx90a) {
   REQUIRE_HIPRTC(compiler);
-  compile_all(*compiler, mfma_variants());
+  const std::vector<KernelSpec> specs = of_dtype(mfma_variants(), GetParam());
+  ASSERT_GT(specs.size(), 20u);
+  compile_all(*compiler, specs);
 }
+
+INSTANTIATE_TEST_SUITE_P(Dtypes, AmdMfmaCompile, testing::Values(DType::f16, DType::bf16),
+                         [](const testing::TestParamInfo<DType>& info) { return std::string(to_string(info.param)); });
 
 // The same portable source through NVRTC: the f16/bf16 variants JITATTN_FAMILY=portable selects on
 // NVIDIA (the f32 ones are the fp32 path, compiled by tests/compile_test.cpp), forced to the
