@@ -126,8 +126,9 @@ namespace {
 
 // Why a sound row would never be looked up by this build, or "" if it would.
 std::string staleness(const KernelRecord& r, const CurrentBuild& current) {
-  if (!current.compiler.empty() && r.compiler != current.compiler)
-    return "compiled by " + r.compiler + ", this jitattn compiles with " + current.compiler;
+  const std::string compiler = current.compiler_of ? current.compiler_of(r) : current.compiler;
+  if (!compiler.empty() && r.compiler != compiler)
+    return "compiled by " + r.compiler + ", this jitattn compiles " + r.target + " with " + compiler;
   if (!current.source_hash.empty() && !r.source_hash.empty() && r.source_hash != current.source_hash)
     return "compiled from kernel_src " + r.source_hash + ", this jitattn's is " + current.source_hash;
   const std::string want = current.expected_key ? current.expected_key(r) : std::string();

@@ -78,6 +78,10 @@ struct CurrentBuild {
   RowCheck binding;
   // The pinned SHA-256 of the whole file (JITATTN_CACHE_RO=FILE@sha256:HEX); "" for none.
   std::string sha256;
+  // The identity this build compiles a row's target with ("nvrtc 13.0", "hiprtc 5.2.21153"; ""
+  // where that compiler is unavailable: not checked). Set, it replaces `compiler`, so a DB holding
+  // NVIDIA and AMD rows side by side is judged row by row.
+  std::function<std::string(const KernelRecord&)> compiler_of;
 };
 
 struct VerifyReport {

@@ -2,6 +2,7 @@
 
 #include <elf.h>
 
+#include <cstdint>
 #include <cstring>
 
 namespace jitattn::jit {
@@ -17,11 +18,22 @@ bool read_at(const std::string& bin, uint64_t offset, T& out) {
 
 }  // namespace
 
-std::string cubin_problem(const std::string& bin, const std::string& entry) {
+std::string cubin_problem(const std::string& bin, const std::string& entry) { return binary_problem(bin, entry, Arch{}); }
+
+std::string binary_problem(const std::string& bin, const std::string& entry, const Arch& arch) {
+  constexpr uint16_t kEmAmdgpu = 224;       // EM_AMDGPU
+  constexpr uint32_t kAmdgpuMachMask = 0xff;  // EF_AMDGPU_MACH
+  const GfxTarget* gfx = arch.gfx();
   Elf64_Ehdr eh;
   if (!read_at(bin, 0, eh) || std::memcmp(eh.e_ident, ELFMAG, SELFMAG) != 0) return "the binary is not an ELF file";
-  if (eh.e_ident[EI_CLASS] != ELFCLASS64 || eh.e_ident[EI_DATA] != ELFDATA2LSB || eh.e_machine != EM_CUDA)
+  if (eh.e_ident[EI_CLASS] != ELFCLASS64 || eh.e_ident[EI_DATA] != ELFDATA2LSB) return "the binary is not a 64-bit little-endian ELF";
+  if (arch.backend == Backend::hip) {
+    if (eh.e_machine != kEmAmdgpu) return "the binary is an ELF file but not an AMDGPU code object";
+    if (!gfx || (eh.e_flags & kAmdgpuMachMask) != gfx->elf_mach)
+      return "the code object is not for " + arch.name() + " (EF_AMDGPU_MACH " + std::to_string(eh.e_flags & kAmdgpuMachMask) + ")";
+  } else if (eh.e_machine != EM_CUDA) {
     return "the binary is an ELF file but not a CUDA cubin";
+  }
   if (eh.e_shentsize != sizeof(Elf64_Shdr)) return "the cubin's section headers are malformed";
   for (uint16_t i = 0; i < eh.e_shnum; ++i) {
     Elf64_Shdr sh;

@@ -96,6 +96,16 @@ Env read_env() {
     if (fam != "mma" && fam != "wgmma") throw Error(ErrorKind::invalid_argument, "JITATTN_FWD_FAMILY=" + fam + " is not one of mma, wgmma");
     env.fwd_mma_only = fam == "mma";
   }
+  if (const std::string fam = getenv_str("JITATTN_FAMILY"); !fam.empty()) {
+    if (fam != "portable" && fam != "default")
+      throw Error(ErrorKind::invalid_argument, "JITATTN_FAMILY=" + fam + " is not one of portable, default");
+    env.portable = fam == "portable";
+  }
+  if (const std::string m = getenv_str("JITATTN_AMD_MFMA"); !m.empty()) {
+    if (m != "on" && m != "off") throw Error(ErrorKind::invalid_argument, "JITATTN_AMD_MFMA=" + m + " is not one of on, off");
+    env.amd_mfma = m == "on";
+  }
+  env.hip_path = getenv_str("JITATTN_HIP");
   env.verbose = getenv_str("JITATTN_VERBOSE") == "1";
   if (const std::string ppc = getenv_str("JITATTN_PAIRS_PER_CHUNK"); !ppc.empty()) {
     try {

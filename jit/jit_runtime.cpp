@@ -7,8 +7,9 @@
 #include "jit/codegen.h"
 #include "jit/cubin.h"
 #include "jit/cuda_driver.h"
+#include "jit/hip_driver.h"
 #include "jit/kernel_sources.h"
-#include "jit/nvrtc_compiler.h"
+#include "jit/compiler.h"
 #include "jit/recorder.h"
 #include "jit/variant.h"
 #include "jitattn/error.h"
@@ -18,7 +19,7 @@ namespace jitattn::jit {
 std::string kernel_key(const KernelSpec& spec, const std::string& compiler_identity) {
   std::string material = spec.name();
   material += '\n' + kernel_sources_hash() + '\n' + compiler_identity + '\n';
-  for (const auto& o : NvrtcCompiler::options(spec)) material += o + ' ';
+  for (const auto& o : compile_options(spec)) material += o + ' ';
   if (spec.sig.variant) material += '\n' + variant_code(spec.sig.variant)->canonical();  // the whole text, not its id
   material += "\nformat " + std::to_string(kCacheFormatVersion);
   return cache::hash_hex(material);
@@ -27,7 +28,7 @@ std::string kernel_key(const KernelSpec& spec, const std::string& compiler_ident
 std::string binding_problem(const cache::KernelRecord& r) {
   const auto spec = KernelSpec::parse(r.name);
   if (!spec) return "its name is not a canonical kernel name";
-  return cubin_problem(r.binary, kernel_entry(*spec, r.key));
+  return binary_problem(r.binary, kernel_entry(*spec, r.key), spec->sig.arch());
 }
 
 JitRuntime::JitRuntime(Env env)
@@ -38,7 +39,64 @@ JitRuntime& JitRuntime::get() {
   return runtime;
 }
 
+const ContextInfo& JitRuntime::hip_context(int device) {
+  const HipDriver& h = HipDriver::get();
+  if (device < 0 || size_t(device) >= h.devices.size())
+    throw Error(ErrorKind::cuda, "device=" + std::to_string(device) + " but this machine has " + std::to_string(h.devices.size()) +
+                                     " AMD GPUs (and no CUDA driver)");
+  const HipDevice& dev = h.devices[size_t(device)];
+  if (!dev.arch)
+    throw Error(ErrorKind::cuda, "AMD GPU " + std::to_string(device) + " is " + (dev.gcn_arch.empty() ? "of an unknown target" : dev.gcn_arch) +
+                                     ", not a target jitattn compiles for (" + Arch::rule() + ")");
+  if (const int rc = h.hipSetDevice(device); rc != 0)  // per thread, as a CUDA context is current per thread
+    throw Error(ErrorKind::cuda, "hipSetDevice(" + std::to_string(device) + "): " + h.hipGetErrorString(rc));
+  {
+    std::shared_lock<std::shared_mutex> lock(ctx_mu_);
+    for (const auto& info : contexts_)
+      if (info->backend == Backend::hip && info->device == device) return *info;
+  }
+  auto info = std::make_unique<ContextInfo>();
+  info->ctx = reinterpret_cast<CUcontext>(info.get());  // a token per device for the memory table
+  info->backend = Backend::hip;
+  info->device = device;
+  info->arch = *dev.arch;
+  std::unique_lock<std::shared_mutex> lock(ctx_mu_);
+  for (const auto& other : contexts_)
+    if (other->backend == Backend::hip && other->device == device) return *other;  // another thread was first
+  contexts_.push_back(std::move(info));
+  return *contexts_.back();
+}
+
+// The HIP module API's part of kernel(): a cached code object the runtime refuses is a corrupt
+// row (dropped, the next layer or a compile serves), as for CUDA. Never run on an AMD GPU.
+void JitRuntime::load_hip(LoadedKernel& loaded, cache::KernelRecord& rec, std::string& served_by) {
+  const HipDriver& h = HipDriver::get();
+  for (int attempt = 1;; ++attempt) {
+    hip::hipModule_t module = nullptr;
+    hip::hipFunction_t fn = nullptr;
+    int rc = h.hipModuleLoadData(&module, rec.binary.data());
+    const char* step = "hipModuleLoadData";
+    if (rc == 0) {
+      rc = h.hipModuleGetFunction(&fn, module, kernel_entry(loaded.spec, rec.key).c_str());
+      step = "hipModuleGetFunction";
+      if (rc != 0) h.hipModuleUnload(module);
+    }
+    if (rc == 0) {
+      loaded.fn = reinterpret_cast<CUfunction>(fn);
+      return;
+    }
+    const std::string why = std::string(step) + " failed: " + h.hipGetErrorString(rc);
+    if (is_compiled(served_by) || attempt == 4) throw Error(ErrorKind::cuda, why + " (" + rec.name + ")");
+    cache_.reject({rec, served_by}, why);
+    rec = binary(loaded.spec, &served_by);
+  }
+}
+
 const ContextInfo& JitRuntime::context(int device) {
+  // No CUDA driver but an AMD GPU: the HIP backend (jit/hip_driver.h). Without AMD's kernel
+  // driver ROCm is never loaded (a CPU-only process, a sanitizer run, stays free of it).
+  if (!CudaDriver::get().available && amd_kernel_driver_present() && !HipDriver::get().devices.empty())
+    return hip_context(device);
   const CudaDriver& d = CudaDriver::require();
   CUcontext ctx = nullptr;
   check_cuda(d.cuCtxGetCurrent(&ctx), "cuCtxGetCurrent");
@@ -109,6 +167,14 @@ const LoadedKernel& JitRuntime::kernel(const Signature& sig, const ContextInfo& 
     auto it = table_.find(mk);
     if (it != table_.end()) return *it->second;  // another thread loaded it meanwhile
   }
+  if (sig.backend == uint8_t(Backend::hip)) {
+    load_hip(*loaded, rec, served_by);  // LDS needs no opt-in; occupancy stays 1 (read by decode only)
+    stats_.loads.fetch_add(1, std::memory_order_relaxed);
+    std::unique_lock<std::shared_mutex> lock(table_mu_);
+    auto& slot = table_[mk];
+    slot = std::move(loaded);
+    return *slot;
+  }
   const CudaDriver& d = CudaDriver::require();
   // A cached binary the driver refuses (or that lacks its entry) is a corrupt row: it is
   // dropped and the next layer or a compile serves. A fresh compile that fails is an error.
@@ -143,11 +209,12 @@ const LoadedKernel& JitRuntime::kernel(const Signature& sig, const ContextInfo& 
 cache::KernelRecord JitRuntime::binary(const KernelSpec& spec, std::string* served_by, std::string* not_stored) {
   if (not_stored) not_stored->clear();
   const Env& env = env_;
-  // The key names the compiler. A deployment without NVRTC cannot compute it; there a row
+  // The key names the compiler (of the spec's backend: NVRTC or hiprtc). A deployment without it
+  // cannot compute the key; there a row
   // compiled from this very kernel_src serves, whichever compiler wrote it, and a miss is an error.
   std::string identity;
   try {
-    identity = NvrtcCompiler::get().identity();
+    identity = compiler_for(Backend(spec.sig.backend)).identity();
   } catch (const Error& e) {
     // The row must be what its name says under the compiler it names: its key is the one that
     // compiler gives this spec (the entry symbol then ties the binary to that key).
@@ -221,7 +288,7 @@ JitRuntime::Fetched JitRuntime::compile_and_store(const KernelSpec& spec, const 
         return {std::move(hit->record), hit->layer};
       }
   }
-  const NvrtcCompiler& compiler = NvrtcCompiler::get();
+  const Compiler& compiler = compiler_for(Backend(spec.sig.backend));
   CompiledKernel ck;
   try {
     ck = compiler.compile(spec, generate_source(spec, key));
@@ -248,7 +315,7 @@ JitRuntime::Fetched JitRuntime::compile_and_store(const KernelSpec& spec, const 
     std::cerr << "jitattn: compiled " << rec.name << " in " << ck.compile_ms << " ms, " << ck.registers << " registers\n";
   std::string not_stored;
   if (env_.jit != JitPolicy::readonly) cache_.store(rec, &not_stored);
-  return {std::move(rec), "nvrtc", std::move(not_stored)};
+  return {std::move(rec), compiled_by(Backend(spec.sig.backend)), std::move(not_stored)};
 }
 
 }  // namespace jitattn::jit

@@ -35,15 +35,22 @@ std::string binding_problem(const cache::KernelRecord& r);
 // compiling it too.
 constexpr int kClaimTimeoutMs = 300000;
 
+// What JitRuntime::binary's `served_by` says for a binary compiled now: "nvrtc" or "hiprtc".
+inline const char* compiled_by(Backend backend) { return backend == Backend::hip ? "hiprtc" : "nvrtc"; }
+inline bool is_compiled(const std::string& served_by) { return served_by == "nvrtc" || served_by == "hiprtc"; }
+
 struct LoadedKernel {
   CUfunction fn = nullptr;
   KernelSpec spec;
   int blocks_per_sm = 1;  // how many of its blocks an SM holds at once (the occupancy calculator)
 };
 
-// The CUDA context a call runs in, and what we need to know about its device.
+// The CUDA context a call runs in, and what we need to know about its device. On AMD (no CUDA
+// driver, a HIP device: jit/hip_driver.h) `ctx` is a token per device, not a CUcontext, and
+// sm_count stays 1 (only the CUDA-only decode op and SwiGLU's grid cap read it).
 struct ContextInfo {
   CUcontext ctx = nullptr;
+  Backend backend = Backend::cuda;
   int device = 0;
   Arch arch;
   int sm_count = 1;
@@ -62,14 +69,15 @@ class JitRuntime {
   explicit JitRuntime(Env env);
 
   // The current context (or device `device`'s primary context, made current, when none is).
-  // Throws if the current context belongs to another device than `device`.
+  // Throws if the current context belongs to another device than `device`. Without a CUDA
+  // driver, AMD device `device` made current through HIP (never run on AMD hardware).
   const ContextInfo& context(int device);
 
   // The kernel for `sig` loaded in `ctx`. Hot path: lookup only, once warm.
   const LoadedKernel& kernel(const Signature& sig, const ContextInfo& ctx);
 
   // The binary for a spec, from the cache layers or compiled (honouring JITATTN_JIT). Works
-  // without a GPU; this is what `jitattn prewarm` calls. `served_by` names the layer or "nvrtc".
+  // without a GPU; this is what `jitattn prewarm` calls. `served_by` names the layer or the compiler (compiled_by).
   // `not_stored`, for a binary compiled now (by this call or one it waited for), says why it
   // could not be stored in the user DB (no user DB, opened read-only, a write that failed); it is
   // empty when it was stored, served from a layer, or JITATTN_JIT=readonly stores nothing.
@@ -110,6 +118,8 @@ class JitRuntime {
 
   std::shared_mutex ctx_mu_;
   std::vector<std::unique_ptr<ContextInfo>> contexts_;
+  const ContextInfo& hip_context(int device);
+  void load_hip(LoadedKernel& loaded, cache::KernelRecord& rec, std::string& served_by);
 };
 
 }  // namespace jitattn::jit

@@ -4,25 +4,19 @@
 #include <string>
 #include <vector>
 
-#include "jit/signature.h"
+#include "jit/compiler.h"
 
 namespace jitattn::jit {
 
-struct CompiledKernel {
-  std::string cubin;
-  std::string log;   // NVRTC's log, ptxas' resource report included
-  int registers = 0; // parsed from the ptxas report
-  double compile_ms = 0;
-};
-
-class NvrtcCompiler {
+class NvrtcCompiler : public Compiler {
  public:
   // The process-wide compiler; throws jitattn::Error if no NVRTC library can be loaded.
   static NvrtcCompiler& get();
 
   // "nvrtc 13.0": part of every cache key.
-  const std::string& identity() const { return identity_; }
-  const std::string& library_path() const { return path_; }
+  Backend backend() const override { return Backend::cuda; }
+  const std::string& identity() const override { return identity_; }
+  const std::string& library_path() const override { return path_; }
 
   // The NVRTC options for a spec (arch, standard, ...); part of the cache key.
   static std::vector<std::string> options(const KernelSpec& spec);
@@ -35,7 +29,7 @@ class NvrtcCompiler {
   // must never be stored. NVRTC records its options in the cubin (.note.nv.tkinfo), so such a
   // binary differs from the stored one there, and only there when the options leave the code alone.
   CompiledKernel compile(const KernelSpec& spec, const std::string& source,
-                         const std::vector<std::string>& extra_options = {}) const;
+                         const std::vector<std::string>& extra_options = {}) const override;
 
  private:
   NvrtcCompiler();

@@ -65,9 +65,12 @@ const char* to_string(Family family) {
     case Family::mma: return "mma";
     case Family::simt: return "simt";
     case Family::wgmma: return "wgmma";
+    case Family::mfma: return "mfma";
   }
   return "?";
 }
+
+const char* to_string(Backend backend) { return backend == Backend::hip ? "hip" : "cuda"; }
 
 std::optional<Op> parse_op(const std::string& s) {
   for (Op op : kAllOps)
@@ -87,9 +90,31 @@ std::optional<DType> parse_dtype(const std::string& s) {
   return std::nullopt;
 }
 
-std::string Arch::name() const { return "sm_" + std::to_string(sm) + (specific ? "a" : ""); }
+std::string Arch::name() const {
+  if (backend == Backend::hip) return gfx() ? gfx()->name : "gfx?";
+  return "sm_" + std::to_string(sm) + (specific ? "a" : "");
+}
+
+const GfxTarget* Arch::gfx() const {
+  constexpr size_t n = sizeof(kGfxTargets) / sizeof(kGfxTargets[0]);
+  return backend == Backend::hip && sm >= 1 && sm <= n ? &kGfxTargets[sm - 1] : nullptr;
+}
+
+std::optional<Arch> Arch::gfx(const std::string& name) {
+  const std::string base = name.substr(0, name.find(':'));  // "gfx90a:sramecc+:xnack-" from hipDeviceProp_t
+  for (size_t i = 0; i < sizeof(kGfxTargets) / sizeof(kGfxTargets[0]); ++i)
+    if (base == kGfxTargets[i].name) return Arch{uint8_t(i + 1), false, Backend::hip};
+  return std::nullopt;
+}
+
+std::string Arch::rule() {
+  std::string gfx;
+  for (const auto& t : kGfxTargets) gfx += std::string(gfx.empty() ? "" : ", ") + t.name;
+  return "sm_NN or sm_NNa with NN from 80 to 255 (NVIDIA), or one of " + gfx + " (AMD)";
+}
 
 std::optional<Arch> Arch::parse(const std::string& s) {
+  if (s.rfind("gfx", 0) == 0) return s.find(':') == std::string::npos ? gfx(s) : std::nullopt;
   if (s.rfind("sm_", 0) != 0 || s.size() < 5) return std::nullopt;
   std::string digits = s.substr(3);
   Arch a;
@@ -169,8 +194,7 @@ std::optional<KernelSpec> KernelSpec::parse(const std::string& name) {
   auto arch = Arch::parse(p[1]);
   if (!op || !arch) return std::nullopt;
   spec.sig.op = *op;
-  spec.sig.arch_sm = arch->sm;
-  spec.sig.arch_specific = arch->specific;
+  spec.sig.set_arch(*arch);
   const auto dt = split(p[2], '_');
   if (dt.size() == 1) {
     auto d = parse_dtype(dt[0]);
@@ -212,6 +236,7 @@ std::optional<KernelSpec> KernelSpec::parse(const std::string& name) {
   if (ft[0] == "mma") spec.family = Family::mma;
   else if (ft[0] == "simt") spec.family = Family::simt;
   else if (ft[0] == "wgmma") spec.family = Family::wgmma;
+  else if (ft[0] == "mfma") spec.family = Family::mfma;
   else return std::nullopt;
   auto tile = TileConfig::parse(ft[1]);
   if (!tile) return std::nullopt;

@@ -50,8 +50,12 @@ bool has_tensor_bias(BiasKind kind);    // a dense additive bias tensor is read
 // The policy type of kernel_src/bias_policies.cuh, "{dtype}" standing for the input DTypeId.
 const char* policy_template(BiasKind kind);
 const char* xformers_biases(BiasKind kind);  // the xFormers biases this kind serves
-// mma: mma.sync (sm_80+); wgmma: Hopper's warpgroup MMA (the sm_90a forward); simt: fp32 and row kernels.
-enum class Family : uint8_t { mma, simt, wgmma };
+// mma: mma.sync (sm_80+); wgmma: Hopper's warpgroup MMA (the sm_90a forward); simt: the portable
+// family — the fp32 path, the row kernels, and on AMD (or under JITATTN_FAMILY=portable) every
+// dtype — whose source compiles for both backends (kernel_src/portability.cuh); mfma: the CDNA
+// matrix-core forward (kernel_src/fwd_mfma.cuh, behind JITATTN_AMD_MFMA: it has never run).
+// Appended: a family's name is part of kernel names.
+enum class Family : uint8_t { mma, simt, wgmma, mfma };
 
 const char* to_string(Op op);
 const char* to_string(BiasKind kind);  // none, causal, causal_br, tensor, bd_causal, ...
@@ -60,14 +64,45 @@ std::optional<Op> parse_op(const std::string& s);
 std::optional<BiasKind> parse_bias_kind(const std::string& s);
 std::optional<DType> parse_dtype(const std::string& s);
 
-// Compute capability as 10·major + minor, plus the "a" (architecture-specific) suffix that
-// sm_90a needs for wgmma; "sm_90a" <-> {90, true}.
+// The two backends behind the JIT (docs/design.md decision 23): NVIDIA through NVRTC and the CUDA
+// driver API, AMD through hiprtc and the HIP module API. A value is part of every cache key.
+enum class Backend : uint8_t { cuda = 0, hip = 1 };
+const char* to_string(Backend backend);
+
+// The AMD targets jitattn compiles for: a row's position + 1 is its Arch::sm (appended only:
+// part of cache keys). `wave` is the hardware wavefront hiprtc compiles for (CDNA 64, RDNA 32);
+// `lds` the local data share one workgroup may use; `mfma` whether it has CDNA matrix cores
+// (the fwd_mfma.cuh builtins of gfx90a); `elf_mach` the EF_AMDGPU_MACH value a code object for it
+// carries in its ELF header flags (jit/cubin.cpp checks it). Debian 12's ROCm 5.2 device
+// libraries cover gfx908, gfx90a and gfx1030, not gfx942 (ROCm 6 does).
+struct GfxTarget {
+  const char* name;
+  int wave;
+  int lds;
+  bool mfma;
+  unsigned elf_mach;
+};
+inline constexpr GfxTarget kGfxTargets[] = {
+    {"gfx908", 64, 65536, false, 0x030},  // MI100: its MFMA set lacks the _1k bf16 forms fwd_mfma.cuh uses
+    {"gfx90a", 64, 65536, true, 0x03f},   // MI200
+    {"gfx942", 64, 65536, true, 0x04c},   // MI300 (ROCm 6)
+    {"gfx1030", 32, 65536, false, 0x036}, // RDNA2 (wave32, no matrix cores)
+};
+
+// CUDA: compute capability as 10·major + minor, plus the "a" (architecture-specific) suffix that
+// sm_90a needs for wgmma; "sm_90a" <-> {90, true}. HIP: "gfx90a" <-> {backend hip, sm = its
+// kGfxTargets position + 1}.
 struct Arch {
   uint8_t sm = 0;
   bool specific = false;
+  Backend backend = Backend::cuda;
   std::string name() const;
+  const GfxTarget* gfx() const;  // the AMD target, or null for CUDA
   static std::optional<Arch> parse(const std::string& s);
-  bool operator==(const Arch& o) const { return sm == o.sm && specific == o.specific; }
+  static std::optional<Arch> gfx(const std::string& name);  // "gfx90a" (a feature suffix after ':' is dropped)
+  // What parse() accepts, for error messages.
+  static std::string rule();
+  bool operator==(const Arch& o) const { return sm == o.sm && specific == o.specific && backend == o.backend; }
 };
 
 // Fixed-width fields and no padding, so the bytes can be hashed and compared directly.
@@ -84,12 +119,14 @@ struct Signature {
   uint8_t align = 16;  // 16: every pointer and row stride is 16-byte aligned; else element-aligned
   uint8_t dropout = 0;  // fwd, bwd*: dropout on the attention probabilities
   uint8_t dbias = 0;    // bwd: also writes the gradient of a dense bias
-  uint8_t reserved[2] = {0, 0};
+  uint8_t backend = 0;  // Backend; 0 (CUDA) keeps every CUDA key what it was before the HIP backend
+  uint8_t reserved = 0;
   // A user variant's id (jit/variant.h), 0 for none: its snippets are compiled over the bias
   // kind's policy (named "<kind>+u<16 hex>").
   uint64_t variant = 0;
 
-  Arch arch() const { return Arch{arch_sm, arch_specific != 0}; }
+  Arch arch() const { return Arch{arch_sm, arch_specific != 0, Backend(backend)}; }
+  void set_arch(const Arch& a) { arch_sm = a.sm, arch_specific = a.specific, backend = uint8_t(a.backend); }
   bool operator==(const Signature& o) const;
   uint64_t hash() const;  // XXH3-64 of the bytes
 };
@@ -107,7 +144,8 @@ struct KernelSpec {
   TileConfig tile;
 
   std::string name() const;
-  int threads() const { return tile.warps * 32; }
+  // tile.warps counts groups of 32 threads in every family but mfma, where a warp is a wave64.
+  int threads() const { return tile.warps * (family == Family::mfma ? 64 : 32); }
   int smem_bytes() const;  // dynamic shared memory per block
   // The inverse of name(); nullopt if `name` is not a canonical name.
   static std::optional<KernelSpec> parse(const std::string& name);

@@ -17,8 +17,12 @@ int bwd_simt_smem_bytes(const KernelSpec& spec) {
   return 4 * (n * d + n * dv + m * d + m * dv + m * n + 2 * m);
 }
 
-// Largest dynamic shared memory a block may opt into, per compute capability.
-int max_smem_bytes(int sm) {
+// Largest dynamic shared memory a block may opt into, per compute capability (CUDA) or the
+// target's LDS (HIP).
+int max_smem_bytes(const Signature& sig) {
+  if (const GfxTarget* g = sig.arch().gfx()) return g->lds;
+  if (sig.backend != uint8_t(Backend::cuda)) return 0;
+  const int sm = sig.arch_sm;
   if (sm == 80 || sm == 87) return 163 * 1024;
   if (sm == 90 || sm >= 100) return 227 * 1024;
   return 99 * 1024;  // sm_86, sm_89, sm_120...
@@ -30,7 +34,7 @@ int smem_of(const Signature& sig, Family family, TileConfig tile);
 // tiles are large: what fits an H100's 227 KB does not fit an A100's 163 KB or an sm_86's 99 KB).
 TileConfig first_fitting(const Signature& sig, Family family, std::initializer_list<TileConfig> candidates) {
   for (const TileConfig& t : candidates)
-    if (smem_of(sig, family, t) <= max_smem_bytes(sig.arch_sm)) return t;
+    if (smem_of(sig, family, t) <= max_smem_bytes(sig)) return t;
   return *(candidates.end() - 1);  // validate_spec then says why it does not fit
 }
 
@@ -52,7 +56,8 @@ TileConfig default_tile(const Signature& sig, Family family) {
       return first_fitting(sig, family, {{16, 64, 4}, {16, 32, 2}, {16, 16, 1}});
     case Op::bwd: case Op::bwd_kv:
       // kBlockN keys per block (16 per warp), kBlockM queries per step.
-      if (family == Family::simt) return {16, 32, 4};
+      // AMD's 64 KiB of LDS holds m16n32 up to d = 128, m8n16 at 256.
+      if (family == Family::simt) return first_fitting(sig, family, {{16, 32, 4}, {16, 16, 4}, {8, 16, 4}});
       // H100, bf16, M = 4096: at d = 64, m128n128w8 246/214 TFLOP/s (non-causal/causal) against
       // m64n128w8 219/194 and m32n128w8 173/161; at d = 128 m128 does not fit in shared memory.
       // Smaller tiles only where the larger ones do not fit.
@@ -60,11 +65,16 @@ TileConfig default_tile(const Signature& sig, Family family) {
       if (d <= 128) return first_fitting(sig, family, {{64, 128, 8}, {64, 64, 4}, {32, 64, 4}, {16, 32, 2}});
       return first_fitting(sig, family, {{64, 64, 4}, {32, 64, 4}, {16, 32, 2}});
     case Op::bwd_dq:
-      if (family == Family::simt) return {16, 32, 4};
+      if (family == Family::simt) return first_fitting(sig, family, {{16, 32, 4}, {16, 16, 4}, {8, 16, 4}});
       return first_fitting(sig, family, {{64, 64, 4}, {64, 32, 4}, {32, 32, 2}, {32, 16, 2}, {16, 16, 1}});
     case Op::fwd: break;
   }
-  if (family == Family::simt) return {16, uint16_t(d > 128 ? 16 : 32), 4};
+  if (family == Family::simt) {
+    if (d <= 128) return first_fitting(sig, family, {{16, 32, 4}, {16, 16, 4}, {8, 16, 4}});
+    return first_fitting(sig, family, {{16, 16, 4}, {8, 16, 4}});
+  }
+  // fwd_mfma.cuh: one wave64 per 16 query rows; four waves up to d = 128, two past it (LDS).
+  if (family == Family::mfma) return d <= 128 ? TileConfig{64, 32, 4} : TileConfig{32, 32, 2};
   if (family == Family::wgmma) {
     // H100, bf16, M = 4096/16384, one call (JITATTN_TILE sweep, docs/perf-notes.md "w3"): at
     // d = 64 m128n64w8 gave 325-372 TFLOP/s against 285-331 for m128n128w8; at d = 128
@@ -91,6 +101,15 @@ bool wgmma_forward(const Signature& sig) {
   return sig.op == Op::fwd && sig.arch_sm == 90 && sig.arch_specific && sig.dtype != DType::f32 && sig.align == 16 &&
          wgmma_head_dim(sig.head_dim) && wgmma_head_dim(sig.head_dim_v) && !Env::get().fwd_mma_only;
 }
+
+// The forwards fwd_mfma.cuh serves: f16/bf16 on a CDNA target with matrix cores, head dims
+// multiples of 16 (the k and n of one v_mfma_f32_16x16x16), under JITATTN_AMD_MFMA=on.
+bool mfma_head_dim(int d) { return d % 16 == 0 && d <= 256; }
+bool mfma_forward(const Signature& sig) {
+  const GfxTarget* g = sig.arch().gfx();
+  return sig.op == Op::fwd && g && g->mfma && sig.dtype != DType::f32 && mfma_head_dim(sig.head_dim) &&
+         mfma_head_dim(sig.head_dim_v);
+}
 }  // namespace
 
 KernelSpec make_spec(const Signature& sig) {
@@ -98,7 +117,15 @@ KernelSpec make_spec(const Signature& sig) {
   spec.sig = sig;
   const bool rowwise = sig.op == Op::bwd_pre || sig.op == Op::bwd_post || sig.op == Op::merge ||
                        sig.op == Op::swiglu_fwd || sig.op == Op::swiglu_bwd || sig.op == Op::block_map;
-  spec.family = sig.dtype == DType::f32 || rowwise ? Family::simt : wgmma_forward(sig) ? Family::wgmma : Family::mma;
+  // JITATTN_FAMILY=portable: NVIDIA runs what AMD runs (the decode op stays mma: forward() does
+  // not route to it then, jit/ops/decode.cpp decode_applies).
+  const bool portable = Env::get().portable && sig.op != Op::decode;
+  if (sig.backend == uint8_t(Backend::hip))
+    spec.family = mfma_forward(sig) && Env::get().amd_mfma ? Family::mfma : Family::simt;
+  else
+    spec.family = sig.dtype == DType::f32 || rowwise || portable ? Family::simt
+                  : wgmma_forward(sig)                           ? Family::wgmma
+                                                                 : Family::mma;
   const auto& forced = Env::get().tile;  // forward experiments only
   spec.tile = forced && sig.op == Op::fwd ? *forced : default_tile(sig, spec.family);
   const auto& forced_bwd = Env::get().bwd_tile;
@@ -138,6 +165,8 @@ int KernelSpec::smem_bytes() const {
     case Op::fwd: break;
   }
   if (family == Family::simt) return 4 * (m * d + n * d + n * dv + m * n + m * dv + 3 * m);
+  // Q, K, V as 16-bit rows padded by 8, S [m][n] fp32, P [m][n + 8] 16-bit, max/sum/alpha (fwd_mfma.cuh)
+  if (family == Family::mfma) return 2 * (m + n) * (d + 8) + 2 * n * (dv + 8) + 4 * m * n + 2 * m * (n + 8) + 12 * m;
   if (family == Family::wgmma) return 1024 + 2 * (m * d + 2 * n * d + 3 * n * dv);  // Q, two K and three V stages (fwd_wgmma.cuh)
   return 2 * (m * qk_stride + 2 * n * qk_stride + n * v_stride);  // Q, two K stages, V (fwd_mma.cuh)
 }
@@ -147,7 +176,17 @@ std::string validate_spec(const KernelSpec& spec) {
   auto dim_ok = [](int d) { return d >= 8 && d <= 256 && d % 8 == 0; };
   if (!dim_ok(s.head_dim)) return "head_dim=" + std::to_string(s.head_dim) + " must be a multiple of 8 in [8, 256]";
   if (!dim_ok(s.head_dim_v)) return "head_dim_v=" + std::to_string(s.head_dim_v) + " must be a multiple of 8 in [8, 256]";
-  if (s.arch_sm < 80) return "arch " + s.arch().name() + " is older than sm_80";
+  if (s.backend == uint8_t(Backend::hip)) {
+    if (!s.arch().gfx()) return "arch " + s.arch().name() + " is not a known AMD target (" + Arch::rule() + ")";
+    if (s.op == Op::decode) return "the decode kernels are CUDA-only (mma.sync); on AMD the forward takes few queries as any other";
+    if (spec.family != Family::simt && spec.family != Family::mfma)
+      return "the " + std::string(to_string(spec.family)) + " family is CUDA-only; AMD targets take the simt (portable) or mfma family";
+  } else if (s.backend != uint8_t(Backend::cuda)) {
+    return "backend " + std::to_string(s.backend) + " is not cuda (0) or hip (1)";
+  } else if (spec.family == Family::mfma) {
+    return "the mfma family is the AMD (CDNA) forward";
+  }
+  if (s.backend == uint8_t(Backend::cuda) && s.arch_sm < 80) return "arch " + s.arch().name() + " is older than sm_80";
   if (s.align != 16 && s.align != 2 && s.align != 4) return "align=" + std::to_string(s.align) + " must be 2, 4 or 16";
   if (s.op == Op::decode) {
     if (s.dtype == DType::f32) return "the decode kernels take f16/bf16 inputs";
@@ -170,13 +209,20 @@ std::string validate_spec(const KernelSpec& spec) {
     if (spec.tile.block_m % 64 != 0 || spec.tile.warps != spec.tile.block_m / 16)
       return "tile " + spec.tile.name() + ": the wgmma family has one warpgroup (4 warps) per 64 query rows";
     if (spec.tile.block_n != 64 && spec.tile.block_n != 128) return "tile " + spec.tile.name() + ": block_n must be 64 or 128";
+  } else if (spec.family == Family::mfma) {
+    if (s.op != Op::fwd || !s.arch().gfx() || !s.arch().gfx()->mfma)
+      return "the mfma family is the forward on AMD targets with matrix cores (gfx90a, gfx942)";
+    if (s.dtype == DType::f32) return "the mfma family takes f16/bf16 inputs";
+    if (!mfma_head_dim(s.head_dim) || !mfma_head_dim(s.head_dim_v)) return "the mfma family takes head dims that are multiples of 16";
+    if (spec.tile.block_m != 16 * spec.tile.warps || spec.tile.block_n % 16 != 0)
+      return "tile " + spec.tile.name() + ": the mfma family has one wave64 per 16 query rows and block_n a multiple of 16";
   } else if (spec.family == Family::mma) {
     if (s.dtype == DType::f32) return "the mma family takes f16/bf16 inputs";
     if (spec.tile.block_m % (spec.tile.warps * 16) != 0)
       return "tile " + spec.tile.name() + ": block_m must be a multiple of 16 x warps";
     if (spec.tile.block_n % 16 != 0) return "tile " + spec.tile.name() + ": block_n must be a multiple of 16";
   }
-  if (spec.smem_bytes() > max_smem_bytes(s.arch_sm))
+  if (spec.smem_bytes() > max_smem_bytes(s))
     return "tile " + spec.tile.name() + " needs " + std::to_string(spec.smem_bytes()) +
            " bytes of shared memory, more than " + s.arch().name() + " allows";
   return "";

@@ -193,9 +193,13 @@ struct CellMap {
 // with them ran 2.2x slower than with these): tanh.approx.f32 (relative error about 2^-11, below
 // f16/bf16 rounding; sm_75+) and division through the approximate reciprocal (2 ulp).
 __device__ __forceinline__ float fast_tanh(float x) {
+#if JITATTN_HIP
+  return tanhf(x);  // no approximate tanh instruction on AMD targets
+#else
   float y;
   asm("tanh.approx.f32 %0, %1;" : "=f"(y) : "f"(x));
   return y;
+#endif
 }
 __device__ __forceinline__ float fast_div(float a, float b) { return __fdividef(a, b); }
 
@@ -291,7 +295,7 @@ struct TileSet {
       for (int w = 0; w < words; ++w) {
         const int c = w * 32 + lane;
         const int s = c < n ? state(c) : 0;
-        const unsigned kept = __ballot_sync(~0u, s != 0), full = __ballot_sync(~0u, s == 2);
+        const unsigned kept = port::ballot32(s != 0), full = port::ballot32(s == 2);
         if (lane == w) bits = kept, full_bits = full;
       }
     }
@@ -299,7 +303,7 @@ struct TileSet {
   // Whether kept candidate c is full (no per-element mask); false when not known.
   __device__ bool full(int c) const {
     if constexpr (!kOn) return false;
-    return c < kCap && (__shfl_sync(~0u, full_bits, c / 32) >> (c % 32) & 1u);
+    return c < kCap && (port::shfl32(full_bits, c / 32) >> (c % 32) & 1u);
   }
   // The first kept candidate >= c, or n when there is none.
   __device__ int next(int c) const {
@@ -307,19 +311,19 @@ struct TileSet {
     if (c >= n) return n;
     if (c >= kCap) return c;
     const int lane = threadIdx.x % 32, w = c / 32;
-    const unsigned here = __shfl_sync(~0u, bits, w) & (~0u << (c % 32));
+    const unsigned here = port::shfl32(bits, w) & (~0u << (c % 32));
     if (here) return w * 32 + __ffs(here) - 1;
-    const unsigned later = __ballot_sync(~0u, lane > w && bits != 0);
+    const unsigned later = port::ballot32(lane > w && bits != 0);
     if (!later) return imin(n, kCap);
     const int l = __ffs(later) - 1;
-    return l * 32 + __ffs(__shfl_sync(~0u, bits, l)) - 1;
+    return l * 32 + __ffs(port::shfl32(bits, l)) - 1;
   }
   // How many candidates are kept.
   __device__ int count() const {
     if constexpr (!kOn) return n;
     int k = __popc(bits);
 #pragma unroll
-    for (int o = 16; o > 0; o >>= 1) k += __shfl_xor_sync(~0u, k, o);
+    for (int o = 16; o > 0; o >>= 1) k += port::shfl_xor32(k, o);
     return k + imax(0, n - kCap);
   }
 };

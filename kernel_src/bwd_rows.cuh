@@ -24,7 +24,7 @@ __device__ __forceinline__ void bwd_pre(const BwdParams& bp) {
   float sum = 0.f;
   for (int c = lane; c < Cfg::kHeadDimV; c += 32) sum += to_float(dout[c]) * to_float(out[c]);
 #pragma unroll
-  for (int o = 16; o > 0; o >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, o);
+  for (int o = 16; o > 0; o >>= 1) sum += port::shfl_xor32(sum, o);
   const int64_t row = (b * p.heads + h) * p.mq_rows + i;
   if (lane == 0) bp.delta[row] = sum;
   if (bp.dq_accum)

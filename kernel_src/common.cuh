@@ -1,8 +1,10 @@
 // Device-side basics for the generated kernels: 16-bit types as raw bits, conversions,
 // and thin wrappers over the PTX the kernels use (mma.sync, ldmatrix, cp.async, ex2).
-// No toolkit header is included: NVRTC needs nothing but this folder.
+// No toolkit header is included: NVRTC needs nothing but this folder. What differs under hiprtc
+// goes through portability.cuh; the tensor-core and cp.async wrappers are CUDA-only.
 #pragma once
 #include "params.h"
+#include "portability.cuh"
 
 namespace jitattn {
 
@@ -17,29 +19,25 @@ template <> struct DType<kBF16> { using T = bf16_bits; static constexpr int kByt
 template <> struct DType<kF32>  { using T = float;     static constexpr int kBytes = 4; };
 
 // ---- scalar conversions --------------------------------------------------------------------
-__device__ __forceinline__ float to_float(half_bits h) {
-  float f;
-  asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(h.x));
-  return f;
-}
-__device__ __forceinline__ float to_float(bf16_bits b) { return __int_as_float(int(b.x) << 16); }
+__device__ __forceinline__ float to_float(half_bits h) { return port::half_to_float(h.x); }
+__device__ __forceinline__ float to_float(bf16_bits b) { return port::bf16_to_float(b.x); }
 __device__ __forceinline__ float to_float(float f) { return f; }
 
 template <int DT> __device__ __forceinline__ typename DType<DT>::T from_float(float f);
-template <> __device__ __forceinline__ half_bits from_float<kF16>(float f) {
-  half_bits h;
-  asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h.x) : "f"(f));
-  return h;
-}
-template <> __device__ __forceinline__ bf16_bits from_float<kBF16>(float f) {
-  bf16_bits b;
-  asm("cvt.rn.bf16.f32 %0, %1;" : "=h"(b.x) : "f"(f));
-  return b;
-}
+template <> __device__ __forceinline__ half_bits from_float<kF16>(float f) { return half_bits{port::float_to_half(f)}; }
+template <> __device__ __forceinline__ bf16_bits from_float<kBF16>(float f) { return bf16_bits{port::float_to_bf16(f)}; }
 template <> __device__ __forceinline__ float from_float<kF32>(float f) { return f; }
 
 // Two floats to one register of two 16-bit values; `lo` lands in the low half.
 template <int DT> __device__ __forceinline__ unsigned pack2(float lo, float hi);
+#if JITATTN_HIP
+template <> __device__ __forceinline__ unsigned pack2<kF16>(float lo, float hi) {
+  return unsigned(port::float_to_half(lo)) | unsigned(port::float_to_half(hi)) << 16;
+}
+template <> __device__ __forceinline__ unsigned pack2<kBF16>(float lo, float hi) {
+  return unsigned(port::float_to_bf16(lo)) | unsigned(port::float_to_bf16(hi)) << 16;
+}
+#else
 template <> __device__ __forceinline__ unsigned pack2<kF16>(float lo, float hi) {
   unsigned r;
   asm("cvt.rn.f16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo));
@@ -50,18 +48,16 @@ template <> __device__ __forceinline__ unsigned pack2<kBF16>(float lo, float hi)
   asm("cvt.rn.bf16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo));
   return r;
 }
+#endif
 
-__device__ __forceinline__ float fast_exp2(float x) {  // ex2(-inf) = +0
-  float y;
-  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
-  return y;
-}
+__device__ __forceinline__ float fast_exp2(float x) { return port::exp2_approx(x); }  // ex2(-inf) = +0
 
 constexpr float kLog2e = 1.4426950408889634f;
 constexpr float kLn2 = 0.6931471805599453f;
 
 __device__ __forceinline__ float neg_inf() { return __int_as_float(0xff800000); }
 
+#if JITATTN_CUDA
 // ---- shared memory and asynchronous copies -------------------------------------------------
 __device__ __forceinline__ unsigned smem_addr(const void* p) {
   unsigned r;
@@ -115,22 +111,21 @@ __device__ __forceinline__ void mma_16816<kBF16>(float (&d)[4], const unsigned (
                : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
                : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
+#endif  // JITATTN_CUDA
 
 __device__ __forceinline__ float quad_max(float x) {
-  x = fmaxf(x, __shfl_xor_sync(0xffffffffu, x, 1));
-  return fmaxf(x, __shfl_xor_sync(0xffffffffu, x, 2));
+  x = fmaxf(x, port::shfl_xor32(x, 1));
+  return fmaxf(x, port::shfl_xor32(x, 2));
 }
 __device__ __forceinline__ float quad_sum(float x) {
-  x += __shfl_xor_sync(0xffffffffu, x, 1);
-  return x + __shfl_xor_sync(0xffffffffu, x, 2);
+  x += port::shfl_xor32(x, 1);
+  return x + port::shfl_xor32(x, 2);
 }
 
 template <bool B> struct Bool { static constexpr bool value = B; };
 
 // *addr += x in global memory, without a return value.
-__device__ __forceinline__ void atomic_add_f32(float* addr, float x) {
-  asm volatile("red.global.add.f32 [%0], %1;\n" :: "l"(addr), "f"(x) : "memory");
-}
+__device__ __forceinline__ void atomic_add_f32(float* addr, float x) { port::atomic_add_f32(addr, x); }
 // Key row k_start of key/value head hk of batch row `batch` in a dK/dV accumulator
 // (BwdParams::dk_accum), or null when the backward stores dK/dV directly.
 __device__ __forceinline__ float* dkv_accum_rows(const BwdParams& bp, float* accum, int batch, int hk, int k_start,
@@ -140,7 +135,7 @@ __device__ __forceinline__ float* dkv_accum_rows(const BwdParams& bp, float* acc
 }
 // addr[0] += x, addr[1] += y (addr 8-byte aligned): one vector reduction on sm_90 and newer.
 __device__ __forceinline__ void atomic_add_f32x2(float* addr, float x, float y) {
-#if __CUDA_ARCH__ >= 900
+#if JITATTN_CUDA && __CUDA_ARCH__ >= 900
   asm volatile("red.global.add.v2.f32 [%0], {%1, %2};\n" :: "l"(addr), "f"(x), "f"(y) : "memory");
 #else
   atomic_add_f32(addr, x);
@@ -149,11 +144,7 @@ __device__ __forceinline__ void atomic_add_f32x2(float* addr, float x, float y) 
 }
 
 // ---- dropout: Philox4x32-10 (Salmon et al., SC'11), the layout of params.h ---------------------
-__device__ __forceinline__ unsigned mulhi_u32(unsigned a, unsigned b) {
-  unsigned r;
-  asm("mul.hi.u32 %0, %1, %2;" : "=r"(r) : "r"(a), "r"(b));
-  return r;
-}
+__device__ __forceinline__ unsigned mulhi_u32(unsigned a, unsigned b) { return port::mulhi_u32(a, b); }
 __device__ __forceinline__ void philox4x32_10(unsigned (&c)[4], unsigned k0, unsigned k1) {
 #pragma unroll
   for (int r = 0; r < 10; ++r) {

@@ -1,7 +1,7 @@
 // Kernel arguments of merge_attentions (merge.cuh), shared byte for byte by the host
 // (jit/launch.h, api/src/merge.cpp) and the generated kernels. Passed by value.
 #pragma once
-#ifdef __CUDACC_RTC__
+#if defined(__CUDACC_RTC__) || defined(__HIPCC_RTC__)  // hiprtc: its own int64_t, not <cstdint>'s
 typedef long long int64_t;
 typedef int int32_t;
 #else

@@ -1,7 +1,7 @@
 // Kernel arguments, shared byte for byte by the host (jit/) and the generated kernels.
 // Everything that may change from call to call lives here, never in the cache key.
 #pragma once
-#ifdef __CUDACC_RTC__
+#if defined(__CUDACC_RTC__) || defined(__HIPCC_RTC__)  // hiprtc: its own int64_t, not <cstdint>'s
 typedef long long int64_t;
 typedef int int32_t;
 #else

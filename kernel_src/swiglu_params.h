@@ -1,7 +1,7 @@
 // Kernel arguments of SwiGLU's gate (swiglu.cuh), shared byte for byte by the host
 // (jit/ops/swiglu.cpp) and the generated kernels. Strides in elements; the last stride is 1.
 #pragma once
-#ifdef __CUDACC_RTC__
+#if defined(__CUDACC_RTC__) || defined(__HIPCC_RTC__)  // hiprtc: its own int64_t, not <cstdint>'s
 typedef long long int64_t;
 #else
 #include <cstdint>

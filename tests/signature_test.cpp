@@ -2,9 +2,12 @@
 // changes the generated code.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <set>
 
 #include "jit/codegen.h"
+#include "jit/compiler.h"
+#include "jit/hip_driver.h"
 #include "jit/jit_runtime.h"
 #include "jit/signature.h"
 
@@ -168,6 +171,88 @@ TEST(Signature, SpecValidationNamesTheProblem) {
   s.arch_sm = 75, s.arch_specific = 0;
   EXPECT_NE(validate_spec(make_spec(s)).find("sm_75"), std::string::npos);
   EXPECT_EQ(validate_spec(make_spec(base_sig())), "");
+}
+
+// AMD targets: parsed by name, a backend apart from CUDA in names and keys, served by the
+// portable family (and the mfma family only where matrix cores are), compiled with hiprtc's options.
+TEST(Signature, AmdTargetsParseNameAndKeyApart) {
+  const auto gfx90a = Arch::parse("gfx90a"), gfx1030 = Arch::parse("gfx1030");
+  ASSERT_TRUE(gfx90a && gfx1030);
+  EXPECT_EQ(gfx90a->backend, Backend::hip);
+  EXPECT_EQ(gfx90a->name(), "gfx90a");
+  EXPECT_EQ(gfx1030->name(), "gfx1030");
+  EXPECT_EQ(gfx90a->gfx()->wave, 64);
+  EXPECT_EQ(gfx1030->gfx()->wave, 32);
+  EXPECT_FALSE(gfx90a == *gfx1030);
+  EXPECT_EQ(Arch::parse("sm_80")->gfx(), nullptr);
+  for (const char* bad : {"gfx9000", "gfx", "gfx90", "GFX90A", "gfx90a:xnack-", "gfx1100x"}) EXPECT_FALSE(Arch::parse(bad)) << bad;
+  EXPECT_EQ(Arch::gfx("gfx90a:sramecc+:xnack-"), gfx90a);  // a device's gcnArchName
+  EXPECT_NE(Arch::rule().find("gfx90a"), std::string::npos);
+
+  Signature s = base_sig();
+  s.set_arch(*gfx90a);
+  const KernelSpec spec = make_spec(s);
+  EXPECT_EQ(spec.family, Family::simt);  // JITATTN_AMD_MFMA is off
+  EXPECT_EQ(spec.name(), "fwd.gfx90a.bf16.d128.v128.causal.lse.a16.simt_m16n32w4");
+  const auto parsed = KernelSpec::parse(spec.name());
+  ASSERT_TRUE(parsed);
+  EXPECT_TRUE(parsed->sig == spec.sig);
+  EXPECT_EQ(validate_spec(spec), "");
+  const std::vector<std::string> opts = compile_options(spec);
+  EXPECT_NE(std::find(opts.begin(), opts.end(), "--offload-arch=gfx90a"), opts.end());
+
+  // The same code for NVIDIA under JITATTN_FAMILY=portable is another kernel with another key.
+  Signature cuda = base_sig();
+  cuda.arch_sm = 80, cuda.arch_specific = 0;
+  KernelSpec on_cuda = make_spec(cuda);
+  on_cuda.family = Family::simt;
+  on_cuda.tile = spec.tile;
+  EXPECT_EQ(on_cuda.name(), "fwd.sm_80.bf16.d128.v128.causal.lse.a16.simt_m16n32w4");
+  EXPECT_EQ(cuda.backend, 0);  // CUDA signatures keep the byte they had before the HIP backend
+  std::set<std::string> keys = {kernel_key(spec, "hiprtc 5.2.21153"), kernel_key(spec, "hiprtc 6.2.41133"),
+                                kernel_key(on_cuda, "hiprtc 5.2.21153")};
+  Signature s1030 = s;
+  s1030.set_arch(*gfx1030);
+  keys.insert(kernel_key(make_spec(s1030), "hiprtc 5.2.21153"));
+  EXPECT_EQ(keys.size(), 4u);  // the compiler's version and the target are in the key
+
+  // What AMD cannot run is refused with the reason.
+  s.op = Op::decode;
+  EXPECT_NE(validate_spec(make_spec(s)).find("decode kernels are CUDA-only"), std::string::npos);
+  s.op = Op::fwd;
+  KernelSpec mma = make_spec(s);
+  mma.family = Family::mma;
+  EXPECT_NE(validate_spec(mma).find("CUDA-only"), std::string::npos);
+  KernelSpec mfma = make_spec(s);
+  mfma.family = Family::mfma;
+  mfma.tile = {64, 32, 4};
+  EXPECT_EQ(validate_spec(mfma), "");
+  mfma.tile = {64, 32, 2};
+  EXPECT_NE(validate_spec(mfma).find("one wave64 per 16 query rows"), std::string::npos);
+  mfma.tile = {64, 32, 4};
+  mfma.sig.set_arch(*gfx1030);  // RDNA: no matrix cores
+  EXPECT_NE(validate_spec(mfma).find("matrix cores"), std::string::npos);
+  mfma.sig.set_arch(*Arch::parse("sm_90a"));
+  EXPECT_NE(validate_spec(mfma).find("AMD"), std::string::npos);
+  // Every AMD tile fits a workgroup's 64 KiB of LDS, at every head dim.
+  for (Op op : {Op::fwd, Op::bwd, Op::bwd_dq})
+    for (int d = 8; d <= 256; d += 8) {
+      Signature t = s;
+      t.op = op;
+      t.head_dim = t.head_dim_v = uint16_t(d);
+      EXPECT_EQ(validate_spec(make_spec(t)), "") << make_spec(t).name();
+    }
+}
+
+TEST(Signature, HipDeviceTargetIsFoundInItsProperties) {
+  std::vector<unsigned char> props(1024, 0);
+  const char name[] = "AMD Instinct MI250X", arch[] = "gfx90a:sramecc+:xnack-";
+  std::copy(name, name + sizeof name, props.begin());
+  std::copy(arch, arch + sizeof arch, props.begin() + 396);
+  EXPECT_EQ(find_gcn_arch(props.data(), props.size()), "gfx90a:sramecc+:xnack-");
+  EXPECT_EQ(Arch::gfx(find_gcn_arch(props.data(), props.size()))->name(), "gfx90a");
+  std::fill(props.begin() + 396, props.end(), 0);
+  EXPECT_EQ(find_gcn_arch(props.data(), props.size()), "");
 }
 
 }  // namespace

@@ -10,6 +10,7 @@
 #include <ctime>
 #include <filesystem>
 #include <functional>
+#include <map>
 #include <memory>
 #include <optional>
 #include <set>
@@ -20,7 +21,7 @@
 #include "jit/env.h"
 #include "jit/jit_runtime.h"
 #include "jit/kernel_sources.h"
-#include "jit/nvrtc_compiler.h"
+#include "jit/compiler.h"
 #include "jitattn/error.h"
 #include "tools/manifest.h"
 #include "tools/prewarm.h"
@@ -107,7 +108,7 @@ bool matches(const KernelRecord& r, const LsArgs& f) {
 void check_filters(LsArgs& f) {
   if (!f.target.empty()) {
     const auto arch = jit::Arch::parse(f.target);
-    if (!arch) throw Error("--target: \"" + f.target + "\" is not an arch such as sm_80 or sm_90a");
+    if (!arch) throw Error("--target: \"" + f.target + "\" is not a known target: " + jit::Arch::rule());
     f.target = arch->name();
   }
   if (!f.op.empty() && !jit::parse_op(f.op)) throw Error("--op: \"" + f.op + "\" is not an op (fwd)");
@@ -277,18 +278,38 @@ int cmd_merge(const std::string& out, const std::vector<std::string>& inputs, bo
 cache::CurrentBuild current_build(std::string* note) {
   cache::CurrentBuild cur;
   cur.source_hash = jit::kernel_sources_hash();
-  cur.binding = jit::binding_problem;  // needs no NVRTC: the row's own key names its entry symbol
-  try {
-    cur.compiler = jit::NvrtcCompiler::get().identity();
-  } catch (const std::exception& e) {
-    *note = std::string("compilers and keys not checked, NVRTC is unavailable: ") + e.what();
-    return cur;
-  }
-  cur.expected_key = [identity = cur.compiler](const KernelRecord& r) {
+  cur.binding = jit::binding_problem;  // needs no compiler: the row's own key names its entry symbol
+  // One identity per backend: a DB may hold NVIDIA and AMD rows side by side, each judged by the
+  // compiler of its target. A backend whose compiler is unavailable is not checked (noted).
+  auto identity_of = [note](jit::Backend b) {
+    try {
+      return jit::compiler_for(b).identity();
+    } catch (const std::exception& e) {
+      const std::string what = std::string(b == jit::Backend::hip ? "AMD" : "NVIDIA") + " rows' compilers and keys not checked, " +
+                               (b == jit::Backend::hip ? "hiprtc" : "NVRTC") + " is unavailable: " + e.what();
+      *note += (note->empty() ? "" : "; ") + what;
+      return std::string();
+    }
+  };
+  const auto identities = std::make_shared<std::map<jit::Backend, std::string>>();
+  auto backend_of = [](const KernelRecord& r) {
+    const auto arch = jit::Arch::parse(r.target);
+    return arch ? arch->backend : jit::Backend::cuda;
+  };
+  // Asked lazily, once per backend a row names: a CUDA-only DB never loads hiprtc.
+  auto identity = [identities, identity_of](jit::Backend b) -> const std::string& {
+    auto it = identities->find(b);
+    if (it == identities->end()) it = identities->emplace(b, identity_of(b)).first;
+    return it->second;
+  };
+  cur.compiler_of = [identity, backend_of](const KernelRecord& r) { return identity(backend_of(r)); };
+  cur.expected_key = [identity](const KernelRecord& r) {
     const auto spec = jit::KernelSpec::parse(r.name);
     // A user variant's key hashes its code, which only the process that built it holds: not
     // checkable here (the row's binding to its own key is still checked).
-    return spec && !spec->sig.variant ? jit::kernel_key(*spec, identity) : std::string();
+    if (!spec || spec->sig.variant) return std::string();
+    const std::string& id = identity(jit::Backend(spec->sig.backend));
+    return id.empty() ? std::string() : jit::kernel_key(*spec, id);
   };
   return cur;
 }
@@ -303,9 +324,8 @@ int cmd_verify(std::vector<std::string> paths) {
     else std::printf("%s: no user cache yet\n", env.cache_path.c_str());
     pins.resize(paths.size());
   }
-  std::string note;
+  std::string note;  // filled as rows name a backend whose compiler is missing
   cache::CurrentBuild cur = current_build(&note);
-  if (!note.empty()) std::printf("note: %s\n", note.c_str());
   int bad = 0;
   for (size_t i = 0; i < paths.size(); ++i) {
     const std::string& path = paths[i];
@@ -324,6 +344,7 @@ int cmd_verify(std::vector<std::string> paths) {
     for (const auto& p : rep.stale) std::printf("  warning: stale %s: %s\n", p.name.c_str(), p.why.c_str());
     if (!rep.ok()) ++bad;
   }
+  if (!note.empty()) std::printf("note: %s\n", note.c_str());
   if (bad) std::printf("verify: %d of %zu databases failed\n", bad, paths.size());
   return bad ? 1 : 0;
 }

@@ -28,6 +28,8 @@
 #include "jit/env.h"
 #include "jit/jit_runtime.h"
 #include "jit/kernel_sources.h"
+#include "jit/hip_driver.h"
+#include "jit/hiprtc_compiler.h"
 #include "jit/nvrtc_compiler.h"
 #include "jit/recorder.h"
 #include "jitattn/jitattn.h"
@@ -109,6 +111,33 @@ std::string nvrtc_summary(bool* ok = nullptr) {
   }
 }
 
+// "hiprtc 5.2.21153 from /usr/lib/x86_64-linux-gnu/libamdhip64.so.5", or why there is no hiprtc.
+std::string hiprtc_summary() {
+  try {
+    const auto& c = jit::HiprtcCompiler::get();
+    return c.identity() + " from " + loaded_file(c.library_path());
+  } catch (const std::exception& e) {
+    return std::string("unavailable: ") + e.what();
+  }
+}
+
+// The HIP runtime and its devices: what a prewarm without --arch compiles AMD kernels for.
+void print_hip() {
+  const jit::HipDriver& h = jit::HipDriver::get();
+  if (!h.loaded) {
+    std::printf("HIP runtime   unavailable: %s\n", h.unavailable_reason.c_str());
+  } else {
+    std::printf("HIP runtime   %s %s from %s%s%s (the module API, used where there is no CUDA driver; never run on an AMD GPU)\n",
+                h.version ? "HIP" : "HIP, version unknown,", h.version ? jit::hip_version_string(h.version).c_str() : "",
+                loaded_file(h.path).c_str(), h.unavailable_reason.empty() ? "" : "; ", h.unavailable_reason.c_str());
+    if (h.devices.empty() && h.unavailable_reason.empty()) std::printf("AMD GPUs      none\n");
+    for (const auto& dev : h.devices)
+      std::printf("AMD GPU %d     %s: %s%s\n", dev.index, dev.name.c_str(), dev.gcn_arch.empty() ? "gfx?" : dev.gcn_arch.c_str(),
+                  dev.arch ? "" : " (not a target jitattn compiles for)");
+  }
+  std::printf("hiprtc        %s\n", hiprtc_summary().c_str());
+}
+
 // ---- cache layers -----------------------------------------------------------------------
 
 std::string layer_summary(Layer& l) {
@@ -137,9 +166,9 @@ void print_environment() {
 // What happens after the last layer misses, under each policy.
 const char* miss_action(jit::JitPolicy policy) {
   switch (policy) {
-    case jit::JitPolicy::on: return "a miss is compiled by NVRTC and stored in the user DB";
+    case jit::JitPolicy::on: return "a miss is compiled (NVRTC for NVIDIA targets, hiprtc for AMD) and stored in the user DB";
     case jit::JitPolicy::off: return "a miss is an error (JITATTN_JIT=off)";
-    case jit::JitPolicy::readonly: return "a miss is compiled by NVRTC and not stored (JITATTN_JIT=readonly)";
+    case jit::JitPolicy::readonly: return "a miss is compiled (NVRTC or hiprtc) and not stored (JITATTN_JIT=readonly)";
     case jit::JitPolicy::redo: return "no layer is read: every kernel is recompiled and replaces its row (JITATTN_JIT=redo)";
   }
   return "?";
@@ -149,6 +178,7 @@ int cmd_doctor() {
   std::printf("CUDA driver   %s\n", driver_summary().c_str());
   print_gpus();
   std::printf("NVRTC         %s\n", nvrtc_summary().c_str());
+  print_hip();
   std::printf("kernel_src    %s\n", jit::kernel_sources_hash().c_str());
   const jit::Env* env = nullptr;
   try {
@@ -199,10 +229,11 @@ int cmd_doctor_kernel(const std::string& what) {
   }
   std::string key, identity;
   try {
-    identity = jit::NvrtcCompiler::get().identity();
+    identity = jit::compiler_for(jit::Backend(spec.sig.backend)).identity();
     key = jit::kernel_key(spec, identity);
   } catch (const std::exception& e) {
-    std::printf("verdict       would fail: the key names the compiler, and NVRTC is unavailable: %s\n", e.what());
+    std::printf("verdict       would fail: the key names the compiler, and %s is unavailable: %s\n",
+                jit::compiled_by(jit::Backend(spec.sig.backend)), e.what());
     return 1;
   }
   std::printf("key           %s (%s, kernel_src %.12s)\n", key.c_str(), identity.c_str(), jit::kernel_sources_hash().c_str());
@@ -305,16 +336,16 @@ std::vector<std::pair<std::string, double>> read_phases(const std::string& path)
 }
 
 void show_compile(const KernelSpec& spec, const std::string& key, double load_ms, const ShowOptions& o) {
-  const jit::NvrtcCompiler& nvrtc = jit::NvrtcCompiler::get();
+  const jit::Compiler& nvrtc = jit::compiler_for(jit::Backend(spec.sig.backend));
   const std::string source = jit::generate_source(spec, key);
-  std::printf("compile       %s, %s; NVRTC loaded in %.1f ms; nothing stored\n", nvrtc.identity().c_str(),
+  std::printf("compile       %s, %s; loaded in %.1f ms; nothing stored\n", nvrtc.identity().c_str(),
               nvrtc.library_path().c_str(), load_ms);
   std::string opts;
-  for (const auto& opt : jit::NvrtcCompiler::options(spec)) opts += (opts.empty() ? "" : " ") + opt;
+  for (const auto& opt : jit::compile_options(spec)) opts += (opts.empty() ? "" : " ") + opt;
   std::printf("  options     %s\n", opts.c_str());
   std::string dir = (std::filesystem::temp_directory_path() / "jitattn-show-XXXXXX").string();
   if (!mkdtemp(dir.data())) throw Error("cannot create a temporary directory under " + std::filesystem::temp_directory_path().string());
-  bool phases_ok = true;
+  bool phases_ok = nvrtc.backend() == jit::Backend::cuda;  // NVRTC's --time; hiprtc has none
   for (int i = 0; i < o.repeat; ++i) {
     const std::string time_file = dir + "/time" + std::to_string(i) + ".csv";
     jit::CompiledKernel ck;
@@ -351,7 +382,7 @@ int cmd_show(const std::string& name, const ShowOptions& o) {
   double load_ms = 0;
   try {
     const auto t0 = std::chrono::steady_clock::now();
-    const std::string& identity = jit::NvrtcCompiler::get().identity();
+    const std::string& identity = jit::compiler_for(jit::Backend(spec->sig.backend)).identity();
     load_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
     key = jit::kernel_key(*spec, identity);
     std::printf("key           %s\n", key.c_str());
@@ -391,8 +422,7 @@ jit::Signature demo_signature(jit::Arch arch, DType dtype, int head_dim, jit::Bi
   s.bias = bias;
   s.dtype = s.out_dtype = dtype;
   s.head_dim = s.head_dim_v = uint16_t(head_dim);
-  s.arch_sm = arch.sm;
-  s.arch_specific = arch.specific;
+  s.set_arch(arch);
   s.lse = lse;
   s.align = dtype == DType::f32 ? 4 : 16;
   return s;
@@ -411,7 +441,7 @@ void fetch_demo_kernels(const std::vector<jit::Arch>& archs) {
       const auto t0 = std::chrono::steady_clock::now();
       const auto rec = jit::JitRuntime::get().binary(spec, &served_by);
       std::printf("  %-58s %s in %7.1f ms (%s, %d registers)\n", spec.name().c_str(),
-                  served_by == "nvrtc" ? "compiled by NVRTC" : "loaded from cache", ms_since(t0),
+                  jit::is_compiled(served_by) ? (served_by == "hiprtc" ? "compiled by hiprtc" : "compiled by NVRTC") : "loaded from cache", ms_since(t0),
                   human_bytes(double(rec.binary.size())).c_str(), rec.registers);
     }
 }
@@ -510,7 +540,7 @@ int run(int argc, char** argv) {
   CLI::App app{"jitattn: JIT-compiled attention kernels, their caches and their speed"};
   app.require_subcommand(1);
   std::string doctor_kernel;
-  auto* doctor = app.add_subcommand("doctor", "CUDA driver, GPUs, NVRTC, cache layers and environment");
+  auto* doctor = app.add_subcommand("doctor", "CUDA driver, GPUs, NVRTC, the HIP runtime and hiprtc, cache layers and environment");
   doctor->add_option("--kernel", doctor_kernel,
                      "which layer would serve this canonical name or manifest entry (exit 1 if it would fail)");
 

@@ -75,7 +75,7 @@ BiasKind as_bias(const json& v) {
 
 Arch as_arch(const json& v) {
   if (auto a = Arch::parse(as_string("arch", v))) return *a;
-  bad("arch", "an arch like \"sm_80\" or \"sm_90a\" (sm_80 or newer)", v);
+  bad("arch", Arch::rule(), v);
 }
 
 // The values of a field that may be a list: one value, or each element of a non-empty array.
@@ -194,7 +194,7 @@ Choices read_choices(const json& e, const std::vector<Arch>& default_archs) {
     });
   if (e.contains("align")) c.align = as_int("align", e["align"], 1, 255);
   if (e.contains("arch")) c.archs = listed(e, "arch", as_arch);
-  else if (default_archs.empty()) throw Error("no \"arch\" and no --arch list to take it from");
+  else if (default_archs.empty()) throw Error("no \"arch\", no --arch list to take it from, and no GPU on this machine to take it from");
   else c.archs = default_archs;
   if (e.contains("variant")) c.variant = read_variant(e["variant"]);
   return c;
@@ -284,8 +284,7 @@ std::vector<KernelSpec> expand(const Choices& c, size_t max_kernels) {
                   s.out_dtype = c.out_dtype.value_or(dtype);
                   s.head_dim = uint16_t(hd);
                   s.head_dim_v = uint16_t(c.head_dim_v.value_or(hd));
-                  s.arch_sm = arch.sm;
-                  s.arch_specific = arch.specific;
+                  s.set_arch(arch);
                   s.lse = lse;
                   s.dropout = dropout;
                   s.dbias = dbias;
@@ -489,7 +488,7 @@ std::vector<Arch> parse_arch_list(const std::string& list) {
     item.erase(item.find_last_not_of(" \t") + 1);
     if (item.empty()) continue;
     auto arch = Arch::parse(item);
-    if (!arch) throw Error("--arch: \"" + item + "\" is not an arch like sm_80 or sm_90a (sm_80 or newer)");
+    if (!arch) throw Error("--arch: \"" + item + "\" is not a known target: " + Arch::rule());
     if (std::find(archs.begin(), archs.end(), *arch) == archs.end()) archs.push_back(*arch);
   }
   return archs;

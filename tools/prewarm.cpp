@@ -17,7 +17,9 @@
 
 #include "cache/sqlite_store.h"
 #include "jit/env.h"
-#include "jit/nvrtc_compiler.h"
+#include "jit/compiler.h"
+#include "jit/cuda_driver.h"
+#include "jit/hip_driver.h"
 #include "jitattn/error.h"
 #include "tools/manifest.h"
 
@@ -179,6 +181,32 @@ void require_storable(jit::JitRuntime& rt) {
               ") is unusable: " + why);
 }
 
+// The targets of the GPUs this machine has: CUDA devices through the driver, AMD ones through
+// the HIP runtime (jit/hip_driver.h); none without either.
+std::vector<jit::Arch> device_archs() {
+  std::vector<jit::Arch> archs;
+  auto add = [&](const jit::Arch& a) {
+    if (std::find(archs.begin(), archs.end(), a) == archs.end()) archs.push_back(a);
+  };
+  const jit::CudaDriver& d = jit::CudaDriver::get();
+  int count = 0;
+  if (d.available && d.cuDeviceGetCount(&count) == CUDA_SUCCESS)
+    for (int i = 0; i < count; ++i) {
+      CUdevice dev;
+      int major = 0, minor = 0;
+      if (d.cuDeviceGet(&dev, i) != CUDA_SUCCESS ||
+          d.cuDeviceGetAttribute(&major, CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR, dev) != CUDA_SUCCESS ||
+          d.cuDeviceGetAttribute(&minor, CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR, dev) != CUDA_SUCCESS)
+        continue;
+      const int sm = major * 10 + minor;
+      if (sm >= 80) add(jit::Arch{uint8_t(sm), sm == 90, jit::Backend::cuda});
+    }
+  if (jit::amd_kernel_driver_present())
+    for (const jit::HipDevice& dev : jit::HipDriver::get().devices)
+      if (dev.arch) add(*dev.arch);
+  return archs;
+}
+
 // "sm_80 60, sm_90a 60": how many kernels each target gets.
 std::string per_arch(const std::vector<KernelSpec>& specs) {
   std::map<std::string, int> counts;
@@ -189,7 +217,8 @@ std::string per_arch(const std::vector<KernelSpec>& specs) {
 }
 
 int run_prewarm(const PrewarmArgs& a) {
-  const auto specs = read_manifests(a.manifests, parse_arch_list(a.archs), a.max_kernels);
+  // Without --arch, entries without "arch" take the targets of this machine's GPUs, NVIDIA and AMD.
+  const auto specs = read_manifests(a.manifests, a.archs.empty() ? device_archs() : parse_arch_list(a.archs), a.max_kernels);
   std::string manifests;
   for (const auto& m : a.manifests) manifests += (manifests.empty() ? "" : ", ") + m;
   if (specs.empty()) {
@@ -198,12 +227,19 @@ int run_prewarm(const PrewarmArgs& a) {
   }
   jit::JitRuntime& rt = jit::JitRuntime::get();
   require_storable(rt);
+  // The compiler of every backend the kernels target (NVRTC, hiprtc): even a cache lookup needs
+  // it, every key names the compiler.
   std::string nvrtc;
-  try {
-    const auto& c = jit::NvrtcCompiler::get();
-    nvrtc = c.identity() + " (" + c.library_path() + ")";
-  } catch (const std::exception& e) {  // even a cache lookup needs it: every key names the compiler
-    throw Error(std::string("NVRTC unavailable: ") + e.what() + " (every cache key names the compiler)");
+  std::set<jit::Backend> backends;
+  for (const auto& s : specs) backends.insert(jit::Backend(s.sig.backend));
+  for (jit::Backend b : backends) {
+    const char* what = b == jit::Backend::hip ? "hiprtc" : "NVRTC";
+    try {
+      const auto& c = jit::compiler_for(b);
+      nvrtc += (nvrtc.empty() ? "" : ", ") + c.identity() + " (" + c.library_path() + ")";
+    } catch (const std::exception& e) {
+      throw Error(std::string(what) + " unavailable: " + e.what() + " (every cache key names the compiler)");
+    }
   }
   const jit::Env& env = rt.env();
   const unsigned jobs = unsigned(std::max<size_t>(1, std::min<size_t>(a.jobs, specs.size())));
@@ -270,7 +306,7 @@ PrewarmSummary prewarm(jit::JitRuntime& rt, const std::vector<KernelSpec>& specs
     try {
       std::string served_by, not_stored;
       rt.binary(specs[i], &served_by, &not_stored);
-      r.outcome = served_by == "nvrtc" ? PrewarmResult::Outcome::compiled : PrewarmResult::Outcome::cached;
+      r.outcome = jit::is_compiled(served_by) ? PrewarmResult::Outcome::compiled : PrewarmResult::Outcome::cached;
       if (r.outcome == PrewarmResult::Outcome::cached) r.detail = served_by;
       // Compiled but not kept (the DB turned read-only, the disk or a file size limit was hit
       // after the open): the kernel is not prewarmed, so it fails like a compile error.
@@ -301,7 +337,7 @@ Subcommand add_prewarm_command(CLI::App& app) {
   CLI::App* cmd = app.add_subcommand("prewarm", "compile the kernels of manifests into the user cache");
   cmd->add_option("--manifest,-m", args->manifests, "manifest file, JSON or JSON Lines (docs/manifest.md); repeatable")
       ->required();
-  cmd->add_option("--arch", args->archs, "targets for entries without \"arch\", e.g. sm_80,sm_86,sm_89,sm_90a");
+  cmd->add_option("--arch", args->archs, "targets for entries without \"arch\", e.g. sm_80,sm_90a,gfx90a,gfx1030 (default: this machine's GPUs)");
   cmd->add_option("--jobs,-j", args->jobs, "parallel compiles (default: hardware threads)")->check(CLI::PositiveNumber);
   add_max_kernels_option(*cmd, args->max_kernels);
   return {cmd, [args] { return run_prewarm(*args); }};

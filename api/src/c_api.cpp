@@ -754,16 +754,16 @@ jitattn_status jitattn_prewarm(const char* kernel_name, const char* arch, int32_
         if (!spec) invalid("kernel_name \"" + name + "\" is not a canonical kernel name (`jitattn ls` prints them)");
         if (arch && *arch) {
           const std::optional<jit::Arch> a = jit::Arch::parse(arch);
-          if (!a) invalid(std::string("arch \"") + arch + "\" is not an arch like sm_80 or sm_90a");
+          if (!a) invalid(std::string("arch \"") + arch + "\" is not a known target: " + jit::Arch::rule());
           jit::Signature sig = spec->sig;
-          sig.arch_sm = a->sm, sig.arch_specific = a->specific;
+          sig.set_arch(*a);
           spec = jit::make_spec(sig);
         }
         const std::string problem = jit::validate_spec(*spec);
         if (!problem.empty()) invalid(spec->name() + ": " + problem);
         std::string served_by;
         jit::JitRuntime::get().binary(*spec, &served_by);
-        if (compiled) *compiled = served_by == "nvrtc" ? 1 : 0;
+        if (compiled) *compiled = jit::is_compiled(served_by) ? 1 : 0;
       },
       [] { return false; });
 }

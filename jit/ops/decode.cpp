@@ -104,8 +104,9 @@ Scratch& scratch() {
 
 bool decode_applies(const ForwardPlan& p) {
   // BlockSparseMask's short queries take the prefill path (its layout is for long sequences).
-  return Env::get().decode && p.dtype != DType::f32 && p.p == 0 && queries_per_sequence(p) <= kDecodeMaxQueries &&
-         !p.layout.cells;
+  // JITATTN_FAMILY=portable runs what AMD runs, and AMD has no decode kernel (mma.sync).
+  return Env::get().decode && !Env::get().portable && p.dtype != DType::f32 && p.p == 0 &&
+         queries_per_sequence(p) <= kDecodeMaxQueries && !p.layout.cells;
 }
 
 Signature decode_signature(const ForwardPlan& p, const Arch& arch) {

@@ -19,8 +19,7 @@ Signature forward_signature(const ForwardPlan& p, const Arch& arch) {
   sig.out_dtype = p.out_dtype;
   sig.head_dim = uint16_t(p.q.d);
   sig.head_dim_v = uint16_t(p.v.d);
-  sig.arch_sm = arch.sm;
-  sig.arch_specific = arch.specific;
+  sig.set_arch(arch);
   sig.lse = p.lse != nullptr;
   sig.align = uint8_t(p.align);
   sig.dropout = p.p > 0;
@@ -106,9 +105,10 @@ int32_t pairs_per_chunk(const KernelSpec& spec, const FwdParams& p) {
 
 void forward(const ForwardPlan& p, CUstream stream) {
   if (p.q.b == 0 || p.q.h == 0 || p.q.m == 0) return;  // nothing to compute or write
-  if (decode_applies(p)) return decode(p, stream);  // few queries per sequence: jit/ops/decode.cpp
   auto& rt = JitRuntime::get();
   const ContextInfo& ctx = rt.context(p.device);
+  // Few queries per sequence: jit/ops/decode.cpp (CUDA only; AMD runs them as any forward).
+  if (ctx.backend == Backend::cuda && decode_applies(p)) return decode(p, stream);
   const LoadedKernel& kernel = rt.kernel(forward_signature(p, ctx.arch), ctx);
   FwdParams fp;
   if (!forward_params(p, fp)) return;

@@ -23,8 +23,7 @@ void merge(const MergePlan& p, CUstream stream) {
   sig.dtype = p.in_dtype;
   sig.out_dtype = p.out_dtype;
   sig.head_dim = sig.head_dim_v = uint16_t(p.k);
-  sig.arch_sm = ctx.arch.sm;
-  sig.arch_specific = ctx.arch.specific;
+  sig.set_arch(ctx.arch);
   sig.lse = p.lse != nullptr;
   sig.align = uint8_t(p.align16 ? 16 : element_size(p.in_dtype));
   const LoadedKernel& kernel = rt.kernel(sig, ctx);

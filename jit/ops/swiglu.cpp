@@ -16,8 +16,7 @@ void swiglu(const SwigluPlan& p, CUstream stream) {
   sig.op = p.backward ? Op::swiglu_bwd : Op::swiglu_fwd;
   sig.dtype = sig.out_dtype = p.dtype;
   sig.head_dim = sig.head_dim_v = 8;  // elements per thread (kernel_src/swiglu.cuh kVec)
-  sig.arch_sm = ctx.arch.sm;
-  sig.arch_specific = ctx.arch.specific;
+  sig.set_arch(ctx.arch);
   sig.align = 16;  // one alignment class: the kernel loads element by element
   const LoadedKernel& kernel = rt.kernel(sig, ctx);
   SwigluParams sp{};

@@ -432,8 +432,9 @@ JITATTN_C_EXPORT jitattn_status jitattn_get_jit_stats(jitattn_jit_stats* stats);
 /* Fetches one kernel's binary into the cache without a GPU, as `jitattn prewarm` does:
  * kernel_name is a canonical name (`jitattn ls` prints them, e.g.
  * "fwd.sm_90a.bf16.d128.v128.causal.lse.a16.wgmma_m128n128w8"). arch NULL or "" builds exactly
- * that kernel; an arch such as "sm_80" builds the same signature for that arch, with the family
- * and tile the tile table picks there. *compiled (may be NULL) is 1 when NVRTC compiled it, 0
+ * that kernel; an arch such as "sm_80" (or an AMD target such as "gfx90a", compiled by hiprtc)
+ * builds the same signature for that arch, with the family and tile the tile table picks there.
+ * *compiled (may be NULL) is 1 when NVRTC or hiprtc compiled it, 0
  * when a cache layer already held it. Honours JITATTN_JIT (off: a miss is JITATTN_ERROR_CACHE_MISS). */
 JITATTN_C_EXPORT jitattn_status jitattn_prewarm(const char* kernel_name, const char* arch, int32_t* compiled);
 
