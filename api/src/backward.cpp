@@ -23,14 +23,7 @@ AttentionOptions forward_options(const BackwardOptions& o, const TensorView& out
   return f;
 }
 
-bool contiguous(const TensorView& t) {
-  int64_t expect = 1;
-  for (int i = t.ndim - 1; i >= 0; --i) {
-    if (t.shape[i] != 1 && t.stride[i] != expect) return false;
-    expect *= t.shape[i];
-  }
-  return true;
-}
+using detail::contiguous;
 
 // A gradient tensor must be readable as the same [B, M, H, K] as its input. dk/dv (`kv`): with
 // `share`, a view expanded over all heads by stride 0 is one head's gradient (share_heads).

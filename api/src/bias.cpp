@@ -21,6 +21,7 @@
 #include <type_traits>
 
 #include "jitattn/error.h"
+#include "plan.h"
 
 namespace jitattn {
 
@@ -309,7 +310,7 @@ template <class T>
 void check_structure(const T& x, Reasons& R) {
   if constexpr (std::is_same_v<T, BlockSparseMask>) {
     const int32_t bs = x.block_size;
-    if (bs < 16 || bs > 256 || (bs & (bs - 1)) != 0)
+    if (!detail::power_of_two_cell(bs))
       R.push_back("block_size=" + S(bs) + " must be a power of two in [16, 256] with BlockSparseMask");
     if (x.layout.ndim != 3)
       R.push_back("layout.ndim=" + S(x.layout.ndim) + " must be 3: [H or 1, ceil(Mq / block_size), ceil(Mkv / block_size)]");
@@ -426,7 +427,7 @@ void check_shapes(const T& x, int64_t B, int64_t H, int64_t Mq, int64_t Mkv, Rea
   if constexpr (std::is_same_v<T, BlockSparseMask>) {
     const TensorView& l = x.layout;
     const int32_t bs = x.block_size;
-    if (l.ndim == 3 && bs >= 16 && bs <= 256 && (bs & (bs - 1)) == 0) {
+    if (l.ndim == 3 && detail::power_of_two_cell(bs)) {
       const int64_t rows = (Mq + bs - 1) / bs, cols = (Mkv + bs - 1) / bs;
       if (l.shape[0] != H && l.shape[0] != 1)
         R.push_back("layout.shape[0]=" + S(l.shape[0]) + " must equal H (query heads)=" + S(H) + " or 1" + with());

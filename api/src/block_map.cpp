@@ -12,13 +12,9 @@
 namespace jitattn {
 
 namespace {
+using detail::log2_of;
+using detail::power_of_two_cell;
 std::string S(int64_t x) { return std::to_string(x); }
-bool power_of_two_cell(int64_t c) { return c >= 16 && c <= 256 && (c & (c - 1)) == 0; }
-int log2_of(int64_t x) {
-  int l = 0;
-  while ((int64_t(1) << l) < x) ++l;
-  return l;
-}
 
 // A 4-D device tensor of `dtype` with the last stride 1 and every size below 2^31.
 void check_4d(const TensorView& t, DType dtype, const char* name, std::vector<std::string>& R) {

@@ -82,6 +82,15 @@ bool Strided::empty() const {
   return false;
 }
 
+bool contiguous(const TensorView& t) {
+  int64_t expect = 1;
+  for (int i = t.ndim - 1; i >= 0; --i) {
+    if (t.shape[i] != 1 && t.stride[i] != expect) return false;
+    expect *= t.shape[i];
+  }
+  return true;
+}
+
 void check_layout(const TensorView& t, const std::string& name, std::vector<std::string>& R) {
   if (t.ndim < 0 || t.ndim > kMaxDims) {
     R.push_back(name + ".ndim=" + std::to_string(t.ndim) + " is not in [0, " + std::to_string(kMaxDims) + "]");

@@ -30,6 +30,9 @@ struct Strided {
 // shape and strides overflows), and the data pointer is aligned to the element size.
 void check_layout(const TensorView& t, const std::string& name, std::vector<std::string>& reasons);
 
+// Whether `t` is row-major contiguous (size-1 dimensions may have any stride).
+bool contiguous(const TensorView& t);
+
 // Two elements at one address (a stride 0 over a dimension of size > 1, or dimensions whose
 // strides interleave). Conservative: a layout this cannot prove free of overlap counts as one.
 bool self_overlaps(const Strided& x);

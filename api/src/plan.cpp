@@ -172,13 +172,14 @@ void plan_variant(const Variant& v, jit::ops::VariantPlan& u, std::vector<std::s
   u.id = v.code_id();
 }
 
-namespace {
 int log2_of(int64_t x) {
   int l = 0;
   while ((int64_t(1) << l) < x) ++l;
   return l;
 }
 bool power_of_two_cell(int64_t c) { return c >= 16 && c <= 256 && (c & (c - 1)) == 0; }
+
+namespace {
 
 // BlockSparseMask's layout as the kernels read it (bias_reasons checked its shape).
 void plan_layout(const TensorView& l, int32_t block_size, int device, Plan& p, std::vector<std::string>& R) {

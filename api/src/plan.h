@@ -39,6 +39,10 @@ bool aligned16(const TensorView& t, const Bmhk& x);
 // A user variant's code id and capture values for the kernels; its reasons appended to R.
 void plan_variant(const Variant& v, jit::ops::VariantPlan& u, std::vector<std::string>& R);
 
+// Cells of block maps and BlockSparseMask blocks: a power of two in [16, 256]; its log2.
+bool power_of_two_cell(int64_t c);
+int log2_of(int64_t x);
+
 // Validates a forward call (the backward validates its forward's tensors through it too; `lse`
 // may be undefined). With `share`, key and value expanded over all their heads by stride 0 are
 // read as one head (share_heads); the backward passes false when dK/dV are per-head gradients.

@@ -17,6 +17,7 @@
 #include "jitattn/merge.h"
 #include "jitattn/ring.h"
 #include "device_scope.h"
+#include "layout.h"
 #include "plan.h"
 
 namespace jitattn {
@@ -32,14 +33,7 @@ constexpr uint32_t kNegInfBits = 0xFF800000u;  // -inf as f32
 
 // ---- validation -----------------------------------------------------------------------------
 
-bool contiguous(const TensorView& t) {
-  int64_t expect = 1;
-  for (int i = t.ndim - 1; i >= 0; --i) {
-    if (t.shape[i] != 1 && t.stride[i] != expect) return false;
-    expect *= t.shape[i];
-  }
-  return true;
-}
+using detail::contiguous;
 
 bool same_shape(const TensorView& a, const TensorView& b) {
   if (a.ndim != b.ndim) return false;
