@@ -77,7 +77,11 @@ std::string generate_source(const KernelSpec& spec, const std::string& key) {
      << "  static constexpr int kDType = " << dtype_id(s.dtype) << ", kOutDType = " << dtype_id(s.out_dtype) << ";\n"
      << "  static constexpr int kHeadDim = " << s.head_dim << ", kHeadDimV = " << s.head_dim_v << ";\n"
      << "  static constexpr int kBlockM = " << spec.tile.block_m << ", kBlockN = " << spec.tile.block_n
-     << ", kWarps = " << spec.tile.warps << ";\n"
+     << ", kWarps = " << spec.tile.warps << ";\n";
+  if (s.op == Op::decode)
+    os << "  static constexpr int kStages = " << decode_stages(spec.tile) << ";\n"
+       << "  static constexpr bool kBulk = " << b(decode_bulk(s)) << ";\n";
+  os
      << "  static constexpr bool kAlign16 = " << b(s.align == 16) << ", kWriteLse = " << b(s.lse)
      << ", kVarlen = " << b(is_block_diagonal(s.bias)) << ", kPaged = " << b(is_paged(s.bias)) << ";\n"
      << "  static constexpr bool kDropout = " << b(s.dropout) << ", kDBias = " << b(s.dbias)

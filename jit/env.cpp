@@ -119,6 +119,10 @@ Env read_env() {
     if (dec != "on" && dec != "off") throw Error(ErrorKind::invalid_argument, "JITATTN_DECODE=" + dec + " is not one of on, off");
     env.decode = dec == "on";
   }
+  if (const std::string db = getenv_str("JITATTN_DECODE_BULK"); !db.empty()) {
+    if (db != "on" && db != "off") throw Error(ErrorKind::invalid_argument, "JITATTN_DECODE_BULK=" + db + " is not one of on, off");
+    env.decode_bulk = db == "on";
+  }
   if (const std::string dt = getenv_str("JITATTN_DECODE_TILE"); !dt.empty()) {
     env.decode_tile = TileConfig::parse(dt);
     if (!env.decode_tile) throw Error(ErrorKind::invalid_argument, "JITATTN_DECODE_TILE=" + dt + " is not a tile config like m16n64w4");

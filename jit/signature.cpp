@@ -135,15 +135,20 @@ bool Signature::operator==(const Signature& o) const { return std::memcmp(this, 
 uint64_t Signature::hash() const { return XXH3_64bits(this, sizeof(*this)); }
 
 std::string TileConfig::name() const {
-  return "m" + std::to_string(block_m) + "n" + std::to_string(block_n) + "w" + std::to_string(warps);
+  return "m" + std::to_string(block_m) + "n" + std::to_string(block_n) + "w" + std::to_string(warps) +
+         (stages ? "s" + std::to_string(stages) : "");
 }
 
 std::optional<TileConfig> TileConfig::parse(const std::string& s) {
-  int m = 0, n = 0, w = 0;
+  int m = 0, n = 0, w = 0, st = 0;
   char tail = 0;
-  if (std::sscanf(s.c_str(), "m%dn%dw%d%c", &m, &n, &w, &tail) != 3) return std::nullopt;
+  const int got = std::sscanf(s.c_str(), "m%dn%dw%ds%d%c", &m, &n, &w, &st, &tail);
+  if (got != 3 && got != 4) return std::nullopt;
   if (m <= 0 || n <= 0 || w <= 0 || m > 256 || n > 256 || w > 16) return std::nullopt;
-  return TileConfig{uint16_t(m), uint16_t(n), uint16_t(w)};
+  if (got == 4 && (st < 2 || st > 16)) return std::nullopt;
+  TileConfig t{uint16_t(m), uint16_t(n), uint16_t(w), uint16_t(st)};
+  if (t.name() != s) return std::nullopt;  // "m16n64w4x", "s03": not canonical
+  return t;
 }
 
 std::string KernelSpec::name() const {

@@ -134,7 +134,8 @@ static_assert(sizeof(Signature) == 24, "Signature must stay padding-free");
 
 struct TileConfig {
   uint16_t block_m = 0, block_n = 0, warps = 0;
-  std::string name() const;  // m128n64w8
+  uint16_t stages = 0;  // pipeline depth where the family lets it vary (decode); 0: the family's default
+  std::string name() const;  // m128n64w8, or m16n64w4s6 with stages
   static std::optional<TileConfig> parse(const std::string& s);
 };
 
@@ -150,6 +151,13 @@ struct KernelSpec {
   // The inverse of name(); nullopt if `name` is not a canonical name.
   static std::optional<KernelSpec> parse(const std::string& name);
 };
+
+// The decode kernel's K/V pipeline depth (kernel_src/decode.cuh: kStages): the tile's, else 3.
+inline int decode_stages(const TileConfig& t) { return t.stages ? t.stages : 3; }
+// Whether the decode kernel streams K/V by bulk copies (kernel_src/decode.cuh kBulk): on sm_90+
+// with 16-byte aligned rows, unless JITATTN_DECODE_BULK=off (an experiment switch: the kernel's
+// name does not change, so compare its two forms with separate cache DBs).
+bool decode_bulk(const Signature& sig);
 
 // The family and tile configuration for a signature: a small table per head dim and arch
 // (jit/tile_table.cpp). JITATTN_TILE overrides the tile for experiments.

@@ -148,12 +148,17 @@ int smem_of(const Signature& sig, Family family, TileConfig tile) {
 }
 }  // namespace
 
+bool decode_bulk(const Signature& sig) {
+  return sig.op == Op::decode && sig.arch().backend == Backend::cuda && sig.arch_sm >= 90 && sig.align == 16 &&
+         Env::get().decode_bulk;
+}
+
 int KernelSpec::smem_bytes() const {
   const int m = tile.block_m, n = tile.block_n, d = sig.head_dim, dv = sig.head_dim_v;
   const int qk_stride = round_up(d, 16) + 8, v_stride = round_up(dv, 16) + 8;
   switch (sig.op) {
     case Op::bwd_pre: case Op::bwd_post: case Op::merge: case Op::swiglu_fwd: case Op::swiglu_bwd: case Op::block_map: return 0;
-    case Op::decode: return 2 * (16 * qk_stride + 3 * n * (qk_stride + v_stride));  // Q, three K/V stages (decode.cuh)
+    case Op::decode: return 2 * (16 * qk_stride + decode_stages(tile) * n * (qk_stride + v_stride));  // Q, K/V stages (decode.cuh)
     case Op::bwd: case Op::bwd_kv:
       if (family == Family::simt) return bwd_simt_smem_bytes(*this);
       // K, V; two stages of Q, dO, dSᵀ (bwd only), lse and delta (bwd_mma.cuh)

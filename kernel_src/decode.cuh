@@ -7,12 +7,16 @@
 // by separate blocks (split-KV), merged by their LSE at the end. Within a block each warp owns
 // kBlockN / kWarps keys of every key tile and keeps its own running max, sum and accumulator;
 // the warps are merged through shared memory once, at the end. Key/value tiles stream through
-// kStages shared buffers filled by cp.async, kStages − 1 tiles in flight while one is computed.
+// kStages shared buffers, kStages − 1 tiles in flight while one is computed: filled by cp.async
+// (16 bytes per thread and instruction), or with kBulk (sm_90+, 16-byte aligned rows) by bulk
+// copies, one per key or value row, that warp 0 issues and an mbarrier per stage counts (bulk.cuh).
 //
 // Cfg (from the generated preamble): kDType, kOutDType, kHeadDim, kHeadDimV, kBlockM (16: packed
-// rows per block), kBlockN (keys per tile), kWarps, kAlign16, kWriteLse, kVarlen, kPaged.
+// rows per block), kBlockN (keys per tile), kWarps, kStages, kBulk, kAlign16, kWriteLse, kVarlen,
+// kPaged.
 #pragma once
 #include "bias_policies.cuh"
+#include "bulk.cuh"
 #include "common.cuh"
 #include "fwd_mma.cuh"
 #include "fwd_rows.cuh"
@@ -22,7 +26,7 @@ namespace jitattn {
 template <class Cfg>
 struct DecodeLayout {
   static constexpr int kThreads = Cfg::kWarps * 32;
-  static constexpr int kStages = 3;
+  static constexpr int kStages = Cfg::kStages;  // jit/signature.h decode_stages
   static constexpr int kKeysPerWarp = Cfg::kBlockN / Cfg::kWarps;
   static constexpr int kDP = round_up(Cfg::kHeadDim, 16);
   static constexpr int kDvP = round_up(Cfg::kHeadDimV, 16);
@@ -38,6 +42,8 @@ struct DecodeLayout {
   static constexpr int kMaxSplits = kDecodeMaxSplits;  // params.h
   static constexpr int kRedFloats = Cfg::kWarps * Cfg::kBlockM * (kDvP + 2);
   static_assert(Cfg::kBlockM == 16, "one m16 tile of packed rows per block");
+  static_assert(kStages >= 2, "one tile in flight while one is computed");
+  static_assert(!Cfg::kBulk || Cfg::kAlign16, "bulk copies move 16-byte aligned rows");
   static_assert(kKeysPerWarp % 16 == 0, "each warp owns a multiple of 16 keys of a tile");
   static_assert(Cfg::kBlockN <= kThreads, "one thread per key row looks up its page");
   static_assert((kRedFloats + Cfg::kBlockM * (kMaxSplits + 1)) * 4 <= kStages * kStageElems * 2,
@@ -178,9 +184,63 @@ __device__ __forceinline__ void decode_attention(const DecodeParams& dp) {
     }
   };
 
+  // kBulk: stage s's barrier, used by tiles s, s + kStages, ...: tile it waits for parity
+  // (it / kStages) % 2.
+  __shared__ __align__(8) unsigned long long bars[Cfg::kBulk ? L::kStages : 1];
   if (n_tiles > 0) {
-    // Q lands with tile 0 (the first commit group).
+    // Q lands with tile 0 (the first commit group), or before the first tile under kBulk.
     load_tile<kBM, L::kDP, L::kQKStride, L::kThreads, Cfg::kAlign16>(sQ, q_rows, 0, nrows, Cfg::kHeadDim);
+    unsigned long long l2_policy = 0;
+    if constexpr (Cfg::kBulk) {
+      cp_async_commit();
+      cp_async_wait<0>();
+      if (threadIdx.x == 0)
+        for (int st = 0; st < L::kStages; ++st) mbar_init(smem_addr(&bars[st]), 1);
+      if constexpr (L::kDP != Cfg::kHeadDim || L::kDvP != Cfg::kHeadDimV) {
+        // The columns past the head dims, which no copy writes: zero once (S and O must not see NaN).
+#pragma unroll 1
+        for (int r = threadIdx.x; r < L::kStages * kBN; r += L::kThreads) {
+          T* row = sStage + (r / kBN) * L::kStageElems + (r % kBN) * L::kQKStride;
+          for (int c = Cfg::kHeadDim; c < L::kDP; ++c) row[c] = T{};
+          row = sStage + (r / kBN) * L::kStageElems + L::kKElems + (r % kBN) * L::kVStride;
+          for (int c = Cfg::kHeadDimV; c < L::kDvP; ++c) row[c] = T{};
+        }
+      }
+      if (warp == 0) l2_policy = l2_evict_first();
+    }
+    // kBulk, by warp 0: tile it's rows, one bulk copy per key and per value row, counted on its
+    // stage's barrier. Rows past the split's end get zeros instead (stores of this warp, fenced
+    // before its later copies into the same buffer).
+    auto issue_bulk = [&](int it) {
+      if (it >= n_tiles) return;
+      fence_proxy_async();
+      const int slot = it % L::kStages;
+      T* sK = sStage + slot * L::kStageElems;
+      const int n0 = s_lo + it * kBN, valid = imin(kBN, s_hi - n0);
+      const unsigned bar = smem_addr(&bars[slot]);
+      if (lane == 0) mbar_arrive_expect_tx(bar, unsigned(valid) * (Cfg::kHeadDim + Cfg::kHeadDimV) * unsigned(sizeof(T)));
+      __syncwarp();
+      const int* rows = Cfg::kPaged ? sRows[it % kRowSlots] : nullptr;
+#pragma unroll
+      for (int r = lane; r < kBN; r += 32) {
+        if (r < valid) {
+          const int64_t row = rows ? rows[r] : n0 + r;
+          bulk_copy_g2s(smem_addr(sK + r * L::kQKStride), k.base + row * k.ld, Cfg::kHeadDim * sizeof(T), bar, l2_policy);
+          bulk_copy_g2s(smem_addr(sK + L::kKElems + r * L::kVStride), v.base + row * v.ld, Cfg::kHeadDimV * sizeof(T), bar,
+                        l2_policy);
+        }
+      }
+      if (valid < kBN) {  // the split's last tile: 16-byte zeros over rows [valid, kBN) of K and V
+        constexpr int kKChunks = L::kDP / 8, kVChunks = L::kDvP / 8;
+#pragma unroll 1
+        for (int c = lane; c < (kBN - valid) * (kKChunks + kVChunks); c += 32) {
+          const int r = valid + c / (kKChunks + kVChunks), x = c % (kKChunks + kVChunks);
+          T* dst = x < kKChunks ? sK + r * L::kQKStride + x * 8 : sK + L::kKElems + r * L::kVStride + (x - kKChunks) * 8;
+          unsigned long long* d64 = reinterpret_cast<unsigned long long*>(dst);
+          d64[0] = 0, d64[1] = 0;
+        }
+      }
+    };
     auto issue = [&](int it) {
       if (it < n_tiles) {
         T* sK = sStage + (it % L::kStages) * L::kStageElems;
@@ -198,8 +258,15 @@ __device__ __forceinline__ void decode_attention(const DecodeParams& dp) {
       fetch(L::kStages);
       __syncthreads();
     }
+    if constexpr (Cfg::kBulk) {
+      __syncthreads();  // the barriers are initialized, the pad columns zero, Q in place
+      if (warp == 0)
 #pragma unroll
-    for (int s = 0; s < L::kStages - 1; ++s) issue(s);
+        for (int s = 0; s < L::kStages - 1; ++s) issue_bulk(s);
+    } else {
+#pragma unroll
+      for (int s = 0; s < L::kStages - 1; ++s) issue(s);
+    }
 
     const unsigned q_lane = smem_addr(sQ) + (((lane & 7) + ((lane >> 3) & 1) * 8) * L::kQKStride + (lane >> 4) * 8) * 2;
     const unsigned k_lane = (((warp * kKW + (lane & 7) + ((lane >> 4) << 3)) * L::kQKStride) + ((lane >> 3) & 1) * 8) * 2;
@@ -274,10 +341,17 @@ __device__ __forceinline__ void decode_attention(const DecodeParams& dp) {
     };
 
     for (int it = 0; it < n_tiles; ++it) {
-      cp_async_wait<L::kStages - 2>();  // tile it (and Q) have landed
-      __syncthreads();                  // ...for every thread; and all are done with tile it − 1
-      issue(it + L::kStages - 1);       // into tile it − 1's buffer
-      fetch(it + L::kStages + 1);
+      if constexpr (Cfg::kBulk) {
+        __syncthreads();  // all are done with tile it − 1 (and its page rows are published)
+        if (warp == 0) issue_bulk(it + L::kStages - 1);  // into tile it − 1's buffer
+        fetch(it + L::kStages + 1);
+        mbar_wait(smem_addr(&bars[it % L::kStages]), unsigned(it / L::kStages) & 1u);  // tile it has landed
+      } else {
+        cp_async_wait<L::kStages - 2>();  // tile it (and Q) have landed
+        __syncthreads();                  // ...for every thread; and all are done with tile it − 1
+        issue(it + L::kStages - 1);       // into tile it − 1's buffer
+        fetch(it + L::kStages + 1);
+      }
       if (it == 0) {
 #pragma unroll
         for (int ks = 0; ks < kKS; ++ks) ldmatrix_x4(q_frag[ks], q_lane + ks * 16 * 2);
@@ -290,7 +364,7 @@ __device__ __forceinline__ void decode_attention(const DecodeParams& dp) {
       }
       publish(it + L::kStages);  // into tile it − 1's slot (it was requested at it − 3)
     }
-    cp_async_wait<0>();
+    if constexpr (!Cfg::kBulk) cp_async_wait<0>();
   }
   __syncthreads();  // the stage buffers are free
 

@@ -19,6 +19,7 @@
 //     stride byte offset 1024 (8 keys), leading byte offset = the panel size (the next 64
 //     columns of N); the k-th 16-key step starts 2048·k bytes in.
 #pragma once
+#include "bulk.cuh"
 #include "common.cuh"
 
 namespace jitattn {
@@ -33,9 +34,9 @@ __device__ __forceinline__ unsigned sw128_offset(int rows, int row, int chunk) {
   return unsigned((chunk / 8) * rows * 128 + row * 128 + (((chunk % 8) ^ (row % 8)) << 4));
 }
 
-// Orders this thread's earlier generic-proxy shared-memory writes (cp.async included) before
-// later async-proxy reads (wgmma operands); a barrier must follow before other threads' wgmma.
-__device__ __forceinline__ void fence_proxy_async() { asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); }
+// fence_proxy_async() (bulk.cuh) orders this thread's earlier generic-proxy shared-memory writes
+// (cp.async included) before later async-proxy reads (wgmma operands); a barrier must follow
+// before other threads' wgmma.
 // Before the first wgmma of a batch: prior register writes to accumulators/A are complete.
 __device__ __forceinline__ void wgmma_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
 __device__ __forceinline__ void wgmma_commit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
