@@ -157,7 +157,7 @@ inline int decode_stages(const TileConfig& t) { return t.stages ? t.stages : 3; 
 // Whether the decode kernel streams K/V by bulk copies (kernel_src/decode.cuh kBulk): on sm_90+
 // with 16-byte aligned rows, unless JITATTN_DECODE_BULK=off (an experiment switch: the kernel's
 // name does not change, so compare its two forms with separate cache DBs).
-bool decode_bulk(const Signature& sig);
+int decode_load(const Signature& sig);
 
 // The family and tile configuration for a signature: a small table per head dim and arch
 // (jit/tile_table.cpp). JITATTN_TILE overrides the tile for experiments.

@@ -148,9 +148,10 @@ int smem_of(const Signature& sig, Family family, TileConfig tile) {
 }
 }  // namespace
 
-bool decode_bulk(const Signature& sig) {
-  return sig.op == Op::decode && sig.arch().backend == Backend::cuda && sig.arch_sm >= 90 && sig.align == 16 &&
-         Env::get().decode_bulk;
+int decode_load(const Signature& sig) {
+  if (sig.op != Op::decode || sig.arch().backend != Backend::cuda || sig.align != 16) return 0;
+  const int l = Env::get().decode_load;
+  return l == 2 && sig.arch_sm < 90 ? 0 : l;
 }
 
 int KernelSpec::smem_bytes() const {

@@ -67,7 +67,7 @@ struct PackedQueryRows {
 // columns [0, kColsP), zero past `cols` and for rows whose physical row is -1: row r is
 // base[phys(r) · ld], phys(r) = rows[r] when `rows` (paged: looked up ahead of time), else
 // row0 + r while below `end`.
-template <int kRows, int kColsP, int kStride, int kThreads, bool kAlign16, class T>
+template <int kRows, int kColsP, int kStride, int kThreads, bool kAlign16, bool kPf256, class T>
 __device__ __forceinline__ void load_kv_tile(T* smem, const T* base, int64_t ld, const int* rows, int row0, int end,
                                              int cols) {
   auto phys = [&](int r) { return rows ? rows[r] : row0 + r < end ? row0 + r : -1; };
@@ -79,7 +79,8 @@ __device__ __forceinline__ void load_kv_tile(T* smem, const T* base, int64_t ld,
       const int r = c / kChunksPerRow, col = (c % kChunksPerRow) * 8;
       const int row = phys(r);
       const bool valid = row >= 0 && col < cols;
-      cp_async_16(dst + (r * kStride + col) * 2, valid ? base + int64_t(row) * ld + col : base, valid);
+      if constexpr (kPf256) cp_async_16_pf256(dst + (r * kStride + col) * 2, valid ? base + int64_t(row) * ld + col : base, valid);
+      else cp_async_16(dst + (r * kStride + col) * 2, valid ? base + int64_t(row) * ld + col : base, valid);
     }
   } else {
     for (int e = threadIdx.x; e < kRows * kColsP; e += kThreads) {
@@ -246,8 +247,8 @@ __device__ __forceinline__ void decode_attention(const DecodeParams& dp) {
         T* sK = sStage + (it % L::kStages) * L::kStageElems;
         const int n0 = s_lo + it * kBN;
         const int* rows = Cfg::kPaged ? sRows[it % kRowSlots] : nullptr;
-        load_kv_tile<kBN, L::kDP, L::kQKStride, L::kThreads, Cfg::kAlign16>(sK, k.base, k.ld, rows, n0, s_hi, Cfg::kHeadDim);
-        load_kv_tile<kBN, L::kDvP, L::kVStride, L::kThreads, Cfg::kAlign16>(sK + L::kKElems, v.base, v.ld, rows, n0, s_hi,
+        load_kv_tile<kBN, L::kDP, L::kQKStride, L::kThreads, Cfg::kAlign16, Cfg::kPf256>(sK, k.base, k.ld, rows, n0, s_hi, Cfg::kHeadDim);
+        load_kv_tile<kBN, L::kDvP, L::kVStride, L::kThreads, Cfg::kAlign16, Cfg::kPf256>(sK + L::kKElems, v.base, v.ld, rows, n0, s_hi,
                                                                            Cfg::kHeadDimV);
       }
       cp_async_commit();  // possibly empty: keeps the group count uniform
