@@ -80,7 +80,7 @@ std::string generate_source(const KernelSpec& spec, const std::string& key) {
      << ", kWarps = " << spec.tile.warps << ";\n";
   if (s.op == Op::decode)
     os << "  static constexpr int kStages = " << decode_stages(spec.tile) << ";\n"
-       << "  static constexpr bool kBulk = " << b(decode_load(s) == 2) << ", kPf256 = " << b(decode_load(s) == 1) << ";\n";
+       << "  static constexpr bool kTma = " << b(decode_tma(s)) << ";\n";
   os
      << "  static constexpr bool kAlign16 = " << b(s.align == 16) << ", kWriteLse = " << b(s.lse)
      << ", kVarlen = " << b(is_block_diagonal(s.bias)) << ", kPaged = " << b(is_paged(s.bias)) << ";\n"

@@ -22,7 +22,7 @@ struct CudaDriver {
   X(cuGraphInstantiateWithFlags) X(cuGraphLaunch) X(cuGraphExecDestroy) X(cuGraphDestroy)          \
   X(cuMemsetD8Async) X(cuMemAllocAsync) X(cuMemFreeAsync)            \
   X(cuStreamIsCapturing) X(cuMemsetD32Async) X(cuOccupancyMaxActiveBlocksPerMultiprocessor) \
-  X(cuMemcpyDtoDAsync) X(cuStreamWaitEvent)
+  X(cuMemcpyDtoDAsync) X(cuStreamWaitEvent) X(cuTensorMapEncodeTiled)
   JITATTN_DRIVER_FUNCTIONS(JITATTN_DRIVER_FN)
 #undef JITATTN_DRIVER_FN
 

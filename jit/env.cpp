@@ -119,10 +119,9 @@ Env read_env() {
     if (dec != "on" && dec != "off") throw Error(ErrorKind::invalid_argument, "JITATTN_DECODE=" + dec + " is not one of on, off");
     env.decode = dec == "on";
   }
-  if (const std::string dl = getenv_str("JITATTN_DECODE_LOAD"); !dl.empty()) {
-    if (dl != "cpasync" && dl != "cpasync_pf256" && dl != "bulk")
-      throw Error(ErrorKind::invalid_argument, "JITATTN_DECODE_LOAD=" + dl + " is not one of cpasync, cpasync_pf256, bulk");
-    env.decode_load = dl == "cpasync" ? 0 : dl == "cpasync_pf256" ? 1 : 2;
+  if (const std::string dt = getenv_str("JITATTN_DECODE_TMA"); !dt.empty()) {
+    if (dt != "on" && dt != "off") throw Error(ErrorKind::invalid_argument, "JITATTN_DECODE_TMA=" + dt + " is not one of on, off");
+    env.decode_tma = dt == "on";
   }
   if (const std::string dt = getenv_str("JITATTN_DECODE_TILE"); !dt.empty()) {
     env.decode_tile = TileConfig::parse(dt);

@@ -59,7 +59,7 @@ struct Env {
   bool decode = true;       // JITATTN_DECODE (off: false)
   int decode_splits = 0;    // JITATTN_DECODE_SPLITS; 0: the launch's choice
   std::optional<TileConfig> decode_tile;  // JITATTN_DECODE_TILE
-  int decode_load = 0;  // JITATTN_DECODE_LOAD: 0 cpasync, 1 cpasync_pf256, 2 bulk
+  bool decode_tma = true;  // JITATTN_DECODE_TMA (off: false)
   std::string record_path;         // JITATTN_RECORD; empty: record nothing
 
   // Parsed once; a malformed value throws jitattn::Error naming the variable.

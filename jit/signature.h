@@ -154,10 +154,12 @@ struct KernelSpec {
 
 // The decode kernel's K/V pipeline depth (kernel_src/decode.cuh: kStages): the tile's, else 3.
 inline int decode_stages(const TileConfig& t) { return t.stages ? t.stages : 3; }
-// Whether the decode kernel streams K/V by bulk copies (kernel_src/decode.cuh kBulk): on sm_90+
-// with 16-byte aligned rows, unless JITATTN_DECODE_BULK=off (an experiment switch: the kernel's
-// name does not change, so compare its two forms with separate cache DBs).
-int decode_load(const Signature& sig);
+// Whether the decode kernel streams K/V through tensor maps (kernel_src/decode.cuh kTma): on
+// sm_90+, 16-byte aligned rows (the host gives a signature element alignment where its tensors
+// cannot be mapped: jit/ops/decode.cpp), unpaged keys, head dims of 64 or more; unless
+// JITATTN_DECODE_TMA=off, an experiment switch (it leaves kernel names as they are, so compare
+// the two forms with separate cache DBs).
+bool decode_tma(const Signature& sig);
 
 // The family and tile configuration for a signature: a small table per head dim and arch
 // (jit/tile_table.cpp). JITATTN_TILE overrides the tile for experiments.

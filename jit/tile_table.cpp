@@ -148,10 +148,9 @@ int smem_of(const Signature& sig, Family family, TileConfig tile) {
 }
 }  // namespace
 
-int decode_load(const Signature& sig) {
-  if (sig.op != Op::decode || sig.arch().backend != Backend::cuda || sig.align != 16) return 0;
-  const int l = Env::get().decode_load;
-  return l == 2 && sig.arch_sm < 90 ? 0 : l;
+bool decode_tma(const Signature& sig) {
+  return sig.op == Op::decode && sig.arch().backend == Backend::cuda && sig.arch_sm >= 90 && sig.align == 16 &&
+         !is_paged(sig.bias) && sig.head_dim >= 64 && sig.head_dim_v >= 64 && Env::get().decode_tma;
 }
 
 int KernelSpec::smem_bytes() const {
@@ -159,7 +158,9 @@ int KernelSpec::smem_bytes() const {
   const int qk_stride = round_up(d, 16) + 8, v_stride = round_up(dv, 16) + 8;
   switch (sig.op) {
     case Op::bwd_pre: case Op::bwd_post: case Op::merge: case Op::swiglu_fwd: case Op::swiglu_bwd: case Op::block_map: return 0;
-    case Op::decode: return 2 * (16 * qk_stride + decode_stages(tile) * n * (qk_stride + v_stride));  // Q, K/V stages (decode.cuh)
+    case Op::decode:  // Q and the K/V stages (decode.cuh DecodeLayout)
+      if (decode_tma(sig)) return 1024 + decode_stages(tile) * n * 128 * ((d + 63) / 64 + (dv + 63) / 64) + 2 * 16 * qk_stride;
+      return 2 * (16 * qk_stride + decode_stages(tile) * n * (qk_stride + v_stride));
     case Op::bwd: case Op::bwd_kv:
       if (family == Family::simt) return bwd_simt_smem_bytes(*this);
       // K, V; two stages of Q, dO, dSᵀ (bwd only), lse and delta (bwd_mma.cuh)

@@ -1,9 +1,9 @@
-// Hopper's bulk copies (cp.async.bulk, sm_90+) and the shared-memory barriers (mbarrier) that
-// count their bytes.
+// Hopper's tensor-memory-access copies (cp.async.bulk.tensor, sm_90+) and the shared-memory
+// barriers (mbarrier) that count their bytes.
 //
-// A bulk copy moves a contiguous run of global memory (a multiple of 16 bytes, both ends 16-byte
-// aligned) into shared memory without a register or a thread per 16 bytes: the copy engine
-// writes it and, when done, subtracts its size from the transaction count of an mbarrier. A
+// One instruction moves a box of a tensor (described by a tensor map the host encoded) into
+// shared memory, optionally swizzled: the copy engine writes it without a register or a thread per
+// 16 bytes and, when done, subtracts its size from the transaction count of an mbarrier. A
 // consumer waits for a barrier's phase: it completes when its expected arrivals have arrived and
 // the bytes announced with them (expect_tx) have all landed. Phases alternate, so a consumer of
 // the k-th use of a barrier waits for parity k % 2.
@@ -42,20 +42,13 @@ __device__ __forceinline__ void mbar_wait(unsigned bar, unsigned parity) {
       "}\n" ::"r"(bar), "r"(parity) : "memory");
 }
 
-// An L2 policy for data read once: evicted first, so the stream does not push out what others reuse.
-__device__ __forceinline__ unsigned long long l2_evict_first() {
-  unsigned long long policy;
-  asm volatile("createpolicy.fractional.L2::evict_first.b64 %0, 1.0;\n" : "=l"(policy));
-  return policy;
-}
-
-// `bytes` (a multiple of 16) from global `src` to shared `dst` (both 16-byte aligned), counted
-// on barrier `bar`.
-__device__ __forceinline__ void bulk_copy_g2s(unsigned dst, const void* src, unsigned bytes, unsigned bar,
-                                              unsigned long long policy) {
+// A box of a tensor map (a CUtensorMap the host encoded, 64-byte aligned, e.g. in the kernel's
+// __grid_constant__ parameters) at coordinates {c0..c3} (innermost first) into shared `dst`,
+// counted on barrier `bar`. Coordinates past the tensor's ends read as zeros (and count).
+__device__ __forceinline__ void tma_load_4d(unsigned dst, const void* map, int c0, int c1, int c2, int c3, unsigned bar) {
   asm volatile(
-      "cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes.L2::cache_hint [%0], [%1], %2, [%3], %4;\n" ::"r"(dst),
-      "l"(src), "r"(bytes), "r"(bar), "l"(policy)
+      "cp.async.bulk.tensor.4d.shared::cluster.global.tile.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3, %4, %5}], [%6];\n" ::"r"(dst),
+      "l"(map), "r"(c0), "r"(c1), "r"(c2), "r"(c3), "r"(bar)
       : "memory");
 }
 #else  // no bulk copies before sm_90 (nor on AMD): kernels test their Cfg and never call these
@@ -63,8 +56,7 @@ __device__ __forceinline__ void fence_proxy_async() {}
 __device__ __forceinline__ void mbar_init(unsigned, unsigned) {}
 __device__ __forceinline__ void mbar_arrive_expect_tx(unsigned, unsigned) {}
 __device__ __forceinline__ void mbar_wait(unsigned, unsigned) {}
-__device__ __forceinline__ unsigned long long l2_evict_first() { return 0; }
-__device__ __forceinline__ void bulk_copy_g2s(unsigned, const void*, unsigned, unsigned, unsigned long long) {}
+__device__ __forceinline__ void tma_load_4d(unsigned, const void*, int, int, int, int, unsigned) {}
 #endif
 
 }  // namespace jitattn

@@ -7,12 +7,15 @@
 // by separate blocks (split-KV), merged by their LSE at the end. Within a block each warp owns
 // kBlockN / kWarps keys of every key tile and keeps its own running max, sum and accumulator;
 // the warps are merged through shared memory once, at the end. Key/value tiles stream through
-// kStages shared buffers, kStages − 1 tiles in flight while one is computed: filled by cp.async
-// (16 bytes per thread and instruction), or with kBulk (sm_90+, 16-byte aligned rows) by bulk
-// copies, one per key or value row, that warp 0 issues and an mbarrier per stage counts (bulk.cuh).
+// kStages shared buffers, kStages − 1 tiles in flight while one is computed, filled
+//   - with kTma (sm_90+, not paged): by the tensor-memory-access engine, four or so instructions
+//     of thread 0 per tile (a box of kBlockN rows × 64 columns each, 128-byte swizzled: row r's
+//     16-byte chunk c at chunk position c ^ (r % 8) of its 128-byte panel row), counted on one
+//     mbarrier per stage (bulk.cuh); the host encodes the tensor maps (DecodeParams);
+//   - else by cp.async, 16 bytes per thread and instruction, into rows padded by 16 bytes.
 //
 // Cfg (from the generated preamble): kDType, kOutDType, kHeadDim, kHeadDimV, kBlockM (16: packed
-// rows per block), kBlockN (keys per tile), kWarps, kStages, kBulk, kAlign16, kWriteLse, kVarlen,
+// rows per block), kBlockN (keys per tile), kWarps, kStages, kTma, kAlign16, kWriteLse, kVarlen,
 // kPaged.
 #pragma once
 #include "bias_policies.cuh"
@@ -27,6 +30,7 @@ template <class Cfg>
 struct DecodeLayout {
   static constexpr int kThreads = Cfg::kWarps * 32;
   static constexpr int kStages = Cfg::kStages;  // jit/signature.h decode_stages
+  static constexpr bool kTma = Cfg::kTma;
   static constexpr int kKeysPerWarp = Cfg::kBlockN / Cfg::kWarps;
   static constexpr int kDP = round_up(Cfg::kHeadDim, 16);
   static constexpr int kDvP = round_up(Cfg::kHeadDimV, 16);
@@ -36,17 +40,22 @@ struct DecodeLayout {
   static constexpr int kKElems = Cfg::kBlockN * kQKStride;
   static constexpr int kVElems = Cfg::kBlockN * kVStride;
   static constexpr int kStageElems = kKElems + kVElems;
-  static constexpr int kSmemBytes = (kQElems + kStages * kStageElems) * 2;
+  // kTma: a stage is the K panels, then the V panels, each kBlockN rows of 128 bytes (64 columns).
+  static constexpr int kKPanels = (Cfg::kHeadDim + 63) / 64, kVPanels = (Cfg::kHeadDimV + 63) / 64;
+  static constexpr int kPanelBytes = Cfg::kBlockN * 128;
+  static constexpr int kStageBytes = kTma ? (kKPanels + kVPanels) * kPanelBytes : kStageElems * 2;
+  // kTma: the stages first, from the first 1024-byte boundary (the swizzle's period), then Q.
+  static constexpr int kSmemBytes = kTma ? 1024 + kStages * kStageBytes + kQElems * 2 : (kQElems + kStages * kStageElems) * 2;
   // The end reuses the stage buffers: each warp's rows (kBlockM × kDvP floats), its row maxima
   // and sums, then the split weights of the merge (kBlockM × kMaxSplits floats).
   static constexpr int kMaxSplits = kDecodeMaxSplits;  // params.h
   static constexpr int kRedFloats = Cfg::kWarps * Cfg::kBlockM * (kDvP + 2);
   static_assert(Cfg::kBlockM == 16, "one m16 tile of packed rows per block");
   static_assert(kStages >= 2, "one tile in flight while one is computed");
-  static_assert(!Cfg::kBulk || Cfg::kAlign16, "bulk copies move 16-byte aligned rows");
+  static_assert(!kTma || (Cfg::kAlign16 && !Cfg::kPaged && Cfg::kBlockN <= 256), "tensor maps: aligned, unpaged rows");
   static_assert(kKeysPerWarp % 16 == 0, "each warp owns a multiple of 16 keys of a tile");
   static_assert(Cfg::kBlockN <= kThreads, "one thread per key row looks up its page");
-  static_assert((kRedFloats + Cfg::kBlockM * (kMaxSplits + 1)) * 4 <= kStages * kStageElems * 2,
+  static_assert((kRedFloats + Cfg::kBlockM * (kMaxSplits + 1)) * 4 <= kStages * kStageBytes,
                 "the end's buffers must fit in the stage buffers");
 };
 
@@ -67,7 +76,7 @@ struct PackedQueryRows {
 // columns [0, kColsP), zero past `cols` and for rows whose physical row is -1: row r is
 // base[phys(r) · ld], phys(r) = rows[r] when `rows` (paged: looked up ahead of time), else
 // row0 + r while below `end`.
-template <int kRows, int kColsP, int kStride, int kThreads, bool kAlign16, bool kPf256, class T>
+template <int kRows, int kColsP, int kStride, int kThreads, bool kAlign16, class T>
 __device__ __forceinline__ void load_kv_tile(T* smem, const T* base, int64_t ld, const int* rows, int row0, int end,
                                              int cols) {
   auto phys = [&](int r) { return rows ? rows[r] : row0 + r < end ? row0 + r : -1; };
@@ -79,8 +88,7 @@ __device__ __forceinline__ void load_kv_tile(T* smem, const T* base, int64_t ld,
       const int r = c / kChunksPerRow, col = (c % kChunksPerRow) * 8;
       const int row = phys(r);
       const bool valid = row >= 0 && col < cols;
-      if constexpr (kPf256) cp_async_16_pf256(dst + (r * kStride + col) * 2, valid ? base + int64_t(row) * ld + col : base, valid);
-      else cp_async_16(dst + (r * kStride + col) * 2, valid ? base + int64_t(row) * ld + col : base, valid);
+      cp_async_16(dst + (r * kStride + col) * 2, valid ? base + int64_t(row) * ld + col : base, valid);
     }
   } else {
     for (int e = threadIdx.x; e < kRows * kColsP; e += kThreads) {
@@ -105,8 +113,16 @@ __device__ __forceinline__ void decode_attention(const DecodeParams& dp) {
   const FwdParams& p = dp.f;
 
   extern __shared__ __align__(128) unsigned char smem_raw[];
-  T* sQ = reinterpret_cast<T*>(smem_raw);
-  T* sStage = sQ + L::kQElems;  // stage s: K at s·kStageElems, V after it
+  T* sQ;
+  T* sStage;  // stage s: K at s·kStageElems (kTma: s·kStageBytes bytes), V after it
+  if constexpr (L::kTma) {
+    unsigned char* aligned = smem_raw + ((1024 - (smem_addr(smem_raw) & 1023)) & 1023);
+    sStage = reinterpret_cast<T*>(aligned);
+    sQ = reinterpret_cast<T*>(aligned + L::kStages * L::kStageBytes);
+  } else {
+    sQ = reinterpret_cast<T*>(smem_raw);
+    sStage = sQ + L::kQElems;
+  }
 
   int id = blockIdx.x;
   const int rc = id % dp.row_chunks;
@@ -185,70 +201,40 @@ __device__ __forceinline__ void decode_attention(const DecodeParams& dp) {
     }
   };
 
-  // kBulk: stage s's barrier, used by tiles s, s + kStages, ...: tile it waits for parity
+  // kTma: stage s's barrier, used by tiles s, s + kStages, ...: tile it waits for parity
   // (it / kStages) % 2.
-  __shared__ __align__(8) unsigned long long bars[Cfg::kBulk ? L::kStages : 1];
+  __shared__ __align__(8) unsigned long long bars[L::kTma ? L::kStages : 1];
   if (n_tiles > 0) {
-    // Q lands with tile 0 (the first commit group), or before the first tile under kBulk.
+    // Q lands with tile 0 (the first commit group); under kTma before the first tile.
     load_tile<kBM, L::kDP, L::kQKStride, L::kThreads, Cfg::kAlign16>(sQ, q_rows, 0, nrows, Cfg::kHeadDim);
-    unsigned long long l2_policy = 0;
-    if constexpr (Cfg::kBulk) {
-      cp_async_commit();
-      cp_async_wait<0>();
-      if (threadIdx.x == 0)
-        for (int st = 0; st < L::kStages; ++st) mbar_init(smem_addr(&bars[st]), 1);
-      if constexpr (L::kDP != Cfg::kHeadDim || L::kDvP != Cfg::kHeadDimV) {
-        // The columns past the head dims, which no copy writes: zero once (S and O must not see NaN).
-#pragma unroll 1
-        for (int r = threadIdx.x; r < L::kStages * kBN; r += L::kThreads) {
-          T* row = sStage + (r / kBN) * L::kStageElems + (r % kBN) * L::kQKStride;
-          for (int c = Cfg::kHeadDim; c < L::kDP; ++c) row[c] = T{};
-          row = sStage + (r / kBN) * L::kStageElems + L::kKElems + (r % kBN) * L::kVStride;
-          for (int c = Cfg::kHeadDimV; c < L::kDvP; ++c) row[c] = T{};
-        }
-      }
-      if (warp == 0) l2_policy = l2_evict_first();
-    }
-    // kBulk, by warp 0: tile it's rows, one bulk copy per key and per value row, counted on its
-    // stage's barrier. Rows past the split's end get zeros instead (stores of this warp, fenced
-    // before its later copies into the same buffer).
-    auto issue_bulk = [&](int it) {
+    // kTma, thread 0: tile it's boxes. Map coordinates: columns, then the key row, head and batch
+    // index where DecodeParams::tma_dim puts them.
+    auto coord = [&](const int32_t (&dim_of)[3], int dim, int row) {
+      return dim_of[0] == dim ? row : dim_of[1] == dim ? hk : dim_of[2] == dim ? seq.batch : 0;
+    };
+    auto issue_tma = [&](int it) {
       if (it >= n_tiles) return;
-      fence_proxy_async();
       const int slot = it % L::kStages;
-      T* sK = sStage + slot * L::kStageElems;
-      const int n0 = s_lo + it * kBN, valid = imin(kBN, s_hi - n0);
-      const unsigned bar = smem_addr(&bars[slot]);
-      if (lane == 0) mbar_arrive_expect_tx(bar, unsigned(valid) * (Cfg::kHeadDim + Cfg::kHeadDimV) * unsigned(sizeof(T)));
-      __syncwarp();
-      const int* rows = Cfg::kPaged ? sRows[it % kRowSlots] : nullptr;
+      const unsigned dst = smem_addr(sStage) + slot * L::kStageBytes, bar = smem_addr(&bars[slot]);
+      const int row = seq.k_start + s_lo + it * kBN;
+      const int32_t(&kd)[3] = dp.tma_dim[0];
+      const int32_t(&vd)[3] = dp.tma_dim[1];
+      mbar_arrive_expect_tx(bar, L::kStageBytes);
 #pragma unroll
-      for (int r = lane; r < kBN; r += 32) {
-        if (r < valid) {
-          const int64_t row = rows ? rows[r] : n0 + r;
-          bulk_copy_g2s(smem_addr(sK + r * L::kQKStride), k.base + row * k.ld, Cfg::kHeadDim * sizeof(T), bar, l2_policy);
-          bulk_copy_g2s(smem_addr(sK + L::kKElems + r * L::kVStride), v.base + row * v.ld, Cfg::kHeadDimV * sizeof(T), bar,
-                        l2_policy);
-        }
-      }
-      if (valid < kBN) {  // the split's last tile: 16-byte zeros over rows [valid, kBN) of K and V
-        constexpr int kKChunks = L::kDP / 8, kVChunks = L::kDvP / 8;
-#pragma unroll 1
-        for (int c = lane; c < (kBN - valid) * (kKChunks + kVChunks); c += 32) {
-          const int r = valid + c / (kKChunks + kVChunks), x = c % (kKChunks + kVChunks);
-          T* dst = x < kKChunks ? sK + r * L::kQKStride + x * 8 : sK + L::kKElems + r * L::kVStride + (x - kKChunks) * 8;
-          unsigned long long* d64 = reinterpret_cast<unsigned long long*>(dst);
-          d64[0] = 0, d64[1] = 0;
-        }
-      }
+      for (int pn = 0; pn < L::kKPanels; ++pn)
+        tma_load_4d(dst + pn * L::kPanelBytes, dp.k_map, pn * 64, coord(kd, 1, row), coord(kd, 2, row), coord(kd, 3, row), bar);
+#pragma unroll
+      for (int pn = 0; pn < L::kVPanels; ++pn)
+        tma_load_4d(dst + (L::kKPanels + pn) * L::kPanelBytes, dp.v_map, pn * 64, coord(vd, 1, row), coord(vd, 2, row),
+                    coord(vd, 3, row), bar);
     };
     auto issue = [&](int it) {
       if (it < n_tiles) {
         T* sK = sStage + (it % L::kStages) * L::kStageElems;
         const int n0 = s_lo + it * kBN;
         const int* rows = Cfg::kPaged ? sRows[it % kRowSlots] : nullptr;
-        load_kv_tile<kBN, L::kDP, L::kQKStride, L::kThreads, Cfg::kAlign16, Cfg::kPf256>(sK, k.base, k.ld, rows, n0, s_hi, Cfg::kHeadDim);
-        load_kv_tile<kBN, L::kDvP, L::kVStride, L::kThreads, Cfg::kAlign16, Cfg::kPf256>(sK + L::kKElems, v.base, v.ld, rows, n0, s_hi,
+        load_kv_tile<kBN, L::kDP, L::kQKStride, L::kThreads, Cfg::kAlign16>(sK, k.base, k.ld, rows, n0, s_hi, Cfg::kHeadDim);
+        load_kv_tile<kBN, L::kDvP, L::kVStride, L::kThreads, Cfg::kAlign16>(sK + L::kKElems, v.base, v.ld, rows, n0, s_hi,
                                                                            Cfg::kHeadDimV);
       }
       cp_async_commit();  // possibly empty: keeps the group count uniform
@@ -259,11 +245,13 @@ __device__ __forceinline__ void decode_attention(const DecodeParams& dp) {
       fetch(L::kStages);
       __syncthreads();
     }
-    if constexpr (Cfg::kBulk) {
-      __syncthreads();  // the barriers are initialized, the pad columns zero, Q in place
-      if (warp == 0)
-#pragma unroll
-        for (int s = 0; s < L::kStages - 1; ++s) issue_bulk(s);
+    if constexpr (L::kTma) {
+      cp_async_commit();
+      cp_async_wait<0>();
+      if (threadIdx.x == 0) {
+        for (int st = 0; st < L::kStages; ++st) mbar_init(smem_addr(&bars[st]), 1);
+        for (int st = 0; st < L::kStages - 1; ++st) issue_tma(st);
+      }
     } else {
 #pragma unroll
       for (int s = 0; s < L::kStages - 1; ++s) issue(s);
@@ -273,13 +261,26 @@ __device__ __forceinline__ void decode_attention(const DecodeParams& dp) {
     const unsigned k_lane = (((warp * kKW + (lane & 7) + ((lane >> 4) << 3)) * L::kQKStride) + ((lane >> 3) & 1) * 8) * 2;
     const unsigned v_lane =
         (L::kKElems + (warp * kKW + (lane & 7) + ((lane >> 3) & 1) * 8) * L::kVStride + (lane >> 4) * 8) * 2;
+    // kTma: the byte offset in a stage of 16-byte chunk `chunk` (of 8 columns) of this lane's K
+    // row (ldmatrix_x4: rows +8 for lanes 16..31, chunk +1 for lanes 8..15 and 24..31) and V row
+    // (x4.trans: rows +8 for lanes 8..15 and 24..31, chunk +1 for lanes 16..31). Every row here is
+    // ≡ lane % 8 (mod 8), so the swizzle XORs the chunk's position in its panel with lane % 8.
+    const int k_row = warp * kKW + (lane & 7) + ((lane >> 4) << 3), v_row = warp * kKW + (lane & 7) + ((lane >> 3) & 1) * 8;
+    auto k_chunk = [&](int row, int chunk) {
+      const int c = chunk + ((lane >> 3) & 1);
+      return unsigned((c / 8) * L::kPanelBytes + (k_row + row) * 128 + (((c % 8) ^ (lane & 7)) << 4));
+    };
+    auto v_chunk = [&](int row, int chunk) {
+      const int c = chunk + (lane >> 4);
+      return unsigned((L::kKPanels + c / 8) * L::kPanelBytes + (v_row + row) * 128 + (((c % 8) ^ (lane & 7)) << 4));
+    };
     const unsigned stage0 = smem_addr(sStage);
     unsigned q_frag[kKS][4];
 
     auto step = [&](int it, auto masked) {
       constexpr bool kMasked = decltype(masked)::value;
       const int w0 = s_lo + it * kBN + warp * kKW;  // this warp's first key
-      const unsigned st = stage0 + (it % L::kStages) * L::kStageElems * 2;
+      const unsigned st = stage0 + (it % L::kStages) * L::kStageBytes;
       float s[kNT][4];
 #pragma unroll
       for (int nt = 0; nt < kNT; ++nt)
@@ -290,7 +291,8 @@ __device__ __forceinline__ void decode_attention(const DecodeParams& dp) {
 #pragma unroll
         for (int np = 0; np < kNT / 2; ++np) {
           unsigned bk[4];
-          ldmatrix_x4(bk, st + k_lane + (np * 16 * L::kQKStride + ks * 16) * 2);
+          if constexpr (L::kTma) ldmatrix_x4(bk, st + k_chunk(np * 16, ks * 2));
+          else ldmatrix_x4(bk, st + k_lane + (np * 16 * L::kQKStride + ks * 16) * 2);
           mma_16816<Cfg::kDType>(s[2 * np], q_frag[ks], bk[0], bk[1]);
           mma_16816<Cfg::kDType>(s[2 * np + 1], q_frag[ks], bk[2], bk[3]);
         }
@@ -334,7 +336,8 @@ __device__ __forceinline__ void decode_attention(const DecodeParams& dp) {
 #pragma unroll
         for (int dq = 0; dq < kDT / 2; ++dq) {
           unsigned bv[4];
-          ldmatrix_x4_trans(bv, st + v_lane + (kp * 16 * L::kVStride + dq * 16) * 2);
+          if constexpr (L::kTma) ldmatrix_x4_trans(bv, st + v_chunk(kp * 16, dq * 2));
+          else ldmatrix_x4_trans(bv, st + v_lane + (kp * 16 * L::kVStride + dq * 16) * 2);
           mma_16816<Cfg::kDType>(acc[2 * dq], pa, bv[0], bv[1]);
           mma_16816<Cfg::kDType>(acc[2 * dq + 1], pa, bv[2], bv[3]);
         }
@@ -342,17 +345,31 @@ __device__ __forceinline__ void decode_attention(const DecodeParams& dp) {
     };
 
     for (int it = 0; it < n_tiles; ++it) {
-      if constexpr (Cfg::kBulk) {
-        __syncthreads();  // all are done with tile it − 1 (and its page rows are published)
-        if (warp == 0) issue_bulk(it + L::kStages - 1);  // into tile it − 1's buffer
-        fetch(it + L::kStages + 1);
+      if constexpr (L::kTma) {
+        __syncthreads();  // all are done with tile it − 1 (Q and the barriers are ready for it = 0)
+        if (threadIdx.x == 0) issue_tma(it + L::kStages - 1);  // into tile it − 1's buffer
         mbar_wait(smem_addr(&bars[it % L::kStages]), unsigned(it / L::kStages) & 1u);  // tile it has landed
+        const int valid = s_hi - (s_lo + it * kBN);
+        if (valid < kBN) {
+          // The split's last tile: the boxes ran past its keys into rows of other keys, padding
+          // or another sequence, which need not be finite. Zeros there (then P·V is exact), and
+          // a proxy fence: the buffer's next fill is a TMA write.
+          unsigned char* stage = reinterpret_cast<unsigned char*>(sStage) + (it % L::kStages) * L::kStageBytes;
+          constexpr int kChunks = (L::kKPanels + L::kVPanels) * 8;  // 16-byte chunks per row
+          for (int c = threadIdx.x; c < (kBN - valid) * kChunks; c += L::kThreads) {
+            const int r = valid + c / kChunks, x = c % kChunks;
+            unsigned long long* d = reinterpret_cast<unsigned long long*>(stage + (x / 8) * L::kPanelBytes + r * 128 + (x % 8) * 16);
+            d[0] = 0, d[1] = 0;
+          }
+          fence_proxy_async();
+          __syncthreads();
+        }
       } else {
         cp_async_wait<L::kStages - 2>();  // tile it (and Q) have landed
         __syncthreads();                  // ...for every thread; and all are done with tile it − 1
         issue(it + L::kStages - 1);       // into tile it − 1's buffer
-        fetch(it + L::kStages + 1);
       }
+      fetch(it + L::kStages + 1);
       if (it == 0) {
 #pragma unroll
         for (int ks = 0; ks < kKS; ++ks) ldmatrix_x4(q_frag[ks], q_lane + ks * 16 * 2);
@@ -365,7 +382,7 @@ __device__ __forceinline__ void decode_attention(const DecodeParams& dp) {
       }
       publish(it + L::kStages);  // into tile it − 1's slot (it was requested at it − 3)
     }
-    if constexpr (!Cfg::kBulk) cp_async_wait<0>();
+    if constexpr (!L::kTma) cp_async_wait<0>();
   }
   __syncthreads();  // the stage buffers are free
 

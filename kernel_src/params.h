@@ -136,6 +136,13 @@ struct DecodeParams {
   float* o_partial;
   float* lse_partial;
   int32_t* counters;  // [B, kv_heads, row_chunks]
+  // Cfg::kTma (kernel_src/decode.cuh): K and V as 4-D tensor maps (CUtensorMap), dimension 0
+  // the columns; tma_dim[0] (keys) and [1] (values) name, for the key row, the key/value head and
+  // the batch index, the map dimension (1..3) it addresses, or 0 where the map leaves the index
+  // out (its stride is 0, or its extent 1). jit/ops/decode.cpp encodes them per call.
+  alignas(64) unsigned char k_map[128];
+  alignas(64) unsigned char v_map[128];
+  int32_t tma_dim[2][3];
 };
 
 }  // namespace jitattn

@@ -4,8 +4,11 @@
 #include <cstdio>
 #include <map>
 #include <mutex>
+#include <optional>
+#include <string>
 #include <thread>
 #include <tuple>
+#include <vector>
 
 #include "jit/cuda_driver.h"
 #include "jit/env.h"
@@ -100,6 +103,60 @@ Scratch& scratch() {
   return *s;
 }
 
+// A key or value tensor as a 4-D tensor map (kernel_src/decode.cuh kTma): dimension 0 the
+// columns, then the key row, head and batch dimensions that move through memory, in increasing
+// stride order (an index whose extent is 1 or whose stride is 0 addresses nothing and is left
+// out: its coordinate is 0). nullopt where TMA cannot address the tensor: a stride that is not a
+// multiple of 16 bytes or reaches 2^40, rows of stride 0, or dimensions that overlap.
+struct MapGeometry {
+  uint64_t dim[4] = {1, 1, 1, 1};
+  uint64_t stride[3] = {16, 16, 16};  // bytes, of dimensions 1..3
+  uint32_t box[4] = {64, 1, 1, 1};
+  int32_t dim_of[3] = {0, 0, 0};  // of the row, head and batch index: DecodeParams::tma_dim
+};
+
+std::optional<MapGeometry> map_geometry(const Bmhk& t, int64_t heads, int64_t elem_bytes, int block_n) {
+  struct Axis {
+    int which;  // 0 row, 1 head, 2 batch
+    int64_t extent, stride;
+  };
+  Axis axes[3] = {{0, t.m, t.sm}, {1, heads, t.sh}, {2, t.b, t.sb}};
+  std::vector<Axis> kept;
+  for (const Axis& a : axes)
+    if (a.which == 0 || (a.extent > 1 && a.stride != 0)) kept.push_back(a);
+  if (t.m > 1 && t.sm <= 0) return std::nullopt;
+  std::sort(kept.begin(), kept.end(), [](const Axis& a, const Axis& b) { return a.stride < b.stride; });
+  MapGeometry g;
+  g.dim[0] = uint64_t(t.d);
+  uint64_t covered = uint64_t(t.d) * uint64_t(elem_bytes);  // bytes the lower dimensions span
+  for (size_t i = 0; i < kept.size(); ++i) {
+    const Axis& a = kept[i];
+    uint64_t bytes = uint64_t(a.stride) * uint64_t(elem_bytes);
+    if (a.extent == 1 && a.stride <= 0) bytes = (covered + 15) / 16 * 16;  // a lone row: any valid stride
+    if (bytes % 16 != 0 || bytes >= (uint64_t(1) << 40) || bytes < covered) return std::nullopt;
+    if (uint64_t(a.extent) > (uint64_t(1) << 32)) return std::nullopt;
+    g.dim[i + 1] = uint64_t(a.extent);
+    g.stride[i] = bytes;
+    g.dim_of[a.which] = int32_t(i + 1);
+    if (a.which == 0) g.box[i + 1] = uint32_t(block_n);
+    covered = bytes * uint64_t(a.extent);
+  }
+  for (size_t i = kept.size(); i < 3; ++i) g.stride[i] = (covered + 15) / 16 * 16;  // extent 1: never stepped
+  for (uint64_t st : g.stride)
+    if (st >= (uint64_t(1) << 40)) return std::nullopt;
+  return g;
+}
+
+void encode_map(unsigned char* out, const void* data, DType dtype, const MapGeometry& g, const std::string& what) {
+  const CudaDriver& d = CudaDriver::require();
+  const uint32_t element_strides[4] = {1, 1, 1, 1};
+  const CUresult rc = d.cuTensorMapEncodeTiled(
+      reinterpret_cast<CUtensorMap*>(out), dtype == DType::bf16 ? CU_TENSOR_MAP_DATA_TYPE_BFLOAT16 : CU_TENSOR_MAP_DATA_TYPE_FLOAT16,
+      4, const_cast<void*>(data), g.dim, g.stride, g.box, element_strides, CU_TENSOR_MAP_INTERLEAVE_NONE,
+      CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+  check_cuda(rc, ("cuTensorMapEncodeTiled (decode " + what + ")").c_str());
+}
+
 }  // namespace
 
 bool decode_applies(const ForwardPlan& p) {
@@ -112,6 +169,11 @@ bool decode_applies(const ForwardPlan& p) {
 Signature decode_signature(const ForwardPlan& p, const Arch& arch) {
   Signature sig = forward_signature(p, arch);
   sig.op = Op::decode;
+  if (decode_tma(sig)) {
+    // Tensors a tensor map cannot address take the kernel for element-aligned rows instead.
+    const int block_n = make_spec(sig).tile.block_n;
+    if (!map_geometry(p.k, kv_heads(p), 2, block_n) || !map_geometry(p.v, kv_heads(p), 2, block_n)) sig.align = 2;
+  }
   return sig;
 }
 
@@ -146,6 +208,13 @@ void decode(const ForwardPlan& p, CUstream stream) {
   const int64_t slots = int64_t(ctx.sm_count) * std::max(1, kernel.blocks_per_sm);
   dp.num_splits = decode_splits(chunks, visible_keys(p), slots, kernel.spec.tile.block_n);
   const int64_t blocks = chunks * dp.num_splits;
+  if (decode_tma(kernel.spec.sig)) {  // decode_signature checked that both map
+    const MapGeometry gk = *map_geometry(p.k, kvh, 2, kernel.spec.tile.block_n);
+    const MapGeometry gv = *map_geometry(p.v, kvh, 2, kernel.spec.tile.block_n);
+    encode_map(dp.k_map, p.k_data, p.dtype, gk, "keys");
+    encode_map(dp.v_map, p.v_data, p.dtype, gv, "values");
+    for (int i = 0; i < 3; ++i) dp.tma_dim[0][i] = gk.dim_of[i], dp.tma_dim[1][i] = gv.dim_of[i];
+  }
   if (rt.env().verbose) {  // once per kernel and geometry in a row, not once per call
     thread_local const LoadedKernel* last_kernel = nullptr;
     thread_local int64_t last_chunks = -1, last_splits = -1;

@@ -1,18 +1,18 @@
 #!/usr/bin/env bash
 # Decode tile/pipeline sweep on the GPU host: each config's kernels in their own fresh cache DB
-# (JITATTN_DECODE_LOAD does not change kernel names), then the anchors on the same shapes.
-#   source .gpu/setup.sh && tools/perf/decode_sweep.sh $OUT "cpasync:m16n128w8 cpasync_pf256:m16n128w8:4"
+# (JITATTN_DECODE_TMA does not change kernel names), then the anchors on the same shapes.
+#   source .gpu/setup.sh && tools/perf/decode_sweep.sh $OUT "off:m16n128w8 on:m16n128w8:4"
 set -uo pipefail
 out=${1:-/tmp}
-configs=${2:-"cpasync:m16n128w8 cpasync_pf256:m16n128w8 cpasync:m16n64w4s6"}
+configs=${2:-"off:m16n128w8 on:m16n128w8"}
 lens=${DECODE_SWEEP_LENS:-4096,32768}
 caches=/tmp/jitattn-caches
 mkdir -p -m 700 "$caches"
 for c in $configs; do
-  IFS=: read -r mode tile splits <<< "$c"  # load:tile[:splits]
+  IFS=: read -r mode tile splits <<< "$c"  # tma on|off:tile[:splits]
   rm -rf "$caches"/sweep.sqlite*
   echo "== $mode $tile ${splits:+splits $splits}"
-  env ${splits:+JITATTN_DECODE_SPLITS=$splits} JITATTN_CACHE=$caches/sweep.sqlite JITATTN_DECODE_LOAD=$mode JITATTN_DECODE_TILE=$tile \
+  env ${splits:+JITATTN_DECODE_SPLITS=$splits} JITATTN_CACHE=$caches/sweep.sqlite JITATTN_DECODE_TMA=$mode JITATTN_DECODE_TILE=$tile \
     build/tools/jitattn bench --decode --batch "${DECODE_SWEEP_BATCH:-8}" --heads 32 --kv-heads 8 --head-dim 128 \
     --dtype bf16 --kv-lens "$lens" --page-size 256 --layouts dense paged 2>&1 | grep -E "^(first call|jitattn)"
 done
