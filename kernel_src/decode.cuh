@@ -219,7 +219,7 @@ __device__ __forceinline__ void decode_attention(const DecodeParams& dp) {
       const int row = seq.k_start + s_lo + it * kBN;
       const int32_t(&kd)[3] = dp.tma_dim[0];
       const int32_t(&vd)[3] = dp.tma_dim[1];
-      mbar_arrive_expect_tx(bar, L::kStageBytes);
+      mbar_arrive_expect_tx(bar, unsigned(dp.tma_stage_bytes));
 #pragma unroll
       for (int pn = 0; pn < L::kKPanels; ++pn)
         tma_load_4d(dst + pn * L::kPanelBytes, dp.k_map, pn * 64, coord(kd, 1, row), coord(kd, 2, row), coord(kd, 3, row), bar);

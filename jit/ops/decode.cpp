@@ -121,6 +121,7 @@ std::optional<MapGeometry> map_geometry(const Bmhk& t, int64_t heads, int64_t el
     int64_t extent, stride;
   };
   Axis axes[3] = {{0, t.m, t.sm}, {1, heads, t.sh}, {2, t.b, t.sb}};
+  if (t.m == 0 || t.d == 0) return MapGeometry{};  // no keys: no block reads a tile (decode() encodes nothing)
   std::vector<Axis> kept;
   for (const Axis& a : axes)
     if (a.which == 0 || (a.extent > 1 && a.stride != 0)) kept.push_back(a);
@@ -138,7 +139,7 @@ std::optional<MapGeometry> map_geometry(const Bmhk& t, int64_t heads, int64_t el
     g.dim[i + 1] = uint64_t(a.extent);
     g.stride[i] = bytes;
     g.dim_of[a.which] = int32_t(i + 1);
-    if (a.which == 0) g.box[i + 1] = uint32_t(block_n);
+    if (a.which == 0) g.box[i + 1] = uint32_t(std::min<int64_t>(block_n, a.extent));  // a box fits in its tensor
     covered = bytes * uint64_t(a.extent);
   }
   for (size_t i = kept.size(); i < 3; ++i) g.stride[i] = (covered + 15) / 16 * 16;  // extent 1: never stepped
@@ -208,12 +209,14 @@ void decode(const ForwardPlan& p, CUstream stream) {
   const int64_t slots = int64_t(ctx.sm_count) * std::max(1, kernel.blocks_per_sm);
   dp.num_splits = decode_splits(chunks, visible_keys(p), slots, kernel.spec.tile.block_n);
   const int64_t blocks = chunks * dp.num_splits;
-  if (decode_tma(kernel.spec.sig)) {  // decode_signature checked that both map
-    const MapGeometry gk = *map_geometry(p.k, kvh, 2, kernel.spec.tile.block_n);
-    const MapGeometry gv = *map_geometry(p.v, kvh, 2, kernel.spec.tile.block_n);
+  if (decode_tma(kernel.spec.sig) && p.k.m > 0) {  // decode_signature checked that both map
+    const int block_n = kernel.spec.tile.block_n;
+    const MapGeometry gk = *map_geometry(p.k, kvh, 2, block_n), gv = *map_geometry(p.v, kvh, 2, block_n);
     encode_map(dp.k_map, p.k_data, p.dtype, gk, "keys");
     encode_map(dp.v_map, p.v_data, p.dtype, gv, "values");
     for (int i = 0; i < 3; ++i) dp.tma_dim[0][i] = gk.dim_of[i], dp.tma_dim[1][i] = gv.dim_of[i];
+    const int64_t box_rows = std::min<int64_t>(block_n, p.k.m);  // as map_geometry's boxes
+    dp.tma_stage_bytes = int32_t(box_rows * 128 * (ceil_div(p.k.d, 64) + ceil_div(p.v.d, 64)));
   }
   if (rt.env().verbose) {  // once per kernel and geometry in a row, not once per call
     thread_local const LoadedKernel* last_kernel = nullptr;
