@@ -14,7 +14,7 @@ for c in $configs; do
   echo "== $mode $tile ${splits:+splits $splits}"
   env ${splits:+JITATTN_DECODE_SPLITS=$splits} JITATTN_CACHE=$caches/sweep.sqlite JITATTN_DECODE_TMA=$mode JITATTN_DECODE_TILE=$tile \
     build/tools/jitattn bench --decode --batch "${DECODE_SWEEP_BATCH:-8}" --heads 32 --kv-heads 8 --head-dim 128 \
-    --dtype bf16 --kv-lens "$lens" --page-size 256 --layouts dense paged 2>&1 | grep -E "^(first call|jitattn)"
+    --dtype bf16 --kv-lens "$lens" --page-size 256 --layouts ${DECODE_SWEEP_LAYOUTS:-dense paged} 2>&1 | grep -E "^(first call|jitattn)"
 done
 python3 .gpu/anchors.py --decode --decode-batch "${DECODE_SWEEP_BATCH:-8}" --decode-heads 32,8 --kv-lens "$lens" \
   --out "$out/anchors_decode_sweep.json" 2>&1 | grep -E "^(flash|cudnn)"
