@@ -51,7 +51,9 @@ TileConfig default_tile(const Signature& sig, Family family) {
       // 32/8 heads, d = 128 (JITATTN_DECODE_TILE sweep): m16n128w8 (213 KB, one block per SM)
       // gave 3.87/3.60 TB/s dense/paged at KV 32768 against 3.80/3.53 for m16n64w4 (two per SM),
       // 3.69/3.52 for m16n32w2 and 3.16/2.39 for m16n64w2; at KV 4096 m16n128w8 and m16n64w4 tie.
-      // The smaller tiles where the larger do not fit (sm_80's 163 KB, sm_86's 99 KB).
+      // The smaller tiles where the larger do not fit (sm_80's 163 KB, sm_86's 99 KB). With tensor
+      // maps (session 8, docs/perf-notes.md) m16n128w8 gave 2.64/3.93 TB/s at 4k/32k against
+      // 2.55/4.00 for m16n64w4s4 and 2.57/3.91 for m16n64w4: kept.
       if (d <= 128) return first_fitting(sig, family, {{16, 128, 8}, {16, 64, 4}, {16, 32, 2}});
       return first_fitting(sig, family, {{16, 64, 4}, {16, 32, 2}, {16, 16, 1}});
     case Op::bwd: case Op::bwd_kv:

@@ -120,7 +120,9 @@ bool lse_for(Kind k, DType dt) { return (int(k) + (dt == DType::bf16)) % 2 == 0;
 
 // 4-D [B, M, H, K] with native GQA key/value [B, M, Hkv, K], or xFormers' 5-D [B, M, G, H, K] with
 // key/value [B, M, G, 1, K] expanded over H by stride 0 (G = Hkv, H = Hq / Hkv).
-enum class Layout { bmhk, bmghk };
+// bmhk_v_head_major: keys [B, M, Hkv, K], values stored [B, Hkv, M, Kv] and viewed as BMHK by
+// strides (the two tensor maps of the TMA kernel then order their dimensions differently).
+enum class Layout { bmhk, bmghk, bmhk_v_head_major };
 
 // One sequence as the reference sees it: query rows [q0, q0 + nq) of batch entry tb, and the key
 // row of each of its logical keys in order (through the padding, the gappy start or the block table).
@@ -176,7 +178,9 @@ struct Problem {
     std::ostringstream os;
     os << kind_name(spec.kind) << " " << to_string(spec.dt)
        << (spec.out_dtype ? std::string("->") + to_string(*spec.out_dtype) : "") << " K=" << spec.K << " Kv=" << spec.Kv
-       << " lse=" << spec.lse << (layout == Layout::bmghk ? " 5-D" : " 4-D") << " Hq=" << Hq << " Hkv=" << Hkv
+       << " lse=" << spec.lse
+       << (layout == Layout::bmghk ? " 5-D" : layout == Layout::bmhk ? " 4-D" : " 4-D, values head-major") << " Hq=" << Hq
+       << " Hkv=" << Hkv
        << " B=" << Bt << " Mq=" << Mq << " Mkv=" << Mkv;
     if (page_size) os << " page_size=" << page_size << " max_pages=" << max_pages << " num_pages=" << num_pages;
     if (padding) os << " padding=" << padding;
@@ -525,10 +529,11 @@ Views views(const Problem& p, void* q, void* k, void* v, void* out, void* lse) {
   const DType dt = p.spec.dt, odt = p.out_dtype();
   const int64_t B = p.Bt, Mq = p.Mq, Mkv = p.Mkv, K = p.spec.K, Kv = p.spec.Kv;
   Views w;
-  if (p.layout == Layout::bmhk) {
+  if (p.layout != Layout::bmghk) {
     w.q = TensorView::make(q, dt, {B, Mq, p.Hq, K});
     w.k = TensorView::make(k, dt, {B, Mkv, p.Hkv, K});
-    w.v = TensorView::make(v, dt, {B, Mkv, p.Hkv, Kv});
+    if (p.layout == Layout::bmhk) w.v = TensorView::make(v, dt, {B, Mkv, p.Hkv, Kv});
+    else w.v = TensorView::make(v, dt, {B, Mkv, p.Hkv, Kv}, {p.Hkv * Mkv * Kv, Kv, Mkv * Kv, 1});
     w.out = TensorView::make(out, odt, {B, Mq, p.Hq, Kv});
     if (lse) w.lse = TensorView::make(lse, DType::f32, {B, p.Hq, Mq});
   } else {
@@ -548,9 +553,23 @@ DeviceBuffer upload(const std::vector<unsigned char>& bytes) {
   return b;
 }
 
+// [B, M, H, D] bytes as [B, H, M, D].
+std::vector<unsigned char> head_major(const std::vector<unsigned char>& x, int64_t B, int64_t M, int64_t H, int64_t D,
+                                      size_t elem) {
+  std::vector<unsigned char> y(x.size());
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t m = 0; m < M; ++m)
+      for (int64_t h = 0; h < H; ++h)
+        std::memcpy(&y[size_t(((b * H + h) * M + m) * D) * elem], &x[size_t(((b * M + m) * H + h) * D) * elem], size_t(D) * elem);
+  return y;
+}
+
 void run_problem(const Problem& p) {
   SCOPED_TRACE(p.describe());
-  DeviceBuffer q = upload(p.qb), k = upload(p.kb), v = upload(p.vb), tb = upload(p.tbb);
+  DeviceBuffer q = upload(p.qb), k = upload(p.kb), tb = upload(p.tbb);
+  DeviceBuffer v = upload(p.layout == Layout::bmhk_v_head_major
+                              ? head_major(p.vb, p.Bt, p.Mkv, p.Hkv, p.spec.Kv, element_size(p.spec.dt))
+                              : p.vb);
   DeviceBuffer out(size_t(p.Bt * p.Mq * p.Hq * p.spec.Kv) * element_size(p.out_dtype()));
   DeviceBuffer lse(size_t(p.Bt * p.Hq * p.Mq) * 4);
   out.fill(0xFF);
@@ -638,6 +657,18 @@ TEST_F(DecodeGpu, HeadDimsAndValueHeadDim) {
       run_problem(draw_problem(spec, nth_draw(r)));
       if (HasFailure()) return;
     }
+}
+
+// Values in another memory order than the keys: each tensor map orders its own dimensions.
+TEST_F(DecodeGpu, ValuesHeadMajor) {
+  reseed(7);
+  for (int r = 0; r < 4; ++r) {
+    Draw d = nth_draw(r);
+    d.layout = Layout::bmhk_v_head_major;
+    d.long_keys = r % 2 == 1;
+    run_problem(draw_problem({Kind::none, DType::bf16, 128, 128, lse_for(Kind::none, DType::bf16)}, d));
+    if (HasFailure()) return;
+  }
 }
 
 TEST_F(DecodeGpu, Float32Output) {

@@ -159,8 +159,48 @@ TEST(Signature, ArchParses) {
 
 TEST(Signature, TileParses) {
   EXPECT_EQ(TileConfig::parse("m128n64w8")->name(), "m128n64w8");
+  EXPECT_EQ(TileConfig::parse("m128n64w8")->stages, 0);
   EXPECT_FALSE(TileConfig::parse("m128n64"));
   EXPECT_FALSE(TileConfig::parse("m128n64w8x"));
+  // A pipeline depth (decode): 2..16 stages, canonical digits only.
+  EXPECT_EQ(TileConfig::parse("m16n64w4s6")->name(), "m16n64w4s6");
+  EXPECT_EQ(TileConfig::parse("m16n64w4s6")->stages, 6);
+  for (const char* bad : {"m16n64w4s", "m16n64w4s1", "m16n64w4s17", "m16n64w4s06", "m16n64w4s6x", "m016n64w4"})
+    EXPECT_FALSE(TileConfig::parse(bad)) << bad;
+}
+
+// The decode kernel's pipeline: its depth from the tile, tensor maps only where they can serve
+// (sm_90+, aligned rows, unpaged keys, head dims of 64 or more), and shared memory to match.
+TEST(Signature, DecodeSourceSaysHowItsStagesFill) {
+  Signature s = base_sig();
+  s.op = Op::decode;
+  s.bias = BiasKind::none;
+  KernelSpec spec = make_spec(s);
+  EXPECT_EQ(spec.tile.name(), "m16n128w8");
+  std::string src = generate_source(spec);
+  EXPECT_NE(src.find("kStages = 3;"), std::string::npos);
+  EXPECT_NE(src.find("kTma = true;"), std::string::npos);
+  // 1024 bytes of alignment slack, three stages of two 64-column panels of K and of V, then Q.
+  EXPECT_EQ(spec.smem_bytes(), 1024 + 3 * 128 * 128 * 4 + 2 * 16 * 136);
+  spec.tile = *TileConfig::parse("m16n64w4s6");
+  EXPECT_NE(generate_source(spec).find("kStages = 6;"), std::string::npos);
+  EXPECT_EQ(spec.smem_bytes(), 1024 + 6 * 64 * 128 * 4 + 2 * 16 * 136);
+  auto tma = [&](Signature x) { return generate_source(make_spec(x)).find("kTma = true;") != std::string::npos; };
+  EXPECT_TRUE(tma(s));
+  Signature t = s;
+  t.arch_sm = 80, t.arch_specific = 0;
+  EXPECT_FALSE(tma(t));
+  t = s, t.align = 2;
+  EXPECT_FALSE(tma(t));
+  t = s, t.bias = BiasKind::pbd_causal_br;
+  EXPECT_FALSE(tma(t));
+  t = s, t.head_dim = t.head_dim_v = 32;
+  EXPECT_FALSE(tma(t));
+  t = s, t.head_dim_v = 64;
+  EXPECT_TRUE(tma(t));
+  // cp.async stages: Q and three K/V stages of rows padded by 8 elements.
+  t = s, t.align = 2;
+  EXPECT_EQ(make_spec(t).smem_bytes(), 2 * (16 * 136 + 3 * 128 * (136 + 136)));
 }
 
 TEST(Signature, SpecValidationNamesTheProblem) {

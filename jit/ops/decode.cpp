@@ -103,31 +103,21 @@ Scratch& scratch() {
   return *s;
 }
 
-// A key or value tensor as a 4-D tensor map (kernel_src/decode.cuh kTma): dimension 0 the
-// columns, then the key row, head and batch dimensions that move through memory, in increasing
-// stride order (an index whose extent is 1 or whose stride is 0 addresses nothing and is left
-// out: its coordinate is 0). nullopt where TMA cannot address the tensor: a stride that is not a
-// multiple of 16 bytes or reaches 2^40, rows of stride 0, or dimensions that overlap.
-struct MapGeometry {
-  uint64_t dim[4] = {1, 1, 1, 1};
-  uint64_t stride[3] = {16, 16, 16};  // bytes, of dimensions 1..3
-  uint32_t box[4] = {64, 1, 1, 1};
-  int32_t dim_of[3] = {0, 0, 0};  // of the row, head and batch index: DecodeParams::tma_dim
-};
+}  // namespace
 
-std::optional<MapGeometry> map_geometry(const Bmhk& t, int64_t heads, int64_t elem_bytes, int block_n) {
+std::optional<DecodeMapGeometry> decode_map_geometry(const Bmhk& t, int64_t heads, int64_t elem_bytes, int block_n) {
   struct Axis {
     int which;  // 0 row, 1 head, 2 batch
     int64_t extent, stride;
   };
   Axis axes[3] = {{0, t.m, t.sm}, {1, heads, t.sh}, {2, t.b, t.sb}};
-  if (t.m == 0 || t.d == 0) return MapGeometry{};  // no keys: no block reads a tile (decode() encodes nothing)
+  if (t.m == 0 || t.d == 0) return DecodeMapGeometry{};  // no keys: no block reads a tile (decode() encodes nothing)
   std::vector<Axis> kept;
   for (const Axis& a : axes)
     if (a.which == 0 || (a.extent > 1 && a.stride != 0)) kept.push_back(a);
   if (t.m > 1 && t.sm <= 0) return std::nullopt;
   std::sort(kept.begin(), kept.end(), [](const Axis& a, const Axis& b) { return a.stride < b.stride; });
-  MapGeometry g;
+  DecodeMapGeometry g;
   g.dim[0] = uint64_t(t.d);
   uint64_t covered = uint64_t(t.d) * uint64_t(elem_bytes);  // bytes the lower dimensions span
   for (size_t i = 0; i < kept.size(); ++i) {
@@ -148,7 +138,9 @@ std::optional<MapGeometry> map_geometry(const Bmhk& t, int64_t heads, int64_t el
   return g;
 }
 
-void encode_map(unsigned char* out, const void* data, DType dtype, const MapGeometry& g, const std::string& what) {
+namespace {
+
+void encode_map(unsigned char* out, const void* data, DType dtype, const DecodeMapGeometry& g, const std::string& what) {
   const CudaDriver& d = CudaDriver::require();
   const uint32_t element_strides[4] = {1, 1, 1, 1};
   const CUresult rc = d.cuTensorMapEncodeTiled(
@@ -173,7 +165,7 @@ Signature decode_signature(const ForwardPlan& p, const Arch& arch) {
   if (decode_tma(sig)) {
     // Tensors a tensor map cannot address take the kernel for element-aligned rows instead.
     const int block_n = make_spec(sig).tile.block_n;
-    if (!map_geometry(p.k, kv_heads(p), 2, block_n) || !map_geometry(p.v, kv_heads(p), 2, block_n)) sig.align = 2;
+    if (!decode_map_geometry(p.k, kv_heads(p), 2, block_n) || !decode_map_geometry(p.v, kv_heads(p), 2, block_n)) sig.align = 2;
   }
   return sig;
 }
@@ -211,11 +203,11 @@ void decode(const ForwardPlan& p, CUstream stream) {
   const int64_t blocks = chunks * dp.num_splits;
   if (decode_tma(kernel.spec.sig) && p.k.m > 0) {  // decode_signature checked that both map
     const int block_n = kernel.spec.tile.block_n;
-    const MapGeometry gk = *map_geometry(p.k, kvh, 2, block_n), gv = *map_geometry(p.v, kvh, 2, block_n);
+    const DecodeMapGeometry gk = *decode_map_geometry(p.k, kvh, 2, block_n), gv = *decode_map_geometry(p.v, kvh, 2, block_n);
     encode_map(dp.k_map, p.k_data, p.dtype, gk, "keys");
     encode_map(dp.v_map, p.v_data, p.dtype, gv, "values");
     for (int i = 0; i < 3; ++i) dp.tma_dim[0][i] = gk.dim_of[i], dp.tma_dim[1][i] = gv.dim_of[i];
-    const int64_t box_rows = std::min<int64_t>(block_n, p.k.m);  // as map_geometry's boxes
+    const int64_t box_rows = std::min<int64_t>(block_n, p.k.m);  // as decode_map_geometry's boxes
     dp.tma_stage_bytes = int32_t(box_rows * 128 * (ceil_div(p.k.d, 64) + ceil_div(p.v.d, 64)));
   }
   if (rt.env().verbose) {  // once per kernel and geometry in a row, not once per call

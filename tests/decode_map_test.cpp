@@ -1,0 +1,74 @@
+// The tensor maps of the decode kernel (jit/ops/decode.cpp decode_map_geometry): which views
+// TMA addresses, in which dimension order, and which take the element-aligned kernel instead.
+#include <gtest/gtest.h>
+
+#include "jit/ops/decode.h"
+
+namespace jitattn::jit::ops {
+namespace {
+
+Bmhk view(int64_t b, int64_t m, int64_t h, int64_t d, int64_t sb, int64_t sm, int64_t sh) { return Bmhk{b, m, h, d, sb, sm, sh}; }
+
+TEST(DecodeMap, BmhkKeysSortByStride) {
+  // [B, N, Hkv, K] contiguous: the head moves fastest, then the row, then the batch.
+  const auto g = decode_map_geometry(view(8, 4096, 8, 128, 4096 * 8 * 128, 8 * 128, 128), 8, 2, 128);
+  ASSERT_TRUE(g);
+  EXPECT_EQ(g->dim[0], 128u);
+  EXPECT_EQ(g->dim_of[1], 1);  // head
+  EXPECT_EQ(g->dim_of[0], 2);  // row
+  EXPECT_EQ(g->dim_of[2], 3);  // batch
+  EXPECT_EQ(g->dim[1], 8u);
+  EXPECT_EQ(g->dim[2], 4096u);
+  EXPECT_EQ(g->dim[3], 8u);
+  EXPECT_EQ(g->stride[0], 256u);
+  EXPECT_EQ(g->stride[1], 2048u);
+  EXPECT_EQ(g->stride[2], 4096u * 2048u);
+  EXPECT_EQ(g->box[0], 64u);
+  EXPECT_EQ(g->box[2], 128u);  // the row dimension's box: one tile
+  EXPECT_EQ(g->box[1], 1u);
+  EXPECT_EQ(g->box[3], 1u);
+}
+
+TEST(DecodeMap, HeadMajorKeysPutRowsFirst) {
+  // [B, Hkv, N, K] viewed as BMHK: rows of 256 bytes, heads N rows apart.
+  const auto g = decode_map_geometry(view(2, 1000, 4, 128, 4 * 1000 * 128, 128, 1000 * 128), 4, 2, 64);
+  ASSERT_TRUE(g);
+  EXPECT_EQ(g->dim_of[0], 1);
+  EXPECT_EQ(g->dim_of[1], 2);
+  EXPECT_EQ(g->dim_of[2], 3);
+  EXPECT_EQ(g->box[1], 64u);
+}
+
+TEST(DecodeMap, BroadcastIndicesAreLeftOut) {
+  // Keys expanded over the batch (stride 0) and one key/value head: only rows move.
+  const auto g = decode_map_geometry(view(5, 300, 1, 64, 0, 64, 64), 1, 2, 128);
+  ASSERT_TRUE(g);
+  EXPECT_EQ(g->dim_of[0], 1);
+  EXPECT_EQ(g->dim_of[1], 0);
+  EXPECT_EQ(g->dim_of[2], 0);
+  EXPECT_EQ(g->dim[2], 1u);
+  EXPECT_EQ(g->dim[3], 1u);
+  EXPECT_EQ(g->stride[1] % 16, 0u);
+}
+
+TEST(DecodeMap, ShortTensorsGetShortBoxes) {
+  const auto g = decode_map_geometry(view(1, 5, 2, 128, 5 * 2 * 128, 2 * 128, 128), 2, 2, 128);
+  ASSERT_TRUE(g);
+  EXPECT_EQ(g->box[g->dim_of[0]], 5u);
+  // No keys at all: an empty geometry (nothing is encoded, no tile is read).
+  EXPECT_TRUE(decode_map_geometry(view(1, 0, 2, 128, 0, 256, 128), 2, 2, 128));
+}
+
+TEST(DecodeMap, RefusesWhatTmaCannotAddress) {
+  // A row stride that is not a multiple of 16 bytes (8 elements of 2 bytes).
+  EXPECT_FALSE(decode_map_geometry(view(1, 64, 1, 64, 0, 68, 68), 1, 2, 128));
+  // Rows of stride 0: every key the same row.
+  EXPECT_FALSE(decode_map_geometry(view(1, 64, 2, 64, 0, 0, 64), 2, 2, 128));
+  // Overlapping dimensions: heads 64 bytes apart while a row holds 128 bytes.
+  EXPECT_FALSE(decode_map_geometry(view(1, 64, 2, 64, 0, 256, 32), 2, 2, 128));
+  // A stride of 2^40 bytes or more.
+  EXPECT_FALSE(decode_map_geometry(view(2, 64, 1, 64, int64_t(1) << 39, 64, 64), 1, 2, 128));
+}
+
+}  // namespace
+}  // namespace jitattn::jit::ops
