@@ -1,7 +1,8 @@
 // `jitattn bench --decode`: a decode step's TB/s in the three layouts an inference engine keeps
 // its KV cache in, timed as `.gpu/anchors.py --decode` times PyTorch's SDPA so the two can be put
 // side by side (issue 11). Only the public API: the library picks the kernel family itself
-// (JITATTN_DECODE=off, JITATTN_DECODE_SPLITS=N steer it from the environment).
+// (JITATTN_DECODE=off, JITATTN_DECODE_SPLITS=N, JITATTN_DECODE_TILE=m16n64w4s4, JITATTN_DECODE_TMA=off steer it
+// from the environment).
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
@@ -139,14 +140,17 @@ int run_decode_bench(const DecodeBenchOptions& o) {
   for (const std::string& l : o.layouts)
     if (l != "paged" || o.page_size) layouts.push_back(l);
   const std::string arch = device_arch(0).name(), decode_env = env_or("JITATTN_DECODE", "(unset)"),
-                    splits_env = env_or("JITATTN_DECODE_SPLITS", "(unset)");
+                    splits_env = env_or("JITATTN_DECODE_SPLITS", "(unset)"), tile_env = env_or("JITATTN_DECODE_TILE", "(unset)"),
+                    tma_env = env_or("JITATTN_DECODE_TMA", "(unset)");
   std::printf("jitattn decode bench on %s (%s): %s, K=%lld; median of >= %d calls (each after an L2 flush, "
-              "as triton.testing.do_bench); JITATTN_DECODE=%s JITATTN_DECODE_SPLITS=%s\n",
+              "as triton.testing.do_bench); JITATTN_DECODE=%s JITATTN_DECODE_SPLITS=%s JITATTN_DECODE_TILE=%s "
+              "JITATTN_DECODE_TMA=%s\n",
               device_name().c_str(), arch.c_str(), to_string(o.dtype), (long long)o.head_dim, o.reps, decode_env.c_str(),
-              splits_env.c_str());
+              splits_env.c_str(), tile_env.c_str(), tma_env.c_str());
   nlohmann::json doc = {{"impl", "jitattn"}, {"mode", "decode"}, {"device", device_name()}, {"arch", arch},
                         {"dtype", to_string(o.dtype)}, {"K", o.head_dim}, {"min_reps", o.reps},
-                        {"env", {{"JITATTN_DECODE", decode_env}, {"JITATTN_DECODE_SPLITS", splits_env}}},
+                        {"env", {{"JITATTN_DECODE", decode_env}, {"JITATTN_DECODE_SPLITS", splits_env},
+                                 {"JITATTN_DECODE_TILE", tile_env}, {"JITATTN_DECODE_TMA", tma_env}}},
                         {"fresh_cache", o.cold}, {"rows", nlohmann::json::array()}, {"first_calls", nlohmann::json::array()}};
   bool first = true;
   for (int64_t N : o.kv_lens) {
