@@ -1,4 +1,4 @@
-// The lookup order of DESIGN decision 5 below the in-memory table: shipped read-only DBs
+// The lookup order of docs/design.md decision 5 below the in-memory table: shipped read-only DBs
 // (JITATTN_CACHE_RO, in order), then the user DB. Opening is lazy and failures degrade: a
 // shipped DB that cannot be opened, or whose pinned SHA-256 differs, is skipped with a warning;
 // a user DB that cannot be opened, or that lies in a directory other users could write to (as

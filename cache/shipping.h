@@ -1,4 +1,4 @@
-// Moving kernel caches between machines (DESIGN decision 5, issue 5): export a compact DB to ship
+// Moving kernel caches between machines (docs/design.md decision 5, issue 5): export a compact DB to ship
 // with a deployment, merge DBs, verify one, and evict from the user DB (gc).
 //
 // Nothing here knows how keys are made: what "current" means for verify comes in as a

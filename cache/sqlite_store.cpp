@@ -1,4 +1,4 @@
-// The SQLite kernel store (DESIGN decision 5). See cache/sqlite_store.h for the contract.
+// The SQLite kernel store (docs/design.md decision 5). See cache/sqlite_store.h for the contract.
 #include "cache/sqlite_store.h"
 
 #include <sqlite3.h>

@@ -1,4 +1,4 @@
-// The SQLite kernel store (DESIGN decision 5).
+// The SQLite kernel store (docs/design.md decision 5).
 //
 // One SqliteStore is one database file. The user DB is opened read-write (WAL, busy timeout,
 // BEGIN IMMEDIATE inserts); shipped DBs are opened read-only and immutable. Every row keeps the

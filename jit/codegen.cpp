@@ -52,7 +52,7 @@ Entry entry_of(const KernelSpec& spec) {
     case Op::bwd_pre: return {"bwd_rows.cuh", "bwd_pre", nullptr, "BwdParams"};
     case Op::bwd_post: return {"bwd_rows.cuh", "bwd_post", nullptr, "BwdParams"};
     case Op::merge: return {"merge.cuh", "merge_attentions", nullptr, "MergeParams"};
-    case Op::decode: return {"decode.cuh", "decode_attention", "DecodeLayout", "DecodeParams"};
+    case Op::decode: return {"decode.cuh", "decode_attention", "DecodeLayout", "DecodeParams"};  // mma and tma
     case Op::swiglu_fwd: return {"swiglu.cuh", "swiglu_fwd", nullptr, "SwigluParams"};
     case Op::swiglu_bwd: return {"swiglu.cuh", "swiglu_bwd", nullptr, "SwigluParams"};
     case Op::block_map: return {"block_map.cuh", "block_map", nullptr, "BlockMapParams"};
@@ -80,7 +80,7 @@ std::string generate_source(const KernelSpec& spec, const std::string& key) {
      << ", kWarps = " << spec.tile.warps << ";\n";
   if (s.op == Op::decode)
     os << "  static constexpr int kStages = " << decode_stages(spec.tile) << ";\n"
-       << "  static constexpr bool kTma = " << b(decode_tma(s)) << ";\n";
+       << "  static constexpr bool kTma = " << b(spec.family == Family::tma) << ";\n";
   os
      << "  static constexpr bool kAlign16 = " << b(s.align == 16) << ", kWriteLse = " << b(s.lse)
      << ", kVarlen = " << b(is_block_diagonal(s.bias)) << ", kPaged = " << b(is_paged(s.bias)) << ";\n"

@@ -1,4 +1,4 @@
-// Every environment variable jitattn reads, in one place (DESIGN decision 6): kEnvVars below.
+// Every environment variable jitattn reads, in one place (docs/design.md decision 6): kEnvVars below.
 // Each is read once per process; `changes_key` says whether it changes the cache key of the
 // kernels it affects (Triton's rule).
 #pragma once
@@ -32,6 +32,7 @@ inline constexpr EnvVarInfo kEnvVars[] = {
     {"JITATTN_BWD_DQ_TILE", true, "force a tile config (e.g. m64n64w4) for the deterministic backward's dQ kernel (bwd_dq)"},
     {"JITATTN_DECODE", false, "off: few-query forwards run the prefill kernels instead of the decode kernels (experiments; jit/ops/decode.cpp)"},
     {"JITATTN_DECODE_TILE", true, "force the decode kernels' tile (e.g. m16n128w4: block_m 16, keys per tile, warps); it is part of the name"},
+    {"JITATTN_DECODE_TMA", true, "off: the sm_90 decode kernels stream K/V by cp.async (the mma family) instead of tensor maps (the tma family); it is part of the name"},
     {"JITATTN_DECODE_SPLITS", false, "force the decode kernels' KV split count, 1 to 128 (tests, experiments; jit/ops/decode.cpp)"},
     {"JITATTN_VERBOSE", false, "1: log each compile, cache layer hit and new decode geometry (splits) to stderr"},
     {"JITATTN_RECORD", false, "append each distinct signature the process needs to this manifest (JSON Lines)"},

@@ -1,4 +1,4 @@
-// Signature → loaded CUfunction, through the layers of DESIGN decision 5:
+// Signature → loaded CUfunction, through the layers of docs/design.md decision 5:
 //   memory table (per CUDA context) → shipped DBs → user DB → NVRTC (one compile per key).
 // kernel() is the hot path of every call: one hash, one shared-lock lookup, no allocation.
 #pragma once

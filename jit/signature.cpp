@@ -66,6 +66,7 @@ const char* to_string(Family family) {
     case Family::simt: return "simt";
     case Family::wgmma: return "wgmma";
     case Family::mfma: return "mfma";
+    case Family::tma: return "tma";
   }
   return "?";
 }
@@ -242,6 +243,7 @@ std::optional<KernelSpec> KernelSpec::parse(const std::string& name) {
   else if (ft[0] == "simt") spec.family = Family::simt;
   else if (ft[0] == "wgmma") spec.family = Family::wgmma;
   else if (ft[0] == "mfma") spec.family = Family::mfma;
+  else if (ft[0] == "tma") spec.family = Family::tma;
   else return std::nullopt;
   auto tile = TileConfig::parse(ft[1]);
   if (!tile) return std::nullopt;

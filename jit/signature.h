@@ -53,9 +53,11 @@ const char* xformers_biases(BiasKind kind);  // the xFormers biases this kind se
 // mma: mma.sync (sm_80+); wgmma: Hopper's warpgroup MMA (the sm_90a forward); simt: the portable
 // family — the fp32 path, the row kernels, and on AMD (or under JITATTN_FAMILY=portable) every
 // dtype — whose source compiles for both backends (kernel_src/portability.cuh); mfma: the CDNA
-// matrix-core forward (kernel_src/fwd_mfma.cuh, behind JITATTN_AMD_MFMA: it has never run).
+// matrix-core forward (kernel_src/fwd_mfma.cuh, behind JITATTN_AMD_MFMA: it has never run); tma:
+// the decode kernel with K/V streamed through tensor maps (sm_90+; kernel_src/decode.cuh kTma),
+// where the mma decode kernel streams them by cp.async.
 // Appended: a family's name is part of kernel names.
-enum class Family : uint8_t { mma, simt, wgmma, mfma };
+enum class Family : uint8_t { mma, simt, wgmma, mfma, tma };
 
 const char* to_string(Op op);
 const char* to_string(BiasKind kind);  // none, causal, causal_br, tensor, bd_causal, ...
@@ -154,11 +156,10 @@ struct KernelSpec {
 
 // The decode kernel's K/V pipeline depth (kernel_src/decode.cuh: kStages): the tile's, else 3.
 inline int decode_stages(const TileConfig& t) { return t.stages ? t.stages : 3; }
-// Whether the decode kernel streams K/V through tensor maps (kernel_src/decode.cuh kTma): on
-// sm_90+, 16-byte aligned rows (the host gives a signature element alignment where its tensors
-// cannot be mapped: jit/ops/decode.cpp), unpaged keys, head dims of 64 or more; unless
-// JITATTN_DECODE_TMA=off, an experiment switch (it leaves kernel names as they are, so compare
-// the two forms with separate cache DBs).
+// Whether a decode signature takes the tma family (K/V through tensor maps, kernel_src/decode.cuh
+// kTma): sm_90+, 16-byte aligned rows (the host gives a signature element alignment where its
+// tensors cannot be mapped: jit/ops/decode.cpp), unpaged keys, head dims of 64 or more; unless
+// JITATTN_DECODE_TMA=off keeps the mma (cp.async) decode kernel.
 bool decode_tma(const Signature& sig);
 
 // The family and tile configuration for a signature: a small table per head dim and arch

@@ -107,6 +107,12 @@ bool wgmma_forward(const Signature& sig) {
 // The forwards fwd_mfma.cuh serves: f16/bf16 on a CDNA target with matrix cores, head dims
 // multiples of 16 (the k and n of one v_mfma_f32_16x16x16), under JITATTN_AMD_MFMA=on.
 bool mfma_head_dim(int d) { return d % 16 == 0 && d <= 256; }
+
+// The decode signatures the tma family can serve (decode_tma adds the environment).
+bool tma_decode_serves(const Signature& sig) {
+  return sig.op == Op::decode && sig.arch().backend == Backend::cuda && sig.arch_sm >= 90 && sig.align == 16 &&
+         !is_paged(sig.bias) && sig.head_dim >= 64 && sig.head_dim_v >= 64;
+}
 bool mfma_forward(const Signature& sig) {
   const GfxTarget* g = sig.arch().gfx();
   return sig.op == Op::fwd && g && g->mfma && sig.dtype != DType::f32 && mfma_head_dim(sig.head_dim) &&
@@ -127,6 +133,7 @@ KernelSpec make_spec(const Signature& sig) {
   else
     spec.family = sig.dtype == DType::f32 || rowwise || portable ? Family::simt
                   : wgmma_forward(sig)                           ? Family::wgmma
+                  : decode_tma(sig)                              ? Family::tma
                                                                  : Family::mma;
   const auto& forced = Env::get().tile;  // forward experiments only
   spec.tile = forced && sig.op == Op::fwd ? *forced : default_tile(sig, spec.family);
@@ -151,8 +158,7 @@ int smem_of(const Signature& sig, Family family, TileConfig tile) {
 }  // namespace
 
 bool decode_tma(const Signature& sig) {
-  return sig.op == Op::decode && sig.arch().backend == Backend::cuda && sig.arch_sm >= 90 && sig.align == 16 &&
-         !is_paged(sig.bias) && sig.head_dim >= 64 && sig.head_dim_v >= 64 && Env::get().decode_tma;
+  return tma_decode_serves(sig) && Env::get().decode_tma;
 }
 
 int KernelSpec::smem_bytes() const {
@@ -161,7 +167,7 @@ int KernelSpec::smem_bytes() const {
   switch (sig.op) {
     case Op::bwd_pre: case Op::bwd_post: case Op::merge: case Op::swiglu_fwd: case Op::swiglu_bwd: case Op::block_map: return 0;
     case Op::decode:  // Q and the K/V stages (decode.cuh DecodeLayout)
-      if (decode_tma(sig)) return 1024 + decode_stages(tile) * n * 128 * ((d + 63) / 64 + (dv + 63) / 64) + 2 * 16 * qk_stride;
+      if (family == Family::tma) return 1024 + decode_stages(tile) * n * 128 * ((d + 63) / 64 + (dv + 63) / 64) + 2 * 16 * qk_stride;
       return 2 * (16 * qk_stride + decode_stages(tile) * n * (qk_stride + v_stride));
     case Op::bwd: case Op::bwd_kv:
       if (family == Family::simt) return bwd_simt_smem_bytes(*this);
@@ -200,9 +206,13 @@ std::string validate_spec(const KernelSpec& spec) {
   if (s.op == Op::decode) {
     if (s.dtype == DType::f32) return "the decode kernels take f16/bf16 inputs";
     if (s.dropout) return "the decode kernels have no dropout";
-    if (spec.family != Family::mma) return "the decode kernels are of the mma family";
+    if (spec.family != Family::mma && spec.family != Family::tma) return "the decode kernels are of the mma or tma family";
+    if (spec.family == Family::tma && !tma_decode_serves(s))
+      return "the tma family needs sm_90 or newer, 16-byte aligned rows, unpaged keys and head dims of 64 or more";
     if (spec.tile.block_m != 16 || spec.tile.warps == 0 || spec.tile.block_n % (spec.tile.warps * 16) != 0)
       return "tile " + spec.tile.name() + ": decode takes block_m 16 and block_n a multiple of 16 x warps";
+  } else if (spec.family == Family::tma) {
+    return "the tma family is the decode kernel";
   } else if (spec.family == Family::mma && (s.op == Op::bwd || s.op == Op::bwd_kv)) {
     if (s.dtype == DType::f32) return "the mma family takes f16/bf16 inputs";
     if (spec.tile.block_n % (spec.tile.warps * 16) != 0)

@@ -8,7 +8,7 @@
 // kBlockN / kWarps keys of every key tile and keeps its own running max, sum and accumulator;
 // the warps are merged through shared memory once, at the end. Key/value tiles stream through
 // kStages shared buffers, kStages − 1 tiles in flight while one is computed, filled
-//   - with kTma (sm_90+, not paged): by the tensor-memory-access engine, four or so instructions
+//   - with kTma (the tma family: sm_90+, not paged): by the tensor-memory-access engine, four or so instructions
 //     of thread 0 per tile (a box of kBlockN rows × 64 columns each, 128-byte swizzled: row r's
 //     16-byte chunk c at chunk position c ^ (r % 8) of its 128-byte panel row), counted on one
 //     mbarrier per stage (bulk.cuh); the host encodes the tensor maps (DecodeParams);

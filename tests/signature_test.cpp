@@ -176,7 +176,11 @@ TEST(Signature, DecodeSourceSaysHowItsStagesFill) {
   s.op = Op::decode;
   s.bias = BiasKind::none;
   KernelSpec spec = make_spec(s);
-  EXPECT_EQ(spec.tile.name(), "m16n128w8");
+  EXPECT_EQ(spec.family, Family::tma);
+  EXPECT_EQ(spec.name(), "decode.sm_90a.bf16.d128.v128.none.lse.a16.tma_m16n128w8");
+  ASSERT_TRUE(KernelSpec::parse(spec.name()));
+  EXPECT_EQ(KernelSpec::parse(spec.name())->family, Family::tma);
+  EXPECT_EQ(validate_spec(spec), "");
   std::string src = generate_source(spec);
   EXPECT_NE(src.find("kStages = 3;"), std::string::npos);
   EXPECT_NE(src.find("kTma = true;"), std::string::npos);
@@ -200,7 +204,15 @@ TEST(Signature, DecodeSourceSaysHowItsStagesFill) {
   EXPECT_TRUE(tma(t));
   // cp.async stages: Q and three K/V stages of rows padded by 8 elements.
   t = s, t.align = 2;
+  EXPECT_EQ(make_spec(t).family, Family::mma);
   EXPECT_EQ(make_spec(t).smem_bytes(), 2 * (16 * 136 + 3 * 128 * (136 + 136)));
+  // A tma name for what the family cannot serve is refused with the reason.
+  KernelSpec paged = make_spec(s);
+  paged.sig.bias = BiasKind::pbd;
+  EXPECT_NE(validate_spec(paged).find("the tma family needs"), std::string::npos) << validate_spec(paged);
+  KernelSpec fwd = make_spec(base_sig());
+  fwd.family = Family::tma;
+  EXPECT_NE(validate_spec(fwd).find("the tma family is the decode kernel"), std::string::npos) << validate_spec(fwd);
 }
 
 TEST(Signature, SpecValidationNamesTheProblem) {

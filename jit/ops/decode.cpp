@@ -201,7 +201,7 @@ void decode(const ForwardPlan& p, CUstream stream) {
   const int64_t slots = int64_t(ctx.sm_count) * std::max(1, kernel.blocks_per_sm);
   dp.num_splits = decode_splits(chunks, visible_keys(p), slots, kernel.spec.tile.block_n);
   const int64_t blocks = chunks * dp.num_splits;
-  if (decode_tma(kernel.spec.sig) && p.k.m > 0) {  // decode_signature checked that both map
+  if (kernel.spec.family == Family::tma && p.k.m > 0) {  // decode_signature checked that both map
     const int block_n = kernel.spec.tile.block_n;
     const DecodeMapGeometry gk = *decode_map_geometry(p.k, kvh, 2, block_n), gv = *decode_map_geometry(p.v, kvh, 2, block_n);
     encode_map(dp.k_map, p.k_data, p.dtype, gk, "keys");

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Decode tile/pipeline sweep on the GPU host: each config's kernels in their own fresh cache DB
-# (JITATTN_DECODE_TMA does not change kernel names), then the anchors on the same shapes.
+# (every first call a compile), then the anchors on the same shapes. JITATTN_DECODE_TMA=on|off:
+# the tma (tensor maps) or mma (cp.async) decode family on sm_90.
 #   source .gpu/setup.sh && tools/perf/decode_sweep.sh $OUT "off:m16n128w8 on:m16n128w8:4"
 set -uo pipefail
 out=${1:-/tmp}
