@@ -160,9 +160,10 @@ TEST(Compile, EveryVariantForSm80AndSm90a) { compile_all(every_variant()); }
 
 TEST(Compile, EveryBackwardVariantForSm80AndSm90a) { compile_all(every_backward_variant()); }
 
-// The decode family (kernel_src/decode.cuh): every bias kind in bf16 on sm_90a with the LSE, a few
-// in f16 without it, and the head dims and archs whose tiles differ (m16n128w8, m16n64w4,
-// m16n32w2, m16n16w1), with Kv != K and element alignment.
+// The decode kernels (kernel_src/decode.cuh; the tma family on sm_90a where tensor maps serve,
+// mma elsewhere): every bias kind in bf16 on sm_90a with the LSE, a few in f16 without it, and the
+// head dims and archs whose tiles differ (m16n128w8, m16n64w4, m16n32w2, m16n16w1), with Kv != K
+// and element alignment, paged and not.
 std::vector<KernelSpec> every_decode_variant() {
   std::vector<KernelSpec> specs;
   Signature s;
@@ -183,13 +184,14 @@ std::vector<KernelSpec> every_decode_variant() {
   s.dtype = DType::bf16, s.out_dtype = DType::f32, s.bias = BiasKind::bd_causal_br;
   specs.push_back(make_spec(s));
   s.out_dtype = DType::bf16;
-  for (auto [sm, d, dv, align] : {std::tuple<int, int, int, int>{90, 256, 256, 16}, {90, 128, 64, 2}, {90, 64, 64, 16},
-                                  {80, 128, 128, 16}, {80, 256, 256, 2}, {86, 256, 256, 16}}) {
-    s.arch_sm = uint8_t(sm), s.arch_specific = sm == 90;
-    s.head_dim = uint16_t(d), s.head_dim_v = uint16_t(dv), s.align = uint8_t(align);
-    s.bias = BiasKind::pbd_causal_br;
-    specs.push_back(make_spec(s));
-  }
+  for (BiasKind bias : {BiasKind::pbd_causal_br, BiasKind::none})
+    for (auto [sm, d, dv, align] : {std::tuple<int, int, int, int>{90, 256, 256, 16}, {90, 128, 64, 2}, {90, 128, 64, 16},
+                                    {90, 64, 64, 16}, {80, 128, 128, 16}, {80, 256, 256, 2}, {86, 256, 256, 16}}) {
+      s.arch_sm = uint8_t(sm), s.arch_specific = sm == 90;
+      s.head_dim = uint16_t(d), s.head_dim_v = uint16_t(dv), s.align = uint8_t(align);
+      s.bias = bias;
+      specs.push_back(make_spec(s));
+    }
   return specs;
 }
 
