@@ -70,5 +70,29 @@ TEST(DecodeMap, RefusesWhatTmaCannotAddress) {
   EXPECT_FALSE(decode_map_geometry(view(2, 64, 1, 64, int64_t(1) << 39, 64, 64), 1, 2, 128));
 }
 
+// decode_signature: views the maps address take the tma family; views they cannot take the
+// kernel for element-aligned rows (never refused, never wrong), and other GPUs the mma family.
+TEST(DecodeMap, SignatureFallsBackWhereNoMapAddressesTheKeys) {
+  ForwardPlan p;
+  p.dtype = p.out_dtype = DType::bf16;
+  p.q = view(2, 1, 32, 128, 32 * 128, 32 * 128, 128);
+  p.k = p.v = view(2, 4096, 8, 128, 4096 * 8 * 128, 8 * 128, 128);
+  p.align = 16;
+  const Arch h100{90, true};
+  const Signature tma = decode_signature(p, h100);
+  EXPECT_EQ(tma.align, 16);
+  EXPECT_EQ(make_spec(tma).family, Family::tma);
+  EXPECT_EQ(make_spec(decode_signature(p, Arch{80, false})).family, Family::mma);
+  ForwardPlan rows0 = p;  // every key the same row: a stride-0 view along M
+  rows0.k.sm = 0;
+  const Signature fallback = decode_signature(rows0, h100);
+  EXPECT_EQ(fallback.align, 2);
+  EXPECT_EQ(make_spec(fallback).family, Family::mma);
+  EXPECT_EQ(validate_spec(make_spec(fallback)), "");
+  ForwardPlan padded = p;  // values with padded rows (136 elements, 272 bytes apart) still map
+  padded.v = view(2, 4096, 8, 128, 4096 * 8 * 136, 8 * 136, 136);
+  EXPECT_EQ(decode_signature(padded, h100).align, 16);
+}
+
 }  // namespace
 }  // namespace jitattn::jit::ops
