@@ -203,6 +203,7 @@ std::string validate_spec(const KernelSpec& spec) {
   }
   if (s.backend == uint8_t(Backend::cuda) && s.arch_sm < 80) return "arch " + s.arch().name() + " is older than sm_80";
   if (s.align != 16 && s.align != 2 && s.align != 4) return "align=" + std::to_string(s.align) + " must be 2, 4 or 16";
+  if (spec.tile.stages && s.op != Op::decode) return "tile " + spec.tile.name() + ": only the decode kernels take a stage count";
   if (s.op == Op::decode) {
     if (s.dtype == DType::f32) return "the decode kernels take f16/bf16 inputs";
     if (s.dropout) return "the decode kernels have no dropout";

@@ -20,20 +20,6 @@ namespace {
 
 constexpr double kInf = std::numeric_limits<double>::infinity();
 
-std::vector<unsigned char> encode(const std::vector<double>& v, DType dt) {
-  std::vector<unsigned char> bytes(v.size() * element_size(dt));
-  for (size_t i = 0; i < v.size(); ++i) {
-    if (dt == DType::f32) {
-      const float f = float(v[i]);
-      std::memcpy(&bytes[i * 4], &f, 4);
-    } else {
-      const uint16_t b = to_bits(v[i], dt);
-      std::memcpy(&bytes[i * 2], &b, 2);
-    }
-  }
-  return bytes;
-}
-
 DeviceBuffer upload(const std::vector<unsigned char>& bytes) {
   DeviceBuffer b(std::max<size_t>(bytes.size(), 16));
   if (!bytes.empty()) b.upload(bytes.data(), bytes.size());

@@ -202,6 +202,20 @@ void random_values(std::mt19937_64& rng, size_t n, DType dtype, std::vector<doub
   }
 }
 
+std::vector<unsigned char> encode(const std::vector<double>& values, DType dtype) {
+  std::vector<unsigned char> bytes(values.size() * element_size(dtype));
+  for (size_t i = 0; i < values.size(); ++i) {
+    if (dtype == DType::f32) {
+      const float f = float(values[i]);
+      std::memcpy(&bytes[i * 4], &f, 4);
+    } else {
+      const uint16_t b = to_bits(values[i], dtype);
+      std::memcpy(&bytes[i * 2], &b, 2);
+    }
+  }
+  return bytes;
+}
+
 std::vector<double> decode(const std::vector<unsigned char>& bytes, DType dtype) {
   const size_t es = element_size(dtype), n = bytes.size() / es;
   std::vector<double> out(n);

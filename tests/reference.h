@@ -70,6 +70,8 @@ double from_bits(uint16_t bits, DType dtype);
 void random_values(std::mt19937_64& rng, size_t n, DType dtype, std::vector<double>& values,
                    std::vector<unsigned char>& bytes, double stddev = 1.0);
 std::vector<double> decode(const std::vector<unsigned char>& bytes, DType dtype);
+// Values as bytes of `dtype` (f16/bf16 rounded to nearest even), the inverse of decode.
+std::vector<unsigned char> encode(const std::vector<double>& values, DType dtype);
 
 // ‖a − b‖ / ‖b‖ over the finite entries, +inf if a and b disagree on which entries are
 // non-finite (NaN never passes).

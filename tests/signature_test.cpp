@@ -213,6 +213,9 @@ TEST(Signature, DecodeSourceSaysHowItsStagesFill) {
   KernelSpec fwd = make_spec(base_sig());
   fwd.family = Family::tma;
   EXPECT_NE(validate_spec(fwd).find("the tma family is the decode kernel"), std::string::npos) << validate_spec(fwd);
+  KernelSpec staged = make_spec(base_sig());  // a stage count means nothing to the forward
+  staged.tile.stages = 4;
+  EXPECT_NE(validate_spec(staged).find("only the decode kernels take a stage count"), std::string::npos) << validate_spec(staged);
 }
 
 TEST(Signature, SpecValidationNamesTheProblem) {

@@ -8,7 +8,7 @@
 #include <string>
 #include <thread>
 #include <tuple>
-#include <vector>
+#include <utility>
 
 #include "jit/cuda_driver.h"
 #include "jit/env.h"
@@ -112,15 +112,17 @@ std::optional<DecodeMapGeometry> decode_map_geometry(const Bmhk& t, int64_t head
   };
   Axis axes[3] = {{0, t.m, t.sm}, {1, heads, t.sh}, {2, t.b, t.sb}};
   if (t.m == 0 || t.d == 0) return DecodeMapGeometry{};  // no keys: no block reads a tile (decode() encodes nothing)
-  std::vector<Axis> kept;
+  Axis kept[3];
+  size_t n = 0;
   for (const Axis& a : axes)
-    if (a.which == 0 || (a.extent > 1 && a.stride != 0)) kept.push_back(a);
+    if (a.which == 0 || (a.extent > 1 && a.stride != 0)) kept[n++] = a;
   if (t.m > 1 && t.sm <= 0) return std::nullopt;
-  std::sort(kept.begin(), kept.end(), [](const Axis& a, const Axis& b) { return a.stride < b.stride; });
+  for (size_t i = 1; i < n; ++i)  // by stride, at most three
+    for (size_t j = i; j > 0 && kept[j].stride < kept[j - 1].stride; --j) std::swap(kept[j], kept[j - 1]);
   DecodeMapGeometry g;
   g.dim[0] = uint64_t(t.d);
   uint64_t covered = uint64_t(t.d) * uint64_t(elem_bytes);  // bytes the lower dimensions span
-  for (size_t i = 0; i < kept.size(); ++i) {
+  for (size_t i = 0; i < n; ++i) {
     const Axis& a = kept[i];
     uint64_t bytes = uint64_t(a.stride) * uint64_t(elem_bytes);
     if (a.extent == 1 && a.stride <= 0) bytes = (covered + 15) / 16 * 16;  // a lone row: any valid stride
@@ -132,7 +134,7 @@ std::optional<DecodeMapGeometry> decode_map_geometry(const Bmhk& t, int64_t head
     if (a.which == 0) g.box[i + 1] = uint32_t(std::min<int64_t>(block_n, a.extent));  // a box fits in its tensor
     covered = bytes * uint64_t(a.extent);
   }
-  for (size_t i = kept.size(); i < 3; ++i) g.stride[i] = (covered + 15) / 16 * 16;  // extent 1: never stepped
+  for (size_t i = n; i < 3; ++i) g.stride[i] = (covered + 15) / 16 * 16;  // extent 1: never stepped
   for (uint64_t st : g.stride)
     if (st >= (uint64_t(1) << 40)) return std::nullopt;
   return g;
@@ -162,11 +164,10 @@ bool decode_applies(const ForwardPlan& p) {
 Signature decode_signature(const ForwardPlan& p, const Arch& arch) {
   Signature sig = forward_signature(p, arch);
   sig.op = Op::decode;
-  if (decode_tma(sig)) {
-    // Tensors a tensor map cannot address take the kernel for element-aligned rows instead.
-    const int block_n = make_spec(sig).tile.block_n;
-    if (!decode_map_geometry(p.k, kv_heads(p), 2, block_n) || !decode_map_geometry(p.v, kv_heads(p), 2, block_n)) sig.align = 2;
-  }
+  // Tensors a tensor map cannot address take the kernel for element-aligned rows instead (whether
+  // one can does not depend on the box's rows).
+  if (decode_tma(sig) && (!decode_map_geometry(p.k, kv_heads(p), 2, 1) || !decode_map_geometry(p.v, kv_heads(p), 2, 1)))
+    sig.align = 2;
   return sig;
 }
 
