@@ -44,6 +44,7 @@ Entry entry_of(const KernelSpec& spec) {
       return mma ? Entry{"fwd_mma.cuh", "fwd_mma", "FwdMmaLayout", "FwdParams"}
                              : Entry{"fwd_simt.cuh", "fwd_simt", "FwdSimtLayout", "FwdParams"};
     case Op::bwd: case Op::bwd_kv:
+      if (spec.family == Family::wgmma) return {"bwd_wgmma.cuh", "bwd_wgmma", "BwdWgmmaLayout", "BwdParams"};
       return mma ? Entry{"bwd_mma.cuh", "bwd_mma", "BwdMmaLayout", "BwdParams"}
                  : Entry{"bwd_simt.cuh", "bwd_simt", "BwdSimtLayout", "BwdParams"};
     case Op::bwd_dq:

@@ -96,6 +96,10 @@ Env read_env() {
     if (fam != "mma" && fam != "wgmma") throw Error(ErrorKind::invalid_argument, "JITATTN_FWD_FAMILY=" + fam + " is not one of mma, wgmma");
     env.fwd_mma_only = fam == "mma";
   }
+  if (const std::string fam = getenv_str("JITATTN_BWD_FAMILY"); !fam.empty()) {
+    if (fam != "mma" && fam != "wgmma") throw Error(ErrorKind::invalid_argument, "JITATTN_BWD_FAMILY=" + fam + " is not one of mma, wgmma");
+    env.bwd_mma_only = fam == "mma";
+  }
   if (const std::string fam = getenv_str("JITATTN_FAMILY"); !fam.empty()) {
     if (fam != "portable" && fam != "default")
       throw Error(ErrorKind::invalid_argument, "JITATTN_FAMILY=" + fam + " is not one of portable, default");

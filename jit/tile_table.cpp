@@ -60,6 +60,9 @@ TileConfig default_tile(const Signature& sig, Family family) {
       // kBlockN keys per block (16 per warp), kBlockM queries per step.
       // AMD's 64 KiB of LDS holds m16n32 up to d = 128, m8n16 at 256.
       if (family == Family::simt) return first_fitting(sig, family, {{16, 32, 4}, {16, 16, 4}, {8, 16, 4}});
+      // bwd_wgmma.cuh: two warpgroups of 64 keys, 64 queries per step (at d = 128 the Sᵀ, dPᵀ, dK
+      // and dV accumulators take 192 of the 255 registers; 128 queries at d = 64 spilled).
+      if (family == Family::wgmma) return {64, 128, 8};
       // H100, bf16, M = 4096: at d = 64, m128n128w8 246/214 TFLOP/s (non-causal/causal) against
       // m64n128w8 219/194 and m32n128w8 173/161; at d = 128 m128 does not fit in shared memory.
       // Smaller tiles only where the larger ones do not fit.
@@ -99,6 +102,14 @@ TileConfig default_tile(const Signature& sig, Family family) {
 // and value, independently) 64, 128, 192 or 256: Q·Kᵀ steps through 64-column panels and P·V is
 // one wgmma of N = the value head dim.
 bool wgmma_head_dim(int d) { return d % 64 == 0 && d <= 256; }
+// The backwards bwd_wgmma.cuh serves (dK/dV kernel; the deterministic mode's dQ kernel stays
+// mma): sm_90a, f16/bf16, 16-byte aligned rows, head dims 64/64, 128/64 or 128/128 (query/key,
+// value): the dK/dV accumulators of 64 keys per warpgroup must fit in registers beside Sᵀ/dPᵀ.
+bool wgmma_backward(const Signature& sig) {
+  return (sig.op == Op::bwd || sig.op == Op::bwd_kv) && sig.arch_sm == 90 && sig.arch_specific &&
+         sig.dtype != DType::f32 && sig.align == 16 &&
+         ((sig.head_dim == 64 && sig.head_dim_v == 64) || (sig.head_dim == 128 && (sig.head_dim_v == 64 || sig.head_dim_v == 128)));
+}
 bool wgmma_forward(const Signature& sig) {
   return sig.op == Op::fwd && sig.arch_sm == 90 && sig.arch_specific && sig.dtype != DType::f32 && sig.align == 16 &&
          wgmma_head_dim(sig.head_dim) && wgmma_head_dim(sig.head_dim_v) && !Env::get().fwd_mma_only;
@@ -133,12 +144,14 @@ KernelSpec make_spec(const Signature& sig) {
   else
     spec.family = sig.dtype == DType::f32 || rowwise || portable ? Family::simt
                   : wgmma_forward(sig)                           ? Family::wgmma
+                  : wgmma_backward(sig) && !Env::get().bwd_mma_only ? Family::wgmma
                   : decode_tma(sig)                              ? Family::tma
                                                                  : Family::mma;
   const auto& forced = Env::get().tile;  // forward experiments only
   spec.tile = forced && sig.op == Op::fwd ? *forced : default_tile(sig, spec.family);
   const auto& forced_bwd = Env::get().bwd_tile;
-  if (forced_bwd && (sig.op == Op::bwd || sig.op == Op::bwd_kv) && spec.family == Family::mma) spec.tile = *forced_bwd;
+  if (forced_bwd && (sig.op == Op::bwd || sig.op == Op::bwd_kv) && (spec.family == Family::mma || spec.family == Family::wgmma))
+    spec.tile = *forced_bwd;
   if (Env::get().decode_tile && sig.op == Op::decode) spec.tile = *Env::get().decode_tile;
   const auto& forced_dq = Env::get().bwd_dq_tile;
   if (forced_dq && sig.op == Op::bwd_dq && spec.family == Family::mma) spec.tile = *forced_dq;
@@ -171,6 +184,8 @@ int KernelSpec::smem_bytes() const {
       return 2 * (16 * qk_stride + decode_stages(tile) * n * (qk_stride + v_stride));
     case Op::bwd: case Op::bwd_kv:
       if (family == Family::simt) return bwd_simt_smem_bytes(*this);
+      if (family == Family::wgmma)  // K, V; two stages of Q, dO, dSᵀ (bwd only), lse and delta (bwd_wgmma.cuh)
+        return 1024 + 2 * (n * d + n * dv + 2 * m * d + 2 * m * dv + (sig.op == Op::bwd ? 2 * n * m : 0)) + 16 * m;
       // K, V; two stages of Q, dO, dSᵀ (bwd only), lse and delta (bwd_mma.cuh)
       return 2 * (n * qk_stride + n * v_stride + 2 * m * qk_stride + 2 * m * v_stride +
                   (sig.op == Op::bwd ? 2 * n * (m + 8) : 0)) + 16 * m;
@@ -220,8 +235,17 @@ std::string validate_spec(const KernelSpec& spec) {
       return "tile " + spec.tile.name() + ": block_n must be a multiple of 16 x warps";
     if (spec.tile.block_m % 16 != 0 || spec.tile.warps % (spec.tile.block_m / 16) != 0)
       return "tile " + spec.tile.name() + ": block_m must be a multiple of 16 whose 16-row tiles divide the warps";
+  } else if (spec.family == Family::wgmma && (s.op == Op::bwd || s.op == Op::bwd_kv)) {
+    if (!wgmma_backward(s))
+      return "the wgmma backward needs sm_90a, f16/bf16, 16-byte aligned rows and head dims 64/64, 128/64 or 128/128";
+    if (spec.tile.warps % 4 != 0 || spec.tile.block_n != 16 * spec.tile.warps)
+      return "tile " + spec.tile.name() + ": the wgmma backward has one warpgroup (4 warps) per 64 keys";
+    if (spec.tile.block_m != 64 && spec.tile.block_m != 128) return "tile " + spec.tile.name() + ": block_m must be 64 or 128";
+    const int dq_m = spec.tile.block_m / 64, groups = spec.tile.warps / 4;
+    if (groups % dq_m != 0 || (s.head_dim * dq_m / groups) % 32 != 0)
+      return "tile " + spec.tile.name() + ": the dQ product (block_m x head_dim) must split into pieces of 32 or more columns per warpgroup";
   } else if (spec.family == Family::wgmma) {
-    if (s.op != Op::fwd || s.arch_sm != 90 || !s.arch_specific) return "the wgmma family is the sm_90a forward";
+    if (s.op != Op::fwd || s.arch_sm != 90 || !s.arch_specific) return "the wgmma family is the sm_90a forward and backward";
     if (s.dtype == DType::f32) return "the wgmma family takes f16/bf16 inputs";
     if (s.align != 16) return "the wgmma family needs 16-byte aligned rows";
     if (!wgmma_head_dim(s.head_dim) || !wgmma_head_dim(s.head_dim_v))

@@ -42,38 +42,6 @@ struct FwdWgmmaLayout {
   static_assert(Cfg::kAlign16 && Cfg::kDType != kF32, "16-byte aligned f16/bf16 rows");
 };
 
-// Rows [row0, row0 + kRows) × kCols columns (a multiple of 64) into the swizzled layout of
-// wgmma.cuh at shared address `base`, by kThreads threads of which this is number `tid`; rows
-// ≥ `rows` are zero (0·NaN would poison the sums).
-template <int kRows, int kCols, int kThreads, class RowsAt>
-__device__ __forceinline__ void load_tile_sw128(unsigned base, const RowsAt& rows_at, int row0, int rows, int tid) {
-  constexpr int kChunksPerRow = kCols / 8;
-  constexpr int kChunks = kRows * kChunksPerRow;
-  constexpr int kSteps = ceil_div(kChunks, kThreads);
-  // A thread keeps one 16-byte column and steps down the rows; when the step is a multiple of 8
-  // rows its swizzle is fixed, and for a strided matrix its source moves by a constant.
-  constexpr int kRowStep = kThreads / kChunksPerRow;
-  constexpr bool kFixedColumn =
-      kThreads % kChunksPerRow == 0 && kRowStep % 8 == 0 && kRows % kRowStep == 0;
-  auto copy = [&](int k) {
-    if constexpr (kFixedColumn && !RowsAt::kPaged) {
-      const int r = tid / kChunksPerRow + k * kRowStep, chunk = tid % kChunksPerRow;
-      const bool valid = row0 + r < rows;
-      const auto* src = valid ? rows_at.base + (int64_t(row0 + r) * rows_at.ld + chunk * 8) : rows_at.base;
-      cp_async_16(base + sw128_offset(kRows, tid / kChunksPerRow, chunk) + k * kRowStep * 128, src, valid);
-    } else {
-      const int c = tid + k * kThreads;
-      if (kChunks % kThreads != 0 && c >= kChunks) return;
-      const int r = c / kChunksPerRow, chunk = c % kChunksPerRow;
-      const bool valid = row0 + r < rows;
-      const auto* src = valid ? rows_at(row0 + r) + chunk * 8 : rows_at.base;  // not read when invalid
-      cp_async_16(base + sw128_offset(kRows, r, chunk), src, valid);
-    }
-  };
-#pragma unroll
-  for (int k = 0; k < kSteps; ++k) copy(k);
-}
-
 // The block's coordinates and key range, its shared-memory tiles, one thread's output rows, and
 // the products and row math of one key tile.
 template <class Cfg, class Policy>

@@ -70,7 +70,30 @@ TEST(Signature, FamilyFollowsArchDtypeHeadDimAndAlignment) {
   EXPECT_EQ(family([](Signature& s) { s.head_dim = 192; }), Family::wgmma);  // MLA-like 192 / 128
   EXPECT_EQ(family([](Signature& s) { s.head_dim_v = 96; }), Family::mma);
   EXPECT_EQ(family([](Signature& s) { s.align = 2; }), Family::mma);
-  EXPECT_EQ(family([](Signature& s) { s.op = Op::bwd; }), Family::mma);
+  // The backward's dK/dV kernel: wgmma at head dims 64/64, 128/64 and 128/128, else mma; its
+  // deterministic dQ kernel stays mma.
+  EXPECT_EQ(family([](Signature& s) { s.op = Op::bwd; }), Family::wgmma);
+  EXPECT_EQ(family([](Signature& s) { s.op = Op::bwd_kv; s.head_dim = s.head_dim_v = 64; }), Family::wgmma);
+  EXPECT_EQ(family([](Signature& s) { s.op = Op::bwd; s.head_dim_v = 64; }), Family::wgmma);
+  EXPECT_EQ(family([](Signature& s) { s.op = Op::bwd; s.head_dim = 64; }), Family::mma);  // 64 / 128
+  EXPECT_EQ(family([](Signature& s) { s.op = Op::bwd; s.head_dim = s.head_dim_v = 256; }), Family::mma);
+  EXPECT_EQ(family([](Signature& s) { s.op = Op::bwd; s.align = 2; }), Family::mma);
+  EXPECT_EQ(family([](Signature& s) { s.op = Op::bwd; s.arch_sm = 80, s.arch_specific = 0; }), Family::mma);
+  EXPECT_EQ(family([](Signature& s) { s.op = Op::bwd_dq; }), Family::mma);
+  {
+    Signature bwd = base_sig();
+    bwd.op = Op::bwd;
+    EXPECT_EQ(make_spec(bwd).name(), "bwd.sm_90a.bf16.d128.v128.causal.lse.a16.wgmma_m64n128w8");
+    EXPECT_EQ(validate_spec(make_spec(bwd)), "");
+    KernelSpec wrong = make_spec(bwd);  // a warpgroup per 64 keys, so block_n = 16 x warps
+    wrong.tile = {64, 64, 8};
+    EXPECT_NE(validate_spec(wrong).find("one warpgroup (4 warps) per 64 keys"), std::string::npos);
+    wrong.tile = {32, 128, 8};
+    EXPECT_NE(validate_spec(wrong).find("block_m must be 64 or 128"), std::string::npos);
+    wrong = make_spec(bwd);
+    wrong.sig.head_dim = wrong.sig.head_dim_v = 96;
+    EXPECT_NE(validate_spec(wrong).find("wgmma backward needs"), std::string::npos);
+  }
   EXPECT_EQ(family([](Signature& s) { s.dtype = s.out_dtype = DType::f32; s.align = 4; }), Family::simt);
   // A local window gets the small tile: its blocks are short.
   Signature local = base_sig();

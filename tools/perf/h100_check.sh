@@ -42,6 +42,10 @@ if has tests; then
   # (every other arch and head dim) gets the same tests on this card too.
   echo "== forward GPU tests with JITATTN_FWD_FAMILY=mma"
   (export JITATTN_FWD_FAMILY=mma; run_gpu_tests mma "${MMA_TESTS_FILTER:-ForwardGpu.*:BiasGpu.*:MergeGpu.*}")
+  # The backward's dK/dV kernel on sm_90a is the wgmma family at head dims 64/128; the mma family
+  # (other archs and head dims) gets the backward tests on this card too.
+  echo "== backward GPU tests with JITATTN_BWD_FAMILY=mma"
+  (export JITATTN_BWD_FAMILY=mma; run_gpu_tests bwd_mma "${BWD_MMA_TESTS_FILTER:-BackwardGpu.*:*BackwardFamily*:*VariantGpu.*}")
   echo "== decode GPU tests (the split count as the host chooses it, then every call split in 3)"
   run_gpu_tests decode "${DECODE_TESTS_FILTER:-*}" jitattn_decode_gpu_tests
   (export JITATTN_DECODE_SPLITS=3; run_gpu_tests decode_forced_splits "${DECODE_TESTS_FILTER:-*}" jitattn_decode_gpu_tests)
@@ -103,6 +107,9 @@ if has bench; then
   export JITATTN_CACHE=$caches/bench.sqlite
   build/tools/jitattn bench --dtype bf16 --head-dims 64,128 --seqlens 4096,16384 --causal both --reps 20 --bwd \
     --json "$out/bench.json" | grep -vE "^first call"
+  echo "-- JITATTN_BWD_FAMILY=mma (the mma.sync backward in the same call)"
+  JITATTN_BWD_FAMILY=mma build/tools/jitattn bench --dtype bf16 --head-dims 64,128 --seqlens 4096,16384 --causal both --reps 20 --bwd |
+    grep " bwd "
   for t in ${BWD_TILES:-}; do
     echo "-- JITATTN_BWD_TILE=$t"
     JITATTN_BWD_TILE=$t build/tools/jitattn bench --dtype bf16 --head-dims 64,128 --seqlens 4096 --causal both --reps 20 --bwd | grep " bwd "

@@ -1,0 +1,181 @@
+// What the two tensor-core backwards (bwd_mma.cuh on mma.sync, bwd_wgmma.cuh on Hopper's
+// warpgroup MMA) share once Sᵀ = K·Qᵀ and dPᵀ = V·dOᵀ are in registers.
+//
+// Both hold a warp's products in the m16n8 accumulator layout (which wgmma's m64nN accumulator
+// repeats per warp, wgmma.cuh): x[kt][nt][e] is key j0 + 16·kt + g + 8·(e/2) and query
+// m0 + 8·nt + 2·t + e%2, with g = lane/4 and t = lane%4. That layout is also the A-fragment
+// layout, so Pᵀ and dSᵀ feed dV += Pᵀ·dO and dK += dSᵀ·Q where they are.
+#pragma once
+#include "bias_policies.cuh"
+#include "common.cuh"
+
+namespace jitattn {
+
+// Row i of a [rows, cols] fp32 matrix: rows ≥ `rows` are zero-filled.
+template <int kN, int kThreads>
+__device__ __forceinline__ void load_floats(float* smem, const float* g, int row0, int rows) {
+  for (int i = threadIdx.x; i < kN; i += kThreads) {
+    const bool valid = row0 + i < rows;
+    cp_async_4(smem_addr(smem + i), valid ? g + row0 + i : g, valid);
+  }
+}
+
+// Pᵀ into s, the kept probabilities into pd (under dropout; s otherwise), and dSᵀ into dp, with
+// P recomputed from the saved LSE: Pᵀ = exp(Sᵀ·scale − lse), dSᵀ = Pᵀ ∘ (dPᵀ − delta).
+// lse_row/delta_row: the query block's kBM values (shared memory).
+template <class Cfg, bool kMasked, class Policy, class Seq, int kKT, int kNT>
+__device__ __forceinline__ void bwd_probs(float (&s)[kKT][kNT][4], float (&dp)[kKT][kNT][4], float (&pd)[kKT][kNT][4],
+                                          const FwdParams& p, const Policy& policy, const Seq& seq, int h, int m0,
+                                          int j0, int g, int t, const float* lse_row, const float* delta_row) {
+  const int mq = seq.mq, mkv = seq.mkv;
+  struct alignas(8) Pair { float x, y; };
+#pragma unroll
+  for (int nt = 0; nt < kNT; ++nt) {
+    // This thread's two queries: their lse (base 2; a query that saw no key has lse = -inf and
+    // P = 0, which exp2(x - inf) gives) and delta.
+    const Pair l = *reinterpret_cast<const Pair*>(lse_row + nt * 8 + 2 * t);
+    const Pair dl = *reinterpret_cast<const Pair*>(delta_row + nt * 8 + 2 * t);
+    const float inf = __int_as_float(0x7f800000);
+    const float lse2[2] = {l.x == neg_inf() ? inf : l.x * kLog2e, l.y == neg_inf() ? inf : l.y * kLog2e};
+    const float delta[2] = {dl.x, dl.y};
+#pragma unroll
+    for (int kt = 0; kt < kKT; ++kt)
+#pragma unroll
+      for (int e2 = 0; e2 < 2; ++e2) {  // the two key rows g and g + 8
+        const int j = j0 + kt * 16 + g + e2 * 8;
+        bool keep[2] = {true, true};
+        if constexpr (Cfg::kDropout) {
+          const int i = m0 + nt * 8 + 2 * t;
+          // Elements (i, j) and (i + 1, j) are a row of the index space apart.
+          const unsigned long long row = (unsigned long long)(seq.batch * p.heads + h) * p.mq_rows;
+          const unsigned long long e0 = (row + seq.q_start + i) * p.mkv_rows + seq.k_start + j;
+          keep[0] = dropout_keep1(p, e0);
+          keep[1] = dropout_keep1(p, e0 + p.mkv_rows);
+        }
+#pragma unroll
+        for (int c = 0; c < 2; ++c) {
+          const int e = e2 * 2 + c;
+          const float raw = s[kt][nt][e] * p.scale_log2;
+          const int i = m0 + nt * 8 + 2 * t + c;
+          float x = raw;
+          if constexpr (kMasked && Policy::kLogitAnywhere) {
+            const float y = policy.logit(x, imin(i, mq - 1), imin(j, mkv - 1));
+            x = j < mkv && i < mq ? y : neg_inf();
+          } else if constexpr (kMasked) {
+            x = j >= mkv || i >= mq ? neg_inf() : policy.logit(x, i, j);
+          } else if constexpr (Policy::kScore) {
+            x = policy.score(x, i, j);
+          }
+          const float pv = fast_exp2(x - lse2[c]);
+          s[kt][nt][e] = pv;
+          const float dpv = keep[c] ? dp[kt][nt][e] * p.dropout_scale : 0.f;
+          pd[kt][nt][e] = keep[c] ? pv : 0.f;
+          float ds = pv * (dpv - delta[c]);
+          if constexpr (Policy::kScoreGrad) {  // through a user score_mod: dS · d score_mod / d score
+            const float sg = policy.score_grad(raw, imin(i, mq - 1), imin(j, mkv - 1));
+            ds = pv != 0.f ? ds * sg : ds;
+          }
+          dp[kt][nt][e] = ds;
+        }
+      }
+  }
+}
+
+// dbias = dS, unscaled, for query head h.
+template <class Cfg, class Seq, int kKT, int kNT>
+__device__ __forceinline__ void bwd_store_dbias(const float (&ds)[kKT][kNT][4], const BwdParams& bp, const Seq& seq,
+                                                int h, int m0, int j0, int g, int t) {
+  using T = typename DType<Cfg::kDType>::T;
+  T* db = static_cast<T*>(bp.dbias) + seq.batch * bp.dbias_stride_b + h * bp.dbias_stride_h;
+#pragma unroll
+  for (int kt = 0; kt < kKT; ++kt)
+#pragma unroll
+    for (int nt = 0; nt < kNT; ++nt)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int i = m0 + nt * 8 + 2 * t + (e & 1), j = j0 + kt * 16 + g + (e >= 2 ? 8 : 0);
+        if (i < seq.mq && j < seq.mkv)
+          db[int64_t(seq.q_start + i) * bp.dbias_stride_m + seq.k_start + j] = from_float<Cfg::kDType>(ds[kt][nt][e]);
+      }
+}
+
+// The A fragments of one 16-query step kp of x[kt] (Pᵀ or dSᵀ) in the input type.
+template <int DT, int kNT>
+__device__ __forceinline__ void bwd_a_fragment(unsigned (&a)[4], const float (&x)[kNT][4], int kp) {
+  a[0] = pack2<DT>(x[2 * kp][0], x[2 * kp][1]);
+  a[1] = pack2<DT>(x[2 * kp][2], x[2 * kp][3]);
+  a[2] = pack2<DT>(x[2 * kp + 1][0], x[2 * kp + 1][1]);
+  a[3] = pack2<DT>(x[2 * kp + 1][2], x[2 * kp + 1][3]);
+}
+
+// dQ partials of rows row0 + 16·mt + g (+8), columns col0 + 8·c + 2·t (+1) into the fp32
+// accumulator `acc` (rows of kHeadDim floats): rows ≥ mq and columns ≥ kHeadDim are skipped.
+template <int kHeadDim, int kMT, int kCT>
+__device__ __forceinline__ void bwd_add_dq(float* acc, const float (&dq)[kMT][kCT][4], int row0, int col0, int mq,
+                                           int g, int t) {
+#pragma unroll
+  for (int mt = 0; mt < kMT; ++mt)
+#pragma unroll
+    for (int c = 0; c < kCT; ++c) {
+      const int col = col0 + c * 8 + 2 * t;
+      if (col >= kHeadDim) continue;
+#pragma unroll
+      for (int e2 = 0; e2 < 2; ++e2) {
+        const int i = row0 + mt * 16 + g + e2 * 8;
+        if (i >= mq) continue;
+        atomic_add_f32x2(acc + int64_t(i) * kHeadDim + col, dq[mt][c][2 * e2], dq[mt][c][2 * e2 + 1]);
+      }
+    }
+}
+
+// The block's dK · scale and dV (· 1/(1-p) under dropout) of keys j0 + 16·kt + g (+8) of
+// key/value head hk, rows past the sequence end skipped; summed into the fp32 accumulators instead
+// when the host set them (see BwdParams::dk_accum).
+template <class Cfg, class Seq, int kKT, int kDKT, int kDVT>
+__device__ __forceinline__ void bwd_store_dkdv(const float (&dk)[kKT][kDKT][4], const float (&dv)[kKT][kDVT][4],
+                                               const BwdParams& bp, const Seq& seq, int hk, int j0, int g, int t) {
+  using T = typename DType<Cfg::kDType>::T;
+  const FwdParams& p = bp.f;
+  T* dkp = static_cast<T*>(bp.dk) + seq.batch * bp.dk_stride_b + hk * bp.dk_stride_h + int64_t(seq.k_start) * bp.dk_stride_m;
+  T* dvp = static_cast<T*>(bp.dv) + seq.batch * bp.dv_stride_b + hk * bp.dv_stride_h + int64_t(seq.k_start) * bp.dv_stride_m;
+  const float dv_scale = Cfg::kDropout ? p.dropout_scale : 1.f;
+  float* ak = dkv_accum_rows(bp, bp.dk_accum, seq.batch, hk, seq.k_start, Cfg::kHeadDim);
+  float* av = dkv_accum_rows(bp, bp.dv_accum, seq.batch, hk, seq.k_start, Cfg::kHeadDimV);
+#pragma unroll
+  for (int kt = 0; kt < kKT; ++kt)
+#pragma unroll
+    for (int e2 = 0; e2 < 2; ++e2) {
+      const int j = j0 + kt * 16 + g + e2 * 8;
+      if (j >= seq.mkv) continue;
+#pragma unroll
+      for (int c = 0; c < kDKT; ++c) {
+        const int col = c * 8 + 2 * t;
+        if (col >= Cfg::kHeadDim) continue;
+        const float x0 = dk[kt][c][2 * e2] * bp.scale, x1 = dk[kt][c][2 * e2 + 1] * bp.scale;
+        if (ak) {
+          atomic_add_f32(ak + int64_t(j) * Cfg::kHeadDim + col, x0);
+          atomic_add_f32(ak + int64_t(j) * Cfg::kHeadDim + col + 1, x1);
+          continue;
+        }
+        T* row = dkp + int64_t(j) * bp.dk_stride_m + col;
+        if constexpr (Cfg::kAlign16) *reinterpret_cast<unsigned*>(row) = pack2<Cfg::kDType>(x0, x1);
+        else row[0] = from_float<Cfg::kDType>(x0), row[1] = from_float<Cfg::kDType>(x1);
+      }
+#pragma unroll
+      for (int c = 0; c < kDVT; ++c) {
+        const int col = c * 8 + 2 * t;
+        if (col >= Cfg::kHeadDimV) continue;
+        const float x0 = dv[kt][c][2 * e2] * dv_scale, x1 = dv[kt][c][2 * e2 + 1] * dv_scale;
+        if (av) {
+          atomic_add_f32(av + int64_t(j) * Cfg::kHeadDimV + col, x0);
+          atomic_add_f32(av + int64_t(j) * Cfg::kHeadDimV + col + 1, x1);
+          continue;
+        }
+        T* row = dvp + int64_t(j) * bp.dv_stride_m + col;
+        if constexpr (Cfg::kAlign16) *reinterpret_cast<unsigned*>(row) = pack2<Cfg::kDType>(x0, x1);
+        else row[0] = from_float<Cfg::kDType>(x0), row[1] = from_float<Cfg::kDType>(x1);
+      }
+    }
+}
+
+}  // namespace jitattn

@@ -1,0 +1,257 @@
+// Backward attention on Hopper's warpgroup MMA (sm_90a): bwd_mma.cuh's algorithm with wgmma.
+//
+// One block owns kBlockN = 64·(warpgroups) keys of one (sequence, key/value head) and walks
+// every query block that sees them, for every query head of the GQA group (dK and dV summed over
+// the group in registers), as bwd_mma.cuh does. Warpgroup w owns keys 64w..64w+63 and keeps
+// their dK and dV accumulators in registers. Per query block of kBlockM queries:
+//   Sᵀ = K·Qᵀ and dPᵀ = V·dOᵀ: both operands in shared memory, K-major (M = the warpgroup's 64
+//     keys, N = kBlockM queries);
+//   Pᵀ and dSᵀ in registers (bwd_tile.cuh); dV += Pᵀ·dO and dK += dSᵀ·Q take them as register
+//     A operands and dO, Q from shared memory, MN-major (read transposed);
+//   dQ += dS·K (kDq): dSᵀ goes to shared memory as [key][query]; after the next block barrier
+//     each warpgroup multiplies its kDqM-th 64 queries × kDqN columns of it (A = dS and B = K,
+//     both MN-major) while the next query block's Sᵀ/dPᵀ run, and adds the piece into
+//     dq_accum with fp32 vector reductions. The deterministic mode leaves kDq off (bwd_dq_mma.cuh).
+// Q, dO, lse and delta of the next query block load (cp.async) during the current one. Every tile
+// is 128-byte swizzled (wgmma.cuh).
+//
+// Cfg as in bwd_mma.cuh. This family takes head dims (query/key, value) 64/64, 128/64 or 128/128,
+// kBlockM 64 or 128 (whose dQ pieces are 32 columns or more), kBlockN = 64 per warpgroup,
+// kAlign16, f16/bf16 (jit/tile_table.cpp picks it only then).
+#pragma once
+#include "bias_policies.cuh"
+#include "bwd_tile.cuh"
+#include "common.cuh"
+#include "wgmma.cuh"
+
+namespace jitattn {
+
+template <class Cfg>
+struct BwdWgmmaLayout {
+  static constexpr int kGroups = Cfg::kWarps / 4;  // warpgroups, 64 keys each
+  static constexpr int kThreads = Cfg::kWarps * 32;
+  static constexpr int kBM = Cfg::kBlockM, kBN = Cfg::kBlockN;
+  static constexpr int kKBytes = kBN * Cfg::kHeadDim * 2, kVBytes = kBN * Cfg::kHeadDimV * 2;
+  static constexpr int kQBytes = kBM * Cfg::kHeadDim * 2, kOBytes = kBM * Cfg::kHeadDimV * 2;  // a stage of Q, dO
+  static constexpr int kSBytes = Cfg::kDq ? kBN * kBM * 2 : 0;  // a stage of dSᵀ
+  // dQ of a query block (kBM × kHeadDim): warpgroup w computes queries 64·(w % kDqM).. and
+  // columns kDqN·(w / kDqM)..
+  static constexpr int kDqM = kBM / 64;
+  static constexpr int kDqN = Cfg::kHeadDim * kDqM / kGroups;
+  // 1024 bytes of slack for the 1024-byte alignment of the swizzled tiles; K, V; two stages of
+  // Q, dO and dSᵀ; lse and delta, two stages each.
+  static constexpr int kSmemBytes = 1024 + kKBytes + kVBytes + 2 * (kQBytes + kOBytes + kSBytes) + 2 * 2 * kBM * 4;
+  static_assert(Cfg::kWarps % 4 == 0 && kBN == 64 * kGroups, "one warpgroup (4 warps) per 64 keys");
+  static_assert(kBM == 64 || kBM == 128, "query blocks of 64 or 128");
+  static_assert((Cfg::kHeadDim == 64 || Cfg::kHeadDim == 128) && (Cfg::kHeadDimV == 64 || Cfg::kHeadDimV == 128),
+                "head dims 64 or 128");
+  static_assert(kGroups % kDqM == 0 && kDqN % 32 == 0, "the dQ product must tile over the warpgroups");
+  static_assert(Cfg::kAlign16 && Cfg::kDType != kF32, "16-byte aligned f16/bf16 rows");
+};
+
+__device__ __forceinline__ void st_shared_u32(unsigned addr, unsigned x) {
+  asm volatile("st.shared.u32 [%0], %1;\n" ::"r"(addr), "r"(x) : "memory");
+}
+
+template <class Cfg, class Policy>
+__device__ __forceinline__ void bwd_wgmma(const BwdParams& bp) {
+  const FwdParams& p = bp.f;
+  using L = BwdWgmmaLayout<Cfg>;
+  using T = typename DType<Cfg::kDType>::T;
+  constexpr int kDT = Cfg::kDType;
+  constexpr int kBM = Cfg::kBlockM, kBN = Cfg::kBlockN, kD = Cfg::kHeadDim, kDv = Cfg::kHeadDimV;
+  constexpr int kThreads = L::kThreads, kDqN = L::kDqN;
+  constexpr int kNT = kBM / 8;   // 8-wide query tiles of Sᵀ
+  constexpr int kKP = kBM / 16;  // 16-query steps of dV and dK
+
+  extern __shared__ __align__(1024) unsigned char smem_raw[];
+  const unsigned raw = smem_addr(smem_raw), smem = (raw + 1023u) & ~1023u;
+  const unsigned sK = smem, sV = sK + L::kKBytes;
+  const unsigned sQ = sV + L::kVBytes, sO = sQ + 2 * L::kQBytes, sS = sO + 2 * L::kOBytes;  // two stages each
+  float* sLse = reinterpret_cast<float*>(smem_raw + (sS + 2 * L::kSBytes - raw));  // [2][kBM]
+  float* sDelta = sLse + 2 * kBM;                                                  // [2][kBM]
+
+  const int n_blocks = ceil_div(bp.max_mkv, kBN);
+  const int n_block = blockIdx.x % n_blocks;
+  const int pair = blockIdx.x / n_blocks;
+  const int hk = pair % bp.kv_heads, b = pair / bp.kv_heads;
+  const SeqGeometry<Cfg::kVarlen> seq(p, b);
+  const int mq = seq.mq, mkv = seq.mkv;
+  const int k_lo = n_block * kBN;
+  if (k_lo >= mkv) return;  // varlen: this sequence has fewer keys
+  const int tid = threadIdx.x, wg = tid / 128, warp = (tid / 32) % 4, lane = tid % 32;
+  const int g = lane / 4, t = lane % 4;
+  const int j0 = k_lo + wg * 64 + warp * 16;  // this thread's keys: j0 + g and j0 + g + 8
+  const int group = p.kv_group;
+
+  const Rows<T, false> k = kv_rows<T, false>(p, p.k, p.k_stride_b, p.k_stride_h, p.k_stride_m, seq, hk, b);
+  const Rows<T, false> v = kv_rows<T, false>(p, p.v, p.v_stride_b, p.v_stride_h, p.v_stride_m, seq, hk, b);
+  load_tile_sw128<kBN, kD, kThreads>(sK, k, k_lo, mkv, tid);
+  load_tile_sw128<kBN, kDv, kThreads>(sV, v, k_lo, mkv, tid);
+  cp_async_commit();
+
+  // The query blocks that see these keys (the same for every head of the group); candidates and
+  // skipped tiles as in bwd_mma.cuh.
+  int q_begin, q_end;
+  {
+    const Policy policy(p, b, hk * group, mq, mkv);
+    policy.q_range(k_lo, imin(k_lo + kBN, mkv), mq, q_begin, q_end);
+  }
+  const int m_first = q_begin / kBM;
+  const int n_m = q_end > q_begin ? ceil_div(q_end, kBM) - m_first : 0;
+  const int n_iters = n_m * group;
+  auto head_of = [&](int c) { return hk * group + c / n_m; };
+  auto m0_of = [&](int c) { return (m_first + c % n_m) * kBM; };
+  TileSet<Policy::kSkipsTiles> tiles;
+  tiles.build(n_iters, [&](int c) {
+    const int m0 = m0_of(c);
+    return Policy(p, b, head_of(c), mq, mkv).tile_state(m0, imin(m0 + kBM, mq), k_lo, imin(k_lo + kBN, mkv));
+  });
+  const int n_visits = tiles.count();
+
+  auto issue_loads = [&](int it, int c) {
+    const int h = head_of(c), m0 = m0_of(c);
+    const int buf = it & 1;
+    const Rows<T, false> q(static_cast<const T*>(p.q) + seq.batch * p.q_stride_b + h * p.q_stride_h +
+                               int64_t(seq.q_start) * p.q_stride_m, p.q_stride_m);
+    const Rows<T, false> dout(static_cast<const T*>(bp.dout) + seq.batch * bp.do_stride_b + h * bp.do_stride_h +
+                                  int64_t(seq.q_start) * bp.do_stride_m, bp.do_stride_m);
+    load_tile_sw128<kBM, kD, kThreads>(sQ + buf * L::kQBytes, q, m0, mq, tid);
+    load_tile_sw128<kBM, kDv, kThreads>(sO + buf * L::kOBytes, dout, m0, mq, tid);
+    const float* lse = p.lse + seq.batch * p.lse_stride_b + h * p.lse_stride_h + seq.q_start;
+    const float* delta = bp.delta + (int64_t(seq.batch) * p.heads + h) * p.mq_rows + seq.q_start;
+    load_floats<kBM, kThreads>(sLse + buf * kBM, lse, m0, mq);
+    load_floats<kBM, kThreads>(sDelta + buf * kBM, delta, m0, mq);
+  };
+  int c = tiles.next(0);
+  if (n_visits > 0) issue_loads(0, c);
+  cp_async_commit();
+
+  float dk[1][kD / 8][4], dv[1][kDv / 8][4];
+#pragma unroll
+  for (int i = 0; i < kD / 8; ++i)
+#pragma unroll
+    for (int e = 0; e < 4; ++e) dk[0][i][e] = 0.f;
+#pragma unroll
+  for (int i = 0; i < kDv / 8; ++i)
+#pragma unroll
+    for (int e = 0; e < 4; ++e) dv[0][i][e] = 0.f;
+
+  // Sᵀ = K·Qᵀ and dPᵀ = V·dOᵀ of stage `buf`, issued and committed: every 16-column step moves
+  // 32 bytes along a panel of this warpgroup's 64 key rows and of the query block's rows.
+  auto issue_sdp = [&](float (&s)[kNT][4], float (&dp)[kNT][4], int buf) {
+    const unsigned sq = opaque(sQ + buf * L::kQBytes), so = opaque(sO + buf * L::kOBytes);
+    const unsigned k_rows = opaque(sK + wg * 64 * 128), v_rows = opaque(sV + wg * 64 * 128);
+#pragma unroll
+    for (int ks = 0; ks < kD / 16; ++ks) {
+      const unsigned panel = ks / 4, col = (ks % 4) * 32;
+      wgmma_ss<kBM, kDT>(s, wgmma_desc(k_rows + panel * kBN * 128 + col, 16, 1024),
+                         wgmma_desc(sq + panel * kBM * 128 + col, 16, 1024), ks > 0);
+    }
+#pragma unroll
+    for (int ks = 0; ks < kDv / 16; ++ks) {
+      const unsigned panel = ks / 4, col = (ks % 4) * 32;
+      wgmma_ss<kBM, kDT>(dp, wgmma_desc(v_rows + panel * kBN * 128 + col, 16, 1024),
+                         wgmma_desc(so + panel * kBM * 128 + col, 16, 1024), ks > 0);
+    }
+    wgmma_commit();
+  };
+  // This warpgroup's piece of dQ = dS·K from dSᵀ stage `buf`, issued and committed. Both operands
+  // are MN-major: 16-key steps are 2048 bytes apart, 64-column panels kBN·128.
+  const int dq_m = wg % L::kDqM, dq_n = wg / L::kDqM;
+  auto issue_dq = [&](float (&dq)[kDqN / 8][4], int buf) {
+    const unsigned a0 = opaque(sS + buf * L::kSBytes + dq_m * kBN * 128);
+    const unsigned b0 = opaque(sK + (dq_n * kDqN / 64) * kBN * 128 + (dq_n * kDqN % 64) * 2);
+#pragma unroll
+    for (int ks = 0; ks < kBN / 16; ++ks)
+      wgmma_ss_tt<kDqN, kDT>(dq, wgmma_desc(a0 + ks * 2048, kBN * 128, 1024), wgmma_desc(b0 + ks * 2048, kBN * 128, 1024),
+                             ks > 0);
+    wgmma_commit();
+  };
+  // Pᵀ and dSᵀ from Sᵀ and dPᵀ, then dV += Pᵀ·dO and dK += dSᵀ·Q issued and committed (pa, sa
+  // are their A operands: untouched until the wait), and dSᵀ stored for dQ. Every tile takes
+  // the masked path (bounds and the policy's logit per element): a second, unmasked copy of the
+  // step made ptxas serialize the wgmma pipeline for want of registers (sm_90a, d = 128).
+  float s[1][kNT][4], dp[1][kNT][4], dq[1][kDqN / 8][4];
+  unsigned pa[kKP][4], sa[kKP][4];
+  auto step = [&](int it, int c) {
+    const int h = head_of(c), m0 = m0_of(c);
+    const int buf = it & 1;
+    const Policy policy(p, b, h, mq, mkv);
+    float pd[1][kNT][4];
+    bwd_probs<Cfg, true>(s, dp, pd, p, policy, seq, h, m0, j0, g, t, sLse + buf * kBM, sDelta + buf * kBM);
+    if constexpr (Cfg::kDBias) bwd_store_dbias<Cfg>(dp, bp, seq, h, m0, j0, g, t);
+#pragma unroll
+    for (int kp = 0; kp < kKP; ++kp) {
+      bwd_a_fragment<kDT>(pa[kp], Cfg::kDropout ? pd[0] : s[0], kp);
+      bwd_a_fragment<kDT>(sa[kp], dp[0], kp);
+    }
+    const unsigned sq = opaque(sQ + buf * L::kQBytes), so = opaque(sO + buf * L::kOBytes);
+    wgmma_fence();
+#pragma unroll
+    for (int kp = 0; kp < kKP; ++kp) wgmma_rs_tb<kDv, kDT>(dv[0], pa[kp], wgmma_desc(so + kp * 2048, kBM * 128, 1024));
+#pragma unroll
+    for (int kp = 0; kp < kKP; ++kp) wgmma_rs_tb<kD, kDT>(dk[0], sa[kp], wgmma_desc(sq + kp * 2048, kBM * 128, 1024));
+    wgmma_commit();
+    if constexpr (Cfg::kDq) {
+      // sa[kp] holds keys r and r + 8, queries 16·kp + 2t (+1) and 16·kp + 8 + 2t (+1).
+      const unsigned ss = sS + buf * L::kSBytes;
+      const int r = wg * 64 + warp * 16 + g;
+#pragma unroll
+      for (int kp = 0; kp < kKP; ++kp)
+#pragma unroll
+        for (int half = 0; half < 2; ++half)
+#pragma unroll
+          for (int e2 = 0; e2 < 2; ++e2)
+            st_shared_u32(ss + sw128_offset(kBN, r + 8 * e2, 2 * kp + half) + 4 * t, sa[kp][2 * half + e2]);
+    }
+  };
+
+  // With dQ, one more pass after the last visit runs its dQ product.
+  int c_prev = 0;
+  const int n_passes = n_visits + (Cfg::kDq && n_visits > 0 ? 1 : 0);
+  for (int it = 0; it < n_passes; ++it) {
+    const int c_next = it + 1 < n_visits ? tiles.next(c + 1) : 0;
+    // Q(it), dO(it) (and K, V) have landed and dSᵀ(it - 1) is stored, visible to wgmma; every
+    // warpgroup is done with iteration it - 1.
+    cp_async_wait<0>();
+    fence_proxy_async();
+    __syncthreads();
+    if (it + 1 < n_visits) issue_loads(it + 1, c_next);
+    cp_async_commit();
+    const bool visit = it < n_visits, dq_prev = Cfg::kDq && it > 0;
+    if (visit) {
+      wgmma_fence();
+      issue_sdp(s[0], dp[0], it & 1);
+      wgmma_wait<0>();
+      wgmma_hold(s[0]);
+      wgmma_hold(dp[0]);
+      step(it, c);  // issues dV, dK
+    }
+    if (dq_prev) {  // behind dV, dK on the tensor cores; Sᵀ, dPᵀ are dead by now
+      wgmma_fence();
+      issue_dq(dq[0], (it - 1) & 1);
+    }
+    wgmma_wait<0>();
+    if (visit) {
+      wgmma_hold(dk[0]);
+      wgmma_hold(dv[0]);
+      wgmma_hold(pa);
+      wgmma_hold(sa);
+    }
+    if (dq_prev) {
+      wgmma_hold(dq[0]);
+      const int h = head_of(c_prev), m0 = m0_of(c_prev);
+      float* acc = bp.dq_accum + ((int64_t(seq.batch) * p.heads + h) * p.mq_rows + seq.q_start) * kD;
+      bwd_add_dq<kD>(acc, dq, m0 + dq_m * 64 + warp * 16, dq_n * kDqN, mq, g, t);
+    }
+    if (visit) {
+      c_prev = c;
+      c = c_next;
+    }
+  }
+  cp_async_wait<0>();  // with no visit, K and V are still in flight
+  bwd_store_dkdv<Cfg>(dk, dv, bp, seq, hk, j0, g, t);
+}
+
+}  // namespace jitattn
