@@ -185,7 +185,8 @@ int KernelSpec::smem_bytes() const {
     case Op::bwd: case Op::bwd_kv:
       if (family == Family::simt) return bwd_simt_smem_bytes(*this);
       if (family == Family::wgmma)  // K, V; two stages of Q, dO, dSᵀ (bwd only), lse and delta (bwd_wgmma.cuh)
-        return 1024 + 2 * (n * d + n * dv + 2 * m * d + 2 * m * dv + (sig.op == Op::bwd ? 2 * n * m : 0)) + 16 * m;
+        return 1024 + 2 * (n * d + n * dv + 2 * m * d + 2 * m * dv + (sig.op == Op::bwd ? 2 * n * m : 0)) +
+               (sig.op == Op::bwd ? 4 * m * d : 0) + 16 * m;  // and dQ in fp32 (bwd only)
       // K, V; two stages of Q, dO, dSᵀ (bwd only), lse and delta (bwd_mma.cuh)
       return 2 * (n * qk_stride + n * v_stride + 2 * m * qk_stride + 2 * m * v_stride +
                   (sig.op == Op::bwd ? 2 * n * (m + 8) : 0)) + 16 * m;

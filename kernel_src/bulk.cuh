@@ -51,12 +51,39 @@ __device__ __forceinline__ void tma_load_4d(unsigned dst, const void* map, int c
       "l"(map), "r"(c0), "r"(c1), "r"(c2), "r"(c3), "r"(bar)
       : "memory");
 }
+
+// The box of a 2-D tensor map at {c0, c1} (innermost first) += the box at shared `src` (laid out as
+// the map's swizzle says), added by the copy engine in this thread's current bulk group. Rows
+// past the tensor's end are left out.
+__device__ __forceinline__ void tma_reduce_add_2d(const void* map, unsigned src, int c0, int c1) {
+  asm volatile("cp.reduce.async.bulk.tensor.2d.global.shared::cta.add.tile.bulk_group [%0, {%1, %2}], [%3];\n" ::"l"(map),
+               "r"(c0), "r"(c1), "r"(src)
+               : "memory");
+}
+__device__ __forceinline__ void bulk_commit() { asm volatile("cp.async.bulk.commit_group;\n" ::: "memory"); }
+// Returns once this thread's bulk groups but the last kPending have read their shared memory
+// (kRead) or are complete.
+template <int kPending, bool kRead>
+__device__ __forceinline__ void bulk_wait() {
+  if constexpr (kRead) asm volatile("cp.async.bulk.wait_group.read %0;\n" ::"n"(kPending) : "memory");
+  else asm volatile("cp.async.bulk.wait_group %0;\n" ::"n"(kPending) : "memory");
+}
+// Threads [0, n) of the block (n a multiple of 32) meet at named barrier `id` (1..15; 0 is
+// __syncthreads'); the others go on.
+__device__ __forceinline__ void named_barrier_sync(unsigned id, unsigned n) {
+  asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(n) : "memory");
+}
 #else  // no bulk copies before sm_90 (nor on AMD): kernels test their Cfg and never call these
 __device__ __forceinline__ void fence_proxy_async() {}
 __device__ __forceinline__ void mbar_init(unsigned, unsigned) {}
 __device__ __forceinline__ void mbar_arrive_expect_tx(unsigned, unsigned) {}
 __device__ __forceinline__ void mbar_wait(unsigned, unsigned) {}
 __device__ __forceinline__ void tma_load_4d(unsigned, const void*, int, int, int, int, unsigned) {}
+__device__ __forceinline__ void tma_reduce_add_2d(const void*, unsigned, int, int) {}
+__device__ __forceinline__ void bulk_commit() {}
+template <int kPending, bool kRead>
+__device__ __forceinline__ void bulk_wait() {}
+__device__ __forceinline__ void named_barrier_sync(unsigned, unsigned) {}
 #endif
 
 }  // namespace jitattn

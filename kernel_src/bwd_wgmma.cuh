@@ -10,8 +10,15 @@
 //     A operands and dO, Q from shared memory, MN-major (read transposed);
 //   dQ += dS·K (kDq): dSᵀ goes to shared memory as [key][query]; after the next block barrier
 //     each warpgroup multiplies its kDqM-th 64 queries × kDqN columns of it (A = dS and B = K,
-//     both MN-major) while the next query block's Sᵀ/dPᵀ run, and adds the piece into
-//     dq_accum with fp32 vector reductions. The deterministic mode leaves kDq off (bwd_dq_mma.cuh).
+//     both MN-major) behind that iteration's dV/dK products. The pieces meet in shared memory in
+//     fp32, 128-byte swizzled boxes of 32 columns, and after the next block barrier the copy
+//     engine adds each box into dq_accum through the tensor map BwdParams::dq_map
+//     (cp.reduce.async.bulk.tensor). On the H200 at d = 128, per-thread fp32 reductions of the
+//     same values (red.global.add.v2) made the kernel 1.6× slower than leaving them out, and so
+//     did a bulk reduction per (padded) row (docs/perf-notes.md).
+//     Rows of a box past the sequence's end add zeros (their dS rows are zero) to rows of the
+//     next sequence or padding.
+//     The deterministic mode leaves kDq off (bwd_dq_mma.cuh).
 // Q, dO, lse and delta of the next query block load (cp.async) during the current one. Every tile
 // is 128-byte swizzled (wgmma.cuh).
 //
@@ -38,9 +45,14 @@ struct BwdWgmmaLayout {
   // columns kDqN·(w / kDqM)..
   static constexpr int kDqM = kBM / 64;
   static constexpr int kDqN = Cfg::kHeadDim * kDqM / kGroups;
+  // The query block's dQ in fp32 for the copy engine: kHeadDim / 32 boxes of kBM rows × 128 bytes,
+  // 16-byte chunk c of row r at chunk position c ^ (r % 8) (the map's 128-byte swizzle).
+  static constexpr int kDqBoxBytes = kBM * 128;
+  static constexpr int kDqBytes = Cfg::kDq ? kBM * Cfg::kHeadDim * 4 : 0;
   // 1024 bytes of slack for the 1024-byte alignment of the swizzled tiles; K, V; two stages of
-  // Q, dO and dSᵀ; lse and delta, two stages each.
-  static constexpr int kSmemBytes = 1024 + kKBytes + kVBytes + 2 * (kQBytes + kOBytes + kSBytes) + 2 * 2 * kBM * 4;
+  // Q, dO and dSᵀ; dQ; lse and delta, two stages each.
+  static constexpr int kSmemBytes =
+      1024 + kKBytes + kVBytes + 2 * (kQBytes + kOBytes + kSBytes) + kDqBytes + 2 * 2 * kBM * 4;
   static_assert(Cfg::kWarps % 4 == 0 && kBN == 64 * kGroups, "one warpgroup (4 warps) per 64 keys");
   static_assert(kBM == 64 || kBM == 128, "query blocks of 64 or 128");
   static_assert((Cfg::kHeadDim == 64 || Cfg::kHeadDim == 128) && (Cfg::kHeadDimV == 64 || Cfg::kHeadDimV == 128),
@@ -68,7 +80,8 @@ __device__ __forceinline__ void bwd_wgmma(const BwdParams& bp) {
   const unsigned raw = smem_addr(smem_raw), smem = (raw + 1023u) & ~1023u;
   const unsigned sK = smem, sV = sK + L::kKBytes;
   const unsigned sQ = sV + L::kVBytes, sO = sQ + 2 * L::kQBytes, sS = sO + 2 * L::kOBytes;  // two stages each
-  float* sLse = reinterpret_cast<float*>(smem_raw + (sS + 2 * L::kSBytes - raw));  // [2][kBM]
+  const unsigned sDq = sS + 2 * L::kSBytes;                                      // kHeadDim / 32 boxes
+  float* sLse = reinterpret_cast<float*>(smem_raw + (sDq + L::kDqBytes - raw));  // [2][kBM]
   float* sDelta = sLse + 2 * kBM;                                                  // [2][kBM]
 
   const int n_blocks = ceil_div(bp.max_mkv, kBN);
@@ -207,8 +220,30 @@ __device__ __forceinline__ void bwd_wgmma(const BwdParams& bp) {
     }
   };
 
-  // With dQ, one more pass after the last visit runs its dQ product.
-  int c_prev = 0;
+  // This warpgroup's dQ piece into the block's fp32 rows, and those rows (the query block of
+  // candidate c) added into dq_accum by warp 0, one bulk reduction per row of the sequence.
+  auto store_dq = [&]() {
+#pragma unroll
+    for (int i = 0; i < kDqN / 8; ++i)
+#pragma unroll
+      for (int e2 = 0; e2 < 2; ++e2) {
+        const int row = dq_m * 64 + warp * 16 + g + 8 * e2, col = dq_n * kDqN + 8 * i + 2 * t;
+        const unsigned at = sDq + (col / 32) * L::kDqBoxBytes + row * 128 + ((((col % 32) / 4) ^ (row % 8)) << 4) + (col % 4) * 4;
+        asm volatile("st.shared.v2.f32 [%0], {%1, %2};\n" ::"r"(at),
+                     "f"(dq[0][i][2 * e2]), "f"(dq[0][i][2 * e2 + 1])
+                     : "memory");
+      }
+  };
+  auto flush_dq = [&](int c) {  // lanes 0 .. kD / 32 - 1 of warp 0
+    const int row0 = (seq.batch * p.heads + head_of(c)) * p.mq_rows + seq.q_start + m0_of(c);
+    tma_reduce_add_2d(bp.dq_map, sDq + lane * L::kDqBoxBytes, lane * 32, row0);
+    bulk_commit();
+  };
+  const bool dq_lane = tid < kD / 32;
+
+  // With dQ, one more pass after the last visit runs its dQ product. A dQ stored in pass it is
+  // flushed after the barrier that starts pass it + 1 (c_dq: its candidate).
+  int c_prev = 0, c_dq = 0;
   const int n_passes = n_visits + (Cfg::kDq && n_visits > 0 ? 1 : 0);
   for (int it = 0; it < n_passes; ++it) {
     const int c_next = it + 1 < n_visits ? tiles.next(c + 1) : 0;
@@ -217,6 +252,8 @@ __device__ __forceinline__ void bwd_wgmma(const BwdParams& bp) {
     cp_async_wait<0>();
     fence_proxy_async();
     __syncthreads();
+    const bool dq_stored = Cfg::kDq && it >= 2;  // pass it - 1 stored the dQ of visit it - 2
+    if (dq_stored && dq_lane) flush_dq(c_dq);
     if (it + 1 < n_visits) issue_loads(it + 1, c_next);
     cp_async_commit();
     const bool visit = it < n_visits, dq_prev = Cfg::kDq && it > 0;
@@ -241,9 +278,12 @@ __device__ __forceinline__ void bwd_wgmma(const BwdParams& bp) {
     }
     if (dq_prev) {
       wgmma_hold(dq[0]);
-      const int h = head_of(c_prev), m0 = m0_of(c_prev);
-      float* acc = bp.dq_accum + ((int64_t(seq.batch) * p.heads + h) * p.mq_rows + seq.q_start) * kD;
-      bwd_add_dq<kD>(acc, dq, m0 + dq_m * 64 + warp * 16, dq_n * kDqN, mq, g, t);
+      if (dq_stored) {  // the flush of this pass has read the rows before they are overwritten
+        if (dq_lane) bulk_wait<0, true>();
+        named_barrier_sync(1, kThreads);
+      }
+      store_dq();
+      c_dq = c_prev;
     }
     if (visit) {
       c_prev = c;
@@ -251,6 +291,14 @@ __device__ __forceinline__ void bwd_wgmma(const BwdParams& bp) {
     }
   }
   cp_async_wait<0>();  // with no visit, K and V are still in flight
+  if (Cfg::kDq && n_visits > 0) {  // the last pass's dQ
+    fence_proxy_async();
+    __syncthreads();
+    if (dq_lane) {
+      flush_dq(c_dq);
+      bulk_wait<0, false>();
+    }
+  }
   bwd_store_dkdv<Cfg>(dk, dv, bp, seq, hk, j0, g, t);
 }
 

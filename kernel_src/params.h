@@ -113,6 +113,10 @@ struct BwdParams {
   // rows (overlapping gappy keys) or dK/dV cannot be zeroed with one memset.
   float* dk_accum;
   float* dv_accum;
+  // bwd on the wgmma family (bwd_wgmma.cuh) with dq_accum set: a tensor map (CUtensorMap) of
+  // dq_accum as [rows, head_dim] fp32, boxes of 32 columns × kBlockM rows, 128-byte swizzle,
+  // through which the copy engine adds each query block's dQ.
+  alignas(64) unsigned char dq_map[128];
 };
 
 // Decode (decode.cuh): few queries per sequence. Block (b, hk, split, row chunk) packs the

@@ -19,8 +19,23 @@ namespace {
 constexpr size_t kAlign = 256;
 size_t round_up(size_t x) { return (x + kAlign - 1) / kAlign * kAlign; }
 
-// The grid of each backward kernel, by its op.
-void launch_backward(const LoadedKernel& kernel, BwdParams& params, CUstream stream) {
+// bwd_wgmma.cuh adds each query block's dQ into dq_accum through a tensor map: dq_accum as
+// [rows, head_dim] fp32 from params.dq_accum, boxes of 32 columns × block_m rows, 128-byte swizzle.
+void encode_dq_map(BwdParams& params, int64_t rows, int head_dim, int block_m) {
+  const CudaDriver& d = CudaDriver::require();
+  const uint64_t dim[2] = {uint64_t(head_dim), uint64_t(rows)};
+  const uint64_t stride[1] = {uint64_t(head_dim) * 4};
+  const uint32_t box[2] = {32, uint32_t(block_m)}, element_strides[2] = {1, 1};
+  check_cuda(d.cuTensorMapEncodeTiled(reinterpret_cast<CUtensorMap*>(params.dq_map), CU_TENSOR_MAP_DATA_TYPE_FLOAT32, 2,
+                                      params.dq_accum, dim, stride, box, element_strides, CU_TENSOR_MAP_INTERLEAVE_NONE,
+                                      CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
+                                      CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE),
+             "cuTensorMapEncodeTiled (backward dq_accum)");
+}
+
+// The grid of each backward kernel, by its op. dq_rows: the rows of dq_accum from params.dq_accum
+// on (-1: batch_rows · heads · mq_rows), for the wgmma family's tensor map.
+void launch_backward(const LoadedKernel& kernel, BwdParams& params, CUstream stream, int64_t dq_rows = -1) {
   const FwdParams& f = params.f;
   const TileConfig& tile = kernel.spec.tile;
   int64_t blocks = 0;
@@ -33,6 +48,10 @@ void launch_backward(const LoadedKernel& kernel, BwdParams& params, CUstream str
       break;
     case Op::bwd: case Op::bwd_kv:  // one block per (key block, key/value head, sequence)
       blocks = ceil_div(params.max_mkv, tile.block_n) * params.kv_heads * f.batch;
+      if (kernel.spec.sig.op == Op::bwd && kernel.spec.family == Family::wgmma && params.dq_accum) {
+        const int64_t rows = dq_rows >= 0 ? dq_rows : int64_t(f.batch_rows) * f.heads * f.mq_rows;
+        if (rows > 0) encode_dq_map(params, rows, kernel.spec.sig.head_dim, tile.block_m);
+      }
       break;
     case Op::bwd_dq:  // the forward's grid
       params.f.pairs_per_chunk = pairs_per_chunk(kernel.spec, f);
@@ -288,7 +307,7 @@ void backward_add(const BackwardPlan& part, int64_t q_rows, int64_t q_row, float
   bp.dk_accum = dk_accum + k_row * p.k.d;
   bp.dv_accum = dv_accum + k_row * p.v.d;
   bp.dq = bp.dk = bp.dv = nullptr;  // never written with the accumulators set
-  launch_backward(main, bp, stream);
+  launch_backward(main, bp, stream, int64_t(bp.f.batch_rows) * bp.f.heads * q_rows - q_row);
 }
 
 void backward_write(const ForwardPlan& like, const Bmhk& x, const float* accum, void* grad, float scale,
