@@ -181,20 +181,24 @@ class Problem {
     memory_efficient_attention_forward(view(q_), view(k_), view(v_), bias, view(out_));
   }
 
-  // The backward's buffers, and the forward's out and lse for `bias` that it reads.
-  void prepare_backward(const AttnBias& bias) {
+  // The backward's buffers, and the forward's out and lse for `bias` that it reads (dropout p:
+  // the forward's and the backward's, seed 1).
+  void prepare_backward(const AttnBias& bias, double p = 0) {
     if (!dout_) {
       dout_ = std::make_unique<DeviceBuffer>(bytes());
       dout_->upload(random_normal(numel(), dtype_, 99));
       for (auto* b : {&dq_, &dk_, &dv_}) *b = std::make_unique<DeviceBuffer>(bytes());
       lse_ = std::make_unique<DeviceBuffer>(size_t(shape_.B * shape_.H * shape_.M) * 4);
     }
-    memory_efficient_attention_forward_requires_grad(view(q_), view(k_), view(v_), bias, view(out_), lse_view());
+    AttentionOptions o;
+    o.p = p, o.seed = 1;
+    memory_efficient_attention_forward_requires_grad(view(q_), view(k_), view(v_), bias, view(out_), lse_view(), o);
   }
   // One backward call (after prepare_backward with the same bias).
-  void run_backward(const AttnBias& bias, bool deterministic) const {
+  void run_backward(const AttnBias& bias, bool deterministic, double p = 0) const {
     BackwardOptions o;
     o.deterministic = deterministic;
+    o.p = p, o.seed = 1;
     memory_efficient_attention_backward(view(*dout_), view(out_), lse_view(), view(q_), view(k_), view(v_), bias,
                                         view(*dq_), view(*dk_), view(*dv_), {}, o);
   }
@@ -434,14 +438,16 @@ int run_bench(const BenchOptions& o) {
                                {"causal", causal}, {"ms", ms}, {"tflops", tflops}});
         if (o.backward) {  // anchors.py's convention: a backward is 2.5 forwards of FLOPs
           const AttnBias bias = causal ? AttnBias{LowerTriangularMask{}} : AttnBias{};
-          p.prepare_backward(bias);
-          const double bms = median_ms_of([&] { p.run_backward(bias, o.deterministic); }, o.reps);
+          p.prepare_backward(bias, o.dropout);
+          const double bms = median_ms_of([&] { p.run_backward(bias, o.deterministic, o.dropout); }, o.reps);
           const double btf = 2.5 * s.flops(causal) / (bms * 1e-3) / 1e12;
-          std::printf("jitattn   K=%3d M=%5lld causal=%d bwd %4.0f TFLOP/s %6.3f ms%s\n", K, (long long)M, int(causal), btf,
-                      bms, o.deterministic ? " (deterministic)" : "");
+          char drop[32] = "";
+          if (o.dropout > 0) std::snprintf(drop, sizeof drop, " (dropout %g)", o.dropout);
+          std::printf("jitattn   K=%3d M=%5lld causal=%d bwd %4.0f TFLOP/s %6.3f ms%s%s\n", K, (long long)M, int(causal), btf,
+                      bms, o.deterministic ? " (deterministic)" : "", drop);
           std::fflush(stdout);
           doc["rows"].push_back({{"op", o.deterministic ? "bwd_deterministic" : "bwd"}, {"K", K}, {"M", M}, {"B", s.B},
-                                 {"H", s.H}, {"causal", causal}, {"ms", bms}, {"tflops", btf}});
+                                 {"H", s.H}, {"causal", causal}, {"dropout", o.dropout}, {"ms", bms}, {"tflops", btf}});
         }
       }
     }

@@ -95,6 +95,7 @@ struct BenchOptions {
   bool cold = false;            // fresh empty cache for this process: the first call compiles
   bool backward = false;        // also time the backward (TFLOP/s at 2.5x the forward's FLOPs)
   bool deterministic = false;   // ... in its deterministic mode
+  double dropout = 0;           // ... with this dropout probability (seed 1)
   // --masks: like `.gpu/anchors.py --masks`, at M = seqlens.back(), K = head_dims.back(), B = 1:
   // full causal, causal with a local window, and documents causal within each (doc_lens, or
   // 16 random lengths summing to M).

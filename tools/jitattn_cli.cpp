@@ -574,6 +574,9 @@ int run(int argc, char** argv) {
   bench->add_flag("--cold", bo.cold, "use a fresh empty cache, so the first call includes its compile");
   bench->add_flag("--bwd", bo.backward, "also time the backward (TFLOP/s counted as 2.5 forwards, as anchors.py)");
   bench->add_flag("--deterministic", bo.deterministic, "time the backward's deterministic mode");
+  bench->add_option("--dropout", bo.dropout, "time the backward with this dropout probability (its forward too)")
+      ->check(CLI::Range(0.0, 0.99))
+      ->needs("--bwd");
   bench->add_flag("--masks", bo.masks, "causal, a local window and packed documents, as anchors.py --masks");
   bench->add_option("--window", bo.window, "--masks: local window size")->check(CLI::PositiveNumber);
   bench->add_option("--doc-lens", bo.doc_lens, "--masks: document lengths summing to M")->delimiter(',');

@@ -110,6 +110,10 @@ if has bench; then
   echo "-- JITATTN_BWD_FAMILY=mma (the mma.sync backward in the same call)"
   JITATTN_BWD_FAMILY=mma build/tools/jitattn bench --dtype bf16 --head-dims 64,128 --seqlens 4096,16384 --causal both --reps 20 --bwd |
     grep " bwd "
+  echo "-- dropout 0.1 (wgmma, then mma)"
+  build/tools/jitattn bench --dtype bf16 --head-dims 64,128 --seqlens 16384 --causal no --reps 10 --bwd --dropout 0.1 | grep " bwd "
+  JITATTN_BWD_FAMILY=mma build/tools/jitattn bench --dtype bf16 --head-dims 64,128 --seqlens 16384 --causal no --reps 10 --bwd \
+    --dropout 0.1 | grep " bwd "
   for t in ${BWD_TILES:-}; do
     echo "-- JITATTN_BWD_TILE=$t"
     JITATTN_BWD_TILE=$t build/tools/jitattn bench --dtype bf16 --head-dims 64,128 --seqlens 4096 --causal both --reps 20 --bwd | grep " bwd "
