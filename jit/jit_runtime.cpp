@@ -1,7 +1,9 @@
 #include "jit/jit_runtime.h"
 
+#include <algorithm>
 #include <chrono>
 #include <iostream>
+#include <thread>
 
 #include "cache/digest.h"
 #include "jit/codegen.h"
@@ -139,6 +141,31 @@ const ContextInfo& JitRuntime::context(int device) {
   std::unique_lock<std::shared_mutex> lock(ctx_mu_);
   contexts_.push_back(std::move(info));
   return *contexts_.back();
+}
+
+int JitRuntime::prefetch(const std::vector<Signature>& sigs, const ContextInfo& ctx) {
+  if (env_.jit != JitPolicy::on) return 0;
+  std::vector<KernelSpec> missing;
+  {
+    std::shared_lock<std::shared_mutex> lock(table_mu_);
+    for (const Signature& s : sigs) {
+      if (table_.count(MemKey{s, ctx.ctx})) continue;
+      if (std::any_of(missing.begin(), missing.end(), [&](const KernelSpec& m) { return m.sig == s; })) continue;
+      missing.push_back(make_spec(s));
+    }
+  }
+  if (missing.size() < 2) return 0;
+  std::vector<std::thread> threads;
+  for (const KernelSpec& spec : missing)
+    threads.emplace_back([this, &spec] {
+      if (!validate_spec(spec).empty()) return;
+      try {
+        (void)binary(spec);
+      } catch (...) {  // kernel() compiles it again and raises the error where the caller expects it
+      }
+    });
+  for (auto& t : threads) t.join();
+  return int(missing.size());
 }
 
 const LoadedKernel& JitRuntime::kernel(const Signature& sig, const ContextInfo& ctx) {

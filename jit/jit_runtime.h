@@ -76,6 +76,13 @@ class JitRuntime {
   // The kernel for `sig` loaded in `ctx`. Hot path: lookup only, once warm.
   const LoadedKernel& kernel(const Signature& sig, const ContextInfo& ctx);
 
+  // For an op whose call needs several kernels (the backward): finds or compiles, one thread each,
+  // the binaries of those of `sigs` not loaded in `ctx` yet, so that a never-seen call waits for
+  // its slowest compile rather than for their sum; kernel() then finds them in the user DB.
+  // Only under JITATTN_JIT=on, where a compile is stored, and only when two or more are missing.
+  // Errors are left for kernel() to raise, in the caller's order. Returns how many were missing.
+  int prefetch(const std::vector<Signature>& sigs, const ContextInfo& ctx);
+
   // The binary for a spec, from the cache layers or compiled (honouring JITATTN_JIT). Works
   // without a GPU; this is what `jitattn prewarm` calls. `served_by` names the layer or the compiler (compiled_by).
   // `not_stored`, for a binary compiled now (by this call or one it waited for), says why it

@@ -57,6 +57,36 @@ TEST(Runtime, CompilesOnceThenServesFromSqlite) {
   EXPECT_EQ(rec.name, spec.name());
 }
 
+// The backward's prefetch: the missing binaries of a call, each once, side by side; nothing
+// when fewer than two are missing or when a compile would not be stored; an invalid signature
+// among them is left for kernel() to refuse.
+TEST(Runtime, PrefetchCompilesTheMissingKernelsOfACallOnce) {
+  TempDir dir("jitattn_runtime_test");
+  const fs::path db = dir.path / "kernels.sqlite";
+  Signature pre = small_spec().sig, post = pre, post64 = pre, bad = pre;
+  pre.op = Op::bwd_pre, post.op = Op::bwd_post, post64.op = Op::bwd_post;
+  post64.head_dim = post64.head_dim_v = 64;
+  bad.head_dim = 12;  // not a multiple of 8
+  const ContextInfo no_gpu{};
+  {
+    JitRuntime readonly(env_for(db, JitPolicy::readonly));
+    EXPECT_EQ(readonly.prefetch({pre, post}, no_gpu), 0);
+    EXPECT_EQ(readonly.stats().compiles.load(), 0);
+  }
+  JitRuntime rt(env_for(db, JitPolicy::on));
+  EXPECT_EQ(rt.prefetch({pre}, no_gpu), 0);  // one missing kernel: kernel() compiles it as before
+  EXPECT_EQ(rt.stats().compiles.load(), 0);
+  EXPECT_EQ(rt.prefetch({pre, post, pre, bad, post64}, no_gpu), 4);
+  EXPECT_EQ(rt.stats().compiles.load(), 3);
+  JitRuntime fresh(env_for(db, JitPolicy::off));  // a later process finds all three stored
+  for (const Signature& s : {pre, post, post64}) {
+    std::string served;
+    EXPECT_NO_THROW(fresh.binary(make_spec(s), &served));
+    EXPECT_EQ(served, db.string());
+  }
+  EXPECT_EQ(fresh.stats().compiles.load(), 0);
+}
+
 TEST(Runtime, ConcurrentFirstCallsCompileOnce) {
   TempDir dir("jitattn_runtime_test");
   JitRuntime rt(env_for(dir.path / "kernels.sqlite", JitPolicy::on));

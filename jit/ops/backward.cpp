@@ -174,16 +174,26 @@ void backward(const BackwardPlan& b, CUstream stream) {
 
   Signature sig = forward_signature(p, ctx.arch);
   sig.align = uint8_t(b.align);
-  auto kernel = [&](Op op, bool with_bias, int head_dim = 0) -> const LoadedKernel& {
+  auto signature = [&](Op op, bool with_bias, int head_dim = 0) {
     Signature s = sig;
     s.op = op;
     if (!with_bias) s.bias = BiasKind::none, s.dropout = 0, s.variant = 0;
     if (op != Op::bwd_pre) s.out_dtype = dt;  // only bwd_pre reads out
     s.dbias = op == Op::bwd || op == Op::bwd_kv ? b.dbias != nullptr : 0;
     if (head_dim) s.head_dim = s.head_dim_v = uint16_t(head_dim);  // bwd_post over dK or dV
-    return rt.kernel(s, ctx);
+    return s;
   };
-  // Fetch (compile) every kernel before queueing anything, so a compile error leaves nothing half done.
+  auto kernel = [&](Op op, bool with_bias, int head_dim = 0) -> const LoadedKernel& {
+    return rt.kernel(signature(op, with_bias, head_dim), ctx);
+  };
+  // A never-seen backward compiles its kernels side by side (JitRuntime::prefetch), then fetches
+  // every kernel before queueing anything, so a compile error leaves nothing half done.
+  if (!nothing) {
+    std::vector<Signature> sigs = {signature(Op::bwd_pre, false), signature(deterministic ? Op::bwd_kv : Op::bwd, true),
+                                   deterministic ? signature(Op::bwd_dq, true) : signature(Op::bwd_post, false)};
+    if (accumulate) sigs.push_back(signature(Op::bwd_post, false, int(p.k.d))), sigs.push_back(signature(Op::bwd_post, false, int(p.v.d)));
+    rt.prefetch(sigs, ctx);
+  }
   const LoadedKernel* post_k = accumulate ? &kernel(Op::bwd_post, false, int(p.k.d)) : nullptr;
   const LoadedKernel* post_v = accumulate ? &kernel(Op::bwd_post, false, int(p.v.d)) : nullptr;
   const LoadedKernel* pre = nothing ? nullptr : &kernel(Op::bwd_pre, false);
