@@ -28,7 +28,7 @@ inline constexpr EnvVarInfo kEnvVars[] = {
     {"JITATTN_FAMILY", true, "portable: every attention kernel on NVIDIA runs the portable family AMD runs (simt, every dtype; no decode kernels) — to test that source on an NVIDIA GPU; it is part of the name"},
     {"JITATTN_AMD_MFMA", true, "on: the f16/bf16 forward on gfx90a/gfx942 takes the CDNA matrix-core kernel (fwd_mfma.cuh), which has never run on AMD hardware; it is part of the name"},
     {"JITATTN_HIP", true, "path of the library providing hiprtc (default libhiprtc.so.6, then libamdhip64.so.5); its version is part of AMD keys. The HIP runtime (module API) is taken from it when it has one, else libamdhip64.so.6/.5"},
-    {"JITATTN_BWD_TILE", true, "force a tile config (e.g. m64n128w8) for the backward's dK/dV kernel (bwd, bwd_kv)"},
+    {"JITATTN_BWD_TILE", true, "force a tile config (e.g. m64n128w8) for the backward's dK/dV kernel (bwd, bwd_kv); a tile the wgmma family cannot take runs on mma.sync"},
     {"JITATTN_PAIRS_PER_CHUNK", false, "force the forward's block order: (head, batch) pairs per chunk (experiments; jit/ops/forward.cpp)"},
     {"JITATTN_BWD_DQ_TILE", true, "force a tile config (e.g. m64n64w4) for the deterministic backward's dQ kernel (bwd_dq)"},
     {"JITATTN_DECODE", false, "off: few-query forwards run the prefill kernels instead of the decode kernels (experiments; jit/ops/decode.cpp)"},

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <chrono>
 #include <iostream>
+#include <system_error>
 #include <thread>
 
 #include "cache/digest.h"
@@ -145,6 +146,10 @@ const ContextInfo& JitRuntime::context(int device) {
 
 int JitRuntime::prefetch(const std::vector<Signature>& sigs, const ContextInfo& ctx) {
   if (env_.jit != JitPolicy::on) return 0;
+  // What the threads compile reaches kernel() through the user DB; without a writable one, each
+  // kernel() would compile again.
+  const cache::SqliteStore* user = cache_.user();
+  if (!user || !user->writable()) return 0;
   std::vector<KernelSpec> missing;
   {
     std::shared_lock<std::shared_mutex> lock(table_mu_);
@@ -156,14 +161,17 @@ int JitRuntime::prefetch(const std::vector<Signature>& sigs, const ContextInfo& 
   }
   if (missing.size() < 2) return 0;
   std::vector<std::thread> threads;
-  for (const KernelSpec& spec : missing)
-    threads.emplace_back([this, &spec] {
-      if (!validate_spec(spec).empty()) return;
-      try {
-        (void)binary(spec);
-      } catch (...) {  // kernel() compiles it again and raises the error where the caller expects it
-      }
-    });
+  threads.reserve(missing.size());
+  try {
+    for (const KernelSpec& spec : missing)
+      threads.emplace_back([this, &spec] {
+        try {
+          if (validate_spec(spec).empty()) (void)binary(spec);
+        } catch (...) {  // kernel() compiles it again and raises the error where the caller expects it
+        }
+      });
+  } catch (const std::system_error&) {  // no thread to be had: kernel() fetches the rest in turn
+  }
   for (auto& t : threads) t.join();
   return int(missing.size());
 }

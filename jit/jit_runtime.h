@@ -79,7 +79,8 @@ class JitRuntime {
   // For an op whose call needs several kernels (the backward): finds or compiles, one thread each,
   // the binaries of those of `sigs` not loaded in `ctx` yet, so that a never-seen call waits for
   // its slowest compile rather than for their sum; kernel() then finds them in the user DB.
-  // Only under JITATTN_JIT=on, where a compile is stored, and only when two or more are missing.
+  // Only under JITATTN_JIT=on with a writable user DB (where a compile is stored), and only when
+  // two or more are missing.
   // Errors are left for kernel() to raise, in the caller's order. Returns how many were missing.
   int prefetch(const std::vector<Signature>& sigs, const ContextInfo& ctx);
 

@@ -110,6 +110,17 @@ bool wgmma_backward(const Signature& sig) {
          sig.dtype != DType::f32 && sig.align == 16 &&
          ((sig.head_dim == 64 && sig.head_dim_v == 64) || (sig.head_dim == 128 && (sig.head_dim_v == 64 || sig.head_dim_v == 128)));
 }
+// A tile bwd_wgmma.cuh takes: a warpgroup (4 warps) per 64 keys, 64 or 128 queries per step, and
+// dQ pieces of 32 columns or more per warpgroup ("" when it does, else why not).
+std::string wgmma_backward_tile_problem(const Signature& s, const TileConfig& t) {
+  if (t.warps % 4 != 0 || t.block_n != 16 * t.warps)
+    return "tile " + t.name() + ": the wgmma backward has one warpgroup (4 warps) per 64 keys";
+  if (t.block_m != 64 && t.block_m != 128) return "tile " + t.name() + ": block_m must be 64 or 128";
+  const int dq_m = t.block_m / 64, groups = t.warps / 4;
+  if (groups % dq_m != 0 || (s.head_dim * dq_m / groups) % 32 != 0)
+    return "tile " + t.name() + ": the dQ product (block_m x head_dim) must split into pieces of 32 or more columns per warpgroup";
+  return "";
+}
 bool wgmma_forward(const Signature& sig) {
   return sig.op == Op::fwd && sig.arch_sm == 90 && sig.arch_specific && sig.dtype != DType::f32 && sig.align == 16 &&
          wgmma_head_dim(sig.head_dim) && wgmma_head_dim(sig.head_dim_v) && !Env::get().fwd_mma_only;
@@ -150,8 +161,11 @@ KernelSpec make_spec(const Signature& sig) {
   const auto& forced = Env::get().tile;  // forward experiments only
   spec.tile = forced && sig.op == Op::fwd ? *forced : default_tile(sig, spec.family);
   const auto& forced_bwd = Env::get().bwd_tile;
-  if (forced_bwd && (sig.op == Op::bwd || sig.op == Op::bwd_kv) && (spec.family == Family::mma || spec.family == Family::wgmma))
+  if (forced_bwd && (sig.op == Op::bwd || sig.op == Op::bwd_kv) && (spec.family == Family::mma || spec.family == Family::wgmma)) {
     spec.tile = *forced_bwd;
+    // A tile the wgmma backward cannot take is an mma.sync experiment: that family runs it.
+    if (spec.family == Family::wgmma && !wgmma_backward_tile_problem(sig, spec.tile).empty()) spec.family = Family::mma;
+  }
   if (Env::get().decode_tile && sig.op == Op::decode) spec.tile = *Env::get().decode_tile;
   const auto& forced_dq = Env::get().bwd_dq_tile;
   if (forced_dq && sig.op == Op::bwd_dq && spec.family == Family::mma) spec.tile = *forced_dq;
@@ -239,12 +253,7 @@ std::string validate_spec(const KernelSpec& spec) {
   } else if (spec.family == Family::wgmma && (s.op == Op::bwd || s.op == Op::bwd_kv)) {
     if (!wgmma_backward(s))
       return "the wgmma backward needs sm_90a, f16/bf16, 16-byte aligned rows and head dims 64/64, 128/64 or 128/128";
-    if (spec.tile.warps % 4 != 0 || spec.tile.block_n != 16 * spec.tile.warps)
-      return "tile " + spec.tile.name() + ": the wgmma backward has one warpgroup (4 warps) per 64 keys";
-    if (spec.tile.block_m != 64 && spec.tile.block_m != 128) return "tile " + spec.tile.name() + ": block_m must be 64 or 128";
-    const int dq_m = spec.tile.block_m / 64, groups = spec.tile.warps / 4;
-    if (groups % dq_m != 0 || (s.head_dim * dq_m / groups) % 32 != 0)
-      return "tile " + spec.tile.name() + ": the dQ product (block_m x head_dim) must split into pieces of 32 or more columns per warpgroup";
+    if (std::string problem = wgmma_backward_tile_problem(s, spec.tile); !problem.empty()) return problem;
   } else if (spec.family == Family::wgmma) {
     if (s.op != Op::fwd || s.arch_sm != 90 || !s.arch_specific) return "the wgmma family is the sm_90a forward and backward";
     if (s.dtype == DType::f32) return "the wgmma family takes f16/bf16 inputs";

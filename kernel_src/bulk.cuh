@@ -68,8 +68,8 @@ __device__ __forceinline__ void bulk_wait() {
   if constexpr (kRead) asm volatile("cp.async.bulk.wait_group.read %0;\n" ::"n"(kPending) : "memory");
   else asm volatile("cp.async.bulk.wait_group %0;\n" ::"n"(kPending) : "memory");
 }
-// Threads [0, n) of the block (n a multiple of 32) meet at named barrier `id` (1..15; 0 is
-// __syncthreads'); the others go on.
+// Waits at named barrier `id` (1..15; 0 is __syncthreads') until n threads of the block (n a
+// multiple of 32, counted by warps) have arrived there; threads that never reach it do not count.
 __device__ __forceinline__ void named_barrier_sync(unsigned id, unsigned n) {
   asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(n) : "memory");
 }

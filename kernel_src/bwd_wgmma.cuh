@@ -16,8 +16,8 @@
 //     (cp.reduce.async.bulk.tensor). On the H200 at d = 128, per-thread fp32 reductions of the
 //     same values (red.global.add.v2) made the kernel 1.6× slower than leaving them out, and so
 //     did a bulk reduction per (padded) row (docs/perf-notes.md).
-//     Rows of a box past the sequence's end add zeros (their dS rows are zero) to rows of the
-//     next sequence or padding.
+//     Rows of a box past the sequence's end add zeros (their dS rows are zero) to the rows after
+//     it: the next sequence's, padding, or the next head's; the map clips at dq_accum's end.
 //     The deterministic mode leaves kDq off (bwd_dq_mma.cuh).
 // Q, dO, lse and delta of the next query block load (cp.async) during the current one. Every tile
 // is 128-byte swizzled (wgmma.cuh).
@@ -199,15 +199,9 @@ __device__ __forceinline__ void bwd_wgmma(const BwdParams& bp) {
       bwd_a_fragment<kDT>(pa[kp], Cfg::kDropout ? pd[0] : s[0], kp);
       bwd_a_fragment<kDT>(sa[kp], dp[0], kp);
     }
-    const unsigned sq = opaque(sQ + buf * L::kQBytes), so = opaque(sO + buf * L::kOBytes);
-    wgmma_fence();
-#pragma unroll
-    for (int kp = 0; kp < kKP; ++kp) wgmma_rs_tb<kDv, kDT>(dv[0], pa[kp], wgmma_desc(so + kp * 2048, kBM * 128, 1024));
-#pragma unroll
-    for (int kp = 0; kp < kKP; ++kp) wgmma_rs_tb<kD, kDT>(dk[0], sa[kp], wgmma_desc(sq + kp * 2048, kBM * 128, 1024));
-    wgmma_commit();
     if constexpr (Cfg::kDq) {
-      // sa[kp] holds keys r and r + 8, queries 16·kp + 2t (+1) and 16·kp + 8 + 2t (+1).
+      // Before the products: a wgmma's A registers may not be read until its wait. sa[kp] holds
+      // keys r and r + 8, queries 16·kp + 2t (+1) and 16·kp + 8 + 2t (+1).
       const unsigned ss = sS + buf * L::kSBytes;
       const int r = wg * 64 + warp * 16 + g;
 #pragma unroll
@@ -218,10 +212,17 @@ __device__ __forceinline__ void bwd_wgmma(const BwdParams& bp) {
           for (int e2 = 0; e2 < 2; ++e2)
             st_shared_u32(ss + sw128_offset(kBN, r + 8 * e2, 2 * kp + half) + 4 * t, sa[kp][2 * half + e2]);
     }
+    const unsigned sq = opaque(sQ + buf * L::kQBytes), so = opaque(sO + buf * L::kOBytes);
+    wgmma_fence();
+#pragma unroll
+    for (int kp = 0; kp < kKP; ++kp) wgmma_rs_tb<kDv, kDT>(dv[0], pa[kp], wgmma_desc(so + kp * 2048, kBM * 128, 1024));
+#pragma unroll
+    for (int kp = 0; kp < kKP; ++kp) wgmma_rs_tb<kD, kDT>(dk[0], sa[kp], wgmma_desc(sq + kp * 2048, kBM * 128, 1024));
+    wgmma_commit();
   };
 
   // This warpgroup's dQ piece into the block's fp32 rows, and those rows (the query block of
-  // candidate c) added into dq_accum by warp 0, one bulk reduction per row of the sequence.
+  // candidate c) added into dq_accum: one tensor reduction per 32-column box, one thread each.
   auto store_dq = [&]() {
 #pragma unroll
     for (int i = 0; i < kDqN / 8; ++i)

@@ -172,6 +172,21 @@ TEST_F(CliTest, MergeOutRefusesWhatExportOutRefuses) {
 
 // A user cache that cannot be written (a directory, /dev/null, a path under a regular file)
 // left the runtime memory-only: prewarm compiled, stored nothing and exited 0.
+// On sm_90a the backward's dK/dV kernel is the wgmma family; a JITATTN_BWD_TILE that family
+// cannot take (an mma.sync experiment) runs on mma.sync instead of being refused.
+TEST_F(CliTest, AForcedBackwardTileTheWgmmaFamilyCannotTakeRunsOnMma) {
+  const std::string wgmma = "bwd.sm_90a.bf16.d128.v128.causal.lse.a16.wgmma_m64n128w8";
+  const std::string m32 = "bwd.sm_90a.bf16.d128.v128.causal.lse.a16.mma_m32n128w8";
+  CliRun r = run("show " + m32);
+  EXPECT_EQ(r.rc, 0) << r.output;
+  EXPECT_TRUE(has(r.output, "calls with this signature use " + wgmma)) << r.output;
+  r = cli("JITATTN_CACHE=" + user + " JITATTN_BWD_TILE=m32n128w8", "show " + m32, dir.path);
+  EXPECT_EQ(r.rc, 0) << r.output;
+  EXPECT_FALSE(has(r.output, "calls with this signature use")) << r.output;
+  r = cli("JITATTN_CACHE=" + user + " JITATTN_BWD_TILE=m64n128w8", "show " + m32, dir.path);  // a wgmma tile
+  EXPECT_TRUE(has(r.output, "calls with this signature use " + wgmma)) << r.output;
+}
+
 // show --compile compiles as a first call would, prints NVRTC's time (per phase where NVRTC
 // reports them) and stores nothing; --cubin writes the binary. Times are printed, never checked.
 TEST_F(CliTest, ShowCompilePrintsTimesAndStoresNothing) {

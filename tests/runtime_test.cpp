@@ -4,6 +4,7 @@
 #include <sqlite3.h>
 
 #include <filesystem>
+#include <fstream>
 #include <random>
 #include <thread>
 
@@ -72,6 +73,10 @@ TEST(Runtime, PrefetchCompilesTheMissingKernelsOfACallOnce) {
     JitRuntime readonly(env_for(db, JitPolicy::readonly));
     EXPECT_EQ(readonly.prefetch({pre, post}, no_gpu), 0);
     EXPECT_EQ(readonly.stats().compiles.load(), 0);
+    std::ofstream(dir.path / "a_file") << "not a directory";
+    JitRuntime no_db(env_for(dir.path / "a_file" / "kernels.sqlite", JitPolicy::on));  // no user DB to keep them
+    EXPECT_EQ(no_db.prefetch({pre, post}, no_gpu), 0);
+    EXPECT_EQ(no_db.stats().compiles.load(), 0);
   }
   JitRuntime rt(env_for(db, JitPolicy::on));
   EXPECT_EQ(rt.prefetch({pre}, no_gpu), 0);  // one missing kernel: kernel() compiles it as before

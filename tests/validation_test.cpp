@@ -242,6 +242,14 @@ TEST(BackwardValidation, DropoutProbabilityMustBeBelowOne) {
   EXPECT_TRUE(mentions(c.reasons(), "p=1.000000 (dropout) must be in [0, 1)")) << joined(c.reasons());
 }
 
+TEST(BackwardValidation, WorkspaceMustBe16ByteAligned) {
+  BwdCall c;
+  c.opt.workspace = reinterpret_cast<void*>(uintptr_t(0x7f0000001008));
+  EXPECT_TRUE(mentions(c.reasons(), "workspace must be 16-byte aligned")) << joined(c.reasons());
+  c.opt.workspace = reinterpret_cast<void*>(uintptr_t(0x7f0000001010));
+  EXPECT_TRUE(c.reasons().empty()) << joined(c.reasons());
+}
+
 TEST(BackwardValidation, WorkspaceHoldsDeltaAndTheDqAccumulator) {
   BwdCall c;
   const size_t rows = 2 * 4 * 100;

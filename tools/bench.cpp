@@ -339,7 +339,7 @@ double flushed_median_ms(const std::function<void()>& call, int min_calls, int* 
 }
 
 // {"impl", "device", "arch", "dtype", "reps", "rows": [...], ...}: bench's rows are {"op", "K", "M",
-// "B", "H", "causal", "ms", "tflops"} with "first_call_ms" and "host_overhead_us" beside them;
+// "B", "H", "causal", "ms", "tflops"} (backward rows also "dropout") with "first_call_ms" and "host_overhead_us" beside them;
 // --decode's are in tools/decode_bench.cpp.
 void write_json(const std::string& path, const nlohmann::json& doc) {
   std::ofstream f(path);

@@ -574,7 +574,8 @@ int run(int argc, char** argv) {
   bench->add_flag("--cold", bo.cold, "use a fresh empty cache, so the first call includes its compile");
   bench->add_flag("--bwd", bo.backward, "also time the backward (TFLOP/s counted as 2.5 forwards, as anchors.py)");
   bench->add_flag("--deterministic", bo.deterministic, "time the backward's deterministic mode");
-  bench->add_option("--dropout", bo.dropout, "time the backward with this dropout probability (its forward too)")
+  bench->add_option("--dropout", bo.dropout,
+                    "time the backward with this dropout probability (the forward it reads ran with it; the timed forward did not)")
       ->check(CLI::Range(0.0, 0.99))
       ->needs("--bwd");
   bench->add_flag("--masks", bo.masks, "causal, a local window and packed documents, as anchors.py --masks");

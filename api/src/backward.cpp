@@ -98,6 +98,9 @@ BwdPlan plan_backward(const TensorView& grad, const TensorView& out, const Tenso
   const bool share = gradients_share_heads(dk, dv);
   b.fwd = detail::plan(q, k, v, bias, out, lse, forward_options(o, out), share);
   auto& R = b.fwd.reasons;
+  if (o.workspace && reinterpret_cast<uintptr_t>(o.workspace) % 16 != 0)
+    R.push_back("workspace must be 16-byte aligned (the fp32 accumulators are copied 16 bytes at a time; "
+                "cuMemAlloc and torch's allocator give 256)");
   if (!lse.defined()) R.push_back("lse is undefined: the backward needs the forward's lse");
   if (!R.empty()) return b;
   const detail::Plan& p = b.fwd;

@@ -42,7 +42,7 @@ if has tests; then
   # (every other arch and head dim) gets the same tests on this card too.
   echo "== forward GPU tests with JITATTN_FWD_FAMILY=mma"
   (export JITATTN_FWD_FAMILY=mma; run_gpu_tests mma "${MMA_TESTS_FILTER:-ForwardGpu.*:BiasGpu.*:MergeGpu.*}")
-  # The backward's dK/dV kernel on sm_90a is the wgmma family at head dims 64/128; the mma family
+  # The backward's dK/dV kernel on sm_90a is the wgmma family at head dims 64/64, 128/64 and 128/128; the mma family
   # (other archs and head dims) gets the backward tests on this card too.
   echo "== backward GPU tests with JITATTN_BWD_FAMILY=mma"
   (export JITATTN_BWD_FAMILY=mma; run_gpu_tests bwd_mma "${BWD_MMA_TESTS_FILTER:-BackwardGpu.*:*BackwardFamily*:*VariantGpu.*}")

@@ -7,6 +7,7 @@
 #     --memory OUT/record_memory.json --card "NVIDIA H200" --date YYYY-MM-DD --out docs/plots/record
 set -uo pipefail
 out=${1:?usage: tools/perf/record.sh OUT}
+mkdir -p "$out"
 seqlens=${RECORD_SEQLENS:-1024,2048,4096,8192,16384}
 dims=${RECORD_HEAD_DIMS:-64,128}
 export LD_LIBRARY_PATH=/opt/gpu-deps/usr/lib/x86_64-linux-gnu${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}

@@ -56,8 +56,9 @@ struct BackwardOptions {
   // No atomics: dQ is summed in a fixed order, so results are bitwise identical run to run. It
   // recomputes Q·Kᵀ and dO·Vᵀ for dQ, so it is slower than the default.
   bool deterministic = false;
-  // Device scratch of at least memory_efficient_attention_backward_workspace_bytes() bytes, or
-  // null: then it is allocated and freed on `stream` (stream-ordered, cuMemAllocAsync).
+  // Device scratch of at least memory_efficient_attention_backward_workspace_bytes() bytes,
+  // 16-byte aligned, or null: then it is allocated and freed on `stream` (stream-ordered,
+  // cuMemAllocAsync).
   void* workspace = nullptr;
   // The forward's variant (jitattn/variant.h); with a score_mod it needs score_grad or additive_score().
   const Variant* variant = nullptr;

@@ -304,7 +304,7 @@ typedef struct jitattn_backward_options {
   int32_t deterministic; /* != 0: dQ without atomics, bitwise identical runs */
   double p;
   uint64_t seed, offset;
-  void* workspace; /* >= jitattn_backward_workspace_bytes() of device scratch, or NULL (allocated on the stream) */
+  void* workspace; /* >= jitattn_backward_workspace_bytes() of 16-byte aligned device scratch, or NULL (allocated on the stream) */
   const jitattn_variant* variant; /* the forward's, with its capture values */
   int32_t num_capture_values;
   const jitattn_capture_value* capture_values;
