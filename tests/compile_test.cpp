@@ -218,6 +218,10 @@ void compile_all(const std::vector<KernelSpec>& specs) {
           const CompiledKernel k = compiler->compile(spec, generate_source(spec));
           if (k.cubin.size() < 1000) error = "cubin of " + std::to_string(k.cubin.size()) + " bytes";
           else if (k.registers <= 0) error = "no register count in the ptxas report";
+          // Too few registers for the wgmma pipeline: ptxas then waits after every wgmma, which
+          // runs correctly and slowly (C7510-C7512); the wgmma kernels are sized to avoid it.
+          else if (spec.family == Family::wgmma && k.log.find("wgmma.mma_async instructions are serialized") != std::string::npos)
+            error = "ptxas serializes its wgmma pipeline:\n" + k.log;
         } catch (const std::exception& e) {
           error = e.what();
         }
