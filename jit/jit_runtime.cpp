@@ -146,10 +146,6 @@ const ContextInfo& JitRuntime::context(int device) {
 
 int JitRuntime::prefetch(const std::vector<Signature>& sigs, const ContextInfo& ctx) {
   if (env_.jit != JitPolicy::on) return 0;
-  // What the threads compile reaches kernel() through the user DB; without a writable one, each
-  // kernel() would compile again.
-  const cache::SqliteStore* user = cache_.user();
-  if (!user || !user->writable()) return 0;
   std::vector<KernelSpec> missing;
   {
     std::shared_lock<std::shared_mutex> lock(table_mu_);
@@ -159,7 +155,11 @@ int JitRuntime::prefetch(const std::vector<Signature>& sigs, const ContextInfo& 
       missing.push_back(make_spec(s));
     }
   }
-  if (missing.size() < 2) return 0;
+  if (missing.size() < 2) return 0;  // a warm call ends here, having taken only the table's shared lock
+  // What the threads compile reaches kernel() through the user DB; without a writable one, each
+  // kernel() would compile again.
+  const cache::SqliteStore* user = cache_.user();
+  if (!user || !user->writable()) return 0;
   std::vector<std::thread> threads;
   threads.reserve(missing.size());
   try {
