@@ -40,6 +40,7 @@ Entry entry_of(const KernelSpec& spec) {
   switch (spec.sig.op) {
     case Op::fwd:
       if (spec.family == Family::wgmma) return {"fwd_wgmma.cuh", "fwd_wgmma", "FwdWgmmaLayout", "FwdParams"};
+      if (spec.family == Family::tma) return {"fwd_tma.cuh", "fwd_tma", "FwdTmaLayout", "FwdTmaParams"};
       if (spec.family == Family::mfma) return {"fwd_mfma.cuh", "fwd_mfma", "FwdMfmaLayout", "FwdParams"};
       return mma ? Entry{"fwd_mma.cuh", "fwd_mma", "FwdMmaLayout", "FwdParams"}
                              : Entry{"fwd_simt.cuh", "fwd_simt", "FwdSimtLayout", "FwdParams"};
@@ -99,7 +100,11 @@ std::string generate_source(const KernelSpec& spec, const std::string& key) {
   if (e.layout)
     os << "static_assert(jitattn::" << e.layout << "<Cfg>::kSmemBytes == " << spec.smem_bytes()
        << ", \"jit/tile_table.cpp and kernel_src disagree on shared memory\");\n";
-  os << "\nextern \"C\" __global__ void __launch_bounds__(" << spec.threads() << ") " << kernel_entry(spec, key)
+  // The warp-specialized forward moves registers between its warpgroups (setmaxnreg), which
+  // ptxas honours only for one block per SM.
+  const bool one_block = s.op == Op::fwd && spec.family == Family::tma;
+  os << "\nextern \"C\" __global__ void __launch_bounds__(" << spec.threads() << (one_block ? ", 1" : "") << ") "
+     << kernel_entry(spec, key)
      << "(const JITATTN_GRID_CONSTANT jitattn::" << e.params << " p) {\n"
      << "  jitattn::" << e.fn << "<Cfg" << (policy || s.op == Op::block_map ? ", Policy" : "") << ">(p);\n"
      << "}\n";

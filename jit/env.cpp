@@ -93,8 +93,10 @@ Env read_env() {
     if (!env.tile) throw Error(ErrorKind::invalid_argument, "JITATTN_TILE=" + tile + " is not a tile config like m128n64w8");
   }
   if (const std::string fam = getenv_str("JITATTN_FWD_FAMILY"); !fam.empty()) {
-    if (fam != "mma" && fam != "wgmma") throw Error(ErrorKind::invalid_argument, "JITATTN_FWD_FAMILY=" + fam + " is not one of mma, wgmma");
+    if (fam != "mma" && fam != "wgmma" && fam != "tma")
+      throw Error(ErrorKind::invalid_argument, "JITATTN_FWD_FAMILY=" + fam + " is not one of mma, wgmma, tma");
     env.fwd_mma_only = fam == "mma";
+    env.fwd_no_tma = fam != "tma";
   }
   if (const std::string fam = getenv_str("JITATTN_BWD_FAMILY"); !fam.empty()) {
     if (fam != "mma" && fam != "wgmma") throw Error(ErrorKind::invalid_argument, "JITATTN_BWD_FAMILY=" + fam + " is not one of mma, wgmma");

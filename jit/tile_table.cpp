@@ -80,6 +80,11 @@ TileConfig default_tile(const Signature& sig, Family family) {
   }
   // fwd_mfma.cuh: one wave64 per 16 query rows; four waves up to d = 128, two past it (LDS).
   if (family == Family::mfma) return d <= 128 ? TileConfig{64, 32, 4} : TileConfig{32, 32, 2};
+  if (family == Family::tma) {
+    // fwd_tma.cuh: two warpgroups of 64 query rows; keys by fwd_wgmma.cuh's measurements below
+    // (64 at d = 64, 128 at d = 128, 64 past it for shared memory).
+    return {128, uint16_t(d == 128 ? 128 : 64), 12};
+  }
   if (family == Family::wgmma) {
     // H100, bf16, M = 4096/16384, one call (JITATTN_TILE sweep, docs/perf-notes.md "w3"): at
     // d = 64 m128n64w8 gave 325-372 TFLOP/s against 285-331 for m128n128w8; at d = 128
@@ -121,9 +126,26 @@ std::string wgmma_backward_tile_problem(const Signature& s, const TileConfig& t)
     return "tile " + t.name() + ": the dQ product (block_m x head_dim) must split into pieces of 32 or more columns per warpgroup";
   return "";
 }
-bool wgmma_forward(const Signature& sig) {
+bool wgmma_forward_serves(const Signature& sig) {
   return sig.op == Op::fwd && sig.arch_sm == 90 && sig.arch_specific && sig.dtype != DType::f32 && sig.align == 16 &&
-         wgmma_head_dim(sig.head_dim) && wgmma_head_dim(sig.head_dim_v) && !Env::get().fwd_mma_only;
+         wgmma_head_dim(sig.head_dim) && wgmma_head_dim(sig.head_dim_v);
+}
+bool wgmma_forward(const Signature& sig) { return wgmma_forward_serves(sig) && !Env::get().fwd_mma_only; }
+// The forwards fwd_tma.cuh serves: those of fwd_wgmma.cuh whose keys a tensor map addresses
+// (not paged: the host gives a signature element alignment where a view cannot be mapped,
+// jit/ops/forward.cpp) and without a left window (whose short blocks run best two per SM, on
+// fwd_wgmma.cuh's m64 tile, where one block per SM leaves the SM half idle).
+bool tma_forward_serves(const Signature& sig) {
+  return wgmma_forward_serves(sig) && !is_paged(sig.bias) && !has_left_window(sig.bias);
+}
+bool tma_forward(const Signature& sig) { return tma_forward_serves(sig) && !Env::get().fwd_no_tma; }
+// A tile fwd_tma.cuh takes: two warpgroups of 64 query rows and the producer's (12 warps), keys
+// by 64 or 128 ("" when it does, else why not).
+std::string tma_forward_tile_problem(const TileConfig& t) {
+  if (t.block_m != 128 || t.warps != 12)
+    return "tile " + t.name() + ": the tma forward has two warpgroups of 64 query rows and a producer warpgroup (m128, w12)";
+  if (t.block_n != 64 && t.block_n != 128) return "tile " + t.name() + ": block_n must be 64 or 128";
+  return "";
 }
 
 // The forwards fwd_mfma.cuh serves: f16/bf16 on a CDNA target with matrix cores, head dims
@@ -154,12 +176,16 @@ KernelSpec make_spec(const Signature& sig) {
     spec.family = mfma_forward(sig) && Env::get().amd_mfma ? Family::mfma : Family::simt;
   else
     spec.family = sig.dtype == DType::f32 || rowwise || portable ? Family::simt
+                  : tma_forward(sig)                             ? Family::tma
                   : wgmma_forward(sig)                           ? Family::wgmma
                   : wgmma_backward(sig) && !Env::get().bwd_mma_only ? Family::wgmma
                   : decode_tma(sig)                              ? Family::tma
                                                                  : Family::mma;
   const auto& forced = Env::get().tile;  // forward experiments only
   spec.tile = forced && sig.op == Op::fwd ? *forced : default_tile(sig, spec.family);
+  // A forced tile the tma forward cannot take is a cp.async wgmma experiment: that family runs it.
+  if (forced && sig.op == Op::fwd && spec.family == Family::tma && !tma_forward_tile_problem(spec.tile).empty())
+    spec.family = Family::wgmma;
   const auto& forced_bwd = Env::get().bwd_tile;
   if (forced_bwd && (sig.op == Op::bwd || sig.op == Op::bwd_kv) && (spec.family == Family::mma || spec.family == Family::wgmma)) {
     spec.tile = *forced_bwd;
@@ -213,6 +239,7 @@ int KernelSpec::smem_bytes() const {
   // Q, K, V as 16-bit rows padded by 8, S [m][n] fp32, P [m][n + 8] 16-bit, max/sum/alpha (fwd_mfma.cuh)
   if (family == Family::mfma) return 2 * (m + n) * (d + 8) + 2 * n * (dv + 8) + 4 * m * n + 2 * m * (n + 8) + 12 * m;
   if (family == Family::wgmma) return 1024 + 2 * (m * d + 2 * n * d + 3 * n * dv);  // Q, two K and three V stages (fwd_wgmma.cuh)
+  if (family == Family::tma) return 1024 + 2 * (m * d + 2 * n * d + 2 * n * dv) + 8 * 10;  // Q, two K and V stages, barriers (fwd_tma.cuh)
   return 2 * (m * qk_stride + 2 * n * qk_stride + n * v_stride);  // Q, two K stages, V (fwd_mma.cuh)
 }
 
@@ -242,8 +269,12 @@ std::string validate_spec(const KernelSpec& spec) {
       return "the tma family needs sm_90 or newer, 16-byte aligned rows, unpaged keys and head dims of 64 or more";
     if (spec.tile.block_m != 16 || spec.tile.warps == 0 || spec.tile.block_n % (spec.tile.warps * 16) != 0)
       return "tile " + spec.tile.name() + ": decode takes block_m 16 and block_n a multiple of 16 x warps";
+  } else if (spec.family == Family::tma && s.op == Op::fwd) {
+    if (!tma_forward_serves(s))
+      return "the tma forward needs sm_90a, f16/bf16, 16-byte aligned rows, head dims of 64, 128, 192 or 256, unpaged keys and no left window";
+    if (std::string problem = tma_forward_tile_problem(spec.tile); !problem.empty()) return problem;
   } else if (spec.family == Family::tma) {
-    return "the tma family is the decode kernel";
+    return "the tma family is the sm_90a forward and the decode kernel";
   } else if (spec.family == Family::mma && (s.op == Op::bwd || s.op == Op::bwd_kv)) {
     if (s.dtype == DType::f32) return "the mma family takes f16/bf16 inputs";
     if (spec.tile.block_n % (spec.tile.warps * 16) != 0)

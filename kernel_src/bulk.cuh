@@ -31,6 +31,12 @@ __device__ __forceinline__ void mbar_arrive_expect_tx(unsigned bar, unsigned byt
   asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(bar), "r"(bytes) : "memory");
 }
 
+// One arrival, announcing no bytes (a consumer handing a stage back, or a phase whose data
+// threads wrote themselves: fence_proxy_async() first).
+__device__ __forceinline__ void mbar_arrive(unsigned bar) {
+  asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(bar) : "memory");
+}
+
 // Returns once the barrier's phase of this parity has completed.
 __device__ __forceinline__ void mbar_wait(unsigned bar, unsigned parity) {
   asm volatile(
@@ -73,11 +79,24 @@ __device__ __forceinline__ void bulk_wait() {
 __device__ __forceinline__ void named_barrier_sync(unsigned id, unsigned n) {
   asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(n) : "memory");
 }
+// The warpgroup's registers per thread become kRegs (a multiple of 8 in 24..256): a producer
+// warpgroup gives registers back, the warpgroups that multiply take them (the block's total must
+// stay within the register file; the kernel needs __launch_bounds__(threads, 1)). Every thread of
+// the warpgroup executes it.
+template <int kRegs>
+__device__ __forceinline__ void setmaxnreg_dec() { asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(kRegs)); }
+template <int kRegs>
+__device__ __forceinline__ void setmaxnreg_inc() { asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;\n" ::"n"(kRegs)); }
 #else  // no bulk copies before sm_90 (nor on AMD): kernels test their Cfg and never call these
 __device__ __forceinline__ void fence_proxy_async() {}
 __device__ __forceinline__ void mbar_init(unsigned, unsigned) {}
 __device__ __forceinline__ void mbar_arrive_expect_tx(unsigned, unsigned) {}
+__device__ __forceinline__ void mbar_arrive(unsigned) {}
 __device__ __forceinline__ void mbar_wait(unsigned, unsigned) {}
+template <int kRegs>
+__device__ __forceinline__ void setmaxnreg_dec() {}
+template <int kRegs>
+__device__ __forceinline__ void setmaxnreg_inc() {}
 __device__ __forceinline__ void tma_load_4d(unsigned, const void*, int, int, int, int, unsigned) {}
 __device__ __forceinline__ void tma_reduce_add_2d(const void*, unsigned, int, int) {}
 __device__ __forceinline__ void bulk_commit() {}

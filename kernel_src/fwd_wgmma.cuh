@@ -43,10 +43,10 @@ struct FwdWgmmaLayout {
 };
 
 // The block's coordinates and key range, its shared-memory tiles, one thread's output rows, and
-// the products and row math of one key tile.
-template <class Cfg, class Policy>
+// the products and row math of one key tile. L gives the tile sizes and stage counts (this file's
+// layout, or fwd_tma.cuh's); `mma_tid` numbers the thread among the warpgroups that multiply.
+template <class Cfg, class Policy, class L = FwdWgmmaLayout<Cfg>>
 struct FwdWgmmaBlock {
-  using L = FwdWgmmaLayout<Cfg>;
   using T = typename DType<Cfg::kDType>::T;
   static constexpr int kBM = Cfg::kBlockM, kBN = Cfg::kBlockN, kD = Cfg::kHeadDim, kDv = Cfg::kHeadDimV;
   static constexpr int kNT = kBN / 8;   // 8-wide key tiles of S
@@ -60,16 +60,17 @@ struct FwdWgmmaBlock {
   int q_lo, kv_lo, n_tiles;    // n_tiles candidate key tiles from kv_lo, visited last first
   TileSet<Policy::kSkipsTiles> tiles;  // those that are not empty
   unsigned sQ, sK, sV;  // L::kKStages stages of K, L::kVStages of V
+  int group;            // this thread's warpgroup among those that multiply: rows 64·group..
   int i0, t;            // this thread's first row (the second is i0 + 8); lane % 4
   float acc[kDT][4];
   float row_max[2], row_sum[2];
 
-  __device__ static FwdWgmmaBlock make(const FwdParams& p, unsigned smem) {
+  __device__ static FwdWgmmaBlock make(const FwdParams& p, unsigned smem, int mma_tid) {
     int m_block, h, b;
     block_coords(p, kBM, m_block, h, b);
-    return FwdWgmmaBlock(p, smem, m_block, h, b);
+    return FwdWgmmaBlock(p, smem, m_block, h, b, mma_tid);
   }
-  __device__ FwdWgmmaBlock(const FwdParams& p_, unsigned smem, int m_block_, int h_, int b_)
+  __device__ FwdWgmmaBlock(const FwdParams& p_, unsigned smem, int m_block_, int h_, int b_, int mma_tid)
       : p(p_), m_block(m_block_), h(h_), b(b_), seq(p_, b_), policy(p_, b_, h_, seq.mq, seq.mkv) {
     q_lo = m_block * kBM;
     int kv_hi;
@@ -81,7 +82,8 @@ struct FwdWgmmaBlock {
     sQ = smem;
     sK = sQ + L::kQBytes;
     sV = sK + L::kKStages * L::kKBytes;
-    const int group = threadIdx.x / 128, warp = (threadIdx.x / 32) % 4, lane = threadIdx.x % 32;
+    group = mma_tid / 128;
+    const int warp = (mma_tid / 32) % 4, lane = mma_tid % 32;
     i0 = q_lo + group * 64 + warp * 16 + lane / 4;
     t = lane % 4;
     row_max[0] = row_max[1] = neg_inf();
@@ -120,7 +122,7 @@ struct FwdWgmmaBlock {
   // S = Q·K(it)ᵀ, issued and committed (not waited for). Every 16-column step moves 32 bytes
   // along a panel of this warpgroup's Q rows and of K.
   __device__ void issue_s(float (&s)[kNT][4], int it) const {
-    const unsigned q_rows = sQ + (threadIdx.x / 128) * 64 * 128;
+    const unsigned q_rows = sQ + group * 64 * 128;
 #pragma unroll
     for (int ks = 0; ks < kD / 16; ++ks) {
       const unsigned panel = ks / 4, col = (ks % 4) * 32;
@@ -163,7 +165,7 @@ __device__ __forceinline__ void fwd_wgmma(const FwdParams& p) {
   const unsigned smem = (smem_addr(smem_raw) + 1023u) & ~1023u;
   using B = FwdWgmmaBlock<Cfg, Policy>;
   constexpr int kThreads = FwdWgmmaLayout<Cfg>::kThreads;
-  B blk = B::make(p, smem);
+  B blk = B::make(p, smem, threadIdx.x);
   if (blk.empty()) return;
   // Visits of the key tiles not skipped: visit it is candidate c, the next one c_next.
   const int n_visits = blk.tiles.count(), tid = threadIdx.x;

@@ -87,6 +87,21 @@ struct FwdParams {
   BlockMapArgs layout;  // BlockSparseMask's layout (binary), else cells = null
 };
 
+// The forward of the tma family (kernel_src/fwd_tma.cuh): FwdParams and Q, K and V as 4-D tensor
+// maps (CUtensorMap), dimension 0 the columns; tma_dim[t] (t = 0 Q, 1 K, 2 V) names, for the
+// row, the head and the batch index, the map dimension (1..3) it addresses, or 0 where the map
+// leaves the index out (stride 0, or extent 1). A box is 64 columns by kBlockM (Q) or kBlockN
+// (K, V) rows, fewer for a shorter tensor; tma_bytes[t] counts one tile's boxes, every box in
+// full. jit/ops/forward.cpp encodes them per call.
+struct FwdTmaParams {
+  FwdParams f;
+  alignas(64) unsigned char q_map[128];
+  alignas(64) unsigned char k_map[128];
+  alignas(64) unsigned char v_map[128];
+  int32_t tma_dim[3][3];
+  int32_t tma_bytes[3];
+};
+
 // Backward. The forward's arguments (f: q, k, v, out = O, lse, bias, geometry, windows) plus the
 // gradients. delta = rowsum(dO ∘ O) and dq_accum (fp32, dQ before the softmax scale) are
 // workspace rows laid out [B, H, mq_rows] and [B, H, mq_rows, head_dim].

@@ -48,13 +48,14 @@ TEST(Signature, BiasKindTableIsConsistent) {
 
 TEST(Signature, CanonicalNameIsReadable) {
   const KernelSpec spec = make_spec(base_sig());
-  EXPECT_EQ(spec.name(), "fwd.sm_90a.bf16.d128.v128.causal.lse.a16.wgmma_" + spec.tile.name());
+  EXPECT_EQ(spec.name(), "fwd.sm_90a.bf16.d128.v128.causal.lse.a16.tma_" + spec.tile.name());
   const auto parsed = KernelSpec::parse(spec.name());
   ASSERT_TRUE(parsed.has_value());
-  EXPECT_EQ(parsed->family, Family::wgmma);
+  EXPECT_EQ(parsed->family, Family::tma);
 }
 
-// wgmma serves the sm_90a forward at f16/bf16, head dims 64/128, 16-byte alignment; mma the
+// tma (warp-specialized wgmma) serves the sm_90a forward at f16/bf16, head dims 64..256 in steps
+// of 64, 16-byte alignment, and wgmma (cp.async) the paged kinds and left windows there; mma the
 // other tensor-core cases; simt fp32 and the row kernels.
 TEST(Signature, FamilyFollowsArchDtypeHeadDimAndAlignment) {
   auto family = [](auto mutate) {
@@ -62,12 +63,15 @@ TEST(Signature, FamilyFollowsArchDtypeHeadDimAndAlignment) {
     mutate(s);
     return make_spec(s).family;
   };
-  EXPECT_EQ(family([](Signature&) {}), Family::wgmma);
-  EXPECT_EQ(family([](Signature& s) { s.head_dim = s.head_dim_v = 64; s.dtype = s.out_dtype = DType::f16; }), Family::wgmma);
+  EXPECT_EQ(family([](Signature&) {}), Family::tma);
+  EXPECT_EQ(family([](Signature& s) { s.head_dim = s.head_dim_v = 64; s.dtype = s.out_dtype = DType::f16; }), Family::tma);
+  EXPECT_EQ(family([](Signature& s) { s.bias = BiasKind::pbd_causal_br; }), Family::wgmma);
+  EXPECT_EQ(family([](Signature& s) { s.bias = BiasKind::bd_causal_local; }), Family::wgmma);
+  EXPECT_EQ(family([](Signature& s) { s.bias = BiasKind::bd_causal; }), Family::tma);
   EXPECT_EQ(family([](Signature& s) { s.arch_sm = 80, s.arch_specific = 0; }), Family::mma);
-  EXPECT_EQ(family([](Signature& s) { s.head_dim = s.head_dim_v = 256; }), Family::wgmma);
+  EXPECT_EQ(family([](Signature& s) { s.head_dim = s.head_dim_v = 256; }), Family::tma);
   EXPECT_EQ(family([](Signature& s) { s.head_dim = s.head_dim_v = 96; }), Family::mma);
-  EXPECT_EQ(family([](Signature& s) { s.head_dim = 192; }), Family::wgmma);  // MLA-like 192 / 128
+  EXPECT_EQ(family([](Signature& s) { s.head_dim = 192; }), Family::tma);  // MLA-like 192 / 128
   EXPECT_EQ(family([](Signature& s) { s.head_dim_v = 96; }), Family::mma);
   EXPECT_EQ(family([](Signature& s) { s.align = 2; }), Family::mma);
   // The backward's dK/dV kernel: wgmma at head dims 64/64, 128/64 and 128/128, else mma; its
@@ -99,12 +103,20 @@ TEST(Signature, FamilyFollowsArchDtypeHeadDimAndAlignment) {
   Signature local = base_sig();
   local.bias = BiasKind::causal_local_br;
   EXPECT_EQ(make_spec(local).tile.name(), "m64n64w4");
-  // A wgmma tile must give each warpgroup 64 query rows.
+  // A wgmma tile must give each warpgroup 64 query rows; a tma tile has two and a producer's.
   KernelSpec bad = make_spec(base_sig());
+  bad.family = Family::wgmma;
   bad.tile = *TileConfig::parse("m64n128w8");
   EXPECT_NE(validate_spec(bad).find("warpgroup"), std::string::npos) << validate_spec(bad);
   bad.tile = *TileConfig::parse("m128n32w8");
   EXPECT_NE(validate_spec(bad).find("block_n must be 64 or 128"), std::string::npos) << validate_spec(bad);
+  bad.family = Family::tma;
+  EXPECT_NE(validate_spec(bad).find("producer warpgroup"), std::string::npos) << validate_spec(bad);
+  bad.tile = *TileConfig::parse("m128n32w12");
+  EXPECT_NE(validate_spec(bad).find("block_n must be 64 or 128"), std::string::npos) << validate_spec(bad);
+  bad.tile = *TileConfig::parse("m128n128w12");
+  bad.sig.bias = BiasKind::pbd;
+  EXPECT_NE(validate_spec(bad).find("the tma forward needs"), std::string::npos) << validate_spec(bad);
 }
 
 TEST(Signature, NameRoundTrips) {
@@ -165,7 +177,12 @@ TEST(Signature, GeneratedSourceSetsOnlyConstexprs) {
   EXPECT_NE(generate_source(make_spec(sm80)).find("#include \"fwd_mma.cuh\""), std::string::npos);
   const KernelSpec spec = make_spec(base_sig());
   const std::string src = generate_source(spec);
-  EXPECT_NE(src.find("#include \"fwd_wgmma.cuh\""), std::string::npos);
+  EXPECT_NE(src.find("#include \"fwd_tma.cuh\""), std::string::npos);
+  EXPECT_NE(src.find("__launch_bounds__(384, 1)"), std::string::npos);  // setmaxnreg needs one block per SM
+  EXPECT_NE(src.find("jitattn::FwdTmaParams p"), std::string::npos);
+  KernelSpec cp_async = spec;
+  cp_async.family = Family::wgmma, cp_async.tile = {128, 128, 8};
+  EXPECT_NE(generate_source(cp_async).find("#include \"fwd_wgmma.cuh\""), std::string::npos);
   EXPECT_NE(src.find("kHeadDim = 128"), std::string::npos);
   EXPECT_NE(src.find("jitattn::BandMask<false, false, true>"), std::string::npos);  // causal: no left bound, right bound 0
   EXPECT_NE(src.find("kVarlen = false"), std::string::npos);
@@ -233,9 +250,10 @@ TEST(Signature, DecodeSourceSaysHowItsStagesFill) {
   KernelSpec paged = make_spec(s);
   paged.sig.bias = BiasKind::pbd;
   EXPECT_NE(validate_spec(paged).find("the tma family needs"), std::string::npos) << validate_spec(paged);
-  KernelSpec fwd = make_spec(base_sig());
-  fwd.family = Family::tma;
-  EXPECT_NE(validate_spec(fwd).find("the tma family is the decode kernel"), std::string::npos) << validate_spec(fwd);
+  KernelSpec merge = make_spec(base_sig());
+  merge.sig.op = Op::merge, merge.family = Family::tma;
+  EXPECT_NE(validate_spec(merge).find("the tma family is the sm_90a forward and the decode kernel"), std::string::npos)
+      << validate_spec(merge);
   KernelSpec staged = make_spec(base_sig());  // a stage count means nothing to the forward
   staged.tile.stages = 4;
   EXPECT_NE(validate_spec(staged).find("only the decode kernels take a stage count"), std::string::npos) << validate_spec(staged);

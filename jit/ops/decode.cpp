@@ -16,6 +16,7 @@
 #include "jit/launch.h"
 #include "jit/ops/forward.h"
 #include "jit/ops/forward_params.h"
+#include "jit/ops/tensor_map.h"
 #include "jitattn/error.h"
 
 namespace jitattn::jit::ops {
@@ -105,55 +106,6 @@ Scratch& scratch() {
 
 }  // namespace
 
-std::optional<DecodeMapGeometry> decode_map_geometry(const Bmhk& t, int64_t heads, int64_t elem_bytes, int block_n) {
-  struct Axis {
-    int which;  // 0 row, 1 head, 2 batch
-    int64_t extent, stride;
-  };
-  Axis axes[3] = {{0, t.m, t.sm}, {1, heads, t.sh}, {2, t.b, t.sb}};
-  if (t.m == 0 || t.d == 0) return DecodeMapGeometry{};  // no keys: no block reads a tile (decode() encodes nothing)
-  Axis kept[3];
-  size_t n = 0;
-  for (const Axis& a : axes)
-    if (a.which == 0 || (a.extent > 1 && a.stride != 0)) kept[n++] = a;
-  if (t.m > 1 && t.sm <= 0) return std::nullopt;
-  for (size_t i = 1; i < n; ++i)  // by stride, at most three
-    for (size_t j = i; j > 0 && kept[j].stride < kept[j - 1].stride; --j) std::swap(kept[j], kept[j - 1]);
-  DecodeMapGeometry g;
-  g.dim[0] = uint64_t(t.d);
-  uint64_t covered = uint64_t(t.d) * uint64_t(elem_bytes);  // bytes the lower dimensions span
-  for (size_t i = 0; i < n; ++i) {
-    const Axis& a = kept[i];
-    uint64_t bytes = uint64_t(a.stride) * uint64_t(elem_bytes);
-    if (a.extent == 1 && a.stride <= 0) bytes = (covered + 15) / 16 * 16;  // a lone row: any valid stride
-    if (bytes % 16 != 0 || bytes >= (uint64_t(1) << 40) || bytes < covered) return std::nullopt;
-    if (uint64_t(a.extent) > (uint64_t(1) << 32)) return std::nullopt;
-    g.dim[i + 1] = uint64_t(a.extent);
-    g.stride[i] = bytes;
-    g.dim_of[a.which] = int32_t(i + 1);
-    if (a.which == 0) g.box[i + 1] = uint32_t(std::min<int64_t>(block_n, a.extent));  // a box fits in its tensor
-    covered = bytes * uint64_t(a.extent);
-  }
-  for (size_t i = n; i < 3; ++i) g.stride[i] = (covered + 15) / 16 * 16;  // extent 1: never stepped
-  for (uint64_t st : g.stride)
-    if (st >= (uint64_t(1) << 40)) return std::nullopt;
-  return g;
-}
-
-namespace {
-
-void encode_map(unsigned char* out, const void* data, DType dtype, const DecodeMapGeometry& g, const std::string& what) {
-  const CudaDriver& d = CudaDriver::require();
-  const uint32_t element_strides[4] = {1, 1, 1, 1};
-  const CUresult rc = d.cuTensorMapEncodeTiled(
-      reinterpret_cast<CUtensorMap*>(out), dtype == DType::bf16 ? CU_TENSOR_MAP_DATA_TYPE_BFLOAT16 : CU_TENSOR_MAP_DATA_TYPE_FLOAT16,
-      4, const_cast<void*>(data), g.dim, g.stride, g.box, element_strides, CU_TENSOR_MAP_INTERLEAVE_NONE,
-      CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
-  check_cuda(rc, ("cuTensorMapEncodeTiled (decode " + what + ")").c_str());
-}
-
-}  // namespace
-
 bool decode_applies(const ForwardPlan& p) {
   // BlockSparseMask's short queries take the prefill path (its layout is for long sequences).
   // JITATTN_FAMILY=portable runs what AMD runs, and AMD has no decode kernel (mma.sync).
@@ -166,7 +118,7 @@ Signature decode_signature(const ForwardPlan& p, const Arch& arch) {
   sig.op = Op::decode;
   // Tensors a tensor map cannot address take the kernel for element-aligned rows instead (whether
   // one can does not depend on the box's rows).
-  if (decode_tma(sig) && (!decode_map_geometry(p.k, kv_heads(p), 2, 1) || !decode_map_geometry(p.v, kv_heads(p), 2, 1)))
+  if (decode_tma(sig) && (!tensor_map_geometry(p.k, kv_heads(p), 2, 1) || !tensor_map_geometry(p.v, kv_heads(p), 2, 1)))
     sig.align = 2;
   return sig;
 }
@@ -204,9 +156,9 @@ void decode(const ForwardPlan& p, CUstream stream) {
   const int64_t blocks = chunks * dp.num_splits;
   if (kernel.spec.family == Family::tma && p.k.m > 0) {  // decode_signature checked that both map
     const int block_n = kernel.spec.tile.block_n;
-    const DecodeMapGeometry gk = *decode_map_geometry(p.k, kvh, 2, block_n), gv = *decode_map_geometry(p.v, kvh, 2, block_n);
-    encode_map(dp.k_map, p.k_data, p.dtype, gk, "keys");
-    encode_map(dp.v_map, p.v_data, p.dtype, gv, "values");
+    const TensorMapGeometry gk = *tensor_map_geometry(p.k, kvh, 2, block_n), gv = *tensor_map_geometry(p.v, kvh, 2, block_n);
+    encode_tensor_map(dp.k_map, p.k_data, p.dtype, gk, "decode keys");
+    encode_tensor_map(dp.v_map, p.v_data, p.dtype, gv, "decode values");
     for (int i = 0; i < 3; ++i) dp.tma_dim[0][i] = gk.dim_of[i], dp.tma_dim[1][i] = gv.dim_of[i];
     const int64_t box_rows = std::min<int64_t>(block_n, p.k.m);  // as decode_map_geometry's boxes
     dp.tma_stage_bytes = int32_t(box_rows * 128 * (ceil_div(p.k.d, 64) + ceil_div(p.v.d, 64)));

@@ -29,20 +29,6 @@ Signature decode_signature(const ForwardPlan& p, const Arch& arch);
 // (kernel_src/params.h).
 int decode_splits(int64_t chunks, int64_t keys, int64_t slots, int block_n);
 
-// A key or value tensor as a 4-D tensor map (kernel_src/decode.cuh kTma, DecodeParams): dimension
-// 0 the columns, then the key row, head and batch dimensions that move through memory, in
-// increasing stride order; an index whose extent is 1 or whose stride is 0 addresses nothing and
-// is left out (its coordinate is 0). Boxes are 64 columns by block_n rows (fewer for a shorter
-// tensor). nullopt where TMA cannot address the view: a stride that is not a multiple of 16
-// bytes or reaches 2^40, rows of stride 0, dimensions that overlap, an extent past 2^32.
-struct DecodeMapGeometry {
-  uint64_t dim[4] = {1, 1, 1, 1};
-  uint64_t stride[3] = {16, 16, 16};  // bytes, of dimensions 1..3
-  uint32_t box[4] = {64, 1, 1, 1};
-  int32_t dim_of[3] = {0, 0, 0};  // of the row, head and batch index: DecodeParams::tma_dim
-};
-std::optional<DecodeMapGeometry> decode_map_geometry(const Bmhk& t, int64_t heads, int64_t elem_bytes, int block_n);
-
 // Fetches (or compiles) the kernel and queues it, with its scratch (split-KV), on `stream`.
 void decode(const ForwardPlan& p, CUstream stream);
 

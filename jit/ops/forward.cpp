@@ -2,12 +2,14 @@
 
 #include <algorithm>
 #include <cmath>
+#include <optional>
 
 #include "jit/env.h"
 #include "jit/jit_runtime.h"
 #include "jit/launch.h"
 #include "jit/ops/decode.h"
 #include "jit/ops/forward_params.h"
+#include "jit/ops/tensor_map.h"
 
 namespace jitattn::jit::ops {
 
@@ -103,18 +105,60 @@ int32_t pairs_per_chunk(const KernelSpec& spec, const FwdParams& p) {
   return has_uneven_blocks(spec.sig.bias) ? int32_t(pairs) : 1;
 }
 
+namespace {
+
+// The views of Q, K and V as tensor maps of the tma forward's boxes (kernel_src/fwd_tma.cuh):
+// kBlockM query rows, kBlockN key rows.
+struct ForwardMaps {
+  std::optional<TensorMapGeometry> q, k, v;
+  bool ok() const { return q && k && v; }
+};
+ForwardMaps forward_maps(const ForwardPlan& p, const TileConfig& tile) {
+  return {tensor_map_geometry(p.q, p.q.h, 2, tile.block_m), tensor_map_geometry(p.k, p.k.h, 2, tile.block_n),
+          tensor_map_geometry(p.v, p.v.h, 2, tile.block_n)};
+}
+
+// The one-tile byte count of a map: every box in full (64 columns of 2 bytes by its rows).
+int32_t box_bytes(const TensorMapGeometry& g, int64_t cols) {
+  return int32_t(int64_t(g.box[g.dim_of[0]]) * 128 * ceil_div(cols, 64));
+}
+
+}  // namespace
+
+Signature forward_kernel_signature(const ForwardPlan& p, const Arch& arch) {
+  Signature sig = forward_signature(p, arch);
+  const KernelSpec spec = make_spec(sig);
+  if (spec.family == Family::tma && !forward_maps(p, spec.tile).ok()) sig.align = 4;
+  return sig;
+}
+
 void forward(const ForwardPlan& p, CUstream stream) {
   if (p.q.b == 0 || p.q.h == 0 || p.q.m == 0) return;  // nothing to compute or write
   auto& rt = JitRuntime::get();
   const ContextInfo& ctx = rt.context(p.device);
   // Few queries per sequence: jit/ops/decode.cpp (CUDA only; AMD runs them as any forward).
   if (ctx.backend == Backend::cuda && decode_applies(p)) return decode(p, stream);
-  const LoadedKernel& kernel = rt.kernel(forward_signature(p, ctx.arch), ctx);
-  FwdParams fp;
+  const LoadedKernel& kernel = rt.kernel(forward_kernel_signature(p, ctx.arch), ctx);
+  FwdTmaParams tp{};
+  FwdParams& fp = tp.f;
   if (!forward_params(p, fp)) return;
   // One block per (query block, head, batch); block_coords() decodes it.
   fp.pairs_per_chunk = pairs_per_chunk(kernel.spec, fp);
-  launch(kernel, &fp, ceil_div(fp.mq, kernel.spec.tile.block_m) * fp.heads * fp.batch, stream);
+  const int64_t blocks = ceil_div(fp.mq, kernel.spec.tile.block_m) * fp.heads * fp.batch;
+  if (kernel.spec.family != Family::tma) return launch(kernel, &fp, blocks, stream);
+  const ForwardMaps maps = forward_maps(p, kernel.spec.tile);  // forward_kernel_signature checked that all map
+  const TensorMapGeometry* g[3] = {&*maps.q, &*maps.k, &*maps.v};
+  const void* data[3] = {p.q_data, p.k_data, p.v_data};
+  unsigned char* out[3] = {tp.q_map, tp.k_map, tp.v_map};
+  const int64_t cols[3] = {p.q.d, p.k.d, p.v.d};
+  const char* what[3] = {"forward queries", "forward keys", "forward values"};
+  for (int t = 0; t < 3; ++t) {
+    if (t > 0 && p.k.m == 0) break;  // no keys: no block loads a key tile
+    encode_tensor_map(out[t], data[t], p.dtype, *g[t], what[t]);
+    for (int i = 0; i < 3; ++i) tp.tma_dim[t][i] = g[t]->dim_of[i];
+    tp.tma_bytes[t] = box_bytes(*g[t], cols[t]);
+  }
+  launch(kernel, &tp, blocks, stream);
 }
 
 }  // namespace jitattn::jit::ops
