@@ -315,14 +315,31 @@ namespace {
 
 // Runs one call with `bias` on q [B, Mq, Hq, K], k/v [B, Mkv, Hkv, K|Kv] and compares with the
 // reference built from materialize() (K/V heads repeated on the host for GQA).
+// `seen`: when given, the [first, end) key rows (batch 0) some sequence sees; every other key
+// and value row is NaN on the device (padding, gaps: memory a kernel may load but must not let
+// into a sum; the reference reads the finite values there, under a mask).
+using RowRanges = std::vector<std::pair<int64_t, int64_t>>;
 void run_bias_case(const AttnBias& bias, DType dt, int64_t B, int64_t Mq, int64_t Mkv, int64_t Hq, int64_t Hkv,
-                   int64_t K, int64_t Kv, bool lse = true) {
+                   int64_t K, int64_t Kv, bool lse = true, const RowRanges* seen = nullptr) {
   SCOPED_TRACE(std::string(bias_name(bias)) + " " + to_string(dt) + " B=" + std::to_string(B) + " Mq=" + std::to_string(Mq) +
                " Mkv=" + std::to_string(Mkv) + " Hq=" + std::to_string(Hq) + " Hkv=" + std::to_string(Hkv) +
                " K=" + std::to_string(K) + " Kv=" + std::to_string(Kv));
   DeviceTensor q = make_input(B, Mq, Hq, K, dt, Layout::contiguous);
   DeviceTensor k = make_input(B, Mkv, Hkv, K, dt, Layout::contiguous);
   DeviceTensor v = make_input(B, Mkv, Hkv, Kv, dt, Layout::contiguous);
+  if (seen) {
+    std::vector<bool> used(size_t(Mkv), false);
+    for (const auto& [first, end] : *seen)
+      for (int64_t r = first; r < end; ++r) used[size_t(r)] = true;
+    for (int64_t r = 0; r < Mkv; ++r) {
+      if (used[size_t(r)]) continue;
+      for (auto [t, d] : {std::pair<DeviceTensor*, int64_t>{&k, K}, {&v, Kv}}) {
+        const size_t row_bytes = size_t(Hkv * d) * element_size(dt);
+        const std::vector<unsigned char> nan(row_bytes, 0xFF);
+        t->buf.upload(nan.data(), row_bytes, size_t(r) * row_bytes);
+      }
+    }
+  }
   DeviceTensor out = make_input(B, Mq, Hq, Kv, dt, Layout::contiguous);
   out.buf.fill(0xFF);
   DeviceBuffer lse_buf(size_t(B * Hq * Mq) * 4 + 4);
@@ -420,6 +437,15 @@ TEST_F(BiasGpu, PaddedAndGappyKeys) {
     const int64_t mq = sum(ql), mkv = int64_t(ql.size()) * padding;
     run_bias_case(BlockDiagonalPaddedKeysMask::from_seqlens(ql, padding, kl), dt, 1, mq, mkv, 2, 2, 64, 64);
     run_bias_case(BlockDiagonalCausalWithOffsetPaddedKeysMask::from_seqlens(ql, padding, kl), dt, 1, mq, mkv, 2, 2, 64, 64);
+    // The padding NaN: a key tile that runs past a sequence's keys loads it (the tma forward's
+    // boxes, at head dims 64 and 128).
+    RowRanges padded_rows;
+    for (size_t b = 0; b < ql.size(); ++b) padded_rows.push_back({int64_t(b) * padding, int64_t(b) * padding + kl[b]});
+    for (int64_t d : {64, 128}) {
+      run_bias_case(BlockDiagonalPaddedKeysMask::from_seqlens(ql, padding, kl), dt, 1, mq, mkv, 4, 2, d, d, true, &padded_rows);
+      run_bias_case(BlockDiagonalCausalWithOffsetPaddedKeysMask::from_seqlens(ql, padding, kl), dt, 1, mq, mkv, 2, 2, d, d,
+                    false, &padded_rows);
+    }
     const auto padded = BlockDiagonalPaddedKeysMask::from_seqlens(ql, padding, kl);
     run_bias_case(BlockDiagonalLocalAttentionPaddedKeysMask{padded.q_seqinfo, padded.k_seqinfo, 5, 2}, dt, 1, mq, mkv, 2, 2, 64, 64);
     run_bias_case(BlockDiagonalCausalLocalAttentionPaddedKeysMask{padded.q_seqinfo, padded.k_seqinfo, 11}, dt, 1, mq, mkv, 2, 2, 64, 64);
@@ -434,6 +460,11 @@ TEST_F(BiasGpu, PaddedAndGappyKeys) {
     const int64_t gkv = int64_t(ql.size()) * padding;
     run_bias_case(BlockDiagonalGappyKeysMask::from_seqlens(ql, starts, gl), dt, 1, mq, gkv, 2, 2, 64, 64);
     run_bias_case(BlockDiagonalCausalWithOffsetGappyKeysMask::from_seqlens(ql, starts, gl), dt, 1, mq, gkv, 2, 2, 64, 64);
+    RowRanges gappy_rows;  // the gaps NaN
+    for (size_t b = 0; b < ql.size(); ++b) gappy_rows.push_back({starts[b], starts[b] + gl[b]});
+    run_bias_case(BlockDiagonalGappyKeysMask::from_seqlens(ql, starts, gl), dt, 1, mq, gkv, 2, 1, 128, 128, true, &gappy_rows);
+    run_bias_case(BlockDiagonalCausalWithOffsetGappyKeysMask::from_seqlens(ql, starts, gl), dt, 1, mq, gkv, 2, 2, 64, 64, true,
+                  &gappy_rows);
   }
 }
 

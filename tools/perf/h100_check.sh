@@ -38,8 +38,11 @@ run_gpu_tests() {  # label filter [binary]
 if has tests; then
   echo "== GPU tests"
   run_gpu_tests all "${TESTS_FILTER:-*}"
-  # On sm_90a the wgmma family serves f16/bf16 forwards at head dims 64 and 128; the mma family
-  # (every other arch and head dim) gets the same tests on this card too.
+  # On sm_90a the tma family (warp-specialized) serves f16/bf16 forwards at head dims 64..256, the
+  # cp.async wgmma family paged keys and left windows; both of those and the mma family (every
+  # other arch and head dim) get the forward tests on this card too.
+  echo "== forward GPU tests with JITATTN_FWD_FAMILY=wgmma"
+  (export JITATTN_FWD_FAMILY=wgmma; run_gpu_tests wgmma "${MMA_TESTS_FILTER:-ForwardGpu.*:BiasGpu.*:MergeGpu.*}")
   echo "== forward GPU tests with JITATTN_FWD_FAMILY=mma"
   (export JITATTN_FWD_FAMILY=mma; run_gpu_tests mma "${MMA_TESTS_FILTER:-ForwardGpu.*:BiasGpu.*:MergeGpu.*}")
   # The backward's dK/dV kernel on sm_90a is the wgmma family at head dims 64/64, 128/64 and 128/128; the mma family
@@ -107,6 +110,13 @@ if has bench; then
   export JITATTN_CACHE=$caches/bench.sqlite
   build/tools/jitattn bench --dtype bf16 --head-dims 64,128 --seqlens 4096,16384 --causal both --reps 20 --bwd \
     --json "$out/bench.json" | grep -vE "^first call"
+  echo "-- JITATTN_FWD_FAMILY=wgmma (the cp.async wgmma forward in the same call)"
+  JITATTN_FWD_FAMILY=wgmma build/tools/jitattn bench --dtype bf16 --head-dims 64,128 --seqlens 4096,16384 --causal both --reps 20 |
+    grep -vE "^first call"
+  for t in ${FWD_TILES:-}; do
+    echo "-- JITATTN_TILE=$t"
+    JITATTN_TILE=$t build/tools/jitattn bench --dtype bf16 --head-dims 64,128 --seqlens 4096,16384 --causal both --reps 20 | grep -vE "^first call"
+  done
   echo "-- JITATTN_BWD_FAMILY=mma (the mma.sync backward in the same call)"
   JITATTN_BWD_FAMILY=mma build/tools/jitattn bench --dtype bf16 --head-dims 64,128 --seqlens 4096,16384 --causal both --reps 20 --bwd |
     grep " bwd "
