@@ -87,6 +87,10 @@ template <int kRegs>
 __device__ __forceinline__ void setmaxnreg_dec() { asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(kRegs)); }
 template <int kRegs>
 __device__ __forceinline__ void setmaxnreg_inc() { asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;\n" ::"n"(kRegs)); }
+// Arrives at named barrier `id` for a count of n without waiting (the other side syncs).
+__device__ __forceinline__ void named_barrier_arrive(unsigned id, unsigned n) {
+  asm volatile("bar.arrive %0, %1;\n" ::"r"(id), "r"(n) : "memory");
+}
 #else  // no bulk copies before sm_90 (nor on AMD): kernels test their Cfg and never call these
 __device__ __forceinline__ void fence_proxy_async() {}
 __device__ __forceinline__ void mbar_init(unsigned, unsigned) {}
@@ -103,6 +107,7 @@ __device__ __forceinline__ void bulk_commit() {}
 template <int kPending, bool kRead>
 __device__ __forceinline__ void bulk_wait() {}
 __device__ __forceinline__ void named_barrier_sync(unsigned, unsigned) {}
+__device__ __forceinline__ void named_barrier_arrive(unsigned, unsigned) {}
 #endif
 
 }  // namespace jitattn

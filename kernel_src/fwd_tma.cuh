@@ -10,6 +10,11 @@
 // it, K after S = Q·K(it)ᵀ, V after O += P(it)·V(it). No block-wide barrier runs after the start.
 // The producer warpgroup gives its registers to the others (setmaxnreg: 40 and 232 per thread).
 //
+// Within a warpgroup the softmax of S(it) runs while P(it-1)·V(it-1) does (fwd_wgmma.cuh's
+// order); between the two, the batches of products take turns (FlashAttention-3's ping-pong):
+// warpgroup g issues its batch once the other has issued its own (named barrier 1 + g), so one
+// warpgroup's products keep the tensor cores busy while the other computes its softmax.
+//
 // A key tile that runs past the sequence's keys reads rows of whatever follows (another
 // sequence, padding, a gap: not necessarily finite). Masking makes their probabilities 0, but
 // 0·NaN is NaN, so the producer lands such a V tile on a barrier of its own, zeroes those rows
@@ -130,14 +135,25 @@ __device__ __forceinline__ void fwd_tma(const FwdTmaParams& tp) {
   };
   auto k_landed = [&](int it) { mbar_wait(bar.k_full(it % L::kKStages), unsigned(it / L::kKStages) & 1u); };
   auto v_landed = [&](int it) { mbar_wait(bar.v_full(it % L::kVStages), unsigned(it / L::kVStages) & 1u); };
+  // Turns: warpgroup g waits at barrier 1 + g before a batch and lets the other go after it.
+  // Each issues n_visits + 1 batches; warpgroup 1 lets 0 go first, and skips its last arrival
+  // (nobody waits for it), so every barrier completes as often as it is waited at.
+  const unsigned group = unsigned(blk.group);
+  auto my_turn = [&]() { named_barrier_sync(1 + group, 256); };
+  auto your_turn = [&](bool last) {
+    if (!(last && group == 1)) named_barrier_arrive(2 - group, 256);
+  };
+  if (n_visits > 0 && group == 1) named_barrier_arrive(1, 256);
   int c = blk.tiles.next(0);
   unsigned pa[B::kKP][4];  // P(it - 1), the A operand of the product in flight
   mbar_wait(bar.q_full(), 0);
   if (n_visits > 0) {
     float s[B::kNT][4], alpha[2];
     k_landed(0);
+    my_turn();
     wgmma_fence();
     blk.issue_s(s, 0);
+    your_turn(false);
     wgmma_wait<0>();
     wgmma_hold(s);
     release(bar.k_empty(0));
@@ -149,9 +165,11 @@ __device__ __forceinline__ void fwd_tma(const FwdTmaParams& tp) {
     float s[B::kNT][4], alpha[2];
     k_landed(it);
     v_landed(it - 1);  // copied before K(it): no wait between the two products
+    my_turn();
     wgmma_fence();
     blk.issue_s(s, it);
     blk.issue_pv(pa, it - 1);
+    your_turn(false);
     wgmma_wait<1>();  // S(it) is done; P(it-1)·V(it-1) may still run
     wgmma_hold(s);
     release(bar.k_empty(it % L::kKStages));
@@ -165,8 +183,10 @@ __device__ __forceinline__ void fwd_tma(const FwdTmaParams& tp) {
   }
   if (n_visits > 0) {
     v_landed(n_visits - 1);
+    my_turn();
     wgmma_fence();
     blk.issue_pv(pa, n_visits - 1);
+    your_turn(true);
     wgmma_wait<0>();
     wgmma_hold(blk.acc);
   }
