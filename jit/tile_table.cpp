@@ -81,9 +81,12 @@ TileConfig default_tile(const Signature& sig, Family family) {
   // fwd_mfma.cuh: one wave64 per 16 query rows; four waves up to d = 128, two past it (LDS).
   if (family == Family::mfma) return d <= 128 ? TileConfig{64, 32, 4} : TileConfig{32, 32, 2};
   if (family == Family::tma) {
-    // fwd_tma.cuh: two warpgroups of 64 query rows; keys by fwd_wgmma.cuh's measurements below
-    // (64 at d = 64, 128 at d = 128, 64 past it for shared memory).
-    return {128, uint16_t(d == 128 ? 128 : 64), 12};
+    // fwd_tma.cuh, H200, bf16, M = 4096/16384, non-causal/causal (JITATTN_TILE, one call): at
+    // d = 64 m128n128w12 gave 389/361 and 414/438 TFLOP/s against 349/296 and 368/359 for
+    // m128n64w12; at d = 128 m128n128w12 621/516, 664/588 against 503/446, 533/491. Past 128,
+    // m128n64w12 fits (194 KB at 256: 627/550, 660/613).
+    if (d <= 64) return {192, 128, 16};
+    return {128, uint16_t(d <= 128 ? 128 : 64), 12};
   }
   if (family == Family::wgmma) {
     // H100, bf16, M = 4096/16384, one call (JITATTN_TILE sweep, docs/perf-notes.md "w3"): at
@@ -139,11 +142,12 @@ bool tma_forward_serves(const Signature& sig) {
   return wgmma_forward_serves(sig) && !is_paged(sig.bias) && !has_left_window(sig.bias);
 }
 bool tma_forward(const Signature& sig) { return tma_forward_serves(sig) && !Env::get().fwd_no_tma; }
-// A tile fwd_tma.cuh takes: two warpgroups of 64 query rows and the producer's (12 warps), keys
-// by 64 or 128 ("" when it does, else why not).
+// A tile fwd_tma.cuh takes: two or three warpgroups of 64 query rows and the producer's (m128w12,
+// m192w16), keys by 64 or 128 ("" when it does, else why not).
 std::string tma_forward_tile_problem(const TileConfig& t) {
-  if (t.block_m != 128 || t.warps != 12)
-    return "tile " + t.name() + ": the tma forward has two warpgroups of 64 query rows and a producer warpgroup (m128, w12)";
+  if ((t.block_m != 128 && t.block_m != 192) || t.warps != 4 * (t.block_m / 64 + 1))
+    return "tile " + t.name() +
+           ": the tma forward has two or three warpgroups of 64 query rows and a producer warpgroup (m128w12, m192w16)";
   if (t.block_n != 64 && t.block_n != 128) return "tile " + t.name() + ": block_n must be 64 or 128";
   return "";
 }

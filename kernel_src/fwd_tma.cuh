@@ -11,9 +11,10 @@
 // The producer warpgroup gives its registers to the others (setmaxnreg: 40 and 232 per thread).
 //
 // Within a warpgroup the softmax of S(it) runs while P(it-1)·V(it-1) does (fwd_wgmma.cuh's
-// order); between the two, the batches of products take turns (FlashAttention-3's ping-pong):
-// warpgroup g issues its batch once the other has issued its own (named barrier 1 + g), so one
-// warpgroup's products keep the tensor cores busy while the other computes its softmax.
+// order); between warpgroups, the batches of products take turns (FlashAttention-3's ping-pong):
+// warpgroup g issues its batch once warpgroup g − 1 (cyclically) has issued its own (named
+// barrier 1 + g), so one warpgroup's products keep the tensor cores busy while the others
+// compute their softmax.
 //
 // A key tile that runs past the sequence's keys reads rows of whatever follows (another
 // sequence, padding, a gap: not necessarily finite). Masking makes their probabilities 0, but
@@ -21,8 +22,8 @@
 // and only then completes the stage's barrier itself (S needs nothing: a masked logit is
 // replaced, not added to). Rows of Q past the sequence's end are never stored.
 //
-// Cfg as in fwd_wgmma.cuh, with kWarps = 4·(kBlockM/64 + 1); kAlign16, not paged, no left
-// window (jit/tile_table.cpp).
+// Cfg as in fwd_wgmma.cuh, with kBlockM 128 or 192 and kWarps = 4·(kBlockM/64 + 1); kAlign16,
+// not paged, no left window (jit/tile_table.cpp).
 #pragma once
 #include "bulk.cuh"
 #include "fwd_wgmma.cuh"
@@ -42,8 +43,10 @@ struct FwdTmaLayout {
   static constexpr int kBarriers = 1 + 2 * (kKStages + kVStages) + 1;
   // 1024 bytes of slack: the tiles start on a 1024-byte boundary, which the swizzle needs.
   static constexpr int kSmemBytes = 1024 + kTileBytes + 8 * kBarriers;
-  static constexpr int kProducerRegs = 40, kMmaRegs = 232;  // 128·40 + 256·232 ≤ 65536
-  static_assert(kGroups == 2 && Cfg::kWarps == 4 * (kGroups + 1), "two warpgroups of 64 query rows and a producer");
+  // Registers per thread after setmaxnreg: 128·40 + 256·232 and 128·24 + 384·160 ≤ 65536.
+  static constexpr int kProducerRegs = kGroups == 2 ? 40 : 24, kMmaRegs = kGroups == 2 ? 232 : 160;
+  static_assert((kGroups == 2 || kGroups == 3) && Cfg::kWarps == 4 * (kGroups + 1),
+                "two or three warpgroups of 64 query rows and a producer");
   static_assert(Cfg::kHeadDim % 64 == 0 && Cfg::kHeadDim <= 256, "head dims 64, 128, 192 or 256");
   static_assert(Cfg::kHeadDimV % 64 == 0 && Cfg::kHeadDimV <= 256, "value head dims 64, 128, 192 or 256");
   static_assert(Cfg::kBlockN == 64 || Cfg::kBlockN == 128, "key tiles of 64 or 128");
@@ -135,15 +138,16 @@ __device__ __forceinline__ void fwd_tma(const FwdTmaParams& tp) {
   };
   auto k_landed = [&](int it) { mbar_wait(bar.k_full(it % L::kKStages), unsigned(it / L::kKStages) & 1u); };
   auto v_landed = [&](int it) { mbar_wait(bar.v_full(it % L::kVStages), unsigned(it / L::kVStages) & 1u); };
-  // Turns: warpgroup g waits at barrier 1 + g before a batch and lets the other go after it.
-  // Each issues n_visits + 1 batches; warpgroup 1 lets 0 go first, and skips its last arrival
-  // (nobody waits for it), so every barrier completes as often as it is waited at.
+  // Turns: warpgroup g waits at barrier 1 + g before a batch and lets g + 1 (cyclically) go
+  // after it. Each issues n_visits + 1 batches; the last warpgroup lets 0 go first and skips its
+  // own last arrival (nobody waits for it), so every barrier completes as often as it is waited at.
+  constexpr unsigned kLast = L::kGroups - 1;
   const unsigned group = unsigned(blk.group);
   auto my_turn = [&]() { named_barrier_sync(1 + group, 256); };
   auto your_turn = [&](bool last) {
-    if (!(last && group == 1)) named_barrier_arrive(2 - group, 256);
+    if (!(last && group == kLast)) named_barrier_arrive(1 + (group + 1) % L::kGroups, 256);
   };
-  if (n_visits > 0 && group == 1) named_barrier_arrive(1, 256);
+  if (n_visits > 0 && group == kLast) named_barrier_arrive(1, 256);
   int c = blk.tiles.next(0);
   unsigned pa[B::kKP][4];  // P(it - 1), the A operand of the product in flight
   mbar_wait(bar.q_full(), 0);

@@ -127,9 +127,11 @@ TEST(TensorMap, ForwardSignatureTakesTheTmaFamilyWhereTheViewsMap) {
     other.bias.kind = kind;
     EXPECT_EQ(make_spec(forward_kernel_signature(other, h100)).family, Family::wgmma) << to_string(kind);
   }
-  Signature d64 = forward_kernel_signature(p, h100);
-  d64.head_dim = d64.head_dim_v = 64;
-  EXPECT_EQ(make_spec(d64).tile.name(), "m128n64w12");
+  Signature dims = forward_kernel_signature(p, h100);
+  dims.head_dim = dims.head_dim_v = 64;
+  EXPECT_EQ(make_spec(dims).tile.name(), "m192n128w16");
+  dims.head_dim = dims.head_dim_v = 256;
+  EXPECT_EQ(make_spec(dims).tile.name(), "m128n64w12");
   KernelSpec wrong = tma;  // a tile without the producer warpgroup
   wrong.tile = TileConfig{128, 128, 8};
   EXPECT_NE(validate_spec(wrong).find("producer"), std::string::npos);
