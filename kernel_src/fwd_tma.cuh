@@ -43,7 +43,10 @@ struct FwdTmaLayout {
   static constexpr int kBarriers = 1 + 2 * (kKStages + kVStages) + 1;
   // 1024 bytes of slack: the tiles start on a 1024-byte boundary, which the swizzle needs.
   static constexpr int kSmemBytes = 1024 + kTileBytes + 8 * kBarriers;
-  // Registers per thread after setmaxnreg: 128·40 + 256·232 and 128·24 + 384·160 ≤ 65536.
+  // Registers per thread after setmaxnreg: 128·40 + 256·232 and 128·24 + 384·160 ≤ 65536. The
+  // multiplying warpgroups' setmaxnreg.inc waits for registers the block holds: it must start
+  // with 168 (w12) or 126 (w16) per thread, which ptxas gives under __launch_bounds__(threads, 1)
+  // (the compile tests check its report).
   static constexpr int kProducerRegs = kGroups == 2 ? 40 : 24, kMmaRegs = kGroups == 2 ? 232 : 160;
   static_assert((kGroups == 2 || kGroups == 3) && Cfg::kWarps == 4 * (kGroups + 1),
                 "two or three warpgroups of 64 query rows and a producer");
@@ -93,7 +96,7 @@ __device__ __forceinline__ void fwd_tma_produce(const FwdTmaParams& tp, const Bl
     if (it >= L::kKStages) mbar_wait(bar.k_empty(ks), unsigned(it / L::kKStages - 1) & 1u);
     if (lane == 0) load(1, tp.k_map, blk.k_stage(it), Cfg::kHeadDim / 64, kBN, row, hk, bar.k_full(ks));
     if (it >= L::kVStages) mbar_wait(bar.v_empty(vs), unsigned(it / L::kVStages - 1) & 1u);
-    const int valid = blk.seq.mkv - n0;  // >= 1: a visited tile starts before the keys' end
+    const int valid = imax(blk.seq.mkv - n0, 0);  // >= 1: a visited tile starts before the keys' end
     if (valid >= kBN) {
       if (lane == 0) load(2, tp.v_map, blk.v_stage(it), Cfg::kHeadDimV / 64, kBN, row, hk, bar.v_full(vs));
       continue;

@@ -220,8 +220,18 @@ void compile_all(const std::vector<KernelSpec>& specs) {
           else if (k.registers <= 0) error = "no register count in the ptxas report";
           // Too few registers for the wgmma pipeline: ptxas then waits after every wgmma, which
           // runs correctly and slowly (C7510-C7512); the wgmma kernels are sized to avoid it.
-          else if (spec.family == Family::wgmma && k.log.find("wgmma.mma_async instructions are serialized") != std::string::npos)
+          else if ((spec.family == Family::wgmma || (spec.family == Family::tma && spec.sig.op == Op::fwd)) &&
+                   k.log.find("wgmma.mma_async instructions are serialized") != std::string::npos)
             error = "ptxas serializes its wgmma pipeline:\n" + k.log;
+          // fwd_tma.cuh's setmaxnreg.inc waits until the producer's setmaxnreg.dec has freed
+          // enough: the block must start with at least what it hands out (40/232 per thread
+          // for two warpgroups that multiply, 24/160 for three), or the kernel hangs.
+          else if (spec.family == Family::tma && spec.sig.op == Op::fwd) {
+            const int mma_threads = spec.threads() - 128, two = spec.tile.block_m == 128;
+            const int needed = 128 * (two ? 40 : 24) + mma_threads * (two ? 232 : 160);
+            if (k.registers * spec.threads() < needed)
+              error = std::to_string(k.registers) + " registers per thread at launch, fewer than setmaxnreg hands out";
+          }
         } catch (const std::exception& e) {
           error = e.what();
         }
