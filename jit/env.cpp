@@ -97,6 +97,7 @@ Env read_env() {
       throw Error(ErrorKind::invalid_argument, "JITATTN_FWD_FAMILY=" + fam + " is not one of mma, wgmma, tma");
     env.fwd_mma_only = fam == "mma";
     env.fwd_no_tma = fam != "tma";
+    env.fwd_tma_forced = fam == "tma";
   }
   if (const std::string fam = getenv_str("JITATTN_BWD_FAMILY"); !fam.empty()) {
     if (fam != "mma" && fam != "wgmma") throw Error(ErrorKind::invalid_argument, "JITATTN_BWD_FAMILY=" + fam + " is not one of mma, wgmma");

@@ -81,12 +81,13 @@ TileConfig default_tile(const Signature& sig, Family family) {
   // fwd_mfma.cuh: one wave64 per 16 query rows; four waves up to d = 128, two past it (LDS).
   if (family == Family::mfma) return d <= 128 ? TileConfig{64, 32, 4} : TileConfig{32, 32, 2};
   if (family == Family::tma) {
+    const int dp = round_up(d, 64);  // the padded width (fwd_tma.cuh kDP, kDvP)
     // fwd_tma.cuh, H200, bf16, M = 4096/16384, non-causal/causal (JITATTN_TILE, one call): at
     // d = 64 m128n128w12 gave 389/361 and 414/438 TFLOP/s against 349/296 and 368/359 for
     // m128n64w12; at d = 128 m128n128w12 621/516, 664/588 against 503/446, 533/491. Past 128,
     // m128n64w12 fits (194 KB at 256: 627/550, 660/613).
-    if (d <= 64) return {192, 128, 16};
-    return {128, uint16_t(d <= 128 ? 128 : 64), 12};
+    if (dp <= 64) return {192, 128, 16};
+    return {128, uint16_t(dp <= 128 ? 128 : 64), 12};
   }
   if (family == Family::wgmma) {
     // H100, bf16, M = 4096/16384, one call (JITATTN_TILE sweep, docs/perf-notes.md "w3"): at
@@ -138,10 +139,18 @@ bool wgmma_forward(const Signature& sig) { return wgmma_forward_serves(sig) && !
 // (not paged: the host gives a signature element alignment where a view cannot be mapped,
 // jit/ops/forward.cpp) and without a left window (whose short blocks run best two per SM, on
 // fwd_wgmma.cuh's m64 tile, where one block per SM leaves the SM half idle).
+// Its head dims may also be other multiples of 8 in 64..256: shared memory pads them to 64-column
+// panels, which the boxes fill with zeros. Those run only under JITATTN_FWD_FAMILY=tma until they
+// have been measured on a GPU (else the mma.sync family serves them).
+bool tma_head_dim(int d) { return d % 8 == 0 && d >= 64 && d <= 256; }
 bool tma_forward_serves(const Signature& sig) {
-  return wgmma_forward_serves(sig) && !is_paged(sig.bias) && !has_left_window(sig.bias);
+  return sig.op == Op::fwd && sig.arch_sm == 90 && sig.arch_specific && sig.dtype != DType::f32 && sig.align == 16 &&
+         tma_head_dim(sig.head_dim) && tma_head_dim(sig.head_dim_v) && !is_paged(sig.bias) && !has_left_window(sig.bias);
 }
-bool tma_forward(const Signature& sig) { return tma_forward_serves(sig) && !Env::get().fwd_no_tma; }
+bool tma_forward(const Signature& sig) {
+  const bool padded = !wgmma_head_dim(sig.head_dim) || !wgmma_head_dim(sig.head_dim_v);
+  return tma_forward_serves(sig) && !Env::get().fwd_no_tma && (!padded || Env::get().fwd_tma_forced);
+}
 // A tile fwd_tma.cuh takes: two or three warpgroups of 64 query rows and the producer's (m128w12,
 // m192w16), keys by 64 or 128 ("" when it does, else why not).
 std::string tma_forward_tile_problem(const TileConfig& t) {
@@ -243,7 +252,10 @@ int KernelSpec::smem_bytes() const {
   // Q, K, V as 16-bit rows padded by 8, S [m][n] fp32, P [m][n + 8] 16-bit, max/sum/alpha (fwd_mfma.cuh)
   if (family == Family::mfma) return 2 * (m + n) * (d + 8) + 2 * n * (dv + 8) + 4 * m * n + 2 * m * (n + 8) + 12 * m;
   if (family == Family::wgmma) return 1024 + 2 * (m * d + 2 * n * d + 3 * n * dv);  // Q, two K and three V stages (fwd_wgmma.cuh)
-  if (family == Family::tma) return 1024 + 2 * (m * d + 2 * n * d + 2 * n * dv) + 8 * 10;  // Q, two K and V stages, barriers (fwd_tma.cuh)
+  if (family == Family::tma) {  // Q, two K and V stages at the padded widths, barriers (fwd_tma.cuh)
+    const int dp = round_up(d, 64), dvp = round_up(dv, 64);
+    return 1024 + 2 * (m * dp + 2 * n * dp + 2 * n * dvp) + 8 * 10;
+  }
   return 2 * (m * qk_stride + 2 * n * qk_stride + n * v_stride);  // Q, two K stages, V (fwd_mma.cuh)
 }
 
@@ -275,7 +287,7 @@ std::string validate_spec(const KernelSpec& spec) {
       return "tile " + spec.tile.name() + ": decode takes block_m 16 and block_n a multiple of 16 x warps";
   } else if (spec.family == Family::tma && s.op == Op::fwd) {
     if (!tma_forward_serves(s))
-      return "the tma forward needs sm_90a, f16/bf16, 16-byte aligned rows, head dims of 64, 128, 192 or 256, unpaged keys and no left window";
+      return "the tma forward needs sm_90a, f16/bf16, 16-byte aligned rows, head dims that are multiples of 8 in 64..256, unpaged keys and no left window";
     if (std::string problem = tma_forward_tile_problem(spec.tile); !problem.empty()) return problem;
   } else if (spec.family == Family::tma) {
     return "the tma family is the sm_90a forward and the decode kernel";

@@ -23,7 +23,10 @@
 // replaced, not added to). Rows of Q past the sequence's end are never stored.
 //
 // Cfg as in fwd_wgmma.cuh, with kBlockM 128 or 192 and kWarps = 4·(kBlockM/64 + 1); kAlign16,
-// not paged, no left window (jit/tile_table.cpp).
+// not paged, no left window; head dims multiples of 8 in 64..256, padded in shared memory to
+// whole 64-column panels, which the boxes fill with the zeros past the tensor's columns (the
+// products then add nothing for them; O's padding columns are never stored). jit/tile_table.cpp
+// picks the padded ones (not multiples of 64) only under JITATTN_FWD_FAMILY=tma so far.
 #pragma once
 #include "bulk.cuh"
 #include "fwd_wgmma.cuh"
@@ -34,9 +37,11 @@ template <class Cfg>
 struct FwdTmaLayout {
   static constexpr int kGroups = Cfg::kBlockM / 64;  // warpgroups that multiply, 64 query rows each
   static constexpr int kThreads = Cfg::kWarps * 32;  // theirs and the producer warpgroup's
-  static constexpr int kQBytes = Cfg::kBlockM * Cfg::kHeadDim * 2;
-  static constexpr int kKBytes = Cfg::kBlockN * Cfg::kHeadDim * 2;   // one stage of K
-  static constexpr int kVBytes = Cfg::kBlockN * Cfg::kHeadDimV * 2;  // one stage of V
+  // Head dims in whole 64-column panels: a box's columns past the tensor's read as zeros.
+  static constexpr int kDP = round_up(Cfg::kHeadDim, 64), kDvP = round_up(Cfg::kHeadDimV, 64);
+  static constexpr int kQBytes = Cfg::kBlockM * kDP * 2;
+  static constexpr int kKBytes = Cfg::kBlockN * kDP * 2;   // one stage of K
+  static constexpr int kVBytes = Cfg::kBlockN * kDvP * 2;  // one stage of V
   static constexpr int kKStages = 2, kVStages = 2;
   static constexpr int kTileBytes = kQBytes + kKStages * kKBytes + kVStages * kVBytes;
   // The barriers after the tiles: Q's; full and empty for each stage of K and of V; the tail's.
@@ -50,8 +55,8 @@ struct FwdTmaLayout {
   static constexpr int kProducerRegs = kGroups == 2 ? 40 : 24, kMmaRegs = kGroups == 2 ? 232 : 160;
   static_assert((kGroups == 2 || kGroups == 3) && Cfg::kWarps == 4 * (kGroups + 1),
                 "two or three warpgroups of 64 query rows and a producer");
-  static_assert(Cfg::kHeadDim % 64 == 0 && Cfg::kHeadDim <= 256, "head dims 64, 128, 192 or 256");
-  static_assert(Cfg::kHeadDimV % 64 == 0 && Cfg::kHeadDimV <= 256, "value head dims 64, 128, 192 or 256");
+  static_assert(Cfg::kHeadDim % 8 == 0 && Cfg::kHeadDim >= 64 && Cfg::kHeadDim <= 256, "head dims 64..256, multiples of 8");
+  static_assert(Cfg::kHeadDimV % 8 == 0 && Cfg::kHeadDimV >= 64 && Cfg::kHeadDimV <= 256, "value head dims 64..256, multiples of 8");
   static_assert(Cfg::kBlockN == 64 || Cfg::kBlockN == 128, "key tiles of 64 or 128");
   static_assert(Cfg::kAlign16 && Cfg::kDType != kF32 && !Cfg::kPaged, "tensor maps: aligned f16/bf16 rows, not paged");
 };
@@ -86,7 +91,7 @@ __device__ __forceinline__ void fwd_tma_produce(const FwdTmaParams& tp, const Bl
     mbar_arrive_expect_tx(b, unsigned(tp.tma_bytes[t]));
     for (int pn = 0; pn < panels; ++pn) tma_load_4d(dst + pn * rows * 128, map, pn * 64, coord(1), coord(2), coord(3), b);
   };
-  if (lane == 0) load(0, tp.q_map, blk.sQ, Cfg::kHeadDim / 64, kBM, blk.seq.q_start + blk.q_lo, blk.h, bar.q_full());
+  if (lane == 0) load(0, tp.q_map, blk.sQ, L::kDP / 64, kBM, blk.seq.q_start + blk.q_lo, blk.h, bar.q_full());
   const int n_visits = blk.tiles.count();
   unsigned tail_parity = 0;
   int c = blk.tiles.next(0);
@@ -94,17 +99,17 @@ __device__ __forceinline__ void fwd_tma_produce(const FwdTmaParams& tp, const Bl
     const int ks = it % L::kKStages, vs = it % L::kVStages;
     const int n0 = blk.tile_n0(c), row = blk.seq.k_start + n0;
     if (it >= L::kKStages) mbar_wait(bar.k_empty(ks), unsigned(it / L::kKStages - 1) & 1u);
-    if (lane == 0) load(1, tp.k_map, blk.k_stage(it), Cfg::kHeadDim / 64, kBN, row, hk, bar.k_full(ks));
+    if (lane == 0) load(1, tp.k_map, blk.k_stage(it), L::kDP / 64, kBN, row, hk, bar.k_full(ks));
     if (it >= L::kVStages) mbar_wait(bar.v_empty(vs), unsigned(it / L::kVStages - 1) & 1u);
     const int valid = imax(blk.seq.mkv - n0, 0);  // >= 1: a visited tile starts before the keys' end
     if (valid >= kBN) {
-      if (lane == 0) load(2, tp.v_map, blk.v_stage(it), Cfg::kHeadDimV / 64, kBN, row, hk, bar.v_full(vs));
+      if (lane == 0) load(2, tp.v_map, blk.v_stage(it), L::kDvP / 64, kBN, row, hk, bar.v_full(vs));
       continue;
     }
-    if (lane == 0) load(2, tp.v_map, blk.v_stage(it), Cfg::kHeadDimV / 64, kBN, row, hk, bar.tail());
+    if (lane == 0) load(2, tp.v_map, blk.v_stage(it), L::kDvP / 64, kBN, row, hk, bar.tail());
     mbar_wait(bar.tail(), tail_parity);
     tail_parity ^= 1u;
-    constexpr int kPanels = Cfg::kHeadDimV / 64;
+    constexpr int kPanels = L::kDvP / 64;
     const int chunks = (kBN - valid) * 8;  // 16-byte chunks past the keys, per panel (all of a row)
     for (int x = lane; x < kPanels * chunks; x += 32) {
       const unsigned at = blk.v_stage(it) + (x / chunks) * kBN * 128 + valid * 128 + (x % chunks) * 16;

@@ -28,6 +28,7 @@ template <class Cfg>
 struct FwdWgmmaLayout {
   static constexpr int kGroups = Cfg::kBlockM / 64;  // warpgroups, 64 query rows each
   static constexpr int kThreads = Cfg::kWarps * 32;
+  static constexpr int kDP = Cfg::kHeadDim, kDvP = Cfg::kHeadDimV;  // widths in shared memory: exact here
   static constexpr int kQBytes = Cfg::kBlockM * Cfg::kHeadDim * 2;
   static constexpr int kKBytes = Cfg::kBlockN * Cfg::kHeadDim * 2;   // one stage of K
   static constexpr int kVBytes = Cfg::kBlockN * Cfg::kHeadDimV * 2;  // one stage of V
@@ -44,13 +45,15 @@ struct FwdWgmmaLayout {
 
 // The block's coordinates and key range, its shared-memory tiles, one thread's output rows, and
 // the products and row math of one key tile. L gives the tile sizes and stage counts (this file's
-// layout, or fwd_tma.cuh's); `mma_tid` numbers the thread among the warpgroups that multiply.
+// layout, or fwd_tma.cuh's, whose kDP/kDvP pad the head dims to whole 64-column panels of
+// zeros); `mma_tid` numbers the thread among the warpgroups that multiply.
 template <class Cfg, class Policy, class L = FwdWgmmaLayout<Cfg>>
 struct FwdWgmmaBlock {
   using T = typename DType<Cfg::kDType>::T;
-  static constexpr int kBM = Cfg::kBlockM, kBN = Cfg::kBlockN, kD = Cfg::kHeadDim, kDv = Cfg::kHeadDimV;
+  static constexpr int kBM = Cfg::kBlockM, kBN = Cfg::kBlockN, kD = Cfg::kHeadDim;
+  static constexpr int kDP = L::kDP, kDvP = L::kDvP;  // padded widths (the columns past the head dims are 0)
   static constexpr int kNT = kBN / 8;   // 8-wide key tiles of S
-  static constexpr int kDT = kDv / 8;   // 8-wide column tiles of O
+  static constexpr int kDT = kDvP / 8;  // 8-wide column tiles of O (those past kHeadDimV are 0, not stored)
   static constexpr int kKP = kBN / 16;  // 16-key steps of P·V
 
   const FwdParams& p;
@@ -106,25 +109,26 @@ struct FwdWgmmaBlock {
   __device__ void load_q(int tid) const {
     const Rows<T, false> q(static_cast<const T*>(p.q) + seq.batch * p.q_stride_b + h * p.q_stride_h +
                                int64_t(seq.q_start) * p.q_stride_m, p.q_stride_m);
-    load_tile_sw128<kBM, kD, kThreads>(sQ, q, q_lo, seq.mq, tid);
+    load_tile_sw128<kBM, kDP, kThreads>(sQ, q, q_lo, seq.mq, tid);
   }
   template <int kThreads>
   __device__ void load_k(int it, int c, int tid) const {
     const auto k = kv_rows<T, Cfg::kPaged>(p, p.k, p.k_stride_b, p.k_stride_h, p.k_stride_m, seq, h / p.kv_group, b);
-    load_tile_sw128<kBN, kD, kThreads>(k_stage(it), k, tile_n0(c), seq.mkv, tid);
+    load_tile_sw128<kBN, kDP, kThreads>(k_stage(it), k, tile_n0(c), seq.mkv, tid);
   }
   template <int kThreads>
   __device__ void load_v(int it, int c, int tid) const {
     const auto v = kv_rows<T, Cfg::kPaged>(p, p.v, p.v_stride_b, p.v_stride_h, p.v_stride_m, seq, h / p.kv_group, b);
-    load_tile_sw128<kBN, kDv, kThreads>(v_stage(it), v, tile_n0(c), seq.mkv, tid);
+    load_tile_sw128<kBN, kDvP, kThreads>(v_stage(it), v, tile_n0(c), seq.mkv, tid);
   }
 
   // S = Q·K(it)ᵀ, issued and committed (not waited for). Every 16-column step moves 32 bytes
-  // along a panel of this warpgroup's Q rows and of K.
+  // along a panel of this warpgroup's Q rows and of K; the steps end with the head dim's last
+  // column (past it, padding is zero).
   __device__ void issue_s(float (&s)[kNT][4], int it) const {
     const unsigned q_rows = sQ + group * 64 * 128;
 #pragma unroll
-    for (int ks = 0; ks < kD / 16; ++ks) {
+    for (int ks = 0; ks < ceil_div(kD, 16); ++ks) {
       const unsigned panel = ks / 4, col = (ks % 4) * 32;
       wgmma_ss<kBN, Cfg::kDType>(s, wgmma_desc(q_rows + panel * kBM * 128 + col, 16, 1024),
                                  wgmma_desc(k_stage(it) + panel * kBN * 128 + col, 16, 1024), ks > 0);
@@ -136,7 +140,7 @@ struct FwdWgmmaBlock {
   __device__ void issue_pv(const unsigned (&pa)[kKP][4], int it) {
 #pragma unroll
     for (int kp = 0; kp < kKP; ++kp)
-      wgmma_rs_tb<kDv, Cfg::kDType>(acc, pa[kp], wgmma_desc(v_stage(it) + kp * 16 * 128, kBN * 128, 1024));
+      wgmma_rs_tb<kDvP, Cfg::kDType>(acc, pa[kp], wgmma_desc(v_stage(it) + kp * 16 * 128, kBN * 128, 1024));
     wgmma_commit();
   }
   __device__ bool needs_mask(int c) const {

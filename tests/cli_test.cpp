@@ -187,6 +187,27 @@ TEST_F(CliTest, AForcedBackwardTileTheWgmmaFamilyCannotTakeRunsOnMma) {
   EXPECT_TRUE(has(r.output, "calls with this signature use " + wgmma)) << r.output;
 }
 
+// The sm_90a forward's families: tma by default at head dims that are multiples of 64, wgmma
+// (cp.async) under JITATTN_FWD_FAMILY=wgmma; a padded head dim (96) takes mma.sync unless
+// JITATTN_FWD_FAMILY=tma asks for the tma kernel, whose padded panels are not yet measured.
+TEST_F(CliTest, TheForwardFamilyFollowsJitattnFwdFamily) {
+  const std::string tma = "fwd.sm_90a.bf16.d128.v128.causal.lse.a16.tma_m128n128w12";
+  const std::string wgmma = "fwd.sm_90a.bf16.d128.v128.causal.lse.a16.wgmma_m128n128w8";
+  CliRun r = run("show " + wgmma);
+  EXPECT_EQ(r.rc, 0) << r.output;
+  EXPECT_TRUE(has(r.output, "calls with this signature use " + tma)) << r.output;
+  r = cli("JITATTN_CACHE=" + user + " JITATTN_FWD_FAMILY=wgmma", "show " + wgmma, dir.path);
+  EXPECT_EQ(r.rc, 0) << r.output;
+  EXPECT_FALSE(has(r.output, "calls with this signature use")) << r.output;
+  const std::string padded = "fwd.sm_90a.bf16.d96.v96.causal.lse.a16.tma_m128n128w12";
+  r = run("show " + padded);
+  EXPECT_EQ(r.rc, 0) << r.output;
+  EXPECT_TRUE(has(r.output, "calls with this signature use fwd.sm_90a.bf16.d96.v96.causal.lse.a16.mma_")) << r.output;
+  r = cli("JITATTN_CACHE=" + user + " JITATTN_FWD_FAMILY=tma", "show " + padded, dir.path);
+  EXPECT_EQ(r.rc, 0) << r.output;
+  EXPECT_FALSE(has(r.output, "calls with this signature use")) << r.output;
+}
+
 // show --compile compiles as a first call would, prints NVRTC's time (per phase where NVRTC
 // reports them) and stores nothing; --cubin writes the binary. Times are printed, never checked.
 TEST_F(CliTest, ShowCompilePrintsTimesAndStoresNothing) {
