@@ -101,7 +101,9 @@ __device__ __forceinline__ void fwd_tma_produce(const FwdTmaParams& tp, const Bl
     if (it >= L::kKStages) mbar_wait(bar.k_empty(ks), unsigned(it / L::kKStages - 1) & 1u);
     if (lane == 0) load(1, tp.k_map, blk.k_stage(it), L::kDP / 64, kBN, row, hk, bar.k_full(ks));
     if (it >= L::kVStages) mbar_wait(bar.v_empty(vs), unsigned(it / L::kVStages - 1) & 1u);
-    const int valid = imax(blk.seq.mkv - n0, 0);  // >= 1: a visited tile starts before the keys' end
+    // >= 1: every policy's kv_range ends at the sequence's keys, so a visited tile starts before
+    // their end (a policy that broke this would make the zeroing below leave its stage).
+    const int valid = blk.seq.mkv - n0;
     if (valid >= kBN) {
       if (lane == 0) load(2, tp.v_map, blk.v_stage(it), L::kDvP / 64, kBN, row, hk, bar.v_full(vs));
       continue;
