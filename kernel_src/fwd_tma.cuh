@@ -1,4 +1,4 @@
-// Forward attention on Hopper, warp-specialized (sm_90a): one producer warp feeds Q, K and V
+// Forward attention on Hopper, warp-specialized (sm_90a; docs/design.md decision 25): one producer warp feeds Q, K and V
 // through the tensor-memory-access engine, and the warpgroups that multiply do nothing else.
 //
 // The block is fwd_wgmma.cuh's (FwdWgmmaBlock: the same tiles, products, row math and order of
