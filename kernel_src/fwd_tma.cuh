@@ -1,5 +1,6 @@
-// Forward attention on Hopper, warp-specialized (sm_90a; docs/design.md decision 25): one producer warp feeds Q, K and V
-// through the tensor-memory-access engine, and the warpgroups that multiply do nothing else.
+// Forward attention on Hopper, warp-specialized (sm_90a; docs/design.md decision 25): one
+// producer warp feeds Q, K and V through the tensor-memory-access engine, and the warpgroups
+// that multiply do nothing else.
 //
 // The block is fwd_wgmma.cuh's (FwdWgmmaBlock: the same tiles, products, row math and order of
 // visits) plus one warpgroup in front: threads 0..127 produce, threads 128.. multiply (64 query
