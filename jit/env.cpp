@@ -95,9 +95,7 @@ Env read_env() {
   if (const std::string fam = getenv_str("JITATTN_FWD_FAMILY"); !fam.empty()) {
     if (fam != "mma" && fam != "wgmma" && fam != "tma")
       throw Error(ErrorKind::invalid_argument, "JITATTN_FWD_FAMILY=" + fam + " is not one of mma, wgmma, tma");
-    env.fwd_mma_only = fam == "mma";
-    env.fwd_no_tma = fam != "tma";
-    env.fwd_tma_forced = fam == "tma";
+    env.fwd_family = fam == "mma" ? Env::FwdFamily::mma : fam == "wgmma" ? Env::FwdFamily::wgmma : Env::FwdFamily::tma;
   }
   if (const std::string fam = getenv_str("JITATTN_BWD_FAMILY"); !fam.empty()) {
     if (fam != "mma" && fam != "wgmma") throw Error(ErrorKind::invalid_argument, "JITATTN_BWD_FAMILY=" + fam + " is not one of mma, wgmma");

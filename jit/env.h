@@ -50,9 +50,10 @@ struct Env {
   std::string nvrtc_path;          // empty: the default search
   std::string cuda_home;           // CUDA_HOME; empty: not set
   std::optional<TileConfig> tile;      // JITATTN_TILE
-  bool fwd_mma_only = false;           // JITATTN_FWD_FAMILY=mma
-  bool fwd_no_tma = false;             // JITATTN_FWD_FAMILY=mma or wgmma
-  bool fwd_tma_forced = false;         // JITATTN_FWD_FAMILY=tma: also the padded head dims
+  // JITATTN_FWD_FAMILY: unset takes the best family that serves a forward; mma keeps it on
+  // mma.sync, wgmma off the tma kernel, tma also puts the padded head dims on the tma kernel.
+  enum class FwdFamily : uint8_t { best, mma, wgmma, tma };
+  FwdFamily fwd_family = FwdFamily::best;
   bool bwd_mma_only = false;           // JITATTN_BWD_FAMILY=mma
   bool portable = false;               // JITATTN_FAMILY=portable
   bool amd_mfma = false;               // JITATTN_AMD_MFMA=on

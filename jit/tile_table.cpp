@@ -134,7 +134,7 @@ bool wgmma_forward_serves(const Signature& sig) {
   return sig.op == Op::fwd && sig.arch_sm == 90 && sig.arch_specific && sig.dtype != DType::f32 && sig.align == 16 &&
          wgmma_head_dim(sig.head_dim) && wgmma_head_dim(sig.head_dim_v);
 }
-bool wgmma_forward(const Signature& sig) { return wgmma_forward_serves(sig) && !Env::get().fwd_mma_only; }
+bool wgmma_forward(const Signature& sig) { return wgmma_forward_serves(sig) && Env::get().fwd_family != Env::FwdFamily::mma; }
 // The forwards fwd_tma.cuh serves: those of fwd_wgmma.cuh whose keys a tensor map addresses
 // (not paged: the host gives a signature element alignment where a view cannot be mapped,
 // jit/ops/forward.cpp) and without a left window (whose short blocks run best two per SM, on
@@ -149,7 +149,8 @@ bool tma_forward_serves(const Signature& sig) {
 }
 bool tma_forward(const Signature& sig) {
   const bool padded = !wgmma_head_dim(sig.head_dim) || !wgmma_head_dim(sig.head_dim_v);
-  return tma_forward_serves(sig) && !Env::get().fwd_no_tma && (!padded || Env::get().fwd_tma_forced);
+  const Env::FwdFamily f = Env::get().fwd_family;
+  return tma_forward_serves(sig) && (padded ? f == Env::FwdFamily::tma : f == Env::FwdFamily::best || f == Env::FwdFamily::tma);
 }
 // A tile fwd_tma.cuh takes: two or three warpgroups of 64 query rows and the producer's (m128w12,
 // m192w16), keys by 64 or 128 ("" when it does, else why not).

@@ -48,6 +48,18 @@ struct CliTest : testing::Test {
   CliRun run(const std::string& args, const std::string& cache = "", uint64_t max_file_bytes = 0) {
     return cli("JITATTN_CACHE=" + (cache.empty() ? user : cache), args, dir.path, max_file_bytes);
   }
+  // The kernel `jitattn show NAME` says calls with NAME's signature run under the environment
+  // `env` (VAR=value ...): NAME itself when it prints no note; "" when show fails.
+  std::string served_by(const std::string& env, const std::string& name) {
+    const CliRun r = cli("JITATTN_CACHE=" + user + (env.empty() ? "" : " " + env), "show " + name, dir.path);
+    EXPECT_EQ(r.rc, 0) << r.output;
+    if (r.rc != 0) return "";
+    const std::string note = "calls with this signature use ";
+    const size_t at = r.output.find(note);
+    if (at == std::string::npos) return name;
+    const size_t from = at + note.size();
+    return r.output.substr(from, r.output.find_first_of(" \n", from) - from);
+  }
 };
 
 // 1e30 and inf overflowed to a negative size, 2^63-1 rounded past int64, '' fell back to
@@ -177,14 +189,9 @@ TEST_F(CliTest, MergeOutRefusesWhatExportOutRefuses) {
 TEST_F(CliTest, AForcedBackwardTileTheWgmmaFamilyCannotTakeRunsOnMma) {
   const std::string wgmma = "bwd.sm_90a.bf16.d128.v128.causal.lse.a16.wgmma_m64n128w8";
   const std::string m32 = "bwd.sm_90a.bf16.d128.v128.causal.lse.a16.mma_m32n128w8";
-  CliRun r = run("show " + m32);
-  EXPECT_EQ(r.rc, 0) << r.output;
-  EXPECT_TRUE(has(r.output, "calls with this signature use " + wgmma)) << r.output;
-  r = cli("JITATTN_CACHE=" + user + " JITATTN_BWD_TILE=m32n128w8", "show " + m32, dir.path);
-  EXPECT_EQ(r.rc, 0) << r.output;
-  EXPECT_FALSE(has(r.output, "calls with this signature use")) << r.output;
-  r = cli("JITATTN_CACHE=" + user + " JITATTN_BWD_TILE=m64n128w8", "show " + m32, dir.path);  // a wgmma tile
-  EXPECT_TRUE(has(r.output, "calls with this signature use " + wgmma)) << r.output;
+  EXPECT_EQ(served_by("", m32), wgmma);
+  EXPECT_EQ(served_by("JITATTN_BWD_TILE=m32n128w8", m32), m32);
+  EXPECT_EQ(served_by("JITATTN_BWD_TILE=m64n128w8", m32), wgmma);  // a wgmma tile
 }
 
 // The sm_90a forward's families: tma by default at head dims that are multiples of 64, wgmma
@@ -193,19 +200,12 @@ TEST_F(CliTest, AForcedBackwardTileTheWgmmaFamilyCannotTakeRunsOnMma) {
 TEST_F(CliTest, TheForwardFamilyFollowsJitattnFwdFamily) {
   const std::string tma = "fwd.sm_90a.bf16.d128.v128.causal.lse.a16.tma_m128n128w12";
   const std::string wgmma = "fwd.sm_90a.bf16.d128.v128.causal.lse.a16.wgmma_m128n128w8";
-  CliRun r = run("show " + wgmma);
-  EXPECT_EQ(r.rc, 0) << r.output;
-  EXPECT_TRUE(has(r.output, "calls with this signature use " + tma)) << r.output;
-  r = cli("JITATTN_CACHE=" + user + " JITATTN_FWD_FAMILY=wgmma", "show " + wgmma, dir.path);
-  EXPECT_EQ(r.rc, 0) << r.output;
-  EXPECT_FALSE(has(r.output, "calls with this signature use")) << r.output;
+  EXPECT_EQ(served_by("", wgmma), tma);
+  EXPECT_EQ(served_by("JITATTN_FWD_FAMILY=wgmma", wgmma), wgmma);
+  EXPECT_EQ(served_by("JITATTN_FWD_FAMILY=mma", tma), "fwd.sm_90a.bf16.d128.v128.causal.lse.a16.mma_m128n64w4");
   const std::string padded = "fwd.sm_90a.bf16.d96.v96.causal.lse.a16.tma_m128n128w12";
-  r = run("show " + padded);
-  EXPECT_EQ(r.rc, 0) << r.output;
-  EXPECT_TRUE(has(r.output, "calls with this signature use fwd.sm_90a.bf16.d96.v96.causal.lse.a16.mma_")) << r.output;
-  r = cli("JITATTN_CACHE=" + user + " JITATTN_FWD_FAMILY=tma", "show " + padded, dir.path);
-  EXPECT_EQ(r.rc, 0) << r.output;
-  EXPECT_FALSE(has(r.output, "calls with this signature use")) << r.output;
+  EXPECT_EQ(served_by("", padded).rfind("fwd.sm_90a.bf16.d96.v96.causal.lse.a16.mma_", 0), 0u) << served_by("", padded);
+  EXPECT_EQ(served_by("JITATTN_FWD_FAMILY=tma", padded), padded);
 }
 
 // show --compile compiles as a first call would, prints NVRTC's time (per phase where NVRTC

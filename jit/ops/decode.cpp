@@ -160,8 +160,7 @@ void decode(const ForwardPlan& p, CUstream stream) {
     encode_tensor_map(dp.k_map, p.k_data, p.dtype, gk, "decode keys");
     encode_tensor_map(dp.v_map, p.v_data, p.dtype, gv, "decode values");
     for (int i = 0; i < 3; ++i) dp.tma_dim[0][i] = gk.dim_of[i], dp.tma_dim[1][i] = gv.dim_of[i];
-    const int64_t box_rows = std::min<int64_t>(block_n, p.k.m);  // as decode_map_geometry's boxes
-    dp.tma_stage_bytes = int32_t(box_rows * 128 * (ceil_div(p.k.d, 64) + ceil_div(p.v.d, 64)));
+    dp.tma_stage_bytes = tensor_map_box_bytes(gk, p.k.d) + tensor_map_box_bytes(gv, p.v.d);
   }
   if (rt.env().verbose) {  // once per kernel and geometry in a row, not once per call
     thread_local const LoadedKernel* last_kernel = nullptr;

@@ -118,18 +118,21 @@ ForwardMaps forward_maps(const ForwardPlan& p, const TileConfig& tile) {
           tensor_map_geometry(p.v, p.v.h, 2, tile.block_n)};
 }
 
-// The one-tile byte count of a map: every box in full (64 columns of 2 bytes by its rows).
-int32_t box_bytes(const TensorMapGeometry& g, int64_t cols) {
-  return int32_t(int64_t(g.box[g.dim_of[0]]) * 128 * ceil_div(cols, 64));
+// The kernel signature of a plan and, where the tma family serves it, its maps.
+Signature kernel_signature(const ForwardPlan& p, const Arch& arch, ForwardMaps& maps) {
+  Signature sig = forward_signature(p, arch);
+  const KernelSpec spec = make_spec(sig);
+  if (spec.family != Family::tma) return sig;
+  maps = forward_maps(p, spec.tile);
+  if (!maps.ok()) sig.align = 4;
+  return sig;
 }
 
 }  // namespace
 
 Signature forward_kernel_signature(const ForwardPlan& p, const Arch& arch) {
-  Signature sig = forward_signature(p, arch);
-  const KernelSpec spec = make_spec(sig);
-  if (spec.family == Family::tma && !forward_maps(p, spec.tile).ok()) sig.align = 4;
-  return sig;
+  ForwardMaps maps;
+  return kernel_signature(p, arch, maps);
 }
 
 void forward(const ForwardPlan& p, CUstream stream) {
@@ -138,7 +141,8 @@ void forward(const ForwardPlan& p, CUstream stream) {
   const ContextInfo& ctx = rt.context(p.device);
   // Few queries per sequence: jit/ops/decode.cpp (CUDA only; AMD runs them as any forward).
   if (ctx.backend == Backend::cuda && decode_applies(p)) return decode(p, stream);
-  const LoadedKernel& kernel = rt.kernel(forward_kernel_signature(p, ctx.arch), ctx);
+  ForwardMaps maps;
+  const LoadedKernel& kernel = rt.kernel(kernel_signature(p, ctx.arch, maps), ctx);
   FwdTmaParams tp{};
   FwdParams& fp = tp.f;
   if (!forward_params(p, fp)) return;
@@ -146,7 +150,8 @@ void forward(const ForwardPlan& p, CUstream stream) {
   fp.pairs_per_chunk = pairs_per_chunk(kernel.spec, fp);
   const int64_t blocks = ceil_div(fp.mq, kernel.spec.tile.block_m) * fp.heads * fp.batch;
   if (kernel.spec.family != Family::tma) return launch(kernel, &fp, blocks, stream);
-  const ForwardMaps maps = forward_maps(p, kernel.spec.tile);  // forward_kernel_signature checked that all map
+  // kernel_signature made the three maps' geometry for make_spec's tile, which kernel.spec is
+  // (JitRuntime::kernel makes it from the same signature); align 16 says all three map.
   const TensorMapGeometry* g[3] = {&*maps.q, &*maps.k, &*maps.v};
   const void* data[3] = {p.q_data, p.k_data, p.v_data};
   unsigned char* out[3] = {tp.q_map, tp.k_map, tp.v_map};
@@ -156,7 +161,7 @@ void forward(const ForwardPlan& p, CUstream stream) {
     if (t > 0 && p.k.m == 0) break;  // no keys: no block loads a key tile
     encode_tensor_map(out[t], data[t], p.dtype, *g[t], what[t]);
     for (int i = 0; i < 3; ++i) tp.tma_dim[t][i] = g[t]->dim_of[i];
-    tp.tma_bytes[t] = box_bytes(*g[t], cols[t]);
+    tp.tma_bytes[t] = tensor_map_box_bytes(*g[t], cols[t]);
   }
   launch(kernel, &tp, blocks, stream);
 }

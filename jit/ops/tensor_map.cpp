@@ -43,6 +43,10 @@ std::optional<TensorMapGeometry> tensor_map_geometry(const Bmhk& t, int64_t head
   return g;
 }
 
+int32_t tensor_map_box_bytes(const TensorMapGeometry& g, int64_t cols) {
+  return int32_t(int64_t(g.box[g.dim_of[0]]) * 128 * ((cols + 63) / 64));
+}
+
 void encode_tensor_map(unsigned char* out, const void* data, DType dtype, const TensorMapGeometry& g, const std::string& what) {
   const CudaDriver& d = CudaDriver::require();
   const uint32_t element_strides[4] = {1, 1, 1, 1};

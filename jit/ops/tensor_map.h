@@ -24,6 +24,10 @@ struct TensorMapGeometry {
 };
 std::optional<TensorMapGeometry> tensor_map_geometry(const Bmhk& t, int64_t heads, int64_t elem_bytes, int box_rows);
 
+// One box's bytes as the copy engine counts them: every box in full, 64 columns of 2 bytes by its
+// rows; `cols` columns take ceil(cols / 64) boxes (those past the tensor's columns read as zeros).
+int32_t tensor_map_box_bytes(const TensorMapGeometry& g, int64_t cols);
+
 // Encodes the f16/bf16 map of `g` over `data` into `out` (128 bytes, 64-byte aligned): 128-byte
 // swizzle, rows promoted to L2 in 256-byte lines. Throws with `what` if the driver refuses it.
 void encode_tensor_map(unsigned char* out, const void* data, DType dtype, const TensorMapGeometry& g, const std::string& what);
