@@ -140,17 +140,16 @@ bool wgmma_forward(const Signature& sig) { return wgmma_forward_serves(sig) && E
 // jit/ops/forward.cpp) and without a left window (whose short blocks run best two per SM, on
 // fwd_wgmma.cuh's m64 tile, where one block per SM leaves the SM half idle).
 // Its head dims may also be other multiples of 8 in 64..256: shared memory pads them to 64-column
-// panels, which the boxes fill with zeros. Those run only under JITATTN_FWD_FAMILY=tma until they
-// have been measured on a GPU (else the mma.sync family serves them).
+// panels, which the boxes fill with zeros (docs/perf-notes.md: faster than mma.sync at every one
+// measured, for all the padding's wasted products).
 bool tma_head_dim(int d) { return d % 8 == 0 && d >= 64 && d <= 256; }
 bool tma_forward_serves(const Signature& sig) {
   return sig.op == Op::fwd && sig.arch_sm == 90 && sig.arch_specific && sig.dtype != DType::f32 && sig.align == 16 &&
          tma_head_dim(sig.head_dim) && tma_head_dim(sig.head_dim_v) && !is_paged(sig.bias) && !has_left_window(sig.bias);
 }
 bool tma_forward(const Signature& sig) {
-  const bool padded = !wgmma_head_dim(sig.head_dim) || !wgmma_head_dim(sig.head_dim_v);
   const Env::FwdFamily f = Env::get().fwd_family;
-  return tma_forward_serves(sig) && (padded ? f == Env::FwdFamily::tma : f == Env::FwdFamily::best || f == Env::FwdFamily::tma);
+  return tma_forward_serves(sig) && (f == Env::FwdFamily::best || f == Env::FwdFamily::tma);
 }
 // A tile fwd_tma.cuh takes: two or three warpgroups of 64 query rows and the producer's (m128w12,
 // m192w16), keys by 64 or 128 ("" when it does, else why not).

@@ -224,12 +224,17 @@ __device__ __forceinline__ void bwd_wgmma(const BwdParams& bp) {
   // This warpgroup's dQ piece into the block's fp32 rows, and those rows (the query block of
   // candidate c) added into dq_accum: one tensor reduction per 32-column box, one thread each.
   auto store_dq = [&]() {
+    // Columns col, col + 1 (col = dq_n·kDqN + 8i + 2t, dq_n·kDqN a multiple of 32) of rows
+    // row ≡ g (mod 8) lie in 16-byte chunk 2·(i % 4) + t / 2 of their box row, at position
+    // (2·(i % 4) + t / 2) ^ g = (2·(i % 4) ^ (g & 6)) | ((t / 2 ^ g) & 1).
+    const unsigned base = sDq + (dq_n * kDqN / 32) * L::kDqBoxBytes + (dq_m * 64 + warp * 16 + g) * 128 + (t % 2) * 8 +
+                          ((((t / 2) ^ g) & 1) << 4);
+    const int hi = g & 6;
 #pragma unroll
     for (int i = 0; i < kDqN / 8; ++i)
 #pragma unroll
       for (int e2 = 0; e2 < 2; ++e2) {
-        const int row = dq_m * 64 + warp * 16 + g + 8 * e2, col = dq_n * kDqN + 8 * i + 2 * t;
-        const unsigned at = sDq + (col / 32) * L::kDqBoxBytes + row * 128 + ((((col % 32) / 4) ^ (row % 8)) << 4) + (col % 4) * 4;
+        const unsigned at = base + (i / 4) * L::kDqBoxBytes + e2 * 1024 + (((2 * (i % 4)) ^ hi) << 4);
         asm volatile("st.shared.v2.f32 [%0], {%1, %2};\n" ::"r"(at),
                      "f"(dq[0][i][2 * e2]), "f"(dq[0][i][2 * e2 + 1])
                      : "memory");

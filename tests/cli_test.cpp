@@ -194,9 +194,8 @@ TEST_F(CliTest, AForcedBackwardTileTheWgmmaFamilyCannotTakeRunsOnMma) {
   EXPECT_EQ(served_by("JITATTN_BWD_TILE=m64n128w8", m32), wgmma);  // a wgmma tile
 }
 
-// The sm_90a forward's families: tma by default at head dims that are multiples of 64, wgmma
-// (cp.async) under JITATTN_FWD_FAMILY=wgmma; a padded head dim (96) takes mma.sync unless
-// JITATTN_FWD_FAMILY=tma asks for the tma kernel, whose padded panels are not yet measured.
+// The sm_90a forward's families: tma by default, padded head dims (96) included; wgmma (cp.async)
+// under JITATTN_FWD_FAMILY=wgmma, which serves multiples of 64 only (96 falls to mma.sync there).
 TEST_F(CliTest, TheForwardFamilyFollowsJitattnFwdFamily) {
   const std::string tma = "fwd.sm_90a.bf16.d128.v128.causal.lse.a16.tma_m128n128w12";
   const std::string wgmma = "fwd.sm_90a.bf16.d128.v128.causal.lse.a16.wgmma_m128n128w8";
@@ -204,8 +203,12 @@ TEST_F(CliTest, TheForwardFamilyFollowsJitattnFwdFamily) {
   EXPECT_EQ(served_by("JITATTN_FWD_FAMILY=wgmma", wgmma), wgmma);
   EXPECT_EQ(served_by("JITATTN_FWD_FAMILY=mma", tma), "fwd.sm_90a.bf16.d128.v128.causal.lse.a16.mma_m128n64w4");
   const std::string padded = "fwd.sm_90a.bf16.d96.v96.causal.lse.a16.tma_m128n128w12";
-  EXPECT_EQ(served_by("", padded).rfind("fwd.sm_90a.bf16.d96.v96.causal.lse.a16.mma_", 0), 0u) << served_by("", padded);
+  EXPECT_EQ(served_by("", padded), padded);
   EXPECT_EQ(served_by("JITATTN_FWD_FAMILY=tma", padded), padded);
+  EXPECT_EQ(served_by("JITATTN_FWD_FAMILY=wgmma", padded).rfind("fwd.sm_90a.bf16.d96.v96.causal.lse.a16.mma_", 0), 0u)
+      << served_by("JITATTN_FWD_FAMILY=wgmma", padded);
+  EXPECT_EQ(served_by("JITATTN_FWD_FAMILY=mma", padded).rfind("fwd.sm_90a.bf16.d96.v96.causal.lse.a16.mma_", 0), 0u)
+      << served_by("JITATTN_FWD_FAMILY=mma", padded);
 }
 
 // show --compile compiles as a first call would, prints NVRTC's time (per phase where NVRTC

@@ -196,6 +196,25 @@ TEST_F(ForwardGpu, EveryHeadDim) {
   }
 }
 
+// Head dims that are multiples of 8 but not of 64 (on sm_90a the tma forward pads them to 64-column
+// panels of zeros): every dense bias, query and key lengths over several tiles with partial tails,
+// value head dims unlike the query's, contiguous and strided views.
+TEST_F(ForwardGpu, PaddedHeadDimsOnEveryDenseBias) {
+  std::uniform_int_distribution<int> m(1, 420), h(1, 3);
+  const std::pair<int, int> dims[] = {{72, 72}, {80, 80}, {96, 96}, {112, 112}, {160, 160}, {96, 160}, {248, 200}};
+  int n = 0;
+  for (auto [K, Kv] : dims)
+    for (const AttnBias& bias : all_biases()) {
+      Case c;
+      c.dtype = n % 2 ? DType::f16 : DType::bf16;
+      c.layout = n % 3 == 2 ? Layout::strided : Layout::contiguous;
+      c.bias = bias, c.K = K, c.Kv = Kv, c.H = h(rng()), c.Mq = m(rng()), c.Mkv = m(rng());
+      if (std::holds_alternative<LowerTriangularFromBottomRightMask>(bias) && c.Mkv < c.Mq) std::swap(c.Mq, c.Mkv);
+      run_case(c);
+      ++n;
+    }
+}
+
 TEST_F(ForwardGpu, SingleQueryAndOddLengths) {
   for (DType dt : {DType::bf16, DType::f16, DType::f32})
     for (auto [mq, mkv] : {std::pair<int, int>{1, 1}, {1, 513}, {3, 1}, {129, 65}, {65, 129}, {257, 255}}) {
@@ -438,12 +457,12 @@ TEST_F(BiasGpu, PaddedAndGappyKeys) {
     run_bias_case(BlockDiagonalPaddedKeysMask::from_seqlens(ql, padding, kl), dt, 1, mq, mkv, 2, 2, 64, 64);
     run_bias_case(BlockDiagonalCausalWithOffsetPaddedKeysMask::from_seqlens(ql, padding, kl), dt, 1, mq, mkv, 2, 2, 64, 64);
     // The padding NaN: a key tile that runs past a sequence's keys loads it (the tma forward's
-    // boxes, at head dims 64 and 128).
+    // boxes, at head dims 64 and 128, and at head dims its shared memory pads to 64-column panels).
     RowRanges padded_rows;
     for (size_t b = 0; b < ql.size(); ++b) padded_rows.push_back({int64_t(b) * padding, int64_t(b) * padding + kl[b]});
-    for (int64_t d : {64, 128}) {
-      run_bias_case(BlockDiagonalPaddedKeysMask::from_seqlens(ql, padding, kl), dt, 1, mq, mkv, 4, 2, d, d, true, &padded_rows);
-      run_bias_case(BlockDiagonalCausalWithOffsetPaddedKeysMask::from_seqlens(ql, padding, kl), dt, 1, mq, mkv, 2, 2, d, d,
+    for (auto [d, dv] : {std::pair<int64_t, int64_t>{64, 64}, {128, 128}, {80, 80}, {160, 112}}) {
+      run_bias_case(BlockDiagonalPaddedKeysMask::from_seqlens(ql, padding, kl), dt, 1, mq, mkv, 4, 2, d, dv, true, &padded_rows);
+      run_bias_case(BlockDiagonalCausalWithOffsetPaddedKeysMask::from_seqlens(ql, padding, kl), dt, 1, mq, mkv, 2, 2, d, dv,
                     false, &padded_rows);
     }
     const auto padded = BlockDiagonalPaddedKeysMask::from_seqlens(ql, padding, kl);
@@ -463,6 +482,7 @@ TEST_F(BiasGpu, PaddedAndGappyKeys) {
     RowRanges gappy_rows;  // the gaps NaN
     for (size_t b = 0; b < ql.size(); ++b) gappy_rows.push_back({starts[b], starts[b] + gl[b]});
     run_bias_case(BlockDiagonalGappyKeysMask::from_seqlens(ql, starts, gl), dt, 1, mq, gkv, 2, 1, 128, 128, true, &gappy_rows);
+    run_bias_case(BlockDiagonalGappyKeysMask::from_seqlens(ql, starts, gl), dt, 1, mq, gkv, 2, 2, 96, 96, true, &gappy_rows);
     run_bias_case(BlockDiagonalCausalWithOffsetGappyKeysMask::from_seqlens(ql, starts, gl), dt, 1, mq, gkv, 2, 2, 64, 64, true,
                   &gappy_rows);
   }

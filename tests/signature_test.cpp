@@ -55,7 +55,8 @@ TEST(Signature, CanonicalNameIsReadable) {
 }
 
 // tma (warp-specialized wgmma) serves the sm_90a forward at f16/bf16, head dims 64..256 in steps
-// of 64, 16-byte alignment, and wgmma (cp.async) the paged kinds and left windows there; mma the
+// of 8, 16-byte alignment, and wgmma (cp.async) the paged kinds and left windows there at multiples
+// of 64; mma the
 // other tensor-core cases; simt fp32 and the row kernels.
 TEST(Signature, FamilyFollowsArchDtypeHeadDimAndAlignment) {
   auto family = [](auto mutate) {
@@ -70,9 +71,12 @@ TEST(Signature, FamilyFollowsArchDtypeHeadDimAndAlignment) {
   EXPECT_EQ(family([](Signature& s) { s.bias = BiasKind::bd_causal; }), Family::tma);
   EXPECT_EQ(family([](Signature& s) { s.arch_sm = 80, s.arch_specific = 0; }), Family::mma);
   EXPECT_EQ(family([](Signature& s) { s.head_dim = s.head_dim_v = 256; }), Family::tma);
-  EXPECT_EQ(family([](Signature& s) { s.head_dim = s.head_dim_v = 96; }), Family::mma);
+  EXPECT_EQ(family([](Signature& s) { s.head_dim = s.head_dim_v = 96; }), Family::tma);  // padded panels
   EXPECT_EQ(family([](Signature& s) { s.head_dim = 192; }), Family::tma);  // MLA-like 192 / 128
-  EXPECT_EQ(family([](Signature& s) { s.head_dim_v = 96; }), Family::mma);
+  EXPECT_EQ(family([](Signature& s) { s.head_dim_v = 96; }), Family::tma);
+  EXPECT_EQ(family([](Signature& s) { s.head_dim = s.head_dim_v = 56; }), Family::mma);  // below 64
+  EXPECT_EQ(family([](Signature& s) { s.head_dim = s.head_dim_v = 100; }), Family::mma);  // not a multiple of 8
+  EXPECT_EQ(family([](Signature& s) { s.bias = BiasKind::pbd_causal_br; s.head_dim = s.head_dim_v = 96; }), Family::mma);
   EXPECT_EQ(family([](Signature& s) { s.align = 2; }), Family::mma);
   // The backward's dK/dV kernel: wgmma at head dims 64/64, 128/64 and 128/128, else mma; its
   // deterministic dQ kernel stays mma.
