@@ -20,6 +20,43 @@ __device__ __forceinline__ void load_floats(float* smem, const float* g, int row
   }
 }
 
+// Which of a thread's four elements of a 16-key, 8-query step survive dropout: queries i and i + 1
+// (i = m0 + 8·nt + 2t), keys jk + g and jk + g + 8 (jk = j0 + 16·kt); bit 2·e2 + c is query i + c,
+// key jk + g + 8·e2. Element e of the index space is kept when word e % 4 of Philox draw e / 4
+// clears the threshold (dropout_keep1, as the forward draws it). A row's 16 keys jk.. are four
+// whole draws when their first index is a multiple of 4 (the key rows and the sequence's first key
+// are, jk is): then lane g of each t draws group g % 4 of query i + g / 4 and every lane takes its
+// four bits from the lanes that drew them, one draw per thread where dropout_keep1 makes four.
+// Else each element is drawn alone. The choice is the same for the whole warp (jk is per warp).
+template <class Seq>
+__device__ __forceinline__ unsigned bwd_dropout_bits(const FwdParams& p, const Seq& seq, int h, int i, int jk, int g, int t) {
+  const unsigned long long row = (unsigned long long)(seq.batch * p.heads + h) * p.mq_rows + seq.q_start;
+  const unsigned long long e0 = (row + i) * p.mkv_rows + seq.k_start + jk;  // element (i, jk)
+  if (p.mkv_rows % 4 == 0 && (seq.k_start + jk) % 4 == 0) {
+    const unsigned long long grp = ((e0 + (g / 4) * (unsigned long long)p.mkv_rows) >> 2) + (g % 4);
+    unsigned c[4] = {unsigned(grp), unsigned(grp >> 32), unsigned(p.dropout_offset), unsigned(p.dropout_offset >> 32)};
+    philox4x32_10(c, unsigned(p.dropout_seed), unsigned(p.dropout_seed >> 32));
+    const unsigned drawn = unsigned(c[0] >= p.dropout_threshold) | unsigned(c[1] >= p.dropout_threshold) << 1 |
+                           unsigned(c[2] >= p.dropout_threshold) << 2 | unsigned(c[3] >= p.dropout_threshold) << 3;
+    unsigned bits = 0;
+#pragma unroll
+    for (int e2 = 0; e2 < 2; ++e2)
+#pragma unroll
+      for (int c2 = 0; c2 < 2; ++c2) {  // key jk + g + 8·e2 is word g % 4 of group g / 4 + 2·e2
+        const int src = 4 * (4 * c2 + g / 4 + 2 * e2) + t;
+        bits |= ((port::shfl32(drawn, src) >> (g % 4)) & 1u) << (2 * e2 + c2);
+      }
+    return bits;
+  }
+  unsigned bits = 0;
+#pragma unroll
+  for (int e2 = 0; e2 < 2; ++e2)
+#pragma unroll
+    for (int c2 = 0; c2 < 2; ++c2)  // (i + c2, jk + g + 8·e2) is a row of the index space per c2
+      bits |= unsigned(dropout_keep1(p, e0 + g + 8 * e2 + c2 * (unsigned long long)p.mkv_rows)) << (2 * e2 + c2);
+  return bits;
+}
+
 // Pᵀ into s, the kept probabilities into pd (under dropout; s otherwise), and dSᵀ into dp, with
 // P recomputed from the saved LSE: Pᵀ = exp(Sᵀ·scale − lse), dSᵀ = Pᵀ ∘ (dPᵀ − delta).
 // lse_row/delta_row: the query block's kBM values (shared memory).
@@ -39,19 +76,12 @@ __device__ __forceinline__ void bwd_probs(float (&s)[kKT][kNT][4], float (&dp)[k
     const float lse2[2] = {l.x == neg_inf() ? inf : l.x * kLog2e, l.y == neg_inf() ? inf : l.y * kLog2e};
     const float delta[2] = {dl.x, dl.y};
 #pragma unroll
-    for (int kt = 0; kt < kKT; ++kt)
+    for (int kt = 0; kt < kKT; ++kt) {
+      const unsigned kept = Cfg::kDropout ? bwd_dropout_bits(p, seq, h, m0 + nt * 8 + 2 * t, j0 + kt * 16, g, t) : 0xfu;
 #pragma unroll
       for (int e2 = 0; e2 < 2; ++e2) {  // the two key rows g and g + 8
         const int j = j0 + kt * 16 + g + e2 * 8;
-        bool keep[2] = {true, true};
-        if constexpr (Cfg::kDropout) {
-          const int i = m0 + nt * 8 + 2 * t;
-          // Elements (i, j) and (i + 1, j) are a row of the index space apart.
-          const unsigned long long row = (unsigned long long)(seq.batch * p.heads + h) * p.mq_rows;
-          const unsigned long long e0 = (row + seq.q_start + i) * p.mkv_rows + seq.k_start + j;
-          keep[0] = dropout_keep1(p, e0);
-          keep[1] = dropout_keep1(p, e0 + p.mkv_rows);
-        }
+        const bool keep[2] = {bool((kept >> (2 * e2)) & 1u), bool((kept >> (2 * e2 + 1)) & 1u)};
 #pragma unroll
         for (int c = 0; c < 2; ++c) {
           const int e = e2 * 2 + c;
@@ -78,6 +108,7 @@ __device__ __forceinline__ void bwd_probs(float (&s)[kKT][kNT][4], float (&dp)[k
           dp[kt][nt][e] = ds;
         }
       }
+    }
   }
 }
 

@@ -169,15 +169,23 @@ TEST_F(BackwardGpu, BlockDiagonalPaddedGappyAndAlibi) {
   }
 }
 
+// Key lengths of 170 (a row's keys start anywhere in a group of four draws) and 168 (every row's
+// keys start a group: the tensor-core backwards share each draw between lanes, bwd_tile.cuh).
 TEST_F(BackwardGpu, DropoutUsesTheForwardMask) {
   for (DType dt : {DType::bf16, DType::f16, DType::f32})
-    for (const AttnBias& b : {AttnBias{}, AttnBias{LowerTriangularMask{}}}) {
-      BwdCase c{dt, 2, 130, 170, 2, 2, 64, 64, b};
-      c.p = 0.3;
-      run_bwd_case(c);
-      c.deterministic = true;
-      run_bwd_case(c);
-    }
+    for (const AttnBias& b : {AttnBias{}, AttnBias{LowerTriangularMask{}}})
+      for (int64_t mkv : {170, 168}) {
+        BwdCase c{dt, 2, 130, mkv, 2, 2, 64, 64, b};
+        c.p = 0.3;
+        run_bwd_case(c);
+        c.deterministic = true;
+        run_bwd_case(c);
+      }
+  for (DType dt : {DType::bf16, DType::f16}) {
+    BwdCase c{dt, 1, 200, 264, 4, 2, 128, 128, LowerTriangularFromBottomRightMask{}};
+    c.p = 0.2;
+    run_bwd_case(c);
+  }
   const auto ql = random_lengths(3, 20, 90);
   BwdCase c{DType::bf16, 1, sum(ql), sum(ql), 2, 2, 64, 64, BlockDiagonalCausalMask::from_seqlens(ql)};
   c.p = 0.1;
