@@ -23,7 +23,7 @@ inline constexpr EnvVarInfo kEnvVars[] = {
     {"JITATTN_NVRTC", true, "path of the NVRTC library to load; its version is part of the key"},
     {"CUDA_HOME", true, "toolkit root: NVRTC is also looked for in $CUDA_HOME/lib64 and /lib (the PyPI wheels' layout); its version is part of the key"},
     {"JITATTN_TILE", true, "force a tile config (e.g. m128n64w4) for every forward kernel; it is part of the name"},
-    {"JITATTN_FWD_FAMILY", true, "mma: keep the forward on mma.sync where wgmma would serve it; wgmma: on the cp.async wgmma kernel where the warp-specialized tma one would; tma: on the tma one also at head dims that are not multiples of 64 (padded, not yet measured) — experiments; the default takes tma where it applies; it is part of the name"},
+    {"JITATTN_FWD_FAMILY", true, "mma: keep the forward on mma.sync where wgmma would serve it; wgmma: on the cp.async wgmma kernel where the warp-specialized tma one would; tma: the default's choice, named (the tma kernel wherever it applies, padded head dims included) — experiments; it is part of the name"},
     {"JITATTN_BWD_FAMILY", true, "mma: keep the backward's dK/dV kernel on mma.sync where wgmma would serve it (experiments, tests); it is part of the name"},
     {"JITATTN_FAMILY", true, "portable: every attention kernel on NVIDIA runs the portable family AMD runs (simt, every dtype; no decode kernels) — to test that source on an NVIDIA GPU; it is part of the name"},
     {"JITATTN_AMD_MFMA", true, "on: the f16/bf16 forward on gfx90a/gfx942 takes the CDNA matrix-core kernel (fwd_mfma.cuh), which has never run on AMD hardware; it is part of the name"},
@@ -51,7 +51,7 @@ struct Env {
   std::string cuda_home;           // CUDA_HOME; empty: not set
   std::optional<TileConfig> tile;      // JITATTN_TILE
   // JITATTN_FWD_FAMILY: unset takes the best family that serves a forward; mma keeps it on
-  // mma.sync, wgmma off the tma kernel, tma also puts the padded head dims on the tma kernel.
+  // mma.sync, wgmma off the tma kernel; tma names the default's choice.
   enum class FwdFamily : uint8_t { best, mma, wgmma, tma };
   FwdFamily fwd_family = FwdFamily::best;
   bool bwd_mma_only = false;           // JITATTN_BWD_FAMILY=mma

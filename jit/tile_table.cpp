@@ -196,9 +196,10 @@ KernelSpec make_spec(const Signature& sig) {
                                                                  : Family::mma;
   const auto& forced = Env::get().tile;  // forward experiments only
   spec.tile = forced && sig.op == Op::fwd ? *forced : default_tile(sig, spec.family);
-  // A forced tile the tma forward cannot take is a cp.async wgmma experiment: that family runs it.
+  // A forced tile the tma forward cannot take is a cp.async wgmma experiment where that family
+  // serves the head dims (multiples of 64), else an mma.sync one.
   if (forced && sig.op == Op::fwd && spec.family == Family::tma && !tma_forward_tile_problem(spec.tile).empty())
-    spec.family = Family::wgmma;
+    spec.family = wgmma_forward(sig) ? Family::wgmma : Family::mma;
   const auto& forced_bwd = Env::get().bwd_tile;
   if (forced_bwd && (sig.op == Op::bwd || sig.op == Op::bwd_kv) && (spec.family == Family::mma || spec.family == Family::wgmma)) {
     spec.tile = *forced_bwd;

@@ -24,10 +24,11 @@ __device__ __forceinline__ void load_floats(float* smem, const float* g, int row
 // (i = m0 + 8·nt + 2t), keys jk + g and jk + g + 8 (jk = j0 + 16·kt); bit 2·e2 + c is query i + c,
 // key jk + g + 8·e2. Element e of the index space is kept when word e % 4 of Philox draw e / 4
 // clears the threshold (dropout_keep1, as the forward draws it). A row's 16 keys jk.. are four
-// whole draws when their first index is a multiple of 4 (the key rows and the sequence's first key
-// are, jk is): then lane g of each t draws group g % 4 of query i + g / 4 and every lane takes its
-// four bits from the lanes that drew them, one draw per thread where dropout_keep1 makes four.
-// Else each element is drawn alone. The choice is the same for the whole warp (jk is per warp).
+// whole draws when their first index is a multiple of 4: jk always is, so that holds when
+// mkv_rows and the sequence's first key are (checked at run time). Then lane g of each t draws
+// group g % 4 of query i + g / 4 and every lane takes its four bits from the lanes that drew them,
+// one draw per thread where dropout_keep1 makes four. Else each element is drawn alone. The
+// choice is the same for the whole warp (jk is per warp).
 template <class Seq>
 __device__ __forceinline__ unsigned bwd_dropout_bits(const FwdParams& p, const Seq& seq, int h, int i, int jk, int g, int t) {
   const unsigned long long row = (unsigned long long)(seq.batch * p.heads + h) * p.mq_rows + seq.q_start;

@@ -26,8 +26,7 @@
 // Cfg as in fwd_wgmma.cuh, with kBlockM 128 or 192 and kWarps = 4·(kBlockM/64 + 1); kAlign16,
 // not paged, no left window; head dims multiples of 8 in 64..256, padded in shared memory to
 // whole 64-column panels, which the boxes fill with the zeros past the tensor's columns (the
-// products then add nothing for them; O's padding columns are never stored). jit/tile_table.cpp
-// picks the padded ones (not multiples of 64) only under JITATTN_FWD_FAMILY=tma so far.
+// products then add nothing for them; O's padding columns are never stored).
 #pragma once
 #include "bulk.cuh"
 #include "fwd_wgmma.cuh"

@@ -196,6 +196,7 @@ TEST_F(CliTest, AForcedBackwardTileTheWgmmaFamilyCannotTakeRunsOnMma) {
 
 // The sm_90a forward's families: tma by default, padded head dims (96) included; wgmma (cp.async)
 // under JITATTN_FWD_FAMILY=wgmma, which serves multiples of 64 only (96 falls to mma.sync there).
+// JITATTN_FWD_FAMILY=tma names the default's choice.
 TEST_F(CliTest, TheForwardFamilyFollowsJitattnFwdFamily) {
   const std::string tma = "fwd.sm_90a.bf16.d128.v128.causal.lse.a16.tma_m128n128w12";
   const std::string wgmma = "fwd.sm_90a.bf16.d128.v128.causal.lse.a16.wgmma_m128n128w8";
@@ -209,6 +210,9 @@ TEST_F(CliTest, TheForwardFamilyFollowsJitattnFwdFamily) {
       << served_by("JITATTN_FWD_FAMILY=wgmma", padded);
   EXPECT_EQ(served_by("JITATTN_FWD_FAMILY=mma", padded).rfind("fwd.sm_90a.bf16.d96.v96.causal.lse.a16.mma_", 0), 0u)
       << served_by("JITATTN_FWD_FAMILY=mma", padded);
+  // A forced tile the tma kernel cannot take runs on cp.async wgmma at 128, on mma.sync at 96.
+  EXPECT_EQ(served_by("JITATTN_TILE=m128n64w4", tma), "fwd.sm_90a.bf16.d128.v128.causal.lse.a16.wgmma_m128n64w4");
+  EXPECT_EQ(served_by("JITATTN_TILE=m128n64w4", padded), "fwd.sm_90a.bf16.d96.v96.causal.lse.a16.mma_m128n64w4");
 }
 
 // show --compile compiles as a first call would, prints NVRTC's time (per phase where NVRTC

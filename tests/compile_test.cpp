@@ -197,9 +197,9 @@ std::vector<KernelSpec> every_decode_variant() {
 
 TEST(Compile, EveryDecodeVariant) { compile_all(every_decode_variant()); }
 
-// The tma forward at head dims padded to 64-column panels (kernel_src/fwd_tma.cuh kDP; chosen
-// only under JITATTN_FWD_FAMILY=tma so far): the head dims of common models that are not
-// multiples of 64, Kv != K, a mask, varlen with dropout, f16.
+// The tma forward at head dims padded to 64-column panels (kernel_src/fwd_tma.cuh kDP), the
+// default there: the head dims of common models that are not multiples of 64, Kv != K, a mask,
+// varlen with dropout, f16; with their default tiles.
 std::vector<KernelSpec> padded_tma_forward_variants() {
   std::vector<KernelSpec> specs;
   Signature s;
@@ -210,15 +210,13 @@ std::vector<KernelSpec> padded_tma_forward_variants() {
                              {96, 96, BiasKind::none}, {96, 128, BiasKind::causal_bottom_right}, {112, 112, BiasKind::bd_causal},
                              {160, 160, BiasKind::none}, {200, 136, BiasKind::causal}}) {
     s.head_dim = uint16_t(d), s.head_dim_v = uint16_t(dv), s.bias = bias;
-    KernelSpec spec = make_spec(s);
-    EXPECT_EQ(spec.family, Family::mma) << spec.name();  // the default until measured
-    spec.family = Family::tma;
-    spec.tile = {128, uint16_t(std::max(d, dv) <= 128 ? 128 : 64), 12};
+    const KernelSpec spec = make_spec(s);
+    EXPECT_EQ(spec.family, Family::tma) << spec.name();
     specs.push_back(spec);
   }
   s.head_dim = s.head_dim_v = 96, s.bias = BiasKind::bd_causal_br, s.dropout = 1, s.dtype = s.out_dtype = DType::f16;
-  KernelSpec spec = make_spec(s);
-  spec.family = Family::tma, spec.tile = {128, 128, 12};
+  const KernelSpec spec = make_spec(s);
+  EXPECT_EQ(spec.family, Family::tma) << spec.name();
   specs.push_back(spec);
   return specs;
 }

@@ -38,11 +38,9 @@ run_gpu_tests() {  # label filter [binary]
 if has tests; then
   echo "== GPU tests"
   run_gpu_tests all "${TESTS_FILTER:-*}"
-  # On sm_90a the tma family (warp-specialized) serves f16/bf16 forwards at head dims 64..256, the
-  # cp.async wgmma family paged keys and left windows; both of those and the mma family (every
+  # On sm_90a the tma family (warp-specialized) serves f16/bf16 forwards at head dims 64..256 (the
+  # run above), the cp.async wgmma family paged keys and left windows; it and the mma family (every
   # other arch and head dim) get the forward tests on this card too.
-  echo "== forward GPU tests with JITATTN_FWD_FAMILY=tma (head dims padded to 64-column panels too)"
-  (export JITATTN_FWD_FAMILY=tma; run_gpu_tests tma "${MMA_TESTS_FILTER:-ForwardGpu.*:BiasGpu.*:MergeGpu.*}")
   echo "== forward GPU tests with JITATTN_FWD_FAMILY=wgmma"
   (export JITATTN_FWD_FAMILY=wgmma; run_gpu_tests wgmma "${MMA_TESTS_FILTER:-ForwardGpu.*:BiasGpu.*:MergeGpu.*}")
   echo "== forward GPU tests with JITATTN_FWD_FAMILY=mma"
@@ -115,10 +113,12 @@ if has bench; then
   echo "-- JITATTN_FWD_FAMILY=wgmma (the cp.async wgmma forward in the same call)"
   JITATTN_FWD_FAMILY=wgmma build/tools/jitattn bench --dtype bf16 --head-dims 64,128 --seqlens 4096,16384 --causal both --reps 20 |
     grep -vE "^first call"
-  echo "-- JITATTN_FWD_FAMILY=tma at head dims 80, 96, 112 and 160 (padded panels), then the mma.sync kernels that serve them by default"
-  JITATTN_FWD_FAMILY=tma build/tools/jitattn bench --dtype bf16 --head-dims 80,96,112,160 --seqlens 4096,16384 --causal both --reps 20 |
-    grep -vE "^first call"
-  build/tools/jitattn bench --dtype bf16 --head-dims 80,96,112,160 --seqlens 4096,16384 --causal both --reps 20 | grep -vE "^first call"
+  echo "-- head dims 80, 96, 112 and 160 (H = 16): the tma kernels' padded panels, then the mma.sync kernels (JITATTN_FWD_FAMILY=mma)"
+  for d in 80 96 112 160; do
+    build/tools/jitattn bench --dtype bf16 --head-dims $d --hidden $((16 * d)) --seqlens 4096,16384 --causal both --reps 10 | grep " fwd "
+    JITATTN_FWD_FAMILY=mma build/tools/jitattn bench --dtype bf16 --head-dims $d --hidden $((16 * d)) --seqlens 4096,16384 \
+      --causal both --reps 10 | grep " fwd "
+  done
   for t in ${FWD_TILES:-}; do
     echo "-- JITATTN_TILE=$t"
     JITATTN_TILE=$t build/tools/jitattn bench --dtype bf16 --head-dims 64,128 --seqlens 4096,16384 --causal both --reps 20 | grep -vE "^first call"
