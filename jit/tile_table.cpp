@@ -130,9 +130,12 @@ std::string wgmma_backward_tile_problem(const Signature& s, const TileConfig& t)
     return "tile " + t.name() + ": the dQ product (block_m x head_dim) must split into pieces of 32 or more columns per warpgroup";
   return "";
 }
+// What both Hopper forwards need: sm_90a, f16/bf16, 16-byte aligned rows.
+bool hopper_forward(const Signature& sig) {
+  return sig.op == Op::fwd && sig.arch_sm == 90 && sig.arch_specific && sig.dtype != DType::f32 && sig.align == 16;
+}
 bool wgmma_forward_serves(const Signature& sig) {
-  return sig.op == Op::fwd && sig.arch_sm == 90 && sig.arch_specific && sig.dtype != DType::f32 && sig.align == 16 &&
-         wgmma_head_dim(sig.head_dim) && wgmma_head_dim(sig.head_dim_v);
+  return hopper_forward(sig) && wgmma_head_dim(sig.head_dim) && wgmma_head_dim(sig.head_dim_v);
 }
 bool wgmma_forward(const Signature& sig) { return wgmma_forward_serves(sig) && Env::get().fwd_family != Env::FwdFamily::mma; }
 // The forwards fwd_tma.cuh serves: those of fwd_wgmma.cuh whose keys a tensor map addresses
@@ -144,8 +147,8 @@ bool wgmma_forward(const Signature& sig) { return wgmma_forward_serves(sig) && E
 // measured, for all the padding's wasted products).
 bool tma_head_dim(int d) { return d % 8 == 0 && d >= 64 && d <= 256; }
 bool tma_forward_serves(const Signature& sig) {
-  return sig.op == Op::fwd && sig.arch_sm == 90 && sig.arch_specific && sig.dtype != DType::f32 && sig.align == 16 &&
-         tma_head_dim(sig.head_dim) && tma_head_dim(sig.head_dim_v) && !is_paged(sig.bias) && !has_left_window(sig.bias);
+  return hopper_forward(sig) && tma_head_dim(sig.head_dim) && tma_head_dim(sig.head_dim_v) && !is_paged(sig.bias) &&
+         !has_left_window(sig.bias);
 }
 bool tma_forward(const Signature& sig) {
   const Env::FwdFamily f = Env::get().fwd_family;
