@@ -2,12 +2,8 @@
 
 #include <algorithm>
 #include <cstdio>
-#include <map>
-#include <mutex>
 #include <optional>
 #include <string>
-#include <thread>
-#include <tuple>
 #include <utility>
 
 #include "jit/cuda_driver.h"
@@ -16,6 +12,7 @@
 #include "jit/launch.h"
 #include "jit/ops/forward.h"
 #include "jit/ops/forward_params.h"
+#include "jit/ops/scratch.h"
 #include "jit/ops/tensor_map.h"
 #include "jitattn/error.h"
 
@@ -35,73 +32,6 @@ int64_t visible_keys(const ForwardPlan& p) {
   const int64_t keys = p.bias.q_seqinfo ? p.bias.k_max_seqlen : p.k.m;
   if (!has_left_window(p.bias.kind)) return keys;
   return std::min<int64_t>(keys, int64_t(p.bias.window_left) + p.bias.window_right + queries_per_sequence(p));
-}
-
-// Split-KV scratch: the split rows (fp32) and their LSE, and the counters that find each
-// chunk's last split (kernel_src/params.h DecodeParams). The counters are zero between launches
-// (each launch leaves them so), which lets a stream keep one scratch for all its calls: it grows
-// with the calls and is never freed, except stream-ordered when replaced by a larger one. A
-// stream being captured into a CUDA graph gets scratch owned by the graph instead (allocated,
-// zeroed and freed by graph nodes), so graphs replayed on several streams at once never share it.
-class Scratch {
- public:
-  struct Buffers {
-    float* partial = nullptr;
-    int32_t* counters = nullptr;
-  };
-
-  // Buffers of at least the given sizes for kernels queued on `stream` now. `release` must run
-  // after the launch (it frees what a capture allocated).
-  Buffers get(const ContextInfo& ctx, CUstream stream, size_t partial_bytes, size_t counter_bytes, bool& captured) {
-    const CudaDriver& d = CudaDriver::require();
-    CUstreamCaptureStatus status = CU_STREAM_CAPTURE_STATUS_NONE;
-    check_cuda(d.cuStreamIsCapturing(stream, &status), "cuStreamIsCapturing (decode scratch)");
-    captured = status != CU_STREAM_CAPTURE_STATUS_NONE;
-    if (captured) {
-      CUdeviceptr partial = 0, counters = 0;
-      check_cuda(d.cuMemAllocAsync(&partial, partial_bytes, stream), "cuMemAllocAsync (decode scratch)");
-      check_cuda(d.cuMemAllocAsync(&counters, counter_bytes, stream), "cuMemAllocAsync (decode counters)");
-      check_cuda(d.cuMemsetD32Async(counters, 0, counter_bytes / 4, stream), "cuMemsetD32Async (decode counters)");
-      return {reinterpret_cast<float*>(partial), reinterpret_cast<int32_t*>(counters)};
-    }
-    // The per-thread default stream is a different stream in each thread under one handle.
-    const Key key{ctx.ctx, stream, stream == CU_STREAM_PER_THREAD ? std::this_thread::get_id() : std::thread::id()};
-    std::lock_guard<std::mutex> lock(mu_);
-    Entry& e = entries_[key];
-    grow(d, e.partial, e.partial_bytes, partial_bytes, stream, false);
-    grow(d, e.counters, e.counter_bytes, counter_bytes, stream, true);
-    return {reinterpret_cast<float*>(e.partial), reinterpret_cast<int32_t*>(e.counters)};
-  }
-
-  static void release(const Buffers& b, CUstream stream) {
-    const CudaDriver& d = CudaDriver::require();
-    check_cuda(d.cuMemFreeAsync(reinterpret_cast<CUdeviceptr>(b.partial), stream), "cuMemFreeAsync (decode scratch)");
-    check_cuda(d.cuMemFreeAsync(reinterpret_cast<CUdeviceptr>(b.counters), stream), "cuMemFreeAsync (decode counters)");
-  }
-
- private:
-  static void grow(const CudaDriver& d, CUdeviceptr& ptr, size_t& have, size_t need, CUstream stream, bool zero) {
-    if (need <= have) return;
-    const size_t bytes = std::max(need, 2 * have);
-    CUdeviceptr fresh = 0;
-    check_cuda(d.cuMemAllocAsync(&fresh, bytes, stream), "cuMemAllocAsync (decode scratch)");
-    if (zero) check_cuda(d.cuMemsetD32Async(fresh, 0, bytes / 4, stream), "cuMemsetD32Async (decode counters)");
-    if (ptr) check_cuda(d.cuMemFreeAsync(ptr, stream), "cuMemFreeAsync (decode scratch)");  // after earlier launches
-    ptr = fresh, have = bytes;
-  }
-
-  using Key = std::tuple<CUcontext, CUstream, std::thread::id>;
-  struct Entry {
-    CUdeviceptr partial = 0, counters = 0;
-    size_t partial_bytes = 0, counter_bytes = 0;
-  };
-  std::mutex mu_;
-  std::map<Key, Entry> entries_;
-};
-
-Scratch& scratch() {
-  static Scratch* s = new Scratch;  // never destroyed: at exit the driver may be gone
-  return *s;
 }
 
 }  // namespace
@@ -180,12 +110,12 @@ void decode(const ForwardPlan& p, CUstream stream) {
   const size_t partial_bytes = rows * (size_t(p.v.d) + 1) * sizeof(float);
   const size_t counter_bytes = size_t(chunks) * sizeof(int32_t);
   bool captured = false;
-  const Scratch::Buffers buf = scratch().get(ctx, stream, partial_bytes, counter_bytes, captured);
+  const ScratchBuffers buf = stream_scratch(ctx, stream, partial_bytes, counter_bytes, captured);
   dp.o_partial = buf.partial;
   dp.lse_partial = buf.partial + rows * size_t(p.v.d);
   dp.counters = buf.counters;
   launch(kernel, &dp, blocks, stream);
-  if (captured) Scratch::release(buf, stream);
+  if (captured) release_scratch(buf, stream);
 }
 
 }  // namespace jitattn::jit::ops
