@@ -120,6 +120,14 @@ Env read_env() {
     }
     if (env.pairs_per_chunk < 1) throw Error(ErrorKind::invalid_argument, "JITATTN_PAIRS_PER_CHUNK=" + ppc + " must be a positive integer");
   }
+  if (const std::string fb = getenv_str("JITATTN_FWD_BLOCKS"); !fb.empty()) {
+    try {
+      env.fwd_blocks = std::stoi(fb);
+    } catch (const std::exception&) {
+      env.fwd_blocks = -1;
+    }
+    if (env.fwd_blocks < 1) throw Error(ErrorKind::invalid_argument, "JITATTN_FWD_BLOCKS=" + fb + " must be a positive integer");
+  }
   if (const std::string dec = getenv_str("JITATTN_DECODE"); !dec.empty()) {
     if (dec != "on" && dec != "off") throw Error(ErrorKind::invalid_argument, "JITATTN_DECODE=" + dec + " is not one of on, off");
     env.decode = dec == "on";

@@ -29,6 +29,7 @@ inline constexpr EnvVarInfo kEnvVars[] = {
     {"JITATTN_AMD_MFMA", true, "on: the f16/bf16 forward on gfx90a/gfx942 takes the CDNA matrix-core kernel (fwd_mfma.cuh), which has never run on AMD hardware; it is part of the name"},
     {"JITATTN_HIP", true, "path of the library providing hiprtc (default libhiprtc.so.6, then libamdhip64.so.5); its version is part of AMD keys. The HIP runtime (module API) is taken from it when it has one, else libamdhip64.so.6/.5"},
     {"JITATTN_BWD_TILE", true, "force a tile config (e.g. m64n128w8) for the backward's dK/dV kernel (bwd, bwd_kv); a tile the wgmma family cannot take runs on mma.sync"},
+    {"JITATTN_FWD_BLOCKS", false, "force the tma forward's grid: N blocks (at most one per work item; experiments; jit/ops/forward.cpp)"},
     {"JITATTN_PAIRS_PER_CHUNK", false, "force the forward's block order: (head, batch) pairs per chunk (experiments; jit/ops/forward.cpp)"},
     {"JITATTN_BWD_DQ_TILE", true, "force a tile config (e.g. m64n64w4) for the deterministic backward's dQ kernel (bwd_dq)"},
     {"JITATTN_DECODE", false, "off: few-query forwards run the prefill kernels instead of the decode kernels (experiments; jit/ops/decode.cpp)"},
@@ -62,6 +63,7 @@ struct Env {
   std::optional<TileConfig> bwd_dq_tile;  // JITATTN_BWD_DQ_TILE
   bool verbose = false;
   int pairs_per_chunk = 0;  // JITATTN_PAIRS_PER_CHUNK; 0: the launch's choice
+  int fwd_blocks = 0;       // JITATTN_FWD_BLOCKS; 0: the launch's choice
   bool decode = true;       // JITATTN_DECODE (off: false)
   int decode_splits = 0;    // JITATTN_DECODE_SPLITS; 0: the launch's choice
   std::optional<TileConfig> decode_tile;  // JITATTN_DECODE_TILE

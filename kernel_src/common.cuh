@@ -201,16 +201,19 @@ __device__ __forceinline__ int imax(int a, int b) { return a > b ? a : b; }
 // so that the blocks running together share their keys and values in L2; within a chunk the
 // last query blocks come first: under a causal mask they have the most keys, and starting the
 // longest work first keeps the tail short.
-__device__ __forceinline__ void block_coords(const FwdParams& p, int block_m, int& m_block, int& h, int& b) {
+// block_coords_of decodes any such index (a persistent block's work items, fwd_tma.cuh).
+__device__ __forceinline__ void block_coords_of(const FwdParams& p, int block_m, int id, int& m_block, int& h, int& b) {
   const int pairs = p.heads * p.batch;
   const int m_blocks = (p.mq + block_m - 1) / block_m;
-  const int id = blockIdx.x;
   const int chunk = id / (p.pairs_per_chunk * m_blocks), r = id % (p.pairs_per_chunk * m_blocks);
   const int g = imin(p.pairs_per_chunk, pairs - chunk * p.pairs_per_chunk);  // pairs in this chunk
   m_block = m_blocks - 1 - r / g;
   const int pair = chunk * p.pairs_per_chunk + r % g;
   h = pair % p.heads;
   b = pair / p.heads;
+}
+__device__ __forceinline__ void block_coords(const FwdParams& p, int block_m, int& m_block, int& h, int& b) {
+  block_coords_of(p, block_m, int(blockIdx.x), m_block, h, b);
 }
 
 }  // namespace jitattn

@@ -73,6 +73,12 @@ struct FwdWgmmaBlock {
     block_coords(p, kBM, m_block, h, b);
     return FwdWgmmaBlock(p, smem, m_block, h, b, mma_tid);
   }
+  // The block of 1-D index `id` (block_coords_of), for a block that computes several.
+  __device__ static FwdWgmmaBlock make_at(const FwdParams& p, unsigned smem, int mma_tid, int id) {
+    int m_block, h, b;
+    block_coords_of(p, kBM, id, m_block, h, b);
+    return FwdWgmmaBlock(p, smem, m_block, h, b, mma_tid);
+  }
   __device__ FwdWgmmaBlock(const FwdParams& p_, unsigned smem, int m_block_, int h_, int b_, int mma_tid)
       : p(p_), m_block(m_block_), h(h_), b(b_), seq(p_, b_), policy(p_, b_, h_, seq.mq, seq.mkv) {
     q_lo = m_block * kBM;

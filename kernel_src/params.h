@@ -100,6 +100,10 @@ struct FwdTmaParams {
   alignas(64) unsigned char v_map[128];
   int32_t tma_dim[3][3];
   int32_t tma_bytes[3];
+  // The persistent blocks' work counters (fwd_tma.cuh FwdTmaSchedule): work items handed out past
+  // the first one of each block, and blocks done. Zero before a launch and left zero after it
+  // (jit/ops/scratch.h). Null: each block takes a fixed sequence of items.
+  int32_t* work;
 };
 
 // Backward. The forward's arguments (f: q, k, v, out = O, lse, bias, geometry, windows) plus the

@@ -9,6 +9,7 @@
 #include "jit/launch.h"
 #include "jit/ops/decode.h"
 #include "jit/ops/forward_params.h"
+#include "jit/ops/scratch.h"
 #include "jit/ops/tensor_map.h"
 
 namespace jitattn::jit::ops {
@@ -163,7 +164,14 @@ void forward(const ForwardPlan& p, CUstream stream) {
     for (int i = 0; i < 3; ++i) tp.tma_dim[t][i] = g[t]->dim_of[i];
     tp.tma_bytes[t] = tensor_map_box_bytes(*g[t], cols[t]);
   }
-  launch(kernel, &tp, blocks, stream);
+  // Persistent (fwd_tma.cuh FwdTmaSchedule): one block per SM at most, each drawing items from
+  // the stream's work counters until none is left.
+  const int64_t grid = std::min<int64_t>(blocks, Env::get().fwd_blocks ? Env::get().fwd_blocks : ctx.sm_count);
+  bool captured = false;
+  const ScratchBuffers buf = stream_scratch(ctx, stream, 0, 2 * sizeof(int32_t), captured);
+  tp.work = buf.counters;
+  launch(kernel, &tp, grid, stream);
+  if (captured) release_scratch(buf, stream);
 }
 
 }  // namespace jitattn::jit::ops
