@@ -29,3 +29,15 @@ for name, code in (("softcap tanhf", "cap * tanhf(score / cap)"),
                    ("score * 1", "score * one")):
     s = jitattn.Variant(score_mod=code, score_grad="return 1.f;", captures={"cap": 20.0, "inv": 0.05, "one": 1.0})
     run(name, ab.LowerTriangularMask(), s)
+g = torch.Generator().manual_seed(1)
+cuts = sorted(torch.randperm(M - 1, generator=g)[:15].add(1).tolist())
+lens = [b - c for c, b in zip([0] + cuts, cuts + [M])]
+doc = torch.repeat_interleave(torch.arange(len(lens)), torch.tensor(lens)).cuda().int()
+run("builtin docs16", ab.BlockDiagonalCausalMask.from_seqlens(lens))
+d = jitattn.Variant(mask_mod="doc[q_idx] == doc[kv_idx]", captures={"doc": doc}); d.build_block_map(M, M)
+run("variant docs16 over causal + map", ab.LowerTriangularMask(), d)
+d2 = jitattn.Variant(mask_mod="doc[q_idx] == doc[kv_idx]", captures={"doc": doc})
+run("variant docs16 over builtin docs, no map", ab.BlockDiagonalCausalMask.from_seqlens(lens), d2)
+run("no mask", None)
+rnd = torch.rand(H, M // 128, M // 128, generator=torch.Generator().manual_seed(2)).cuda() < 0.1
+run("block sparse 10% random", ab.BlockSparseMask(rnd, 128))
