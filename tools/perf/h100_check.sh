@@ -41,6 +41,8 @@ if has tests; then
   # On sm_90a the tma family (warp-specialized) serves f16/bf16 forwards at head dims 64..256 (the
   # run above), the cp.async wgmma family paged keys and left windows; it and the mma family (every
   # other arch and head dim) get the forward tests on this card too.
+  echo "== forward GPU tests with JITATTN_FWD_BLOCKS=5 (each persistent tma block computes many work items)"
+  (export JITATTN_FWD_BLOCKS=5; run_gpu_tests fwd_blocks5 "${BLOCKS_TESTS_FILTER:-ForwardGpu.*:BiasGpu.*:MergeGpu.*:*VariantGpu.*:*BlockSparseGpu.*}")
   echo "== forward GPU tests with JITATTN_FWD_FAMILY=wgmma"
   (export JITATTN_FWD_FAMILY=wgmma; run_gpu_tests wgmma "${MMA_TESTS_FILTER:-ForwardGpu.*:BiasGpu.*:MergeGpu.*}")
   echo "== forward GPU tests with JITATTN_FWD_FAMILY=mma"
