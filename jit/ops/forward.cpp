@@ -1,8 +1,10 @@
 #include "jit/ops/forward.h"
 
 #include <algorithm>
+#include <climits>
 #include <cmath>
 #include <optional>
+#include <string>
 
 #include "jit/env.h"
 #include "jit/jit_runtime.h"
@@ -11,6 +13,7 @@
 #include "jit/ops/forward_params.h"
 #include "jit/ops/scratch.h"
 #include "jit/ops/tensor_map.h"
+#include "jitattn/error.h"
 
 namespace jitattn::jit::ops {
 
@@ -167,6 +170,9 @@ void forward(const ForwardPlan& p, CUstream stream) {
   // Persistent (fwd_tma.cuh FwdTmaSchedule): one block per SM at most, each drawing items from
   // the stream's work counters until none is left.
   const int64_t grid = std::min<int64_t>(blocks, Env::get().fwd_blocks ? Env::get().fwd_blocks : ctx.sm_count);
+  // The kernel counts items in int32, up to one draw past the end per block.
+  if (blocks > INT32_MAX - grid)
+    throw Error(kernel.spec.name() + ": " + std::to_string(blocks) + " work items exceed 2^31 - 1 less the grid");
   bool captured = false;
   const ScratchBuffers buf = stream_scratch(ctx, stream, 0, 2 * sizeof(int32_t), captured);
   tp.work = buf.counters;
