@@ -170,9 +170,10 @@ void forward(const ForwardPlan& p, CUstream stream) {
   // Persistent (fwd_tma.cuh FwdTmaSchedule): one block per SM at most, each drawing items from
   // the stream's work counters until none is left.
   const int64_t grid = std::min<int64_t>(blocks, Env::get().fwd_blocks ? Env::get().fwd_blocks : ctx.sm_count);
-  // The kernel counts items in int32, up to one draw past the end per block.
-  if (blocks > INT32_MAX - grid)
-    throw Error(kernel.spec.name() + ": " + std::to_string(blocks) + " work items exceed 2^31 - 1 less the grid");
+  // The kernel counts items in int32, past the end by less than two grids (one draw past the end
+  // per block; the schedule without a counter overshoots by up to a round more).
+  if (blocks > INT32_MAX - 2 * grid)
+    throw Error(kernel.spec.name() + ": " + std::to_string(blocks) + " work items exceed 2^31 - 1 less two grids");
   bool captured = false;
   const ScratchBuffers buf = stream_scratch(ctx, stream, 0, 2 * sizeof(int32_t), captured);
   tp.work = buf.counters;
