@@ -57,6 +57,19 @@ void parse_cache_ro(const std::string& ro, Env& env) {
 
 namespace {
 
+// A variable that must be a positive integer when set; 0 when it is not.
+int positive_int(const char* name) {
+  const std::string value = getenv_str(name);
+  if (value.empty()) return 0;
+  int n = -1;
+  try {
+    n = std::stoi(value);
+  } catch (const std::exception&) {
+  }
+  if (n < 1) throw Error(ErrorKind::invalid_argument, std::string(name) + "=" + value + " must be a positive integer");
+  return n;
+}
+
 Env read_env() {
   Env env;
   env.cache_path = getenv_str("JITATTN_CACHE");
@@ -112,22 +125,8 @@ Env read_env() {
   }
   env.hip_path = getenv_str("JITATTN_HIP");
   env.verbose = getenv_str("JITATTN_VERBOSE") == "1";
-  if (const std::string ppc = getenv_str("JITATTN_PAIRS_PER_CHUNK"); !ppc.empty()) {
-    try {
-      env.pairs_per_chunk = std::stoi(ppc);
-    } catch (const std::exception&) {
-      env.pairs_per_chunk = -1;
-    }
-    if (env.pairs_per_chunk < 1) throw Error(ErrorKind::invalid_argument, "JITATTN_PAIRS_PER_CHUNK=" + ppc + " must be a positive integer");
-  }
-  if (const std::string fb = getenv_str("JITATTN_FWD_BLOCKS"); !fb.empty()) {
-    try {
-      env.fwd_blocks = std::stoi(fb);
-    } catch (const std::exception&) {
-      env.fwd_blocks = -1;
-    }
-    if (env.fwd_blocks < 1) throw Error(ErrorKind::invalid_argument, "JITATTN_FWD_BLOCKS=" + fb + " must be a positive integer");
-  }
+  env.pairs_per_chunk = positive_int("JITATTN_PAIRS_PER_CHUNK");
+  env.fwd_blocks = positive_int("JITATTN_FWD_BLOCKS");
   if (const std::string dec = getenv_str("JITATTN_DECODE"); !dec.empty()) {
     if (dec != "on" && dec != "off") throw Error(ErrorKind::invalid_argument, "JITATTN_DECODE=" + dec + " is not one of on, off");
     env.decode = dec == "on";
