@@ -113,6 +113,81 @@ __device__ __forceinline__ void bwd_probs(float (&s)[kKT][kNT][4], float (&dp)[k
   }
 }
 
+// bwd_probs in two halves for the wgmma backward (bwd_wgmma.cuh), each run while a product is in
+// flight: bwd_wgmma_p while dPᵀ = V·dOᵀ runs, bwd_wgmma_ds while dV += Pᵀ·dO does. A thread's
+// tiles are one 16-key row (x[nt][e] as above with kt = 0).
+// bwd_wgmma_p: Pᵀ from Sᵀ, and in s the weight dSᵀ needs: P, times d score_mod / d score through
+// a user score_mod (0 where P is, so that a gradient of a masked score stays 0). Under dropout or a
+// score_grad, where s is not what dV multiplies, Pᵀ (the kept P under dropout) is packed as dV's A
+// fragments pa here; otherwise s is Pᵀ and the caller packs pa from it (bwd_a_fragment) once
+// dSᵀ is done, which keeps 16 registers free meanwhile. kept: the dropout bits, 4 per query
+// tile nt at bit 4·(nt % 8) + e of word nt / 8.
+template <class Cfg, class Policy, class Seq, int kNT>
+__device__ __forceinline__ void bwd_wgmma_p(float (&s)[kNT][4], unsigned (&pa)[kNT / 2][4],
+                                            unsigned (&kept)[(kNT + 7) / 8], const FwdParams& p, const Policy& policy,
+                                            const Seq& seq, int h, int m0, int j0, int g, int t, const float* lse_row) {
+  const int mq = seq.mq, mkv = seq.mkv;
+  struct alignas(8) Pair { float x, y; };
+#pragma unroll
+  for (int w = 0; w < (kNT + 7) / 8; ++w) kept[w] = 0u;
+#pragma unroll
+  for (int nt = 0; nt < kNT; ++nt) {
+    const Pair l = *reinterpret_cast<const Pair*>(lse_row + nt * 8 + 2 * t);
+    const float inf = __int_as_float(0x7f800000);
+    const float lse2[2] = {l.x == neg_inf() ? inf : l.x * kLog2e, l.y == neg_inf() ? inf : l.y * kLog2e};
+    const unsigned bits = Cfg::kDropout ? bwd_dropout_bits(p, seq, h, m0 + nt * 8 + 2 * t, j0, g, t) : 0xfu;
+    if constexpr (Cfg::kDropout) kept[nt / 8] |= bits << (4 * (nt % 8));
+#pragma unroll
+    for (int e2 = 0; e2 < 2; ++e2) {  // the two key rows g and g + 8
+      const int j = j0 + g + e2 * 8;
+      float kp[2];  // what dV multiplies: P, or the kept P under dropout
+#pragma unroll
+      for (int c = 0; c < 2; ++c) {
+        const int e = e2 * 2 + c;
+        const float raw = s[nt][e] * p.scale_log2;
+        const int i = m0 + nt * 8 + 2 * t + c;
+        float x = raw;
+        if constexpr (Policy::kLogitAnywhere) {
+          const float y = policy.logit(x, imin(i, mq - 1), imin(j, mkv - 1));
+          x = j < mkv && i < mq ? y : neg_inf();
+        } else {
+          x = j >= mkv || i >= mq ? neg_inf() : policy.logit(x, i, j);
+        }
+        const float pv = fast_exp2(x - lse2[c]);
+        kp[c] = (bits >> e) & 1u ? pv : 0.f;
+        float wv = pv;
+        if constexpr (Policy::kScoreGrad) {
+          const float sg = policy.score_grad(raw, imin(i, mq - 1), imin(j, mkv - 1));
+          wv = pv != 0.f ? pv * sg : pv;
+        }
+        s[nt][e] = wv;
+      }
+      if constexpr (Cfg::kDropout || Policy::kScoreGrad)
+        pa[nt / 2][(nt % 2) * 2 + e2] = pack2<Cfg::kDType>(kp[0], kp[1]);  // bwd_a_fragment's order
+    }
+  }
+}
+
+// dSᵀ = w ∘ (dPᵀ − delta) into dp, dPᵀ scaled by 1/(1-p) where kept and 0 where dropped; w and
+// kept from bwd_wgmma_p.
+template <class Cfg, int kNT>
+__device__ __forceinline__ void bwd_wgmma_ds(float (&dp)[kNT][4], const float (&w)[kNT][4],
+                                             const unsigned (&kept)[(kNT + 7) / 8], const FwdParams& p, int t,
+                                             const float* delta_row) {
+  struct alignas(8) Pair { float x, y; };
+#pragma unroll
+  for (int nt = 0; nt < kNT; ++nt) {
+    const Pair dl = *reinterpret_cast<const Pair*>(delta_row + nt * 8 + 2 * t);
+    const float delta[2] = {dl.x, dl.y};
+#pragma unroll
+    for (int e = 0; e < 4; ++e) {
+      float dpv = dp[nt][e];
+      if constexpr (Cfg::kDropout) dpv = (kept[nt / 8] >> (4 * (nt % 8) + e)) & 1u ? dpv * p.dropout_scale : 0.f;
+      dp[nt][e] = w[nt][e] * (dpv - delta[e & 1]);
+    }
+  }
+}
+
 // dbias = dS, unscaled, for query head h.
 template <class Cfg, class Seq, int kKT, int kNT>
 __device__ __forceinline__ void bwd_store_dbias(const float (&ds)[kKT][kNT][4], const BwdParams& bp, const Seq& seq,

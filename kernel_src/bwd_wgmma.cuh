@@ -150,8 +150,9 @@ __device__ __forceinline__ void bwd_wgmma(const BwdParams& bp) {
 #pragma unroll
     for (int e = 0; e < 4; ++e) dv[0][i][e] = 0.f;
 
-  // Sᵀ = K·Qᵀ and dPᵀ = V·dOᵀ of stage `buf`, issued and committed: every 16-column step moves
-  // 32 bytes along a panel of this warpgroup's 64 key rows and of the query block's rows.
+  // Sᵀ = K·Qᵀ and dPᵀ = V·dOᵀ of stage `buf`, issued and committed as two groups: every
+  // 16-column step moves 32 bytes along a panel of this warpgroup's 64 key rows and of the query
+  // block's rows.
   auto issue_sdp = [&](float (&s)[kNT][4], float (&dp)[kNT][4], int buf) {
     const unsigned sq = opaque(sQ + buf * L::kQBytes), so = opaque(sO + buf * L::kOBytes);
     const unsigned k_rows = opaque(sK + wg * 64 * 128), v_rows = opaque(sV + wg * 64 * 128);
@@ -161,6 +162,7 @@ __device__ __forceinline__ void bwd_wgmma(const BwdParams& bp) {
       wgmma_ss<kBM, kDT>(s, wgmma_desc(k_rows + panel * kBN * 128 + col, 16, 1024),
                          wgmma_desc(sq + panel * kBM * 128 + col, 16, 1024), ks > 0);
     }
+    wgmma_commit();
 #pragma unroll
     for (int ks = 0; ks < kDv / 16; ++ks) {
       const unsigned panel = ks / 4, col = (ks % 4) * 32;
@@ -181,27 +183,50 @@ __device__ __forceinline__ void bwd_wgmma(const BwdParams& bp) {
                              ks > 0);
     wgmma_commit();
   };
-  // Pᵀ and dSᵀ from Sᵀ and dPᵀ, then dV += Pᵀ·dO and dK += dSᵀ·Q issued and committed (pa, sa
-  // are their A operands: untouched until the wait), and dSᵀ stored for dQ. Every tile takes
-  // the masked path (bounds and the policy's logit per element): a second, unmasked copy of the
-  // step made ptxas serialize the wgmma pipeline for want of registers (sm_90a, d = 128).
+  // One visit: Sᵀ and dPᵀ issued as two groups. With kSplitWait, once Sᵀ lands Pᵀ is computed
+  // (bwd_wgmma_p) while dPᵀ's product still runs, and dSᵀ (bwd_wgmma_ds) once dPᵀ lands;
+  // otherwise both wait for both (bwd_probs). Then dSᵀ is stored for dQ, and dV += Pᵀ·dO and
+  // dK += dSᵀ·Q are issued (pa and sa are their A operands: untouched until the wait).
+  // kSplitWait only at d = 64: at d = 128 it spilled 24–72 bytes and ran 10% slower (H200,
+  // non-causal; docs/perf-notes.md), where at d = 64 it gained 2–5%. Issuing dV before dSᵀ, so
+  // that its product ran beside bwd_wgmma_ds, kept pa in flight across that step, and at d = 128
+  // ptxas serialized the wgmma pipeline for want of registers. Every tile takes the masked path
+  // (bounds and the policy's logit per element): a second, unmasked copy of the step made ptxas
+  // serialize it too.
+  constexpr bool kSplitWait = kD <= 64 && kDv <= 64;
   float s[1][kNT][4], dp[1][kNT][4], dq[1][kDqN / 8][4];
   unsigned pa[kKP][4], sa[kKP][4];
-  auto step = [&](int it, int c) {
+  auto visit_products = [&](int it, int c) {
     const int h = head_of(c), m0 = m0_of(c);
     const int buf = it & 1;
+    wgmma_fence();
+    issue_sdp(s[0], dp[0], buf);
     const Policy policy(p, b, h, mq, mkv);
-    float pd[1][kNT][4];
-    bwd_probs<Cfg, true>(s, dp, pd, p, policy, seq, h, m0, j0, g, t, sLse + buf * kBM, sDelta + buf * kBM);
+    if constexpr (kSplitWait) {
+      wgmma_wait<1>();
+      wgmma_hold(s[0]);
+      unsigned kept[(kNT + 7) / 8];
+      bwd_wgmma_p<Cfg>(s[0], pa, kept, p, policy, seq, h, m0, j0, g, t, sLse + buf * kBM);
+      wgmma_wait<0>();
+      wgmma_hold(dp[0]);
+      bwd_wgmma_ds<Cfg>(dp[0], s[0], kept, p, t, sDelta + buf * kBM);
+#pragma unroll
+      for (int kp = 0; kp < kKP; ++kp)
+        if constexpr (!Cfg::kDropout && !Policy::kScoreGrad) bwd_a_fragment<kDT>(pa[kp], s[0], kp);
+    } else {
+      wgmma_wait<0>();
+      wgmma_hold(s[0]);
+      wgmma_hold(dp[0]);
+      float pd[1][kNT][4];
+      bwd_probs<Cfg, true>(s, dp, pd, p, policy, seq, h, m0, j0, g, t, sLse + buf * kBM, sDelta + buf * kBM);
+#pragma unroll
+      for (int kp = 0; kp < kKP; ++kp) bwd_a_fragment<kDT>(pa[kp], Cfg::kDropout ? pd[0] : s[0], kp);
+    }
     if constexpr (Cfg::kDBias) bwd_store_dbias<Cfg>(dp, bp, seq, h, m0, j0, g, t);
 #pragma unroll
-    for (int kp = 0; kp < kKP; ++kp) {
-      bwd_a_fragment<kDT>(pa[kp], Cfg::kDropout ? pd[0] : s[0], kp);
-      bwd_a_fragment<kDT>(sa[kp], dp[0], kp);
-    }
+    for (int kp = 0; kp < kKP; ++kp) bwd_a_fragment<kDT>(sa[kp], dp[0], kp);
     if constexpr (Cfg::kDq) {
-      // Before the products: a wgmma's A registers may not be read until its wait. sa[kp] holds
-      // keys r and r + 8, queries 16·kp + 2t (+1) and 16·kp + 8 + 2t (+1).
+      // sa[kp] holds keys r and r + 8, queries 16·kp + 2t (+1) and 16·kp + 8 + 2t (+1).
       const unsigned ss = sS + buf * L::kSBytes;
       const int r = wg * 64 + warp * 16 + g;
 #pragma unroll
@@ -263,14 +288,7 @@ __device__ __forceinline__ void bwd_wgmma(const BwdParams& bp) {
     if (it + 1 < n_visits) issue_loads(it + 1, c_next);
     cp_async_commit();
     const bool visit = it < n_visits, dq_prev = Cfg::kDq && it > 0;
-    if (visit) {
-      wgmma_fence();
-      issue_sdp(s[0], dp[0], it & 1);
-      wgmma_wait<0>();
-      wgmma_hold(s[0]);
-      wgmma_hold(dp[0]);
-      step(it, c);  // issues dV, dK
-    }
+    if (visit) visit_products(it, c);  // dV, dK in flight
     if (dq_prev) {  // behind dV, dK on the tensor cores; Sᵀ, dPᵀ are dead by now
       wgmma_fence();
       issue_dq(dq[0], (it - 1) & 1);
