@@ -113,9 +113,10 @@ __device__ __forceinline__ void bwd_probs(float (&s)[kKT][kNT][4], float (&dp)[k
   }
 }
 
-// bwd_probs in two halves for the wgmma backward (bwd_wgmma.cuh), each run while a product is in
-// flight: bwd_wgmma_p while dPᵀ = V·dOᵀ runs, bwd_wgmma_ds while dV += Pᵀ·dO does. A thread's
-// tiles are one 16-key row (x[nt][e] as above with kt = 0).
+// bwd_probs in two halves for the wgmma backward at d = 64 (bwd_wgmma.cuh kSplitWait):
+// bwd_wgmma_p runs while dPᵀ = V·dOᵀ is still in flight, bwd_wgmma_ds once it has landed. A
+// thread's tiles are one 16-key row (x[nt][e] as above with kt = 0). The per-element mask and
+// exp repeat bwd_probs's masked path; a shared helper is left for a session that can time both paths.
 // bwd_wgmma_p: Pᵀ from Sᵀ, and in s the weight dSᵀ needs: P, times d score_mod / d score through
 // a user score_mod (0 where P is, so that a gradient of a masked score stays 0). Under dropout or a
 // score_grad, where s is not what dV multiplies, Pᵀ (the kept P under dropout) is packed as dV's A
