@@ -160,7 +160,8 @@ struct KernelSpec {
 inline int decode_stages(const TileConfig& t) { return t.stages ? t.stages : 3; }
 // Whether a decode signature takes the tma family (K/V through tensor maps, kernel_src/decode.cuh
 // kTma): sm_90+, 16-byte aligned rows (the host gives a signature element alignment where its
-// tensors cannot be mapped: jit/ops/decode.cpp), unpaged keys, head dims of 64 or more; unless
+// tensors cannot be mapped, or pages are not a multiple of 8 rows: jit/ops/decode.cpp), head dims
+// of 64 or more; unless
 // JITATTN_DECODE_TMA=off keeps the mma (cp.async) decode kernel.
 bool decode_tma(const Signature& sig);
 

@@ -171,7 +171,7 @@ bool mfma_head_dim(int d) { return d % 16 == 0 && d <= 256; }
 // The decode signatures the tma family can serve (decode_tma adds the environment).
 bool tma_decode_serves(const Signature& sig) {
   return sig.op == Op::decode && sig.arch().backend == Backend::cuda && sig.arch_sm >= 90 && sig.align == 16 &&
-         !is_paged(sig.bias) && sig.head_dim >= 64 && sig.head_dim_v >= 64;
+         sig.head_dim >= 64 && sig.head_dim_v >= 64;
 }
 bool mfma_forward(const Signature& sig) {
   const GfxTarget* g = sig.arch().gfx();
@@ -286,7 +286,7 @@ std::string validate_spec(const KernelSpec& spec) {
     if (s.dropout) return "the decode kernels have no dropout";
     if (spec.family != Family::mma && spec.family != Family::tma) return "the decode kernels are of the mma or tma family";
     if (spec.family == Family::tma && !tma_decode_serves(s))
-      return "the tma family needs sm_90 or newer, 16-byte aligned rows, unpaged keys and head dims of 64 or more";
+      return "the tma family needs sm_90 or newer, 16-byte aligned rows and head dims of 64 or more";
     if (spec.tile.block_m != 16 || spec.tile.warps == 0 || spec.tile.block_n % (spec.tile.warps * 16) != 0)
       return "tile " + spec.tile.name() + ": decode takes block_m 16 and block_n a multiple of 16 x warps";
   } else if (spec.family == Family::tma && s.op == Op::fwd) {

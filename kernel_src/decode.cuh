@@ -8,10 +8,14 @@
 // kBlockN / kWarps keys of every key tile and keeps its own running max, sum and accumulator;
 // the warps are merged through shared memory once, at the end. Key/value tiles stream through
 // kStages shared buffers, kStages − 1 tiles in flight while one is computed, filled
-//   - with kTma (the tma family: sm_90+, not paged): by the tensor-memory-access engine, four or so instructions
+//   - with kTma (the tma family: sm_90+): by the tensor-memory-access engine, four or so instructions
 //     of thread 0 per tile (a box of kBlockN rows × 64 columns each, 128-byte swizzled: row r's
 //     16-byte chunk c at chunk position c ^ (r % 8) of its 128-byte panel row), counted on one
-//     mbarrier per stage (bulk.cuh); the host encodes the tensor maps (DecodeParams);
+//     mbarrier per stage (bulk.cuh); the host encodes the tensor maps (DecodeParams). Paged keys
+//     take kBlockN / R boxes of R = gcd(page size, kBlockN) rows per panel instead, each inside
+//     one page, at the physical row the page table gives (looked up ahead, as for cp.async); the
+//     tiles then start at a multiple of R in the page table's rows, and keys of the first tile
+//     before the split's start are masked;
 //   - else by cp.async, 16 bytes per thread and instruction, into rows padded by 16 bytes.
 //
 // Cfg (from the generated preamble): kDType, kOutDType, kHeadDim, kHeadDimV, kBlockM (16: packed
@@ -52,7 +56,7 @@ struct DecodeLayout {
   static constexpr int kRedFloats = Cfg::kWarps * Cfg::kBlockM * (kDvP + 2);
   static_assert(Cfg::kBlockM == 16, "one m16 tile of packed rows per block");
   static_assert(kStages >= 2, "one tile in flight while one is computed");
-  static_assert(!kTma || (Cfg::kAlign16 && !Cfg::kPaged && Cfg::kBlockN <= 256), "tensor maps: aligned, unpaged rows");
+  static_assert(!kTma || (Cfg::kAlign16 && Cfg::kBlockN <= 256), "tensor maps: aligned rows");
   static_assert(kKeysPerWarp % 16 == 0, "each warp owns a multiple of 16 keys of a tile");
   static_assert(Cfg::kBlockN <= kThreads, "one thread per key row looks up its page");
   static_assert((kRedFloats + Cfg::kBlockM * (kMaxSplits + 1)) * 4 <= kStages * kStageBytes,
@@ -148,7 +152,13 @@ __device__ __forceinline__ void decode_attention(const DecodeParams& dp) {
   const int chunk = (per_split + kBN - 1) / kBN * kBN;
   const int s_lo = imin(kv_hi, kv_lo + split * chunk);
   const int s_hi = imax(s_lo, imin(kv_hi, s_lo + chunk));
-  const int n_tiles = (s_hi - s_lo + kBN - 1) / kBN;
+  // Tiles start at t_lo: s_lo, or (paged boxes) the multiple of the box rows R at or before it in
+  // the page table's rows (every split's start moves by the same, as chunk is whole tiles); keys
+  // t_lo..s_lo - 1 are then loaded and masked.
+  constexpr bool kBoxed = L::kTma && Cfg::kPaged;
+  int t_lo = s_lo;
+  if constexpr (kBoxed) t_lo = s_lo - (seq.k_start + s_lo) % dp.tma_box_rows;
+  const int n_tiles = s_hi > s_lo ? (s_hi - t_lo + kBN - 1) / kBN : 0;
 
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int g = lane / 4, t = lane % 4;
@@ -185,7 +195,7 @@ __device__ __forceinline__ void decode_attention(const DecodeParams& dp) {
   int page_even = 0, page_odd = 0;  // the pages fetched for the next even and odd tiles
   auto fetch = [&](int x) {
     if constexpr (Cfg::kPaged) {
-      const int j = s_lo + x * kBN + int(threadIdx.x);
+      const int j = t_lo + x * kBN + int(threadIdx.x);
       if (x < n_tiles && threadIdx.x < kBN && j < s_hi) {
         const int page = k.table[(k.k_start + j) / k.page_size];
         if (x & 1) page_odd = page;
@@ -195,7 +205,7 @@ __device__ __forceinline__ void decode_attention(const DecodeParams& dp) {
   };
   auto publish = [&](int x) {
     if constexpr (Cfg::kPaged) {
-      const int j = s_lo + x * kBN + int(threadIdx.x);
+      const int j = t_lo + x * kBN + int(threadIdx.x);
       if (x < n_tiles && threadIdx.x < kBN)
         sRows[x % kRowSlots][threadIdx.x] = j < s_hi ? ((x & 1) ? page_odd : page_even) * k.page_size + (k.k_start + j) % k.page_size : -1;
     }
@@ -216,22 +226,32 @@ __device__ __forceinline__ void decode_attention(const DecodeParams& dp) {
       if (it >= n_tiles) return;
       const int slot = it % L::kStages;
       const unsigned dst = smem_addr(sStage) + slot * L::kStageBytes, bar = smem_addr(&bars[slot]);
-      const int row = seq.k_start + s_lo + it * kBN;
       const int32_t(&kd)[3] = dp.tma_dim[0];
       const int32_t(&vd)[3] = dp.tma_dim[1];
       mbar_arrive_expect_tx(bar, unsigned(dp.tma_stage_bytes));
+      auto boxes = [&](unsigned at, int row) {
 #pragma unroll
-      for (int pn = 0; pn < L::kKPanels; ++pn)
-        tma_load_4d(dst + pn * L::kPanelBytes, dp.k_map, pn * 64, coord(kd, 1, row), coord(kd, 2, row), coord(kd, 3, row), bar);
+        for (int pn = 0; pn < L::kKPanels; ++pn)
+          tma_load_4d(at + pn * L::kPanelBytes, dp.k_map, pn * 64, coord(kd, 1, row), coord(kd, 2, row), coord(kd, 3, row), bar);
 #pragma unroll
-      for (int pn = 0; pn < L::kVPanels; ++pn)
-        tma_load_4d(dst + (L::kKPanels + pn) * L::kPanelBytes, dp.v_map, pn * 64, coord(vd, 1, row), coord(vd, 2, row),
-                    coord(vd, 3, row), bar);
+        for (int pn = 0; pn < L::kVPanels; ++pn)
+          tma_load_4d(at + (L::kKPanels + pn) * L::kPanelBytes, dp.v_map, pn * 64, coord(vd, 1, row), coord(vd, 2, row),
+                      coord(vd, 3, row), bar);
+      };
+      if constexpr (kBoxed) {  // box x: the physical rows of keys t_lo + it·kBN + x·R.., one page's
+        const int R = dp.tma_box_rows;
+        for (int x = 0; x * R < kBN; ++x) {
+          const int row = sRows[it % kRowSlots][x * R];
+          boxes(dst + x * R * 128, row >= 0 ? row : 0);  // past the split's end: any rows (zeroed below)
+        }
+      } else {
+        boxes(dst, seq.k_start + s_lo + it * kBN);
+      }
     };
     auto issue = [&](int it) {
       if (it < n_tiles) {
         T* sK = sStage + (it % L::kStages) * L::kStageElems;
-        const int n0 = s_lo + it * kBN;
+        const int n0 = t_lo + it * kBN;
         const int* rows = Cfg::kPaged ? sRows[it % kRowSlots] : nullptr;
         load_kv_tile<kBN, L::kDP, L::kQKStride, L::kThreads, Cfg::kAlign16>(sK, k.base, k.ld, rows, n0, s_hi, Cfg::kHeadDim);
         load_kv_tile<kBN, L::kDvP, L::kVStride, L::kThreads, Cfg::kAlign16>(sK + L::kKElems, v.base, v.ld, rows, n0, s_hi,
@@ -279,7 +299,7 @@ __device__ __forceinline__ void decode_attention(const DecodeParams& dp) {
 
     auto step = [&](int it, auto masked) {
       constexpr bool kMasked = decltype(masked)::value;
-      const int w0 = s_lo + it * kBN + warp * kKW;  // this warp's first key
+      const int w0 = t_lo + it * kBN + warp * kKW;  // this warp's first key
       const unsigned st = stage0 + (it % L::kStages) * L::kStageBytes;
       float s[kNT][4];
 #pragma unroll
@@ -316,7 +336,7 @@ __device__ __forceinline__ void decode_attention(const DecodeParams& dp) {
             float x = s[nt][2 * half + c] * p.scale_log2;
             const int j = w0 + nt * 8 + 2 * t + c;
             if constexpr (kMasked) {
-              if constexpr (!Policy::kRowMask) x = j < s_hi ? pol.logit(x, qi[half], j) : neg_inf();
+              if constexpr (!Policy::kRowMask) x = j < s_hi && (!kBoxed || j >= s_lo) ? pol.logit(x, qi[half], j) : neg_inf();
               else x = unsigned(base + nt * 8 + c) < width ? x : neg_inf();
             } else if constexpr (Policy::kScore) {
               x = pol.score(x, qi[half], j);
@@ -349,15 +369,17 @@ __device__ __forceinline__ void decode_attention(const DecodeParams& dp) {
         __syncthreads();  // all are done with tile it − 1 (Q and the barriers are ready for it = 0)
         if (threadIdx.x == 0) issue_tma(it + L::kStages - 1);  // into tile it − 1's buffer
         mbar_wait(smem_addr(&bars[it % L::kStages]), unsigned(it / L::kStages) & 1u);  // tile it has landed
-        const int valid = s_hi - (s_lo + it * kBN);
-        if (valid < kBN) {
+        const int valid = s_hi - (t_lo + it * kBN), lead = it == 0 ? s_lo - t_lo : 0;
+        if (valid < kBN || lead > 0) {
           // The split's last tile: the boxes ran past its keys into rows of other keys, padding
-          // or another sequence, which need not be finite. Zeros there (then P·V is exact), and
-          // a proxy fence: the buffer's next fill is a TMA write.
+          // or another sequence, which need not be finite; and (paged) the first tile's rows
+          // before the split's start. Zeros there (then P·V is exact), and a proxy fence: the
+          // buffer's next fill is a TMA write.
           unsigned char* stage = reinterpret_cast<unsigned char*>(sStage) + (it % L::kStages) * L::kStageBytes;
           constexpr int kChunks = (L::kKPanels + L::kVPanels) * 8;  // 16-byte chunks per row
-          for (int c = threadIdx.x; c < (kBN - valid) * kChunks; c += L::kThreads) {
-            const int r = valid + c / kChunks, x = c % kChunks;
+          const int tail = kBN - imin(valid, kBN);
+          for (int c = threadIdx.x; c < (lead + tail) * kChunks; c += L::kThreads) {
+            const int y = c / kChunks, r = y < lead ? y : kBN - tail + (y - lead), x = c % kChunks;
             unsigned long long* d = reinterpret_cast<unsigned long long*>(stage + (x / 8) * L::kPanelBytes + r * 128 + (x % 8) * 16);
             d[0] = 0, d[1] = 0;
           }
@@ -374,9 +396,11 @@ __device__ __forceinline__ void decode_attention(const DecodeParams& dp) {
 #pragma unroll
         for (int ks = 0; ks < kKS; ++ks) ldmatrix_x4(q_frag[ks], q_lane + ks * 16 * 2);
       }
-      const int w0 = s_lo + it * kBN + warp * kKW;
-      if (w0 < s_hi) {  // else the split's last tile ends before this warp's keys
-        const bool full = !Policy::kElementwise && w0 + kKW <= s_hi && block_policy.tile_full(i_lo, i_hi, w0, w0 + kKW);
+      const int w0 = t_lo + it * kBN + warp * kKW;
+      // Else the split's last tile ends before this warp's keys (or, paged, its first starts after them).
+      if (w0 < s_hi && (!kBoxed || w0 + kKW > s_lo)) {
+        const bool full = !Policy::kElementwise && w0 + kKW <= s_hi && (!kBoxed || w0 >= s_lo) &&
+                          block_policy.tile_full(i_lo, i_hi, w0, w0 + kKW);
         if (full) step(it, Bool<false>{});
         else step(it, Bool<true>{});
       }

@@ -163,12 +163,14 @@ struct DecodeParams {
   // the columns; tma_dim[0] (keys) and [1] (values) name, for the key row, the key/value head and
   // the batch index, the map dimension (1..3) it addresses, or 0 where the map leaves the index
   // out (its stride is 0, or its extent 1). jit/ops/decode.cpp encodes them per call.
-  // A map's box spans tma_box_rows rows (kBlockN, or all rows of a shorter tensor); a stage counts
-  // tma_stage_bytes, every box in full.
+  // A map's box spans kBlockN rows (or all rows of a shorter tensor), tma_box_rows when paged; a
+  // stage counts tma_stage_bytes, every box in full.
   alignas(64) unsigned char k_map[128];
   alignas(64) unsigned char v_map[128];
   int32_t tma_dim[2][3];
   int32_t tma_stage_bytes;
+  // Paged keys: the boxes' rows, gcd(page size, kBlockN) (a multiple of 8: whole swizzle periods).
+  int32_t tma_box_rows;
 };
 
 }  // namespace jitattn

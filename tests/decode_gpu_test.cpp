@@ -713,6 +713,24 @@ TEST_F(DecodeGpu, ManySequencesShortKeys) {
 
 // ---- a paged decode step captured once, replayed while the sequences grow ----------------------
 
+// Page sizes beside 16/64/256: the tma kernel reads pages in boxes of gcd(page size, block_n)
+// rows (8 at 8, 24 and 40; a whole tile at 128 and 512) and page sizes that are not multiples of
+// 8 take the element-aligned kernel; gappy starts and windows put the split's first key inside a
+// box, and long keys split the sequence.
+TEST_F(DecodeGpu, PageSizesOfEveryBoxShape) {
+  reseed(11);
+  int r = 0;
+  for (int32_t ps : {8, 24, 40, 128, 512, 12, 1})
+    for (Kind kind : {Kind::paged_causal_gappy, Kind::paged_causal_local, Kind::paged_padded}) {
+      const DType dt = r % 2 ? DType::f16 : DType::bf16;
+      Draw d = nth_draw(r++);
+      d.page_size = ps;
+      d.long_keys = r % 3 == 0;
+      run_problem(draw_problem({kind, dt, 128, 128, lse_for(kind, dt)}, d));
+      if (::testing::Test::HasFailure()) return;
+    }
+}
+
 TEST_F(DecodeGpu, PagedStepReplaysInACudaGraphWhileLengthsGrow) {
   reseed(6);
   for (DType dt : {DType::bf16, DType::f16}) {

@@ -240,8 +240,8 @@ TEST(Signature, DecodeSourceSaysHowItsStagesFill) {
   EXPECT_FALSE(tma(t));
   t = s, t.align = 2;
   EXPECT_FALSE(tma(t));
-  t = s, t.bias = BiasKind::pbd_causal_br;
-  EXPECT_FALSE(tma(t));
+  t = s, t.bias = BiasKind::pbd_causal_br;  // paged keys: boxes inside pages
+  EXPECT_TRUE(tma(t));
   t = s, t.head_dim = t.head_dim_v = 32;
   EXPECT_FALSE(tma(t));
   t = s, t.head_dim_v = 64;
@@ -251,9 +251,9 @@ TEST(Signature, DecodeSourceSaysHowItsStagesFill) {
   EXPECT_EQ(make_spec(t).family, Family::mma);
   EXPECT_EQ(make_spec(t).smem_bytes(), 2 * (16 * 136 + 3 * 128 * (136 + 136)));
   // A tma name for what the family cannot serve is refused with the reason.
-  KernelSpec paged = make_spec(s);
-  paged.sig.bias = BiasKind::pbd;
-  EXPECT_NE(validate_spec(paged).find("the tma family needs"), std::string::npos) << validate_spec(paged);
+  KernelSpec narrow = make_spec(s);
+  narrow.sig.head_dim = narrow.sig.head_dim_v = 32;
+  EXPECT_NE(validate_spec(narrow).find("the tma family needs"), std::string::npos) << validate_spec(narrow);
   KernelSpec merge = make_spec(base_sig());
   merge.sig.op = Op::merge, merge.family = Family::tma;
   EXPECT_NE(validate_spec(merge).find("the tma family is the sm_90a forward and the decode kernel"), std::string::npos)

@@ -1,6 +1,7 @@
 #include "jit/ops/decode.h"
 
 #include <algorithm>
+#include <numeric>
 #include <cstdio>
 #include <optional>
 #include <string>
@@ -48,7 +49,10 @@ Signature decode_signature(const ForwardPlan& p, const Arch& arch) {
   sig.op = Op::decode;
   // Tensors a tensor map cannot address take the kernel for element-aligned rows instead (whether
   // one can does not depend on the box's rows).
-  if (decode_tma(sig) && (!tensor_map_geometry(p.k, kv_heads(p), 2, 1) || !tensor_map_geometry(p.v, kv_heads(p), 2, 1)))
+  // Paged keys are read in boxes of gcd(page size, block_n) rows, which must be whole swizzle
+  // periods (8 rows of 128 bytes): page sizes that are not multiples of 8 take that kernel too.
+  if (decode_tma(sig) && ((!tensor_map_geometry(p.k, kv_heads(p), 2, 1) || !tensor_map_geometry(p.v, kv_heads(p), 2, 1)) ||
+                          (p.bias.block_tables && p.bias.page_size % 8 != 0)))
     sig.align = 2;
   return sig;
 }
@@ -86,11 +90,14 @@ void decode(const ForwardPlan& p, CUstream stream) {
   const int64_t blocks = chunks * dp.num_splits;
   if (kernel.spec.family == Family::tma && p.k.m > 0) {  // decode_signature checked that both map
     const int block_n = kernel.spec.tile.block_n;
-    const TensorMapGeometry gk = *tensor_map_geometry(p.k, kvh, 2, block_n), gv = *tensor_map_geometry(p.v, kvh, 2, block_n);
+    // Paged: boxes of gcd(page size, block_n) rows, each inside one page (decode.cuh).
+    const int box_rows = p.bias.block_tables ? std::gcd(p.bias.page_size, block_n) : block_n;
+    const TensorMapGeometry gk = *tensor_map_geometry(p.k, kvh, 2, box_rows), gv = *tensor_map_geometry(p.v, kvh, 2, box_rows);
     encode_tensor_map(dp.k_map, p.k_data, p.dtype, gk, "decode keys");
     encode_tensor_map(dp.v_map, p.v_data, p.dtype, gv, "decode values");
     for (int i = 0; i < 3; ++i) dp.tma_dim[0][i] = gk.dim_of[i], dp.tma_dim[1][i] = gv.dim_of[i];
-    dp.tma_stage_bytes = tensor_map_box_bytes(gk, p.k.d) + tensor_map_box_bytes(gv, p.v.d);
+    dp.tma_box_rows = box_rows;
+    dp.tma_stage_bytes = (block_n / box_rows) * (tensor_map_box_bytes(gk, p.k.d) + tensor_map_box_bytes(gv, p.v.d));
   }
   if (rt.env().verbose) {  // once per kernel and geometry in a row, not once per call
     thread_local const LoadedKernel* last_kernel = nullptr;
