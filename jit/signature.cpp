@@ -163,6 +163,7 @@ std::string KernelSpec::name() const {
     os << "+u" << hex;
   }
   os << (sig.lse ? ".lse" : ".nolse") << (sig.dbias ? "_dbias" : "") << (sig.dropout ? "_drop" : "")
+     << (sig.odd_pages ? "_oddpages" : "")
      << ".a" << int(sig.align) << '.' << to_string(family) << '_' << tile.name();
   return os.str();
 }
@@ -225,7 +226,7 @@ std::optional<KernelSpec> KernelSpec::parse(const std::string& name) {
     if (spec.sig.variant == 0) return std::nullopt;
   }
   auto align = parse_prefixed(p[7], 'a');
-  const auto flags = split(p[6], '_');  // lse|nolse, then optional dbias, drop
+  const auto flags = split(p[6], '_');  // lse|nolse, then optional dbias, drop, oddpages
   if (!hd || !hv || !bias || !align || (flags[0] != "lse" && flags[0] != "nolse")) return std::nullopt;
   spec.sig.head_dim = *hd;
   spec.sig.head_dim_v = *hv;
@@ -234,6 +235,7 @@ std::optional<KernelSpec> KernelSpec::parse(const std::string& name) {
   for (size_t i = 1; i < flags.size(); ++i) {
     if (flags[i] == "dbias") spec.sig.dbias = 1;
     else if (flags[i] == "drop") spec.sig.dropout = 1;
+    else if (flags[i] == "oddpages") spec.sig.odd_pages = 1;
     else return std::nullopt;
   }
   spec.sig.align = uint8_t(*align);

@@ -124,7 +124,10 @@ struct Signature {
   uint8_t dropout = 0;  // fwd, bwd*: dropout on the attention probabilities
   uint8_t dbias = 0;    // bwd: also writes the gradient of a dense bias
   uint8_t backend = 0;  // Backend; 0 (CUDA) keeps every CUDA key what it was before the HIP backend
-  uint8_t reserved = 0;
+  // decode, paged keys: pages that are not a multiple of 8 rows, which no tensor-map box of whole
+  // swizzle periods fits (kernel_src/decode.cuh): the cp.async kernel reads them (name flag
+  // "_oddpages"). 0 everywhere else.
+  uint8_t odd_pages = 0;
   // A user variant's id (jit/variant.h), 0 for none: its snippets are compiled over the bias
   // kind's policy (named "<kind>+u<16 hex>").
   uint64_t variant = 0;
@@ -160,8 +163,8 @@ struct KernelSpec {
 inline int decode_stages(const TileConfig& t) { return t.stages ? t.stages : 3; }
 // Whether a decode signature takes the tma family (K/V through tensor maps, kernel_src/decode.cuh
 // kTma): sm_90+, 16-byte aligned rows (the host gives a signature element alignment where its
-// tensors cannot be mapped, or pages are not a multiple of 8 rows: jit/ops/decode.cpp), head dims
-// of 64 or more; unless
+// tensors cannot be mapped: jit/ops/decode.cpp), pages of a multiple of 8 rows (odd_pages), head
+// dims of 64 or more; unless
 // JITATTN_DECODE_TMA=off keeps the mma (cp.async) decode kernel.
 bool decode_tma(const Signature& sig);
 

@@ -171,7 +171,7 @@ bool mfma_head_dim(int d) { return d % 16 == 0 && d <= 256; }
 // The decode signatures the tma family can serve (decode_tma adds the environment).
 bool tma_decode_serves(const Signature& sig) {
   return sig.op == Op::decode && sig.arch().backend == Backend::cuda && sig.arch_sm >= 90 && sig.align == 16 &&
-         sig.head_dim >= 64 && sig.head_dim_v >= 64;
+         !sig.odd_pages && sig.head_dim >= 64 && sig.head_dim_v >= 64;
 }
 bool mfma_forward(const Signature& sig) {
   const GfxTarget* g = sig.arch().gfx();
@@ -281,12 +281,14 @@ std::string validate_spec(const KernelSpec& spec) {
   if (s.backend == uint8_t(Backend::cuda) && s.arch_sm < 80) return "arch " + s.arch().name() + " is older than sm_80";
   if (s.align != 16 && s.align != 2 && s.align != 4) return "align=" + std::to_string(s.align) + " must be 2, 4 or 16";
   if (spec.tile.stages && s.op != Op::decode) return "tile " + spec.tile.name() + ": only the decode kernels take a stage count";
+  if (s.odd_pages && (s.op != Op::decode || !is_paged(s.bias)))
+    return "oddpages: only a decode kernel of a paged bias kind reads pages";
   if (s.op == Op::decode) {
     if (s.dtype == DType::f32) return "the decode kernels take f16/bf16 inputs";
     if (s.dropout) return "the decode kernels have no dropout";
     if (spec.family != Family::mma && spec.family != Family::tma) return "the decode kernels are of the mma or tma family";
     if (spec.family == Family::tma && !tma_decode_serves(s))
-      return "the tma family needs sm_90 or newer, 16-byte aligned rows and head dims of 64 or more";
+      return "the tma family needs sm_90 or newer, 16-byte aligned rows, pages of a multiple of 8 rows and head dims of 64 or more";
     if (spec.tile.block_m != 16 || spec.tile.warps == 0 || spec.tile.block_n % (spec.tile.warps * 16) != 0)
       return "tile " + spec.tile.name() + ": decode takes block_m 16 and block_n a multiple of 16 x warps";
   } else if (spec.family == Family::tma && s.op == Op::fwd) {

@@ -715,7 +715,7 @@ TEST_F(DecodeGpu, ManySequencesShortKeys) {
 
 // Page sizes beside 16/64/256: the tma kernel reads pages in boxes of gcd(page size, block_n)
 // rows (8 at 8, 24 and 40; a whole tile at 128 and 512) and page sizes that are not multiples of
-// 8 take the element-aligned kernel; gappy starts and windows put the split's first key inside a
+// 8 take the cp.async kernel (odd_pages); gappy starts and windows put the split's first key inside a
 // box, and long keys split the sequence.
 TEST_F(DecodeGpu, PageSizesOfEveryBoxShape) {
   reseed(11);

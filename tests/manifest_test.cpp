@@ -131,6 +131,9 @@ TEST(Manifest, RefusesWhatTheApiNeverAsksFor) {
   refused(R"("bias": ["causal", "pbd_causal_br"], "dropout": [false, true])", "dropout is not supported with bias \"pbd_causal_br\"");
   refused(R"("op": "bwd_pre", "dropout": true)", "dropout is for op \"fwd\", \"bwd\", \"bwd_kv\" and \"bwd_dq\"");
   refused(R"("op": "bwd", "bias": "pbd")", "the backward does not support bias \"pbd\"");
+  refused(R"("op": "decode", "odd_pages": true)", "oddpages: only a decode kernel of a paged bias kind");
+  refused(R"("op": "fwd", "bias": "pbd", "odd_pages": true)", "oddpages: only a decode kernel of a paged bias kind");
+  refused(R"("op": "decode", "bias": "pbd", "odd_pages": 1)", "true or false");
   // A name entry is held to the same rules.
   const std::string name = "fwd.sm_80.bf16.d64.v64.none.nolse_dbias.a16.mma_m128n64w4";
   ASSERT_TRUE(jit::KernelSpec::parse(name)) << name;
@@ -150,6 +153,20 @@ TEST(Manifest, RefusesWhatTheApiNeverAsksFor) {
 
 // A "variant" object registers the code and gives the kernels an application building the same
 // jitattn::Variant looks up (the same +u id); ops without a bias (bwd_pre, bwd_post) take none.
+// Pages that are not a multiple of 8 rows are a kernel of their own on sm_90 (cp.async, not
+// tensor maps), which a manifest lists with "odd_pages".
+TEST(Manifest, OddPagesListTheCpAsyncDecodeKernel) {
+  const auto specs = parse_manifest_text(
+      R"({"op": "decode", "dtype": "bf16", "head_dim": 128, "bias": "pbd_causal_br", "arch": "sm_90a", "odd_pages": true})", kSm80,
+      "m.json", kDefaultMaxKernels);
+  ASSERT_EQ(specs.size(), 1u);
+  EXPECT_EQ(specs[0].name(), "decode.sm_90a.bf16.d128.v128.pbd_causal_br.nolse_oddpages.a16.mma_m16n128w8");
+  const auto plain = parse_manifest_text(R"({"op": "decode", "dtype": "bf16", "head_dim": 128, "bias": "pbd_causal_br", "arch": "sm_90a"})",
+                                         kSm80, "m.json", kDefaultMaxKernels);
+  ASSERT_EQ(plain.size(), 1u);
+  EXPECT_EQ(plain[0].name(), "decode.sm_90a.bf16.d128.v128.pbd_causal_br.nolse.a16.tma_m16n128w8");
+}
+
 TEST(Manifest, AVariantObjectGivesTheApplicationsKernels) {
   const std::string text = R"J({"dtype": "bf16", "head_dim": 64, "bias": "causal", "lse": true,
     "op": ["fwd", "bwd_pre", "bwd", "bwd_post"],

@@ -214,7 +214,7 @@ TEST(Signature, TileParses) {
 }
 
 // The decode kernel's pipeline: its depth from the tile, tensor maps only where they can serve
-// (sm_90+, aligned rows, unpaged keys, head dims of 64 or more), and shared memory to match.
+// (sm_90+, aligned rows, pages of a multiple of 8 rows, head dims of 64 or more), and shared memory to match.
 TEST(Signature, DecodeSourceSaysHowItsStagesFill) {
   Signature s = base_sig();
   s.op = Op::decode;
@@ -242,6 +242,18 @@ TEST(Signature, DecodeSourceSaysHowItsStagesFill) {
   EXPECT_FALSE(tma(t));
   t = s, t.bias = BiasKind::pbd_causal_br;  // paged keys: boxes inside pages
   EXPECT_TRUE(tma(t));
+  t.odd_pages = 1;  // pages no box of whole swizzle periods fits: cp.async, still 16-byte loads
+  EXPECT_FALSE(tma(t));
+  EXPECT_EQ(make_spec(t).family, Family::mma);
+  EXPECT_EQ(make_spec(t).name(), "decode.sm_90a.bf16.d128.v128.pbd_causal_br.lse_oddpages.a16.mma_m16n128w8");
+  ASSERT_TRUE(KernelSpec::parse(make_spec(t).name()));
+  EXPECT_TRUE(KernelSpec::parse(make_spec(t).name())->sig == t);
+  EXPECT_EQ(validate_spec(make_spec(t)), "");
+  KernelSpec odd_tma = make_spec(t);
+  odd_tma.family = Family::tma;
+  EXPECT_NE(validate_spec(odd_tma).find("pages of a multiple of 8 rows"), std::string::npos) << validate_spec(odd_tma);
+  t = s, t.odd_pages = 1;  // the flag means nothing to an unpaged kind
+  EXPECT_NE(validate_spec(make_spec(t)).find("oddpages: only a decode kernel of a paged bias kind"), std::string::npos);
   t = s, t.head_dim = t.head_dim_v = 32;
   EXPECT_FALSE(tma(t));
   t = s, t.head_dim_v = 64;

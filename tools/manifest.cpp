@@ -25,7 +25,8 @@ namespace {
 // Anything else in an entry is most likely a typo ("head_dims"), which would otherwise
 // silently prewarm the wrong kernels.
 const std::set<std::string> kFields = {"op",  "dtype", "out_dtype", "head_dim", "head_dim_v", "bias",
-                                       "lse", "align", "arch",      "dropout",  "dbias",      "variant"};
+                                       "lse", "align", "arch",      "dropout",  "dbias",      "variant",
+                                       "odd_pages"};
 
 // At most `n` bytes of `text` (cut on a UTF-8 boundary), so an error never echoes a megabyte.
 std::string clip(const std::string& text, size_t n = 80) {
@@ -104,6 +105,7 @@ struct Choices {
   std::vector<bool> dropouts{false};
   std::vector<bool> dbiases{false};
   int align = 16;
+  bool odd_pages = false;  // decode over pages that are not a multiple of 8 rows
   std::vector<Arch> archs;
   uint64_t variant = 0;  // a user variant's code id (registered by read_variant), on the ops that apply a bias
 };
@@ -193,6 +195,10 @@ Choices read_choices(const json& e, const std::vector<Arch>& default_archs) {
       return v.get<bool>();
     });
   if (e.contains("align")) c.align = as_int("align", e["align"], 1, 255);
+  if (e.contains("odd_pages")) {
+    if (!e["odd_pages"].is_boolean()) bad("odd_pages", "true or false", e["odd_pages"]);
+    c.odd_pages = e["odd_pages"].get<bool>();
+  }
   if (e.contains("arch")) c.archs = listed(e, "arch", as_arch);
   else if (default_archs.empty()) throw Error("no \"arch\", no --arch list to take it from, and no GPU on this machine to take it from");
   else c.archs = default_archs;
@@ -288,6 +294,7 @@ std::vector<KernelSpec> expand(const Choices& c, size_t max_kernels) {
                   s.lse = lse;
                   s.dropout = dropout;
                   s.dbias = dbias;
+                  s.odd_pages = c.odd_pages;
                   s.align = uint8_t(dtype == DType::f32 ? 4 : c.align);  // the f32 kernels load element by element
                   // bwd_pre/bwd_post run without it; the block-map builder is nothing else
                   if (jit::uses_bias(op) || op == jit::Op::block_map) s.variant = c.variant;

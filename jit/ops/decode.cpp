@@ -49,10 +49,10 @@ Signature decode_signature(const ForwardPlan& p, const Arch& arch) {
   sig.op = Op::decode;
   // Tensors a tensor map cannot address take the kernel for element-aligned rows instead (whether
   // one can does not depend on the box's rows).
-  // Paged keys are read in boxes of gcd(page size, block_n) rows, which must be whole swizzle
-  // periods (8 rows of 128 bytes): page sizes that are not multiples of 8 take that kernel too.
-  if (decode_tma(sig) && ((!tensor_map_geometry(p.k, kv_heads(p), 2, 1) || !tensor_map_geometry(p.v, kv_heads(p), 2, 1)) ||
-                          (p.bias.block_tables && p.bias.page_size % 8 != 0)))
+  // The tma kernel reads paged keys in boxes of gcd(page size, block_n) rows, which must be whole
+  // swizzle periods (8 rows of 128 bytes): other page sizes take the cp.async kernel.
+  if (p.bias.block_tables && p.bias.page_size % 8 != 0) sig.odd_pages = 1;
+  if (decode_tma(sig) && (!tensor_map_geometry(p.k, kv_heads(p), 2, 1) || !tensor_map_geometry(p.v, kv_heads(p), 2, 1)))
     sig.align = 2;
   return sig;
 }
@@ -88,6 +88,7 @@ void decode(const ForwardPlan& p, CUstream stream) {
   const int64_t slots = int64_t(ctx.sm_count) * std::max(1, kernel.blocks_per_sm);
   dp.num_splits = decode_splits(chunks, visible_keys(p), slots, kernel.spec.tile.block_n);
   const int64_t blocks = chunks * dp.num_splits;
+  dp.tma_box_rows = kernel.spec.tile.block_n;  // read by the paged tma kernel even with no key rows (then no tile)
   if (kernel.spec.family == Family::tma && p.k.m > 0) {  // decode_signature checked that both map
     const int block_n = kernel.spec.tile.block_n;
     // Paged: boxes of gcd(page size, block_n) rows, each inside one page (decode.cuh).
