@@ -1,8 +1,8 @@
 #include "jit/ops/decode.h"
 
 #include <algorithm>
-#include <numeric>
 #include <cstdio>
+#include <numeric>
 #include <optional>
 #include <string>
 #include <utility>
@@ -47,11 +47,11 @@ bool decode_applies(const ForwardPlan& p) {
 Signature decode_signature(const ForwardPlan& p, const Arch& arch) {
   Signature sig = forward_signature(p, arch);
   sig.op = Op::decode;
-  // Tensors a tensor map cannot address take the kernel for element-aligned rows instead (whether
-  // one can does not depend on the box's rows).
   // The tma kernel reads paged keys in boxes of gcd(page size, block_n) rows, which must be whole
   // swizzle periods (8 rows of 128 bytes): other page sizes take the cp.async kernel.
   if (p.bias.block_tables && p.bias.page_size % 8 != 0) sig.odd_pages = 1;
+  // Tensors a tensor map cannot address take the kernel for element-aligned rows instead (whether
+  // one can does not depend on the box's rows).
   if (decode_tma(sig) && (!tensor_map_geometry(p.k, kv_heads(p), 2, 1) || !tensor_map_geometry(p.v, kv_heads(p), 2, 1)))
     sig.align = 2;
   return sig;
