@@ -45,7 +45,8 @@ Entry entry_of(const KernelSpec& spec) {
       return mma ? Entry{"fwd_mma.cuh", "fwd_mma", "FwdMmaLayout", "FwdParams"}
                              : Entry{"fwd_simt.cuh", "fwd_simt", "FwdSimtLayout", "FwdParams"};
     case Op::bwd: case Op::bwd_kv:
-      if (spec.family == Family::wgmma) return {"bwd_wgmma.cuh", "bwd_wgmma", "BwdWgmmaLayout", "BwdParams"};
+      // The tma family is bwd_wgmma.cuh's warp-specialized form (Cfg::kTma).
+      if (spec.family == Family::wgmma || spec.family == Family::tma) return {"bwd_wgmma.cuh", "bwd_wgmma", "BwdWgmmaLayout", "BwdParams"};
       return mma ? Entry{"bwd_mma.cuh", "bwd_mma", "BwdMmaLayout", "BwdParams"}
                  : Entry{"bwd_simt.cuh", "bwd_simt", "BwdSimtLayout", "BwdParams"};
     case Op::bwd_dq:
@@ -80,9 +81,9 @@ std::string generate_source(const KernelSpec& spec, const std::string& key) {
      << "  static constexpr int kHeadDim = " << s.head_dim << ", kHeadDimV = " << s.head_dim_v << ";\n"
      << "  static constexpr int kBlockM = " << spec.tile.block_m << ", kBlockN = " << spec.tile.block_n
      << ", kWarps = " << spec.tile.warps << ";\n";
-  if (s.op == Op::decode)
-    os << "  static constexpr int kStages = " << decode_stages(spec.tile) << ";\n"
-       << "  static constexpr bool kTma = " << b(spec.family == Family::tma) << ";\n";
+  if (s.op == Op::decode) os << "  static constexpr int kStages = " << decode_stages(spec.tile) << ";\n";
+  if (s.op == Op::decode || s.op == Op::bwd || s.op == Op::bwd_kv)
+    os << "  static constexpr bool kTma = " << b(spec.family == Family::tma) << ";\n";
   os
      << "  static constexpr bool kAlign16 = " << b(s.align == 16) << ", kWriteLse = " << b(s.lse)
      << ", kVarlen = " << b(is_block_diagonal(s.bias)) << ", kPaged = " << b(is_paged(s.bias)) << ";\n"
@@ -100,9 +101,9 @@ std::string generate_source(const KernelSpec& spec, const std::string& key) {
   if (e.layout)
     os << "static_assert(jitattn::" << e.layout << "<Cfg>::kSmemBytes == " << spec.smem_bytes()
        << ", \"jit/tile_table.cpp and kernel_src disagree on shared memory\");\n";
-  // The warp-specialized forward moves registers between its warpgroups (setmaxnreg), which
-  // ptxas honours only for one block per SM.
-  const bool one_block = s.op == Op::fwd && spec.family == Family::tma;
+  // The warp-specialized forward and backward move registers between their warpgroups
+  // (setmaxnreg), which ptxas honours only for one block per SM.
+  const bool one_block = (s.op == Op::fwd || s.op == Op::bwd || s.op == Op::bwd_kv) && spec.family == Family::tma;
   os << "\nextern \"C\" __global__ void __launch_bounds__(" << spec.threads() << (one_block ? ", 1" : "") << ") "
      << kernel_entry(spec, key)
      << "(const JITATTN_GRID_CONSTANT jitattn::" << e.params << " p) {\n"

@@ -111,8 +111,9 @@ Env read_env() {
     env.fwd_family = fam == "mma" ? Env::FwdFamily::mma : fam == "wgmma" ? Env::FwdFamily::wgmma : Env::FwdFamily::tma;
   }
   if (const std::string fam = getenv_str("JITATTN_BWD_FAMILY"); !fam.empty()) {
-    if (fam != "mma" && fam != "wgmma") throw Error(ErrorKind::invalid_argument, "JITATTN_BWD_FAMILY=" + fam + " is not one of mma, wgmma");
-    env.bwd_mma_only = fam == "mma";
+    if (fam != "mma" && fam != "wgmma" && fam != "tma")
+      throw Error(ErrorKind::invalid_argument, "JITATTN_BWD_FAMILY=" + fam + " is not one of mma, wgmma, tma");
+    env.bwd_family = fam == "mma" ? Env::FwdFamily::mma : fam == "wgmma" ? Env::FwdFamily::wgmma : Env::FwdFamily::tma;
   }
   if (const std::string fam = getenv_str("JITATTN_FAMILY"); !fam.empty()) {
     if (fam != "portable" && fam != "default")

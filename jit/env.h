@@ -24,7 +24,7 @@ inline constexpr EnvVarInfo kEnvVars[] = {
     {"CUDA_HOME", true, "toolkit root: NVRTC is also looked for in $CUDA_HOME/lib64 and /lib (the PyPI wheels' layout); its version is part of the key"},
     {"JITATTN_TILE", true, "force a tile config (e.g. m128n64w4) for every forward kernel; it is part of the name"},
     {"JITATTN_FWD_FAMILY", true, "mma: keep the forward on mma.sync where wgmma would serve it; wgmma: on the cp.async wgmma kernel where the warp-specialized tma one would; tma: the default's choice, named (the tma kernel wherever it applies, padded head dims included) — experiments; it is part of the name"},
-    {"JITATTN_BWD_FAMILY", true, "mma: keep the backward's dK/dV kernel on mma.sync where wgmma would serve it (experiments, tests); it is part of the name"},
+    {"JITATTN_BWD_FAMILY", true, "mma, wgmma or tma: the family of the backward's dK/dV kernel where the Hopper ones would serve it (mma: mma.sync; wgmma: cp.async loads; tma: warp-specialized, the default at head dims 64) (experiments, tests); it is part of the name"},
     {"JITATTN_FAMILY", true, "portable: every attention kernel on NVIDIA runs the portable family AMD runs (simt, every dtype; no decode kernels) — to test that source on an NVIDIA GPU; it is part of the name"},
     {"JITATTN_AMD_MFMA", true, "on: the f16/bf16 forward on gfx90a/gfx942 takes the CDNA matrix-core kernel (fwd_mfma.cuh), which has never run on AMD hardware; it is part of the name"},
     {"JITATTN_HIP", true, "path of the library providing hiprtc (default libhiprtc.so.6, then libamdhip64.so.5); its version is part of AMD keys. The HIP runtime (module API) is taken from it when it has one, else libamdhip64.so.6/.5"},
@@ -55,7 +55,7 @@ struct Env {
   // mma.sync, wgmma off the tma kernel; tma names the default's choice.
   enum class FwdFamily : uint8_t { best, mma, wgmma, tma };
   FwdFamily fwd_family = FwdFamily::best;
-  bool bwd_mma_only = false;           // JITATTN_BWD_FAMILY=mma
+  FwdFamily bwd_family = FwdFamily::best;  // JITATTN_BWD_FAMILY (mma, wgmma or tma; best: tma where it serves)
   bool portable = false;               // JITATTN_FAMILY=portable
   bool amd_mfma = false;               // JITATTN_AMD_MFMA=on
   std::string hip_path;                // JITATTN_HIP; empty: the default search

@@ -63,6 +63,7 @@ TileConfig default_tile(const Signature& sig, Family family) {
       // bwd_wgmma.cuh: two warpgroups of 64 keys, 64 queries per step (at d = 128 the Sᵀ, dPᵀ, dK
       // and dV accumulators take 192 of the 255 registers; 128 queries at d = 64 spilled).
       if (family == Family::wgmma) return {64, 128, 8};
+      if (family == Family::tma) return {64, 128, 12};  // and the producer warpgroup
       // H100, bf16, M = 4096: at d = 64, m128n128w8 246/214 TFLOP/s (non-causal/causal) against
       // m64n128w8 219/194 and m32n128w8 173/161; at d = 128 m128 does not fit in shared memory.
       // Smaller tiles only where the larger ones do not fit.
@@ -119,13 +120,28 @@ bool wgmma_backward(const Signature& sig) {
          sig.dtype != DType::f32 && sig.align == 16 &&
          ((sig.head_dim == 64 && sig.head_dim_v == 64) || (sig.head_dim == 128 && (sig.head_dim_v == 64 || sig.head_dim_v == 128)));
 }
-// A tile bwd_wgmma.cuh takes: a warpgroup (4 warps) per 64 keys, 64 or 128 queries per step, and
-// dQ pieces of 32 columns or more per warpgroup ("" when it does, else why not).
-std::string wgmma_backward_tile_problem(const Signature& s, const TileConfig& t) {
-  if (t.warps % 4 != 0 || t.block_n != 16 * t.warps)
-    return "tile " + t.name() + ": the wgmma backward has one warpgroup (4 warps) per 64 keys";
+// The tma family's backward is bwd_wgmma.cuh's warp-specialized form (a producer warpgroup,
+// Cfg::kTma) and serves the same signatures; by default it takes head dims 64/64. H200, bf16,
+// M = 4096 / 16384, non-causal / causal, one call (docs/perf-notes.md): at 64 it gave 342-344 /
+// 271-277 / 378-379 / 345-346 TFLOP/s against 292 / 252 / 314 / 301 for the cp.async form; at
+// 128 its multiplying warps' 240 registers spill 64 bytes and it was 2-4% slower (358 / 298-303 /
+// 394-395 / 375-377 against 375 / 314 / 409 / 385), so 128 keeps the cp.async form unless
+// JITATTN_BWD_FAMILY=tma asks for it.
+bool tma_backward(const Signature& sig) {
+  const Env::FwdFamily f = Env::get().bwd_family;
+  if (!wgmma_backward(sig)) return false;
+  return f == Env::FwdFamily::tma || (f == Env::FwdFamily::best && sig.head_dim <= 64 && sig.head_dim_v <= 64);
+}
+// A tile bwd_wgmma.cuh takes: a warpgroup (4 warps) per 64 keys (and the tma family's producer
+// warpgroup), 64 or 128 queries per step, and dQ pieces of 32 columns or more per warpgroup (""
+// when it does, else why not).
+std::string wgmma_backward_tile_problem(const Signature& s, const TileConfig& t, bool tma) {
+  const int producer_warps = tma ? 4 : 0;
+  if (t.warps % 4 != 0 || t.block_n != 16 * (t.warps - producer_warps))
+    return "tile " + t.name() + (tma ? ": the tma backward has a producer warpgroup and one warpgroup (4 warps) per 64 keys"
+                                     : ": the wgmma backward has one warpgroup (4 warps) per 64 keys");
   if (t.block_m != 64 && t.block_m != 128) return "tile " + t.name() + ": block_m must be 64 or 128";
-  const int dq_m = t.block_m / 64, groups = t.warps / 4;
+  const int dq_m = t.block_m / 64, groups = t.warps / 4 - (tma ? 1 : 0);
   if (groups % dq_m != 0 || (s.head_dim * dq_m / groups) % 32 != 0)
     return "tile " + t.name() + ": the dQ product (block_m x head_dim) must split into pieces of 32 or more columns per warpgroup";
   return "";
@@ -194,7 +210,8 @@ KernelSpec make_spec(const Signature& sig) {
     spec.family = sig.dtype == DType::f32 || rowwise || portable ? Family::simt
                   : tma_forward(sig)                             ? Family::tma
                   : wgmma_forward(sig)                           ? Family::wgmma
-                  : wgmma_backward(sig) && !Env::get().bwd_mma_only ? Family::wgmma
+                  : tma_backward(sig)                            ? Family::tma
+                  : wgmma_backward(sig) && Env::get().bwd_family != Env::FwdFamily::mma ? Family::wgmma
                   : decode_tma(sig)                              ? Family::tma
                                                                  : Family::mma;
   const auto& forced = Env::get().tile;  // forward experiments only
@@ -204,10 +221,13 @@ KernelSpec make_spec(const Signature& sig) {
   if (forced && sig.op == Op::fwd && spec.family == Family::tma && !tma_forward_tile_problem(spec.tile).empty())
     spec.family = wgmma_forward(sig) ? Family::wgmma : Family::mma;
   const auto& forced_bwd = Env::get().bwd_tile;
-  if (forced_bwd && (sig.op == Op::bwd || sig.op == Op::bwd_kv) && (spec.family == Family::mma || spec.family == Family::wgmma)) {
+  if (forced_bwd && (sig.op == Op::bwd || sig.op == Op::bwd_kv) &&
+      (spec.family == Family::mma || spec.family == Family::wgmma || spec.family == Family::tma)) {
     spec.tile = *forced_bwd;
-    // A tile the wgmma backward cannot take is an mma.sync experiment: that family runs it.
-    if (spec.family == Family::wgmma && !wgmma_backward_tile_problem(sig, spec.tile).empty()) spec.family = Family::mma;
+    // A tile the tma backward cannot take is a wgmma (cp.async) experiment where that family takes
+    // it, and one the wgmma backward cannot take an mma.sync experiment.
+    if (spec.family == Family::tma && !wgmma_backward_tile_problem(sig, spec.tile, true).empty()) spec.family = Family::wgmma;
+    if (spec.family == Family::wgmma && !wgmma_backward_tile_problem(sig, spec.tile, false).empty()) spec.family = Family::mma;
   }
   if (Env::get().decode_tile && sig.op == Op::decode) spec.tile = *Env::get().decode_tile;
   const auto& forced_dq = Env::get().bwd_dq_tile;
@@ -241,9 +261,11 @@ int KernelSpec::smem_bytes() const {
       return 2 * (16 * qk_stride + decode_stages(tile) * n * (qk_stride + v_stride));
     case Op::bwd: case Op::bwd_kv:
       if (family == Family::simt) return bwd_simt_smem_bytes(*this);
-      if (family == Family::wgmma)  // K, V; two stages of Q, dO, dSᵀ (bwd only), lse and delta (bwd_wgmma.cuh)
+      // K, V; two stages of Q, dO, dSᵀ (bwd only), lse and delta (bwd_wgmma.cuh); dQ in fp32 (bwd
+      // only); the tma family's 11 barriers
+      if (family == Family::wgmma || family == Family::tma)
         return 1024 + 2 * (n * d + n * dv + 2 * m * d + 2 * m * dv + (sig.op == Op::bwd ? 2 * n * m : 0)) +
-               (sig.op == Op::bwd ? 4 * m * d : 0) + 16 * m;  // and dQ in fp32 (bwd only)
+               (sig.op == Op::bwd ? 4 * m * d : 0) + 16 * m + (family == Family::tma ? 8 * 11 : 0);
       // K, V; two stages of Q, dO, dSᵀ (bwd only), lse and delta (bwd_mma.cuh)
       return 2 * (n * qk_stride + n * v_stride + 2 * m * qk_stride + 2 * m * v_stride +
                   (sig.op == Op::bwd ? 2 * n * (m + 8) : 0)) + 16 * m;
@@ -295,8 +317,12 @@ std::string validate_spec(const KernelSpec& spec) {
     if (!tma_forward_serves(s))
       return "the tma forward needs sm_90a, f16/bf16, 16-byte aligned rows, head dims that are multiples of 8 in 64..256, unpaged keys and no left window";
     if (std::string problem = tma_forward_tile_problem(spec.tile); !problem.empty()) return problem;
+  } else if (spec.family == Family::tma && (s.op == Op::bwd || s.op == Op::bwd_kv)) {
+    if (!wgmma_backward(s))
+      return "the tma backward needs sm_90a, f16/bf16, 16-byte aligned rows and head dims 64/64, 128/64 or 128/128";
+    if (std::string problem = wgmma_backward_tile_problem(s, spec.tile, true); !problem.empty()) return problem;
   } else if (spec.family == Family::tma) {
-    return "the tma family is the sm_90a forward and the decode kernel";
+    return "the tma family is the sm_90a forward and backward and the decode kernel";
   } else if (spec.family == Family::mma && (s.op == Op::bwd || s.op == Op::bwd_kv)) {
     if (s.dtype == DType::f32) return "the mma family takes f16/bf16 inputs";
     if (spec.tile.block_n % (spec.tile.warps * 16) != 0)
@@ -306,7 +332,7 @@ std::string validate_spec(const KernelSpec& spec) {
   } else if (spec.family == Family::wgmma && (s.op == Op::bwd || s.op == Op::bwd_kv)) {
     if (!wgmma_backward(s))
       return "the wgmma backward needs sm_90a, f16/bf16, 16-byte aligned rows and head dims 64/64, 128/64 or 128/128";
-    if (std::string problem = wgmma_backward_tile_problem(s, spec.tile); !problem.empty()) return problem;
+    if (std::string problem = wgmma_backward_tile_problem(s, spec.tile, false); !problem.empty()) return problem;
   } else if (spec.family == Family::wgmma) {
     if (s.op != Op::fwd || s.arch_sm != 90 || !s.arch_specific) return "the wgmma family is the sm_90a forward and backward";
     if (s.dtype == DType::f32) return "the wgmma family takes f16/bf16 inputs";

@@ -22,6 +22,23 @@
 // Q, dO, lse and delta of the next query block load (cp.async) during the current one. Every tile
 // is 128-byte swizzled (wgmma.cuh).
 //
+// With Cfg::kTma (the tma family, sm_90a) the block is warp-specialized, as fwd_tma.cuh is: a
+// producer warpgroup in front (threads 0..127) and the multiplying warpgroups behind it, which
+// then do nothing but the products, the elementwise step and the shared-memory stores above.
+//   Warp 0 loads Q(it) and dO(it) as boxes of the tensor maps BwdParams::q_map / do_map (encoded on
+//     the host per call) and lse/delta with plain loads, into two stages, each with a "full"
+//     mbarrier (the copy engine's bytes and warp 0's own stores) and an "empty" one (an arrival
+//     from every multiplying thread once its products of that visit are done). A box that runs past the
+//     sequence's queries lands on a barrier of its own first, and warp 0 zeroes those rows (0·NaN
+//     would poison dK and dV: they may be the next sequence's rows, not zeros).
+//   Warp 1 adds each query block's dQ into dq_accum (the tensor reductions above) once the
+//     multiplying warps have stored it ("dq full") and hands the rows back when the copy engine has
+//     read them ("dq empty").
+//   dSᵀ(it) is handed between the two multiplying warpgroups by a "ds full" barrier per buffer (it
+//     needs both groups' keys for dQ) and back by a "ds empty" one, so no barrier of the whole block
+//     runs after the start and the warpgroups drift apart by up to a visit.
+// The producer warpgroup gives its registers to the others (setmaxnreg: 24 and 240 per thread).
+//
 // Cfg as in bwd_mma.cuh. This family takes head dims (query/key, value) 64/64, 128/64 or 128/128,
 // kBlockM 64 or 128 (whose dQ pieces are 32 columns or more), kBlockN = 64 per warpgroup,
 // kAlign16, f16/bf16 (jit/tile_table.cpp picks it only then).
@@ -35,7 +52,8 @@ namespace jitattn {
 
 template <class Cfg>
 struct BwdWgmmaLayout {
-  static constexpr int kGroups = Cfg::kWarps / 4;  // warpgroups, 64 keys each
+  static constexpr int kProducers = Cfg::kTma ? 1 : 0;             // the tma family's producer warpgroup
+  static constexpr int kGroups = Cfg::kWarps / 4 - kProducers;  // warpgroups that multiply, 64 keys each
   static constexpr int kThreads = Cfg::kWarps * 32;
   static constexpr int kBM = Cfg::kBlockM, kBN = Cfg::kBlockN;
   static constexpr int kKBytes = kBN * Cfg::kHeadDim * 2, kVBytes = kBN * Cfg::kHeadDimV * 2;
@@ -49,12 +67,22 @@ struct BwdWgmmaLayout {
   // 16-byte chunk c of row r at chunk position c ^ (r % 8) (the map's 128-byte swizzle).
   static constexpr int kDqBoxBytes = kBM * 128;
   static constexpr int kDqBytes = Cfg::kDq ? kBM * Cfg::kHeadDim * 4 : 0;
+  // The tma family's barriers (BwdTmaBarriers): full and empty per stage of Q/dO, ds full and
+  // empty per dSᵀ buffer, dq full, dq empty, the tail's.
+  static constexpr int kBarriers = Cfg::kTma ? 2 * 2 + 2 * 2 + 3 : 0;
+  // Registers per thread after setmaxnreg. setmaxnreg.inc takes only registers the block's own
+  // warps gave back: from the 168 per thread that ptxas gives 384 threads under
+  // __launch_bounds__(384, 1), 128·(168 − 24) = 256·(240 − 168). (32 for the producer, which at 24
+  // spills a few bytes, left the multiplying warps waiting for registers for ever.)
+  static constexpr int kProducerRegs = 24, kMmaRegs = 240;
   // 1024 bytes of slack for the 1024-byte alignment of the swizzled tiles; K, V; two stages of
-  // Q, dO and dSᵀ; dQ; lse and delta, two stages each.
+  // Q, dO and dSᵀ; dQ; lse and delta, two stages each; the barriers.
   static constexpr int kSmemBytes =
-      1024 + kKBytes + kVBytes + 2 * (kQBytes + kOBytes + kSBytes) + kDqBytes + 2 * 2 * kBM * 4;
-  static_assert(Cfg::kWarps % 4 == 0 && kBN == 64 * kGroups, "one warpgroup (4 warps) per 64 keys");
+      1024 + kKBytes + kVBytes + 2 * (kQBytes + kOBytes + kSBytes) + kDqBytes + 2 * 2 * kBM * 4 + 8 * kBarriers;
+  static_assert(Cfg::kWarps % 4 == 0 && kBN == 64 * kGroups, "one warpgroup (4 warps) per 64 keys (and the producer's)");
   static_assert(kBM == 64 || kBM == 128, "query blocks of 64 or 128");
+  static_assert(!Cfg::kTma || (Cfg::kWarps == 12 && kProducerRegs * 128 + kMmaRegs * 256 <= 168 * 384),
+                "the multiplying warps take no more registers than the producer gives back");
   static_assert((Cfg::kHeadDim == 64 || Cfg::kHeadDim == 128) && (Cfg::kHeadDimV == 64 || Cfg::kHeadDimV == 128),
                 "head dims 64 or 128");
   static_assert(kGroups % kDqM == 0 && kDqN % 32 == 0, "the dQ product must tile over the warpgroups");
@@ -63,6 +91,119 @@ struct BwdWgmmaLayout {
 
 __device__ __forceinline__ void st_shared_u32(unsigned addr, unsigned x) {
   asm volatile("st.shared.u32 [%0], %1;\n" ::"r"(addr), "r"(x) : "memory");
+}
+
+// The tma family's barriers, by shared address (after lse and delta).
+struct BwdTmaBarriers {
+  unsigned base;
+  __device__ unsigned full(int s) const { return base + 8 * s; }
+  __device__ unsigned empty(int s) const { return base + 8 * (2 + s); }
+  __device__ unsigned ds_full(int b) const { return base + 8 * (4 + b); }
+  __device__ unsigned ds_empty(int b) const { return base + 8 * (6 + b); }
+  __device__ unsigned dq_full() const { return base + 8 * 8; }
+  __device__ unsigned dq_empty() const { return base + 8 * 9; }
+  __device__ unsigned tail() const { return base + 8 * 10; }
+  // Every thread that wrote or read what a barrier hands over arrives on it itself (not one lane
+  // per warp after __syncwarp), as CUTLASS's pipelines count their consumers.
+  __device__ void init(int mma_threads) const {  // thread 0; a __syncthreads() follows
+    for (int s = 0; s < 2; ++s) {
+      mbar_init(full(s), 1 + 32);  // the box bytes' arrival (or a plain one), then warp 0's lanes
+      mbar_init(empty(s), unsigned(mma_threads));
+      mbar_init(ds_full(s), unsigned(mma_threads));
+      mbar_init(ds_empty(s), unsigned(mma_threads));
+    }
+    mbar_init(dq_full(), unsigned(mma_threads));
+    mbar_init(dq_empty(), 32);
+    mbar_init(tail(), 1);
+  }
+};
+
+// The query blocks a block visits, in order: candidate c is query block m_first + c % n_m of head
+// head0 + c / n_m (bwd_wgmma below).
+struct BwdVisits {
+  int head0, n_m, m_first, block_m;
+  __device__ int head(int c) const { return head0 + c / n_m; }
+  __device__ int m0(int c) const { return (m_first + c % n_m) * block_m; }
+};
+
+// Warp 0 of the tma family's producer warpgroup: Q, dO (boxes), lse and delta (plain loads) of each
+// visit into stage it % 2, in the order the multiplying warps consume them.
+template <class Cfg, class Seq, class Tiles>
+__device__ __forceinline__ void bwd_tma_produce(const BwdParams& bp, const Seq& seq, const Tiles& tiles, int n_visits,
+                                                const BwdVisits& at, unsigned sQ, unsigned sO, float* sLse, float* sDelta,
+                                                const BwdTmaBarriers& bar) {
+  using L = BwdWgmmaLayout<Cfg>;
+  constexpr int kBM = Cfg::kBlockM;
+  const FwdParams& p = bp.f;
+  const int lane = threadIdx.x % 32, mq = seq.mq;
+  unsigned tail_parity = 0;
+  int c = tiles.next(0);
+  for (int it = 0; it < n_visits; ++it, c = tiles.next(c + 1)) {
+    const int s = it & 1, h = at.head(c), m0 = at.m0(c);
+    if (it >= 2) mbar_wait(bar.empty(s), unsigned((it - 2) / 2) & 1u);
+    // Rows of the box past the sequence's queries: another sequence's (or zeros past the tensor).
+    const int valid = imin(mq - m0, kBM);
+    const bool tail = valid < kBM;
+    const unsigned qdo_bar = tail ? bar.tail() : bar.full(s);
+    if (lane == 0) {
+      auto load = [&](int t, const void* map, unsigned dst, int panels) {
+        const int32_t(&dim_of)[3] = bp.tma_dim[t];
+        auto coord = [&](int dim) {
+          return dim_of[0] == dim ? seq.q_start + m0 : dim_of[1] == dim ? h : dim_of[2] == dim ? seq.batch : 0;
+        };
+        for (int pn = 0; pn < panels; ++pn) tma_load_4d(dst + pn * kBM * 128, map, pn * 64, coord(1), coord(2), coord(3), qdo_bar);
+      };
+      mbar_arrive_expect_tx(qdo_bar, unsigned(bp.tma_bytes[0] + bp.tma_bytes[1]));
+      load(0, bp.q_map, sQ + s * L::kQBytes, Cfg::kHeadDim / 64);
+      load(1, bp.do_map, sO + s * L::kOBytes, Cfg::kHeadDimV / 64);
+      if (tail) mbar_arrive(bar.full(s));  // its first arrival, without bytes: they land on the tail's
+    }
+    const float* lse = p.lse + seq.batch * p.lse_stride_b + h * p.lse_stride_h + seq.q_start;
+    const float* delta = bp.delta + (int64_t(seq.batch) * p.heads + h) * p.mq_rows + seq.q_start;
+    for (int i = lane; i < kBM; i += 32) {  // rows past the queries read 0, as load_floats
+      const bool in = i < valid;
+      sLse[s * kBM + i] = in ? lse[m0 + i] : 0.f;
+      sDelta[s * kBM + i] = in ? delta[m0 + i] : 0.f;
+    }
+    if (tail) {
+      mbar_wait(bar.tail(), tail_parity);
+      tail_parity ^= 1u;
+      const int chunks = (kBM - valid) * 8;  // 16-byte chunks past the queries, per 64-column panel
+      auto zero = [&](unsigned tile, int panels) {
+        for (int x = lane; x < panels * chunks; x += 32) {
+          const unsigned at_ = tile + (x / chunks) * kBM * 128 + (valid + (x % chunks) / 8) * 128 + (x % 8) * 16;
+          asm volatile("st.shared.v4.u32 [%0], {%1, %1, %1, %1};\n" ::"r"(at_), "r"(0u) : "memory");
+        }
+      };
+      zero(sQ + s * L::kQBytes, Cfg::kHeadDim / 64);
+      zero(sO + s * L::kOBytes, Cfg::kHeadDimV / 64);
+      fence_proxy_async();  // the zeros before the wgmma that read them
+    }
+    mbar_arrive(bar.full(s));  // this lane's rows of lse, delta (and zeros) are stored
+  }
+}
+
+// Warp 1 of the tma family's producer warpgroup: each visit's dQ, once the multiplying warps have
+// stored it, added into dq_accum (one box reduction per 32 columns, lanes 0 .. kHeadDim / 32 - 1).
+template <class Cfg, class Seq, class Tiles>
+__device__ __forceinline__ void bwd_tma_add_dq(const BwdParams& bp, const Seq& seq, const Tiles& tiles, int n_visits,
+                                               const BwdVisits& at, unsigned sDq, const BwdTmaBarriers& bar) {
+  using L = BwdWgmmaLayout<Cfg>;
+  const FwdParams& p = bp.f;
+  const int lane = threadIdx.x % 32;
+  const bool adds = lane < Cfg::kHeadDim / 32;
+  int c = tiles.next(0);
+  for (int it = 0; it < n_visits; ++it, c = tiles.next(c + 1)) {
+    mbar_wait(bar.dq_full(), unsigned(it) & 1u);
+    if (adds) {
+      const int row0 = (seq.batch * p.heads + at.head(c)) * p.mq_rows + seq.q_start + at.m0(c);
+      tma_reduce_add_2d(bp.dq_map, sDq + lane * L::kDqBoxBytes, lane * 32, row0);
+      bulk_commit();
+      bulk_wait<0, true>();  // read: the rows may be overwritten
+    }
+    mbar_arrive(bar.dq_empty());
+  }
+  if (adds) bulk_wait<0, false>();
 }
 
 template <class Cfg, class Policy>
@@ -83,6 +224,7 @@ __device__ __forceinline__ void bwd_wgmma(const BwdParams& bp) {
   const unsigned sDq = sS + 2 * L::kSBytes;                                      // kHeadDim / 32 boxes
   float* sLse = reinterpret_cast<float*>(smem_raw + (sDq + L::kDqBytes - raw));  // [2][kBM]
   float* sDelta = sLse + 2 * kBM;                                                  // [2][kBM]
+  const BwdTmaBarriers bar{sDq + L::kDqBytes + 2 * 2 * kBM * 4};                  // kTma only
 
   const int n_blocks = ceil_div(bp.max_mkv, kBN);
   const int n_block = blockIdx.x % n_blocks;
@@ -92,7 +234,8 @@ __device__ __forceinline__ void bwd_wgmma(const BwdParams& bp) {
   const int mq = seq.mq, mkv = seq.mkv;
   const int k_lo = n_block * kBN;
   if (k_lo >= mkv) return;  // varlen: this sequence has fewer keys
-  const int tid = threadIdx.x, wg = tid / 128, warp = (tid / 32) % 4, lane = tid % 32;
+  // wg: the multiplying warpgroup (the producer's is -1).
+  const int tid = threadIdx.x, wg = tid / 128 - L::kProducers, warp = (tid / 32) % 4, lane = tid % 32;
   const int g = lane / 4, t = lane % 4;
   const int j0 = k_lo + wg * 64 + warp * 16;  // this thread's keys: j0 + g and j0 + g + 8
   const int group = p.kv_group;
@@ -102,6 +245,8 @@ __device__ __forceinline__ void bwd_wgmma(const BwdParams& bp) {
   load_tile_sw128<kBN, kD, kThreads>(sK, k, k_lo, mkv, tid);
   load_tile_sw128<kBN, kDv, kThreads>(sV, v, k_lo, mkv, tid);
   cp_async_commit();
+  if constexpr (Cfg::kTma)
+    if (tid == 0) bar.init(128 * L::kGroups);
 
   // The query blocks that see these keys (the same for every head of the group); candidates and
   // skipped tiles as in bwd_mma.cuh.
@@ -137,8 +282,22 @@ __device__ __forceinline__ void bwd_wgmma(const BwdParams& bp) {
     load_floats<kBM, kThreads>(sDelta + buf * kBM, delta, m0, mq);
   };
   int c = tiles.next(0);
-  if (n_visits > 0) issue_loads(0, c);
+  if constexpr (!Cfg::kTma)
+    if (n_visits > 0) issue_loads(0, c);
   cp_async_commit();
+  if constexpr (Cfg::kTma) {  // K and V land, the barriers are initialized; then each warpgroup to its part
+    cp_async_wait<0>();
+    fence_proxy_async();
+    __syncthreads();
+    if (wg < 0) {
+      setmaxnreg_dec<L::kProducerRegs>();
+      const BwdVisits at{hk * group, n_m, m_first, kBM};
+      if (warp == 0) bwd_tma_produce<Cfg>(bp, seq, tiles, n_visits, at, sQ, sO, sLse, sDelta, bar);
+      else if (Cfg::kDq && warp == 1) bwd_tma_add_dq<Cfg>(bp, seq, tiles, n_visits, at, sDq, bar);
+      return;
+    }
+    setmaxnreg_inc<L::kMmaRegs>();
+  }
 
   float dk[1][kD / 8][4], dv[1][kDv / 8][4];
 #pragma unroll
@@ -226,6 +385,9 @@ __device__ __forceinline__ void bwd_wgmma(const BwdParams& bp) {
 #pragma unroll
     for (int kp = 0; kp < kKP; ++kp) bwd_a_fragment<kDT>(sa[kp], dp[0], kp);
     if constexpr (Cfg::kDq) {
+      // The dQ products of visit it - 2 have read this buffer (tma: both warpgroups'; else the
+      // block barrier at the top of the pass said so).
+      if (Cfg::kTma && it >= 2) mbar_wait(bar.ds_empty(buf), unsigned((it - 2) / 2) & 1u);
       // sa[kp] holds keys r and r + 8, queries 16·kp + 2t (+1) and 16·kp + 8 + 2t (+1).
       const unsigned ss = sS + buf * L::kSBytes;
       const int r = wg * 64 + warp * 16 + g;
@@ -236,6 +398,10 @@ __device__ __forceinline__ void bwd_wgmma(const BwdParams& bp) {
 #pragma unroll
           for (int e2 = 0; e2 < 2; ++e2)
             st_shared_u32(ss + sw128_offset(kBN, r + 8 * e2, 2 * kp + half) + 4 * t, sa[kp][2 * half + e2]);
+      if constexpr (Cfg::kTma) {  // for the other warpgroup's dQ product (async proxy)
+        fence_proxy_async();
+        mbar_arrive(bar.ds_full(buf));
+      }
     }
     const unsigned sq = opaque(sQ + buf * L::kQBytes), so = opaque(sO + buf * L::kOBytes);
     wgmma_fence();
@@ -272,55 +438,92 @@ __device__ __forceinline__ void bwd_wgmma(const BwdParams& bp) {
   };
   const bool dq_lane = tid < kD / 32;
 
-  // With dQ, one more pass after the last visit runs its dQ product. A dQ stored in pass it is
-  // flushed after the barrier that starts pass it + 1 (c_dq: its candidate).
-  int c_prev = 0, c_dq = 0;
+  // With dQ, one more pass after the last visit runs its dQ product.
   const int n_passes = n_visits + (Cfg::kDq && n_visits > 0 ? 1 : 0);
-  for (int it = 0; it < n_passes; ++it) {
-    const int c_next = it + 1 < n_visits ? tiles.next(c + 1) : 0;
-    // Q(it), dO(it) (and K, V) have landed and dSᵀ(it - 1) is stored, visible to wgmma; every
-    // warpgroup is done with iteration it - 1.
-    cp_async_wait<0>();
-    fence_proxy_async();
-    __syncthreads();
-    const bool dq_stored = Cfg::kDq && it >= 2;  // pass it - 1 stored the dQ of visit it - 2
-    if (dq_stored && dq_lane) flush_dq(c_dq);
-    if (it + 1 < n_visits) issue_loads(it + 1, c_next);
-    cp_async_commit();
-    const bool visit = it < n_visits, dq_prev = Cfg::kDq && it > 0;
-    if (visit) visit_products(it, c);  // dV, dK in flight
-    if (dq_prev) {  // behind dV, dK on the tensor cores; Sᵀ, dPᵀ are dead by now
-      wgmma_fence();
-      issue_dq(dq[0], (it - 1) & 1);
-    }
-    wgmma_wait<0>();
-    if (visit) {
-      wgmma_hold(dk[0]);
-      wgmma_hold(dv[0]);
-      wgmma_hold(pa);
-      wgmma_hold(sa);
-    }
-    if (dq_prev) {
-      wgmma_hold(dq[0]);
-      if (dq_stored) {  // the flush of this pass has read the rows before they are overwritten
-        if (dq_lane) bulk_wait<0, true>();
-        named_barrier_sync(1, kThreads);
+  if constexpr (Cfg::kTma) {
+    // The multiplying warps: visit it's products once its stage is full, dQ(it - 1)'s once both
+    // warpgroups have stored dSᵀ(it - 1); the stage handed back when the products are done, dQ
+    // stored once warp 1 has handed its rows back.
+    for (int it = 0; it < n_passes; ++it) {
+      const int c_next = it + 1 < n_visits ? tiles.next(c + 1) : 0;
+      const bool visit = it < n_visits, dq_prev = Cfg::kDq && it > 0;
+      if (visit) {
+        mbar_wait(bar.full(it & 1), unsigned(it / 2) & 1u);
+        visit_products(it, c);  // dV, dK in flight
       }
-      store_dq();
-      c_dq = c_prev;
+      if (dq_prev) {
+        mbar_wait(bar.ds_full((it - 1) & 1), unsigned((it - 1) / 2) & 1u);
+        wgmma_fence();
+        issue_dq(dq[0], (it - 1) & 1);
+      }
+      wgmma_wait<0>();
+      if (visit) {
+        wgmma_hold(dk[0]);
+        wgmma_hold(dv[0]);
+        wgmma_hold(pa);
+        wgmma_hold(sa);
+      }
+      if (visit) mbar_arrive(bar.empty(it & 1));
+      if (dq_prev) {
+        wgmma_hold(dq[0]);
+        mbar_arrive(bar.ds_empty((it - 1) & 1));
+        if (it >= 2) mbar_wait(bar.dq_empty(), unsigned(it - 2) & 1u);  // warp 1 has read dQ(it - 2)
+        store_dq();
+        fence_proxy_async();
+        mbar_arrive(bar.dq_full());
+      }
+      if (visit) c = c_next;
     }
-    if (visit) {
-      c_prev = c;
-      c = c_next;
+  } else {
+    // A dQ stored in pass it is flushed after the barrier that starts pass it + 1 (c_dq: its
+    // candidate).
+    int c_prev = 0, c_dq = 0;
+    for (int it = 0; it < n_passes; ++it) {
+      const int c_next = it + 1 < n_visits ? tiles.next(c + 1) : 0;
+      // Q(it), dO(it) (and K, V) have landed and dSᵀ(it - 1) is stored, visible to wgmma; every
+      // warpgroup is done with iteration it - 1.
+      cp_async_wait<0>();
+      fence_proxy_async();
+      __syncthreads();
+      const bool dq_stored = Cfg::kDq && it >= 2;  // pass it - 1 stored the dQ of visit it - 2
+      if (dq_stored && dq_lane) flush_dq(c_dq);
+      if (it + 1 < n_visits) issue_loads(it + 1, c_next);
+      cp_async_commit();
+      const bool visit = it < n_visits, dq_prev = Cfg::kDq && it > 0;
+      if (visit) visit_products(it, c);  // dV, dK in flight
+      if (dq_prev) {  // behind dV, dK on the tensor cores; Sᵀ, dPᵀ are dead by now
+        wgmma_fence();
+        issue_dq(dq[0], (it - 1) & 1);
+      }
+      wgmma_wait<0>();
+      if (visit) {
+        wgmma_hold(dk[0]);
+        wgmma_hold(dv[0]);
+        wgmma_hold(pa);
+        wgmma_hold(sa);
+      }
+      if (dq_prev) {
+        wgmma_hold(dq[0]);
+        if (dq_stored) {  // the flush of this pass has read the rows before they are overwritten
+          if (dq_lane) bulk_wait<0, true>();
+          named_barrier_sync(1, kThreads);
+        }
+        store_dq();
+        c_dq = c_prev;
+      }
+      if (visit) {
+        c_prev = c;
+        c = c_next;
+      }
     }
-  }
-  cp_async_wait<0>();  // with no visit, K and V are still in flight
-  if (Cfg::kDq && n_visits > 0) {  // the last pass's dQ
-    fence_proxy_async();
-    __syncthreads();
-    if (dq_lane) {
-      flush_dq(c_dq);
-      bulk_wait<0, false>();
+    cp_async_wait<0>();  // with no visit, K and V are still in flight
+    if (Cfg::kDq && n_visits > 0) {  // the last pass's dQ
+      fence_proxy_async();
+      __syncthreads();
+      if (dq_lane) {
+        flush_dq(c_dq);
+        bulk_wait<0, false>();
+      }
     }
   }
   bwd_store_dkdv<Cfg>(dk, dv, bp, seq, hk, j0, g, t);

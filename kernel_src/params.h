@@ -136,6 +136,13 @@ struct BwdParams {
   // dq_accum as [rows, head_dim] fp32, boxes of 32 columns × kBlockM rows, 128-byte swizzle,
   // through which the copy engine adds each query block's dQ.
   alignas(64) unsigned char dq_map[128];
+  // bwd on the tma family (bwd_wgmma.cuh, Cfg::kTma): tensor maps of Q and dO (jit/ops/tensor_map.h:
+  // boxes of 64 columns × kBlockM rows, 128-byte swizzle), the map dimension of their row, head and
+  // batch index, and the bytes of a box.
+  alignas(64) unsigned char q_map[128];
+  alignas(64) unsigned char do_map[128];
+  int32_t tma_dim[2][3];
+  int32_t tma_bytes[2];
 };
 
 // Decode (decode.cuh): few queries per sequence. Block (b, hk, split, row chunk) packs the

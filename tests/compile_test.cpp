@@ -138,6 +138,24 @@ std::vector<KernelSpec> every_backward_variant() {
       specs.push_back(make_spec(s));
     }
   }
+  // sm_90a's dK/dV kernel in the family its head dims do not take by default
+  // (JITATTN_BWD_FAMILY): the cp.async form at 64, the warp-specialized one at 128.
+  {
+    Signature s;
+    s.arch_sm = 90, s.arch_specific = 1;
+    s.dtype = s.out_dtype = DType::bf16;
+    s.lse = 1;
+    s.bias = BiasKind::causal;
+    for (auto [d, family, tile] : {std::tuple<int, Family, TileConfig>{64, Family::wgmma, {64, 128, 8}},
+                                   {128, Family::tma, {64, 128, 12}}})
+      for (Op op : {Op::bwd, Op::bwd_kv}) {
+        s.op = op;
+        s.head_dim = s.head_dim_v = uint16_t(d);
+        KernelSpec spec = make_spec(s);
+        spec.family = family, spec.tile = tile;
+        specs.push_back(spec);
+      }
+  }
   // The smaller tiles the table picks where shared memory is 99 KB (sm_86, sm_89).
   Signature s;
   const Arch a = *Arch::parse("sm_86");
@@ -246,15 +264,17 @@ void compile_all(const std::vector<KernelSpec>& specs) {
           else if (k.registers <= 0) error = "no register count in the ptxas report";
           // Too few registers for the wgmma pipeline: ptxas then waits after every wgmma, which
           // runs correctly and slowly (C7510-C7512); the wgmma kernels are sized to avoid it.
-          else if ((spec.family == Family::wgmma || (spec.family == Family::tma && spec.sig.op == Op::fwd)) &&
+          else if ((spec.family == Family::wgmma || (spec.family == Family::tma && spec.sig.op != Op::decode)) &&
                    k.log.find("wgmma.mma_async instructions are serialized") != std::string::npos)
             error = "ptxas serializes its wgmma pipeline:\n" + k.log;
-          // fwd_tma.cuh's setmaxnreg.inc waits until the producer's setmaxnreg.dec has freed
-          // enough: the block must start with at least what it hands out (40/232 per thread
-          // for two warpgroups that multiply, 24/160 for three), or the kernel hangs.
-          else if (spec.family == Family::tma && spec.sig.op == Op::fwd) {
+          // fwd_tma.cuh's and bwd_wgmma.cuh's (kTma) setmaxnreg.inc waits until the producer's
+          // setmaxnreg.dec has freed enough: the block must start with at least what it hands
+          // out (forward: 40/232 per thread for two warpgroups that multiply, 24/160 for three;
+          // backward 24/240), or the kernel hangs.
+          else if (spec.family == Family::tma && (spec.sig.op == Op::fwd || spec.sig.op == Op::bwd || spec.sig.op == Op::bwd_kv)) {
             const int mma_threads = spec.threads() - 128, two = spec.tile.block_m == 128;
-            const int needed = 128 * (two ? 40 : 24) + mma_threads * (two ? 232 : 160);
+            const int needed = spec.sig.op != Op::fwd ? 128 * 24 + mma_threads * 240
+                                                      : 128 * (two ? 40 : 24) + mma_threads * (two ? 232 : 160);
             if (k.registers * spec.threads() < needed)
               error = std::to_string(k.registers) + " registers per thread at launch, fewer than setmaxnreg hands out";
           }

@@ -78,10 +78,11 @@ TEST(Signature, FamilyFollowsArchDtypeHeadDimAndAlignment) {
   EXPECT_EQ(family([](Signature& s) { s.head_dim = s.head_dim_v = 100; }), Family::mma);  // not a multiple of 8
   EXPECT_EQ(family([](Signature& s) { s.bias = BiasKind::pbd_causal_br; s.head_dim = s.head_dim_v = 96; }), Family::mma);
   EXPECT_EQ(family([](Signature& s) { s.align = 2; }), Family::mma);
-  // The backward's dK/dV kernel: wgmma at head dims 64/64, 128/64 and 128/128, else mma; its
-  // deterministic dQ kernel stays mma.
+  // The backward's dK/dV kernel: tma (bwd_wgmma.cuh warp-specialized) at head dims 64/64, wgmma
+  // (its cp.async form) at 128/64 and 128/128, else mma; its deterministic dQ kernel stays mma.
   EXPECT_EQ(family([](Signature& s) { s.op = Op::bwd; }), Family::wgmma);
-  EXPECT_EQ(family([](Signature& s) { s.op = Op::bwd_kv; s.head_dim = s.head_dim_v = 64; }), Family::wgmma);
+  EXPECT_EQ(family([](Signature& s) { s.op = Op::bwd; s.head_dim = s.head_dim_v = 64; }), Family::tma);
+  EXPECT_EQ(family([](Signature& s) { s.op = Op::bwd_kv; s.head_dim = s.head_dim_v = 64; }), Family::tma);
   EXPECT_EQ(family([](Signature& s) { s.op = Op::bwd; s.head_dim_v = 64; }), Family::wgmma);
   EXPECT_EQ(family([](Signature& s) { s.op = Op::bwd; s.head_dim = 64; }), Family::mma);  // 64 / 128
   EXPECT_EQ(family([](Signature& s) { s.op = Op::bwd; s.head_dim = s.head_dim_v = 256; }), Family::mma);
@@ -91,14 +92,24 @@ TEST(Signature, FamilyFollowsArchDtypeHeadDimAndAlignment) {
   {
     Signature bwd = base_sig();
     bwd.op = Op::bwd;
-    EXPECT_EQ(make_spec(bwd).name(), "bwd.sm_90a.bf16.d128.v128.causal.lse.a16.wgmma_m64n128w8");
+    bwd.head_dim = bwd.head_dim_v = 64;
+    EXPECT_EQ(make_spec(bwd).name(), "bwd.sm_90a.bf16.d64.v64.causal.lse.a16.tma_m64n128w12");
     EXPECT_EQ(validate_spec(make_spec(bwd)), "");
-    KernelSpec wrong = make_spec(bwd);  // a warpgroup per 64 keys, so block_n = 16 x warps
-    wrong.tile = {64, 64, 8};
-    EXPECT_NE(validate_spec(wrong).find("one warpgroup (4 warps) per 64 keys"), std::string::npos);
-    wrong.tile = {32, 128, 8};
+    KernelSpec wrong = make_spec(bwd);  // a producer warpgroup and a warpgroup per 64 keys
+    wrong.tile = {64, 128, 8};
+    EXPECT_NE(validate_spec(wrong).find("producer warpgroup and one warpgroup (4 warps) per 64 keys"), std::string::npos);
+    wrong.tile = {32, 128, 12};
     EXPECT_NE(validate_spec(wrong).find("block_m must be 64 or 128"), std::string::npos);
     wrong = make_spec(bwd);
+    wrong.sig.head_dim = wrong.sig.head_dim_v = 96;
+    EXPECT_NE(validate_spec(wrong).find("tma backward needs"), std::string::npos);
+    // The cp.async form (JITATTN_BWD_FAMILY=wgmma): no producer.
+    wrong = make_spec(bwd);
+    wrong.family = Family::wgmma;
+    EXPECT_NE(validate_spec(wrong).find("one warpgroup (4 warps) per 64 keys"), std::string::npos);
+    wrong.tile = {64, 128, 8};
+    EXPECT_EQ(validate_spec(wrong), "");
+    EXPECT_EQ(wrong.name(), "bwd.sm_90a.bf16.d64.v64.causal.lse.a16.wgmma_m64n128w8");
     wrong.sig.head_dim = wrong.sig.head_dim_v = 96;
     EXPECT_NE(validate_spec(wrong).find("wgmma backward needs"), std::string::npos);
   }
@@ -268,7 +279,7 @@ TEST(Signature, DecodeSourceSaysHowItsStagesFill) {
   EXPECT_NE(validate_spec(narrow).find("the tma family needs"), std::string::npos) << validate_spec(narrow);
   KernelSpec merge = make_spec(base_sig());
   merge.sig.op = Op::merge, merge.family = Family::tma;
-  EXPECT_NE(validate_spec(merge).find("the tma family is the sm_90a forward and the decode kernel"), std::string::npos)
+  EXPECT_NE(validate_spec(merge).find("the tma family is the sm_90a forward and backward and the decode kernel"), std::string::npos)
       << validate_spec(merge);
   KernelSpec staged = make_spec(base_sig());  // a stage count means nothing to the forward
   staged.tile.stages = 4;

@@ -10,6 +10,7 @@
 #include "jit/launch.h"
 #include "jit/ops/forward.h"
 #include "jit/ops/forward_params.h"
+#include "jit/ops/tensor_map.h"
 #include "jitattn/error.h"
 
 namespace jitattn::jit::ops {
@@ -33,6 +34,46 @@ void encode_dq_map(BwdParams& params, int64_t rows, int head_dim, int block_m) {
              "cuTensorMapEncodeTiled (backward dq_accum)");
 }
 
+// The tma family's views of Q and dO as tensor maps (kernel_src/bwd_wgmma.cuh, Cfg::kTma): boxes
+// of block_m rows.
+struct BackwardMaps {
+  std::optional<TensorMapGeometry> q, dout;
+  bool ok() const { return q && dout; }
+};
+BackwardMaps backward_maps(const ForwardPlan& p, const Bmhk& grad, int block_m) {
+  return {tensor_map_geometry(p.q, p.q.h, 2, block_m), tensor_map_geometry(grad, p.q.h, 2, block_m)};
+}
+
+// The alignment the backward's kernels are built for: the plan's, or 4 where the dK/dV kernel
+// would be the tma family's and a view of Q or dO cannot be mapped (the mma.sync backward then
+// runs, as the forward takes an element-aligned kernel for views no map addresses).
+int backward_align(const ForwardPlan& p, const Bmhk& grad, int align, bool deterministic) {
+  Signature s = forward_signature(p, JitRuntime::get().context(p.device).arch);
+  s.align = uint8_t(align);
+  s.op = deterministic ? Op::bwd_kv : Op::bwd;
+  const KernelSpec spec = make_spec(s);
+  if (spec.family == Family::tma && !backward_maps(p, grad, spec.tile.block_m).ok()) return 4;
+  return align;
+}
+
+// The tma family's maps into params, for the dK/dV kernel `kernel` (nothing for another family).
+void encode_backward_maps(BwdParams& params, const LoadedKernel& kernel, const ForwardPlan& p, const Bmhk& grad,
+                          const void* grad_data) {
+  if (kernel.spec.family != Family::tma || p.q.m == 0) return;
+  const BackwardMaps maps = backward_maps(p, grad, kernel.spec.tile.block_m);
+  if (!maps.ok()) throw Error(ErrorKind::internal, kernel.spec.name() + ": Q or dO cannot be mapped (backward_align chose this kernel)");
+  const TensorMapGeometry* g[2] = {&*maps.q, &*maps.dout};
+  const void* data[2] = {p.q_data, grad_data};
+  unsigned char* out[2] = {params.q_map, params.do_map};
+  const int64_t cols[2] = {p.q.d, grad.d};
+  const char* what[2] = {"backward queries", "backward output gradient"};
+  for (int t = 0; t < 2; ++t) {
+    encode_tensor_map(out[t], data[t], p.dtype, *g[t], what[t]);
+    for (int i = 0; i < 3; ++i) params.tma_dim[t][i] = g[t]->dim_of[i];
+    params.tma_bytes[t] = tensor_map_box_bytes(*g[t], cols[t]);
+  }
+}
+
 // The grid of each backward kernel, by its op. dq_rows: the rows of dq_accum from params.dq_accum
 // on (-1: batch_rows · heads · mq_rows), for the wgmma family's tensor map.
 void launch_backward(const LoadedKernel& kernel, BwdParams& params, CUstream stream, int64_t dq_rows = -1) {
@@ -48,7 +89,8 @@ void launch_backward(const LoadedKernel& kernel, BwdParams& params, CUstream str
       break;
     case Op::bwd: case Op::bwd_kv:  // one block per (key block, key/value head, sequence)
       blocks = ceil_div(params.max_mkv, tile.block_n) * params.kv_heads * f.batch;
-      if (kernel.spec.sig.op == Op::bwd && kernel.spec.family == Family::wgmma && params.dq_accum) {
+      if (kernel.spec.sig.op == Op::bwd && (kernel.spec.family == Family::wgmma || kernel.spec.family == Family::tma) &&
+          params.dq_accum) {
         const int64_t rows = dq_rows >= 0 ? dq_rows : int64_t(f.batch_rows) * f.heads * f.mq_rows;
         if (rows > 0) encode_dq_map(params, rows, kernel.spec.sig.head_dim, tile.block_m);
       }
@@ -173,7 +215,7 @@ void backward(const BackwardPlan& b, CUstream stream) {
   const bool accumulate = overlap || (may_accumulate(p) && !(packed(b.dk) && packed(b.dv)));
 
   Signature sig = forward_signature(p, ctx.arch);
-  sig.align = uint8_t(b.align);
+  sig.align = uint8_t(nothing ? b.align : backward_align(p, b.grad, b.align, deterministic));
   auto signature = [&](Op op, bool with_bias, int head_dim = 0) {
     Signature s = sig;
     s.op = op;
@@ -225,6 +267,7 @@ void backward(const BackwardPlan& b, CUstream stream) {
   bp.kv_heads = int32_t(p.k.h);
   bp.max_mkv = p.bias.q_seqinfo ? p.bias.k_max_seqlen : int32_t(p.k.m);
   bp.scale = float(p.scale);
+  if (main) encode_backward_maps(bp, *main, p, b.grad, b.grad_data);
 
   const Workspace w = workspace_of(p, deterministic);
   CUdeviceptr scratch = reinterpret_cast<CUdeviceptr>(b.workspace);
@@ -307,8 +350,9 @@ void backward_add(const BackwardPlan& part, int64_t q_rows, int64_t q_row, float
                   int64_t k_rows, int64_t k_row, float* dk_accum, float* dv_accum, CUstream stream) {
   const ForwardPlan& p = part.fwd;
   if (no_queries(p) || p.k.m == 0) return;
-  const LoadedKernel& main = accumulating_kernel(p, part.align, Op::bwd, true);
+  const LoadedKernel& main = accumulating_kernel(p, backward_align(p, part.grad, part.align, false), Op::bwd, true);
   BwdParams bp = accumulating_params(part);
+  encode_backward_maps(bp, main, p, part.grad, part.grad_data);
   // The accumulators are laid out over the whole blocks: rows are counted in them, and the
   // pointers start at this call's first query and key row.
   bp.f.mq_rows = int32_t(q_rows), bp.f.mkv_rows = int32_t(k_rows);
