@@ -1,6 +1,7 @@
-// Tensor maps (CUtensorMap) of the Q, K and V views the TMA kernels read: kernel_src/decode.cuh
-// (kTma: K and V, DecodeParams) and kernel_src/fwd_tma.cuh (Q, K and V, FwdTmaParams). Both
-// ops encode theirs per call; a view no map can address takes an element-aligned kernel.
+// Tensor maps (CUtensorMap) of the views the TMA kernels read: kernel_src/decode.cuh (kTma: K and
+// V, DecodeParams), kernel_src/fwd_tma.cuh (Q, K and V, FwdTmaParams) and kernel_src/bwd_wgmma.cuh
+// (kTma: Q and dO, BwdParams). Each op encodes its maps per call; a view no map can address
+// takes an element-aligned kernel.
 #pragma once
 #include <cstdint>
 #include <optional>
