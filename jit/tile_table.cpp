@@ -124,7 +124,8 @@ bool wgmma_backward(const Signature& sig) {
 // Cfg::kTma) and serves the same signatures; by default it takes head dims 64/64. H200, bf16,
 // M = 4096 / 16384, non-causal / causal, one call (docs/perf-notes.md): at 64 it gave 342-344 /
 // 271-277 / 378-379 / 345-346 TFLOP/s against 292 / 252 / 314 / 301 for the cp.async form; at
-// 128 its multiplying warps' 240 registers spill 64 bytes and it was 2-4% slower (358 / 298-303 /
+// 128 its multiplying warps' 240 registers are too few (ptxas spills 64-124 bytes and serializes
+// the wgmma pipeline, C7512) and it was 2-4% slower (358 / 298-303 /
 // 394-395 / 375-377 against 375 / 314 / 409 / 385), so 128 keeps the cp.async form unless
 // JITATTN_BWD_FAMILY=tma asks for it.
 bool tma_backward(const Signature& sig) {

@@ -3,6 +3,7 @@
 // element-aligned kernel instead.
 #include <gtest/gtest.h>
 
+#include "jit/ops/backward.h"
 #include "jit/ops/decode.h"
 #include "jit/ops/forward.h"
 #include "jit/ops/tensor_map.h"
@@ -135,6 +136,50 @@ TEST(TensorMap, ForwardSignatureTakesTheTmaFamilyWhereTheViewsMap) {
   KernelSpec wrong = tma;  // a tile without the producer warpgroup
   wrong.tile = TileConfig{128, 128, 8};
   EXPECT_NE(validate_spec(wrong).find("producer"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace jitattn::jit::ops
+
+namespace jitattn::jit::ops {
+namespace {
+
+// backward_kernel_align: on sm_90a at head dims 64 the dK/dV kernel is the tma family, which reads
+// Q and dO through tensor maps; where either view cannot be mapped (rows of stride 0, as the
+// all-ones gradient of out.sum() is) the call takes the 4-byte aligned mma.sync kernels instead.
+// Head dims 128 (the cp.async wgmma form) and sm_80 need no map and keep the plan's alignment.
+TEST(TensorMap, BackwardFallsBackWhereNoMapAddressesQOrTheOutputGradient) {
+  ForwardPlan p;
+  p.dtype = p.out_dtype = DType::bf16;
+  p.q = p.k = p.v = view(2, 1000, 8, 64, 1000 * 8 * 64, 8 * 64, 64);
+  p.align = 16;
+  const Bmhk grad = p.q;
+  const Arch h100{90, true};
+  auto family = [&](const ForwardPlan& plan, const Bmhk& g, bool deterministic) {
+    Signature s = forward_signature(plan, h100);
+    s.align = uint8_t(backward_kernel_align(plan, g, 16, deterministic, h100));
+    s.op = deterministic ? Op::bwd_kv : Op::bwd;
+    return make_spec(s).family;
+  };
+  EXPECT_EQ(backward_kernel_align(p, grad, 16, false, h100), 16);
+  EXPECT_EQ(family(p, grad, false), Family::tma);
+  EXPECT_EQ(family(p, grad, true), Family::tma);
+  Bmhk ones = grad;  // every query's gradient the same row
+  ones.sm = ones.sh = ones.sb = 0;
+  EXPECT_EQ(backward_kernel_align(p, ones, 16, false, h100), 4);
+  EXPECT_EQ(family(p, ones, false), Family::mma);
+  ForwardPlan rows0 = p;
+  rows0.q.sm = 0;
+  EXPECT_EQ(backward_kernel_align(rows0, grad, 16, true, h100), 4);
+  Bmhk heads0 = grad;  // one head broadcast to all (stride 0): maps
+  heads0.sh = 0;
+  EXPECT_EQ(backward_kernel_align(p, heads0, 16, false, h100), 16);
+  ForwardPlan d128 = p;
+  d128.q = d128.k = d128.v = view(2, 1000, 8, 128, 1000 * 8 * 128, 8 * 128, 128);
+  EXPECT_EQ(backward_kernel_align(d128, ones, 16, false, h100), 16);
+  EXPECT_EQ(family(d128, ones, false), Family::wgmma);
+  EXPECT_EQ(backward_kernel_align(p, ones, 16, false, Arch{80, false}), 16);
+  EXPECT_EQ(backward_kernel_align(p, ones, 2, false, h100), 2);  // already element-aligned: mma
 }
 
 }  // namespace

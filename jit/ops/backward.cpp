@@ -44,16 +44,8 @@ BackwardMaps backward_maps(const ForwardPlan& p, const Bmhk& grad, int block_m) 
   return {tensor_map_geometry(p.q, p.q.h, 2, block_m), tensor_map_geometry(grad, p.q.h, 2, block_m)};
 }
 
-// The alignment the backward's kernels are built for: the plan's, or 4 where the dK/dV kernel
-// would be the tma family's and a view of Q or dO cannot be mapped (the mma.sync backward then
-// runs, as the forward takes an element-aligned kernel for views no map addresses).
 int backward_align(const ForwardPlan& p, const Bmhk& grad, int align, bool deterministic) {
-  Signature s = forward_signature(p, JitRuntime::get().context(p.device).arch);
-  s.align = uint8_t(align);
-  s.op = deterministic ? Op::bwd_kv : Op::bwd;
-  const KernelSpec spec = make_spec(s);
-  if (spec.family == Family::tma && !backward_maps(p, grad, spec.tile.block_m).ok()) return 4;
-  return align;
+  return backward_kernel_align(p, grad, align, deterministic, JitRuntime::get().context(p.device).arch);
 }
 
 // The tma family's maps into params, for the dK/dV kernel `kernel` (nothing for another family).
@@ -196,6 +188,15 @@ void write_accumulated(const LoadedKernel& post, const BwdParams& bp, float* acc
 }
 
 }  // namespace
+
+int backward_kernel_align(const ForwardPlan& p, const Bmhk& grad, int align, bool deterministic, const Arch& arch) {
+  Signature s = forward_signature(p, arch);
+  s.align = uint8_t(align);
+  s.op = deterministic ? Op::bwd_kv : Op::bwd;
+  const KernelSpec spec = make_spec(s);
+  if (spec.family == Family::tma && !backward_maps(p, grad, spec.tile.block_m).ok()) return 4;
+  return align;
+}
 
 size_t backward_workspace_bytes(const ForwardPlan& p, bool deterministic) { return workspace_of(p, deterministic).total(); }
 

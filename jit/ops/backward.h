@@ -18,6 +18,12 @@ size_t backward_workspace_bytes(const ForwardPlan& p, bool deterministic);
 
 void backward(const BackwardPlan& p, CUstream stream);
 
+// The alignment the backward's kernels are built for on `arch` (grad: dO's view): the plan's
+// `align`, or 4 where the dK/dV kernel would be the tma family's (kernel_src/bwd_wgmma.cuh kTma)
+// and Q or dO is a view no tensor map addresses; the mma.sync backward then runs, as the forward
+// takes an element-aligned kernel for views no map addresses.
+int backward_kernel_align(const ForwardPlan& p, const Bmhk& grad, int align, bool deterministic, const Arch& arch);
+
 // ---- gradients summed over several key blocks (ring attention, api/src/ring.cpp) -----------
 // The backward's kernels on caller-owned fp32 accumulators, so that one query block's gradients
 // are summed over key blocks that arrive one after the other (default mode: fp32 atomics).
