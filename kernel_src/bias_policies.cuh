@@ -8,8 +8,9 @@
 //                                 per-element mask is skipped;
 //   tile_state(q_lo, q_hi, k_lo, k_hi)  (kSkipsTiles) 0 when no element of a tile inside the
 //                                 ranges above is visible (the kernels never load it), 2 when
-//                                 tile_full holds, else 1 — once per tile, before the loop (TileSet),
-//                                 so no lookup stalls the loop;
+//                                 tile_full holds, 3 (kBaseTiles) when only the built-in mask
+//                                 under a user variant masks it, else 1 — once per tile, before
+//                                 the loop (TileSet), so no lookup stalls the loop;
 //   logit(x, i, j)                the base-2 logit of query i and key j after masking/bias
 //                                 (x = q·k · scale · log2 e), or -inf where masked;
 //   score(x, i, j)                (kScore) the logit of a visible element of a full tile, which
@@ -19,6 +20,11 @@
 //   score_grad(x, i, j)           (kScoreGrad) d logit / d x at an unmasked element: the
 //                                 backward multiplies dS by it (a user score_mod's derivative).
 // kElementwise: every tile runs logit() (a bias tensor, ALiBi), never the unmasked path.
+// kBaseTiles: tile_state may say 3, and `base` (a kRowMask policy) masks such a tile alone: a
+// user mask_mod that its block map says is true on the whole tile, over a built-in mask that
+// is not (the diagonal tiles of causal) — the forward masks it by one compare per element
+// instead of calling mask_mod on each; the wgmma backward (d > 64) masks these and the full
+// tiles by `base` too. Other kernels take 3 as partial (still exact).
 // kLogitAnywhere: logit() (and score_grad()) may run at any (i, j) inside the sequence, masked or
 // not, and has no branch: a masked tile calls it on every element, indices clamped into the
 // sequence, and selects — per-element branches made user variants' masked tiles several times
@@ -34,7 +40,7 @@ namespace jitattn {
 // What a policy has, unless it says otherwise (see above).
 struct PolicyTraits {
   static constexpr bool kElementwise = false, kRowMask = true, kScore = false, kSkipsTiles = false, kScoreGrad = false;
-  static constexpr bool kLogitAnywhere = false;
+  static constexpr bool kLogitAnywhere = false, kBaseTiles = false;
   __device__ int tile_state(int, int, int, int) const { return 1; }
 };
 
@@ -213,6 +219,7 @@ template <class Base, class V>
 struct UserPolicy : PolicyTraits {
   static constexpr bool kElementwise = Base::kElementwise, kRowMask = false, kLogitAnywhere = true;
   static constexpr bool kScore = V::kScore, kSkipsTiles = V::kMask, kScoreGrad = V::kScoreGrad;
+  static constexpr bool kBaseTiles = V::kMask && !V::kScore && Base::kRowMask && !Base::kElementwise;
   Base base;
   V v;
   CellMap<false> map;
@@ -227,7 +234,8 @@ struct UserPolicy : PolicyTraits {
   }
   __device__ int tile_state(int q_lo, int q_hi, int k_lo, int k_hi) const {
     const int m = map.state(q_lo, q_hi, k_lo, k_hi);
-    return m == 0 ? 0 : m == 2 && base.tile_full(q_lo, q_hi, k_lo, k_hi) ? 2 : 1;
+    if (m != 2) return m;
+    return base.tile_full(q_lo, q_hi, k_lo, k_hi) ? 2 : kBaseTiles ? 3 : 1;
   }
   __device__ float score(float y, int i, int j) const {
     if constexpr (V::kScore) y = v.score_mod(y * kLn2, b, h, i, j) * kLog2e;
@@ -277,14 +285,15 @@ struct BlockSparsePolicy : PolicyTraits {
 
 // The candidate tiles a block walks (key tiles of a query block, or query tiles of a key block)
 // and what the policy says of each (kSkipsTiles: tile_state): one bit per candidate for "kept"
-// (not empty) and one for "full", spread over each warp's lanes (lane l holds candidates
-// 32l..32l+31), so every warp of the block holds the same set and walks it in step with the
-// others. Candidates past the first kCap are all kept, none full. Call every member from all
-// lanes of every warp (the set is block-uniform).
-template <bool kOn>
+// (not empty), one for "full" and, with kBase (the policy's kBaseTiles), one for "masked by the
+// base alone" (state 3), spread over each warp's lanes (lane l holds candidates 32l..32l+31), so
+// every warp of the block holds the same set and walks it in step with the others. Candidates
+// past the first kCap are all kept, none full. Call every member from all lanes of every warp
+// (the set is block-uniform).
+template <bool kOn, bool kBase = false>
 struct TileSet {
   static constexpr int kCap = 1024;
-  unsigned bits = 0, full_bits = 0;
+  unsigned bits = 0, full_bits = 0, base_bits = 0;
   int n = 0;
   // Candidates 0..n_-1 with state(c) as tile_state gives it.
   template <class State>
@@ -297,8 +306,17 @@ struct TileSet {
         const int s = c < n ? state(c) : 0;
         const unsigned kept = port::ballot32(s != 0), full = port::ballot32(s == 2);
         if (lane == w) bits = kept, full_bits = full;
+        if constexpr (kBase) {
+          const unsigned base = port::ballot32(s == 3);
+          if (lane == w) base_bits = base;
+        }
       }
     }
+  }
+  // Whether kept candidate c is masked by the base policy alone (state 3); false when not known.
+  __device__ bool base_only(int c) const {
+    if constexpr (!kOn || !kBase) return false;
+    return c < kCap && (port::shfl32(base_bits, c / 32) >> (c % 32) & 1u);
   }
   // Whether kept candidate c is full (no per-element mask); false when not known.
   __device__ bool full(int c) const {

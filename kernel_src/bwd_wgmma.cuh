@@ -260,7 +260,7 @@ __device__ __forceinline__ void bwd_wgmma(const BwdParams& bp) {
   const int n_iters = n_m * group;
   auto head_of = [&](int c) { return hk * group + c / n_m; };
   auto m0_of = [&](int c) { return (m_first + c % n_m) * kBM; };
-  TileSet<Policy::kSkipsTiles> tiles;
+  TileSet<Policy::kSkipsTiles, Policy::kBaseTiles> tiles;
   tiles.build(n_iters, [&](int c) {
     const int m0 = m0_of(c);
     return Policy(p, b, head_of(c), mq, mkv).tile_state(m0, imin(m0 + kBM, mq), k_lo, imin(k_lo + kBN, mkv));
@@ -351,7 +351,9 @@ __device__ __forceinline__ void bwd_wgmma(const BwdParams& bp) {
   // that its product ran beside bwd_wgmma_ds, kept pa in flight across that step, and at d = 128
   // ptxas serialized the wgmma pipeline for want of registers. Every tile takes the masked path
   // (bounds and the policy's logit per element): a second, unmasked copy of the step made ptxas
-  // serialize it too.
+  // serialize it too. Without kSplitWait no product is in flight there, and a user mask_mod whose
+  // map is full on the tile (states 2 and 3, kBaseTiles) is left out: the built-in mask under it
+  // masks alone.
   constexpr bool kSplitWait = kD <= 64 && kDv <= 64;
   float s[1][kNT][4], dp[1][kNT][4], dq[1][kDqN / 8][4];
   unsigned pa[kKP][4], sa[kKP][4];
@@ -377,7 +379,12 @@ __device__ __forceinline__ void bwd_wgmma(const BwdParams& bp) {
       wgmma_hold(s[0]);
       wgmma_hold(dp[0]);
       float pd[1][kNT][4];
-      bwd_probs<Cfg, true>(s, dp, pd, p, policy, seq, h, m0, j0, g, t, sLse + buf * kBM, sDelta + buf * kBM);
+      bool base_only = false;
+      if constexpr (Policy::kBaseTiles) base_only = tiles.full(c) || tiles.base_only(c);
+      if constexpr (Policy::kBaseTiles) {
+        if (base_only) bwd_probs<Cfg, true>(s, dp, pd, p, policy.base, seq, h, m0, j0, g, t, sLse + buf * kBM, sDelta + buf * kBM);
+      }
+      if (!base_only) bwd_probs<Cfg, true>(s, dp, pd, p, policy, seq, h, m0, j0, g, t, sLse + buf * kBM, sDelta + buf * kBM);
 #pragma unroll
       for (int kp = 0; kp < kKP; ++kp) bwd_a_fragment<kDT>(pa[kp], Cfg::kDropout ? pd[0] : s[0], kp);
     }

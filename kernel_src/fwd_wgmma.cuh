@@ -61,7 +61,7 @@ struct FwdWgmmaBlock {
   SeqGeometry<Cfg::kVarlen, Cfg::kPaged> seq;
   Policy policy;
   int q_lo, kv_lo, n_tiles;    // n_tiles candidate key tiles from kv_lo, visited last first
-  TileSet<Policy::kSkipsTiles> tiles;  // those that are not empty
+  TileSet<Policy::kSkipsTiles, Policy::kBaseTiles> tiles;  // those that are not empty
   unsigned sQ, sK, sV;  // L::kKStages stages of K, L::kVStages of V
   int group;            // this thread's warpgroup among those that multiply: rows 64·group..
   int i0, t;            // this thread's first row (the second is i0 + 8); lane % 4
@@ -156,6 +156,13 @@ struct FwdWgmmaBlock {
   }
   // Candidate c's logits and softmax; alpha rescales O once the previous P·V has finished.
   __device__ void softmax(float (&s)[kNT][4], int c, float (&alpha)[2]) {
+    if constexpr (Policy::kBaseTiles) {
+      if (tiles.base_only(c)) {  // the user's mask_mod is true on the whole tile: the base's compare
+        fwd_logits<true>(s, policy.base, p.scale_log2, i0, tile_n0(c) + 2 * t, seq.mq, seq.mkv);
+        fwd_softmax(s, row_max, row_sum, alpha);
+        return;
+      }
+    }
     if (needs_mask(c)) fwd_logits<true>(s, policy, p.scale_log2, i0, tile_n0(c) + 2 * t, seq.mq, seq.mkv);
     else fwd_logits<false>(s, policy, p.scale_log2, i0, tile_n0(c) + 2 * t, seq.mq, seq.mkv);
     fwd_softmax(s, row_max, row_sum, alpha);

@@ -470,6 +470,43 @@ TEST_P(VariantGpu, BlockMapPerHeadAndPerSequence) {
   run_case(p);
 }
 
+// A sliding window as a mask_mod alone, with its map, over block-diagonal causal (and over
+// bottom-right causal with more keys than queries): inside the window the map says full, so the
+// tiles on each sequence's diagonal are masked by the built-in mask alone (kBaseTiles), the
+// window's far edge by mask_mod, and tiles past it are skipped.
+TEST_P(VariantGpu, BlockMapWindowOverCausal) {
+  reseed(13);
+  const std::vector<int32_t> lens = random_lengths(3, 200, 520);
+  const int64_t M = sum(lens);
+  int32_t longest = 0;
+  for (int32_t n : lens) longest = std::max(longest, n);
+  const int32_t window = 150 + int32_t(rng()() % 100);
+  Variant v;
+  v.mask_mod("q_idx - kv_idx < window").capture("window", window);
+  const HostMask mask = [&](int64_t, int64_t, int64_t i, int64_t j) { return i - j < window; };
+  BuiltMap m = built_map(v, 1, 1, longest, longest, 64, mask);
+  VarCase c;
+  c.name = "window map over block-diagonal causal";
+  c.dt = GetParam(), c.B = 1, c.Mq = c.Mkv = M, c.Hq = 4, c.Hkv = 1, c.K = c.Kv = 128;
+  c.bias = BlockDiagonalCausalMask::from_seqlens(lens);
+  c.seqlens = lens;
+  c.variant = &v, c.map = &m.map, c.mask = mask;
+  run_case(c);
+
+  // Dense rows, Mkv > Mq: the base's diagonal is shifted by Mkv - Mq, the map's is not.
+  const int64_t Mq = 300 + int64_t(rng()() % 200), Mkv = Mq + 1 + int64_t(rng()() % 300);
+  const HostMask dmask = [&](int64_t, int64_t, int64_t i, int64_t j) { return i + (Mkv - Mq) - j < window; };
+  Variant dv;
+  dv.mask_mod("q_idx + shift - kv_idx < window").capture("window", window).capture("shift", int32_t(Mkv - Mq));
+  BuiltMap dm = built_map(dv, 1, 1, Mq, Mkv, 32, dmask);
+  VarCase d;
+  d.name = "window map over bottom-right causal";
+  d.dt = GetParam(), d.B = 2, d.Mq = Mq, d.Mkv = Mkv, d.Hq = d.Hkv = 2, d.K = d.Kv = 64;
+  d.bias = LowerTriangularFromBottomRightMask{};
+  d.variant = &dv, d.map = &dm.map, d.mask = dmask;
+  run_case(d);
+}
+
 // The variant as an additive bias equals its host function, -inf where masked.
 TEST_P(VariantGpu, MaterializeAVariant) {
   if (GetParam() != DType::f32) GTEST_SKIP() << "dtype-independent: runs once";

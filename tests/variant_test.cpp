@@ -163,6 +163,8 @@ TEST(Variant, KernelsCompileForEveryFamily) {
                 "const float t = tanhf((score + rel(h, kv_idx - q_idx + 32)) / cap);\nreturn 1.f - t * t;");
   Variant additive;
   additive.score_mod("score - slope * fabsf(float(kv_idx - q_idx))").additive_score().capture("slope", 0.5f);
+  Variant window;  // a mask_mod alone over a row mask: the forward's base-only tiles (kBaseTiles)
+  window.capture("w", 256).mask_mod("q_idx - kv_idx < w");
   struct Case {
     jit::Op op;
     DType dt;
@@ -175,7 +177,8 @@ TEST(Variant, KernelsCompileForEveryFamily) {
       {jit::Op::fwd, DType::bf16, jit::BiasKind::pbd_causal_br, &additive}, {jit::Op::bwd, DType::bf16, jit::BiasKind::causal, &all},
       {jit::Op::bwd, DType::f32, jit::BiasKind::bd, &additive},         {jit::Op::bwd_dq, DType::f16, jit::BiasKind::none, &all},
       {jit::Op::bwd_kv, DType::bf16, jit::BiasKind::local_br, &all},    {jit::Op::decode, DType::bf16, jit::BiasKind::pbd_causal_br, &all},
-      {jit::Op::decode, DType::f16, jit::BiasKind::none, &additive},
+      {jit::Op::decode, DType::f16, jit::BiasKind::none, &additive},   {jit::Op::fwd, DType::bf16, jit::BiasKind::causal, &window},
+      {jit::Op::fwd, DType::f16, jit::BiasKind::bd_causal, &window},   {jit::Op::bwd, DType::bf16, jit::BiasKind::causal, &window},
   };
   for (const Case& c : cases) {
     jit::Signature s;
