@@ -279,9 +279,9 @@ int KernelSpec::smem_bytes() const {
   // Q, K, V as 16-bit rows padded by 8, S [m][n] fp32, P [m][n + 8] 16-bit, max/sum/alpha (fwd_mfma.cuh)
   if (family == Family::mfma) return 2 * (m + n) * (d + 8) + 2 * n * (dv + 8) + 4 * m * n + 2 * m * (n + 8) + 12 * m;
   if (family == Family::wgmma) return 1024 + 2 * (m * d + 2 * n * d + 3 * n * dv);  // Q, two K and three V stages (fwd_wgmma.cuh)
-  if (family == Family::tma) {  // Q, two K and V stages at the padded widths, 15 barriers, 2 work-item slots (fwd_tma.cuh)
-    const int dp = round_up(d, 64), dvp = round_up(dv, 64);
-    return 1024 + 2 * (m * dp + 2 * n * dp + 2 * n * dvp) + 8 * 15 + 4 * 2;
+  if (family == Family::tma) {  // Q, two K and V stages at the padded widths, 15 barriers, 2 work-item slots
+    const int dp = round_up(d, 64), dvp = round_up(dv, 64);  // of an id and a tile set (fwd_tma.cuh)
+    return 1024 + 2 * (m * dp + 2 * n * dp + 2 * n * dvp) + 8 * 15 + 2 * (4 + 384);
   }
   return 2 * (m * qk_stride + 2 * n * qk_stride + n * v_stride);  // Q, two K stages, V (fwd_mma.cuh)
 }

@@ -313,6 +313,26 @@ struct TileSet {
       }
     }
   }
+  // The words in shared memory at `at` (kBytes there): this warp stores them (store) or takes
+  // those another warp stored (load, for candidates 0..n_-1) instead of building its own.
+  static constexpr int kBytes = 3 * 32 * 4;
+  __device__ void store(unsigned at) const {
+    if constexpr (kOn) {
+      const unsigned lane = threadIdx.x % 32;
+      asm volatile("st.shared.u32 [%0], %1;\n" ::"r"(at + 4 * lane), "r"(bits) : "memory");
+      asm volatile("st.shared.u32 [%0], %1;\n" ::"r"(at + 128 + 4 * lane), "r"(full_bits) : "memory");
+      asm volatile("st.shared.u32 [%0], %1;\n" ::"r"(at + 256 + 4 * lane), "r"(base_bits) : "memory");
+    }
+  }
+  __device__ void load(int n_, unsigned at) {
+    n = n_;
+    if constexpr (kOn) {
+      const unsigned lane = threadIdx.x % 32;
+      asm volatile("ld.shared.u32 %0, [%1];\n" : "=r"(bits) : "r"(at + 4 * lane) : "memory");
+      asm volatile("ld.shared.u32 %0, [%1];\n" : "=r"(full_bits) : "r"(at + 128 + 4 * lane) : "memory");
+      if constexpr (kBase) asm volatile("ld.shared.u32 %0, [%1];\n" : "=r"(base_bits) : "r"(at + 256 + 4 * lane) : "memory");
+    }
+  }
   // Whether kept candidate c is masked by the base policy alone (state 3); false when not known.
   __device__ bool base_only(int c) const {
     if constexpr (!kOn || !kBase) return false;

@@ -51,7 +51,11 @@ struct FwdTmaLayout {
   static constexpr int kItemSlots = 2;
   static constexpr int kBarriers = 1 + 2 * (kKStages + kVStages) + 1 + 2 * kItemSlots + 1;
   // 1024 bytes of slack: the tiles start on a 1024-byte boundary, which the swizzle needs.
-  static constexpr int kSmemBytes = 1024 + kTileBytes + 8 * kBarriers + 4 * kItemSlots;
+  // Each slot also carries the item's tile set (TileSet::store), which the producer builds once
+  // for the multiplying warps: building it is the map's loads, and they were on those warps'
+  // path between items.
+  static constexpr int kTileSetBytes = TileSet<true, true>::kBytes;
+  static constexpr int kSmemBytes = 1024 + kTileBytes + 8 * kBarriers + kItemSlots * (4 + kTileSetBytes);
   // Registers per thread after setmaxnreg: 128·40 + 256·232 and 128·24 + 384·160 ≤ 65536. The
   // multiplying warpgroups' setmaxnreg.inc waits for registers the block holds: it must start
   // with 168 (w12) or 126 (w16) per thread, which ptxas gives under __launch_bounds__(threads, 1)
@@ -78,13 +82,15 @@ struct FwdTmaBarriers {
   __device__ unsigned item_full(int s) const { return q_empty() + 8 * (1 + s); }
   __device__ unsigned item_empty(int s) const { return q_empty() + 8 * (1 + L::kItemSlots + s); }
   __device__ unsigned item_slot(int s) const { return base + 8 * L::kBarriers + 4 * s; }
+  __device__ unsigned tiles_slot(int s) const { return base + 8 * L::kBarriers + 4 * L::kItemSlots + L::kTileSetBytes * s; }
   __device__ unsigned tail() const { return base + 8 * (L::kBarriers - 1); }
   __device__ void init() const {  // thread 0; a __syncthreads() follows
     mbar_init(q_full(), 1);
     for (int s = 0; s < L::kKStages; ++s) mbar_init(k_full(s), 1), mbar_init(k_empty(s), 4 * L::kGroups);
     for (int s = 0; s < L::kVStages; ++s) mbar_init(v_full(s), 1), mbar_init(v_empty(s), 4 * L::kGroups);
     mbar_init(q_empty(), 4 * L::kGroups);
-    for (int s = 0; s < L::kItemSlots; ++s) mbar_init(item_full(s), 1), mbar_init(item_empty(s), 4 * L::kGroups);
+    // Every lane that writes or reads a slot arrives itself (its tile-set word is its own).
+    for (int s = 0; s < L::kItemSlots; ++s) mbar_init(item_full(s), 32), mbar_init(item_empty(s), 128 * L::kGroups);
     mbar_init(tail(), 1);
   }
 };
@@ -96,8 +102,8 @@ struct FwdTmaBarriers {
 // counter, items x, 2G-1-x, 2G+x, 4G-1-x, ... of a grid of G blocks (a snake over rounds of G, so
 // that under a causal mask, where the index orders items from longest to shortest, every block
 // gets long and short ones). The producer warp draws the items and passes each on through a ring
-// of two shared slots (item full / item empty barriers), the past-the-end one included, which
-// tells the others to stop; the last block to draw it resets the counters for the next launch.
+// of two shared slots (item full / item empty barriers; with the item's tile set, so that the
+// map is read once per item), the past-the-end one included, which tells the others to stop; the last block to draw it resets the counters for the next launch.
 //
 // The producer runs ahead into the next item while the multiplying warps finish the last one:
 // Q's buffer is handed back ("q empty") once the item's last S = Q·Kᵀ is done, and the stages of
@@ -139,16 +145,18 @@ __device__ __forceinline__ void fwd_tma_produce(const FwdTmaParams& tp, unsigned
     if (lane == 0) id = work.draw(tp.work, r);
     id = port::shfl32(id, 0);
     const int slot = r % L::kItemSlots;
+    const bool past = id >= work.items;
+    // The item's block first: its tile set goes into the slot with the id (past the end, item 0
+    // stands in and nothing is stored).
+    const Block blk = Block::make_at(tp.f, smem, 0, past ? 0 : id);
     if (r >= L::kItemSlots) mbar_wait(bar.item_empty(slot), unsigned(r / L::kItemSlots - 1) & 1u);
-    if (lane == 0) {
-      asm volatile("st.shared.u32 [%0], %1;\n" ::"r"(bar.item_slot(slot)), "r"(id) : "memory");
-      mbar_arrive(bar.item_full(slot));
-    }
-    if (id >= work.items) {
+    if (!past) blk.tiles.store(bar.tiles_slot(slot));
+    if (lane == 0) asm volatile("st.shared.u32 [%0], %1;\n" ::"r"(bar.item_slot(slot)), "r"(id) : "memory");
+    mbar_arrive(bar.item_full(slot));  // each lane, after its own stores
+    if (past) {
       if (lane == 0) work.done(tp.work);
       break;
     }
-    const Block blk = Block::make_at(tp.f, smem, 0, id);
     if (blk.empty()) continue;
     const int n_visits = blk.tiles.count();
     if (n_visits == 0) continue;  // the item's rows see no key: no loads, its output is zeros
@@ -234,10 +242,12 @@ __device__ __forceinline__ void fwd_tma(const FwdTmaParams& tp) {
     mbar_wait(bar.item_full(slot), unsigned(r / L::kItemSlots) & 1u);
     int id;
     asm volatile("ld.shared.u32 %0, [%1];\n" : "=r"(id) : "r"(bar.item_slot(slot)) : "memory");
-    __syncwarp();
-    release(bar.item_empty(slot));
-    if (id >= items) break;
-    B blk = B::make_at(tp.f, smem, int(threadIdx.x) - 128, id);
+    if (id >= items) {
+      mbar_arrive(bar.item_empty(slot));
+      break;
+    }
+    B blk = B::make_at(tp.f, smem, int(threadIdx.x) - 128, id, Policy::kSkipsTiles ? bar.tiles_slot(slot) : 0u);
+    mbar_arrive(bar.item_empty(slot));  // each lane, after its own reads of the slot
     if (blk.empty()) continue;  // varlen: a shorter sequence
     const int n_visits = blk.tiles.count();
     if (n_visits == 0) {  // rows that see no key: zeros (and LSE -inf)

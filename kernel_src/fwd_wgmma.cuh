@@ -74,12 +74,14 @@ struct FwdWgmmaBlock {
     return FwdWgmmaBlock(p, smem, m_block, h, b, mma_tid);
   }
   // The block of 1-D index `id` (block_coords_of), for a block that computes several.
-  __device__ static FwdWgmmaBlock make_at(const FwdParams& p, unsigned smem, int mma_tid, int id) {
+  // tiles_at: the shared address of the tile set another warp built for this block (TileSet::
+  // store), taken instead of building it; 0 builds it.
+  __device__ static FwdWgmmaBlock make_at(const FwdParams& p, unsigned smem, int mma_tid, int id, unsigned tiles_at = 0) {
     int m_block, h, b;
     block_coords_of(p, kBM, id, m_block, h, b);
-    return FwdWgmmaBlock(p, smem, m_block, h, b, mma_tid);
+    return FwdWgmmaBlock(p, smem, m_block, h, b, mma_tid, tiles_at);
   }
-  __device__ FwdWgmmaBlock(const FwdParams& p_, unsigned smem, int m_block_, int h_, int b_, int mma_tid)
+  __device__ FwdWgmmaBlock(const FwdParams& p_, unsigned smem, int m_block_, int h_, int b_, int mma_tid, unsigned tiles_at = 0)
       : p(p_), m_block(m_block_), h(h_), b(b_), seq(p_, b_), policy(p_, b_, h_, seq.mq, seq.mkv) {
     q_lo = m_block * kBM;
     int kv_hi;
@@ -87,7 +89,8 @@ struct FwdWgmmaBlock {
     kv_lo = kv_lo / kBN * kBN;
     n_tiles = kv_hi > kv_lo ? ceil_div(kv_hi - kv_lo, kBN) : 0;
     const int q_hi = imin(q_lo + kBM, seq.mq);
-    tiles.build(n_tiles, [&](int c) { return policy.tile_state(q_lo, q_hi, tile_n0(c), imin(tile_n0(c) + kBN, seq.mkv)); });
+    if (tiles_at) tiles.load(n_tiles, tiles_at);
+    else tiles.build(n_tiles, [&](int c) { return policy.tile_state(q_lo, q_hi, tile_n0(c), imin(tile_n0(c) + kBN, seq.mkv)); });
     sQ = smem;
     sK = sQ + L::kQBytes;
     sV = sK + L::kKStages * L::kKBytes;
