@@ -103,7 +103,8 @@ struct FwdTmaBarriers {
 // that under a causal mask, where the index orders items from longest to shortest, every block
 // gets long and short ones). The producer warp draws the items and passes each on through a ring
 // of two shared slots (item full / item empty barriers; with the item's tile set, so that the
-// map is read once per item), the past-the-end one included, which tells the others to stop; the last block to draw it resets the counters for the next launch.
+// map is read once per item), the past-the-end one included, which tells the others to stop;
+// the last block to draw it resets the counters for the next launch.
 //
 // The producer runs ahead into the next item while the multiplying warps finish the last one:
 // Q's buffer is handed back ("q empty") once the item's last S = Q·Kᵀ is done, and the stages of
