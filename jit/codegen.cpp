@@ -12,7 +12,8 @@ int dtype_id(DType d) {  // kernel_src/common.cuh DTypeId
     case DType::f16: return 0;
     case DType::bf16: return 1;
     case DType::f32: return 2;
-    case DType::u8: return -1;  // never a kernel's dtype
+    case DType::u8:
+    case DType::i32: return -1;  // never a kernel's dtype
   }
   return -1;
 }

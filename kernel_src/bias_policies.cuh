@@ -25,6 +25,9 @@
 // is not (the diagonal tiles of causal) — the forward masks it by one compare per element
 // instead of calling mask_mod on each; the wgmma backward (d > 64) masks these and the full
 // tiles by `base` too. Other kernels take 3 as partial (still exact).
+// kSpans (user mask_mods): span(i, lo, hi) says whether the variant's block map knows row i's
+// keys under mask_mod to be exactly [lo, hi); logit_if(x, i, j, seen) is logit() with mask_mod's
+// verdict given. A forward tile whose rows all have spans masks by them (fwd_logits).
 // kLogitAnywhere: logit() (and score_grad()) may run at any (i, j) inside the sequence, masked or
 // not, and has no branch: a masked tile calls it on every element, indices clamped into the
 // sequence, and selects — per-element branches made user variants' masked tiles several times
@@ -40,7 +43,7 @@ namespace jitattn {
 // What a policy has, unless it says otherwise (see above).
 struct PolicyTraits {
   static constexpr bool kElementwise = false, kRowMask = true, kScore = false, kSkipsTiles = false, kScoreGrad = false;
-  static constexpr bool kLogitAnywhere = false, kBaseTiles = false;
+  static constexpr bool kLogitAnywhere = false, kBaseTiles = false, kSpans = false;
   __device__ int tile_state(int, int, int, int) const { return 1; }
 };
 
@@ -168,11 +171,19 @@ struct TensorRef {
 template <bool kBinary>
 struct CellMap {
   const unsigned char* cells;  // this (b, h)'s cell (0, 0), or null
+  const int32_t* spans;        // this (b, h)'s row 0 span (ternary maps), or null
   int64_t stride_r;
   int rows, cols, log2_m, log2_n;
   __device__ CellMap(const BlockMapArgs& m, int b, int h)
       : cells(m.cells ? m.cells + b * m.stride_b + h * m.stride_h : nullptr),
+        spans(m.cells && m.spans ? m.spans + b * m.span_stride_b + h * m.span_stride_h : nullptr),
         stride_r(m.stride_r), rows(m.rows), cols(m.cols), log2_m(m.log2_m), log2_n(m.log2_n) {}
+  // Whether the map knows row i's visible keys to be exactly [lo, hi) (BlockMapArgs::spans).
+  __device__ bool span(int i, int& lo, int& hi) const {
+    if (!spans) return false;
+    lo = spans[2 * i], hi = spans[2 * i + 1];
+    return hi >= 0;
+  }
   __device__ int cell(int r, int c) const {
     const int v = cells[r * stride_r + c];
     return kBinary ? (v ? 2 : 0) : v;
@@ -220,6 +231,7 @@ struct UserPolicy : PolicyTraits {
   static constexpr bool kElementwise = Base::kElementwise, kRowMask = false, kLogitAnywhere = true;
   static constexpr bool kScore = V::kScore, kSkipsTiles = V::kMask, kScoreGrad = V::kScoreGrad;
   static constexpr bool kBaseTiles = V::kMask && !V::kScore && Base::kRowMask && !Base::kElementwise;
+  static constexpr bool kSpans = V::kMask;  // span(): the map's row spans stand in for mask_mod
   Base base;
   V v;
   CellMap<false> map;
@@ -244,12 +256,17 @@ struct UserPolicy : PolicyTraits {
   // mask_mod and score_mod run on every element given, masked ones included (their results there
   // are dropped): no branch per element.
   __device__ float logit(float x, int i, int j) const {
+    if constexpr (V::kMask) return logit_if(x, i, j, v.mask_mod(b, h, i, j));
+    else return logit_if(x, i, j, true);
+  }
+  // logit() with mask_mod's verdict given (`seen`), e.g. from the row's span.
+  __device__ float logit_if(float x, int i, int j, bool seen) const {
     const float y = base.logit(x, i, j);
-    bool keep = y != neg_inf();
-    if constexpr (V::kMask) keep = keep & bool(v.mask_mod(b, h, i, j));
+    const bool keep = (y != neg_inf()) & seen;
     const float z = score(y, i, j);
     return keep ? z : neg_inf();
   }
+  __device__ bool span(int i, int& lo, int& hi) const { return map.span(i, lo, hi); }
   __device__ float score_grad(float x, int i, int j) const {
     if constexpr (V::kScoreGrad) return v.score_grad(base.logit(x, i, j) * kLn2, b, h, i, j);
     return 1.f;

@@ -3,6 +3,7 @@
 // (materialize()). BlockMapParams says what is written. Cfg: kWarps.
 //   cells: one block per cell, blockIdx.x = ((b·heads + h)·rows + r)·cols + c; each thread tests
 //     a few of the cell's elements and the block's verdict is __syncthreads_or/and.
+//   spans (spans_pass): one warp per query row, after the cells (it reads them).
 //   dense: a grid-stride loop over the elements, one thread each.
 #pragma once
 #include "bias_policies.cuh"
@@ -18,6 +19,37 @@ __device__ __forceinline__ void block_map(const BlockMapParams& p) {
     if constexpr (V::kMask) return v.mask_mod(b, h, i, j);
     else return true;
   };
+  if (p.spans_pass) {
+    // One warp per row (b, h, i): the cells say which keys to test (full ones need no call).
+    const int lane = threadIdx.x % 32;
+    const int64_t row = int64_t(blockIdx.x) * (blockDim.x / 32) + threadIdx.x / 32;
+    if (row >= int64_t(p.batch) * p.heads * p.mq) return;
+    const int i = int(row % p.mq), bh = int(row / p.mq), b = bh / p.heads, h = bh % p.heads;
+    const unsigned char* cells = p.cells + b * p.cell_stride_b + h * p.cell_stride_h + (i >> p.log2_cell) * p.cell_stride_r;
+    int lo = p.mkv, hi = 0, count = 0;  // this lane's
+    for (int c = 0; c < p.cols; ++c) {
+      const int state = cells[c], j0 = c << p.log2_cell, n = imin(1 << p.log2_cell, p.mkv - j0);
+      if (state == 0) continue;
+      if (state == 2) {
+        lo = imin(lo, j0), hi = imax(hi, j0 + n), count += lane == 0 ? n : 0;
+        continue;
+      }
+      for (int j = j0 + lane; j < j0 + n; j += 32)
+        if (seen(b, h, i, j)) lo = imin(lo, j), hi = imax(hi, j + 1), ++count;
+    }
+    for (int m = 16; m > 0; m /= 2) {
+      lo = imin(lo, port::shfl_xor32(lo, m));
+      hi = imax(hi, port::shfl_xor32(hi, m));
+      count += port::shfl_xor32(count, m);
+    }
+    if (lane == 0) {
+      int32_t* out = p.spans + b * p.span_stride_b + h * p.span_stride_h + 2 * int64_t(i);
+      const bool one = count == 0 || count == hi - lo;
+      out[0] = count == 0 || !one ? 0 : lo;
+      out[1] = count == 0 ? 0 : one ? hi : -1;
+    }
+    return;
+  }
   if (p.cells) {
     const int c = blockIdx.x % p.cols, r = blockIdx.x / p.cols % p.rows, bh = blockIdx.x / p.cols / p.rows;
     const int b = bh / p.heads, h = bh % p.heads;

@@ -12,7 +12,8 @@ namespace jitattn {
 // Logits in base 2, masked where the policy or the sequence end says so. A mask that is one
 // interval of keys per row (Policy::kRowMask) costs one unsigned compare per element: key j is
 // visible iff j - lo < hi - lo, for this row's [lo, hi). Unmasked tiles still go through a
-// score function (Policy::kScore).
+// score function (Policy::kScore). A user mask_mod masks by its block map's row spans where the
+// warp's rows all have one (Policy::kSpans), else calls mask_mod on each element.
 template <bool kMasked, int kNT, class Policy>
 __device__ __forceinline__ void fwd_logits(float (&s)[kNT][4], const Policy& policy, float scale_log2, int i0, int j0,
                                            int mq, int mkv) {
@@ -33,6 +34,26 @@ __device__ __forceinline__ void fwd_logits(float (&s)[kNT][4], const Policy& pol
         }
     }
   } else {
+    if constexpr (kMasked && Policy::kSpans) {
+      // A user mask_mod whose map gives this warp's rows as key intervals: one compare per
+      // element instead of the call (rows past mq take the last row's, as below).
+      int lo[2], hi[2];
+      bool spans = true;
+#pragma unroll
+      for (int half = 0; half < 2; ++half) spans &= policy.span(imin(i0 + half * 8, mq - 1), lo[half], hi[half]);
+      if (port::ballot32(spans) == 0xffffffffu) {
+#pragma unroll
+        for (int nt = 0; nt < kNT; ++nt)
+#pragma unroll
+          for (int e = 0; e < 4; ++e) {
+            const int half = e / 2, i = imin(i0 + half * 8, mq - 1), j = j0 + nt * 8 + (e & 1);
+            const bool seen = unsigned(j - lo[half]) < unsigned(hi[half] - lo[half]);
+            const float y = policy.logit_if(s[nt][e] * scale_log2, i, imin(j, mkv - 1), seen);
+            s[nt][e] = j < mkv ? y : neg_inf();
+          }
+        return;
+      }
+    }
 #pragma unroll
     for (int nt = 0; nt < kNT; ++nt)
 #pragma unroll

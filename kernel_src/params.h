@@ -28,11 +28,16 @@ struct UserArgs {
 //     2 every one;
 //   binary (BlockSparseMask's layout [H or 1, rows, cols]): nonzero every element visible, 0 none.
 // Cells past rows/cols count as partial. cells null: no map.
+// spans (a user map's, or null): query row i of (b, h) sees, under mask_mod, exactly keys
+// [lo, hi) = (spans[b·span_stride_b + h·span_stride_h + 2i], [... + 1]) when hi >= 0; hi = -1 says
+// the row's visible keys are not one interval (mask_mod decides each).
 struct BlockMapArgs {
   const unsigned char* cells;
   int64_t stride_b, stride_h, stride_r;
   int32_t rows, cols;
   int32_t log2_m, log2_n;
+  const int32_t* spans;
+  int64_t span_stride_b, span_stride_h;
 };
 
 // Forward attention. Strides are in elements; query/key/value/out are [B, M, H, D] viewed

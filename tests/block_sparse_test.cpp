@@ -129,6 +129,17 @@ TEST(BlockMapValidation, AMapMustBeThisVariantsAndCoverTheCall) {
   EXPECT_TRUE(has(not_supported_reasons(q, k, v, AttnBias{}, out, TensorView{}, o), "block_map covers 90 queries"));
   bad = m, bad.cells.device = 1;
   EXPECT_TRUE(has(not_supported_reasons(q, k, v, AttnBias{}, out, TensorView{}, o), "block_map.cells must be on the query's device"));
+  // Row spans: i32 [cells B, cells H, mq, 2], each row's pair side by side.
+  bad = m, bad.spans = TensorView::make(mem.data() + 131072 * next++, DType::i32, {1, 1, 100, 2});
+  EXPECT_TRUE(not_supported_reasons(q, k, v, AttnBias{}, out, TensorView{}, o).empty());
+  bad.spans.dtype = DType::u8;
+  EXPECT_TRUE(has(not_supported_reasons(q, k, v, AttnBias{}, out, TensorView{}, o), "block_map.spans.dtype=u8 must be i32"));
+  bad.spans = TensorView::make(bad.spans.data, DType::i32, {1, 1, 99, 2});
+  EXPECT_TRUE(has(not_supported_reasons(q, k, v, AttnBias{}, out, TensorView{}, o), "block_map.spans.shape=[1, 1, 99, 2] must be [1, 1, 100, 2]"));
+  bad.spans = TensorView::make(bad.spans.data, DType::i32, {1, 1, 100, 2}, {400, 400, 4, 1});
+  EXPECT_TRUE(has(not_supported_reasons(q, k, v, AttnBias{}, out, TensorView{}, o), "must end in [2, 1]"));
+  bad.spans = TensorView::make(bad.spans.data, DType::i32, {1, 1, 100, 2}, {}, 1);
+  EXPECT_TRUE(has(not_supported_reasons(q, k, v, AttnBias{}, out, TensorView{}, o), "block_map.spans must be on the cells' device"));
   // Per-sequence maps of a block-diagonal bias count its sequences, not the batch.
   const BlockDiagonalMask bd = BlockDiagonalMask::from_seqlens({30, 40, 30});
   const TensorView q1 = t(1, 100), k1 = t(1, 100), v1 = t(1, 100), o1 = t(1, 100);
@@ -156,6 +167,13 @@ TEST(BlockMapValidation, BuildAndMaterializeRefuseBadArguments) {
   TensorView f = cells;
   f.dtype = DType::f32;
   EXPECT_TRUE(has(reasons_of([&] { build_block_map(var, 100, 100, f, 32); }), "cells.dtype=f32 must be u8"));
+  const TensorView spans = TensorView::make(mem.data() + 4096, DType::i32, {1, 1, 100, 2});
+  EXPECT_TRUE(has(reasons_of([&] { build_block_map(var, 100, 100, cells, TensorView::make(spans.data, DType::i32, {1, 2, 100, 2}), 32); }),
+                  "spans.shape=[1, 2, 100, 2] must be [1, 1, 100, 2]"));
+  EXPECT_TRUE(has(reasons_of([&] { build_block_map(var, 100, 100, cells, TensorView::make(spans.data, DType::f32, {1, 1, 100, 2}), 32); }),
+                  "spans.dtype=f32 must be i32"));
+  EXPECT_EQ(block_map_spans_shape(2, 3, 100), (std::vector<int64_t>{2, 3, 100, 2}));
+  EXPECT_THROW(block_map_spans_shape(1, 1, 0), Error);
   Variant score_only;
   score_only.score_mod("score * 2.f", "return 2.f;");
   EXPECT_TRUE(has(reasons_of([&] { build_block_map(score_only, 100, 100, cells, 32); }), "needs a mask_mod"));

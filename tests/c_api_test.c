@@ -688,6 +688,23 @@ static void test_variants(void) {
   CHECK(jitattn_not_supported_reasons(&c.q, &c.k, &c.v, NULL, &c.out, NULL, &o) == JITATTN_ERROR_INVALID_ARGUMENT);
   CHECK(mentions("is not an int32 (capture 'window')"));
   vals[1].value = 16;
+  /* A block map with row spans (version 4), and spans of the wrong shape named. */
+  jitattn_block_map map;
+  memset(&map, 0, sizeof map);
+  map.struct_size = sizeof map;
+  map.cells = t4(JITATTN_DTYPE_U8, 1, 1, 4, 4);
+  map.cell_size = 32, map.mq = 100, map.mkv = 120, map.variant_id = jitattn_variant_id(v);
+  o.block_map = &map;
+  CHECK(jitattn_not_supported_reasons(&c.q, &c.k, &c.v, NULL, &c.out, NULL, &o) == JITATTN_OK);
+  map.spans = t4(JITATTN_DTYPE_I32, 1, 1, 100, 2);
+  CHECK(jitattn_not_supported_reasons(&c.q, &c.k, &c.v, NULL, &c.out, NULL, &o) == JITATTN_OK);
+  map.spans = t4(JITATTN_DTYPE_I32, 1, 1, 100, 3);
+  CHECK(jitattn_not_supported_reasons(&c.q, &c.k, &c.v, NULL, &c.out, NULL, &o) == JITATTN_ERROR_UNSUPPORTED);
+  CHECK(mentions("block_map.spans.shape=[1, 1, 100, 3] must be [1, 1, 100, 2]"));
+  /* An older caller's map, without spans: none read. */
+  map.struct_size = offsetof(jitattn_block_map, spans);
+  CHECK(jitattn_not_supported_reasons(&c.q, &c.k, &c.v, NULL, &c.out, NULL, &o) == JITATTN_OK);
+  o.block_map = NULL;
   vals[0].data = NULL;
   CHECK(jitattn_not_supported_reasons(&c.q, &c.k, &c.v, NULL, &c.out, NULL, &o) == JITATTN_ERROR_UNSUPPORTED);
   CHECK(mentions("variant capture 'doc': data is null"));

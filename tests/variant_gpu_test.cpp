@@ -362,20 +362,51 @@ TEST_P(VariantGpu, RowsTheVariantMasksEntirely) {
 }
 
 // ---- block maps ---------------------------------------------------------------------------------
-// A map of `v` over [Bm, Hm] built on the GPU, checked cell by cell against the host mask.
+// A map of `v` over [Bm, Hm] built on the GPU, checked cell by cell (and row span by row span)
+// against the host mask. kSpans: also the rows' spans, so the forward masks by them where it can.
 struct BuiltMap {
-  DeviceBuffer buf;
+  DeviceBuffer buf, spans;
   BlockMap map;
 };
-BuiltMap built_map(const Variant& v, int64_t Bm, int64_t Hm, int64_t mq, int64_t mkv, int32_t cell, const HostMask& mask) {
+enum WithSpans : bool { kNoSpans = false, kSpans = true };
+BuiltMap built_map(const Variant& v, int64_t Bm, int64_t Hm, int64_t mq, int64_t mkv, int32_t cell, const HostMask& mask,
+                   WithSpans with_spans = kSpans) {
   const std::vector<int64_t> shape = block_map_shape(Bm, Hm, mq, mkv, cell);
   const int64_t n = shape[0] * shape[1] * shape[2] * shape[3];
   BuiltMap m;
   m.buf = DeviceBuffer(size_t(n) + 16);
   m.buf.fill(0xAB);  // no valid cell state
   const TensorView cells = TensorView::make(m.buf.get(), DType::u8, {shape[0], shape[1], shape[2], shape[3]});
-  m.map = build_block_map(v, mq, mkv, cells, cell);
+  if (with_spans) {
+    m.spans = DeviceBuffer(size_t(Bm * Hm * mq * 2) * 4);
+    m.spans.fill(0xAB);  // 0xABABABAB: a negative lo, no span the builder writes
+    const std::vector<int64_t> ss = block_map_spans_shape(Bm, Hm, mq);
+    m.map = build_block_map(v, mq, mkv, cells, TensorView::make(m.spans.get(), DType::i32, {ss[0], ss[1], ss[2], ss[3]}), cell);
+  } else {
+    m.map = build_block_map(v, mq, mkv, cells, cell);
+  }
   device_synchronize();
+  if (with_spans) {
+    std::vector<int32_t> spans(size_t(Bm * Hm * mq * 2));
+    m.spans.download(spans.data(), spans.size() * 4);
+    int64_t wrong = 0, exact = 0;
+    for (int64_t b = 0; b < Bm; ++b)
+      for (int64_t h = 0; h < Hm; ++h)
+        for (int64_t i = 0; i < mq; ++i) {
+          int64_t lo = mkv, hi = 0, count = 0;
+          for (int64_t j = 0; j < mkv; ++j)
+            if (mask(b, h, i, j)) lo = std::min(lo, j), hi = std::max(hi, j + 1), ++count;
+          const bool one = count == hi - lo || count == 0;
+          const int64_t want_lo = count > 0 && one ? lo : 0, want_hi = count == 0 ? 0 : one ? hi : -1;
+          exact += one;
+          const int32_t* got = &spans[size_t(((b * Hm + h) * mq + i) * 2)];
+          if ((got[0] != want_lo || got[1] != want_hi) && wrong++ < 5)
+            ADD_FAILURE() << "span of row (" << b << ", " << h << ", " << i << ") is (" << got[0] << ", " << got[1]
+                          << "), want (" << want_lo << ", " << want_hi << ")";
+        }
+    EXPECT_EQ(wrong, 0);
+    EXPECT_GT(exact, 0) << "no row of the map is one interval: the spans are never used";
+  }
   std::vector<unsigned char> got(static_cast<size_t>(n));
   m.buf.download(got.data(), got.size());
   int64_t wrong = 0, states[3] = {0, 0, 0};
@@ -423,7 +454,7 @@ TEST_P(VariantGpu, BlockMapOfDocuments) {
   const HostMask mask = [&](int64_t b, int64_t, int64_t i, int64_t j) { return doc[size_t(b * M + i)] == doc[size_t(b * M + j)]; };
   const int32_t cells[] = {16, 64, 128};
   for (int n = 0; n < 3; ++n) {
-    BuiltMap m = built_map(v, B, 1, M, M, cells[n], mask);
+    BuiltMap m = built_map(v, B, 1, M, M, cells[n], mask, n == 0 ? kNoSpans : kSpans);
     VarCase c;
     c.name = "document map cell " + std::to_string(cells[n]);
     c.dt = GetParam(), c.B = B, c.Mq = c.Mkv = M, c.Hq = 4, c.Hkv = 2, c.K = c.Kv = n == 2 ? 128 : 64;
@@ -503,13 +534,37 @@ TEST_P(VariantGpu, BlockMapWindowOverCausal) {
   const HostMask dmask = [&](int64_t, int64_t, int64_t i, int64_t j) { return i + (Mkv - Mq) - j < window; };
   Variant dv;
   dv.mask_mod("q_idx + shift - kv_idx < window").capture("window", window).capture("shift", int32_t(Mkv - Mq));
-  BuiltMap dm = built_map(dv, 1, 1, Mq, Mkv, 32, dmask);
+  BuiltMap dm = built_map(dv, 1, 1, Mq, Mkv, 32, dmask, kNoSpans);
   VarCase d;
   d.name = "window map over bottom-right causal";
   d.dt = GetParam(), d.B = 2, d.Mq = Mq, d.Mkv = Mkv, d.Hq = d.Hkv = 2, d.K = d.Kv = 64;
   d.bias = LowerTriangularFromBottomRightMask{};
   d.variant = &dv, d.map = &dm.map, d.mask = dmask;
   run_case(d);
+}
+
+// Row spans where some rows are one interval and some are not: warps whose rows all have a span
+// mask by it, warps with one row without take mask_mod on every element; rows that see nothing
+// have the empty span (0, 0).
+TEST_P(VariantGpu, BlockMapSpansBesideRowsWithout) {
+  reseed(14);
+  const int64_t M = 288 + int64_t(rng()() % 64);
+  const int32_t gap = 3 + int32_t(rng()() % 5);
+  Variant v;
+  v.mask_mod("q_idx % 64 == 7 ? false : q_idx >= 128 && q_idx % 5 == 0 ? kv_idx % gap < 3 : kv_idx >= q_idx / 3 && kv_idx < q_idx + 40")
+      .capture("gap", gap);
+  const HostMask mask = [&](int64_t, int64_t, int64_t i, int64_t j) {
+    return i % 64 == 7 ? false : i >= 128 && i % 5 == 0 ? j % gap < 3 : j >= i / 3 && j < i + 40;
+  };
+  BuiltMap m = built_map(v, 1, 1, M, M, 16, mask);
+  for (int64_t K : {64, 128}) {
+    VarCase c;
+    c.name = "spans beside rows without, K=" + std::to_string(K);
+    c.dt = GetParam(), c.B = 2, c.Mq = c.Mkv = M, c.Hq = 4, c.Hkv = 2, c.K = c.Kv = K;
+    if (K == 64) c.bias = LowerTriangularMask{};
+    c.variant = &v, c.map = &m.map, c.mask = mask;
+    run_case(c);
+  }
 }
 
 // The variant as an additive bias equals its host function, -inf where masked.

@@ -488,7 +488,8 @@ double read_host(const TensorView& t, int64_t offset) {
       std::memcpy(&f, &bits, 4);
       return f;
     }
-    case DType::u8: break;
+    case DType::u8:
+    case DType::i32: break;
     case DType::f16: {
       uint16_t h;
       std::memcpy(&h, base + offset * 2, 2);

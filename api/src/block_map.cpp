@@ -42,8 +42,21 @@ std::vector<int64_t> block_map_shape(int64_t B, int64_t H, int64_t mq, int64_t m
   return {B, H, (mq + cell_size - 1) / cell_size, (mkv + cell_size - 1) / cell_size};
 }
 
+std::vector<int64_t> block_map_spans_shape(int64_t B, int64_t H, int64_t mq) {
+  std::vector<std::string> R;
+  if (B < 1 || H < 1) R.push_back("B=" + S(B) + " and H=" + S(H) + " must be >= 1");
+  if (mq < 1 || mq > INT32_MAX) R.push_back("mq=" + S(mq) + " must be in [1, 2^31)");
+  if (!R.empty()) throw Error(ErrorKind::invalid_argument, R);
+  return {B, H, mq, 2};
+}
+
 BlockMap build_block_map(const Variant& variant, int64_t mq, int64_t mkv, const TensorView& cells, int32_t cell_size,
                          void* stream) {
+  return build_block_map(variant, mq, mkv, cells, TensorView{}, cell_size, stream);
+}
+
+BlockMap build_block_map(const Variant& variant, int64_t mq, int64_t mkv, const TensorView& cells, const TensorView& spans,
+                         int32_t cell_size, void* stream) {
   std::vector<std::string> R;
   jit::ops::BlockMapPlan p;
   detail::plan_variant(variant, p.variant, R);
@@ -58,6 +71,7 @@ BlockMap build_block_map(const Variant& variant, int64_t mq, int64_t mkv, const 
                   "] (block_map_shape)");
     else if (cells.numel() > INT32_MAX)
       R.push_back("cells has " + S(cells.numel()) + " cells; at most 2^31 - 1 (a larger cell_size has fewer)");
+    if (spans.defined()) detail::check_spans(spans, cells, mq, "spans", R);
   }
   if (!R.empty()) throw Error(ErrorKind::invalid_argument, R);
   p.device = cells.device;
@@ -65,9 +79,13 @@ BlockMap build_block_map(const Variant& variant, int64_t mq, int64_t mkv, const 
   p.cells = static_cast<uint8_t*>(cells.data);
   p.cell_stride_b = cells.stride[0], p.cell_stride_h = cells.stride[1], p.cell_stride_r = cells.stride[2];
   p.rows = int32_t(cells.shape[2]), p.cols = int32_t(cells.shape[3]), p.log2_cell = log2_of(cell_size);
+  if (spans.defined()) {
+    p.spans = static_cast<int32_t*>(spans.data);
+    p.span_stride_b = spans.stride[0], p.span_stride_h = spans.stride[1];
+  }
   jit::ops::block_map(p, static_cast<CUstream>(stream));
   BlockMap m;
-  m.cells = cells, m.cell_size = cell_size, m.mq = mq, m.mkv = mkv, m.variant = variant.code_id();
+  m.cells = cells, m.spans = spans, m.cell_size = cell_size, m.mq = mq, m.mkv = mkv, m.variant = variant.code_id();
   return m;
 }
 

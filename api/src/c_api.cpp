@@ -134,7 +134,7 @@ constexpr size_t kBlockMapFieldEnds[] = {
     JITATTN_FIELD_END(jitattn_block_map, struct_size), JITATTN_FIELD_END(jitattn_block_map, cells),
     JITATTN_FIELD_END(jitattn_block_map, cell_size),   JITATTN_FIELD_END(jitattn_block_map, reserved0),
     JITATTN_FIELD_END(jitattn_block_map, mq),          JITATTN_FIELD_END(jitattn_block_map, mkv),
-    JITATTN_FIELD_END(jitattn_block_map, variant_id)};
+    JITATTN_FIELD_END(jitattn_block_map, variant_id),  JITATTN_FIELD_END(jitattn_block_map, spans)};
 constexpr size_t kCaptureDeclFieldEnds[] = {
     JITATTN_FIELD_END(jitattn_capture_decl, struct_size), JITATTN_FIELD_END(jitattn_capture_decl, name),
     JITATTN_FIELD_END(jitattn_capture_decl, kind), JITATTN_FIELD_END(jitattn_capture_decl, type),
@@ -221,6 +221,7 @@ const BlockMap* call_block_map(const jitattn_block_map* m, BlockMap& store) {
   const jitattn_block_map c = read_struct(*m, "options.block_map", kBlockMapFieldEnds);
   if (c.reserved0 != 0) invalid("options.block_map.reserved0=" + std::to_string(c.reserved0) + " must be 0");
   store.cells = to_tensor(&c.cells, "options.block_map.cells");
+  if (c.spans.struct_size != 0 || c.spans.data) store.spans = to_tensor(&c.spans, "options.block_map.spans");
   store.cell_size = c.cell_size, store.mq = c.mq, store.mkv = c.mkv, store.variant = c.variant_id;
   return &store;
 }
@@ -407,9 +408,11 @@ DType to_dtype(int32_t dtype, const char* name) {
     case JITATTN_DTYPE_BF16: return DType::bf16;
     case JITATTN_DTYPE_F32: return DType::f32;
     case JITATTN_DTYPE_U8: return DType::u8;
+    case JITATTN_DTYPE_I32: return DType::i32;
     default:
       invalid(std::string(name) + "=" + std::to_string(dtype) +
-              " is not JITATTN_DTYPE_F16 (1), JITATTN_DTYPE_BF16 (2), JITATTN_DTYPE_F32 (3) or JITATTN_DTYPE_U8 (4)");
+              " is not JITATTN_DTYPE_F16 (1), JITATTN_DTYPE_BF16 (2), JITATTN_DTYPE_F32 (3), JITATTN_DTYPE_U8 (4) or "
+              "JITATTN_DTYPE_I32 (5)");
   }
 }
 
@@ -547,14 +550,24 @@ jitattn_status jitattn_block_map_build(const jitattn_variant* variant, int32_t n
                                        const jitattn_capture_value* capture_values, int64_t mq, int64_t mkv,
                                        int32_t cell_size, const jitattn_tensor* cells, jitattn_block_map* map,
                                        void* stream) {
+  return jitattn_block_map_build_spans(variant, num_capture_values, capture_values, mq, mkv, cell_size, cells, nullptr,
+                                       map, stream);
+}
+
+jitattn_status jitattn_block_map_build_spans(const jitattn_variant* variant, int32_t num_capture_values,
+                                             const jitattn_capture_value* capture_values, int64_t mq, int64_t mkv,
+                                             int32_t cell_size, const jitattn_tensor* cells, const jitattn_tensor* spans,
+                                             jitattn_block_map* map, void* stream) {
   return guarded_as(JITATTN_ERROR_INVALID_ARGUMENT, [&] {
     jitattn_block_map& out = required(map, "map");
     Variant v;
     const Variant* call = call_variant(&required(variant, "variant"), num_capture_values, capture_values, "variant", v);
-    const BlockMap m = build_block_map(*call, mq, mkv, tensor_arg(cells, "cells"), cell_size, stream);
+    const BlockMap m = build_block_map(*call, mq, mkv, tensor_arg(cells, "cells"),
+                                       spans ? tensor_arg(spans, "spans") : TensorView{}, cell_size, stream);
     out = jitattn_block_map{};
     out.struct_size = sizeof(jitattn_block_map);
     out.cells = *cells;
+    if (spans) out.spans = *spans;
     out.cell_size = m.cell_size, out.mq = m.mq, out.mkv = m.mkv, out.variant_id = m.variant;
   });
 }

@@ -179,6 +179,23 @@ int log2_of(int64_t x) {
 }
 bool power_of_two_cell(int64_t c) { return c >= 16 && c <= 256 && (c & (c - 1)) == 0; }
 
+void check_spans(const TensorView& t, const TensorView& cells, int64_t mq, const std::string& name,
+                 std::vector<std::string>& R) {
+  auto S = [](int64_t x) { return std::to_string(x); };
+  if (t.ndim != 4 || cells.ndim != 4) {
+    R.push_back(name + ".ndim=" + S(t.ndim) + " must be 4: [B, H, mq, 2] (block_map_spans_shape)");
+    return;
+  }
+  if (t.dtype != DType::i32) R.push_back(name + ".dtype=" + to_string(t.dtype) + " must be i32");
+  if (t.device != cells.device) R.push_back(name + " must be on the cells' device");
+  check_layout(t, name, R);
+  if (t.shape[0] != cells.shape[0] || t.shape[1] != cells.shape[1] || t.shape[2] != mq || t.shape[3] != 2)
+    R.push_back(name + ".shape=" + t.shape_string() + " must be [" + S(cells.shape[0]) + ", " + S(cells.shape[1]) + ", " +
+                S(mq) + ", 2] (the cells' B and H, the map's mq; block_map_spans_shape)");
+  else if (t.stride[3] != 1 || (mq > 1 && t.stride[2] != 2))
+    R.push_back(name + ".stride=[..., " + S(t.stride[2]) + ", " + S(t.stride[3]) + "] must end in [2, 1] (each row's lo, hi side by side)");
+}
+
 namespace {
 
 // BlockSparseMask's layout as the kernels read it (bias_reasons checked its shape).
@@ -236,6 +253,13 @@ void plan_block_map(const BlockMap& m, const Variant* v, int device, Plan& p, st
   p.map.stride_h = c.shape[1] == 1 ? 0 : c.stride[1];
   p.map.stride_r = c.stride[2];
   p.map.rows = int32_t(rows), p.map.cols = int32_t(cols), p.map.log2_cell = log2_of(cs);
+  if (m.spans.defined()) {
+    check_spans(m.spans, c, m.mq, "block_map.spans", R);
+    if (!R.empty()) return;
+    p.map.spans = static_cast<const int32_t*>(m.spans.data);
+    p.map.span_stride_b = c.shape[0] == 1 ? 0 : m.spans.stride[0];
+    p.map.span_stride_h = c.shape[1] == 1 ? 0 : m.spans.stride[1];
+  }
 }
 }  // namespace
 
@@ -265,8 +289,10 @@ Plan plan(const TensorView& q, const TensorView& k, const TensorView& v, const A
   if (q.dtype != k.dtype || q.dtype != v.dtype)
     R.push_back(std::string("query.dtype=") + to_string(q.dtype) + ", key.dtype=" + to_string(k.dtype) +
                 ", value.dtype=" + to_string(v.dtype) + " must be equal");
-  if (q.dtype == DType::u8) R.push_back("query.dtype=u8 must be f16, bf16 or f32");
-  if (opt.output_dtype == DType::u8) R.push_back("options.output_dtype=u8 must be f16, bf16 or f32");
+  auto mask_bytes = [](DType d) { return d == DType::u8 || d == DType::i32; };
+  if (mask_bytes(q.dtype)) R.push_back(std::string("query.dtype=") + to_string(q.dtype) + " must be f16, bf16 or f32");
+  if (opt.output_dtype && mask_bytes(*opt.output_dtype))
+    R.push_back(std::string("options.output_dtype=") + to_string(*opt.output_dtype) + " must be f16, bf16 or f32");
   const DType want_out = opt.output_dtype.value_or(q.dtype);
   if (out.dtype != want_out)
     R.push_back(std::string("out.dtype=") + to_string(out.dtype) + " must be " + to_string(want_out) +

@@ -42,6 +42,10 @@ void plan_variant(const Variant& v, jit::ops::VariantPlan& u, std::vector<std::s
 // Cells of block maps and BlockSparseMask blocks: a power of two in [16, 256]; its log2.
 bool power_of_two_cell(int64_t c);
 int log2_of(int64_t x);
+// A block map's row spans (`name`, e.g. "spans") beside its cells over mq queries: i32
+// [cells B, cells H, mq, 2], last two dimensions contiguous, on the cells' device.
+void check_spans(const TensorView& spans, const TensorView& cells, int64_t mq, const std::string& name,
+                 std::vector<std::string>& R);
 
 // Validates a forward call (the backward validates its forward's tensors through it too; `lse`
 // may be undefined). With `share`, key and value expanded over all their heads by stride 0 are

@@ -10,11 +10,12 @@ const char* to_string(DType dtype) {
     case DType::bf16: return "bf16";
     case DType::f32: return "f32";
     case DType::u8: return "u8";
+    case DType::i32: return "i32";
   }
   return "?";
 }
 
-size_t element_size(DType dtype) { return dtype == DType::f32 ? 4 : dtype == DType::u8 ? 1 : 2; }
+size_t element_size(DType dtype) { return dtype == DType::f32 || dtype == DType::i32 ? 4 : dtype == DType::u8 ? 1 : 2; }
 
 TensorView TensorView::make(void* data, DType dtype, std::initializer_list<int64_t> shape,
                             std::initializer_list<int64_t> strides, int device) {

@@ -30,8 +30,13 @@ void block_map(const BlockMapPlan& p, CUstream stream) {
   bp.dense_stride_b = p.dense_stride_b, bp.dense_stride_h = p.dense_stride_h, bp.dense_stride_m = p.dense_stride_m;
   bp.batch = p.batch, bp.heads = p.heads, bp.mq = p.mq, bp.mkv = p.mkv;
   bp.rows = p.rows, bp.cols = p.cols, bp.log2_cell = p.log2_cell;
-  if (p.cells) {  // one block per cell
+  if (p.cells) {  // one block per cell, then one warp per row for the spans
     launch(kernel, &bp, int64_t(p.batch) * p.heads * p.rows * p.cols, stream);
+    if (p.spans) {
+      bp.spans = p.spans, bp.span_stride_b = p.span_stride_b, bp.span_stride_h = p.span_stride_h;
+      bp.spans_pass = 1;
+      launch(kernel, &bp, ceil_div(int64_t(p.batch) * p.heads * p.mq, int64_t(kernel.spec.threads() / 32)), stream);
+    }
   } else {  // one thread per element, a grid-stride loop past a few waves
     const int64_t elements = int64_t(p.batch) * p.heads * p.mq * p.mkv;
     launch(kernel, &bp, std::min<int64_t>(ceil_div(elements, kernel.spec.threads()), int64_t(ctx.sm_count) * 16), stream);

@@ -87,6 +87,7 @@ bool forward_params(const ForwardPlan& p, FwdParams& fp) {
     a.cells = m.cells;
     a.stride_b = m.stride_b, a.stride_h = m.stride_h, a.stride_r = m.stride_r;
     a.rows = m.rows, a.cols = m.cols, a.log2_m = a.log2_n = m.log2_cell;
+    a.spans = m.spans, a.span_stride_b = m.span_stride_b, a.span_stride_h = m.span_stride_h;
   };
   cells(p.map, fp.map);
   cells(p.layout, fp.layout);

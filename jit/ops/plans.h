@@ -41,6 +41,8 @@ struct CellMapPlan {
   const uint8_t* cells = nullptr;
   int64_t stride_b = 0, stride_h = 0, stride_r = 0;  // elements; 0 broadcasts
   int32_t rows = 0, cols = 0, log2_cell = 0;
+  const int32_t* spans = nullptr;                 // a user map's row spans, or null
+  int64_t span_stride_b = 0, span_stride_h = 0;  // elements; 0 broadcasts
 };
 
 // A user variant (jitattn/variant.h) as the kernels see it: its code's id (jit/variant.h) and
@@ -115,7 +117,8 @@ struct MergePlan {
   int64_t lse_out_stride_b = 0, lse_out_stride_g = 0, lse_out_stride_h = 0;
 };
 
-// A validated build_block_map (cells set) or materialize (dense set) of a user variant.
+// A validated build_block_map (cells set, and spans with them or null) or materialize (dense
+// set) of a user variant.
 struct BlockMapPlan {
   VariantPlan variant;
   int device = 0;
@@ -123,6 +126,8 @@ struct BlockMapPlan {
   uint8_t* cells = nullptr;
   int64_t cell_stride_b = 0, cell_stride_h = 0, cell_stride_r = 0;
   int32_t rows = 0, cols = 0, log2_cell = 0;
+  int32_t* spans = nullptr;
+  int64_t span_stride_b = 0, span_stride_h = 0;
   float* dense = nullptr;
   int64_t dense_stride_b = 0, dense_stride_h = 0, dense_stride_m = 0;
 };

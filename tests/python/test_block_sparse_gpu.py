@@ -28,6 +28,20 @@ def cell_states(allowed, cell):
     return torch.where(all_, 2, torch.where(any_, 1, 0)).to(torch.uint8)
 
 
+def row_spans(allowed):
+    """[B, H, Mq, 2] int32 of a bool [B, H, Mq, Mkv] mask: (lo, hi) where a row's keys are exactly
+    [lo, hi), (0, 0) where it has none, (0, -1) where they are not one interval."""
+    mkv = allowed.shape[-1]
+    j = torch.arange(mkv, device=allowed.device)
+    count = allowed.sum(-1)
+    lo = torch.where(allowed, j, mkv).amin(-1)
+    hi = torch.where(allowed, j + 1, 0).amax(-1)
+    one = count == hi - lo
+    lo = torch.where((count > 0) & one, lo, 0)
+    hi = torch.where(count == 0, 0, torch.where(one, hi, -1))
+    return torch.stack([lo, hi], -1).to(torch.int32)
+
+
 def documents(B, M, lo, hi):
     """[B, M] int32 document ids, lengths drawn from [lo, hi]."""
     doc = torch.zeros(B, M, dtype=torch.int32)
@@ -51,6 +65,7 @@ def test_block_map_of_documents_over_causal(dtype, cell):
     want_cells = cell_states(same, cell)
     assert torch.equal(bm.cells, want_cells)
     assert {0, 1, 2} <= set(bm.cells.unique().tolist())  # every kind of tile is exercised
+    assert torch.equal(bm.spans, row_spans(same))  # documents: every row one interval
     causal = torch.ones(M, M, dtype=torch.bool, device=DEV).tril()
     q, k, v = rnd(B, M, H, K, dtype=dtype), rnd(B, M, H, K, dtype=dtype), rnd(B, M, H, K, dtype=dtype)
     check(dtype, q, k, v, same & causal, None, attn_bias=ab.LowerTriangularMask(), variant=var)
@@ -61,9 +76,12 @@ def test_block_map_with_a_score_mod_and_per_head_mask(dtype):
     B, M, H, K = 1, 400, 2, 64
     var = jitattn.Variant(mask_mod="h == 0 ? (q_idx / 64 + kv_idx / 64) % 2 == 0 : kv_idx < 48 + q_idx / 2",
                           score_mod="score * scale_by", score_grad="return scale_by;", captures={"scale_by": 0.6})
-    var.build_block_map(M, M, heads=H, cell_size=32)
+    bm = var.build_block_map(M, M, heads=H, cell_size=32)
     i = torch.arange(M, device=DEV)
     allowed = torch.stack([((i[:, None] // 64 + i[None, :] // 64) % 2 == 0), i[None, :] < 48 + i[:, None] // 2])[None]
+    # head 0's rows are no interval (its tiles call mask_mod), head 1's are (masked by their spans)
+    assert torch.equal(bm.spans, row_spans(allowed))
+    assert (bm.spans[0, 0, :, 1] == -1).all() and (bm.spans[0, 1, :, 1] >= 0).all()
     q, k, v = rnd(B, M, H, K, dtype=dtype), rnd(B, M, H, K, dtype=dtype), rnd(B, M, H, K, dtype=dtype)
     check(dtype, q, k, v, allowed, lambda s: s * 0.6, variant=var)
 

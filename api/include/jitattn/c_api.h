@@ -52,7 +52,7 @@ extern "C" {
 #endif
 
 /* Bumped when functions, struct fields or status codes are added (never for other changes). */
-#define JITATTN_C_API_VERSION 3  /* 2: JITATTN_ERROR_CACHE_MISS; 3: block maps, BLOCK_SPARSE, JITATTN_DTYPE_U8 */
+#define JITATTN_C_API_VERSION 4  /* 2: JITATTN_ERROR_CACHE_MISS; 3: block maps, BLOCK_SPARSE, JITATTN_DTYPE_U8; 4: row spans */
 
 /* ---- status codes --------------------------------------------------------------------------- */
 typedef int32_t jitattn_status;
@@ -91,6 +91,7 @@ JITATTN_C_EXPORT int32_t jitattn_c_api_version(void);
 #define JITATTN_DTYPE_BF16 2
 #define JITATTN_DTYPE_F32 3
 #define JITATTN_DTYPE_U8 4 /* bytes of masks only: BlockSparseMask's layout, a block map's cells */
+#define JITATTN_DTYPE_I32 5 /* a block map's row spans only */
 #define JITATTN_DEVICE_HOST (-1)
 #define JITATTN_MAX_DIMS 6
 
@@ -267,6 +268,7 @@ typedef struct jitattn_block_map {
   int32_t reserved0;    /* 0 */
   int64_t mq, mkv;      /* queries and keys per sequence it covers */
   uint64_t variant_id;  /* jitattn_variant_id of the variant it was built from */
+  jitattn_tensor spans; /* i32 [B or 1, H or 1, mq, 2] (jitattn::BlockMap::spans), or all zero: none (version 4) */
 } jitattn_block_map;
 
 /* jitattn::build_block_map: evaluates the variant's mask_mod (with these capture values) over
@@ -275,6 +277,13 @@ JITATTN_C_EXPORT jitattn_status jitattn_block_map_build(const jitattn_variant* v
                                                         const jitattn_capture_value* capture_values, int64_t mq,
                                                         int64_t mkv, int32_t cell_size, const jitattn_tensor* cells,
                                                         jitattn_block_map* map, void* stream);
+/* The same, and each query row's key span into `spans` (i32 [cells B, cells H, mq, 2], last two
+ * dimensions contiguous), after the cells: jitattn::build_block_map with spans (version 4). */
+JITATTN_C_EXPORT jitattn_status jitattn_block_map_build_spans(const jitattn_variant* variant, int32_t num_capture_values,
+                                                              const jitattn_capture_value* capture_values, int64_t mq,
+                                                              int64_t mkv, int32_t cell_size, const jitattn_tensor* cells,
+                                                              const jitattn_tensor* spans, jitattn_block_map* map,
+                                                              void* stream);
 /* jitattn::materialize(variant): the variant as an additive f32 bias out [B, H, Mq, Mkv] (device). */
 JITATTN_C_EXPORT jitattn_status jitattn_variant_materialize(const jitattn_variant* variant, int32_t num_capture_values,
                                                             const jitattn_capture_value* capture_values,

@@ -7,9 +7,9 @@
 
 namespace jitattn {
 
-// u8: bytes of masks only (BlockSparseMask's layout, a BlockMap's cells); attention's tensors
-// are f16, bf16 or f32.
-enum class DType : uint8_t { f16, bf16, f32, u8 };
+// u8: bytes of masks only (BlockSparseMask's layout, a BlockMap's cells); i32: a BlockMap's row
+// spans only; attention's tensors are f16, bf16 or f32.
+enum class DType : uint8_t { f16, bf16, f32, u8, i32 };
 
 const char* to_string(DType dtype);
 size_t element_size(DType dtype);

@@ -99,8 +99,12 @@ class Variant {
 // backward) of that variant as AttentionOptions::block_map: tiles of empty cells are never
 // loaded, and tiles inside full cells skip mask_mod (score_mod still runs). The map describes
 // mask_mod as it was when built: rebuild it when a captured tensor's contents change.
+// With spans, the map also holds each query row's visible keys as one interval [lo, hi) where
+// they are one (documents, windows, prefix-LM); the forward masks a partial tile whose rows all
+// have one by a compare per element instead of calling mask_mod on each.
 struct BlockMap {
   TensorView cells;        // u8 [B or 1, H or 1, ceil(mq / cell_size), ceil(mkv / cell_size)], device memory you own
+  TensorView spans;        // i32 [same B, same H, mq, 2] (block_map_spans_shape), device memory you own; or undefined
   int32_t cell_size = 0;   // a power of two in [16, 256]
   int64_t mq = 0, mkv = 0;  // the queries and keys per sequence it covers
   uint64_t variant = 0;    // the code id (Variant::code_id) of the variant it describes
@@ -108,6 +112,10 @@ struct BlockMap {
 
 // The shape of the cells of a map over B (or 1) sequences and H (or 1) heads.
 std::vector<int64_t> block_map_shape(int64_t B, int64_t H, int64_t mq, int64_t mkv, int32_t cell_size = 128);
+// The shape of its row spans: {B, H, mq, 2}. Row i's (lo, hi) are its keys (< mkv) under mask_mod
+// when those are exactly [lo, hi) ((0, 0) when it sees none), else (0, -1). The last two
+// dimensions must be contiguous (strides 2, 1).
+std::vector<int64_t> block_map_spans_shape(int64_t B, int64_t H, int64_t mq);
 
 // Evaluates variant.mask_mod (it must have one) on every (b, h, q_idx, kv_idx) with b <
 // cells.shape[0], h < cells.shape[1], q_idx < mq, kv_idx < mkv and writes the cells (shape
@@ -116,6 +124,9 @@ std::vector<int64_t> block_map_shape(int64_t B, int64_t H, int64_t mq, int64_t m
 // row, or the block of a block-diagonal bias), its B and H equal the map's or the map's are 1.
 // The snippet must be safe to evaluate over that whole range. Queued on `stream`.
 BlockMap build_block_map(const Variant& variant, int64_t mq, int64_t mkv, const TensorView& cells,
+                         int32_t cell_size = 128, void* stream = nullptr);
+// The same, and the rows' spans (block_map_spans_shape, B and H those of cells) after the cells.
+BlockMap build_block_map(const Variant& variant, int64_t mq, int64_t mkv, const TensorView& cells, const TensorView& spans,
                          int32_t cell_size = 128, void* stream = nullptr);
 
 // The variant as an additive bias, for references and tests: out [B, H, Mq, Mkv] f32 (device

@@ -24,7 +24,7 @@ ERROR_OUT_OF_MEMORY = 5
 ERROR_INTERNAL = 6
 ERROR_CACHE_MISS = 7  # C API version 2
 
-DTYPE_UNSET, DTYPE_F16, DTYPE_BF16, DTYPE_F32, DTYPE_U8 = 0, 1, 2, 3, 4
+DTYPE_UNSET, DTYPE_F16, DTYPE_BF16, DTYPE_F32, DTYPE_U8, DTYPE_I32 = 0, 1, 2, 3, 4, 5
 DEVICE_HOST = -1
 MAX_DIMS = 6
 
@@ -138,6 +138,7 @@ class BlockMap(_Struct):
         ("mq", ctypes.c_int64),
         ("mkv", ctypes.c_int64),
         ("variant_id", ctypes.c_uint64),
+        ("spans", Tensor),
     ]
 
 
@@ -218,6 +219,8 @@ _SIGNATURES = {
     "jitattn_variant_id": (ctypes.c_uint64, [ctypes.POINTER(VariantHandle)]),
     "jitattn_block_map_build": (_S, [ctypes.POINTER(VariantHandle), ctypes.c_int32, ctypes.POINTER(CaptureValue), _i64, _i64,
                                      ctypes.c_int32, _T, ctypes.POINTER(BlockMap), _c]),
+    "jitattn_block_map_build_spans": (_S, [ctypes.POINTER(VariantHandle), ctypes.c_int32, ctypes.POINTER(CaptureValue), _i64,
+                                           _i64, ctypes.c_int32, _T, _T, ctypes.POINTER(BlockMap), _c]),
     "jitattn_variant_materialize": (_S, [ctypes.POINTER(VariantHandle), ctypes.c_int32, ctypes.POINTER(CaptureValue), _T, _c]),
     "jitattn_materialize": (_S, [_B, _i64, _i64, _i64, _i64, _dp, ctypes.c_size_t]),
     "jitattn_materialize_h": (_S, [_H, _i64, _i64, _i64, _i64, _dp, ctypes.c_size_t]),

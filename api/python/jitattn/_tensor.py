@@ -16,7 +16,9 @@ from . import _capi
 _DTYPE_NAMES = {"f16": _capi.DTYPE_F16, "float16": _capi.DTYPE_F16, "bf16": _capi.DTYPE_BF16,
                 "bfloat16": _capi.DTYPE_BF16, "f32": _capi.DTYPE_F32, "float32": _capi.DTYPE_F32,
                 # masks only (BlockSparseMask's layout, a block map's cells): the library refuses them elsewhere
-                "u8": _capi.DTYPE_U8, "uint8": _capi.DTYPE_U8, "bool": _capi.DTYPE_U8}
+                "u8": _capi.DTYPE_U8, "uint8": _capi.DTYPE_U8, "bool": _capi.DTYPE_U8,
+                # a block map's row spans only
+                "i32": _capi.DTYPE_I32, "int32": _capi.DTYPE_I32}
 _MEMORYVIEW_FORMATS = {"f": _capi.DTYPE_F32, "e": _capi.DTYPE_F16, "B": _capi.DTYPE_U8}
 
 

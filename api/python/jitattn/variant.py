@@ -21,8 +21,10 @@ gradient.
 A block map (``v.build_block_map(mq, mkv)``, FlexAttention's ``create_block_mask``) evaluates
 ``mask_mod`` once on the GPU per cell of ``cell_size`` × ``cell_size`` elements; the variant then
 carries it to every call, forward and backward: tiles whose cells are all masked are never
-loaded, and tiles inside fully visible cells skip ``mask_mod`` (``score_mod`` still runs).
-Rebuild it when a captured tensor's contents change; ``v.block_map = None`` drops it.
+loaded, and tiles inside fully visible cells skip ``mask_mod`` (``score_mod`` still runs). It
+also holds each query row's visible keys as one interval where they are one (documents,
+windows, prefix-LM): the forward masks the other tiles of such rows by a compare per element
+instead of calling ``mask_mod``. Rebuild it when a captured tensor's contents change; ``v.block_map = None`` drops it.
 """
 import ctypes
 import weakref
@@ -51,16 +53,21 @@ def _capture_kind(name, value):
 class BlockMap:
     """A variant's block map (the C++ ``jitattn::BlockMap``): ``cells`` a uint8 CUDA tensor
     [B or 1, H or 1, ceil(mq / cell_size), ceil(mkv / cell_size)] of 0 (no element visible), 1
-    (some) or 2 (all), built by ``Variant.build_block_map``."""
+    (some) or 2 (all), and ``spans`` an int32 CUDA tensor [B or 1, H or 1, mq, 2] (or None): row
+    i's (lo, hi) when the keys it sees under mask_mod are exactly [lo, hi) ((0, 0): none), else
+    (0, -1); built by ``Variant.build_block_map``."""
 
-    def __init__(self, cells, cell_size, mq, mkv, variant_id):
+    def __init__(self, cells, cell_size, mq, mkv, variant_id, spans=None):
         self.cells, self.cell_size, self.mq, self.mkv, self.variant_id = cells, cell_size, mq, mkv, variant_id
+        self.spans = spans
 
     def _c(self):
         from . import _tensor
 
         m = _capi.BlockMap(cell_size=self.cell_size, mq=self.mq, mkv=self.mkv, variant_id=self.variant_id)
         m.cells = _tensor.to_c(self.cells, "block_map.cells")
+        if self.spans is not None:
+            m.spans = _tensor.to_c(self.spans, "block_map.spans")
         return m
 
 
@@ -144,16 +151,18 @@ class Variant:
         device = self._device_of_captures(device)
         rows, cols = -(-int(mq) // int(cell_size)), -(-int(mkv) // int(cell_size))
         cells = torch.empty((int(batch), int(heads), max(rows, 0), max(cols, 0)), dtype=torch.uint8, device=device)
+        spans = torch.empty((int(batch), int(heads), max(int(mq), 0), 2), dtype=torch.int32, device=device)
         from . import _tensor
 
         h, vals, n, keep = self.call_values(device)
-        c_cells = _tensor.to_c(cells, "cells")
+        c_cells, c_spans = _tensor.to_c(cells, "cells"), _tensor.to_c(spans, "spans")
         out = _capi.BlockMap()
         stream = torch.cuda.current_stream(device).cuda_stream
-        _capi.check(_capi.lib().jitattn_block_map_build(h, n, vals, int(mq), int(mkv), int(cell_size), ctypes.byref(c_cells),
-                                                        ctypes.byref(out), ctypes.c_void_p(stream)))
+        _capi.check(_capi.lib().jitattn_block_map_build_spans(h, n, vals, int(mq), int(mkv), int(cell_size),
+                                                              ctypes.byref(c_cells), ctypes.byref(c_spans),
+                                                              ctypes.byref(out), ctypes.c_void_p(stream)))
         del keep
-        self.block_map = BlockMap(cells, int(cell_size), int(mq), int(mkv), int(out.variant_id))
+        self.block_map = BlockMap(cells, int(cell_size), int(mq), int(mkv), int(out.variant_id), spans)
         return self.block_map
 
     def materialize(self, shape, device=None):
