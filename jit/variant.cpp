@@ -138,6 +138,8 @@ std::string variant_source(const VariantCode& code) {
         break;
     }
   }
+  // kTensors: the snippets may read captured tensors (a mask_mod then costs loads per element).
+  os << "  static constexpr bool kTensors = " << (tensors > 0 ? "true" : "false") << ";\n";
   os << "  __device__ explicit Variant(const jitattn::UserArgs& a)" << (code.captures.empty() ? "" : " : ") << init.str()
      << " {}\n";
   auto fn = [&](const char* sig, const char* name, const std::string& text) {

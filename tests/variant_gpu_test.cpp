@@ -545,16 +545,20 @@ TEST_P(VariantGpu, BlockMapWindowOverCausal) {
 
 // Row spans where some rows are one interval and some are not: warps whose rows all have a span
 // mask by it, warps with one row without take mask_mod on every element; rows that see nothing
-// have the empty span (0, 0).
+// have the empty span (0, 0). The mask_mod reads a captured table, so the kernels use the spans.
 TEST_P(VariantGpu, BlockMapSpansBesideRowsWithout) {
   reseed(14);
   const int64_t M = 288 + int64_t(rng()() % 64);
   const int32_t gap = 3 + int32_t(rng()() % 5);
+  std::vector<int32_t> first(static_cast<size_t>(M));  // each row's first key: about a third of the way
+  for (int64_t i = 0; i < M; ++i) first[size_t(i)] = int32_t(i / 3 + int64_t(rng()() % 4));
+  Captured firsts = capture_of(first, CaptureType::i32, {M});
   Variant v;
-  v.mask_mod("q_idx % 64 == 7 ? false : q_idx >= 128 && q_idx % 5 == 0 ? kv_idx % gap < 3 : kv_idx >= q_idx / 3 && kv_idx < q_idx + 40")
-      .capture("gap", gap);
+  v.mask_mod("q_idx % 64 == 7 ? false : q_idx >= 128 && q_idx % 5 == 0 ? kv_idx % gap < 3 : kv_idx >= first[q_idx] && kv_idx < q_idx + 40")
+      .capture("gap", gap)
+      .capture("first", firsts.t);
   const HostMask mask = [&](int64_t, int64_t, int64_t i, int64_t j) {
-    return i % 64 == 7 ? false : i >= 128 && i % 5 == 0 ? j % gap < 3 : j >= i / 3 && j < i + 40;
+    return i % 64 == 7 ? false : i >= 128 && i % 5 == 0 ? j % gap < 3 : j >= first[size_t(i)] && j < i + 40;
   };
   BuiltMap m = built_map(v, 1, 1, M, M, 16, mask);
   for (int64_t K : {64, 128}) {
