@@ -208,7 +208,8 @@ struct CellMap {
 // Fast forms a snippet may call where precise math would dominate the element pass (precise
 // division and tanhf cost tens of instructions per element; measured: a soft-cap score_mod written
 // with them ran 2.2x slower than with these): tanh.approx.f32 (relative error about 2^-11, below
-// f16/bf16 rounding; sm_75+) and division through the approximate reciprocal (2 ulp).
+// f16/bf16 rounding; sm_75+) and division to 2 ulp over the full range (div.full.f32, which is
+// what Triton — so FlexAttention's score_mod — compiles an fp32 `/` to).
 __device__ __forceinline__ float fast_tanh(float x) {
 #if JITATTN_HIP
   return tanhf(x);  // no approximate tanh instruction on AMD targets
@@ -218,7 +219,15 @@ __device__ __forceinline__ float fast_tanh(float x) {
   return y;
 #endif
 }
-__device__ __forceinline__ float fast_div(float a, float b) { return __fdividef(a, b); }
+__device__ __forceinline__ float fast_div(float a, float b) {
+#if JITATTN_HIP
+  return __fdividef(a, b);
+#else
+  float y;
+  asm("div.full.f32 %0, %1, %2;" : "=f"(y) : "f"(a), "f"(b));
+  return y;
+#endif
+}
 
 // A user variant (jit/variant.h generates `V` from the user's snippets) over a built-in policy:
 // `Base` masks and biases first; then mask_mod(b, h, i, j) == false masks, and score_mod
