@@ -25,9 +25,10 @@
 // is not (the diagonal tiles of causal) — the forward masks it by one compare per element
 // instead of calling mask_mod on each; the wgmma backward (d > 64) masks these and the full
 // tiles by `base` too. Other kernels take 3 as partial (still exact).
-// kSpans (user mask_mods reading captured tensors): span(i, lo, hi) says whether the variant's block map knows row i's
-// keys under mask_mod to be exactly [lo, hi); logit_if(x, i, j, seen) is logit() with mask_mod's
-// verdict given. A forward tile whose rows all have spans masks by them (fwd_logits).
+// kSpans (user mask_mods reading captured tensors): span(i, lo, hi) says whether the variant's
+// block map knows row i's keys under mask_mod to be exactly [lo, hi); logit_if(x, i, j, seen) is
+// logit() with mask_mod's verdict given. A forward tile whose warp rows all have spans masks by
+// them (fwd_logits).
 // kLogitAnywhere: logit() (and score_grad()) may run at any (i, j) inside the sequence, masked or
 // not, and has no branch: a masked tile calls it on every element, indices clamped into the
 // sequence, and selects — per-element branches made user variants' masked tiles several times
