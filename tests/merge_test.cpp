@@ -158,6 +158,12 @@ TEST(MergeValidation, Dtypes) {
   c.lse.dtype = DType::bf16;
   EXPECT_TRUE(mentions(c.reasons(), "lses.dtype=f16 must be f32")) << joined(c.reasons());
   EXPECT_TRUE(mentions(c.reasons(), "lse.dtype=bf16 must be f32")) << joined(c.reasons());
+  // Bytes of masks and block maps are no attention output.
+  Stacked u(false, DType::u8, DType::i32);
+  EXPECT_TRUE(mentions(u.reasons(), "outputs.dtype=u8 must be f16, bf16 or f32")) << joined(u.reasons());
+  EXPECT_TRUE(mentions(u.reasons(), "out.dtype=i32 must be f16, bf16 or f32")) << joined(u.reasons());
+  List li(2, false, DType::i32);
+  EXPECT_TRUE(mentions(li.reasons(), "outputs[0].dtype=i32 must be f16, bf16 or f32")) << joined(li.reasons());
 }
 
 TEST(MergeValidation, HeadDim) {

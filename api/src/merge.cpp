@@ -58,6 +58,12 @@ std::string want_lse_shape(const Geo& g, int ndim) {
 
 // The generic rules of one tensor: no negative size, last stride 1 (when that dimension has more
 // than one element), device memory, data where there are elements.
+// Attention outputs are floating point: u8 and i32 are masks' and block maps' bytes only.
+void check_float(const TensorView& t, const std::string& name, Reasons& R) {
+  if (t.dtype == DType::u8 || t.dtype == DType::i32)
+    R.push_back(name + ".dtype=" + to_string(t.dtype) + " must be f16, bf16 or f32");
+}
+
 void check_basics(const TensorView& t, const std::string& name, Reasons& R) {
   for (int i = 0; i < t.ndim; ++i)
     if (t.shape[i] < 0) R.push_back(name + ".shape[" + S(i) + "]=" + S(t.shape[i]) + " is negative");
@@ -127,6 +133,7 @@ bool plan_out(MergePlan& p, const TensorView& out, const TensorView& lse) {
     return false;
   }
   check_basics(out, "out", R);
+  check_float(out, "out", R);
   check_no_broadcast(out, "out", R);
   Geo& g = p.geo;
   g.b = out.shape[0], g.m = out.shape[1];
@@ -150,6 +157,7 @@ void plan_parts(MergePlan& p, const TensorView& out, int64_t num_splits, const s
   Reasons& R = p.reasons;
   const int ndim = out.ndim;
   p.in_dtype = outs.empty() ? DType::f32 : outs[0].t->dtype;
+  if (!outs.empty()) check_float(*outs[0].t, outs[0].name, R);
   for (const Part& x : outs) {
     check_basics(*x.t, x.name, R);
     check_out_shape(*x.t, x.first, x.name, p.geo, ndim, R);
