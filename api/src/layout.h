@@ -30,6 +30,10 @@ struct Strided {
 // shape and strides overflows), and the data pointer is aligned to the element size.
 void check_layout(const TensorView& t, const std::string& name, std::vector<std::string>& reasons);
 
+// Whether `d` is an attention tensor's dtype (f16, bf16, f32), not bytes of masks (u8) or a
+// block map's spans (i32).
+inline bool attention_dtype(DType d) { return d == DType::f16 || d == DType::bf16 || d == DType::f32; }
+
 // Whether `t` is row-major contiguous (size-1 dimensions may have any stride).
 bool contiguous(const TensorView& t);
 

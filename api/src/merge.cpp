@@ -6,6 +6,7 @@
 #include <string>
 
 #include "jit/ops/merge.h"
+#include "layout.h"
 
 namespace jitattn {
 
@@ -60,7 +61,7 @@ std::string want_lse_shape(const Geo& g, int ndim) {
 // than one element), device memory, data where there are elements.
 // Attention outputs are floating point: u8 and i32 are masks' and block maps' bytes only.
 void check_float(const TensorView& t, const std::string& name, Reasons& R) {
-  if (t.dtype == DType::u8 || t.dtype == DType::i32)
+  if (!detail::attention_dtype(t.dtype))
     R.push_back(name + ".dtype=" + to_string(t.dtype) + " must be f16, bf16 or f32");
 }
 

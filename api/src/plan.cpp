@@ -289,9 +289,8 @@ Plan plan(const TensorView& q, const TensorView& k, const TensorView& v, const A
   if (q.dtype != k.dtype || q.dtype != v.dtype)
     R.push_back(std::string("query.dtype=") + to_string(q.dtype) + ", key.dtype=" + to_string(k.dtype) +
                 ", value.dtype=" + to_string(v.dtype) + " must be equal");
-  auto mask_bytes = [](DType d) { return d == DType::u8 || d == DType::i32; };
-  if (mask_bytes(q.dtype)) R.push_back(std::string("query.dtype=") + to_string(q.dtype) + " must be f16, bf16 or f32");
-  if (opt.output_dtype && mask_bytes(*opt.output_dtype))
+  if (!attention_dtype(q.dtype)) R.push_back(std::string("query.dtype=") + to_string(q.dtype) + " must be f16, bf16 or f32");
+  if (opt.output_dtype && !attention_dtype(*opt.output_dtype))
     R.push_back(std::string("options.output_dtype=") + to_string(*opt.output_dtype) + " must be f16, bf16 or f32");
   const DType want_out = opt.output_dtype.value_or(q.dtype);
   if (out.dtype != want_out)

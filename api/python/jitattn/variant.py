@@ -24,7 +24,8 @@ carries it to every call, forward and backward: tiles whose cells are all masked
 loaded, and tiles inside fully visible cells skip ``mask_mod`` (``score_mod`` still runs). It
 also holds each query row's visible keys as one interval where they are one (documents,
 windows, prefix-LM): the forward masks the other tiles of such rows by a compare per element
-instead of calling ``mask_mod``. Rebuild it when a captured tensor's contents change; ``v.block_map = None`` drops it.
+instead of calling ``mask_mod``. Rebuild it when a captured tensor's contents change;
+``v.block_map = None`` drops it.
 """
 import ctypes
 import weakref
