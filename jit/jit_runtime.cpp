@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdlib>
 #include <iostream>
 #include <system_error>
 #include <thread>
@@ -175,6 +176,65 @@ int JitRuntime::prefetch(const std::vector<Signature>& sigs, const ContextInfo& 
   for (auto& t : threads) t.join();
   return int(missing.size());
 }
+
+int JitRuntime::prefetch_async(const std::vector<Signature>& sigs, const ContextInfo& ctx) {
+  if (env_.jit != JitPolicy::on) return 0;
+  std::vector<MemKey> ask;
+  {
+    std::shared_lock<std::shared_mutex> lock(table_mu_);
+    for (const Signature& s : sigs)
+      if (!table_.count(MemKey{s, ctx.ctx})) ask.push_back(MemKey{s, ctx.ctx});
+  }
+  if (ask.empty()) return 0;  // a warm call ends here
+  const cache::SqliteStore* user = cache_.user();
+  if (!user || !user->writable()) return 0;  // what the threads compile would be lost
+  std::vector<KernelSpec> missing;
+  {
+    std::lock_guard<std::mutex> lock(background_mu_);
+    for (const MemKey& k : ask)
+      if (requested_.insert(k).second) missing.push_back(make_spec(k.sig));
+  }
+  if (missing.empty()) return 0;
+  // The threads use the compiler's process-wide instance: it must exist before the exit handler
+  // that joins them is registered, so that the handler runs before it is destroyed.
+  try {
+    for (const KernelSpec& spec : missing) (void)compiler_for(Backend(spec.sig.backend));
+  } catch (...) {
+    return 0;  // no compiler: kernel() reports it
+  }
+  if (this == &get()) {
+    static std::once_flag registered;
+    std::call_once(registered, [] { std::atexit([] { get().join_background(); }); });
+  }
+  int started = 0;
+  std::lock_guard<std::mutex> lock(background_mu_);
+  for (KernelSpec& spec : missing) {
+    try {
+      background_.emplace_back([this, spec = std::move(spec)] {
+        try {
+          if (validate_spec(spec).empty()) (void)binary(spec);
+        } catch (...) {  // kernel() compiles it again and raises the error where the caller expects it
+        }
+      });
+      ++started;
+      stats_.background.fetch_add(1, std::memory_order_relaxed);
+    } catch (const std::system_error&) {  // no thread to be had: kernel() compiles it when asked
+    }
+  }
+  return started;
+}
+
+void JitRuntime::join_background() {
+  std::vector<std::thread> threads;
+  {
+    std::lock_guard<std::mutex> lock(background_mu_);
+    threads.swap(background_);
+  }
+  for (auto& t : threads)
+    if (t.joinable()) t.join();
+}
+
+JitRuntime::~JitRuntime() { join_background(); }
 
 const LoadedKernel& JitRuntime::kernel(const Signature& sig, const ContextInfo& ctx) {
   const MemKey mk{sig, ctx.ctx};

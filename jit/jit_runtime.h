@@ -11,7 +11,9 @@
 #include <mutex>
 #include <shared_mutex>
 #include <string>
+#include <thread>
 #include <unordered_map>
+#include <unordered_set>
 #include <vector>
 
 #include "cache/layered_cache.h"
@@ -58,6 +60,7 @@ struct ContextInfo {
 
 struct JitStats {
   std::atomic<int64_t> compiles{0}, memory_hits{0}, db_hits{0}, loads{0};
+  std::atomic<int64_t> background{0};  // kernels prefetch_async started finding or compiling
   std::atomic<int64_t> claim_hits{0};  // compiles skipped: another process stored the row while this one waited for its claim
 };
 
@@ -83,6 +86,15 @@ class JitRuntime {
   // two or more are missing.
   // Errors are left for kernel() to raise, in the caller's order. Returns how many were missing.
   int prefetch(const std::vector<Signature>& sigs, const ContextInfo& ctx);
+
+  // As prefetch, without waiting: the binaries of those of `sigs` not loaded in `ctx` and not
+  // asked for before by prefetch_async are found or compiled on background threads, one each
+  // (also when only one is missing), and land in the user DB; a kernel() or binary() of one of
+  // them meanwhile waits for its compile rather than starting another. The threads are joined
+  // at exit (an atexit handler registered after the compiler exists, so before it is destroyed)
+  // or when this runtime is destroyed. Returns how many it started.
+  int prefetch_async(const std::vector<Signature>& sigs, const ContextInfo& ctx);
+  ~JitRuntime();
 
   // The binary for a spec, from the cache layers or compiled (honouring JITATTN_JIT). Works
   // without a GPU; this is what `jitattn prewarm` calls. `served_by` names the layer or the compiler (compiled_by).
@@ -123,6 +135,11 @@ class JitRuntime {
 
   std::mutex inflight_mu_;
   std::map<std::string, std::shared_future<Fetched>> inflight_;
+
+  std::mutex background_mu_;
+  std::vector<std::thread> background_;                                // prefetch_async's threads
+  std::unordered_set<MemKey, MemKeyHash> requested_;                   // and what they were asked for
+  void join_background();
 
   std::shared_mutex ctx_mu_;
   std::vector<std::unique_ptr<ContextInfo>> contexts_;

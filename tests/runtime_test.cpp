@@ -92,6 +92,38 @@ TEST(Runtime, PrefetchCompilesTheMissingKernelsOfACallOnce) {
   EXPECT_EQ(fresh.stats().compiles.load(), 0);
 }
 
+// The forward's prefetch of its backward: started without waiting, each kernel once however
+// often it is asked for (one missing kernel is enough), joined when the runtime goes; a call
+// for one of them meanwhile waits for that compile instead of starting another.
+TEST(Runtime, PrefetchAsyncCompilesInTheBackgroundOnce) {
+  TempDir dir("jitattn_runtime_test");
+  const fs::path db = dir.path / "kernels.sqlite";
+  Signature pre = small_spec().sig, post = pre, bad = pre;
+  pre.op = Op::bwd_pre, post.op = Op::bwd_post;
+  bad.head_dim = 12;  // not a multiple of 8: refused by validate_spec, never compiled
+  const ContextInfo no_gpu{};
+  {
+    JitRuntime readonly(env_for(db, JitPolicy::readonly));
+    EXPECT_EQ(readonly.prefetch_async({pre, post}, no_gpu), 0);
+  }
+  {
+    JitRuntime rt(env_for(db, JitPolicy::on));
+    EXPECT_EQ(rt.prefetch_async({pre}, no_gpu), 1);
+    EXPECT_EQ(rt.prefetch_async({pre, post, bad}, no_gpu), 2);  // pre was asked for already
+    EXPECT_EQ(rt.prefetch_async({pre, post, bad}, no_gpu), 0);
+    for (const Signature& s : {pre, post})  // each waits for its background compile, or finds its row
+      EXPECT_EQ(rt.binary(make_spec(s)).name, make_spec(s).name());
+    EXPECT_EQ(rt.stats().compiles.load(), 2);
+  }  // joined here
+  JitRuntime fresh(env_for(db, JitPolicy::off));
+  for (const Signature& s : {pre, post}) {
+    std::string served;
+    EXPECT_NO_THROW(fresh.binary(make_spec(s), &served));
+    EXPECT_EQ(served, db.string());
+  }
+  EXPECT_EQ(fresh.stats().compiles.load(), 0);
+}
+
 TEST(Runtime, ConcurrentFirstCallsCompileOnce) {
   TempDir dir("jitattn_runtime_test");
   JitRuntime rt(env_for(dir.path / "kernels.sqlite", JitPolicy::on));

@@ -13,6 +13,7 @@
 #include <sstream>
 
 #include "gpu_support.h"
+#include "jit/jit_runtime.h"
 #include "jitattn/attention.h"
 #include "jitattn/variant.h"
 #include "philox.h"
@@ -597,6 +598,28 @@ TEST_P(VariantGpu, MaterializeAVariant) {
   Variant capped;
   capped.score_mod("2.f * tanhf(score / 2.f)", "return 1.f;");
   EXPECT_THROW(materialize(capped, TensorView::make(buf.get(), DType::f32, {B, H, Mq, Mkv})), Error);
+}
+
+// A forward that keeps lse starts its backward's kernels compiling (jit/ops/backward.h
+// prefetch_backward): the backward of a never-seen variant then compiles nothing the forward
+// did not start, and its gradients are right.
+TEST_P(VariantGpu, ForwardRequiresGradCompilesItsBackwardAhead) {
+  reseed(12);
+  Variant v;
+  v.score_mod("score * 0.75f /* " + std::to_string(rng()()) + " */", "return 0.75f;");
+  VarCase c;
+  c.name = "prefetched backward";
+  c.dt = GetParam(), c.B = 2, c.Mq = 80, c.Mkv = 112, c.Hq = 4, c.Hkv = 2;
+  c.bias = LowerTriangularFromBottomRightMask{};
+  c.variant = &v;
+  c.f = [](double s, int64_t, int64_t, int64_t, int64_t) { return 0.75 * s; };
+  c.df = [](double, int64_t, int64_t, int64_t, int64_t) { return 0.75; };
+  auto& stats = jit::JitRuntime::get().stats();
+  const int64_t background = stats.background.load(), compiles = stats.compiles.load();
+  run_case(c);
+  const int64_t started = stats.background.load() - background;
+  EXPECT_GE(started, 1) << "the variant's backward kernel is new: the forward must have started it";
+  EXPECT_LE(stats.compiles.load() - compiles, 1 + started) << "the backward compiled a kernel the forward did not start";
 }
 
 INSTANTIATE_TEST_SUITE_P(Dtypes, VariantGpu, ::testing::Values(DType::f16, DType::bf16, DType::f32),

@@ -267,13 +267,17 @@ double median_ms(const Problem& p, const AttnBias& bias, int reps) {
 
 // Host cost of a warm call (hash, lookup, argument packing, launch) on a shape too small for
 // the GPU to be the bottleneck. The calls are only queued; the clock stops before the sync.
-double host_overhead_us(DType dtype) {
+// requires_grad: the forward that keeps lse, once its backward has run (so its check that the
+// backward's kernels are loaded, jit/ops/backward.h prefetch_backward, finds them).
+double host_overhead_us(DType dtype, bool requires_grad) {
   constexpr int kCalls = 1000;
-  const Problem tiny(Shape{1, 1, 1, 64}, dtype, 7);
-  tiny.run(false);
+  Problem tiny(Shape{1, 1, 1, 64}, dtype, 7);
+  auto call = [&] { requires_grad ? tiny.prepare_backward(AttnBias{}) : tiny.run(false); };
+  call();
+  if (requires_grad) tiny.run_backward(AttnBias{}, false);
   synchronize();
   const auto t0 = std::chrono::steady_clock::now();
-  for (int i = 0; i < kCalls; ++i) tiny.run(false);
+  for (int i = 0; i < kCalls; ++i) call();
   const double us = 1e6 * seconds_since(t0) / kCalls;
   synchronize();
   return us;
@@ -339,7 +343,7 @@ double flushed_median_ms(const std::function<void()>& call, int min_calls, int* 
 }
 
 // {"impl", "device", "arch", "dtype", "reps", "rows": [...], ...}: bench's rows are {"op", "K", "M",
-// "B", "H", "causal", "ms", "tflops"} (backward rows also "dropout") with "first_call_ms" and "host_overhead_us" beside them;
+// "B", "H", "causal", "ms", "tflops"} (backward rows also "dropout") with "first_call_ms", "host_overhead_us" and "host_overhead_requires_grad_us" beside them;
 // --decode's are in tools/decode_bench.cpp.
 void write_json(const std::string& path, const nlohmann::json& doc) {
   std::ofstream f(path);
@@ -452,9 +456,11 @@ int run_bench(const BenchOptions& o) {
       }
     }
   }
-  const double us = host_overhead_us(o.dtype);
-  std::printf("host overhead of a warm call (B=1 H=1 M=1 K=64, 1000 calls queued back to back): %.2f us\n", us);
+  const double us = host_overhead_us(o.dtype, false), grad_us = host_overhead_us(o.dtype, true);
+  std::printf("host overhead of a warm call (B=1 H=1 M=1 K=64, 1000 calls queued back to back): %.2f us; "
+              "forward_requires_grad %.2f us\n", us, grad_us);
   doc["host_overhead_us"] = us;
+  doc["host_overhead_requires_grad_us"] = grad_us;
   if (!o.json_path.empty()) write_json(o.json_path, doc);
   return 0;
 }

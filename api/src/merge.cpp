@@ -7,6 +7,7 @@
 
 #include "jit/ops/merge.h"
 #include "layout.h"
+#include "plan.h"
 
 namespace jitattn {
 
@@ -288,7 +289,7 @@ void memory_efficient_attention_partial(const TensorView& q, const TensorView& k
     for (auto& r : not_supported_reasons(q, k, v, bias, out, lse, options)) R.push_back(std::move(r));
     throw Error(R);
   }
-  memory_efficient_attention_forward_requires_grad(q, k, v, bias, out, lse, options, stream);
+  detail::forward(q, k, v, bias, out, lse, options, stream, false);  // no backward follows: nothing to prefetch
 }
 
 void merge_attentions(const TensorView& outputs, const TensorView& lses, const TensorView& out, const TensorView& lse,

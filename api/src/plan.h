@@ -53,4 +53,11 @@ void check_spans(const TensorView& spans, const TensorView& cells, int64_t mq, c
 Plan plan(const TensorView& q, const TensorView& k, const TensorView& v, const AttnBias& bias,
           const TensorView& out, const TensorView& lse, const AttentionOptions& opt, bool share = true);
 
+// Validates and runs a forward (with `lse` when it is defined). With backward_follows (the public
+// forward_requires_grad: a training step) the backward's kernels start compiling on threads of
+// their own first (jit::ops::prefetch_backward); partial attention, which needs lse only to merge,
+// passes false.
+void forward(const TensorView& q, const TensorView& k, const TensorView& v, const AttnBias& bias, const TensorView& out,
+             const TensorView& lse, const AttentionOptions& opt, void* stream, bool backward_follows);
+
 }  // namespace jitattn::detail

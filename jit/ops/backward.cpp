@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <map>
+#include <optional>
 #include <utility>
 #include <vector>
 
@@ -200,6 +201,75 @@ int backward_kernel_align(const ForwardPlan& p, const Bmhk& grad, int align, boo
 
 size_t backward_workspace_bytes(const ForwardPlan& p, bool deterministic) { return workspace_of(p, deterministic).total(); }
 
+namespace {
+
+// The backward's kernels for `b` on `arch`: what backward() loads, and what prefetch_backward()
+// compiles ahead from a forward's plan.
+struct BackwardKernels {
+  bool nothing = false;     // no query row: only the accumulated dK/dV (if any) are written
+  bool overlap = false;     // sequences share key rows
+  bool accumulate = false;  // dK/dV summed in fp32 and written by post_k / post_v
+  std::optional<Signature> post_k, post_v, pre, main, last;
+  std::vector<Signature> all() const {
+    std::vector<Signature> v;
+    for (const auto* s : {&pre, &main, &last, &post_k, &post_v})
+      if (*s) v.push_back(**s);
+    return v;
+  }
+};
+
+BackwardKernels backward_kernels(const BackwardPlan& b, const Arch& arch) {
+  const ForwardPlan& p = b.fwd;
+  const bool deterministic = b.deterministic;
+  BackwardKernels ks;
+  // dK/dV are stored by the main kernel, or summed in fp32 (BwdParams::dk_accum) and written by
+  // bwd_post: when sequences share key rows, or rows no sequence sees must read 0 and one memset
+  // cannot zero exactly the gradients' elements.
+  ks.nothing = no_queries(p);
+  ks.overlap = keys_overlap(p.bias);
+  ks.accumulate = ks.overlap || (may_accumulate(p) && !(packed(b.dk) && packed(b.dv)));
+
+  Signature sig = forward_signature(p, arch);
+  sig.align = uint8_t(ks.nothing ? b.align : backward_kernel_align(p, b.grad, b.align, deterministic, arch));
+  auto signature = [&](Op op, bool with_bias, int head_dim = 0) {
+    Signature s = sig;
+    s.op = op;
+    if (!with_bias) s.bias = BiasKind::none, s.dropout = 0, s.variant = 0;
+    if (op != Op::bwd_pre) s.out_dtype = p.dtype;  // only bwd_pre reads out
+    s.dbias = op == Op::bwd || op == Op::bwd_kv ? b.dbias != nullptr : 0;
+    if (head_dim) s.head_dim = s.head_dim_v = uint16_t(head_dim);  // bwd_post over dK or dV
+    return s;
+  };
+  if (ks.accumulate) ks.post_k = signature(Op::bwd_post, false, int(p.k.d)), ks.post_v = signature(Op::bwd_post, false, int(p.v.d));
+  if (!ks.nothing) {
+    ks.pre = signature(Op::bwd_pre, false);
+    ks.main = signature(deterministic ? Op::bwd_kv : Op::bwd, true);
+    ks.last = deterministic ? signature(Op::bwd_dq, true) : signature(Op::bwd_post, false);
+  }
+  return ks;
+}
+
+// A dense [B, M, H, D] view of x's sizes.
+Bmhk packed_like(const Bmhk& x) { return {x.b, x.m, x.h, x.d, x.m * x.h * x.d, x.h * x.d, x.d}; }
+
+}  // namespace
+
+void prefetch_backward(const ForwardPlan& p) {
+  try {
+    if (!has_backward(p.bias.kind)) return;
+    auto& rt = JitRuntime::get();
+    if (rt.env().jit != JitPolicy::on) return;
+    // The gradients as autograd and most callers make them: dense, of the forward's alignment.
+    BackwardPlan b;
+    b.fwd = p;
+    b.grad = packed_like(p.o), b.dq = packed_like(p.q), b.dk = packed_like(p.k), b.dv = packed_like(p.v);
+    b.align = p.align;
+    const ContextInfo& ctx = rt.context(p.device);
+    rt.prefetch_async(backward_kernels(b, ctx.arch).all(), ctx);
+  } catch (...) {  // a guess: the backward itself reports what is wrong with its call
+  }
+}
+
 void backward(const BackwardPlan& b, CUstream stream) {
   const ForwardPlan& p = b.fwd;
   auto& rt = JitRuntime::get();
@@ -207,42 +277,17 @@ void backward(const BackwardPlan& b, CUstream stream) {
   const ContextInfo& ctx = rt.context(p.device);
   const DType dt = p.dtype;
   const bool deterministic = b.deterministic;
-
-  // dK/dV are stored by the main kernel, or summed in fp32 (BwdParams::dk_accum) and written by
-  // bwd_post: when sequences share key rows, or rows no sequence sees must read 0 and one memset
-  // cannot zero exactly the gradients' elements.
-  const bool nothing = no_queries(p);
-  const bool overlap = keys_overlap(p.bias);
-  const bool accumulate = overlap || (may_accumulate(p) && !(packed(b.dk) && packed(b.dv)));
-
-  Signature sig = forward_signature(p, ctx.arch);
-  sig.align = uint8_t(nothing ? b.align : backward_align(p, b.grad, b.align, deterministic));
-  auto signature = [&](Op op, bool with_bias, int head_dim = 0) {
-    Signature s = sig;
-    s.op = op;
-    if (!with_bias) s.bias = BiasKind::none, s.dropout = 0, s.variant = 0;
-    if (op != Op::bwd_pre) s.out_dtype = dt;  // only bwd_pre reads out
-    s.dbias = op == Op::bwd || op == Op::bwd_kv ? b.dbias != nullptr : 0;
-    if (head_dim) s.head_dim = s.head_dim_v = uint16_t(head_dim);  // bwd_post over dK or dV
-    return s;
-  };
-  auto kernel = [&](Op op, bool with_bias, int head_dim = 0) -> const LoadedKernel& {
-    return rt.kernel(signature(op, with_bias, head_dim), ctx);
-  };
+  const BackwardKernels ks = backward_kernels(b, ctx.arch);
+  const bool nothing = ks.nothing, overlap = ks.overlap, accumulate = ks.accumulate;
   // A never-seen backward compiles its kernels side by side (JitRuntime::prefetch), then fetches
   // every kernel before queueing anything, so a compile error leaves nothing half done.
-  if (!nothing) {
-    std::vector<Signature> sigs = {signature(Op::bwd_pre, false), signature(deterministic ? Op::bwd_kv : Op::bwd, true),
-                                   deterministic ? signature(Op::bwd_dq, true) : signature(Op::bwd_post, false)};
-    if (accumulate) sigs.push_back(signature(Op::bwd_post, false, int(p.k.d))), sigs.push_back(signature(Op::bwd_post, false, int(p.v.d)));
-    rt.prefetch(sigs, ctx);
-  }
-  const LoadedKernel* post_k = accumulate ? &kernel(Op::bwd_post, false, int(p.k.d)) : nullptr;
-  const LoadedKernel* post_v = accumulate ? &kernel(Op::bwd_post, false, int(p.v.d)) : nullptr;
-  const LoadedKernel* pre = nothing ? nullptr : &kernel(Op::bwd_pre, false);
-  const LoadedKernel* main = nothing ? nullptr : &kernel(deterministic ? Op::bwd_kv : Op::bwd, true);
-  const LoadedKernel* last =
-      nothing ? nullptr : deterministic ? &kernel(Op::bwd_dq, true) : &kernel(Op::bwd_post, false);
+  if (!nothing) rt.prefetch(ks.all(), ctx);
+  auto load = [&](const std::optional<Signature>& s) { return s ? &rt.kernel(*s, ctx) : nullptr; };
+  const LoadedKernel* post_k = load(ks.post_k);
+  const LoadedKernel* post_v = load(ks.post_v);
+  const LoadedKernel* pre = load(ks.pre);
+  const LoadedKernel* main = load(ks.main);
+  const LoadedKernel* last = load(ks.last);
 
   if (!accumulate && (p.bias.k_seqlen || nothing)) {  // rows outside every sequence are 0
     memset_async(b.dk_data, bytes_of(b.dk, dt), stream);

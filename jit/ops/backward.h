@@ -18,6 +18,13 @@ size_t backward_workspace_bytes(const ForwardPlan& p, bool deterministic);
 
 void backward(const BackwardPlan& p, CUstream stream);
 
+// For a forward whose backward will follow (memory_efficient_attention_forward_requires_grad):
+// starts compiling, on threads of their own, the backward kernels of dense gradients of the
+// forward's alignment (as autograd makes them), so that the backward's first call finds them
+// compiled or nearly so (JitRuntime::prefetch_async). Returns at once; never throws; a call
+// whose gradients differ compiles what it needs itself.
+void prefetch_backward(const ForwardPlan& p);
+
 // The alignment the backward's kernels are built for on `arch` (grad: dO's view): the plan's
 // `align`, or 4 where the dK/dV kernel would be the tma family's (kernel_src/bwd_wgmma.cuh kTma)
 // and Q or dO is a view no tensor map addresses; the mma.sync backward then runs, as the forward
