@@ -85,6 +85,8 @@ std::string generate_source(const KernelSpec& spec, const std::string& key) {
   if (s.op == Op::decode) os << "  static constexpr int kStages = " << decode_stages(spec.tile) << ";\n";
   if (s.op == Op::decode || s.op == Op::bwd || s.op == Op::bwd_kv)
     os << "  static constexpr bool kTma = " << b(spec.family == Family::tma) << ";\n";
+  if ((s.op == Op::bwd || s.op == Op::bwd_kv) && spec.family == Family::mma)
+    os << "  static constexpr int kSlices = " << bwd_mma_slices(s.head_dim, s.head_dim_v) << ";\n";
   os
      << "  static constexpr bool kAlign16 = " << b(s.align == 16) << ", kWriteLse = " << b(s.lse)
      << ", kVarlen = " << b(is_block_diagonal(s.bias)) << ", kPaged = " << b(is_paged(s.bias)) << ";\n"

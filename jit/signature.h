@@ -159,6 +159,15 @@ struct KernelSpec {
   static std::optional<KernelSpec> parse(const std::string& name);
 };
 
+// The mma.sync backward's blocks per key block (kernel_src/bwd_mma.cuh Cfg::kSlices), each computing
+// dK, dV and dQ over its slice of the head dims (Sᵀ and dPᵀ over all of them, in each): one up to
+// 128 + 128 columns; two past that where both padded head dims halve into 16-column pairs, since
+// one warp's dK and dV of 16 keys take 64 registers per 32 columns (ptxas spilled 2 KB per
+// thread at 256 + 256, none sliced). The generated Cfg, the tile and the grid all read it.
+inline int bwd_mma_slices(int head_dim, int head_dim_v) {
+  return head_dim + head_dim_v > 256 && (head_dim + 15) / 16 % 2 == 0 && (head_dim_v + 15) / 16 % 2 == 0 ? 2 : 1;
+}
+
 // The decode kernel's K/V pipeline depth (kernel_src/decode.cuh: kStages): the tile's, else 3.
 inline int decode_stages(const TileConfig& t) { return t.stages ? t.stages : 3; }
 // Whether a decode signature takes the tma family (K/V through tensor maps, kernel_src/decode.cuh

@@ -69,6 +69,12 @@ TileConfig default_tile(const Signature& sig, Family family) {
       // Smaller tiles only where the larger ones do not fit.
       if (d <= 64) return first_fitting(sig, family, {{128, 128, 8}, {64, 128, 8}, {64, 64, 4}, {32, 64, 4}, {16, 32, 2}});
       if (d <= 128) return first_fitting(sig, family, {{64, 128, 8}, {64, 64, 4}, {32, 64, 4}, {16, 32, 2}});
+      // Sliced head dims (bwd_mma_slices): H200, bf16, d = 256, M = 16384 (JITATTN_BWD_TILE, one
+      // call): m32n128w8 158/161 TFLOP/s non-causal/causal against m64n64w4 123/111, m16n128w8
+      // 120/121, m16n64w4 112/114, m32n64w4 109/111 (docs/perf-notes.md). Its 8 warps tile the
+      // 32-row dQ product 2 × 4, so the query head dim's slice must be a multiple of 32 columns.
+      if (bwd_mma_slices(sig.head_dim, sig.head_dim_v) == 2 && (sig.head_dim + 15) / 16 * 16 % 64 == 0)
+        return first_fitting(sig, family, {{32, 128, 8}, {64, 64, 4}, {32, 64, 4}, {16, 32, 2}});
       return first_fitting(sig, family, {{64, 64, 4}, {32, 64, 4}, {16, 32, 2}});
     case Op::bwd_dq:
       if (family == Family::simt) return first_fitting(sig, family, {{16, 32, 4}, {16, 16, 4}, {8, 16, 4}});

@@ -3,7 +3,9 @@
 // One block owns kBlockN keys of one (sequence, key/value head) and walks every query block
 // that sees them, for every query head sharing those keys (GQA/MQA: dK and dV are summed over
 // the group in registers, no atomics). Each warp owns kBlockN / kWarps key rows and keeps their
-// dK, dV accumulators (and, for head dims up to 64, their K and V fragments) in registers.
+// dK, dV accumulators (and, for head dims up to 64, their K and V fragments) in registers. Past
+// 128 + 128 head-dim columns those accumulators do not fit: two blocks then share each key block
+// (BwdMmaLayout::kSlices), each computing Sᵀ and dPᵀ whole and dK, dV and dQ for half the columns.
 // Q, dO, lse and delta of the next query block load during the current one. Per query block, with
 // P recomputed from the saved LSE:
 //   Sᵀ = K·Qᵀ,  Pᵀ = exp(Sᵀ·scale − lse),  dPᵀ = V·dOᵀ,  dV += Pᵀ·dO,
@@ -14,7 +16,7 @@
 // Transposed products are the same mma with ldmatrix .trans, so nothing is transposed in memory.
 //
 // Cfg (from the generated preamble): kDType, kHeadDim, kHeadDimV, kBlockM (queries per step),
-// kBlockN (keys per block), kWarps, kAlign16, kVarlen, kDropout, kDBias, kDq.
+// kBlockN (keys per block), kWarps, kSlices, kAlign16, kVarlen, kDropout, kDBias, kDq.
 #pragma once
 #include "bias_policies.cuh"
 #include "common.cuh"
@@ -38,19 +40,27 @@ struct BwdMmaLayout {
   static constexpr int kQElems = Cfg::kBlockM * kQKStride;
   static constexpr int kOElems = Cfg::kBlockM * kVStride;
   static constexpr int kSElems = Cfg::kDq ? 2 * Cfg::kBlockN * kSStride : 0;  // two stages
-  // dQ = dS·K: the warps tile the [kBlockM, kDP] product as kDqWarpsM × kDqWarpsN, each warp
-  // kDqMT 16-row tiles (two where the columns split evenly: fewer shared-memory reads per mma).
+  // The head dims' slice of dK, dV and dQ one block computes (Cfg::kSlices, from jit/signature.h
+  // bwd_mma_slices): kSlices blocks share a key block, block blockIdx.x % kSlices taking columns
+  // [slice · kSliceD, ...).
+  static constexpr int kSlices = Cfg::kSlices;
+  static constexpr int kSliceD = kDP / kSlices, kSliceDv = kDvP / kSlices;
+  // dQ = dS·K over the slice: the warps tile the [kBlockM, kSliceD] product as kDqWarpsM ×
+  // kDqWarpsN, each warp kDqMT 16-row tiles (two where the columns split evenly: fewer
+  // shared-memory reads per mma).
   static constexpr bool kTwoRowTiles = Cfg::kBlockM % 32 == 0 && Cfg::kWarps % (Cfg::kBlockM / 32) == 0 &&
-                                       (kDP / 8) % (Cfg::kWarps / (Cfg::kBlockM / 32)) == 0;
+                                       (kSliceD / 8) % (Cfg::kWarps / (Cfg::kBlockM / 32)) == 0;
   static constexpr int kDqMT = kTwoRowTiles ? 2 : 1;
   static constexpr int kDqWarpsM = Cfg::kBlockM / (16 * kDqMT);
   static constexpr int kDqWarpsN = Cfg::kWarps / kDqWarpsM;
-  static constexpr int kDqNT = kDP / 8 / kDqWarpsN;
+  static constexpr int kDqNT = kSliceD / 8 / kDqWarpsN;
   static constexpr int kSmemBytes =
       (kKElems + kVElems + 2 * kQElems + 2 * kOElems + kSElems) * 2 + 2 * 2 * Cfg::kBlockM * 4;
   static_assert(kWarpKeys % 16 == 0, "each warp owns a multiple of 16 keys");
   static_assert(Cfg::kBlockM % 16 == 0, "query blocks are a multiple of 16");
-  static_assert(!Cfg::kDq || (Cfg::kWarps % kDqWarpsM == 0 && (kDP / 8) % kDqWarpsN == 0),
+  static_assert(kSlices == 1 || (kDP % (16 * kSlices) == 0 && kDvP % (16 * kSlices) == 0),
+                "each slice of the head dims is a whole number of 16-column pairs");
+  static_assert(!Cfg::kDq || (Cfg::kWarps % kDqWarpsM == 0 && (kSliceD / 8) % kDqWarpsN == 0),
                 "the dQ product must tile over the warps");
 };
 
@@ -61,8 +71,8 @@ __device__ __forceinline__ void bwd_mma(const BwdParams& bp) {
   using T = typename DType<Cfg::kDType>::T;
   constexpr int kBM = Cfg::kBlockM, kBN = Cfg::kBlockN, kKT = L::kKT;
   constexpr int kNT = kBM / 8;          // 8-wide query tiles of Sᵀ
-  constexpr int kDKT = L::kDP / 8;      // 8-wide column tiles of dK
-  constexpr int kDVT = L::kDvP / 8;     // 8-wide column tiles of dV
+  constexpr int kDKT = L::kSliceD / 8;   // 8-wide column tiles of this block's dK
+  constexpr int kDVT = L::kSliceDv / 8;  // 8-wide column tiles of this block's dV
   constexpr int kKSd = L::kDP / 16;     // k-steps over the head dim (Sᵀ)
   constexpr int kKSv = L::kDvP / 16;    // k-steps over the value head dim (dPᵀ)
 
@@ -78,8 +88,11 @@ __device__ __forceinline__ void bwd_mma(const BwdParams& bp) {
   float* sDelta = sLse + 2 * kBM;                          // [2][kBM]
 
   const int n_blocks = ceil_div(bp.max_mkv, kBN);
-  const int n_block = blockIdx.x % n_blocks;
-  const int pair = blockIdx.x / n_blocks;
+  const int slice = L::kSlices == 1 ? 0 : int(blockIdx.x % L::kSlices);
+  const unsigned block = L::kSlices == 1 ? blockIdx.x : blockIdx.x / L::kSlices;
+  const int dk_col0 = slice * L::kSliceD, dv_col0 = slice * L::kSliceDv;  // this block's columns
+  const int n_block = block % n_blocks;
+  const int pair = block / n_blocks;
   const int hk = pair % bp.kv_heads, b = pair / bp.kv_heads;
   const SeqGeometry<Cfg::kVarlen> seq(p, b);
   const int mq = seq.mq, mkv = seq.mkv;
@@ -232,7 +245,8 @@ __device__ __forceinline__ void bwd_mma(const BwdParams& bp) {
     // Pᵀ (into s), dropout's keep mask applied to a copy (pd), and dSᵀ (into dp).
     float pd[kKT][kNT][4];
     bwd_probs<Cfg, kMasked>(s, dp, pd, p, policy, seq, h, m0, k_lo + key0, g, t, lse_row, delta_row);
-    if constexpr (Cfg::kDBias) bwd_store_dbias<Cfg>(dp, bp, seq, h, m0, k_lo + key0, g, t);
+    if constexpr (Cfg::kDBias)
+      if (slice == 0) bwd_store_dbias<Cfg>(dp, bp, seq, h, m0, k_lo + key0, g, t);  // the same in every slice
 
     // dV += Pᵀ·dO and dK += dSᵀ·Q: the accumulator layout of Pᵀ/dSᵀ is the A layout.
 #pragma unroll
@@ -246,7 +260,7 @@ __device__ __forceinline__ void bwd_mma(const BwdParams& bp) {
 #pragma unroll
       for (int c = 0; c < kDVT / 2; ++c) {
         unsigned bo[4];
-        ldmatrix_x4_trans(bo, so + bt_lane_v + (kp * 16 * L::kVStride + c * 16) * 2);
+        ldmatrix_x4_trans(bo, so + bt_lane_v + (kp * 16 * L::kVStride + dv_col0 + c * 16) * 2);
 #pragma unroll
         for (int kt = 0; kt < kKT; ++kt) {
           mma_16816<Cfg::kDType>(dv[kt][2 * c], pa[kt], bo[0], bo[1]);
@@ -256,7 +270,7 @@ __device__ __forceinline__ void bwd_mma(const BwdParams& bp) {
 #pragma unroll
       for (int c = 0; c < kDKT / 2; ++c) {
         unsigned bq[4];
-        ldmatrix_x4_trans(bq, sq + bt_lane_qk + (kp * 16 * L::kQKStride + c * 16) * 2);
+        ldmatrix_x4_trans(bq, sq + bt_lane_qk + (kp * 16 * L::kQKStride + dk_col0 + c * 16) * 2);
 #pragma unroll
         for (int kt = 0; kt < kKT; ++kt) {
           mma_16816<Cfg::kDType>(dk[kt][2 * c], sa[kt], bq[0], bq[1]);
@@ -282,7 +296,8 @@ __device__ __forceinline__ void bwd_mma(const BwdParams& bp) {
     }
   };
 
-  // dQ[kBM, D] of iteration `it` = dS·K over all kBN keys, fp32 atomics into dq_accum.
+  // dQ[kBM, this slice's columns] of iteration `it` = dS·K over all kBN keys, fp32 atomics into
+  // dq_accum.
   auto dq_step = [&](int it, int c) {
     const int h = head_of(c), m0 = m0_of(c);
     const T* ss = sS + (it & 1) * (L::kSElems / 2);
@@ -298,7 +313,7 @@ __device__ __forceinline__ void bwd_mma(const BwdParams& bp) {
     // A = dS[query][key] from sS stored [key][query]: ldmatrix .trans with rows = keys.
     const unsigned s_lane = smem_addr(ss) + (((lane & 7) + ((lane >> 4) & 1) * 8) * L::kSStride + wm * kMT * 16 +
                                              ((lane >> 3) & 1) * 8) * 2;
-    const unsigned kt_lane = smem_addr(sK) + bt_lane_qk + wn * kCT * 8 * 2;
+    const unsigned kt_lane = smem_addr(sK) + bt_lane_qk + (dk_col0 + wn * kCT * 8) * 2;
 #pragma unroll
     for (int ks = 0; ks < kBN / 16; ++ks) {
       unsigned a[kMT][4];
@@ -322,7 +337,7 @@ __device__ __forceinline__ void bwd_mma(const BwdParams& bp) {
       }
     }
     float* acc = bp.dq_accum + ((int64_t(seq.batch) * p.heads + h) * p.mq_rows + seq.q_start) * Cfg::kHeadDim;
-    bwd_add_dq<Cfg::kHeadDim>(acc, dq, m0 + wm * kMT * 16, wn * kCT * 8, mq, g, t);
+    bwd_add_dq<Cfg::kHeadDim>(acc, dq, m0 + wm * kMT * 16, dk_col0 + wn * kCT * 8, mq, g, t);
   };
 
   auto needs_mask = [&](int c) {
@@ -353,7 +368,7 @@ __device__ __forceinline__ void bwd_mma(const BwdParams& bp) {
     }
   }
 
-  bwd_store_dkdv<Cfg>(dk, dv, bp, seq, hk, k_lo + key0, g, t);
+  bwd_store_dkdv<Cfg>(dk, dv, bp, seq, hk, k_lo + key0, g, t, dk_col0, dv_col0);
 }
 
 }  // namespace jitattn

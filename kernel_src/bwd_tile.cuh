@@ -237,11 +237,13 @@ __device__ __forceinline__ void bwd_add_dq(float* acc, const float (&dq)[kMT][kC
 }
 
 // The block's dK · scale and dV (· 1/(1-p) under dropout) of keys j0 + 16·kt + g (+8) of
-// key/value head hk, rows past the sequence end skipped; summed into the fp32 accumulators instead
+// key/value head hk, columns from dk_col0 / dv_col0 on (its slice of the head dims), rows past the
+// sequence end skipped; summed into the fp32 accumulators instead
 // when the host set them (see BwdParams::dk_accum).
 template <class Cfg, class Seq, int kKT, int kDKT, int kDVT>
 __device__ __forceinline__ void bwd_store_dkdv(const float (&dk)[kKT][kDKT][4], const float (&dv)[kKT][kDVT][4],
-                                               const BwdParams& bp, const Seq& seq, int hk, int j0, int g, int t) {
+                                               const BwdParams& bp, const Seq& seq, int hk, int j0, int g, int t,
+                                               int dk_col0 = 0, int dv_col0 = 0) {
   using T = typename DType<Cfg::kDType>::T;
   const FwdParams& p = bp.f;
   T* dkp = static_cast<T*>(bp.dk) + seq.batch * bp.dk_stride_b + hk * bp.dk_stride_h + int64_t(seq.k_start) * bp.dk_stride_m;
@@ -257,7 +259,7 @@ __device__ __forceinline__ void bwd_store_dkdv(const float (&dk)[kKT][kDKT][4], 
       if (j >= seq.mkv) continue;
 #pragma unroll
       for (int c = 0; c < kDKT; ++c) {
-        const int col = c * 8 + 2 * t;
+        const int col = dk_col0 + c * 8 + 2 * t;
         if (col >= Cfg::kHeadDim) continue;
         const float x0 = dk[kt][c][2 * e2] * bp.scale, x1 = dk[kt][c][2 * e2 + 1] * bp.scale;
         if (ak) {
@@ -271,7 +273,7 @@ __device__ __forceinline__ void bwd_store_dkdv(const float (&dk)[kKT][kDKT][4], 
       }
 #pragma unroll
       for (int c = 0; c < kDVT; ++c) {
-        const int col = c * 8 + 2 * t;
+        const int col = dv_col0 + c * 8 + 2 * t;
         if (col >= Cfg::kHeadDimV) continue;
         const float x0 = dv[kt][c][2 * e2] * dv_scale, x1 = dv[kt][c][2 * e2 + 1] * dv_scale;
         if (av) {

@@ -367,5 +367,40 @@ TEST_F(BackwardFamilyGpu, OverlappingGappyKeysSumOverSequences) {
       }
 }
 
+// Head dims past 128 + 128, where bwd_mma.cuh gives each key block to two blocks, each computing
+// dK, dV and dQ over half of the head dims (kernel_src/params.h bwd_mma_slices): cases drawn over
+// the same family (every layout and trainable bias kind, dropout, dbias, the deterministic mode),
+// K from 160 to 256 and Kv the same or another, and the overlapping gappy keys whose dK/dV are
+// summed through the fp32 accumulators.
+class BackwardWideHeadDims : public ::testing::TestWithParam<DType> {
+ protected:
+  void SetUp() override { JITATTN_REQUIRE_GPU(); }
+};
+
+TEST_P(BackwardWideHeadDims, CasesFromTheWholeFamily) {
+  reseed(100 + uint64_t(GetParam()));
+  for (int i = 0; i < 10; ++i) {
+    SCOPED_TRACE("case " + std::to_string(i));
+    Case c = draw_case(GetParam());
+    const int64_t dims[] = {160, 192, 256, 256};
+    c.K = dims[draw(0, 3)];
+    const int64_t vdims[] = {c.K, c.K, 64, 128, 256};
+    c.Kv = vdims[draw(0, 4)];
+    run_case(c);
+    if (HasFailure()) break;
+  }
+  const std::vector<int32_t> ql{5, 3, 6}, starts{7, 2, 8, 20}, kl{4, 7, 10};
+  for (bool deterministic : {false, true}) {
+    Case c;
+    c.dt = GetParam(), c.B = 1, c.Mq = 14, c.Mkv = 20, c.H = 2, c.Hs = 2, c.K = 256, c.Kv = 192;
+    c.deterministic = deterministic;
+    c.bias = BlockDiagonalGappyKeysMask::from_seqlens(ql, starts, kl);
+    run_case(c, false);
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Dtypes, BackwardWideHeadDims, ::testing::Values(DType::f16, DType::bf16),
+                         [](const auto& info) { return std::string(to_string(info.param)); });
+
 }  // namespace
 }  // namespace jitattn::test

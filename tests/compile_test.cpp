@@ -136,6 +136,22 @@ std::vector<KernelSpec> every_backward_variant() {
       s.align = 2;  // element-wise loads
       s.op = Op::bwd;
       specs.push_back(make_spec(s));
+      if (dt != DType::bf16) continue;
+      // Head dims past 128 + 128, whose dK/dV/dQ the mma backward slices over two blocks
+      // (bwd_mma_slices; m32n128w8 where the query slice is a multiple of 32 columns), and one
+      // that stays whole (136: its padded head dim does not halve into 16-column pairs); dropout,
+      // dbias and element alignment at 256.
+      for (auto [d, dv] : {std::pair<int, int>{160, 160}, {192, 192}, {256, 128}, {128, 256}, {96, 256}, {256, 64}, {136, 136}})
+        for (Op op : {Op::bwd, Op::bwd_kv}) {
+          s.op = op, s.align = 16;
+          s.head_dim = uint16_t(d), s.head_dim_v = uint16_t(dv);
+          specs.push_back(make_spec(s));
+        }
+      s.head_dim = s.head_dim_v = 256, s.op = Op::bwd;
+      s.dropout = 1, specs.push_back(make_spec(s)), s.dropout = 0;
+      s.bias = BiasKind::tensor, s.dbias = 1, specs.push_back(make_spec(s)), s.dbias = 0, s.bias = BiasKind::causal;
+      s.align = 2, specs.push_back(make_spec(s)), s.align = 16;
+      s.head_dim = s.head_dim_v = 64;
     }
   }
   // sm_90a's dK/dV kernel at 64 in the cp.async form, which JITATTN_BWD_FAMILY=wgmma asks for

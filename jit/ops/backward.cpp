@@ -82,6 +82,8 @@ void launch_backward(const LoadedKernel& kernel, BwdParams& params, CUstream str
       break;
     case Op::bwd: case Op::bwd_kv:  // one block per (key block, key/value head, sequence)
       blocks = ceil_div(params.max_mkv, tile.block_n) * params.kv_heads * f.batch;
+      // bwd_mma.cuh: bwd_mma_slices blocks per key block, each over a slice of the head dims
+      if (kernel.spec.family == Family::mma) blocks *= bwd_mma_slices(kernel.spec.sig.head_dim, kernel.spec.sig.head_dim_v);
       if (kernel.spec.sig.op == Op::bwd && (kernel.spec.family == Family::wgmma || kernel.spec.family == Family::tma) &&
           params.dq_accum) {
         const int64_t rows = dq_rows >= 0 ? dq_rows : int64_t(f.batch_rows) * f.heads * f.mq_rows;
