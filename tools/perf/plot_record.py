@@ -3,13 +3,15 @@
 to PyTorch's backends, from one call's measurements (docs/performance.md).
 
   python3 tools/perf/plot_record.py --bench bench.json --anchors anchors.json \
-      [--memory memory.json] --card "NVIDIA H200" --date 2026-12-01 --out docs/plots/record
+      [--memory memory.json] [--masks masks.json] --card "NVIDIA H200" --date 2026-12-01 --out docs/plots/record
 
 Inputs: `jitattn bench --bwd --json` (rows: op fwd|bwd, K, M, causal, tflops) and
 `.gpu/anchors.py --out` (rows: sys, K, M, causal, fwd_tflops, bwd_tflops) from the same call;
-optionally tools/perf/memory_record.py's JSON (rows: sys, K, M, causal, peak_mib). Writes
-OUT_tflops.png (one panel per head dim and causal flag; solid forward, dashed backward) and, with
---memory, OUT_memory.png. Each title names the card and the date.
+optionally tools/perf/memory_record.py's JSON (rows: sys, K, M, causal, peak_mib) and
+tools/perf/mask_record.py's (rows: sys, mask, M, tflops, fwd_bwd_tflops). Writes OUT_tflops.png
+(one panel per head dim and causal flag; solid forward, dashed backward), with --memory
+OUT_memory.png, with --masks OUT_masks.png (one panel per mask kind). Each title names the card
+and the date.
 """
 import argparse
 import json
@@ -94,11 +96,46 @@ def plot_memory(plt, rows, title, path):
     finish(fig, ax_of, title, path)
 
 
+MASK_TITLES = {"causal": "causal", "docs16": "16 documents per sequence, causal within each",
+               "sparse10": "BlockSparseMask, block 128, 10% of the blocks"}
+
+
+def plot_masks(plt, doc, title, path):
+    """tools/perf/mask_record.py's rows: a panel per mask kind, jitattn's built-in bias and Flex
+    with the same mask_mod; solid forward, dashed forward + backward."""
+    series = defaultdict(lambda: defaultdict(list))
+    for r in doc["rows"]:
+        if "error" not in r:
+            series[r["mask"]][(r["sys"], "fwd")].append((r["M"], r["tflops"]))
+            series[r["mask"]][(r["sys"], "fwd+bwd")].append((r["M"], r["fwd_bwd_tflops"]))
+    kinds = list(dict.fromkeys(r["mask"] for r in doc["rows"]))
+    cols = 2
+    fig, axes = plt.subplots((len(kinds) + cols - 1) // cols, cols, figsize=(11, 3.6 * ((len(kinds) + 1) // 2)),
+                             squeeze=False)
+    ax_of = {kind: axes[i // cols][i % cols] for i, kind in enumerate(kinds)}
+    for kind, ax in ax_of.items():
+        for i, sys in enumerate(SYSTEMS):
+            for op, style in (("fwd", "-"), ("fwd+bwd", "--")):
+                pts = sorted(series[kind].get((sys, op), []))
+                if pts:
+                    ax.plot([m for m, _ in pts], [t for _, t in pts], style, marker="o", color=f"C{i}",
+                            label=f"{LABELS[sys]} {op}")
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("sequence length M")
+        ax.set_ylabel("TFLOP/s (visible elements)")
+        ax.set_title(MASK_TITLES.get(kind, f"causal window of {kind[6:]} keys" if kind.startswith("window") else kind))
+        ax.grid(alpha=0.3)
+    for j in range(len(kinds), axes.shape[0] * cols):
+        axes[j // cols][j % cols].axis("off")
+    finish(fig, ax_of, title, path)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--bench", required=True)
     ap.add_argument("--anchors", required=True)
     ap.add_argument("--memory")
+    ap.add_argument("--masks", help="tools/perf/mask_record.py's JSON: also OUT_masks.png")
     ap.add_argument("--card", required=True)
     ap.add_argument("--date", required=True)
     ap.add_argument("--out", required=True, help="path prefix of the PNGs")
@@ -109,9 +146,15 @@ def main():
     bench = json.load(open(a.bench))
     anchors = json.load(open(a.anchors))
     dtype = bench.get("dtype", "bf16")
-    plot_tflops(plt, load_series(bench, anchors),
-                f"Attention forward (solid) and backward (dashed), {dtype}, {a.card}, {a.date}",
-                a.out + "_tflops.png")
+    series = load_series(bench, anchors)
+    if series:
+        plot_tflops(plt, series,
+                    f"Attention forward (solid) and backward (dashed), {dtype}, {a.card}, {a.date}",
+                    a.out + "_tflops.png")
+    if a.masks:
+        md = json.load(open(a.masks))
+        plot_masks(plt, md, f"Masks, head dim {md['K']}: forward (solid) and forward + backward (dashed), "
+                   f"{md.get('dtype', 'bf16')}, {a.card}, {a.date}", a.out + "_masks.png")
     if a.memory:
         plot_memory(plt, json.load(open(a.memory)), f"Peak memory, {dtype}, {a.card}, {a.date}", a.out + "_memory.png")
 
