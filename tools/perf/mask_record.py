@@ -26,6 +26,7 @@ import triton.testing as tt
 
 from jitattn import ops
 from jitattn.ops.fmha import attn_bias as ab
+from variant_bench import with_grad  # this script's directory is on sys.path
 
 
 def ints(s):
@@ -34,15 +35,6 @@ def ints(s):
 
 def ms(fn):
     return tt.do_bench(fn, warmup=10, rep=60, return_mode="median")
-
-
-def with_grad(f, *xs):
-    xs = [x.detach().requires_grad_(True) for x in xs]
-
-    def step():
-        out = f(*xs)
-        out.backward(torch.ones_like(out))
-    return step
 
 
 def main():

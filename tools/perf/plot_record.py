@@ -43,6 +43,15 @@ def panels(plt, keys):
     return fig, {(k, c): axes[i][int(c)] for i, k in enumerate(ks) for c in (False, True)}
 
 
+def style_axis(ax, ylabel, title):
+    """Every panel: sequence length on a log2 axis, its label and title, a light grid."""
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("sequence length M")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+
+
 def plot_tflops(plt, series, title, path):
     fig, ax_of = panels(plt, series.keys())
     for (k, causal), ax in ax_of.items():
@@ -53,11 +62,7 @@ def plot_tflops(plt, series, title, path):
                 if pts:
                     ax.plot([m for m, _ in pts], [t for _, t in pts], style, marker="o", color=f"C{i}",
                             label=f"{LABELS[sys]} {op}")
-        ax.set_xscale("log", base=2)
-        ax.set_xlabel("sequence length M")
-        ax.set_ylabel("TFLOP/s")
-        ax.set_title(f"head dim {k}, {'causal' if causal else 'no mask'}")
-        ax.grid(alpha=0.3)
+        style_axis(ax, "TFLOP/s", f"head dim {k}, {'causal' if causal else 'no mask'}")
     finish(fig, ax_of, title, path)
 
 
@@ -87,12 +92,8 @@ def plot_memory(plt, rows, title, path):
             pts = sorted(series.get((k, causal), {}).get(sys, []))
             if pts:
                 ax.plot([m for m, _ in pts], [x for _, x in pts], marker="o", color=f"C{i}", label=LABELS[sys])
-        ax.set_xscale("log", base=2)
         ax.set_yscale("log")
-        ax.set_xlabel("sequence length M")
-        ax.set_ylabel("peak memory of forward + backward (MiB)")
-        ax.set_title(f"head dim {k}, {'causal' if causal else 'no mask'}")
-        ax.grid(alpha=0.3)
+        style_axis(ax, "peak memory of forward + backward (MiB)", f"head dim {k}, {'causal' if causal else 'no mask'}")
     finish(fig, ax_of, title, path)
 
 
@@ -120,11 +121,8 @@ def plot_masks(plt, doc, title, path):
                 if pts:
                     ax.plot([m for m, _ in pts], [t for _, t in pts], style, marker="o", color=f"C{i}",
                             label=f"{LABELS[sys]} {op}")
-        ax.set_xscale("log", base=2)
-        ax.set_xlabel("sequence length M")
-        ax.set_ylabel("TFLOP/s (visible elements)")
-        ax.set_title(MASK_TITLES.get(kind, f"causal window of {kind[6:]} keys" if kind.startswith("window") else kind))
-        ax.grid(alpha=0.3)
+        style_axis(ax, "TFLOP/s (visible elements)",
+              MASK_TITLES.get(kind, f"causal window of {kind[6:]} keys" if kind.startswith("window") else kind))
     for j in range(len(kinds), axes.shape[0] * cols):
         axes[j // cols][j % cols].axis("off")
     finish(fig, ax_of, title, path)

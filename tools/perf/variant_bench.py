@@ -35,6 +35,16 @@ def ms(fn):
     return tt.do_bench(fn, warmup=25, rep=100, return_mode="median")
 
 
+def with_grad(f, *xs):
+    """One forward + backward step of f on leaf copies of xs (tools/perf/mask_record.py uses it too)."""
+    xs = [x.detach().requires_grad_(True) for x in xs]
+
+    def step():
+        out = f(*xs)
+        out.backward(torch.ones_like(out))
+    return step
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seqlen", type=int, default=16384)
@@ -68,14 +78,6 @@ def main():
         rows.append(r)
         extra = f"  fwd+bwd {r['fwd_bwd_tflops']:6.1f} TFLOP/s" if bwd is not None else ""
         print(f"{name:12s} {system:24s} {t:8.3f} ms  {r['tflops']:6.1f} TFLOP/s{extra}", flush=True)
-
-    def with_grad(f, *xs):
-        xs = [x.detach().requires_grad_(True) for x in xs]
-
-        def step():
-            out = f(*xs)
-            out.backward(torch.ones_like(out))
-        return step
 
     # soft-capping, causal
     softcap = jitattn.Variant(score_mod="cap * tanhf(score / cap)",
