@@ -127,17 +127,16 @@ bool wgmma_backward(const Signature& sig) {
          ((sig.head_dim == 64 && sig.head_dim_v == 64) || (sig.head_dim == 128 && (sig.head_dim_v == 64 || sig.head_dim_v == 128)));
 }
 // The tma family's backward is bwd_wgmma.cuh's warp-specialized form (a producer warpgroup,
-// Cfg::kTma) and serves the same signatures; by default it takes head dims 64/64. H200, bf16,
-// M = 4096 / 16384, non-causal / causal, one call (docs/perf-notes.md): at 64 it gave 342-344 /
-// 271-277 / 378-379 / 345-346 TFLOP/s against 292 / 252 / 314 / 301 for the cp.async form; at
-// 128 its multiplying warps' 240 registers are too few (ptxas spills 64-124 bytes and serializes
-// the wgmma pipeline, C7512) and it was 2-4% slower (358 / 298-303 /
-// 394-395 / 375-377 against 375 / 314 / 409 / 385), so 128 keeps the cp.async form unless
-// JITATTN_BWD_FAMILY=tma asks for it.
+// Cfg::kTma) and serves the same signatures; it is the default, JITATTN_BWD_FAMILY=wgmma asks for
+// the cp.async form. H200, bf16, M = 4096 / 16384, non-causal / causal, one call each
+// (docs/perf-notes.md): at 64 it gave 342-344 / 271-277 / 378-379 / 345-346 TFLOP/s against
+// 292 / 252 / 314 / 301 for the cp.async form (session 15); at 128, once dV and dK read Pᵀ and dSᵀ
+// from shared memory and dQ accumulates in Sᵀ's registers (kOperandsSmem), 441 / 328-361 / 471-473
+// / 448 against 375 / 313 / 412 / 384 (session 20; before, 240 registers were too few and it was
+// 2-4% slower).
 bool tma_backward(const Signature& sig) {
   const Env::FwdFamily f = Env::get().bwd_family;
-  if (!wgmma_backward(sig)) return false;
-  return f == Env::FwdFamily::tma || (f == Env::FwdFamily::best && sig.head_dim <= 64 && sig.head_dim_v <= 64);
+  return wgmma_backward(sig) && (f == Env::FwdFamily::tma || f == Env::FwdFamily::best);
 }
 // A tile bwd_wgmma.cuh takes: a warpgroup (4 warps) per 64 keys (and the tma family's producer
 // warpgroup), 64 or 128 queries per step, and dQ pieces of 32 columns or more per warpgroup (""
@@ -269,10 +268,11 @@ int KernelSpec::smem_bytes() const {
     case Op::bwd: case Op::bwd_kv:
       if (family == Family::simt) return bwd_simt_smem_bytes(*this);
       // K, V; two stages of Q, dO, dSᵀ (bwd only), lse and delta (bwd_wgmma.cuh); dQ in fp32 (bwd
-      // only); the tma family's 11 barriers
+      // only); the tma family's 11 barriers and, past d = 64, its Pᵀ (bwd only, kOperandsSmem)
       if (family == Family::wgmma || family == Family::tma)
         return 1024 + 2 * (n * d + n * dv + 2 * m * d + 2 * m * dv + (sig.op == Op::bwd ? 2 * n * m : 0)) +
-               (sig.op == Op::bwd ? 4 * m * d : 0) + 16 * m + (family == Family::tma ? 8 * 11 : 0);
+               (sig.op == Op::bwd ? 4 * m * d : 0) + 16 * m +
+               (family == Family::tma ? 8 * 11 + (sig.op == Op::bwd && d > 64 ? 2 * n * m : 0) : 0);
       // K, V; two stages of Q, dO, dSᵀ (bwd only), lse and delta (bwd_mma.cuh)
       return 2 * (n * qk_stride + n * v_stride + 2 * m * qk_stride + 2 * m * v_stride +
                   (sig.op == Op::bwd ? 2 * n * (m + 8) : 0)) + 16 * m;

@@ -59,6 +59,11 @@ struct BwdWgmmaLayout {
   static constexpr int kKBytes = kBN * Cfg::kHeadDim * 2, kVBytes = kBN * Cfg::kHeadDimV * 2;
   static constexpr int kQBytes = kBM * Cfg::kHeadDim * 2, kOBytes = kBM * Cfg::kHeadDimV * 2;  // a stage of Q, dO
   static constexpr int kSBytes = Cfg::kDq ? kBN * kBM * 2 : 0;  // a stage of dSᵀ
+  // kOperandsSmem (the tma family past d = 64): dV += Pᵀ·dO and dK += dSᵀ·Q read Pᵀ and dSᵀ from
+  // shared memory (Pᵀ from one buffer of its own, dSᵀ from the one stored for dQ), so that no A
+  // operand holds registers while the products run.
+  static constexpr bool kOperandsSmem = Cfg::kTma && Cfg::kDq && Cfg::kHeadDim > 64;
+  static constexpr int kPBytes = kOperandsSmem ? kBN * kBM * 2 : 0;
   // dQ of a query block (kBM × kHeadDim): warpgroup w computes queries 64·(w % kDqM).. and
   // columns kDqN·(w / kDqM)..
   static constexpr int kDqM = kBM / 64;
@@ -78,7 +83,7 @@ struct BwdWgmmaLayout {
   // 1024 bytes of slack for the 1024-byte alignment of the swizzled tiles; K, V; two stages of
   // Q, dO and dSᵀ; dQ; lse and delta, two stages each; the barriers.
   static constexpr int kSmemBytes =
-      1024 + kKBytes + kVBytes + 2 * (kQBytes + kOBytes + kSBytes) + kDqBytes + 2 * 2 * kBM * 4 + 8 * kBarriers;
+      1024 + kKBytes + kVBytes + 2 * (kQBytes + kOBytes + kSBytes) + kPBytes + kDqBytes + 2 * 2 * kBM * 4 + 8 * kBarriers;
   static_assert(Cfg::kWarps % 4 == 0 && kBN == 64 * kGroups, "one warpgroup (4 warps) per 64 keys (and the producer's)");
   static_assert(kBM == 64 || kBM == 128, "query blocks of 64 or 128");
   static_assert(!Cfg::kTma || (Cfg::kWarps == 12 && kProducerRegs * 128 + kMmaRegs * 256 <= 168 * 384),
@@ -221,7 +226,8 @@ __device__ __forceinline__ void bwd_wgmma(const BwdParams& bp) {
   const unsigned raw = smem_addr(smem_raw), smem = (raw + 1023u) & ~1023u;
   const unsigned sK = smem, sV = sK + L::kKBytes;
   const unsigned sQ = sV + L::kVBytes, sO = sQ + 2 * L::kQBytes, sS = sO + 2 * L::kOBytes;  // two stages each
-  const unsigned sDq = sS + 2 * L::kSBytes;                                      // kHeadDim / 32 boxes
+  const unsigned sP = sS + 2 * L::kSBytes;                                       // kOperandsSmem only
+  const unsigned sDq = sP + L::kPBytes;                                          // kHeadDim / 32 boxes
   float* sLse = reinterpret_cast<float*>(smem_raw + (sDq + L::kDqBytes - raw));  // [2][kBM]
   float* sDelta = sLse + 2 * kBM;                                                  // [2][kBM]
   const BwdTmaBarriers bar{sDq + L::kDqBytes + 2 * 2 * kBM * 4};                  // kTma only
@@ -355,7 +361,17 @@ __device__ __forceinline__ void bwd_wgmma(const BwdParams& bp) {
   // map is full on the tile (states 2 and 3, kBaseTiles) is left out: the built-in mask under it
   // masks alone.
   constexpr bool kSplitWait = kD <= 64 && kDv <= 64;
-  float s[1][kNT][4], dp[1][kNT][4], dq[1][kDqN / 8][4];
+  constexpr bool kDkSmem = L::kOperandsSmem;
+  // dQ(it - 1)'s product runs after visit it's Sᵀ is dead: where their shapes agree (d = 128 with
+  // kBM = 64) it accumulates in Sᵀ's registers. ptxas gave each wgmma accumulator registers of its
+  // own, and at d = 128 the tma form's 32 for dQ beside Sᵀ's were what serialized its pipeline
+  // (C7512) under setmaxnreg's 240. (The cp.async form, at 255, serialized with it: C7515.)
+  constexpr bool kDqInS = Cfg::kTma && kDqN / 8 == kNT;
+  float s[1][kNT][4], dp[1][kNT][4], dq_own[1][kDqInS ? 1 : kDqN / 8][4];
+  auto dq_acc = [&]() -> float (&)[kDqN / 8][4] {
+    if constexpr (kDqInS) return s[0];
+    else return dq_own[0];
+  };
   unsigned pa[kKP][4], sa[kKP][4];
   auto visit_products = [&](int it, int c) {
     const int h = head_of(c), m0 = m0_of(c);
@@ -391,31 +407,59 @@ __device__ __forceinline__ void bwd_wgmma(const BwdParams& bp) {
     if constexpr (Cfg::kDBias) bwd_store_dbias<Cfg>(dp, bp, seq, h, m0, j0, g, t);
 #pragma unroll
     for (int kp = 0; kp < kKP; ++kp) bwd_a_fragment<kDT>(sa[kp], dp[0], kp);
-    if constexpr (Cfg::kDq) {
-      // The dQ products of visit it - 2 have read this buffer (tma: both warpgroups'; else the
-      // block barrier at the top of the pass said so).
-      if (Cfg::kTma && it >= 2) mbar_wait(bar.ds_empty(buf), unsigned((it - 2) / 2) & 1u);
-      // sa[kp] holds keys r and r + 8, queries 16·kp + 2t (+1) and 16·kp + 8 + 2t (+1).
-      const unsigned ss = sS + buf * L::kSBytes;
-      const int r = wg * 64 + warp * 16 + g;
+    // a[kp] holds keys r and r + 8, queries 16·kp + 2t (+1) and 16·kp + 8 + 2t (+1), into a
+    // [key][query] tile of kBN rows.
+    const int r = wg * 64 + warp * 16 + g;
+    auto store_fragments = [&](unsigned tile, const unsigned (&a)[kKP][4]) {
+      // kOperandsSmem: r ≡ r + 8 ≡ g (mod 8), so 16-byte chunk c of either row lies at the row's
+      // address with c·16 XORed into its bits 4..6, which hold g; from one base per call, which the
+      // compiler may not hoist. Two tiles' 16 addresses each, kept across the loop, spilled 100
+      // bytes at d = 128 (ptxas); in the other forms the plain offsets spill least.
+      const unsigned base = L::kOperandsSmem ? opaque(tile + unsigned(r * 128 + (g << 4) + 4 * t)) : 0u;
 #pragma unroll
       for (int kp = 0; kp < kKP; ++kp)
 #pragma unroll
         for (int half = 0; half < 2; ++half)
 #pragma unroll
-          for (int e2 = 0; e2 < 2; ++e2)
-            st_shared_u32(ss + sw128_offset(kBN, r + 8 * e2, 2 * kp + half) + 4 * t, sa[kp][2 * half + e2]);
+          for (int e2 = 0; e2 < 2; ++e2) {
+            const int chunk = 2 * kp + half;
+            if constexpr (L::kOperandsSmem)
+              st_shared_u32((base ^ unsigned((chunk % 8) << 4)) + unsigned(chunk / 8) * kBN * 128 + unsigned(e2) * 1024u,
+                            a[kp][2 * half + e2]);
+            else
+              st_shared_u32(tile + sw128_offset(kBN, r + 8 * e2, chunk) + 4 * t, a[kp][2 * half + e2]);
+          }
+    };
+    if constexpr (kDkSmem) store_fragments(sP, pa);  // dV(it - 1) has read it: its wait ended that pass
+    if constexpr (Cfg::kDq) {
+      // The dQ products of visit it - 2 have read this buffer (tma: both warpgroups'; else the
+      // block barrier at the top of the pass said so).
+      if (Cfg::kTma && it >= 2) mbar_wait(bar.ds_empty(buf), unsigned((it - 2) / 2) & 1u);
+      store_fragments(sS + buf * L::kSBytes, sa);
       if constexpr (Cfg::kTma) {  // for the other warpgroup's dQ product (async proxy)
         fence_proxy_async();
         mbar_arrive(bar.ds_full(buf));
       }
+      if constexpr (kDkSmem) named_barrier_sync(2 + wg, 128);  // this warpgroup's rows, for its dK
     }
     const unsigned sq = opaque(sQ + buf * L::kQBytes), so = opaque(sO + buf * L::kOBytes);
     wgmma_fence();
+    if constexpr (kDkSmem) {  // A: this warpgroup's 64 key rows of Pᵀ and dSᵀ, K-major
+      const unsigned ps = opaque(sP + wg * 64 * 128), ds = opaque(sS + buf * L::kSBytes + wg * 64 * 128);
 #pragma unroll
-    for (int kp = 0; kp < kKP; ++kp) wgmma_rs_tb<kDv, kDT>(dv[0], pa[kp], wgmma_desc(so + kp * 2048, kBM * 128, 1024));
+      for (int kp = 0; kp < kKP; ++kp)
+        wgmma_ss_tb<kDv, kDT>(dv[0], wgmma_desc(ps + (kp / 4) * kBN * 128 + (kp % 4) * 32, 16, 1024),
+                              wgmma_desc(so + kp * 2048, kBM * 128, 1024));
 #pragma unroll
-    for (int kp = 0; kp < kKP; ++kp) wgmma_rs_tb<kD, kDT>(dk[0], sa[kp], wgmma_desc(sq + kp * 2048, kBM * 128, 1024));
+      for (int kp = 0; kp < kKP; ++kp)
+        wgmma_ss_tb<kD, kDT>(dk[0], wgmma_desc(ds + (kp / 4) * kBN * 128 + (kp % 4) * 32, 16, 1024),
+                             wgmma_desc(sq + kp * 2048, kBM * 128, 1024));
+    } else {
+#pragma unroll
+      for (int kp = 0; kp < kKP; ++kp) wgmma_rs_tb<kDv, kDT>(dv[0], pa[kp], wgmma_desc(so + kp * 2048, kBM * 128, 1024));
+#pragma unroll
+      for (int kp = 0; kp < kKP; ++kp) wgmma_rs_tb<kD, kDT>(dk[0], sa[kp], wgmma_desc(sq + kp * 2048, kBM * 128, 1024));
+    }
     wgmma_commit();
   };
 
@@ -434,7 +478,7 @@ __device__ __forceinline__ void bwd_wgmma(const BwdParams& bp) {
       for (int e2 = 0; e2 < 2; ++e2) {
         const unsigned at = base + (i / 4) * L::kDqBoxBytes + e2 * 1024 + (((2 * (i % 4)) ^ hi) << 4);
         asm volatile("st.shared.v2.f32 [%0], {%1, %2};\n" ::"r"(at),
-                     "f"(dq[0][i][2 * e2]), "f"(dq[0][i][2 * e2 + 1])
+                     "f"(dq_acc()[i][2 * e2]), "f"(dq_acc()[i][2 * e2 + 1])
                      : "memory");
       }
   };
@@ -461,18 +505,20 @@ __device__ __forceinline__ void bwd_wgmma(const BwdParams& bp) {
       if (dq_prev) {
         mbar_wait(bar.ds_full((it - 1) & 1), unsigned((it - 1) / 2) & 1u);
         wgmma_fence();
-        issue_dq(dq[0], (it - 1) & 1);
+        issue_dq(dq_acc(), (it - 1) & 1);
       }
       wgmma_wait<0>();
       if (visit) {
         wgmma_hold(dk[0]);
         wgmma_hold(dv[0]);
-        wgmma_hold(pa);
-        wgmma_hold(sa);
+        if constexpr (!kDkSmem) {
+          wgmma_hold(pa);
+          wgmma_hold(sa);
+        }
       }
       if (visit) mbar_arrive(bar.empty(it & 1));
       if (dq_prev) {
-        wgmma_hold(dq[0]);
+        wgmma_hold(dq_acc());
         mbar_arrive(bar.ds_empty((it - 1) & 1));
         if (it >= 2) mbar_wait(bar.dq_empty(), unsigned(it - 2) & 1u);  // warp 1 has read dQ(it - 2)
         store_dq();
@@ -500,7 +546,7 @@ __device__ __forceinline__ void bwd_wgmma(const BwdParams& bp) {
       if (visit) visit_products(it, c);  // dV, dK in flight
       if (dq_prev) {  // behind dV, dK on the tensor cores; Sᵀ, dPᵀ are dead by now
         wgmma_fence();
-        issue_dq(dq[0], (it - 1) & 1);
+        issue_dq(dq_acc(), (it - 1) & 1);
       }
       wgmma_wait<0>();
       if (visit) {
@@ -510,7 +556,7 @@ __device__ __forceinline__ void bwd_wgmma(const BwdParams& bp) {
         wgmma_hold(sa);
       }
       if (dq_prev) {
-        wgmma_hold(dq[0]);
+        wgmma_hold(dq_acc());
         if (dq_stored) {  // the flush of this pass has read the rows before they are overwritten
           if (dq_lane) bulk_wait<0, true>();
           named_barrier_sync(1, kThreads);

@@ -109,6 +109,10 @@ __device__ __forceinline__ void wgmma_ss(float (&d)[N / 8][4], unsigned long lon
 // transposed: dQ = dS·K from dSᵀ and K as stored, bwd_wgmma.cuh).
 template <int N, int DT>
 __device__ __forceinline__ void wgmma_ss_tt(float (&d)[N / 8][4], unsigned long long a, unsigned long long b, int accumulate);
+// d (64xN) += A·B, A K-major and B MN-major in shared memory (dK += dSᵀ·Q from dSᵀ as stored,
+// bwd_wgmma.cuh).
+template <int N, int DT>
+__device__ __forceinline__ void wgmma_ss_tb(float (&d)[N / 8][4], unsigned long long a, unsigned long long b);
 // d (64xN) += A·B, A in registers (m16n8k16 A fragments), B MN-major in shared memory.
 template <int N, int DT>
 __device__ __forceinline__ void wgmma_rs_tb(float (&d)[N / 8][4], const unsigned (&a)[4], unsigned long long b);
@@ -164,6 +168,15 @@ __device__ __forceinline__ void wgmma_rs_tb(float (&d)[N / 8][4], const unsigned
                  ", %" SB ", p, 1, 1, 1, 1;\n}\n"                                                              \
                  : JITATTN_WG_OUT##N                                                                            \
                  : "l"(a), "l"(b), "r"(accumulate));                                                            \
+  }                                                                                                             \
+  template <>                                                                                                   \
+  __device__ __forceinline__ void wgmma_ss_tb<N, DT>(float (&d)[N / 8][4], unsigned long long a,                \
+                                                     unsigned long long b) {                                    \
+    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %" SACC ", 0;\n"                                            \
+                 "wgmma.mma_async.sync.aligned.m64n" #N "k16.f32." TY "." TY " " JITATTN_WG_R##N ", %" SA      \
+                 ", %" SB ", p, 1, 1, 0, 1;\n}\n"                                                              \
+                 : JITATTN_WG_OUT##N                                                                            \
+                 : "l"(a), "l"(b), "r"(1));                                                                     \
   }                                                                                                             \
   template <>                                                                                                   \
   __device__ __forceinline__ void wgmma_rs_tb<N, DT>(float (&d)[N / 8][4], const unsigned (&a)[4],            \

@@ -184,15 +184,15 @@ TEST_F(CliTest, MergeOutRefusesWhatExportOutRefuses) {
 
 // A user cache that cannot be written (a directory, /dev/null, a path under a regular file)
 // left the runtime memory-only: prewarm compiled, stored nothing and exited 0.
-// On sm_90a the backward's dK/dV kernel is the tma family (warp-specialized) at head dim 64 and
-// the wgmma family (cp.async) at 128; a JITATTN_BWD_TILE the tma family cannot take is a wgmma
-// experiment where that family takes it, else an mma.sync one, run instead of being refused.
-// JITATTN_BWD_FAMILY picks any of the three.
+// On sm_90a the backward's dK/dV kernel is the tma family (warp-specialized) at head dims 64 and
+// 128; a JITATTN_BWD_TILE the tma family cannot take is a wgmma (cp.async) experiment where that
+// family takes it, else an mma.sync one, run instead of being refused. JITATTN_BWD_FAMILY picks
+// any of the three.
 TEST_F(CliTest, AForcedBackwardTileTheTmaFamilyCannotTakeRunsOnWgmmaOrMma) {
   const std::string tma = "bwd.sm_90a.bf16.d128.v128.causal.lse.a16.tma_m64n128w12";
   const std::string wgmma = "bwd.sm_90a.bf16.d128.v128.causal.lse.a16.wgmma_m64n128w8";
   const std::string m32 = "bwd.sm_90a.bf16.d128.v128.causal.lse.a16.mma_m32n128w8";
-  EXPECT_EQ(served_by("", m32), wgmma);
+  EXPECT_EQ(served_by("", m32), tma);
   EXPECT_EQ(served_by("", "bwd.sm_90a.bf16.d64.v64.causal.lse.a16.mma_m32n128w8"),
             "bwd.sm_90a.bf16.d64.v64.causal.lse.a16.tma_m64n128w12");
   EXPECT_EQ(served_by("JITATTN_BWD_TILE=m64n128w8", "bwd.sm_90a.bf16.d64.v64.causal.lse.a16.mma_m32n128w8"),

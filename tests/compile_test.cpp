@@ -154,23 +154,23 @@ std::vector<KernelSpec> every_backward_variant() {
       s.head_dim = s.head_dim_v = 64;
     }
   }
-  // sm_90a's dK/dV kernel at 64 in the cp.async form, which JITATTN_BWD_FAMILY=wgmma asks for
-  // (the warp-specialized form serves 64 by default). Not the warp-specialized form at 128: there
-  // ptxas serializes its wgmma pipeline for want of registers (C7512), which is why 128 keeps the
-  // cp.async form (docs/perf-notes.md).
+  // sm_90a's dK/dV kernel in the cp.async form, which JITATTN_BWD_FAMILY=wgmma asks for (the
+  // warp-specialized form serves 64 and 128 by default), at both head dims, with dropout at 128.
   {
     Signature s;
     s.arch_sm = 90, s.arch_specific = 1;
     s.dtype = s.out_dtype = DType::bf16;
     s.lse = 1;
     s.bias = BiasKind::causal;
-    s.head_dim = s.head_dim_v = 64;
-    for (Op op : {Op::bwd, Op::bwd_kv}) {
-      s.op = op;
-      KernelSpec spec = make_spec(s);
-      spec.family = Family::wgmma, spec.tile = {64, 128, 8};
-      specs.push_back(spec);
-    }
+    for (int d : {64, 128})
+      for (Op op : {Op::bwd, Op::bwd_kv})
+        for (int dropout : {0, 1}) {
+          if (dropout && d == 64) continue;
+          s.head_dim = s.head_dim_v = uint16_t(d), s.op = op, s.dropout = uint8_t(dropout);
+          KernelSpec spec = make_spec(s);
+          spec.family = Family::wgmma, spec.tile = {64, 128, 8};
+          specs.push_back(spec);
+        }
   }
   // The smaller tiles the table picks where shared memory is 99 KB (sm_86, sm_89).
   Signature s;

@@ -78,12 +78,13 @@ TEST(Signature, FamilyFollowsArchDtypeHeadDimAndAlignment) {
   EXPECT_EQ(family([](Signature& s) { s.head_dim = s.head_dim_v = 100; }), Family::mma);  // not a multiple of 8
   EXPECT_EQ(family([](Signature& s) { s.bias = BiasKind::pbd_causal_br; s.head_dim = s.head_dim_v = 96; }), Family::mma);
   EXPECT_EQ(family([](Signature& s) { s.align = 2; }), Family::mma);
-  // The backward's dK/dV kernel: tma (bwd_wgmma.cuh warp-specialized) at head dims 64/64, wgmma
-  // (its cp.async form) at 128/64 and 128/128, else mma; its deterministic dQ kernel stays mma.
-  EXPECT_EQ(family([](Signature& s) { s.op = Op::bwd; }), Family::wgmma);
+  // The backward's dK/dV kernel: tma (bwd_wgmma.cuh warp-specialized) at head dims 64/64, 128/64
+  // and 128/128, else mma; its deterministic dQ kernel stays mma.
+  EXPECT_EQ(family([](Signature& s) { s.op = Op::bwd; }), Family::tma);
+  EXPECT_EQ(family([](Signature& s) { s.op = Op::bwd_kv; }), Family::tma);
   EXPECT_EQ(family([](Signature& s) { s.op = Op::bwd; s.head_dim = s.head_dim_v = 64; }), Family::tma);
   EXPECT_EQ(family([](Signature& s) { s.op = Op::bwd_kv; s.head_dim = s.head_dim_v = 64; }), Family::tma);
-  EXPECT_EQ(family([](Signature& s) { s.op = Op::bwd; s.head_dim_v = 64; }), Family::wgmma);
+  EXPECT_EQ(family([](Signature& s) { s.op = Op::bwd; s.head_dim_v = 64; }), Family::tma);
   EXPECT_EQ(family([](Signature& s) { s.op = Op::bwd; s.head_dim = 64; }), Family::mma);  // 64 / 128
   EXPECT_EQ(family([](Signature& s) { s.op = Op::bwd; s.head_dim = s.head_dim_v = 256; }), Family::mma);
   EXPECT_EQ(family([](Signature& s) { s.op = Op::bwd; s.align = 2; }), Family::mma);

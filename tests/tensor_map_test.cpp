@@ -144,10 +144,10 @@ TEST(TensorMap, ForwardSignatureTakesTheTmaFamilyWhereTheViewsMap) {
 namespace jitattn::jit::ops {
 namespace {
 
-// backward_kernel_align: on sm_90a at head dims 64 the dK/dV kernel is the tma family, which reads
+// backward_kernel_align: on sm_90a at head dims 64 and 128 the dK/dV kernel is the tma family, which reads
 // Q and dO through tensor maps; where either view cannot be mapped (rows of stride 0, as the
 // all-ones gradient of out.sum() is) the call takes the 4-byte aligned mma.sync kernels instead.
-// Head dims 128 (the cp.async wgmma form) and sm_80 need no map and keep the plan's alignment.
+// sm_80 needs no map and keeps the plan's alignment.
 TEST(TensorMap, BackwardFallsBackWhereNoMapAddressesQOrTheOutputGradient) {
   ForwardPlan p;
   p.dtype = p.out_dtype = DType::bf16;
@@ -174,10 +174,11 @@ TEST(TensorMap, BackwardFallsBackWhereNoMapAddressesQOrTheOutputGradient) {
   Bmhk heads0 = grad;  // one head broadcast to all (stride 0): maps
   heads0.sh = 0;
   EXPECT_EQ(backward_kernel_align(p, heads0, 16, false, h100), 16);
-  ForwardPlan d128 = p;
+  ForwardPlan d128 = p;  // the tma family too
   d128.q = d128.k = d128.v = view(2, 1000, 8, 128, 1000 * 8 * 128, 8 * 128, 128);
-  EXPECT_EQ(backward_kernel_align(d128, ones, 16, false, h100), 16);
-  EXPECT_EQ(family(d128, ones, false), Family::wgmma);
+  EXPECT_EQ(family(d128, grad, false), Family::tma);
+  EXPECT_EQ(backward_kernel_align(d128, ones, 16, false, h100), 4);
+  EXPECT_EQ(family(d128, ones, false), Family::mma);
   EXPECT_EQ(backward_kernel_align(p, ones, 16, false, Arch{80, false}), 16);
   EXPECT_EQ(backward_kernel_align(p, ones, 2, false, h100), 2);  // already element-aligned: mma
 }
