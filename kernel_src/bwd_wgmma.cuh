@@ -7,7 +7,9 @@
 //   Sᵀ = K·Qᵀ and dPᵀ = V·dOᵀ: both operands in shared memory, K-major (M = the warpgroup's 64
 //     keys, N = kBlockM queries);
 //   Pᵀ and dSᵀ in registers (bwd_tile.cuh); dV += Pᵀ·dO and dK += dSᵀ·Q take them as register
-//     A operands and dO, Q from shared memory, MN-major (read transposed);
+//     A operands and dO, Q from shared memory, MN-major (read transposed). The tma form past
+//     d = 64 (kOperandsSmem) stores Pᵀ and dSᵀ to shared memory first and reads both from there,
+//     so that no A operand holds registers while the products run;
 //   dQ += dS·K (kDq): dSᵀ goes to shared memory as [key][query]; after the next block barrier
 //     each warpgroup multiplies its kDqM-th 64 queries × kDqN columns of it (A = dS and B = K,
 //     both MN-major) behind that iteration's dV/dK products. The pieces meet in shared memory in
@@ -38,6 +40,9 @@
 //     needs both groups' keys for dQ) and back by a "ds empty" one, so no barrier of the whole block
 //     runs after the start and the warpgroups drift apart by up to a visit.
 // The producer warpgroup gives its registers to the others (setmaxnreg: 24 and 240 per thread).
+// At d = 128 those 240 hold dK and dV (128), Sᵀ and dPᵀ (64), ~24 addresses and counters, and
+// dQ, which therefore accumulates in Sᵀ's registers (dq_acc below); with dQ in registers of its
+// own, or Pᵀ and dSᵀ as register operands, ptxas serialized the wgmma pipeline (C7512).
 //
 // Cfg as in bwd_mma.cuh. This family takes head dims (query/key, value) 64/64, 128/64 or 128/128,
 // kBlockM 64 or 128 (whose dQ pieces are 32 columns or more), kBlockN = 64 per warpgroup,
