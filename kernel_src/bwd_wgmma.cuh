@@ -360,13 +360,17 @@ __device__ __forceinline__ void bwd_wgmma(const BwdParams& bp) {
   // kSplitWait only at d = 64: at d = 128 it spilled 24–72 bytes and ran 10% slower (H200,
   // non-causal; docs/perf-notes.md), where at d = 64 it gained 2–5%. Issuing dV before dSᵀ, so
   // that its product ran beside bwd_wgmma_ds, kept pa in flight across that step, and at d = 128
-  // ptxas serialized the wgmma pipeline for want of registers. Every tile takes the masked path
-  // (bounds and the policy's logit per element): a second, unmasked copy of the step made ptxas
-  // serialize it too. Without kSplitWait no product is in flight there, and a user mask_mod whose
-  // map is full on the tile (states 2 and 3, kBaseTiles) is left out: the built-in mask under it
-  // masks alone.
+  // ptxas serialized the wgmma pipeline for want of registers. Tiles take the masked path (bounds
+  // and the policy's logit per element), but for kUnmaskedTiles: a second, unmasked copy of the
+  // step made ptxas serialize the cp.async form, and it spilled 580 bytes in the tma form with
+  // dropout. Where the tma form at d = 128 has it, a warp whose 16 keys × kBM queries lie inside
+  // the sequence and are all visible (tile_full) skips the mask: 1–6% faster (H200,
+  // docs/perf-notes.md). Without kSplitWait no product is in flight there, and a user mask_mod
+  // whose map is full on the tile (states 2 and 3, kBaseTiles) is left out: the built-in mask
+  // under it masks alone.
   constexpr bool kSplitWait = kD <= 64 && kDv <= 64;
   constexpr bool kDkSmem = L::kOperandsSmem;
+  constexpr bool kUnmaskedTiles = L::kOperandsSmem && !Cfg::kDropout && !Policy::kElementwise && !Policy::kBaseTiles;
   // dQ(it - 1)'s product runs after visit it's Sᵀ is dead: where their shapes agree (d = 128 with
   // kBM = 64) it accumulates in Sᵀ's registers. ptxas gave each wgmma accumulator registers of its
   // own, and at d = 128 the tma form's 32 for dQ beside Sᵀ's were what serialized its pipeline
@@ -405,7 +409,14 @@ __device__ __forceinline__ void bwd_wgmma(const BwdParams& bp) {
       if constexpr (Policy::kBaseTiles) {
         if (base_only) bwd_probs<Cfg, true>(s, dp, pd, p, policy.base, seq, h, m0, j0, g, t, sLse + buf * kBM, sDelta + buf * kBM);
       }
-      if (!base_only) bwd_probs<Cfg, true>(s, dp, pd, p, policy, seq, h, m0, j0, g, t, sLse + buf * kBM, sDelta + buf * kBM);
+      if constexpr (kUnmaskedTiles) {
+        // This warp's 16 keys × the query block inside the sequence and visible: no per-element mask.
+        const bool full = m0 + kBM <= mq && j0 + 16 <= mkv && policy.tile_full(m0, m0 + kBM, j0, j0 + 16);
+        if (full) bwd_probs<Cfg, false>(s, dp, pd, p, policy, seq, h, m0, j0, g, t, sLse + buf * kBM, sDelta + buf * kBM);
+        else bwd_probs<Cfg, true>(s, dp, pd, p, policy, seq, h, m0, j0, g, t, sLse + buf * kBM, sDelta + buf * kBM);
+      } else if (!base_only) {
+        bwd_probs<Cfg, true>(s, dp, pd, p, policy, seq, h, m0, j0, g, t, sLse + buf * kBM, sDelta + buf * kBM);
+      }
 #pragma unroll
       for (int kp = 0; kp < kKP; ++kp) bwd_a_fragment<kDT>(pa[kp], Cfg::kDropout ? pd[0] : s[0], kp);
     }
