@@ -369,7 +369,6 @@ __device__ __forceinline__ void bwd_wgmma(const BwdParams& bp) {
   // whose map is full on the tile (states 2 and 3, kBaseTiles) is left out: the built-in mask
   // under it masks alone.
   constexpr bool kSplitWait = kD <= 64 && kDv <= 64;
-  constexpr bool kDkSmem = L::kOperandsSmem;
   constexpr bool kUnmaskedTiles = L::kOperandsSmem && !Cfg::kDropout && !Policy::kElementwise && !Policy::kBaseTiles;
   // dQ(it - 1)'s product runs after visit it's Sᵀ is dead: where their shapes agree (d = 128 with
   // kBM = 64) it accumulates in Sᵀ's registers. ptxas gave each wgmma accumulator registers of its
@@ -446,7 +445,7 @@ __device__ __forceinline__ void bwd_wgmma(const BwdParams& bp) {
               st_shared_u32(tile + sw128_offset(kBN, r + 8 * e2, chunk) + 4 * t, a[kp][2 * half + e2]);
           }
     };
-    if constexpr (kDkSmem) store_fragments(sP, pa);  // dV(it - 1) has read it: its wait ended that pass
+    if constexpr (L::kOperandsSmem) store_fragments(sP, pa);  // dV(it - 1) has read it: its wait ended that pass
     if constexpr (Cfg::kDq) {
       // The dQ products of visit it - 2 have read this buffer (tma: both warpgroups'; else the
       // block barrier at the top of the pass said so).
@@ -456,11 +455,11 @@ __device__ __forceinline__ void bwd_wgmma(const BwdParams& bp) {
         fence_proxy_async();
         mbar_arrive(bar.ds_full(buf));
       }
-      if constexpr (kDkSmem) named_barrier_sync(2 + wg, 128);  // this warpgroup's rows, for its dK
+      if constexpr (L::kOperandsSmem) named_barrier_sync(2 + wg, 128);  // this warpgroup's rows, for its dK
     }
     const unsigned sq = opaque(sQ + buf * L::kQBytes), so = opaque(sO + buf * L::kOBytes);
     wgmma_fence();
-    if constexpr (kDkSmem) {  // A: this warpgroup's 64 key rows of Pᵀ and dSᵀ, K-major
+    if constexpr (L::kOperandsSmem) {  // A: this warpgroup's 64 key rows of Pᵀ and dSᵀ, K-major
       const unsigned ps = opaque(sP + wg * 64 * 128), ds = opaque(sS + buf * L::kSBytes + wg * 64 * 128);
 #pragma unroll
       for (int kp = 0; kp < kKP; ++kp)
@@ -527,7 +526,7 @@ __device__ __forceinline__ void bwd_wgmma(const BwdParams& bp) {
       if (visit) {
         wgmma_hold(dk[0]);
         wgmma_hold(dv[0]);
-        if constexpr (!kDkSmem) {
+        if constexpr (!L::kOperandsSmem) {
           wgmma_hold(pa);
           wgmma_hold(sa);
         }
