@@ -50,12 +50,13 @@ bool has_tensor_bias(BiasKind kind);    // a dense additive bias tensor is read
 // The policy type of kernel_src/bias_policies.cuh, "{dtype}" standing for the input DTypeId.
 const char* policy_template(BiasKind kind);
 const char* xformers_biases(BiasKind kind);  // the xFormers biases this kind serves
-// mma: mma.sync (sm_80+); wgmma: Hopper's warpgroup MMA (the sm_90a backward, and the forward
-// loaded by cp.async); simt: the portable
+// mma: mma.sync (sm_80+); wgmma: Hopper's warpgroup MMA loaded by cp.async (the forward where
+// the tma one does not serve; the backward under JITATTN_BWD_FAMILY=wgmma); simt: the portable
 // family — the fp32 path, the row kernels, and on AMD (or under JITATTN_FAMILY=portable) every
 // dtype — whose source compiles for both backends (kernel_src/portability.cuh); mfma: the CDNA
 // matrix-core forward (kernel_src/fwd_mfma.cuh, behind JITATTN_AMD_MFMA: it has never run); tma:
-// what streams through tensor maps — the warp-specialized sm_90a forward (kernel_src/fwd_tma.cuh)
+// what streams through tensor maps — the warp-specialized sm_90a forward (kernel_src/fwd_tma.cuh),
+// the warp-specialized sm_90a backward (kernel_src/bwd_wgmma.cuh Cfg::kTma, the default there)
 // and the decode kernel with K/V through them (sm_90+; kernel_src/decode.cuh kTma), where the
 // wgmma forward and the mma decode kernel load by cp.async.
 // Appended: a family's name is part of kernel names.

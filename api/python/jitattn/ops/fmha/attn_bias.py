@@ -433,7 +433,7 @@ def _split(tensor, seqinfo, batch_sizes):
 
 
 # Every bias class, by the library's kind number (jitattn_bias_kind_name gives the same names;
-# tests/python/test_attn_bias.py checks that all 26 are here).
+# tests/python/test_attn_bias.py checks that all 27 are here).
 BIAS_CLASSES = {c._KIND: c for c in list(globals().values())
                 if isinstance(c, type) and issubclass(c, AttentionBias) and c._KIND}
 
