@@ -84,6 +84,13 @@ TEST(BlockSparseValidation, CallsCheckDeviceAndDtypes) {
   EXPECT_TRUE(has(not_supported_reasons(q, k, v, BlockSparseMask{l, 32}, out), "layout (BlockSparseMask) must be on the query's device"));
   l.device = 0;
   EXPECT_TRUE(not_supported_reasons(q, k, v, BlockSparseMask{l, 32}, out).empty());
+  // The kernels read the layout through its strides: none negative, every offset in int64.
+  TensorView neg = l;
+  neg.stride[0] = -4;
+  EXPECT_TRUE(has(not_supported_reasons(q, k, v, BlockSparseMask{neg, 32}, out), "layout (BlockSparseMask).stride[0]=-4 is negative"));
+  TensorView huge = l;
+  huge.stride[1] = INT64_MAX;
+  EXPECT_TRUE(has(not_supported_reasons(q, k, v, BlockSparseMask{huge, 32}, out), "addresses more than 2^63 bytes"));
   const TensorView q8 = t(64, DType::u8);
   EXPECT_TRUE(has(not_supported_reasons(q8, q8, q8, AttnBias{}, q8), "query.dtype=u8 must be f16, bf16 or f32"));
 }
@@ -127,6 +134,10 @@ TEST(BlockMapValidation, AMapMustBeThisVariantsAndCoverTheCall) {
   EXPECT_TRUE(has(not_supported_reasons(q, k, v, AttnBias{}, out, TensorView{}, o), "must end in [ceil(mq / cell_size)"));
   bad = m, bad.mq = 90, bad.cells.shape[2] = 3;
   EXPECT_TRUE(has(not_supported_reasons(q, k, v, AttnBias{}, out, TensorView{}, o), "block_map covers 90 queries"));
+  bad = m, bad.cells.stride[1] = -16;
+  EXPECT_TRUE(has(not_supported_reasons(q, k, v, AttnBias{}, out, TensorView{}, o), "block_map.cells.stride[1]=-16 is negative"));
+  bad = m, bad.cells.shape[0] = 2, bad.cells.stride[0] = INT64_MAX;
+  EXPECT_TRUE(has(not_supported_reasons(q, k, v, AttnBias{}, out, TensorView{}, o), "block_map.cells: shape"));
   bad = m, bad.cells.device = 1;
   EXPECT_TRUE(has(not_supported_reasons(q, k, v, AttnBias{}, out, TensorView{}, o), "block_map.cells must be on the query's device"));
   // Row spans: i32 [cells B, cells H, mq, 2], each row's pair side by side.

@@ -208,6 +208,38 @@ TEST(MergeValidation, OutputsMustNotBeBroadcast) {
   EXPECT_TRUE(in.reasons().empty()) << joined(in.reasons());
 }
 
+// The merge kernel reads and writes through every stride as given: none negative, offsets in
+// int64, data aligned to its element; out and lse written with plain stores, so neither may
+// overlap itself, the other or a partial (the forward's rules, api/src/layout.h).
+TEST(MergeValidation, LayoutsAndOverlap) {
+  Stacked neg;
+  neg.outputs.stride[2] = -256;
+  EXPECT_TRUE(mentions(neg.reasons(), "outputs.stride[2]=-256 is negative")) << joined(neg.reasons());
+  Stacked huge;
+  huge.outputs.stride[1] = INT64_MAX / 4;
+  EXPECT_TRUE(mentions(huge.reasons(), "outputs: shape [3, 2, 10, 4, 64] with its strides addresses more than 2^63 bytes"))
+      << joined(huge.reasons());
+  List mis(2, false, DType::f32);
+  mis.outputs[1].data = static_cast<char*>(mis.outputs[1].data) + 2;
+  EXPECT_TRUE(mentions(mis.reasons(), "outputs[1].data=")) << joined(mis.reasons());
+  Stacked lse_neg;
+  lse_neg.lse.stride[1] = -10;
+  EXPECT_TRUE(mentions(lse_neg.reasons(), "lse.stride[1]=-10 is negative")) << joined(lse_neg.reasons());
+  // out over a partial, and out over itself (a head stride of 1 with K = 64).
+  List alias(2);
+  alias.out = alias.outputs[0];
+  alias.out.dtype = DType::bf16;
+  EXPECT_TRUE(mentions(alias.reasons(), "out overlaps outputs[0]: an output must not share memory with an input"))
+      << joined(alias.reasons());
+  Stacked self;
+  self.out = TensorView::make(fake(), DType::bf16, {2, 10, 4, 64}, {256, 256, 1, 1});
+  EXPECT_TRUE(mentions(self.reasons(), "out has elements that share memory")) << joined(self.reasons());
+  Stacked lse_on_out;
+  lse_on_out.lse.data = lse_on_out.lses.data;
+  EXPECT_TRUE(mentions(lse_on_out.reasons(), "lse overlaps lses: an output must not share memory with an input"))
+      << joined(lse_on_out.reasons());
+}
+
 TEST(MergeValidation, DeviceMemoryOnOneDevice) {
   List l(2);
   l.outputs[0].device = TensorView::kHost;

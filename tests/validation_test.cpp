@@ -127,6 +127,28 @@ TEST(Validation, GroupedQueryHeadsShareKeyValueHeads) {
   EXPECT_TRUE(mentions(c.reasons(), "dividing the query's")) << joined(c.reasons());
 }
 
+// The kernels index lse at b·lse_stride_b + head·lse_stride_h for the G·H heads of a 5-D call:
+// with H = 1 the heads are the groups, one stride[1] apart, whatever stride[2] says (a
+// [B, 1, G, Mq] buffer viewed as [B, G, 1, Mq] had the kernels write past its end); with G = 1,
+// stride[1] is never used.
+TEST(Validation, FiveDimensionalLseHeadStride) {
+  const int64_t B = 2, M = 64, G = 4, K = 64;
+  Call c;
+  for (TensorView* t : {&c.q, &c.k, &c.v, &c.out}) *t = TensorView::make(fake(), DType::f16, {B, M, G, 1, K});
+  c.lse = TensorView::make(fake(), DType::f32, {B, G, 1, M}, {G * M, M, G * M, 1});
+  detail::Plan p = detail::plan(c.q, c.k, c.v, c.bias, c.out, c.lse, c.opt);
+  ASSERT_TRUE(p.reasons.empty()) << joined(p.reasons);
+  EXPECT_EQ(p.lse_stride_b, G * M);
+  EXPECT_EQ(p.lse_stride_h, M);
+  // G = 1, H = 4: the heads are H, stride[2] apart; stride[1] may be anything.
+  const int64_t H = 4;
+  for (TensorView* t : {&c.q, &c.k, &c.v, &c.out}) *t = TensorView::make(fake(), DType::f16, {B, M, 1, H, K});
+  c.lse = TensorView::make(fake(), DType::f32, {B, 1, H, M}, {H * M, 7, M, 1});
+  p = detail::plan(c.q, c.k, c.v, c.bias, c.out, c.lse, c.opt);
+  ASSERT_TRUE(p.reasons.empty()) << joined(p.reasons);
+  EXPECT_EQ(p.lse_stride_h, M);
+}
+
 TEST(Validation, FiveDimensionalGroupedInputs) {
   // BMGHK [B, M, G, H, K]: query/out contiguous; key/value expanded over H with stride 0.
   const int64_t B = 2, M = 50, N = 70, G = 2, H = 3, K = 64;

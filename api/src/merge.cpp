@@ -58,7 +58,8 @@ std::string want_lse_shape(const Geo& g, int ndim) {
                    : "[B, H, M] = [" + S(g.b) + ", " + S(g.h) + ", " + S(g.m) + "]";
 }
 
-// The generic rules of one tensor: no negative size, last stride 1 (when that dimension has more
+// The generic rules of one tensor: no negative size or stride, offsets that fit, data aligned to
+// its element, last stride 1 (when that dimension has more
 // than one element), device memory, data where there are elements.
 // Attention outputs are floating point: u8 and i32 are masks' and block maps' bytes only.
 void check_float(const TensorView& t, const std::string& name, Reasons& R) {
@@ -67,8 +68,7 @@ void check_float(const TensorView& t, const std::string& name, Reasons& R) {
 }
 
 void check_basics(const TensorView& t, const std::string& name, Reasons& R) {
-  for (int i = 0; i < t.ndim; ++i)
-    if (t.shape[i] < 0) R.push_back(name + ".shape[" + S(i) + "]=" + S(t.shape[i]) + " is negative");
+  detail::check_layout(t, name, R);  // no negative size or stride, every offset in int64, element-aligned data
   if (t.ndim > 0 && t.shape[t.ndim - 1] > 1 && t.stride[t.ndim - 1] != 1)
     R.push_back(name + ".stride[-1]=" + S(t.stride[t.ndim - 1]) + " must be 1");
   if (t.device < 0) R.push_back(name + " must be in CUDA device memory (device >= 0)");
@@ -154,8 +154,8 @@ bool plan_out(MergePlan& p, const TensorView& out, const TensorView& lse) {
   return true;
 }
 
-void plan_parts(MergePlan& p, const TensorView& out, int64_t num_splits, const std::vector<Part>& outs,
-                const std::vector<Part>& lses) {
+void plan_parts(MergePlan& p, const TensorView& out, const TensorView& lse, int64_t num_splits,
+                const std::vector<Part>& outs, const std::vector<Part>& lses) {
   Reasons& R = p.reasons;
   const int ndim = out.ndim;
   p.in_dtype = outs.empty() ? DType::f32 : outs[0].t->dtype;
@@ -172,6 +172,13 @@ void plan_parts(MergePlan& p, const TensorView& out, int64_t num_splits, const s
     check_basics(*x.t, x.name, R);
     check_lse_shape(*x.t, x.first, x.name, p.geo, ndim, R);
     if (x.t->device != out.device) R.push_back(x.name + " must be on out's device (" + S(out.device) + ")");
+  }
+  if (R.empty()) {  // the layouts are valid: out and lse may not overlap themselves, each other or a partial
+    std::vector<detail::Named> written = {{detail::Strided::of(out), "out"}}, read;
+    if (lse.defined()) written.push_back({detail::Strided::of(lse), "lse"});
+    for (const Part& x : outs) read.push_back({detail::Strided::of(*x.t), x.name.c_str()});
+    for (const Part& x : lses) read.push_back({detail::Strided::of(*x.t), x.name.c_str()});
+    detail::check_no_overlap(written.data(), int(written.size()), read.data(), int(read.size()), R);
   }
   if (!R.empty()) return;
 
@@ -222,7 +229,7 @@ MergePlan plan_stacked(const TensorView& outputs, const TensorView& lses, const 
   if (S_ > INT32_MAX) R.push_back("outputs.shape[0]=" + S(S_) + " (S) must be below 2^31");
   if (lses.shape[0] != S_)
     R.push_back("lses.shape[0]=" + S(lses.shape[0]) + " must equal outputs.shape[0]=" + S(S_) + " (S)");
-  plan_parts(p, out, S_, {Part{&outputs, 1, "outputs"}}, {Part{&lses, 1, "lses"}});
+  plan_parts(p, out, lse, S_, {Part{&outputs, 1, "outputs"}}, {Part{&lses, 1, "lses"}});
   if (!R.empty()) return p;
   jit::ops::MergePlan& mp = p.op;
   mp.stacked = true;
@@ -251,7 +258,7 @@ MergePlan plan_list(const std::vector<TensorView>& outputs, const std::vector<Te
     outs.push_back({&outputs[s], 0, "outputs[" + S(int64_t(s)) + "]"});
     ls.push_back({&lses[s], 0, "lses[" + S(int64_t(s)) + "]"});
   }
-  plan_parts(p, out, int64_t(outputs.size()), outs, ls);
+  plan_parts(p, out, lse, int64_t(outputs.size()), outs, ls);
   if (!R.empty()) return p;
   p.op.stacked = false;
   plan_lse_out(p, lse);

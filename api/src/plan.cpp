@@ -201,6 +201,7 @@ namespace {
 // BlockSparseMask's layout as the kernels read it (bias_reasons checked its shape).
 void plan_layout(const TensorView& l, int32_t block_size, int device, Plan& p, std::vector<std::string>& R) {
   if (l.device != device) R.push_back("layout (BlockSparseMask) must be on the query's device");
+  check_layout(l, "layout (BlockSparseMask)", R);  // no negative strides; every offset fits
   if (!R.empty()) return;
   p.layout.cells = static_cast<const uint8_t*>(l.data);
   p.layout.stride_h = l.shape[0] == 1 ? 0 : l.stride[0];
@@ -243,6 +244,7 @@ void plan_block_map(const BlockMap& m, const Variant* v, int device, Plan& p, st
     R.push_back("block_map.cells.shape=" + c.shape_string() + " must end in [ceil(mq / cell_size), ceil(mkv / cell_size)] = [" +
                 S(rows) + ", " + S(cols) + "]");
   if (c.shape[3] > 1 && c.stride[3] != 1) R.push_back("block_map.cells.stride[3]=" + S(c.stride[3]) + " must be 1");
+  check_layout(c, "block_map.cells", R);  // no negative strides; every offset fits
   if (!c.data) R.push_back("block_map.cells.data is null");
   if (mq > m.mq || mkv > m.mkv)
     R.push_back("block_map covers " + S(m.mq) + " queries and " + S(m.mkv) + " keys per sequence; this call has up to " +
@@ -325,9 +327,10 @@ Plan plan(const TensorView& q, const TensorView& k, const TensorView& v, const A
 
   if (lse.defined()) {
     if (lse.dtype != DType::f32) R.push_back(std::string("lse.dtype=") + to_string(lse.dtype) + " must be f32");
-    // [B, H, Mq]; for 5-D inputs also [B, G, H, Mq] with stride[1] = H·stride[2] (read as G·H heads).
+    // [B, H, Mq]; for 5-D inputs also [B, G, H, Mq] with stride[1] = H·stride[2] (read as G·H heads,
+    // head g·H + h at one head stride: stride[2], or stride[1] when H = 1; see lse_stride_h below).
     const bool grouped = lse.ndim == 4 && q.ndim == 5 && lse.shape[1] == q.shape[2] && lse.shape[2] == q.shape[3] &&
-                         (lse.shape[2] == 1 || lse.stride[1] == lse.shape[2] * lse.stride[2]);
+                         (lse.shape[1] == 1 || lse.shape[2] == 1 || lse.stride[1] == lse.shape[2] * lse.stride[2]);
     const int64_t mq_dim = grouped ? 3 : 2;
     if (!grouped && (lse.ndim != 3 || lse.shape[1] != p.q.h))
       R.push_back("lse.shape=" + lse.shape_string() + " must be [B, H, Mq] = [" + std::to_string(p.q.b) + ", " +
@@ -377,7 +380,9 @@ Plan plan(const TensorView& q, const TensorView& k, const TensorView& v, const A
   p.q_data = q.data, p.k_data = k.data, p.v_data = v.data, p.out_data = out.data;
   if (lse.defined()) {
     p.lse = static_cast<float*>(lse.data);
-    p.lse_stride_b = lse.stride[0], p.lse_stride_h = lse.ndim == 4 ? lse.stride[2] : lse.stride[1];
+    // [B, G, H, Mq] with H = 1: the G·H heads are the groups, one stride[1] apart.
+    p.lse_stride_b = lse.stride[0];
+    p.lse_stride_h = lse.ndim == 4 ? (lse.shape[2] == 1 ? lse.stride[1] : lse.stride[2]) : lse.stride[1];
   }
   p.p = opt.p, p.seed = opt.seed, p.offset = opt.offset;
   if (opt.variant) plan_variant(*opt.variant, p.variant, R);
