@@ -149,6 +149,35 @@ TEST(Validation, FiveDimensionalLseHeadStride) {
   EXPECT_EQ(p.lse_stride_h, M);
 }
 
+// A window past the longest sequence hides nothing more: it is cut there, so the kernels' int32
+// offsets (shift ± window) cannot wrap (INT32_MAX made every key invisible to the kernels while
+// materialize() showed them).
+TEST(Validation, HugeWindowsAreCutToTheLongestSequence) {
+  Call c;  // Mq = 100, Mkv = 120
+  c.bias = LocalAttentionFromBottomRightMask{0, INT32_MAX};
+  detail::Plan p = detail::plan(c.q, c.k, c.v, c.bias, c.out, c.lse, c.opt);
+  ASSERT_TRUE(p.reasons.empty()) << joined(p.reasons);
+  EXPECT_EQ(p.bias.window_left, 0);
+  EXPECT_EQ(p.bias.window_right, 120);
+  c.bias = LowerTriangularFromBottomRightLocalAttentionMask{INT32_MAX};
+  p = detail::plan(c.q, c.k, c.v, c.bias, c.out, c.lse, c.opt);
+  ASSERT_TRUE(p.reasons.empty()) << joined(p.reasons);
+  EXPECT_EQ(p.bias.window_left, 120);
+  EXPECT_EQ(p.bias.window_right, 0);
+  c.bias = LocalAttentionFromBottomRightMask{7, 3};  // small windows stay as given
+  p = detail::plan(c.q, c.k, c.v, c.bias, c.out, c.lse, c.opt);
+  EXPECT_EQ(p.bias.window_left, 7);
+  EXPECT_EQ(p.bias.window_right, 3);
+}
+
+TEST(Validation, ScaleMustBeFiniteAsAFloat) {
+  Call c;
+  c.opt.scale = 1e39;  // finite as a double, inf as the kernels' float
+  EXPECT_TRUE(mentions(c.reasons(), "is not finite as a float")) << joined(c.reasons());
+  c.opt.scale = -0.25;
+  EXPECT_TRUE(c.reasons().empty()) << joined(c.reasons());
+}
+
 TEST(Validation, FiveDimensionalGroupedInputs) {
   // BMGHK [B, M, G, H, K]: query/out contiguous; key/value expanded over H with stride 0.
   const int64_t B = 2, M = 50, N = 70, G = 2, H = 3, K = 64;

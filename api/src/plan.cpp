@@ -2,6 +2,7 @@
 
 #include "layout.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <tuple>
@@ -345,6 +346,19 @@ Plan plan(const TensorView& q, const TensorView& k, const TensorView& v, const A
 
   p.bias = describe(bias);
   for (auto& r : bias_reasons(bias, p.q.b, p.q.h, p.q.m, p.k.m)) R.push_back(std::move(r));
+  {
+    // A band's window past the longest sequence hides nothing more (|j - i - shift| < max(Mq, Mkv)
+    // within any block), so it is cut there; then the kernels' int32 offsets (shift ± window, plus
+    // a row or key index: kernel_src/bias_policies.cuh BandMask) cannot overflow while the longest
+    // sequence plus the window stays below 2^31 - 1.
+    const int64_t reach = std::max<int64_t>(1, std::max(p.q.m, p.k.m));
+    p.bias.window_left = int32_t(std::min<int64_t>(p.bias.window_left, reach));
+    p.bias.window_right = int32_t(std::min<int64_t>(p.bias.window_right, reach));
+    const int64_t w = std::max(p.bias.window_left, p.bias.window_right);
+    if (w > 0 && reach + w >= INT32_MAX)
+      R.push_back(std::string("the longest sequence (") + std::to_string(reach) + ") plus the window (" + std::to_string(w) +
+                  ") must be below 2^31 - 1 with " + bias_name(bias));
+  }
   if (p.bias.tensor) {  // what bias_reasons cannot know: dtype, device, memory
     const TensorView& t = *p.bias.tensor;
     if (t.dtype != q.dtype)
@@ -364,7 +378,9 @@ Plan plan(const TensorView& q, const TensorView& k, const TensorView& v, const A
     R.push_back(std::string("key.shape[0] and value.shape[0] must be 1 with ") + bias_name(bias));
 
   p.scale = opt.scale.value_or(p.q.d > 0 ? 1.0 / std::sqrt(double(p.q.d)) : 1.0);
-  if (!std::isfinite(p.scale)) R.push_back("scale=" + std::to_string(p.scale) + " is not finite");
+  // The kernels take scale·log2(e) as a float.
+  if (!std::isfinite(p.scale) || !std::isfinite(float(p.scale * 1.4426950408889634)))
+    R.push_back("scale=" + std::to_string(p.scale) + " is not finite as a float (the kernels take scale·log2(e) in fp32)");
   if (!(opt.p >= 0.0 && opt.p < 1.0) || std::ceil(opt.p * 4294967296.0) >= 4294967296.0)
     R.push_back("p=" + std::to_string(opt.p) + " (dropout) must be in [0, 1)");
   else if (opt.p > 0 && jit::is_paged(p.bias.kind))
