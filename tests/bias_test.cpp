@@ -285,6 +285,21 @@ TEST(BiasMaterialize, PagedPaddedKeysScatterPagesThroughTheBlockTable) {
                                                    2));
 }
 
+// materialize() builds a paged mask's logical plane (Mq × sequences·max_pages·page_size) before
+// scattering it into [Mq, Mkv]: rows of many large pages must be refused, not allocated (this one
+// asked for 16 GiB to return 8 MiB).
+TEST(BiasMaterialize, PagedLogicalPlaneIsBounded) {
+  const int32_t ps = 1 << 20, max_pages = 2047;
+  const auto bias = BlockDiagonalPaddedKeysMask::from_seqlens({1}, 4, {1}).make_paged(
+      tables(std::vector<int32_t>(size_t(max_pages), 0), max_pages), ps);
+  try {
+    (void)materialize(bias, 1, 1, 1, ps);
+    ADD_FAILURE() << "a 2047-page logical row was materialized";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("logical plane"), std::string::npos) << e.what();
+  }
+}
+
 TEST(BiasMaterialize, PagedCausalWithOffsetPaddedKeys) {
   // One sequence: 2 queries on 3 keys, bottom-right (query i sees logical keys 0..i+1);
   // page_size 2, logical pages 0, 1 -> physical pages 1, 0.

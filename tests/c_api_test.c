@@ -342,8 +342,8 @@ static void test_bias_handles(void) {
   paged.kv_seqstart_device = NULL;
   paged.page_size = 0;
   CHECK_FAILS(jitattn_bias_create(&paged, &h), JITATTN_ERROR_INVALID_ARGUMENT, "page_size");
-  paged.page_size = 2; /* rows of 4 keys: kv_seqlen 6 does not fit */
-  CHECK(jitattn_bias_create(&paged, &h) == JITATTN_ERROR_INVALID_ARGUMENT);
+  paged.page_size = 2; /* rows of 4 keys: kv_seqlen 6 does not fit, and the row is the rule named */
+  CHECK_FAILS(jitattn_bias_create(&paged, &h), JITATTN_ERROR_INVALID_ARGUMENT, "exceeds max_pages*page_size=4");
   CHECK(jitattn_last_error_count() >= 1);
   paged.page_size = 4;
   paged.block_tables = NULL;
@@ -355,7 +355,7 @@ static void test_bias_handles(void) {
   CHECK(jitattn_bias_create(&alibi, &h) == JITATTN_OK);
   jitattn_bias_destroy(h);
   alibi.alibi_num_slopes = 0;
-  CHECK_FAILS(jitattn_bias_create(&alibi, &h), JITATTN_ERROR_INVALID_ARGUMENT, "heads=0");
+  CHECK_FAILS(jitattn_bias_create(&alibi, &h), JITATTN_ERROR_INVALID_ARGUMENT, "bias.alibi_num_slopes=0");
 
   /* Invalid: a negative length, a zero window, a missing tensor, an array the kind lacks. */
   const int32_t negative[2] = {3, -1};
@@ -567,6 +567,18 @@ static void test_null_arguments(void) {
   undefined.data = NULL;
   CHECK(jitattn_not_supported_reasons(&undefined, &c.k, &c.v, NULL, &c.out, NULL, NULL) == JITATTN_ERROR_UNSUPPORTED);
   CHECK(jitattn_last_error_count() >= 1);
+  /* ...but an empty tensor needs no data (torch's data_ptr() of an empty tensor is 0): empty
+     queries, keys or a whole empty batch are a valid call, lse included */
+  Call e = valid_call();
+  e.q = t4(JITATTN_DTYPE_BF16, 2, 0, 4, 64);
+  e.out = t4(JITATTN_DTYPE_BF16, 2, 0, 4, 64);
+  e.lse = t3(JITATTN_DTYPE_F32, 2, 4, 0);
+  e.q.data = e.out.data = e.lse.data = NULL;
+  CHECK(jitattn_not_supported_reasons(&e.q, &e.k, &e.v, NULL, &e.out, &e.lse, NULL) == JITATTN_OK);
+  e.k = t4(JITATTN_DTYPE_BF16, 2, 0, 4, 64);
+  e.v = t4(JITATTN_DTYPE_BF16, 2, 0, 4, 64);
+  e.k.data = e.v.data = NULL;
+  CHECK(jitattn_not_supported_reasons(&e.q, &e.k, &e.v, NULL, &e.out, &e.lse, NULL) == JITATTN_OK);
 }
 
 static void test_cache_controls(void) {

@@ -877,7 +877,17 @@ std::vector<double> materialize(const AttnBias& bias, int64_t B, int64_t H, int6
         using T = std::decay_t<decltype(x)>;
         std::vector<double> plane, dist;  // [Mq, Mkv], the same for every (b, h)
         if constexpr (kPaged<T>) {
+          // The logical plane first: Mq × (sequences · max_pages · page_size), which a block
+          // table's rows can make far larger than the [Mq, Mkv] result (a [1, 1, 1, 2^20] mask
+          // over rows of 2047 pages of 2^20 keys asked for 16 GiB): at most the result's size or
+          // 2^27 doubles (1 GiB), whichever is more.
           const int64_t logical_keys = int64_t(x.k_seqinfo.seqlen.host().size()) * row_len(x);
+          int64_t cells = 0;
+          if (__builtin_mul_overflow(Mq, logical_keys, &cells) || cells > std::max(Mq * Mkv, int64_t(1) << 27))
+            throw Error(ErrorKind::invalid_argument,
+                        "materialize: a paged mask's logical plane Mq·(sequences·max_pages·page_size) = " + S(Mq) + "·" +
+                            S(logical_keys) + " doubles exceeds both the result's Mq·Mkv = " + S(Mq * Mkv) +
+                            " and 2^27 (materialize is for tests and small shapes)");
           plane = scatter_pages(x, mask_plane(x, Mq, logical_keys, nullptr), Mq, Mkv);
         } else {
           plane = mask_plane(x, Mq, Mkv, kHasAlibi<T> ? &dist : nullptr);

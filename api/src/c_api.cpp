@@ -421,7 +421,11 @@ TensorView to_tensor(const jitattn_tensor* t, const char* name) {
   const std::string n(name);
   const jitattn_tensor c = read_struct(*t, "jitattn_tensor", kTensorFieldEnds);
   TensorView v;
-  if (!c.data) return v;  // undefined: the C++ API names it where it is required
+  // Undefined (the C++ API names it where it is required), unless an empty tensor of some shape:
+  // those need no data (c_api.h), and an empty batch or sequence is a valid call.
+  bool empty = false;
+  for (int d = 0; d < c.ndim && d < JITATTN_MAX_DIMS; ++d) empty |= c.shape[d] == 0;
+  if (!c.data && !(c.ndim >= 1 && c.ndim <= JITATTN_MAX_DIMS && empty)) return v;
   v.data = c.data;
   v.dtype = to_dtype(c.dtype, (n + ".dtype").c_str());
   if (c.ndim < 0 || c.ndim > JITATTN_MAX_DIMS)

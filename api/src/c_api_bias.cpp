@@ -1,6 +1,7 @@
 // The C API's jitattn_bias → jitattn::AttnBias, through the C++ constructors (from_seqlens,
 // make_paged, add_alibi, ...) so that every check they make applies; then the caller's device
 // arrays, if any, replace the uploads.
+#include <algorithm>
 #include <cstdint>
 #include <type_traits>
 #include <utility>
@@ -57,15 +58,24 @@ BlockTables block_tables(const jitattn_bias& d) {
                      d.max_pages};
 }
 // The non-paged padding a paged kind starts from: make_paged replaces it by the block-table row.
+// The padding of the padded mask a paged one is made from (make_paged then sets it to the row,
+// max_pages * page_size, and checks each sequence against the row): at least the longest
+// kv_seqlen, so that a sequence past the row is reported by make_paged's rule (the row), not as
+// exceeding a kv_padding the caller never gave.
 int32_t paged_padding(const jitattn_bias& d) {
   const int64_t row = int64_t(d.max_pages) * d.page_size;
   if (row < 1 || row > INT32_MAX)
     invalid("bias.max_pages * bias.page_size = " + std::to_string(d.max_pages) + " * " + std::to_string(d.page_size) +
             " must be in [1, 2^31-1] (a row of the block table holds that many keys)");
-  return int32_t(row);
+  int32_t padding = int32_t(row);
+  for (int32_t n : kv_seqlen(d, true)) padding = std::max(padding, n);
+  return padding;
 }
 
 AlibiSlopes slopes(const jitattn_bias& d) {
+  if (d.alibi_num_slopes < 1)
+    invalid("bias.alibi_num_slopes=" + std::to_string(d.alibi_num_slopes) +
+            " must be >= 1: one slope per query head (geometric slopes when bias.alibi_slopes is NULL)");
   if (!d.alibi_slopes) return AlibiSlopes::geometric(d.alibi_num_slopes);
   return AlibiSlopes{DeviceFloats(host_array(d.alibi_slopes, d.alibi_num_slopes, "alibi_slopes"))};
 }

@@ -95,7 +95,9 @@ JITATTN_C_EXPORT int32_t jitattn_c_api_version(void);
 #define JITATTN_DEVICE_HOST (-1)
 #define JITATTN_MAX_DIMS 6
 
-/* jitattn::TensorView. data NULL: an undefined tensor (as an optional argument: none). */
+/* jitattn::TensorView. data NULL: an undefined tensor (as an optional argument: none), except a
+   tensor of ndim >= 1 with no elements (a shape entry 0), which needs no data: an empty tensor
+   (torch's data_ptr() of an empty tensor is 0). */
 typedef struct jitattn_tensor {
   size_t struct_size;
   void* data;
