@@ -229,6 +229,46 @@ def test_bmghk_with_keys_expanded_over_heads():
         assert rel(x.grad, xr.grad) < BWD_TOL[torch.bfloat16]
 
 
+def test_key_expanded_beside_a_value_that_is_not():
+    """A key expanded over its heads by stride 0 next to a per-head value: the layer must not
+    un-expand one without the other (the library needs one head count for both)."""
+    b, m, n, h = 2, 40, 56, 4
+    q = rnd(b, m, h, K, grad=True)
+    k0, v = rnd(b, n, 1, K, grad=True), rnd(b, n, h, K, grad=True)
+    k = k0.expand(b, n, h, K)
+    out = ops.memory_efficient_attention(q, k, v)
+    qr, kr, vr = (x.detach().double().requires_grad_(True) for x in (q, k0, v))
+    ref = ref_attention(qr, kr.expand(b, n, h, K), vr)
+    assert rel(out, ref) < FWD_TOL[torch.bfloat16]
+    g = torch.randn_like(out)
+    out.backward(g)
+    ref.backward(g.double())
+    for x, xr in ((q, qr), (k0, kr), (v, vr)):
+        assert rel(x.grad, xr.grad) < BWD_TOL[torch.bfloat16]
+
+
+def test_bmghk_bias_broadcast_over_groups_only():
+    """A 5-D bias [B, 1, H, Mq, Mkv] with G > 1: broadcast over G alone has no single head stride
+    for the G·H heads; the layer copies it."""
+    b, m, g, h = 2, 24, 2, 3
+    q, k, v = (rnd(b, m, g, h, K, grad=True) for _ in range(3))
+    tb = rnd(b, 1, h, m, m)
+    out = ops.memory_efficient_attention(q, k, v, tb.expand(b, g, h, m, m))
+    qr, kr, vr = (x.detach().double().reshape(b, m, g * h, K) for x in (q, k, v))
+    ref = ref_attention(qr, kr, vr, tb.double().expand(b, g, h, m, m).reshape(b, g * h, m, m)).reshape(b, m, g, h, K)
+    assert rel(out, ref) < FWD_TOL[torch.bfloat16]
+
+
+def test_empty_queries_and_keys():
+    """Empty sequences are valid calls (torch gives an empty tensor data_ptr 0)."""
+    q, k, v = rnd(2, 0, H, K, grad=True), rnd(2, 30, H, K), rnd(2, 30, H, K)
+    out = ops.memory_efficient_attention(q, k, v)
+    assert out.shape == (2, 0, H, K)
+    q, k, v = rnd(2, 7, H, K), rnd(2, 0, H, K), rnd(2, 0, H, K)
+    out = ops.memory_efficient_attention(q, k, v)
+    assert out.shape == (2, 7, H, K) and torch.equal(out, torch.zeros_like(out))
+
+
 def test_bmk_scale_and_output_dtype():
     q, k, v = rnd(3, 33, K, grad=True), rnd(3, 47, K, grad=True), rnd(3, 47, K, grad=True)
     out = ops.memory_efficient_attention(q, k, v, scale=0.3, output_dtype=torch.float32)

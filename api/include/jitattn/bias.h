@@ -97,8 +97,10 @@ struct LowerTriangularFromBottomRightLocalAttentionMask;
 
 // A dense additive bias broadcastable to [B, H, Mq, Mkv]: a 4-D tensor whose B and H
 // dimensions may have size 1 or stride 0; the last stride must be 1. For 5-D (BMGHK) inputs it
-// may also be 5-D [B, G, H, Mq, Mkv], read as G·H heads: G and H may have size 1 (or stride 0
-// for broadcast), and when both are > 1 with nonzero strides, stride[1] must be H·stride[2].
+// may also be 5-D [B, G, H, Mq, Mkv], read as G·H heads of one stride: G or H may have size 1,
+// and when both are > 1, stride[1] must be H·stride[2] (both 0 broadcasts over both; a bias
+// broadcast over only one of them has no such stride: pass it expanded and copied, as the
+// Python layer does).
 struct TensorBias {
   TensorView tensor;
 };

@@ -40,18 +40,27 @@ def _rng(p):
     return torch.randint(0, 2**62, (1,), dtype=torch.int64) if p > 0.0 else None
 
 
-def _unexpand(x):
-    """A key/value expanded over its heads by stride 0 (xFormers' BMGHK [B, M, G, H, K] with
-    stride[3] = 0, or BMHK with a head stride 0), as its memory: [..., 1, K] over the head dim.
-    The library reads both the same way (each query head sees its group's head), and the
-    gradient is then that memory's, summed over the heads by the library, exact; autograd's
-    slice and expand route it back to the tensor the caller expanded. (Given expanded, the
-    library would want dk expanded too, whose stride-0 values autograd would sum again.)"""
+def _unexpand_one(x):
     if x.dim() == 5 and x.shape[3] > 1 and x.stride(3) == 0:
         return x[:, :, :, :1]
     if x.dim() == 4 and x.shape[2] > 1 and x.stride(2) == 0:
         return x[:, :, :1]
     return x
+
+
+def _unexpand(key, value):
+    """Key and value expanded over their heads by stride 0 (xFormers' BMGHK [B, M, G, H, K] with
+    stride[3] = 0, or BMHK with a head stride 0), as their memory: [..., 1, K] over the head dim.
+    The library reads both the same way (each query head sees its group's head), and the
+    gradient is then that memory's, summed over the heads by the library, exact; autograd's
+    slice and expand route it back to the tensor the caller expanded. (Given expanded, the
+    library would want dk expanded too, whose stride-0 values autograd would sum again.)
+    Both or neither: the library needs one head count for the two, so a key expanded beside a
+    value that is not stays as given (the library then reads its stride-0 heads as they are)."""
+    k, v = _unexpand_one(key), _unexpand_one(value)
+    if (k is key) != (v is value):
+        return key, value
+    return k, v
 
 
 def _bias_obj(attn_bias, bias_args):
@@ -106,7 +115,7 @@ def memory_efficient_attention(query, key, value, attn_bias=None, p: float = 0.0
     (or [B, Mq, K]), k [B, Mkv, (G,) Hkv, K], v [B, Mkv, (G,) Hkv, Kv] -> [B, Mq, (G,) H, Kv].
     Differentiable in query, key, value and a dense attn_bias tensor. ``variant``: a
     jitattn.Variant (user mask_mod/score_mod) over attn_bias."""
-    key, value = _unexpand(key), _unexpand(value)
+    key, value = _unexpand(key, value)
     args = _torch_bias.op_args(attn_bias)
     code = _dtype_code(output_dtype)
     rng = _rng(p)
@@ -129,7 +138,7 @@ def memory_efficient_attention_forward(query, key, value, attn_bias=None, p: flo
                                        scale: Optional[float] = None, *, op=None,
                                        output_dtype: Optional[torch.dtype] = None, variant=None):
     """The forward alone (no autograd): the output."""
-    key, value = _unexpand(key), _unexpand(value)
+    key, value = _unexpand(key, value)
     args = _torch_bias.op_args(attn_bias)
     code = _dtype_code(output_dtype)
     rng = _rng(p)
@@ -147,7 +156,7 @@ def memory_efficient_attention_forward_requires_grad(query, key, value, attn_bia
                                                      output_dtype: Optional[torch.dtype] = None, variant=None):
     """(out, lse): lse [B, H, Mq] float32 ([B, G, H, Mq] for 5-D inputs), for ..._backward."""
     _no_dropout(p, "memory_efficient_attention_forward_requires_grad")
-    key, value = _unexpand(key), _unexpand(value)
+    key, value = _unexpand(key, value)
     args = _torch_bias.op_args(attn_bias)
     code = _dtype_code(output_dtype)
     vkey, vtensors = _variant_args(variant)
@@ -164,7 +173,7 @@ def memory_efficient_attention_backward(grad, output, lse, query, key, value, at
     stride 0 gets the gradient of its memory (summed over the heads), expanded the same way."""
     _no_dropout(p, "memory_efficient_attention_backward")
     args = _torch_bias.op_args(attn_bias)
-    k, v = _unexpand(key), _unexpand(value)
+    k, v = _unexpand(key, value)
     vkey, vtensors = _variant_args(variant)
     if not _compiling():
         dq, dk, dv, _ = _torch_launch.backward(grad, query, k, v, output, lse, args, 0.0, scale, 0, 0, False,
@@ -182,7 +191,7 @@ def memory_efficient_attention_partial(query, key, value, attn_bias=None, p: flo
                                        output_dtype: Optional[torch.dtype] = None, variant=None):
     """(out, lse) over one slice of the keys (a view of K/V, the bias sliced to match), for
     merge_attentions. No backward."""
-    key, value = _unexpand(key), _unexpand(value)
+    key, value = _unexpand(key, value)
     args = _torch_bias.op_args(attn_bias)
     code = _dtype_code(output_dtype)
     rng = _rng(p)

@@ -157,7 +157,12 @@ def _bias_view(bias, query, key):
     if query.dim() == 3 and bias.dim() == 3:
         bias = bias.unsqueeze(1)
     full = _full_bias_shape(query, key)
-    return bias.expand(full) if bias.dim() < len(full) else bias
+    bias = bias.expand(full) if bias.dim() < len(full) else bias
+    # The library reads a 5-D bias's G·H heads through one head stride (stride[1] = H·stride[2]);
+    # one broadcast over G alone or H alone has none: copy it.
+    if bias.dim() == 5 and bias.shape[1] > 1 and bias.shape[2] > 1 and bias.stride(1) != bias.shape[2] * bias.stride(2):
+        bias = bias.contiguous()
+    return bias
 
 
 def _sum_to(x, shape):
