@@ -462,6 +462,11 @@ static void test_materialize(void) {
  * a newer caller's larger one is accepted when the unknown tail is zero. */
 static void test_struct_sizes(void) {
   Call c = valid_call();
+  /* An uninitialized struct_size far past this library's struct: refused without reading there. */
+  jitattn_tensor wild = c.q;
+  wild.struct_size = (size_t)1 << 40;
+  CHECK_FAILS(jitattn_not_supported_reasons(&wild, &c.k, &c.v, NULL, &c.out, NULL, NULL), JITATTN_ERROR_INVALID_ARGUMENT,
+              "is more than 4096 bytes past");
   /* Older tensor without `device`: device 0. */
   jitattn_tensor old_q = c.q;
   old_q.struct_size = offsetof(jitattn_tensor, device);

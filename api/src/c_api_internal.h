@@ -45,6 +45,11 @@ T read_struct(const T& caller, const char* name, const size_t (&field_ends)[N]) 
   if (size < sizeof(size_t))
     invalid(std::string(name) + ".struct_size=" + std::to_string(size) + " must be at least sizeof(size_t); set it to sizeof(" +
             name + ")");
+  // A newer header's struct is at most a few fields longer; a size far past ours is an
+  // uninitialized struct_size, whose bytes must not be scanned (they may not be mapped).
+  if (size > sizeof(T) + 4096)
+    invalid(std::string(name) + ".struct_size=" + std::to_string(size) + " is more than 4096 bytes past this library's " +
+            std::to_string(sizeof(T)) + ": set it to sizeof(" + name + ")");
   const auto* bytes = reinterpret_cast<const unsigned char*>(&caller);
   for (size_t i = sizeof(T); i < size; ++i)
     if (bytes[i] != 0)
