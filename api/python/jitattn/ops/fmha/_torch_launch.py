@@ -234,8 +234,10 @@ def merge(outputs, lses, write_lse, output_dtype):
     stacked = isinstance(outputs, torch.Tensor)
     parts = [outputs] if stacked else list(outputs)
     parts_lse = [lses] if stacked else list(lses)
-    if not parts:
-        raise invalid("merge_attentions: no attention to merge")
+    if not parts or (stacked and (outputs.dim() == 0 or outputs.shape[0] == 0)):
+        raise invalid("merge_attentions: no attention to merge (attn_split has no splits)")
+    if stacked and (not isinstance(lses, torch.Tensor) or lses.dim() == 0 or lses.shape[0] == 0):
+        raise invalid("merge_attentions: lse_split must be a tensor stacked as attn_split, with at least one split")
     device = parts[0].device
     for i, x in enumerate(parts):
         check_tensor(x, f"attn_split[{i}]" if not stacked else "attn_split", device)
