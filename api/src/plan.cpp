@@ -350,8 +350,9 @@ Plan plan(const TensorView& q, const TensorView& k, const TensorView& v, const A
     // A band's window past the longest sequence hides nothing more (|j - i - shift| < max(Mq, Mkv)
     // within any block), so it is cut there; then the kernels' int32 offsets (shift ± window, plus
     // a row or key index: kernel_src/bias_policies.cuh BandMask) cannot overflow while the longest
-    // sequence plus the window stays below 2^31 - 1.
-    const int64_t reach = std::max<int64_t>(1, std::max(p.q.m, p.k.m));
+    // sequence plus the window stays below 2^31 - 1. (A paged sequence's logical keys may outnumber
+    // the pool's rows: k_max_seqlen counts them.)
+    const int64_t reach = std::max<int64_t>({1, p.q.m, p.k.m, int64_t(p.bias.k_max_seqlen)});
     p.bias.window_left = int32_t(std::min<int64_t>(p.bias.window_left, reach));
     p.bias.window_right = int32_t(std::min<int64_t>(p.bias.window_right, reach));
     const int64_t w = std::max(p.bias.window_left, p.bias.window_right);
