@@ -229,6 +229,30 @@ TEST(Registry, BadFieldsNameTheFieldAndListTheFields) {
                "LowerTriangularFromBottomRightLocalAttentionMask");
 }
 
+// Hostile JSON: a key given twice is refused (not the last one silently winning), nesting is
+// refused as the parser reads it (10^5 brackets overflowed the stack when the error dumped them),
+// and bytes that are not UTF-8 give jitattn's error, not nlohmann's type_error.
+TEST(Registry, HostileJsonGetsAClearError) {
+  std::string r = joined(refusal(R"({"name": "local", "window_size": 3, "window_size": 128})"));
+  EXPECT_NE(r.find("key \"window_size\" appears twice in one object"), std::string::npos) << r;
+  const std::string deep = std::string(100000, '[') + std::string(100000, ']');
+  r = joined(refusal(deep));
+  EXPECT_NE(r.find("nested deeper than 8 levels"), std::string::npos) << r;
+  r = joined(refusal(R"({"name": )" + deep + "}"));
+  EXPECT_NE(r.find("nested deeper"), std::string::npos) << r;
+  EXPECT_LT(r.size(), 2000u) << "the error echoes its input";
+  r = joined(refusal(std::string(R"({"name": "lo\xe9cal"})")));
+  EXPECT_NE(r.find("not JSON"), std::string::npos) << r;  // nlohmann's parser refuses invalid UTF-8
+  // The C++ map path: any bytes in a string value.
+  try {
+    make_attention("local", {{"window_size", ConfigValue(std::string("12\xe9"))}});
+    ADD_FAILURE();
+  } catch (const Error& e) {
+    EXPECT_NE(joined(e).find("\"window_size\""), std::string::npos) << joined(e);
+  }
+  EXPECT_NO_THROW(make_attention("variant", {{"mask_mod", ConfigValue(std::string("q_idx >= kv_idx /* caf\xe9 */"))}}));
+}
+
 // A part registered by the caller: found by name, built from JSON, its fields checked.
 class EveryOtherKey : public AttentionPart {
  public:

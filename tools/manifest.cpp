@@ -9,6 +9,7 @@
 #include <set>
 #include <sstream>
 
+#include "jit/json_checked.h"
 #include "jit/recorder.h"
 #include "jitattn/error.h"
 #include "jitattn/variant.h"
@@ -28,15 +29,8 @@ const std::set<std::string> kFields = {"op",  "dtype", "out_dtype", "head_dim", 
                                        "lse", "align", "arch",      "dropout",  "dbias",      "variant",
                                        "odd_pages"};
 
-// At most `n` bytes of `text` (cut on a UTF-8 boundary), so an error never echoes a megabyte.
-std::string clip(const std::string& text, size_t n = 80) {
-  if (text.size() <= n) return text;
-  while (n > 0 && (static_cast<unsigned char>(text[n]) & 0xC0) == 0x80) --n;
-  return text.substr(0, n) + "... (" + std::to_string(text.size()) + " bytes)";
-}
-
-// A value as an error shows it: its JSON, clipped. The depth limit keeps dump() shallow.
-std::string shown(const json& v) { return clip(v.dump()); }
+std::string clip(const std::string& text, size_t n = 80) { return jit::clip_text(text, n); }
+std::string shown(const json& v) { return jit::shown_json(v); }
 
 [[noreturn]] void bad(const std::string& field, const std::string& want, const json& got) {
   throw Error("\"" + field + "\" must be " + want + ", got " + shown(got));
@@ -360,39 +354,8 @@ std::vector<KernelSpec> parse_located(const std::vector<Located>& entries, const
   return specs;
 }
 
-// A JSON value and the first rule of a manifest it breaks that does not stop the parser ("" if
-// none): a key given twice in one object, which json::parse would silently resolve to the last.
-struct Parsed {
-  json value;
-  std::string problem;
-};
-
-// json::parse with a manifest's limits, checked as the (non-recursive) parser goes: nesting deeper
-// than kMaxJsonDepth throws jitattn::Error at once, so nothing deep is ever built or dumped. A
-// syntax error throws json::exception.
-Parsed parse_json(const std::string& text) {
-  Parsed out;
-  std::vector<std::set<std::string>> keys;  // of each object open now
-  const json::parser_callback_t check = [&](int depth, json::parse_event_t event, json& parsed) {
-    switch (event) {
-      case json::parse_event_t::object_start:
-      case json::parse_event_t::array_start:
-        if (depth >= kMaxJsonDepth)
-          throw Error("nested deeper than " + std::to_string(kMaxJsonDepth) + " levels of arrays and objects (a manifest needs 4)");
-        if (event == json::parse_event_t::object_start) keys.emplace_back();
-        break;
-      case json::parse_event_t::key:
-        if (!keys.back().insert(parsed.get<std::string>()).second && out.problem.empty())
-          out.problem = "key \"" + clip(parsed.get<std::string>()) + "\" appears twice in one object";
-        break;
-      case json::parse_event_t::object_end: keys.pop_back(); break;
-      default: break;
-    }
-    return true;
-  };
-  out.value = json::parse(text, check);
-  return out;
-}
+using Parsed = jit::CheckedJson;
+Parsed parse_json(const std::string& text) { return jit::parse_checked_json(text, kMaxJsonDepth, "a manifest needs 4"); }
 
 // The error a JSON syntax error becomes; nlohmann's message quotes the token it last read, which
 // may be the rest of the file.

@@ -4,6 +4,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "jit/json_checked.h"
+
 #include <algorithm>
 #include <cctype>
 #include <charconv>
@@ -84,7 +86,9 @@ std::vector<std::string> AttentionPart::not_supported_reasons(const TensorView& 
 
 namespace {
 
-std::string quoted(const std::string& s) { return nlohmann::json(s).dump(); }
+// A name or value as messages quote it: JSON, clipped, bytes that are not UTF-8 replaced (a config
+// may carry any bytes; nlohmann's dump() would throw its own type_error for them).
+std::string quoted(const std::string& s) { return jit::shown_json(nlohmann::json(s), 200); }
 
 std::string show(const ConfigValue& v) {
   struct {
@@ -478,7 +482,7 @@ std::optional<ConfigValue> from_json(const std::string& key, const nlohmann::jso
         else if (x.is_number()) s = x.get<double>();
         else if (x.is_string()) s = parse_scalar(x.get<std::string>());
         if (!s) {
-          why = "field " + quoted(key) + ": member " + quoted(name) + " = " + x.dump() +
+          why = "field " + quoted(key) + ": member " + quoted(name) + " = " + jit::shown_json(x) +
                 " must be a number (or a numeric string)";
           return std::nullopt;
         }
@@ -487,7 +491,7 @@ std::optional<ConfigValue> from_json(const std::string& key, const nlohmann::jso
       return ConfigValue(std::move(m));
     }
     default:
-      why = "field " + quoted(key) + " = " + j.dump() + " must be a bool, number, string or object of numbers";
+      why = "field " + quoted(key) + " = " + jit::shown_json(j) + " must be a bool, number, string or object of numbers";
       return std::nullopt;
   }
 }
@@ -536,20 +540,28 @@ std::shared_ptr<AttentionPart> make_attention(const std::string& name, const Con
 }
 
 std::shared_ptr<AttentionPart> attention_from_config(const std::string& text) {
-  nlohmann::json j;
+  // Nesting past a few levels is refused as the parser reads it (nothing deep is built, dumped
+  // or destroyed: 10^5 nested brackets overflowed the stack), and a key given twice is an error,
+  // not the last one silently winning.
+  jit::CheckedJson parsed;
   try {
-    j = nlohmann::json::parse(text);
+    parsed = jit::parse_checked_json(text, 8, "an attention config needs 2");
   } catch (const nlohmann::json::exception& e) {
-    throw Error(ErrorKind::invalid_argument, std::string("attention config is not JSON: ") + e.what());
+    throw Error(ErrorKind::invalid_argument, "attention config is not JSON: " + jit::clip_text(e.what(), 200));
+  } catch (const Error& e) {
+    throw Error(ErrorKind::invalid_argument, std::string("attention config is ") + e.what());
   }
-  if (!j.is_object()) throw Error(ErrorKind::invalid_argument, "attention config must be a JSON object, got " + j.dump());
+  if (!parsed.problem.empty()) throw Error(ErrorKind::invalid_argument, "attention config: " + parsed.problem);
+  const nlohmann::json& j = parsed.value;
+  if (!j.is_object())
+    throw Error(ErrorKind::invalid_argument, "attention config must be a JSON object, got " + jit::shown_json(j));
   const auto name_it = j.find("name");
   if (name_it == j.end() || !name_it->is_string()) {
     Registry& r = registry();
     std::lock_guard<std::mutex> lock(r.mutex);
     throw Error(ErrorKind::invalid_argument,
                 std::vector<std::string>{"attention config needs a string \"name\"" +
-                                             (name_it == j.end() ? std::string() : ", got " + name_it->dump()),
+                                             (name_it == j.end() ? std::string() : ", got " + jit::shown_json(*name_it)),
                                          "registered attentions: " + names_list(r)});
   }
   const std::string name = name_it->get<std::string>();
