@@ -26,7 +26,8 @@ namespace jitattn::jit {
 std::string kernel_key(const KernelSpec& spec, const std::string& compiler_identity);
 // Bumped when the generated code changes outside kernel_src/ (the preamble, the entry name).
 // 3: the entry name carries the key (jit/codegen.h kernel_entry).
-constexpr int kCacheFormatVersion = 3;
+// 4: a user snippet that can end without returning is an error (jit/variant.cpp variant_source).
+constexpr int kCacheFormatVersion = 4;
 
 // Why a cached row's binary would not load as the kernel its row names, checked before the
 // driver sees it: "" when it is a cubin defining kernel_entry(spec of r.name, r.key). Every

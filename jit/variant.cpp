@@ -144,10 +144,14 @@ std::string variant_source(const VariantCode& code) {
      << " {}\n";
   auto fn = [&](const char* sig, const char* name, const std::string& text) {
     // An expression becomes return (...); with the parentheses on lines of their own, so the
-    // snippet keeps its line numbers and a trailing // comment ends before the ")".
+    // snippet keeps its line numbers and a trailing // comment ends before the ")". Statements
+    // that can end without returning ("if (q_idx >= kv_idx) return true;") are an error, not
+    // NVRTC's warning 940, which a successful compile's log drops and which leaves the result
+    // undefined.
     const bool expr = !is_statements(text);
-    os << "  __device__ " << sig << " const {\n" << (expr ? "return (\n" : "") << "#line 1 \"" << name << "\"\n" << text
-       << "\n" << (expr ? ");\n" : "") << "#line 1 \"jitattn_variant\"\n  }\n";
+    os << "#if JITATTN_CUDA\n#pragma nv_diagnostic push\n#pragma nv_diag_error 940\n#endif\n"
+       << "  __device__ " << sig << " const {\n" << (expr ? "return (\n" : "") << "#line 1 \"" << name << "\"\n" << text
+       << "\n" << (expr ? ");\n" : "") << "#line 1 \"jitattn_variant\"\n  }\n#if JITATTN_CUDA\n#pragma nv_diagnostic pop\n#endif\n";
   };
   if (mask) fn("bool mask_mod(int b, int h, int q_idx, int kv_idx)", "mask_mod", code.mask_mod);
   if (score) fn("float score_mod(float score, int b, int h, int q_idx, int kv_idx)", "score_mod", code.score_mod);

@@ -263,6 +263,33 @@ TEST(Variant, SnippetFormsCompile) {
   }
 }
 
+// Statements that can end without returning compile to undefined results (NVRTC only warns, and a
+// successful compile's log is dropped): an error at the user's snippet instead, forward and backward.
+TEST(Variant, ASnippetThatCanEndWithoutReturningIsAnError) {
+  jit::NvrtcCompiler* compiler = nullptr;
+  try {
+    compiler = &jit::NvrtcCompiler::get();
+  } catch (const std::exception& e) {
+    FAIL() << "NVRTC is required for this test: " << e.what();
+  }
+  Variant fwd, bwd;
+  fwd.mask_mod("if (q_idx >= kv_idx) return true;");
+  bwd.score_mod("return 2.f * score;", "if (score > 0.f) return 2.f;");
+  for (auto [v, op] : {std::pair<const Variant*, jit::Op>{&fwd, jit::Op::fwd}, {&bwd, jit::Op::bwd}}) {
+    jit::Signature s;
+    s.op = op, s.arch_sm = 80, s.dtype = s.out_dtype = DType::f16, s.head_dim = s.head_dim_v = 64;
+    s.lse = op == jit::Op::bwd;
+    s.variant = v->code_id();
+    const jit::KernelSpec spec = jit::make_spec(s);
+    try {
+      compiler->compile(spec, jit::generate_source(spec));
+      ADD_FAILURE() << jit::to_string(op) << ": a snippet that can end without returning compiled";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("missing return"), std::string::npos) << e.what();
+    }
+  }
+}
+
 TEST(Variant, KeywordsAndBuiltinsAreNotCaptureNames) {
   for (const char* name : {"int", "return", "this", "threadIdx", "float"}) {
     Variant v;
