@@ -1,5 +1,6 @@
 #include "jitattn/variant.h"
 
+#include <cctype>
 #include <atomic>
 #include <iterator>
 #include <regex>
@@ -21,7 +22,7 @@ const char* device_type(CaptureType t) {
 // Names a snippet already has, that the generated struct uses, or that C++/CUDA keep.
 bool reserved(const std::string& n) {
   static const char* const words[] = {
-      "b", "h", "q_idx", "kv_idx", "score", "a", "Variant", "kMask", "kScore", "kScoreGrad", "mask_mod", "score_mod",
+      "b", "h", "q_idx", "kv_idx", "score", "a", "Variant", "kMask", "kScore", "kScoreGrad", "kTensors", "mask_mod", "score_mod",
       "score_grad", "TensorRef", "alignas", "alignof", "and", "and_eq", "asm", "auto", "bitand", "bitor", "bool",
       "break", "case", "catch", "char", "char16_t", "char32_t", "class", "compl", "const", "constexpr", "const_cast",
       "continue", "decltype", "default", "delete", "do", "double", "dynamic_cast", "else", "enum", "explicit",
@@ -30,10 +31,14 @@ bool reserved(const std::string& n) {
       "public", "register", "reinterpret_cast", "return", "short", "signed", "sizeof", "static", "static_assert",
       "static_cast", "struct", "switch", "template", "this", "thread_local", "throw", "true", "try", "typedef",
       "typeid", "typename", "union", "unsigned", "using", "virtual", "void", "volatile", "wchar_t", "while", "xor",
-      "xor_eq", "threadIdx", "blockIdx", "blockDim", "gridDim", "warpSize", "std"};
+      "xor_eq", "threadIdx", "blockIdx", "blockDim", "gridDim", "warpSize", "std", "assert", "NULL", "INFINITY",
+      "NAN"};
   for (const char* w : words)
     if (n == w) return true;
-  return n.rfind("__", 0) == 0 || n.rfind("jitattn", 0) == 0;
+  // The kernels' own names and macros (jitattn::, JITATTN_CUDA, JITATTN_HIP, ...): any case.
+  std::string lower = n;
+  for (char& c : lower) c = char(std::tolower(static_cast<unsigned char>(c)));
+  return n.rfind("__", 0) == 0 || lower.rfind("jitattn", 0) == 0;
 }
 }  // namespace
 
