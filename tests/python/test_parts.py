@@ -66,7 +66,7 @@ def test_unknown_name_lists_the_registered_names():
     ('{"name": "linformer", "seq_len": "256x"}', "linformer.seq_len='256x' is not an int"),
     ('{"name": "linformer", "seq_len": 256.5}', "is not an int"),
     ('{"name": "local", "causal": "maybe"}', "local.causal='maybe' is not a bool"),
-    ('{"name": "nystrom", "dropout": "much"}', "nystrom.dropout='much' is not a float"),
+    ('{"name": "nystrom", "dropout": "much"}', "nystrom.dropout='much' is not a finite float"),
     ('{"name": "nystrom", "num_landmarks": true}', "is not an int"),
 ])
 def test_bad_fields_list_the_configs_fields(config, message):
@@ -87,6 +87,23 @@ def parse_config_name(config):
 def test_not_a_config(config):
     with pytest.raises(ConfigError):
         parse_config(config)
+
+
+@pytest.mark.parametrize("config, message", [
+    ('{"name": "local", "window_size": 3, "window_size": 128}', "key 'window_size' appears twice"),
+    ('{"name": "nystrom", "dropout": NaN}', "is not a finite float"),
+    ('{"name": "nystrom", "dropout": "inf"}', "is not a finite float"),
+    ('{"name": "local", "window_size": "12_8"}', "is not an int"),
+    ('{"name": ["local"]}', "'name' must be a string"),
+    ("{'name': 'local', 1: 2}", "keys must be strings"),
+    ("[" * 100000 + "]" * 100000, "nested too deeply|neither JSON"),
+    ("{'name': 'local', 'window_size': " + "-" * 100000 + "1}", "neither JSON nor a dict literal|is not an int"),
+])
+def test_hostile_configs_get_a_config_error(config, message):
+    """What json.loads and int()/float() would let through or raise as something else."""
+    with pytest.raises(ConfigError, match=message) as e:
+        parse_config(config)
+    assert len(str(e.value)) < 3000, "the error echoes its whole input"
 
 
 def test_register_attention_decorator():

@@ -10,6 +10,8 @@ import ast
 import dataclasses
 import importlib
 import json
+import math
+import re
 import typing
 from typing import Any, Dict, Optional, Type, Union
 
@@ -102,18 +104,49 @@ def _as_dict(config: Union[str, dict, Any]) -> dict:
     if dataclasses.is_dataclass(config) and not isinstance(config, type):
         return {f.name: getattr(config, f.name) for f in dataclasses.fields(config)}
     if isinstance(config, str):
+        text = config
+        if len(text) > _MAX_CONFIG_CHARS:
+            raise ConfigError(f"attention config is {len(text)} characters, more than {_MAX_CONFIG_CHARS}")
         try:
-            config = json.loads(config)
+            config = json.loads(text, object_pairs_hook=_no_duplicate_keys)
         except json.JSONDecodeError as json_error:
             try:
-                config = ast.literal_eval(config)
-            except (ValueError, SyntaxError):
-                raise ConfigError(f"attention config {config!r} is neither JSON nor a dict literal: {json_error}") from None
+                config = ast.literal_eval(text)
+            except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+                raise ConfigError(f"attention config {_clip(text)} is neither JSON nor a dict literal: {json_error}") from None
+        except RecursionError:
+            raise ConfigError(f"attention config {_clip(text)} is nested too deeply") from None
     if not isinstance(config, dict):
         raise ConfigError(f"attention config must be a dict, a JSON object string or a config dataclass, not {type(config).__name__}")
     if "name" not in config:
-        raise ConfigError(f"attention config {config!r} has no 'name'; registered: {', '.join(registered_attentions())}")
+        raise ConfigError(f"attention config {_clip(repr(config))} has no 'name'; registered: {', '.join(registered_attentions())}")
+    bad_keys = [k for k in config if not isinstance(k, str)]
+    if bad_keys:
+        raise ConfigError(f"attention config keys must be strings, got {_clip(repr(bad_keys))}")
+    if not isinstance(config["name"], str):
+        raise ConfigError(f"attention config 'name' must be a string, got {_clip(repr(config['name']))}")
     return dict(config)
+
+
+_MAX_CONFIG_CHARS = 1 << 20
+
+
+def _clip(text, n=200):
+    return text if len(text) <= n else f"{text[:n]}... ({len(text)} characters)"
+
+
+def _no_duplicate_keys(pairs):
+    """json.loads' object hook: a key given twice is an error, not the last one silently winning."""
+    out = {}
+    for k, v in pairs:
+        if k in out:
+            raise ConfigError(f"attention config: key {k!r} appears twice in one object")
+        out[k] = v
+    return out
+
+
+_INT_TEXT = re.compile(r"[+-]?[0-9]+")
+_FLOAT_TEXT = re.compile(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?")
 
 
 def _convert(value, tp, where):
@@ -150,23 +183,17 @@ def _convert(value, tp, where):
             return value
         if isinstance(value, float) and value.is_integer():
             return int(value)
-        if isinstance(value, str):
-            try:
-                return int(value.strip())
-            except ValueError:
-                pass
+        if isinstance(value, str) and _INT_TEXT.fullmatch(value.strip()):
+            return int(value.strip())  # not int()'s "12_8" or other Python literals
         raise ConfigError(f"{where}={value!r} is not an int")
     if tp is float:
         if isinstance(value, bool):
             raise ConfigError(f"{where}={value!r} is not a float")
-        if isinstance(value, (int, float)):
+        if isinstance(value, (int, float)) and math.isfinite(value):
             return float(value)
-        if isinstance(value, str):
-            try:
-                return float(value.strip())
-            except ValueError:
-                pass
-        raise ConfigError(f"{where}={value!r} is not a float")
+        if isinstance(value, str) and _FLOAT_TEXT.fullmatch(value.strip()):
+            return float(value.strip())  # not float()'s "nan", "inf" or "1_0"
+        raise ConfigError(f"{where}={value!r} is not a finite float")
     if tp is str:
         if isinstance(value, str):
             return value
