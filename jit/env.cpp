@@ -62,10 +62,12 @@ int positive_int(const char* name) {
   const std::string value = getenv_str(name);
   if (value.empty()) return 0;
   int n = -1;
+  size_t used = 0;
   try {
-    n = std::stoi(value);
+    n = std::stoi(value, &used);
   } catch (const std::exception&) {
   }
+  if (used != value.size()) n = -1;  // "4x", "2.9": not a number stoi would half read
   if (n < 1) throw Error(ErrorKind::invalid_argument, std::string(name) + "=" + value + " must be a positive integer");
   return n;
 }
@@ -125,7 +127,10 @@ Env read_env() {
     env.amd_mfma = m == "on";
   }
   env.hip_path = getenv_str("JITATTN_HIP");
-  env.verbose = getenv_str("JITATTN_VERBOSE") == "1";
+  if (const std::string v = getenv_str("JITATTN_VERBOSE"); !v.empty()) {
+    if (v != "0" && v != "1") throw Error(ErrorKind::invalid_argument, "JITATTN_VERBOSE=" + v + " is not one of 0, 1");
+    env.verbose = v == "1";
+  }
   env.pairs_per_chunk = positive_int("JITATTN_PAIRS_PER_CHUNK");
   env.fwd_blocks = positive_int("JITATTN_FWD_BLOCKS");
   if (const std::string dec = getenv_str("JITATTN_DECODE"); !dec.empty()) {
