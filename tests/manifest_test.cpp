@@ -199,6 +199,8 @@ TEST(Manifest, AVariantObjectGivesTheApplicationsKernels) {
           "\"variant.captures[0].type\" must be one of");
   refused(R"({"mask_mod": "true", "captures": [{"name": "t", "kind": "tensor", "type": "f32"}]})", "needs \"type\" and \"rank\"");
   refused(R"({"mask_mod": "true", "captures": [{"name": "int", "kind": "int"}]})", "the name is taken");
+  refused(R"({"mask_mod": "w > 0", "captures": [{"name": "w", "kind": "int"}, {"name": "w", "kind": "float"}]})",
+          "variant.captures[1].name \"w\" names an earlier capture too");
 }
 
 // `--manifest /dev/zero` read forever (and grew without bound); a directory read as empty.

@@ -126,6 +126,7 @@ uint64_t read_variant(const json& v) {
     const json& caps = v["captures"];
     if (!caps.is_array()) bad("variant.captures", "an array", caps);
     static const std::set<std::string> cap_fields = {"name", "kind", "type", "rank"};
+    std::set<std::string> names;  // Variant::capture replaces a name given twice: here that is a typo
     for (size_t i = 0; i < caps.size(); ++i) {
       const std::string at = "variant.captures[" + std::to_string(i) + "]";
       const json& c = caps[i];
@@ -134,6 +135,7 @@ uint64_t read_variant(const json& v) {
         if (!cap_fields.count(key)) throw Error("unknown field \"" + at + "." + clip(key) + "\"");
       if (!c.contains("name") || !c.contains("kind")) throw Error(at + " needs \"name\" and \"kind\"");
       const std::string name = as_string(at + ".name", c["name"]), kind = as_string(at + ".kind", c["kind"]);
+      if (!names.insert(name).second) throw Error(at + ".name \"" + clip(name) + "\" names an earlier capture too");
       if (kind == "float") {
         var.capture(name, 0.f);
       } else if (kind == "int") {
