@@ -166,12 +166,18 @@ std::string user_errors(const std::string& log) {
   bool in_user = false;
   static const std::regex user_line("^(mask_mod|score_mod|score_grad)\\([0-9]+\\):");
   static const std::regex any_file_line("^[^ ]+\\([0-9]+\\):");
+  static const std::regex user_error("^(mask_mod|score_mod|score_grad)\\([0-9]+\\): (catastrophic )?error");
+  bool has_error = false;
   while (std::getline(in, line)) {
     if (std::regex_search(line, user_line)) in_user = true;
     else if (std::regex_search(line, any_file_line)) in_user = false;
     if (in_user) out += line + '\n';
+    if (in_user) has_error = has_error || std::regex_search(line, user_error);
   }
-  return out;
+  // The user's lines only if an error is among them: a warning there (an unused variable) beside
+  // an error elsewhere (a static_assert the snippet's capture types trip in kernel_src/) would
+  // hide the error, so then none (the caller shows the whole log).
+  return has_error ? out : std::string();
 }
 
 }  // namespace jitattn::jit

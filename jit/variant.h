@@ -55,7 +55,8 @@ std::shared_ptr<const VariantCode> variant_code(uint64_t id);
 // names it ("mask_mod", "score_mod", "score_grad"), so NVRTC reports the user's own lines.
 std::string variant_source(const VariantCode& code);
 
-// From a failed compile's log, the lines about the user's snippets (empty if none).
+// From a failed compile's log, the lines about the user's snippets; empty if none, or if none of
+// them is an error (the error is then elsewhere, and the caller shows the whole log).
 std::string user_errors(const std::string& nvrtc_log);
 
 }  // namespace jitattn::jit

@@ -225,6 +225,22 @@ TEST(Variant, ACompileErrorIsReportedAtTheUsersLine) {
   EXPECT_EQ(user.find("jitattn_variant"), std::string::npos) << user;  // nothing from the generated struct
 }
 
+// The user's lines stand for the log only when an error is among them: a warning in the snippet
+// beside an error in kernel_src/ (a static_assert its capture types trip) showed only the warning.
+TEST(Variant, UserLinesStandForTheLogOnlyWithAnError) {
+  const std::string warning_only =
+      "mask_mod(1): warning #177-D: variable \"unused\" was declared but never referenced\n"
+      "  int unused = 1;\n"
+      "bias_policies.cuh(410): error: static assertion failed with \"rank\"\n"
+      "1 error detected in the compilation of \"fwd.cu\".\n";
+  EXPECT_EQ(jit::user_errors(warning_only), "");
+  const std::string with_error = warning_only + "score_mod(3): error: identifier \"nope\" is undefined\n  return nope;\n";
+  const std::string user = jit::user_errors(with_error);
+  EXPECT_NE(user.find("score_mod(3): error"), std::string::npos) << user;
+  EXPECT_NE(user.find("mask_mod(1): warning"), std::string::npos) << user;
+  EXPECT_EQ(user.find("bias_policies.cuh"), std::string::npos) << user;
+}
+
 // Expressions with a trailing // comment, a "return" inside a comment or a string, and statements
 // all compile, and an error in an expression still points at the user's line.
 TEST(Variant, SnippetFormsCompile) {
