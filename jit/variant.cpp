@@ -1,5 +1,6 @@
 #include "jit/variant.h"
 
+#include <cctype>
 #include <cstdio>
 #include <mutex>
 #include <regex>
@@ -38,6 +39,18 @@ std::string hex_id(uint64_t id) {
   return hex;
 }
 
+// Whether the ' at s[i] separates digits of a number (1'000, 0xFF'FF) rather than opening a
+// character literal (which a prefix such as u8'a' or L'a' may precede): the token it ends
+// starts with a digit.
+bool digit_separator(const std::string& s, size_t i) {
+  size_t start = i;
+  while (start > 0 && (std::isalnum(static_cast<unsigned char>(s[start - 1])) || s[start - 1] == '_' || s[start - 1] == '\'' ||
+                       s[start - 1] == '.'))
+    --start;
+  return start < i && std::isdigit(static_cast<unsigned char>(s[start])) && i + 1 < s.size() &&
+         std::isxdigit(static_cast<unsigned char>(s[i + 1]));
+}
+
 // The snippet without comments and string/char literals (each replaced by a space).
 std::string code_only(const std::string& s) {
   std::string out;
@@ -49,6 +62,8 @@ std::string code_only(const std::string& s) {
       const size_t end = s.find("*/", i + 2);
       i = end == std::string::npos ? s.size() : end + 2;
       out += ' ';
+    } else if (s[i] == '\'' && digit_separator(s, i)) {
+      out += s[i++];
     } else if (s[i] == '"' || s[i] == '\'') {
       const char q = s[i++];
       while (i < s.size() && s[i] != q) i += s[i] == '\\' ? 2 : 1;

@@ -251,7 +251,9 @@ TEST(Variant, SnippetFormsCompile) {
     FAIL() << "NVRTC is required for this test: " << e.what();
   }
   const char* masks[] = {"q_idx >= kv_idx // causal", "/* return early? */ q_idx >= kv_idx",
-                         "bool ok = q_idx >= kv_idx;  // keep\nreturn ok;"};
+                         "bool ok = q_idx >= kv_idx;  // keep\nreturn ok;",
+                         "if (q_idx < 1'000) return true;\nreturn q_idx - kv_idx < 0x1'00;",  // digit separators
+                         "kv_idx <= q_idx && u8'a' == 97"};
   for (const char* m : masks) {
     Variant v;
     v.mask_mod(m);
