@@ -15,4 +15,17 @@ inline std::string sha256_hex(const std::string& s) { return sha256_hex(s.data()
 // naming the path if it cannot be read.
 std::string sha256_file_hex(const std::string& path);
 
+// SHA-256 of data given in pieces (a file read through SQLite's own handle, SqliteStore).
+class Sha256 {
+ public:
+  Sha256();
+  ~Sha256();
+  Sha256(const Sha256&) = delete;
+  Sha256& operator=(const Sha256&) = delete;
+  void update(const void* data, size_t size);
+  std::string hex();  // 64 lowercase hex chars; ends the digest
+ private:
+  void* ctx_;  // EVP_MD_CTX
+};
+
 }  // namespace jitattn::cache

@@ -23,11 +23,6 @@ std::string unsafe_owner_or_mode(const std::string& path, const struct stat& st)
   return "";
 }
 
-bool same_file(const struct stat& a, const struct stat& b) {
-  return a.st_dev == b.st_dev && a.st_ino == b.st_ino && a.st_size == b.st_size && a.st_mtim.tv_sec == b.st_mtim.tv_sec &&
-         a.st_mtim.tv_nsec == b.st_mtim.tv_nsec;
-}
-
 }  // namespace
 
 std::string untrusted_location(const std::string& db_path) {
@@ -53,17 +48,11 @@ LayeredCache::LayeredCache(std::vector<std::string> read_only_paths, std::string
 }
 
 std::unique_ptr<SqliteStore> open_shipped(const std::string& path, const std::string& pin) {
-  if (pin.empty()) return std::make_unique<SqliteStore>(path, SqliteStore::Mode::ReadOnly);
-  // A pinned layer costs one SHA-256 pass over the file. The file must be the same one (inode,
-  // size, mtime) before the hash and after the open, so it cannot be swapped in between.
-  struct stat before {}, after {};
-  if (::stat(path.c_str(), &before) != 0) throw Error(ErrorKind::internal, "kernel cache " + path + " does not exist");
-  const std::string actual = sha256_file_hex(path);
-  if (actual != pin) throw Error(ErrorKind::internal, "its SHA-256 is " + actual + ", not the pinned " + pin);
-  auto store = std::make_unique<SqliteStore>(path, SqliteStore::Mode::ReadOnly);
-  if (::stat(path.c_str(), &after) != 0 || !same_file(before, after))
-    throw Error(ErrorKind::internal, "the file changed while its SHA-256 was being checked");
-  return store;
+  // A pinned layer costs one SHA-256 pass over the file, read through the handle SQLite goes on
+  // reading it with (SqliteStore's pinned constructor): checking the path before and after the
+  // hash could not see a file renamed over it and back in between. Both refuse what is not a
+  // regular file, which would hang the open or the hash.
+  return std::make_unique<SqliteStore>(path, SqliteStore::Mode::ReadOnly, pin);
 }
 
 void LayeredCache::open_locked() {
@@ -90,13 +79,16 @@ void LayeredCache::open_locked() {
 
 void LayeredCache::recover_user_locked(const std::string& why) {
   const std::string damage = user_->integrity_problem();
+  const SqliteStore::FileId damaged = user_->file_id();
   user_.reset();
   if (damage.empty()) {
     std::cerr << "jitattn: user cache " << user_path_ << " failed (" << why << "); kernels stay in memory\n";
     return;
   }
   try {
-    SqliteStore::move_aside(user_path_, damage);
+    // Other processes may meet the same damage: move_aside() moves the file only if it is still
+    // the one this process found damaged, and then reopens whatever is at the path.
+    SqliteStore::move_aside(user_path_, damaged, damage);
     user_ = std::make_unique<SqliteStore>(user_path_, SqliteStore::Mode::ReadWrite);
   } catch (const std::exception& e) {
     std::cerr << "jitattn: user cache unavailable, kernels stay in memory: " << e.what() << "\n";

@@ -23,9 +23,9 @@ namespace jitattn::cache {
 // owned by another user (root excepted) or writable by group or others.
 std::string untrusted_location(const std::string& db_path);
 
-// Opens a shipped DB read-only. With a pin (64 hex chars) the file's SHA-256 must match it, and
-// the file must be the same (inode, size, mtime) before the hash and after the open. Throws
-// jitattn::Error saying why not.
+// Opens a shipped DB read-only. It must be a regular file. With a pin (64 hex chars) the file's
+// SHA-256 must match it, and SQLite then reads the very file that was hashed (it is hashed through
+// SQLite's own handle), whatever is renamed over the path meanwhile. Throws jitattn::Error saying why not.
 std::unique_ptr<SqliteStore> open_shipped(const std::string& path, const std::string& sha256);
 
 class LayeredCache {

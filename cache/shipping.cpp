@@ -1,9 +1,14 @@
 // Export, merge, verify and gc of kernel caches. See cache/shipping.h for the contract.
 #include "cache/shipping.h"
 
+#include <fcntl.h>
+#include <linux/fs.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <chrono>
+#include <cstring>
 #include <cstdio>
 #include <filesystem>
 #include <random>
@@ -17,9 +22,10 @@ namespace {
 
 namespace fs = std::filesystem;
 
+// Anything at `p`, a dangling symbolic link included: what a write without --force must not replace.
 bool exists(const std::string& p) {
   std::error_code ec;
-  return fs::exists(p, ec);
+  return fs::exists(fs::symlink_status(p, ec));
 }
 
 // A DB file's companions. A leftover -wal next to a file we put in place would be replayed
@@ -59,31 +65,69 @@ void ShippedDbWriter::remove_temp() {
   std::error_code ec;
   fs::remove(tmp_, ec);
   remove_companions(tmp_);
+  fs::remove_all(tmp_ + ".locks", ec);  // the repair lock of its read-write open (cache/sqlite_store.cpp)
 }
 
 void ShippedDbWriter::add(const KernelRecord& record) { store_->put(record); }
 
+namespace {
+
+// Puts `from` at `to` only if nothing is there, atomically: of two exports racing to a new --out
+// exactly one wins (checking first and renaming after let both "succeed", the second silently
+// replacing the first). renameat2(RENAME_NOREPLACE) where the filesystem has it, else link(2),
+// which fails with EEXIST just the same, and unlink. Throws, saying --force replaces it, when
+// anything (a dangling symbolic link included) is at `to`.
+void rename_no_replace(const std::string& from, const std::string& to) {
+  if (::syscall(SYS_renameat2, AT_FDCWD, from.c_str(), AT_FDCWD, to.c_str(), RENAME_NOREPLACE) == 0) return;
+  int err = errno;
+  if (err == EINVAL || err == ENOSYS || err == ENOTSUP) {  // no RENAME_NOREPLACE here
+    if (::link(from.c_str(), to.c_str()) == 0) {
+      ::unlink(from.c_str());
+      return;
+    }
+    err = errno;
+  }
+  if (err == EEXIST) {
+    throw Error(ErrorKind::internal, to + " already exists (written by another export or merge meanwhile?); "
+                "pass --force to replace it");
+  }
+  throw Error(ErrorKind::internal, "cannot move " + from + " to " + to + ": " + std::strerror(err));
+}
+
+}  // namespace
+
 int64_t ShippedDbWriter::finish() {
   store_->make_shippable();
   store_.reset();  // closed, so nothing of it lives outside the one file any more
-  if (!overwrite_ && exists(out_)) refuse_overwrite(out_);  // appeared while we were writing
-  if (overwrite_) remove_companions(out_);
+  // Hashed before it is put in place: the digest is of the file this writer wrote, whatever
+  // another writer does to `out` afterwards.
+  digest_ = sha256_file_hex(tmp_);
   std::error_code ec;
-  fs::rename(tmp_, out_, ec);
-  if (ec) throw Error(ErrorKind::internal, "cannot move " + tmp_ + " to " + out_ + ": " + ec.message());
+  const auto size = fs::file_size(tmp_, ec);
+  const int64_t bytes = ec ? 0 : int64_t(size);
   remove_companions(tmp_);
-  // The digest a deployment pins (JITATTN_CACHE_RO=FILE@sha256:HEX), next to the file in the
-  // form `sha256sum -c` reads.
-  digest_ = sha256_file_hex(out_);
-  const std::string sidecar = out_ + ".sha256";
-  if (FILE* f = std::fopen(sidecar.c_str(), "w")) {
-    std::fprintf(f, "%s  %s\n", digest_.c_str(), fs::path(out_).filename().c_str());
-    if (std::fclose(f) != 0) throw Error(ErrorKind::internal, "cannot write " + sidecar);
+  if (overwrite_) {
+    remove_companions(out_);
+    fs::rename(tmp_, out_, ec);
+    if (ec) throw Error(ErrorKind::internal, "cannot move " + tmp_ + " to " + out_ + ": " + ec.message());
   } else {
+    rename_no_replace(tmp_, out_);  // the loser of a race throws here, and leaves `out` alone
+  }
+  // The digest a deployment pins (JITATTN_CACHE_RO=FILE@sha256:HEX), next to the file in the
+  // form `sha256sum -c` reads; through a temporary too, so that a reader never sees half of it.
+  const std::string sidecar = out_ + ".sha256", sidecar_tmp = tmp_ + ".sha256";
+  if (FILE* f = std::fopen(sidecar_tmp.c_str(), "w")) {
+    std::fprintf(f, "%s  %s\n", digest_.c_str(), fs::path(out_).filename().c_str());
+    if (std::fclose(f) != 0) throw Error(ErrorKind::internal, "cannot write " + sidecar_tmp);
+  } else {
+    throw Error(ErrorKind::internal, "cannot write " + sidecar_tmp);
+  }
+  fs::rename(sidecar_tmp, sidecar, ec);
+  if (ec) {
+    fs::remove(sidecar_tmp, ec);
     throw Error(ErrorKind::internal, "cannot write " + sidecar);
   }
-  const auto size = fs::file_size(out_, ec);
-  return ec ? 0 : int64_t(size);
+  return bytes;
 }
 
 // ---- merge --------------------------------------------------------------------------------
@@ -143,21 +187,30 @@ std::string staleness(const KernelRecord& r, const CurrentBuild& current) {
 
 }  // namespace
 
-VerifyReport verify(const std::string& path, const CurrentBuild& current) {
+VerifyReport verify(const std::string& path, const CurrentBuild& current, bool shipped) {
   VerifyReport rep;
   rep.path = path;
   std::unique_ptr<SqliteStore> store;
   try {
-    store = std::make_unique<SqliteStore>(path, SqliteStore::Mode::Inspect);
+    store = std::make_unique<SqliteStore>(path, shipped ? SqliteStore::Mode::ReadOnly : SqliteStore::Mode::Inspect);
   } catch (const std::exception& e) {
     rep.problem = e.what();
     return rep;
   }
   rep.opened = true;
   rep.schema_version = store->schema_version();
+  // A user DB copied while in use, with its -wal: read with the WAL it has more rows than the
+  // runtime, reading it shipped, would ever serve. What follows counts what the runtime sees.
+  std::error_code ec;
+  if (const auto wal = fs::file_size(path + "-wal", ec); shipped && !ec && wal > 0) {
+    rep.problem = path + "-wal is not empty (" + std::to_string(wal) + " bytes): a shipped DB is read immutable, "
+                  "without its WAL, so the changes in it would never be served (the rows below are what would be); "
+                  "ship a file written by `jitattn export` or `merge`, or checkpoint it first";
+  }
   if (!current.sha256.empty()) {
     const std::string actual = sha256_file_hex(path);
-    if (actual != current.sha256) rep.problem = "its SHA-256 is " + actual + ", not the pinned " + current.sha256;
+    if (actual != current.sha256 && rep.problem.empty())
+      rep.problem = "its SHA-256 is " + actual + ", not the pinned " + current.sha256;
   }
   // Every page, which no ordinary open reads (cache/sqlite_store.h).
   if (std::string why = store->integrity_problem(); !why.empty() && rep.problem.empty()) rep.problem = why;

@@ -97,9 +97,12 @@ struct VerifyReport {
 };
 
 // Checks the schema, every page (quick_check), the pinned digest, and every row (size, SHA-256,
-// binding), without changing the file (it is opened with SqliteStore::Mode::Inspect, so a live
-// user DB can be verified while others use it).
-VerifyReport verify(const std::string& path, const CurrentBuild& current);
+// binding), without changing the file, as the runtime will read it. A user DB (shipped false) is
+// opened with SqliteStore::Mode::Inspect, so a live one can be verified while others use it, its
+// WAL included, as the runtime's read-write open sees it. A shipped DB is opened as the runtime
+// opens JITATTN_CACHE_RO (SqliteStore::Mode::ReadOnly, immutable=1), which never reads a -wal
+// file: one that is not empty holds changes the runtime would not see, and is a problem.
+VerifyReport verify(const std::string& path, const CurrentBuild& current, bool shipped = false);
 
 struct GcReport {
   SqliteStore::Eviction evicted;

@@ -1,11 +1,17 @@
 // The SQLite kernel store (docs/design.md decision 5). See cache/sqlite_store.h for the contract.
 #include "cache/sqlite_store.h"
 
+#include <fcntl.h>
 #include <sqlite3.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #define XXH_INLINE_ALL
 #include <xxhash.h>
 
+#include <algorithm>
+#include <cerrno>
 #include <chrono>
 #include <cinttypes>
 #include <cstring>
@@ -234,6 +240,12 @@ int64_t version_number(const std::string& v) {
               "); the file was left untouched");
 }
 
+[[noreturn]] void refuse_foreign(const std::string& path, const std::string& table) {
+  throw Error(ErrorKind::internal, "kernel cache " + path + " is a SQLite database of something else (it has a table \"" +
+              table + "\", which no jitattn kernel cache has), not a jitattn kernel cache; the file was left untouched. "
+              "Point JITATTN_CACHE at a file of its own");
+}
+
 // Compares PRAGMA table_info(table) with `want` (its first `count` entries): "" when they agree
 // column by column, else what differs. SQLite answers "no such column" on every lookup of a
 // table whose schema lost a column, so this is found at open, where the file can be replaced.
@@ -273,21 +285,27 @@ bool exists(const std::string& p) {
 
 // O(1) sign of a truncated file: the header's page count (when valid) against the file's size.
 // A WAL that is not empty may hold pages the file has yet to receive, so then nothing is said.
-std::string truncation_problem(const std::string& path) {
+// Read through the connection's own file handle, never a descriptor of our own: closing any
+// descriptor of a file drops every POSIX lock the process holds on it (fcntl(2)), SQLite's
+// included, and with its shared lock gone another process closing its connection took itself
+// for the last one and deleted the -wal this one was about to commit into (rows stored by
+// processes opening the file together were lost now and then).
+std::string truncation_problem(sqlite3* db, const std::string& path) {
   std::error_code ec;
   const auto wal = fs::file_size(path + "-wal", ec);
   if (!ec && wal > 0) return "";
-  const auto size = fs::file_size(path, ec);
-  if (ec || size < 100) return "";
+  sqlite3_file* f = nullptr;
+  if (sqlite3_file_control(db, "main", SQLITE_FCNTL_FILE_POINTER, &f) != SQLITE_OK || !f || !f->pMethods) return "";
+  sqlite3_int64 size = 0;
+  if (f->pMethods->xFileSize(f, &size) != SQLITE_OK || size < 100) return "";
   unsigned char h[100];
-  std::ifstream in(path, std::ios::binary);
-  if (!in.read(reinterpret_cast<char*>(h), sizeof h)) return "";
+  if (f->pMethods->xRead(f, h, sizeof h, 0) != SQLITE_OK) return "";
   auto be32 = [&](int at) { return uint32_t(h[at]) << 24 | uint32_t(h[at + 1]) << 16 | uint32_t(h[at + 2]) << 8 | h[at + 3]; };
   if (std::memcmp(h, "SQLite format 3", 16) != 0) return "";  // not a database: sqlite says so itself
   const uint32_t page_size = (uint32_t(h[16]) << 8 | h[17]) == 1 ? 65536 : (uint32_t(h[16]) << 8 | h[17]);
   if (be32(24) != be32(92)) return "";  // the header's page count is stale (an old writer)
   const uint64_t want = uint64_t(be32(28)) * page_size;
-  if (size >= want) return "";
+  if (uint64_t(size) >= want) return "";
   return "truncated: its header says " + std::to_string(want) + " bytes, the file has " + std::to_string(size);
 }
 
@@ -310,6 +328,10 @@ Inspection inspect(sqlite3* db, const std::string& path) {
   for (const auto& t : tables) {
     has_meta |= t == "meta";
     ins.has_kernels |= t == "kernels";
+    // Another program's database, given as a cache by mistake: neither damaged (so never moved
+    // aside) nor ours to migrate (tables added, journal mode changed). Left untouched. SQLite's
+    // own tables (sqlite_sequence, sqlite_stat1) say nothing either way.
+    if (t != "meta" && t != "kernels" && t.rfind("sqlite_", 0) != 0) refuse_foreign(path, t);
   }
   // A kernel cache has tables and indexes only: a trigger would run on touch() or put(), a view
   // could stand in for a table. trusted_schema=OFF limits what they may call; none is allowed.
@@ -355,7 +377,7 @@ Inspection inspect(sqlite3* db, const std::string& path) {
     if (!problem.empty()) return corrupt(problem);
     ins.has_source_hash = want == std::size(kKernelColumns);
   }
-  if (std::string why = truncation_problem(path); !why.empty()) return corrupt(why);
+  if (std::string why = truncation_problem(db, path); !why.empty()) return corrupt(why);
   ins.schema_ready = has_meta && ins.has_kernels && !version.empty();
   return ins;
 }
@@ -411,13 +433,88 @@ int open_db(const std::string& filename, int flags, DbPtr& db) {
   return rc;
 }
 
+using FileId = SqliteStore::FileId;
+
+// The file at `path` now; {} when there is none.
+FileId file_id_of(const std::string& path) {
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0) return {};
+  return {uint64_t(st.st_dev), uint64_t(st.st_ino)};
+}
+
+// Serializes repairs of one user DB across processes (docs/design.md decision 5): flock(2) on
+// PATH.locks/repair.lock, in the directory the compile claims use (cache/claim.h). Every
+// read-write open holds it shared while it opens, inspects and migrates the file; moving a
+// damaged file aside holds it exclusively. So
+//  - one process at a time moves the file, and one that waited looks again first: the file it
+//    found damaged may have been replaced by a healthy one meanwhile, whose rows other processes
+//    are storing (eight processes opening a damaged DB together used to each move aside whatever
+//    was at PATH, healthy DBs just created included, losing their rows);
+//  - no file is moved while another process is halfway through opening it, whose SQLite would
+//    then take up the -wal and -shm of the file created in its place ("disk I/O error").
+// A connection that is already open is not protected, nor needs to be: a file is moved only when
+// it is damaged, and its -wal and -shm go with it, under the descriptors that use them.
+// The lock file is never removed, so every process locks the same inode (KeyClaim removes its
+// files and must check for that; this one need not).
+class RepairLock {
+ public:
+  explicit RepairLock(const std::string& db_path) : path_(db_path + ".locks/repair.lock"), dir_(db_path + ".locks") {}
+  ~RepairLock() {
+    if (fd_ >= 0) ::close(fd_);
+  }
+  RepairLock(const RepairLock&) = delete;
+  RepairLock& operator=(const RepairLock&) = delete;
+
+  // Takes the lock (shared or exclusive; a held shared lock is converted, which flock does by
+  // letting go first, so two converting processes never deadlock). Polled against a deadline,
+  // so a holder that is stopped costs an error, never a hang. False, with `why`, when the lock
+  // file cannot be made (a directory this process may not write, where nothing can be moved
+  // either) or the wait ran out.
+  bool acquire(bool exclusive, std::string* why) {
+    if (fd_ < 0) {
+      if (::mkdir(dir_.c_str(), 0700) != 0 && errno != EEXIST) return failed(why, "cannot create " + dir_);
+      fd_ = ::open(path_.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+      if (fd_ < 0) return failed(why, "cannot open " + path_);
+    }
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(kRepairLockTimeoutMs);
+    for (int attempt = 0;; ++attempt) {
+      if (::flock(fd_, (exclusive ? LOCK_EX : LOCK_SH) | LOCK_NB) == 0) {
+        exclusive_ = exclusive;
+        return true;
+      }
+      if (errno != EWOULDBLOCK) return failed(why, "cannot lock " + path_);
+      if (std::chrono::steady_clock::now() >= deadline) {
+        *why = "another process held " + path_ + " for " + std::to_string(kRepairLockTimeoutMs / 1000) + " s";
+        return false;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(1 + attempt % 5));
+    }
+  }
+  bool exclusive() const { return exclusive_; }
+
+ private:
+  bool failed(std::string* why, const std::string& what) {
+    *why = what + ": " + std::strerror(errno);
+    return false;
+  }
+
+  // Opening, inspecting and migrating wait on SQLite's busy timeout at most a few times over.
+  static constexpr int kRepairLockTimeoutMs = 6 * kBusyTimeoutMs;
+  std::string path_, dir_;
+  int fd_ = -1;
+  bool exclusive_ = false;
+};
+
 // Moves an unreadable cache (and its journal files, which belong to it and would otherwise be
 // applied to the fresh file) out of the way, keeping it for a bug report instead of deleting it.
-void move_aside_files(const std::string& path, const std::string& why) {
+// The caller holds the repair lock exclusively; `damaged` is the file it found damaged, and
+// nothing is moved (false) if another file stands at `path` now.
+bool move_aside_files(const std::string& path, const FileId& damaged, const std::string& why) {
   const std::string base = path + ".corrupt-" + std::to_string(now_seconds());
   std::string dest = base;
   for (int n = 1; exists(dest); ++n) dest = base + "." + std::to_string(n);
 
+  if (file_id_of(path) != damaged) return false;
   std::error_code ec;
   fs::rename(path, dest, ec);
   if (ec) {
@@ -435,6 +532,7 @@ void move_aside_files(const std::string& path, const std::string& why) {
   }
   std::cerr << "jitattn: kernel cache " << path << " is unreadable (" << why << "); moved it to "
             << dest << " and started an empty cache\n";
+  return true;
 }
 
 // SQLite URI filenames give '?', '#' and '%' a meaning; everything else is taken literally.
@@ -452,6 +550,27 @@ std::string uri_escape(const std::string& p) {
   return out;
 }
 
+// A user DB this process may not write (SQLite fell back to read-only), in WAL mode, in a
+// directory it may not write either (another user's, a read-only mount): reading it needs its
+// WAL index, the -shm file, which cannot be created there, so every statement failed with
+// "attempt to write a readonly database" and the DB served nothing. Reopened immutable=1 (no
+// WAL index, no locks) when that is so and its -wal is empty or absent: there is then nothing
+// the immutable view misses. A -wal that is not empty belongs to a writer elsewhere, and an
+// immutable read of a file being checkpointed could see it half-written: that stays an error.
+void open_unwritable(DbPtr& db, const std::string& path) {
+  std::vector<std::string> probe;
+  const int rc = query_column(db.get(), "SELECT count(*) FROM sqlite_master", probe);
+  if ((rc & 0xff) != SQLITE_READONLY && (rc & 0xff) != SQLITE_CANTOPEN) return;  // readable as it is, or not this
+  std::error_code ec;
+  const auto wal = fs::file_size(path + "-wal", ec);
+  if (!ec && wal > 0) fail(db.get(), path, "cannot be read without creating its -shm, and its -wal is not empty");
+  DbPtr immutable;
+  const std::string uri = "file://" + uri_escape(fs::absolute(path, ec).string()) + "?immutable=1";
+  if (open_db(uri, SQLITE_OPEN_READONLY | SQLITE_OPEN_URI | SQLITE_OPEN_FULLMUTEX, immutable) != SQLITE_OK)
+    fail(immutable.get(), path, "cannot open read-only");
+  db = std::move(immutable);
+}
+
 }  // namespace
 
 std::string hash_hex(const void* data, size_t size) {
@@ -462,12 +581,57 @@ std::string hash_hex(const void* data, size_t size) {
   return buf;
 }
 
-SqliteStore::SqliteStore(std::string path, Mode mode) : path_(std::move(path)), mode_(mode) {
+namespace {
+
+// A shipped DB is opened only if it is a regular file: SQLite opening a FIFO would wait for a
+// writer forever, and hashing /dev/zero would never end. stat(2), not open(2): closing a
+// descriptor of our own would drop the POSIX locks of any connection this process has on the
+// same file (see truncation_problem()).
+void require_regular_file(const std::string& path) {
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0) {
+    throw Error(ErrorKind::internal, "kernel cache " + path + " cannot be opened: " + std::strerror(errno) +
+                " (read-only caches are never created)");
+  }
+  if (!S_ISREG(st.st_mode)) throw Error(ErrorKind::internal, "kernel cache " + path + " is not a regular file (a FIFO, device or directory is never read)");
+}
+
+// SHA-256 of the main file of `db`, read through the connection's own file handle: the bytes
+// hashed are the bytes SQLite reads, whatever the path names by now (the handle stays on the
+// file it opened; a name checked before and after could not see a file renamed over it and
+// back in between).
+std::string sha256_of_open_file(sqlite3* db, const std::string& path) {
+  sqlite3_file* f = nullptr;
+  if (sqlite3_file_control(db, "main", SQLITE_FCNTL_FILE_POINTER, &f) != SQLITE_OK || !f || !f->pMethods)
+    throw Error(ErrorKind::internal, "kernel cache " + path + ": SQLite gives no handle on the file to hash");
+  sqlite3_int64 size = 0;
+  if (f->pMethods->xFileSize(f, &size) != SQLITE_OK) fail(db, path, "cannot read the size to check its digest");
+  Sha256 sha;
+  std::vector<char> buf(1 << 20);
+  for (sqlite3_int64 at = 0; at < size;) {
+    const int n = int(std::min<sqlite3_int64>(sqlite3_int64(buf.size()), size - at));
+    if (f->pMethods->xRead(f, buf.data(), n, at) != SQLITE_OK)
+      throw Error(ErrorKind::internal, "kernel cache " + path + ": cannot read it to check its digest");
+    sha.update(buf.data(), size_t(n));
+    at += n;
+  }
+  return sha.hex();
+}
+
+}  // namespace
+
+SqliteStore::SqliteStore(std::string path, Mode mode) : SqliteStore(std::move(path), mode, std::string()) {}
+
+SqliteStore::SqliteStore(std::string path, Mode mode, const std::string& sha256) : path_(std::move(path)), mode_(mode) {
   DbPtr db;
+  if (!sha256.empty() && mode_ != Mode::ReadOnly)
+    throw Error(ErrorKind::internal, "kernel cache " + path_ + ": only a read-only store is pinned");
 
   if (mode_ != Mode::ReadWrite) {
     std::error_code ec;
-    if (!fs::is_regular_file(path_, ec)) {
+    if (mode_ == Mode::ReadOnly) {
+      require_regular_file(path_);
+    } else if (!fs::is_regular_file(path_, ec)) {
       throw Error(ErrorKind::internal, "kernel cache " + path_ +
                   " does not exist or is not a file (read-only caches are never created)");
     }
@@ -483,10 +647,18 @@ SqliteStore::SqliteStore(std::string path, Mode mode) : path_(std::move(path)), 
     }
     if (rc != SQLITE_OK) fail(db.get(), path_, "cannot open read-only");
     if (mode_ == Mode::Inspect) sqlite3_busy_timeout(db.get(), kBusyTimeoutMs);
+    // Before anything of the file is used (but its header): a pinned file is hashed through
+    // this connection's handle, so the file read from now on is the file hashed.
+    if (!sha256.empty()) {
+      const std::string actual = sha256_of_open_file(db.get(), path_);
+      if (actual != sha256) throw Error(ErrorKind::internal, "its SHA-256 is " + actual + ", not the pinned " + sha256);
+    }
     const Inspection ins = inspect(db.get(), path_);
     if (ins.corrupt) {
-      throw Error(ErrorKind::internal, "kernel cache " + path_ + " is corrupt (" + ins.why +
-                  "); a read-only cache is never repaired, replace the file");
+      throw Error(ErrorKind::internal, "kernel cache " + path_ + " is corrupt (" + ins.why + "); " +
+                  (mode_ == Mode::ReadOnly ? "a read-only cache is never repaired, replace the file"
+                                           : "opened only to look at it, so nothing was changed (the runtime moves a "
+                                             "damaged user cache aside and starts an empty one)"));
     }
     if (!ins.has_kernels) {
       throw Error(ErrorKind::internal, "kernel cache " + path_ + " is a SQLite database but not a jitattn kernel cache "
@@ -516,11 +688,19 @@ SqliteStore::SqliteStore(std::string path, Mode mode) : path_(std::move(path)), 
     }
   }
 
+  // Held, shared, until the file is open, inspected and migrated; taken exclusively to move a
+  // damaged file aside (see RepairLock). Without it (a directory this process may not write)
+  // the file is opened all the same, but never moved.
+  RepairLock lock(path_);
+  std::string lock_problem;
+  const bool locked = lock.acquire(/*exclusive=*/false, &lock_problem);
   Inspection ins;
-  for (int attempt = 0;; ++attempt) {
+  bool replaced = false;
+  for (;;) {
     const int rc = open_db(
         path_, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX, db);
     std::string why;
+    if (rc == SQLITE_OK && sqlite3_db_readonly(db.get(), "main") == 1) open_unwritable(db, path_);
     if (rc == SQLITE_OK) {
       sqlite3_busy_timeout(db.get(), kBusyTimeoutMs);
       ins = inspect(db.get(), path_);
@@ -531,11 +711,24 @@ SqliteStore::SqliteStore(std::string path, Mode mode) : path_(std::move(path)), 
     } else {
       fail(db.get(), path_, "cannot open");
     }
+    // Under the lock no other jitattn moves the file, so this is the one just found damaged.
+    const FileId damaged = file_id_of(path_);
     db.reset();  // the file must be closed before it can be renamed
-    if (attempt > 0) {
+    if (replaced) {
       throw Error(ErrorKind::internal, "kernel cache " + path_ + " is still unreadable after replacing it: " + why);
     }
-    move_aside_files(path_, why);
+    if (!locked || !lock.exclusive()) {
+      // Others may have found the same damage: wait for the lock alone, then look again (the
+      // loop reopens whatever is at the path now, which a repairer before us may have replaced).
+      if (!locked || !lock.acquire(/*exclusive=*/true, &lock_problem)) {
+        throw Error(ErrorKind::internal, "kernel cache " + path_ + " is unreadable (" + why +
+                    ") and cannot be moved aside: " + lock_problem);
+      }
+      continue;
+    }
+    // Found damaged with the lock held exclusively: this process repairs it.
+    move_aside_files(path_, damaged, why);
+    replaced = true;
   }
 
   // A file the process may not write (permissions, a read-only mount) still serves its rows:
@@ -543,6 +736,7 @@ SqliteStore::SqliteStore(std::string path, Mode mode) : path_(std::move(path)), 
   if (sqlite3_db_readonly(db.get(), "main") == 1) {
     if (!ins.schema_ready) throw Error(ErrorKind::internal, "kernel cache " + path_ + " is read-only and has no kernel cache schema yet");
     std::cerr << "jitattn: kernel cache " << path_ << " is not writable: serving its kernels, storing none\n";
+    file_id_ = file_id_of(path_);
     schema_version_ = ins.version;
     has_source_hash_ = ins.has_source_hash;
     db_ = db.release();
@@ -559,6 +753,7 @@ SqliteStore::SqliteStore(std::string path, Mode mode) : path_(std::move(path)), 
     migrate(db.get(), path_);
     tx.commit();
   }
+  file_id_ = file_id_of(path_);  // still under the lock: the file this connection has open
   schema_version_ = kSchemaVersion;
   has_source_hash_ = true;
   writable_ = true;
@@ -830,7 +1025,40 @@ std::string SqliteStore::integrity_problem() {
   return "";
 }
 
-void SqliteStore::move_aside(const std::string& path, const std::string& why) { move_aside_files(path, why); }
+bool SqliteStore::move_aside(const std::string& path, FileId damaged, const std::string& why) {
+  RepairLock lock(path);
+  std::string problem;
+  if (!lock.acquire(/*exclusive=*/true, &problem)) {
+    throw Error(ErrorKind::internal, "kernel cache " + path + " is damaged (" + why + ") and cannot be moved aside: " + problem);
+  }
+  if (file_id_of(path) != damaged) return false;  // another process replaced it first
+  // A fresh look, under the lock: the open's checks, then every page.
+  std::string damage;
+  {
+    DbPtr db;
+    std::error_code ec;
+    const int rc = open_db("file://" + uri_escape(fs::absolute(path, ec).string()) + "?mode=ro",
+                           SQLITE_OPEN_READONLY | SQLITE_OPEN_URI | SQLITE_OPEN_FULLMUTEX, db);
+    if (is_corruption(rc)) {
+      damage = errmsg(db.get());
+    } else if (rc != SQLITE_OK) {
+      fail(db.get(), path, "cannot open read-only");
+    } else {
+      sqlite3_busy_timeout(db.get(), kBusyTimeoutMs);
+      const Inspection ins = inspect(db.get(), path);
+      if (ins.corrupt) {
+        damage = ins.why;
+      } else {
+        std::vector<std::string> check;
+        const int qc = query_column(db.get(), "PRAGMA quick_check(1)", check);
+        if (qc != SQLITE_OK) damage = "quick_check: " + errmsg(db.get());
+        else if (check.empty() || check.front() != "ok") damage = "quick_check: " + (check.empty() ? std::string("no result") : check.front());
+      }
+    }
+  }
+  if (damage.empty()) return false;
+  return move_aside_files(path, damaged, damage);
+}
 
 int64_t SqliteStore::row_count() {
   std::lock_guard<std::mutex> lock(mu_);

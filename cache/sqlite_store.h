@@ -17,9 +17,10 @@
 // 3 — binary_hash is SHA-256 (64 hex chars) instead of XXH3-128, and binaries' entry symbols
 // carry their key (rows of older versions fail the checks and are recompiled). A read-write open
 // migrates an older file in place; read-only opens read it as it is; a newer file is refused and
-// left untouched; a file whose schema or schema_version is damaged is corrupt (a read-write open
-// moves it aside and starts empty, a read-only open refuses it). Every connection runs with
-// PRAGMA trusted_schema=OFF.
+// left untouched; so is another program's database (a table no kernel cache has), which every
+// mode refuses; a file whose schema or schema_version is damaged is corrupt (a read-write open
+// moves it aside, under the repair lock, and starts empty; a read-only open refuses it). Every
+// connection runs with PRAGMA trusted_schema=OFF.
 #pragma once
 #include <atomic>
 #include <cstdint>
@@ -65,7 +66,8 @@ class SqliteStore {
  public:
   // ReadWrite: the user DB; created, repaired (a corrupt file is moved aside) and migrated.
   // ReadOnly:  a shipped DB; immutable=1, so it takes no locks and never waits on anyone, and
-  //            it must not change while open.
+  //            it must not change while open. It must be a regular file (a FIFO or a device is
+  //            refused before SQLite could wait on it).
   // Inspect:   read-only with ordinary locking, for looking at a DB other processes may be
   //            writing (verify, ls, merge sources): it sees the WAL, and never repairs, migrates
   //            or moves anything.
@@ -74,6 +76,10 @@ class SqliteStore {
   // ReadWrite creates the file (and its directory) and the schema if missing.
   // Throws jitattn::Error naming the path when it cannot be opened.
   SqliteStore(std::string path, Mode mode);
+  // ReadOnly only, pinned: the file's SHA-256 must be `sha256` (64 hex chars), hashed through
+  // the connection's own handle before anything else is read, so the file read is the file
+  // hashed whatever is renamed over `path` meanwhile. "" pins nothing.
+  SqliteStore(std::string path, Mode mode, const std::string& sha256);
   ~SqliteStore();
   SqliteStore(const SqliteStore&) = delete;
   SqliteStore& operator=(const SqliteStore&) = delete;
@@ -124,9 +130,24 @@ class SqliteStore {
   // error. For verify and for recovery, never for an ordinary open.
   std::string integrity_problem();
 
+  // Which file a path named: st_dev and st_ino. A renamed file keeps its id, a new one at the
+  // same path has another.
+  struct FileId {
+    uint64_t dev = 0, ino = 0;
+    bool operator==(const FileId& o) const { return dev == o.dev && ino == o.ino; }
+    bool operator!=(const FileId& o) const { return !(*this == o); }
+  };
+  // The file this store opened (ReadWrite; {} for the other modes).
+  FileId file_id() const { return file_id_; }
+
   // Moves a damaged cache file (and its -wal/-shm/-journal) aside as PATH.corrupt-<time>, kept
-  // for a bug report; the next ReadWrite open starts an empty file. Throws if it cannot.
-  static void move_aside(const std::string& path, const std::string& why);
+  // for a bug report; the next ReadWrite open starts an empty file. Only under the repair lock
+  // (PATH.locks/repair.lock, see sqlite_store.cpp), only while PATH is still `damaged` (the file
+  // the caller found damaged: another process may have replaced it with a healthy one already),
+  // and only if a fresh look under the lock (the open's checks, then quick_check) still finds
+  // damage. True if it moved the file; false if it was already replaced or is sound. Throws if
+  // it cannot take the lock or move the file.
+  static bool move_aside(const std::string& path, FileId damaged, const std::string& why);
 
   int64_t row_count();
   int64_t file_bytes() const;  // size of the database file on disk
@@ -135,7 +156,8 @@ class SqliteStore {
   const std::string& path() const { return path_; }
   Mode mode() const { return mode_; }
   // False for ReadOnly and Inspect, and for a ReadWrite store whose file turned out read-only
-  // (permissions, a read-only mount): it then serves hits and stores nothing.
+  // (permissions, a read-only mount): it then serves hits and stores nothing (read immutable
+  // when its directory cannot take the WAL index either and it has no WAL to miss).
   bool writable() const { return writable_; }
   int64_t dropped_rows() const { return dropped_; }
 
@@ -148,6 +170,7 @@ class SqliteStore {
 
   std::string path_;
   Mode mode_;
+  FileId file_id_;
   std::atomic<bool> writable_{false};  // cleared by touch() when the file turns out read-only
   sqlite3* db_ = nullptr;
   int64_t schema_version_ = 0;

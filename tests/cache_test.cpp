@@ -11,6 +11,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iterator>
+#include <memory>
 #include <random>
 #include <string>
 #include <thread>
@@ -103,6 +104,16 @@ class CacheTest : public ::testing::Test {
       }
     }
     return out;
+  }
+
+  // Database files moved aside, not counting their -wal, -shm and -journal.
+  size_t moved_files() const {
+    size_t n = 0;
+    for (const auto& p : corrupt_copies()) {
+      const std::string name = p.filename().string();
+      n += name.find('-', name.rfind("corrupt-") + 8) == std::string::npos;
+    }
+    return n;
   }
 
   fs::path dir_;
@@ -379,6 +390,80 @@ TEST_F(CacheTest, ProcessesCreatingTheFileTogetherAllStore) {
   EXPECT_EQ(store.row_count(), kProcesses);
 }
 
+// Processes that start together on a damaged file (here its schema_version) each find it damaged.
+// Exactly one may move it aside: the others used to move aside, one after another, the healthy
+// files just created in its place, losing the rows stored in them, and a connection halfway
+// through its open failed on the -wal of the next file ("disk I/O error").
+TEST_F(CacheTest, ProcessesOpeningADamagedFileTogetherMoveItAsideOnce) {
+  constexpr int kProcesses = 16, kRows = 5;
+  { SqliteStore(db_path_, Mode::ReadWrite).put(make_record("fwd.before")); }
+  raw_exec(db_path_, "UPDATE meta SET value = 'x' WHERE key = 'schema_version'");
+  std::vector<KernelRecord> rows;
+  for (int i = 0; i < kProcesses * kRows; ++i) rows.push_back(make_record("fwd.r" + std::to_string(i), 2000));
+  const auto start = std::chrono::steady_clock::now() + std::chrono::milliseconds(300);
+  std::vector<pid_t> children;
+  for (int i = 0; i < kProcesses; ++i) {
+    const pid_t pid = ::fork();
+    ASSERT_GE(pid, 0);
+    if (pid == 0) {
+      std::this_thread::sleep_until(start);
+      int code = 0;
+      try {
+        for (int k = 0; k < kRows; ++k) SqliteStore(db_path_, Mode::ReadWrite).put(rows[size_t(i * kRows + k)]);
+      } catch (const std::exception& e) {
+        std::fprintf(stderr, "process %d: %s\n", i, e.what());
+        code = 1;
+      }
+      std::_Exit(code);
+    }
+    children.push_back(pid);
+  }
+  int failed = 0;
+  for (pid_t pid : children) {
+    int status = 0;
+    ASSERT_EQ(::waitpid(pid, &status, 0), pid);
+    failed += !(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+  }
+  EXPECT_EQ(failed, 0);
+  EXPECT_EQ(moved_files(), 1u);  // the damaged file
+  SqliteStore store(db_path_, Mode::ReadWrite);
+  EXPECT_EQ(store.row_count(), kProcesses * kRows);
+}
+
+// What a process does when it waited for the repair lock: the file it found damaged may have
+// been replaced by then, and the file now at the path is left alone; so is a file that a fresh
+// look finds sound.
+TEST_F(CacheTest, MoveAsideMovesOnlyTheFileFoundDamaged) {
+  SqliteStore::FileId damaged;
+  {
+    SqliteStore store(db_path_, Mode::ReadWrite);
+    store.put(make_record("fwd.old"));
+    damaged = store.file_id();
+  }
+  EXPECT_NE(damaged, SqliteStore::FileId{});
+  test::damage_root_page(db_path_, "kernels");
+  // Another process repaired it meanwhile, and stored a row in the new file.
+  const std::string elsewhere = db_path_ + ".corrupt-1";  // as the other process named it
+  fs::rename(db_path_, elsewhere);
+  const KernelRecord r = make_record("fwd.new");
+  SqliteStore::FileId healthy;
+  {
+    SqliteStore store(db_path_, Mode::ReadWrite);
+    store.put(r);
+    healthy = store.file_id();
+  }
+  EXPECT_NE(healthy, damaged);
+  EXPECT_FALSE(SqliteStore::move_aside(db_path_, damaged, "found damaged before the wait"));
+  EXPECT_FALSE(SqliteStore::move_aside(db_path_, healthy, "a read failed once"));  // sound on a second look
+  EXPECT_EQ(moved_files(), 1u);  // only the one moved by "another process"
+  EXPECT_TRUE(SqliteStore(db_path_, Mode::ReadWrite).get(r.key).has_value());
+
+  test::damage_root_page(db_path_, "kernels");
+  EXPECT_TRUE(SqliteStore::move_aside(db_path_, healthy, "damaged now"));
+  EXPECT_FALSE(fs::exists(db_path_));
+  EXPECT_EQ(moved_files(), 2u);
+}
+
 TEST_F(CacheTest, ReopenKeepsRows) {
   const KernelRecord r = make_record("fwd.a");
   { SqliteStore(db_path_, Mode::ReadWrite).put(r); }
@@ -395,6 +480,28 @@ TEST_F(CacheTest, PathWithUriCharactersOpensReadOnly) {
   { SqliteStore(db_path_, Mode::ReadWrite).put(r); }
   SqliteStore ro(db_path_, Mode::ReadOnly);
   ASSERT_TRUE(ro.get(r.key).has_value());
+}
+
+// Another program's database given as JITATTN_CACHE used to be migrated in place (meta and
+// kernels added, journal_mode switched to WAL). It is refused, naming the path, and left as it is:
+// not moved aside as corrupt either.
+TEST_F(CacheTest, ForeignDatabaseIsRefusedAndLeftUntouched) {
+  fs::create_directories(fs::path(db_path_).parent_path());
+  raw_exec_all(db_path_, "CREATE TABLE users(id INTEGER PRIMARY KEY, name TEXT); INSERT INTO users(name) VALUES('ada');");
+  const std::string before = read_bytes(db_path_);
+  for (const Mode mode : {Mode::ReadWrite, Mode::ReadOnly, Mode::Inspect}) {
+    try {
+      SqliteStore store(db_path_, mode);
+      ADD_FAILURE() << "opened a foreign database";
+    } catch (const jitattn::Error& e) {
+      const std::string msg = e.what();
+      EXPECT_NE(msg.find(db_path_), std::string::npos) << msg;
+      EXPECT_NE(msg.find("not a jitattn kernel cache"), std::string::npos) << msg;
+    }
+  }
+  EXPECT_EQ(read_bytes(db_path_), before);
+  EXPECT_TRUE(corrupt_copies().empty());
+  EXPECT_FALSE(fs::exists(db_path_ + "-wal"));
 }
 
 // ---- binding a binary to its row --------------------------------------------------------
@@ -512,6 +619,41 @@ TEST_F(CacheTest, ReadOnlyFileServesHitsAndStoresNothing) {
   ASSERT_TRUE(store.get(r.key).has_value());
   EXPECT_THROW(store.put(r2), jitattn::Error);
   EXPECT_EQ(store.row_count(), 1);
+}
+
+// The same in a directory the process may not write either (another user's, a read-only mount),
+// the file cleanly closed, so without a -shm: a WAL file cannot be read without creating one, and
+// every statement said "attempt to write a readonly database", serving nothing. It is now read
+// immutable, since there is no WAL to miss.
+TEST_F(CacheTest, ReadOnlyFileInAReadOnlyDirectoryServesHits) {
+  const KernelRecord r = make_record("fwd.a");
+  { SqliteStore(db_path_, Mode::ReadWrite).put(r); }
+  ASSERT_FALSE(fs::exists(db_path_ + "-shm"));
+  const std::string dir = fs::path(db_path_).parent_path().string();
+  fs::remove_all(db_path_ + ".locks");
+  bool unwritable = false;
+  std::unique_ptr<test::ReadOnlyFile> file_lock, dir_lock;
+  if (::geteuid() == 0) {  // root writes anything but an immutable file or directory
+    file_lock = std::make_unique<test::ReadOnlyFile>(db_path_);
+    dir_lock = std::make_unique<test::ReadOnlyFile>(dir);
+    unwritable = file_lock->ok() && dir_lock->ok();
+  } else {
+    unwritable = ::chmod(db_path_.c_str(), 0444) == 0 && ::chmod(dir.c_str(), 0555) == 0;
+  }
+  if (unwritable) {
+    SqliteStore store(db_path_, Mode::ReadWrite);
+    EXPECT_FALSE(store.writable());
+    ASSERT_TRUE(store.get(r.key).has_value());
+    store.touch(r.key);
+    EXPECT_EQ(store.row_count(), 1);
+    EXPECT_THROW(store.put(make_record("fwd.b")), jitattn::Error);
+    EXPECT_FALSE(fs::exists(db_path_ + "-shm"));
+  }
+  dir_lock.reset();
+  file_lock.reset();
+  ::chmod(dir.c_str(), 0700);
+  ::chmod(db_path_.c_str(), 0644);
+  if (!unwritable) GTEST_SKIP() << "cannot make a directory unwritable here";
 }
 
 }  // namespace

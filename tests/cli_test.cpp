@@ -3,6 +3,7 @@
 // of its own, prewarm fails when nothing it compiles could be stored, and --max-kernels caps
 // what the manifests expand to.
 #include <gtest/gtest.h>
+#include <sqlite3.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 #include <unistd.h>
@@ -174,12 +175,17 @@ TEST_F(CliTest, MergeOutRefusesWhatExportOutRefuses) {
     ASSERT_EQ(rows_of(user), 4) << "merge --force over the user DB lost rows: " << r.output;
   }
   EXPECT_TRUE(fs::is_symlink(link));
-  // An ordinary merge, and replacing its output with --force, still work.
+  // An ordinary merge, and replacing its output with --force, still work. They need sound rows
+  // (a merge whose rows are all skipped writes nothing): two real merge kernels.
+  const std::string sound = dir.file("sound.sqlite"), manifest = dir.file("m.json");
+  std::ofstream(manifest) << R"({"kernels": [{"op": "merge", "dtype": ["f32", "bf16"], "head_dim": 64, "arch": "sm_80"}]})";
+  ASSERT_EQ(run("prewarm --manifest " + manifest, sound).rc, 0);
   const std::string all = dir.file("all.sqlite");
-  EXPECT_EQ(run("merge --out " + all + " " + in).rc, 0);
-  r = run("merge --force --out " + all + " " + in + " " + user);
+  EXPECT_EQ(run("merge --out " + all + " " + sound).rc, 0);
+  r = run("merge --force --out " + all + " " + sound + " " + in);
   EXPECT_EQ(r.rc, 0) << r.output;
   EXPECT_TRUE(fs::is_regular_file(all));
+  EXPECT_EQ(rows_of(all), 2);
 }
 
 // A user cache that cannot be written (a directory, /dev/null, a path under a regular file)
@@ -238,6 +244,94 @@ TEST_F(CliTest, ShowCompilePrintsTimesAndStoresNothing) {
   EXPECT_GT(fs::file_size(cubin), 0u);
   EXPECT_FALSE(fs::exists(user) && rows_of(user) > 0) << r.output;
   EXPECT_EQ(run("show " + name + " --repeat 2").rc, 2);  // --repeat needs --compile
+}
+
+// The binary was written through an unchecked ofstream: a --cubin that cannot be written (here a
+// directory that does not exist) printed the path and exited 0.
+TEST_F(CliTest, ShowCompileFailsWhenTheCubinCannotBeWritten) {
+  const std::string name = "bwd_pre.sm_80.f16.d32.v32.none.nolse.a16.simt_m4n1w4", cubin = dir.file("no/such/dir/k.cubin");
+  const CliRun r = run("show " + name + " --compile --cubin " + cubin);
+  if (has(r.output, "cannot load NVRTC")) GTEST_SKIP() << "no NVRTC: " << r.output;
+  EXPECT_EQ(r.rc, 1) << r.output;
+  EXPECT_TRUE(has(r.output, "--cubin " + cubin + ": cannot write")) << r.output;
+  EXPECT_FALSE(has(r.output, "  cubin       " + cubin)) << r.output;
+}
+
+// A live user DB copied with its non-empty -wal, to ship: verify read it with the WAL (3 rows,
+// ok), the runtime reads a shipped DB without (2 rows). Verify now reads it as the runtime does.
+TEST_F(CliTest, VerifyReadsAShippedDbAsTheRuntimeDoes) {
+  const std::string app = dir.file("app.sqlite");
+  {
+    SqliteStore live(user, SqliteStore::Mode::ReadWrite);
+    for (int i = 0; i < 2; ++i) live.put(make_record("fwd.k" + std::to_string(i), 4096, uint64_t(i)));
+    sqlite3* raw = nullptr;
+    ASSERT_EQ(sqlite3_open(user.c_str(), &raw), SQLITE_OK);
+    ASSERT_EQ(sqlite3_exec(raw, "PRAGMA wal_checkpoint(TRUNCATE)", nullptr, nullptr, nullptr), SQLITE_OK);
+    sqlite3_close(raw);
+    live.put(make_record("fwd.k2", 4096, 2));
+    fs::copy_file(user, app);
+    fs::copy_file(user + "-wal", app + "-wal");
+  }
+  const CliRun r = run("verify " + app);
+  EXPECT_EQ(r.rc, 1) << r.output;
+  EXPECT_TRUE(has(r.output, app + ": schema 3, 2 rows")) << r.output;
+  EXPECT_TRUE(has(r.output, "-wal is not empty")) << r.output;
+  // (Its made-up binaries are no cubins, so verify fails either way; what matters is what it read.)
+  const CliRun u = run("verify " + user);  // the user DB itself is read with its WAL, as the runtime does
+  EXPECT_TRUE(has(u.output, user + ": schema 3, 3 rows")) << u.output;
+  EXPECT_FALSE(has(u.output, "-wal is not empty")) << u.output;
+}
+
+// ls, show, doctor --kernel, import and gc opened a user DB the runtime refuses (a directory
+// others can write): they listed rows calls would never get, and import and gc wrote it.
+TEST_F(CliTest, ToolsApplyTheRuntimesRuleToAUserDbOthersCanWrite) {
+  const fs::path shared = dir.path / "shared";
+  fs::create_directories(shared);
+  const std::string db = (shared / "kernels.sqlite").string(), other = dir.file("other.sqlite");
+  fill_user_db(db, 4);
+  fill_user_db(other, 2);
+  ASSERT_EQ(::chmod(shared.c_str(), 0777), 0);
+  CliRun r = run("ls", db);
+  EXPECT_EQ(r.rc, 1) << r.output;
+  EXPECT_TRUE(has(r.output, db + " (user): not used (" + shared.string() + " is writable by group or others)")) << r.output;
+  r = run("doctor --kernel bwd_pre.sm_80.f16.d32.v32.none.nolse.a16.simt_m4n1w4", db);
+  EXPECT_TRUE(has(r.output, "not used (")) << r.output;
+  r = run("gc --older-than 0", db);
+  EXPECT_EQ(r.rc, 1) << r.output;
+  EXPECT_TRUE(has(r.output, "gc: not writing user cache " + db)) << r.output;
+  r = run("import " + other, db);
+  EXPECT_EQ(r.rc, 1) << r.output;
+  EXPECT_TRUE(has(r.output, "import: not writing user cache " + db)) << r.output;
+  ::chmod(shared.c_str(), 0700);
+  EXPECT_EQ(rows_of(db), 4);
+  EXPECT_EQ(run("ls", db).rc, 0);
+}
+
+// ls on a damaged user DB said "a read-only cache is never repaired" (of the user DB, which the
+// runtime does repair) and exited 0.
+TEST_F(CliTest, LsOfADamagedUserDbSaysWhatHappensAndFails) {
+  fill_user_db(user, 2);
+  sqlite3* raw = nullptr;
+  ASSERT_EQ(sqlite3_open(user.c_str(), &raw), SQLITE_OK);
+  ASSERT_EQ(sqlite3_exec(raw, "UPDATE meta SET value = 'x' WHERE key = 'schema_version'", nullptr, nullptr, nullptr), SQLITE_OK);
+  sqlite3_close(raw);
+  const CliRun r = run("ls");
+  EXPECT_EQ(r.rc, 1) << r.output;
+  EXPECT_TRUE(has(r.output, "nothing was changed")) << r.output;
+  EXPECT_FALSE(has(r.output, "a read-only cache is never repaired")) << r.output;
+  EXPECT_EQ(run("ls", dir.file("not-yet.sqlite")).rc, 0);  // a user DB not created yet is no failure
+}
+
+// merge of inputs whose rows are all skipped (here made-up binaries, no cubins) wrote an empty DB
+// and its .sha256 and exited 0; export refuses that, and so does merge now.
+TEST_F(CliTest, MergeOfOnlySkippedRowsWritesNothing) {
+  const std::string in = dir.file("in.sqlite"), out = dir.file("merged.sqlite");
+  fill_user_db(in, 2);
+  const CliRun r = run("merge --out " + out + " " + in);
+  EXPECT_EQ(r.rc, 1) << r.output;
+  EXPECT_TRUE(has(r.output, "nothing written to " + out)) << r.output;
+  EXPECT_FALSE(fs::exists(out));
+  EXPECT_FALSE(fs::exists(out + ".sha256"));
 }
 
 TEST_F(CliTest, PrewarmFailsWhenNothingCouldBeStored) {

@@ -193,6 +193,80 @@ TEST(ShippingExport, WritesACompactNonWalDbThatServesEveryRowReadOnly) {
   EXPECT_EQ(SqliteStore(out, Mode::ReadOnly).row_count(), 1);
 }
 
+// Exports to one new --out without --force, released together: exactly one may succeed and the
+// others must fail saying why (checking that --out is free and renaming after let two succeed,
+// the second silently replacing the first), and OUT.sha256 describes the file that won.
+TEST(ShippingExport, WritersRacingToANewOutLeaveExactlyOneWinner) {
+  TempDir dir("jitattn_shipping_test");
+  constexpr int kWriters = 8, kRounds = 10;
+  for (int round = 0; round < kRounds; ++round) {
+    SCOPED_TRACE("round " + std::to_string(round));
+    const std::string out = dir.file("app" + std::to_string(round) + ".sqlite");
+    int ready[2], go[2];
+    ASSERT_EQ(::pipe(ready), 0);
+    ASSERT_EQ(::pipe(go), 0);
+    std::vector<pid_t> children;
+    std::vector<KernelRecord> rows;
+    for (int w = 0; w < kWriters; ++w) {
+      rows.push_back(make_record("fwd.writer" + std::to_string(w), 3000, uint64_t(100 * round + w)));
+      const pid_t pid = ::fork();
+      ASSERT_GE(pid, 0);
+      if (pid == 0) {
+        ::close(go[1]);
+        int code = 0;
+        try {
+          ShippedDbWriter writer(out, /*overwrite=*/false);
+          writer.add(rows.back());
+          char c = 1, released;
+          if (::write(ready[1], &c, 1) != 1) std::_Exit(3);
+          if (::read(go[0], &released, 1) != 0) std::_Exit(3);  // returns 0 once the parent lets go
+          writer.finish();
+        } catch (const jitattn::Error& e) {
+          code = std::string(e.what()).find("already exists") != std::string::npos ? 1 : 2;
+          if (code == 2) std::fprintf(stderr, "writer %d: %s\n", w, e.what());
+        }
+        std::_Exit(code);
+      }
+      children.push_back(pid);
+    }
+    for (int w = 0; w < kWriters; ++w) {
+      char c;
+      ASSERT_EQ(::read(ready[0], &c, 1), 1);
+    }
+    ::close(go[1]);  // every writer's read returns now
+    int won = 0, refused = 0;
+    for (pid_t pid : children) {
+      int status = 0;
+      ASSERT_EQ(::waitpid(pid, &status, 0), pid);
+      ASSERT_TRUE(WIFEXITED(status));
+      won += WEXITSTATUS(status) == 0;
+      refused += WEXITSTATUS(status) == 1;
+    }
+    for (int fd : {ready[0], ready[1], go[0]}) ::close(fd);
+    EXPECT_EQ(won, 1);
+    EXPECT_EQ(refused, kWriters - 1);
+    const std::string digest = sha256_file_hex(out);
+    EXPECT_EQ(read_bytes(out + ".sha256"), digest + "  " + fs::path(out).filename().string() + "\n");
+    EXPECT_EQ(SqliteStore(out, Mode::ReadOnly).row_count(), 1);
+  }
+  for (const auto& e : fs::directory_iterator(dir.path))  // no writer's temporary is left behind
+    EXPECT_EQ(e.path().string().find(".tmp-"), std::string::npos) << e.path();
+}
+
+// Without --force nothing at --out is replaced, a dangling symbolic link included (which a check
+// that follows links took for nothing there).
+TEST(ShippingExport, DanglingLinkAtOutIsNotReplacedWithoutForce) {
+  TempDir dir("jitattn_shipping_test");
+  const std::string out = dir.file("app.sqlite");
+  ShippedDbWriter writer(out, /*overwrite=*/false);
+  writer.add(make_record("fwd.a", 3000, 1));
+  fs::create_symlink(dir.file("nowhere"), out);  // appears while the export runs
+  EXPECT_THROW(writer.finish(), jitattn::Error);
+  EXPECT_TRUE(fs::is_symlink(out));
+  EXPECT_FALSE(fs::exists(out + ".sha256"));
+  EXPECT_THROW(ShippedDbWriter(out, /*overwrite=*/false), jitattn::Error);
+}
+
 TEST(ShippingExport, ShippedDbServesARealKernelWithZeroCompiles) {
   TempDir dir("jitattn_shipping_test");
   const std::string user = dir.file("user.sqlite"), out = dir.file("app.sqlite");
@@ -293,6 +367,43 @@ TEST(ShippingVerify, FlippedByteIsCorruptOtherCompilerOrSourceIsStale) {
   EXPECT_FALSE(newer.opened);
   EXPECT_NE(newer.problem.find("newer"), std::string::npos) << newer.problem;
   EXPECT_FALSE(verify(dir.file("missing.sqlite"), {}).ok());
+}
+
+// A live user DB copied with its -wal and shipped: verify read it with the WAL (3 rows, ok) while
+// the runtime, opening a shipped layer immutable, never reads a -wal (2 rows). Verified as
+// shipped it is read the runtime's way, and the WAL is a problem; as a user DB it is fine.
+TEST(ShippingVerify, ShippedDbWithANonEmptyWalIsCheckedAsTheRuntimeSeesIt) {
+  TempDir dir("jitattn_shipping_test");
+  const std::string live = dir.file("user.sqlite"), copy = dir.file("app.sqlite");
+  const KernelRecord a = make_record("fwd.a", 3000, 1), b = make_record("fwd.b", 3000, 2), c = make_record("fwd.c", 3000, 3);
+  {
+    SqliteStore store(live, Mode::ReadWrite);
+    store.put(a);
+    store.put(b);
+    RawDb(live).exec("PRAGMA wal_checkpoint(TRUNCATE)");
+    store.put(c);  // in the WAL only, while the store stays open
+    ASSERT_GT(fs::file_size(live + "-wal"), 0u);
+    fs::copy_file(live, copy);
+    fs::copy_file(live + "-wal", copy + "-wal");
+  }
+  EXPECT_EQ(SqliteStore(copy, Mode::ReadOnly).row_count(), 2);  // what the runtime serves
+
+  const VerifyReport shipped = verify(copy, build_of(a), /*shipped=*/true);
+  EXPECT_TRUE(shipped.opened);
+  EXPECT_FALSE(shipped.ok());
+  EXPECT_EQ(shipped.rows, 2);
+  EXPECT_NE(shipped.problem.find("-wal is not empty"), std::string::npos) << shipped.problem;
+  EXPECT_TRUE(verify(copy, build_of(a), /*shipped=*/false).ok());
+  EXPECT_EQ(verify(copy, build_of(a), /*shipped=*/false).rows, 3);
+
+  // A shipped DB as export writes it has no WAL, and passes.
+  const std::string exported = dir.file("exported.sqlite");
+  {
+    ShippedDbWriter w(exported, false);
+    w.add(a);
+    w.finish();
+  }
+  EXPECT_TRUE(verify(exported, build_of(a), /*shipped=*/true).ok());
 }
 
 // ---- gc ---------------------------------------------------------------------------------

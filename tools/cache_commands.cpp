@@ -16,6 +16,7 @@
 #include <set>
 #include <thread>
 
+#include "cache/layered_cache.h"
 #include "cache/shipping.h"
 #include "cache/sqlite_store.h"
 #include "jit/env.h"
@@ -130,9 +131,11 @@ void print_rows(const std::vector<KernelRecord>& rows) {
 int cmd_ls(LsArgs f) {
   check_filters(f);
   int64_t total_rows = 0, total_bytes = 0;
+  int unreadable = 0;  // layers that exist but could not be listed: exit 1, as verify does
   for (Layer& l : open_layers(jit::Env::get())) {
     if (!l.store) {
       std::printf("%s (%s): %s\n", l.path.c_str(), l.kind(), l.problem.c_str());
+      unreadable += !l.absent;
       continue;
     }
     std::vector<KernelRecord> rows;
@@ -152,7 +155,8 @@ int cmd_ls(LsArgs f) {
     total_bytes += bytes;
   }
   std::printf("total: %lld kernels, %s of binaries\n", (long long)total_rows, human_bytes(double(total_bytes)).c_str());
-  return 0;
+  if (unreadable) std::printf("ls: %d cache layer%s could not be read (above)\n", unreadable, unreadable == 1 ? "" : "s");
+  return unreadable ? 1 : 0;
 }
 
 // ---- export, import, merge ----------------------------------------------------------------
@@ -256,7 +260,16 @@ void print_copy(const char* what, const cache::CopyReport& rep, const std::strin
               dest.c_str(), human_bytes(double(rep.bytes)).c_str(), (long long)rep.already_present, rep.skipped.size());
 }
 
+// import and gc write the user DB: only one the runtime would use (cache/layered_cache.h). Rows
+// imported into a DB others can write would never be served, and its owner may not want them.
+void require_trusted_user_db(const std::string& path, const char* command) {
+  if (const std::string why = cache::untrusted_location(path); !why.empty())
+    throw Error(std::string(command) + ": not writing user cache " + path + " (" + why +
+                "): the runtime does not use it either. Make it yours and writable only by you, or set JITATTN_CACHE");
+}
+
 int cmd_import(const std::vector<std::string>& files) {
+  require_trusted_user_db(jit::Env::get().cache_path, "import");
   SqliteStore user(jit::Env::get().cache_path, SqliteStore::Mode::ReadWrite);
   print_copy("import", cache::merge_into(user, files, jit::binding_problem), user.path());
   return 0;
@@ -266,6 +279,11 @@ int cmd_merge(const std::string& out, const std::vector<std::string>& inputs, bo
   check_out(out, "merge");
   cache::ShippedDbWriter writer(out, force);
   const cache::CopyReport rep = cache::merge_into(writer.store(), inputs, jit::binding_problem);
+  // As export: an empty shipped DB only fails later, when a deployment misses.
+  if (rep.added == 0) {
+    print_skipped(rep.skipped);
+    throw Error("no sound row in the inputs (" + std::to_string(rep.skipped.size()) + " skipped); nothing written to " + out);
+  }
   writer.finish();
   print_copy("merge", rep, out);
   return 0;
@@ -315,13 +333,25 @@ cache::CurrentBuild current_build(std::string* note) {
 }
 
 int cmd_verify(std::vector<std::string> paths) {
+  const jit::Env& env = jit::Env::get();
   std::vector<std::string> pins(paths.size());
+  // Each DB is read as the runtime reads it: the user DB with its WAL, any other as a shipped
+  // layer (immutable, without one; cache::verify).
+  std::vector<bool> shipped(paths.size());
+  for (size_t i = 0; i < paths.size(); ++i) {
+    std::error_code ec;
+    shipped[i] = !fs::equivalent(paths[i], env.cache_path, ec);
+  }
   if (paths.empty()) {  // every layer that exists, shipped ones against their pinned digests
-    const jit::Env& env = jit::Env::get();
     paths = env.cache_ro;
     pins = env.cache_ro_sha256;
-    if (exists(env.cache_path)) paths.push_back(env.cache_path);
-    else std::printf("%s: no user cache yet\n", env.cache_path.c_str());
+    shipped.assign(paths.size(), true);
+    if (exists(env.cache_path)) {
+      paths.push_back(env.cache_path);
+      shipped.push_back(false);
+    } else {
+      std::printf("%s: no user cache yet\n", env.cache_path.c_str());
+    }
     pins.resize(paths.size());
   }
   std::string note;  // filled as rows name a backend whose compiler is missing
@@ -330,7 +360,7 @@ int cmd_verify(std::vector<std::string> paths) {
   for (size_t i = 0; i < paths.size(); ++i) {
     const std::string& path = paths[i];
     cur.sha256 = pins[i];
-    const cache::VerifyReport rep = cache::verify(path, cur);
+    const cache::VerifyReport rep = cache::verify(path, cur, shipped[i]);
     if (!rep.opened) {
       std::printf("%s: BAD: %s\n", path.c_str(), rep.problem.c_str());
       ++bad;
@@ -361,6 +391,7 @@ int cmd_gc(const std::optional<std::string>& max_size, const std::optional<std::
     std::printf("gc: no user cache at %s, nothing to do\n", path.c_str());
     return 0;
   }
+  require_trusted_user_db(path, "gc");
   SqliteStore user(path, SqliteStore::Mode::ReadWrite);
   const cache::GcReport rep =
       max_size ? cache::gc_to_size(user, max_bytes) : cache::gc_older_than(user, older_than_days);

@@ -43,10 +43,16 @@ std::vector<Layer> open_layers(const jit::Env& env) {
   using Mode = cache::SqliteStore::Mode;
   std::vector<Layer> layers;
   auto open = [&](const std::string& path, bool shipped, const std::string& pin) {
-    Layer l{path, shipped, nullptr, ""};
+    Layer l{path, shipped, nullptr, "", false};
     std::error_code ec;
+    std::string untrusted;
     if (!shipped && !std::filesystem::exists(path, ec)) {
       l.problem = "not created yet (the first compile creates it)";
+      l.absent = true;
+    } else if (!shipped && !(untrusted = cache::untrusted_location(path)).empty()) {
+      // The runtime's rule (cache/layered_cache.h): a user DB others could write is not used, so
+      // what it holds is not what calls would get.
+      l.problem = "not used (" + untrusted + "); calls run without a user cache. Make it yours and writable only by you";
     } else {
       try {
         // A shipped layer as the runtime opens it, its pinned digest checked (cache/layered_cache.h).

@@ -20,12 +20,14 @@ int guarded(const std::function<int()>& command);
 
 // One cache layer, opened for looking only: shipped DBs read-only, the user DB with
 // Mode::Inspect, so doctor, ls, show and verify never create, migrate or repair anything, and a
-// DB that cannot be opened shows why instead of being skipped.
+// DB that cannot be opened shows why instead of being skipped. A user DB the runtime would not
+// use (cache::untrusted_location) is not opened either, and says so.
 struct Layer {
   std::string path;
   bool shipped = false;
   std::unique_ptr<cache::SqliteStore> store;  // null when it could not be opened
   std::string problem;                        // why not
+  bool absent = false;                        // a user DB not created yet: nothing wrong
   const char* kind() const { return shipped ? "shipped, read-only" : "user"; }
 };
 

@@ -368,7 +368,11 @@ void show_compile(const KernelSpec& spec, const std::string& key, double load_ms
   std::filesystem::remove(dir);
   if (!o.cubin_path.empty()) {  // with the key's options only: what a first call would store
     const jit::CompiledKernel ck = nvrtc.compile(spec, source);
-    std::ofstream(o.cubin_path, std::ios::binary).write(ck.cubin.data(), std::streamsize(ck.cubin.size()));
+    // Checked to the close: a directory, a full disk or a missing parent must not print success.
+    std::ofstream out(o.cubin_path, std::ios::binary | std::ios::trunc);
+    out.write(ck.cubin.data(), std::streamsize(ck.cubin.size()));
+    out.close();
+    if (!out) throw Error("--cubin " + o.cubin_path + ": cannot write the " + std::to_string(ck.cubin.size()) + "-byte binary there");
     std::printf("  cubin       %s (%zu bytes, %.1f ms)\n", o.cubin_path.c_str(), ck.cubin.size(), ck.compile_ms);
   }
 }
