@@ -10,6 +10,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <iterator>
 #include <memory>
 #include <random>
@@ -353,24 +354,19 @@ TEST_F(CacheTest, FindByNameTouchAndRemove) {
   EXPECT_EQ(store.row_count(), 0);
 }
 
-// Processes that start together on a machine without a cache (a server's workers, prewarm jobs,
-// parallel test shards) all create the same new file: each must end up with a working cache and
-// its rows stored, none may fall back to memory.
-TEST_F(CacheTest, ProcessesCreatingTheFileTogetherAllStore) {
-  constexpr int kProcesses = 32;
+// Runs body(i) in n forked processes that all start at once (300 ms from now); the number of
+// them that failed (threw, or did not exit 0).
+int failures_of_processes_started_together(int n, const std::function<void(int)>& body) {
   const auto start = std::chrono::steady_clock::now() + std::chrono::milliseconds(300);
   std::vector<pid_t> children;
-  for (int i = 0; i < kProcesses; ++i) {
-    const KernelRecord r = make_record("fwd.process" + std::to_string(i));
+  for (int i = 0; i < n; ++i) {
     const pid_t pid = ::fork();
-    ASSERT_GE(pid, 0);
-    if (pid == 0) {  // the child: open together, store one row, report by exit code
+    if (pid < 0) return n;
+    if (pid == 0) {
       std::this_thread::sleep_until(start);
       int code = 0;
       try {
-        SqliteStore store(db_path_, Mode::ReadWrite);
-        store.put(r);
-        for (int k = 0; k < 20; ++k) SqliteStore again(db_path_, Mode::ReadWrite);  // reopening races too
+        body(i);
       } catch (const std::exception& e) {
         std::fprintf(stderr, "process %d: %s\n", i, e.what());
         code = 1;
@@ -382,10 +378,24 @@ TEST_F(CacheTest, ProcessesCreatingTheFileTogetherAllStore) {
   int failed = 0;
   for (pid_t pid : children) {
     int status = 0;
-    ASSERT_EQ(::waitpid(pid, &status, 0), pid);
-    failed += !(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    failed += !(::waitpid(pid, &status, 0) == pid && WIFEXITED(status) && WEXITSTATUS(status) == 0);
   }
-  EXPECT_EQ(failed, 0);
+  return failed;
+}
+
+// Processes that start together on a machine without a cache (a server's workers, prewarm jobs,
+// parallel test shards) all create the same new file: each must end up with a working cache and
+// its rows stored, none may fall back to memory.
+TEST_F(CacheTest, ProcessesCreatingTheFileTogetherAllStore) {
+  constexpr int kProcesses = 32;
+  std::vector<KernelRecord> rows;
+  for (int i = 0; i < kProcesses; ++i) rows.push_back(make_record("fwd.process" + std::to_string(i)));
+  EXPECT_EQ(failures_of_processes_started_together(kProcesses, [&](int i) {
+              SqliteStore store(db_path_, Mode::ReadWrite);
+              store.put(rows[size_t(i)]);
+              for (int k = 0; k < 20; ++k) SqliteStore again(db_path_, Mode::ReadWrite);  // reopening races too
+            }),
+            0);
   SqliteStore store(db_path_, Mode::ReadWrite);
   EXPECT_EQ(store.row_count(), kProcesses);
 }
@@ -400,31 +410,10 @@ TEST_F(CacheTest, ProcessesOpeningADamagedFileTogetherMoveItAsideOnce) {
   raw_exec(db_path_, "UPDATE meta SET value = 'x' WHERE key = 'schema_version'");
   std::vector<KernelRecord> rows;
   for (int i = 0; i < kProcesses * kRows; ++i) rows.push_back(make_record("fwd.r" + std::to_string(i), 2000));
-  const auto start = std::chrono::steady_clock::now() + std::chrono::milliseconds(300);
-  std::vector<pid_t> children;
-  for (int i = 0; i < kProcesses; ++i) {
-    const pid_t pid = ::fork();
-    ASSERT_GE(pid, 0);
-    if (pid == 0) {
-      std::this_thread::sleep_until(start);
-      int code = 0;
-      try {
-        for (int k = 0; k < kRows; ++k) SqliteStore(db_path_, Mode::ReadWrite).put(rows[size_t(i * kRows + k)]);
-      } catch (const std::exception& e) {
-        std::fprintf(stderr, "process %d: %s\n", i, e.what());
-        code = 1;
-      }
-      std::_Exit(code);
-    }
-    children.push_back(pid);
-  }
-  int failed = 0;
-  for (pid_t pid : children) {
-    int status = 0;
-    ASSERT_EQ(::waitpid(pid, &status, 0), pid);
-    failed += !(WIFEXITED(status) && WEXITSTATUS(status) == 0);
-  }
-  EXPECT_EQ(failed, 0);
+  EXPECT_EQ(failures_of_processes_started_together(kProcesses, [&](int i) {
+              for (int k = 0; k < kRows; ++k) SqliteStore(db_path_, Mode::ReadWrite).put(rows[size_t(i * kRows + k)]);
+            }),
+            0);
   EXPECT_EQ(moved_files(), 1u);  // the damaged file
   SqliteStore store(db_path_, Mode::ReadWrite);
   EXPECT_EQ(store.row_count(), kProcesses * kRows);

@@ -38,6 +38,16 @@ Variant document_and_softcap() {
   return v;
 }
 
+// NVRTC, which the compiling tests need: without it they fail (nullptr), they do not skip.
+jit::NvrtcCompiler* nvrtc_or_fail() {
+  try {
+    return &jit::NvrtcCompiler::get();
+  } catch (const std::exception& e) {
+    ADD_FAILURE() << "NVRTC is required for this test: " << e.what();
+    return nullptr;
+  }
+}
+
 TEST(Variant, CodeIdFollowsTheCodeNotTheValues) {
   Variant a = document_and_softcap(), b = document_and_softcap();
   EXPECT_NE(a.code_id(), 0u);
@@ -147,12 +157,8 @@ TEST(Variant, CallsRefuseABadVariantAndABackwardWithoutTheGradient) {
 // f32), the backward and its deterministic dQ kernel, and decode, over kinds with and without
 // their own element pass (none, causal, block-diagonal, ALiBi, tensor, paged).
 TEST(Variant, KernelsCompileForEveryFamily) {
-  jit::NvrtcCompiler* compiler = nullptr;
-  try {
-    compiler = &jit::NvrtcCompiler::get();
-  } catch (const std::exception& e) {
-    FAIL() << "NVRTC is required for this test: " << e.what();
-  }
+  jit::NvrtcCompiler* compiler = nvrtc_or_fail();
+  if (!compiler) return;
   Variant all = document_and_softcap();
   CaptureTensor table;
   table.data = reinterpret_cast<const void*>(uintptr_t(0x2000));
@@ -200,12 +206,8 @@ TEST(Variant, KernelsCompileForEveryFamily) {
 }
 
 TEST(Variant, ACompileErrorIsReportedAtTheUsersLine) {
-  jit::NvrtcCompiler* compiler = nullptr;
-  try {
-    compiler = &jit::NvrtcCompiler::get();
-  } catch (const std::exception& e) {
-    FAIL() << "NVRTC is required for this test: " << e.what();
-  }
+  jit::NvrtcCompiler* compiler = nvrtc_or_fail();
+  if (!compiler) return;
   Variant v;
   v.mask_mod("return true;").score_mod("const float x = score;\nreturn x * undefined_thing;", "return 1.f;");
   jit::Signature s;
@@ -244,12 +246,8 @@ TEST(Variant, UserLinesStandForTheLogOnlyWithAnError) {
 // Expressions with a trailing // comment, a "return" inside a comment or a string, and statements
 // all compile, and an error in an expression still points at the user's line.
 TEST(Variant, SnippetFormsCompile) {
-  jit::NvrtcCompiler* compiler = nullptr;
-  try {
-    compiler = &jit::NvrtcCompiler::get();
-  } catch (const std::exception& e) {
-    FAIL() << "NVRTC is required for this test: " << e.what();
-  }
+  jit::NvrtcCompiler* compiler = nvrtc_or_fail();
+  if (!compiler) return;
   const char* masks[] = {"q_idx >= kv_idx // causal", "/* return early? */ q_idx >= kv_idx",
                          "bool ok = q_idx >= kv_idx;  // keep\nreturn ok;",
                          "if (q_idx < 1'000) return true;\nreturn q_idx - kv_idx < 0x1'00;",  // digit separators
@@ -284,12 +282,8 @@ TEST(Variant, SnippetFormsCompile) {
 // Statements that can end without returning compile to undefined results (NVRTC only warns, and a
 // successful compile's log is dropped): an error at the user's snippet instead, forward and backward.
 TEST(Variant, ASnippetThatCanEndWithoutReturningIsAnError) {
-  jit::NvrtcCompiler* compiler = nullptr;
-  try {
-    compiler = &jit::NvrtcCompiler::get();
-  } catch (const std::exception& e) {
-    FAIL() << "NVRTC is required for this test: " << e.what();
-  }
+  jit::NvrtcCompiler* compiler = nvrtc_or_fail();
+  if (!compiler) return;
   Variant fwd, bwd;
   fwd.mask_mod("if (q_idx >= kv_idx) return true;");
   bwd.score_mod("return 2.f * score;", "if (score > 0.f) return 2.f;");
