@@ -25,6 +25,10 @@ std::string kernel_key(const KernelSpec& spec, const std::string& compiler_ident
   material += '\n' + kernel_sources_hash() + '\n' + compiler_identity + '\n';
   for (const auto& o : compile_options(spec)) material += o + ' ';
   if (spec.sig.variant) material += '\n' + variant_code(spec.sig.variant)->canonical();  // the whole text, not its id
+  // The generated source itself (its entry without the key, which is derived from this): a change
+  // to jit/codegen.cpp or jit/variant.cpp that changes the code compiled is a new key by itself,
+  // so no binary compiled from other code is ever served under this one.
+  material += '\n' + cache::hash_hex(generate_source(spec));
   material += "\nformat " + std::to_string(kCacheFormatVersion);
   return cache::hash_hex(material);
 }

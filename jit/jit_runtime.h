@@ -22,9 +22,11 @@
 
 namespace jitattn::jit {
 
-// XXH3-128 over canonical name ‖ kernel_src hash ‖ compiler identity ‖ options ‖ format version.
+// XXH3-128 over canonical name ‖ kernel_src hash ‖ compiler identity ‖ options ‖ the user
+// variant's text ‖ the generated source (jit/codegen.h, entry without the key) ‖ format version.
 std::string kernel_key(const KernelSpec& spec, const std::string& compiler_identity);
-// Bumped when the generated code changes outside kernel_src/ (the preamble, the entry name).
+// Bumped when what a key stands for changes outside the source compiled (how a binary is loaded
+// or checked). Changes to the generated code need no bump: its text is in the key.
 // 3: the entry name carries the key (jit/codegen.h kernel_entry).
 // 4: a user snippet that can end without returning is an error (jit/variant.cpp variant_source).
 constexpr int kCacheFormatVersion = 4;
