@@ -11,7 +11,8 @@
 
 namespace jitattn::cache {
 
-KeyClaim::KeyClaim(const std::string& lock_dir, const std::string& key, int timeout_ms) : path_(lock_dir + "/" + key + ".lock") {
+KeyClaim::KeyClaim(const std::string& lock_dir, const std::string& key, int timeout_ms, const std::atomic<bool>* abandon)
+    : path_(lock_dir + "/" + key + ".lock") {
   if (::mkdir(lock_dir.c_str(), 0700) != 0 && errno != EEXIST) return;
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
   for (int attempt = 0;; ++attempt) {
@@ -23,6 +24,10 @@ KeyClaim::KeyClaim(const std::string& lock_dir, const std::string& key, int time
     while (!(locked = ::flock(fd, LOCK_EX | LOCK_NB) == 0) && errno == EWOULDBLOCK &&
            std::chrono::steady_clock::now() < deadline) {
       waited_ = true;
+      if (abandon && abandon->load(std::memory_order_relaxed)) {
+        abandoned_ = true;
+        break;
+      }
       std::this_thread::sleep_for(std::chrono::milliseconds(5));
     }
     if (!locked) {

@@ -180,13 +180,13 @@ void LayeredCache::reject(const Hit& hit, const std::string& why) {
   }
 }
 
-std::unique_ptr<KeyClaim> LayeredCache::claim(const std::string& key, int timeout_ms) {
+std::unique_ptr<KeyClaim> LayeredCache::claim(const std::string& key, int timeout_ms, const std::atomic<bool>* abandon) {
   {
     std::lock_guard<std::mutex> lock(mu_);
     open_locked();
     if (!user_ || !user_->writable()) return nullptr;
   }
-  return std::make_unique<KeyClaim>(user_path_ + ".locks", key, timeout_ms);
+  return std::make_unique<KeyClaim>(user_path_ + ".locks", key, timeout_ms, abandon);
 }
 
 SqliteStore* LayeredCache::user() {

@@ -54,7 +54,7 @@ class LayeredCache {
 
   // The cross-process claim on compiling `key` (cache/claim.h), next to the user DB; null
   // when there is no user DB (nothing to share, nothing to wait for).
-  std::unique_ptr<KeyClaim> claim(const std::string& key, int timeout_ms);
+  std::unique_ptr<KeyClaim> claim(const std::string& key, int timeout_ms, const std::atomic<bool>* abandon = nullptr);
 
   SqliteStore* user();  // null when unavailable
   std::vector<SqliteStore*> read_only();

@@ -20,6 +20,10 @@
 
 namespace jitattn::jit {
 
+namespace {
+thread_local bool tl_background = false;  // this thread is one of prefetch_async's
+}  // namespace
+
 std::string kernel_key(const KernelSpec& spec, const std::string& compiler_identity) {
   std::string material = spec.name();
   material += '\n' + kernel_sources_hash() + '\n' + compiler_identity + '\n';
@@ -215,6 +219,7 @@ int JitRuntime::prefetch_async(const std::vector<Signature>& sigs, const Context
   for (KernelSpec& spec : missing) {
     try {
       background_.emplace_back([this, spec = std::move(spec)] {
+        tl_background = true;
         try {
           if (validate_spec(spec).empty()) (void)binary(spec);
         } catch (...) {  // kernel() compiles it again and raises the error where the caller expects it
@@ -229,6 +234,7 @@ int JitRuntime::prefetch_async(const std::vector<Signature>& sigs, const Context
 }
 
 void JitRuntime::join_background() {
+  stopping_.store(true, std::memory_order_relaxed);
   std::vector<std::thread> threads;
   {
     std::lock_guard<std::mutex> lock(background_mu_);
@@ -379,7 +385,9 @@ JitRuntime::Fetched JitRuntime::compile_and_store(const KernelSpec& spec, const 
   // processes that store take part; a readonly or redo process compiles for itself.
   std::unique_ptr<cache::KeyClaim> claim;
   if (env_.jit == JitPolicy::on) {
-    claim = cache_.claim(key, kClaimTimeoutMs);
+    claim = cache_.claim(key, kClaimTimeoutMs, tl_background ? &stopping_ : nullptr);
+    if (claim && claim->abandoned())  // a background compile at exit: not worth waiting for
+      throw Error(ErrorKind::compile, spec.name() + ": its prefetch was given up at exit while another process held the claim on " + key);
     if (claim && claim->held())
       if (auto hit = cache_.find(key)) {
         stats_.db_hits.fetch_add(1, std::memory_order_relaxed);

@@ -95,7 +95,8 @@ class JitRuntime {
   // (also when only one is missing), and land in the user DB; a kernel() or binary() of one of
   // them meanwhile waits for its compile rather than starting another. The threads are joined
   // at exit (an atexit handler registered after the compiler exists, so before it is destroyed)
-  // or when this runtime is destroyed. Returns how many it started.
+  // or when this runtime is destroyed; a thread then waiting for another process's claim on its
+  // key (cache/claim.h) gives that kernel up rather than hold the exit. Returns how many it started.
   int prefetch_async(const std::vector<Signature>& sigs, const ContextInfo& ctx);
   ~JitRuntime();
 
@@ -142,6 +143,9 @@ class JitRuntime {
   std::mutex background_mu_;
   std::vector<std::thread> background_;                                // prefetch_async's threads
   std::unordered_set<MemKey, MemKeyHash> requested_;                   // and what they were asked for
+  // Set when the threads are joined (exit, destruction): a background thread then stops waiting
+  // for another process's claim on its key (up to kClaimTimeoutMs) and gives that kernel up.
+  std::atomic<bool> stopping_{false};
   void join_background();
 
   std::shared_mutex ctx_mu_;

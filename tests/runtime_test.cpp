@@ -3,12 +3,15 @@
 #include <gtest/gtest.h>
 #include <sqlite3.h>
 
+#include <chrono>
 #include <filesystem>
 #include <fstream>
 #include <random>
 #include <thread>
 
+#include "cache/claim.h"
 #include "cache/sqlite_store.h"
+#include "jit/compiler.h"
 #include "jit/cuda_driver.h"
 #include "jit/jit_runtime.h"
 #include "jit/nvrtc_compiler.h"
@@ -122,6 +125,33 @@ TEST(Runtime, PrefetchAsyncCompilesInTheBackgroundOnce) {
     EXPECT_EQ(served, db.string());
   }
   EXPECT_EQ(fresh.stats().compiles.load(), 0);
+}
+
+// At exit (or when the runtime goes) a background thread waiting for another process's claim on
+// its key gives the kernel up instead of holding the exit for up to kClaimTimeoutMs (300 s).
+TEST(Runtime, ExitDoesNotWaitForAnotherProcessesCompile) {
+  TempDir dir("jitattn_runtime_test");
+  const fs::path db = dir.path / "kernels.sqlite";
+  Signature pre = small_spec().sig;
+  pre.op = Op::bwd_pre;
+  const KernelSpec spec = make_spec(pre);
+  const std::string key = kernel_key(spec, compiler_for(Backend::cuda).identity());
+  const auto t0 = std::chrono::steady_clock::now();
+  {
+    cache::KeyClaim other(db.string() + ".locks", key, 1000);  // as another process compiling it would
+    ASSERT_TRUE(other.held());
+    JitRuntime rt(env_for(db, JitPolicy::on));
+    EXPECT_EQ(rt.prefetch_async({pre}, ContextInfo{}), 1);
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));  // let it start waiting (it gives up either way)
+  }  // rt is joined here, before `other` lets go
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(60));
+  JitRuntime fresh(env_for(db, JitPolicy::off));  // nothing was compiled or stored
+  try {
+    (void)fresh.binary(spec);
+    ADD_FAILURE() << "the abandoned kernel is in the DB";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.kind(), ErrorKind::cache_miss) << e.what();
+  }
 }
 
 TEST(Runtime, ConcurrentFirstCallsCompileOnce) {
