@@ -76,10 +76,23 @@ std::string code_only(const std::string& s) {
   return out;
 }
 
-// Whether a snippet is statements (its code says return) rather than one expression.
+// Whether a snippet is statements rather than one expression: it starts as only a statement can
+// (if, for, while, do, switch, return, a block), or has a ';' or a "return" outside braces. An
+// expression holds neither outside braces; inside them (a lambda called in place:
+// "[&] { return q_idx >= kv_idx; }()") they belong to the lambda.
 bool is_statements(const std::string& snippet) {
+  const std::string code = code_only(snippet);
+  static const std::regex statement_start("^\\s*(\\{|(if|for|while|do|switch|return)\\b)");
+  if (std::regex_search(code, statement_start)) return true;
+  std::string outside;  // the code at brace depth 0
+  int depth = 0;
+  for (const char c : code) {
+    if (c == '{') ++depth;
+    if (depth == 0) outside += c;
+    if (c == '}' && depth > 0) --depth;
+  }
   static const std::regex has_return("\\breturn\\b");
-  return std::regex_search(code_only(snippet), has_return);
+  return outside.find(';') != std::string::npos || std::regex_search(outside, has_return);
 }
 }  // namespace
 

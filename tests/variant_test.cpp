@@ -243,15 +243,17 @@ TEST(Variant, UserLinesStandForTheLogOnlyWithAnError) {
   EXPECT_EQ(user.find("bias_policies.cuh"), std::string::npos) << user;
 }
 
-// Expressions with a trailing // comment, a "return" inside a comment or a string, and statements
-// all compile, and an error in an expression still points at the user's line.
+// Expressions with a trailing // comment, a "return" inside a comment or a string or a lambda
+// called in place, and statements (a return only inside braces too) all compile, and an error in an expression still points at the user's line.
 TEST(Variant, SnippetFormsCompile) {
   jit::NvrtcCompiler* compiler = nvrtc_or_fail();
   if (!compiler) return;
   const char* masks[] = {"q_idx >= kv_idx // causal", "/* return early? */ q_idx >= kv_idx",
                          "bool ok = q_idx >= kv_idx;  // keep\nreturn ok;",
                          "if (q_idx < 1'000) return true;\nreturn q_idx - kv_idx < 0x1'00;",  // digit separators
-                         "kv_idx <= q_idx && u8'a' == 97"};
+                         "kv_idx <= q_idx && u8'a' == 97",
+                         "[&] { const int d = q_idx - kv_idx; return d >= 0; }()",  // a lambda called in place
+                         "if (q_idx >= kv_idx) { return true; } else { return false; }", "{ return q_idx >= kv_idx; }"};
   for (const char* m : masks) {
     Variant v;
     v.mask_mod(m);

@@ -1,7 +1,9 @@
 // User attention variants: the caller's mask and score functions, compiled into the kernels.
 //
 // A Variant holds CUDA C++ snippets, each the body of a device function (statements that
-// return, or a single expression):
+// return, or a single expression; a snippet is statements when it starts with if/for/while/do/
+// switch/return/'{' or has a ';' or a return outside braces, so a lambda called in place is an
+// expression):
 //   mask_mod:   bool  (int b, int h, int q_idx, int kv_idx)               false masks the element
 //   score_mod:  float (float score, int b, int h, int q_idx, int kv_idx)  the new score
 //   score_grad: float (float score, int b, int h, int q_idx, int kv_idx)  d score_mod / d score
