@@ -6,6 +6,8 @@
 #include <regex>
 #include <sstream>
 #include <unordered_map>
+#include <utility>
+#include <vector>
 
 #define XXH_INLINE_ALL
 #include <xxhash.h>
@@ -51,24 +53,36 @@ bool digit_separator(const std::string& s, size_t i) {
          std::isxdigit(static_cast<unsigned char>(s[i + 1]));
 }
 
-// The snippet without comments and string/char literals (each replaced by a space).
-std::string code_only(const std::string& s) {
+// The snippet without comments and string/char literals (each replaced by a space, and the line
+// breaks inside them, so lines keep their numbers). `unterminated`, if given, is set to what
+// runs to the end of the snippet unclosed ("a /* comment", "a string literal"), else "".
+std::string code_only(const std::string& s, std::string* unterminated = nullptr) {
   std::string out;
+  if (unterminated) unterminated->clear();
+  auto removed = [&](size_t from, size_t to) {
+    out += ' ';
+    for (size_t j = from; j < to && j < s.size(); ++j)
+      if (s[j] == '\n') out += '\n';
+  };
   for (size_t i = 0; i < s.size();) {
     if (s.compare(i, 2, "//") == 0) {
       while (i < s.size() && s[i] != '\n') ++i;
       out += ' ';
     } else if (s.compare(i, 2, "/*") == 0) {
       const size_t end = s.find("*/", i + 2);
-      i = end == std::string::npos ? s.size() : end + 2;
-      out += ' ';
+      if (end == std::string::npos && unterminated) *unterminated = "a /* comment";
+      const size_t next = end == std::string::npos ? s.size() : end + 2;
+      removed(i, next);
+      i = next;
     } else if (s[i] == '\'' && digit_separator(s, i)) {
       out += s[i++];
     } else if (s[i] == '"' || s[i] == '\'') {
+      const size_t from = i;
       const char q = s[i++];
-      while (i < s.size() && s[i] != q) i += s[i] == '\\' ? 2 : 1;
+      while (i < s.size() && s[i] != q && s[i] != '\n') i += s[i] == '\\' ? 2 : 1;
+      if ((i >= s.size() || s[i] != q) && unterminated) *unterminated = q == '"' ? "a string literal" : "a character literal";
       ++i;
-      out += ' ';
+      removed(from, i);
     } else {
       out += s[i++];
     }
@@ -95,6 +109,36 @@ bool is_statements(const std::string& snippet) {
   return outside.find(';') != std::string::npos || std::regex_search(outside, has_return);
 }
 }  // namespace
+
+std::string snippet_problem(const std::string& snippet) {
+  std::string unterminated;
+  const std::string code = code_only(snippet, &unterminated);
+  if (!unterminated.empty()) return unterminated + " is not closed";
+  std::vector<std::pair<char, int>> open;  // bracket, line
+  int line = 1;
+  for (const char c : code) {
+    if (c == '\n') ++line;
+    if (c == '(' || c == '[' || c == '{') open.emplace_back(c, line);
+    if (c != ')' && c != ']' && c != '}') continue;
+    const char want = c == ')' ? '(' : c == ']' ? '[' : '{';
+    if (open.empty()) return "line " + std::to_string(line) + ": '" + c + "' closes nothing";
+    if (open.back().first != want)
+      return "line " + std::to_string(line) + ": '" + c + "' closes the '" + open.back().first + "' of line " +
+             std::to_string(open.back().second);
+    open.pop_back();
+  }
+  if (!open.empty()) return "line " + std::to_string(open.back().second) + ": '" + open.back().first + "' is not closed";
+  if (code.find('#') != std::string::npos) {  // a directive could end the function (#endif, #line ...)
+    std::istringstream in(code);
+    std::string l;
+    for (int n = 1; std::getline(in, l); ++n) {
+      const size_t first = l.find_first_not_of(" \t");
+      if (first != std::string::npos && l[first] == '#' && l.compare(first, 7, "#pragma") != 0 && l.compare(first + 1, 7, " pragma") != 0)
+        return "line " + std::to_string(n) + ": a preprocessor directive other than #pragma";
+    }
+  }
+  return "";
+}
 
 const CaptureTypeName kCaptureTypes[6] = {{"f32", "float"},       {"f16", "jitattn::half_bits"},
                                            {"bf16", "jitattn::bf16_bits"}, {"i32", "int"},

@@ -50,6 +50,12 @@ uint64_t register_variant(const VariantCode& code);
 // The code registered under `id`; throws if none is.
 std::shared_ptr<const VariantCode> variant_code(uint64_t id);
 
+// Why a snippet would break the code around it rather than be the body of one function: "" when
+// its (), [] and {} nest and close, no comment or literal runs to its end and no preprocessor
+// directive but #pragma is in it; else the rule it breaks and the line ("line 2: '}' closes
+// nothing").
+std::string snippet_problem(const std::string& snippet);
+
 // The device struct `jitattn_user::Variant` that kernel_src/bias_policies.cuh UserPolicy reads:
 // one member per capture, the snippets as member functions, each behind a #line directive that
 // names it ("mask_mod", "score_mod", "score_grad"), so NVRTC reports the user's own lines.

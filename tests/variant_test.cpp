@@ -3,6 +3,8 @@
 // that does not compile is reported at the user's own line. GPU results: variant_gpu_test.cpp.
 #include <gtest/gtest.h>
 
+#include <utility>
+
 #include <string>
 #include <thread>
 #include <vector>
@@ -311,6 +313,39 @@ TEST(Variant, KeywordsAndBuiltinsAreNotCaptureNames) {
     Variant v;
     v.mask_mod("true").capture(name, 1);
     EXPECT_FALSE(v.reasons().empty()) << name;
+  }
+}
+
+// A snippet that would break the function around it (an unmatched bracket, a literal or comment
+// left open, a directive) is refused with its rule and line, before any compile shows generated
+// code; brackets inside comments and literals, nested lambdas and #pragma are fine.
+TEST(Variant, SnippetsThatBreakTheFunctionAroundThemAreRefused) {
+  const std::pair<const char*, const char*> bad[] = {
+      {"q_idx >= kv_idx; }\nint stolen() { return 0;", "line 1: '}' closes nothing"},
+      {"(q_idx >= kv_idx", "line 1: '(' is not closed"},
+      {"return q_idx >= kv_idx;\n  ]", "line 2: ']' closes nothing"},
+      {"{ return (q_idx > 0 }; )", "line 1: '}' closes the '(' of line 1"},
+      {"q_idx >= kv_idx /* open", "a /* comment is not closed"},
+      {"kv_idx <= q_idx && '(' == 40 && \"x", "a string literal is not closed"},
+      {"q_idx >= kv_idx\n#endif", "line 2: a preprocessor directive other than #pragma"},
+  };
+  for (const auto& [code, why] : bad) {
+    Variant v;
+    v.mask_mod(code);
+    const auto r = v.reasons();
+    ASSERT_EQ(r.size(), 1u) << code;
+    EXPECT_NE(r[0].find(std::string("variant mask_mod: ") + why), std::string::npos) << code << " -> " << r[0];
+    Variant s;
+    s.score_mod("return score;", code);
+    ASSERT_EQ(s.reasons().size(), 1u) << code;
+    EXPECT_NE(s.reasons()[0].find("variant score_grad: "), std::string::npos) << s.reasons()[0];
+  }
+  for (const char* good : {"/* ) */ q_idx >= kv_idx // (", "kv_idx <= q_idx && ')' == 41 && \"}\"[0] == '}'",
+                           "[&] { int n = 0;\n#pragma unroll\n  for (int i = 0; i < 4; ++i) { n += (q_idx >> i) & 1; }\n  return n >= 0; }()",
+                           "/* a comment\nover ( lines */ return q_idx >= kv_idx;"}) {
+    Variant v;
+    v.mask_mod(good);
+    EXPECT_TRUE(v.reasons().empty()) << good << " -> " << v.reasons()[0];
   }
 }
 

@@ -4,6 +4,7 @@
 #include <atomic>
 #include <iterator>
 #include <regex>
+#include <utility>
 
 #include "jit/variant.h"
 
@@ -109,6 +110,10 @@ std::shared_ptr<const Variant::Prepared> Variant::prepared() const {
   if (mask_.empty() && score_.empty()) r.push_back("variant: neither mask_mod nor score_mod is set");
   if (!grad_.empty() && additive_) r.push_back("variant: score_grad is given and additive_score() is set; choose one");
   if ((!grad_.empty() || additive_) && score_.empty()) r.push_back("variant: a score gradient is given without score_mod");
+  for (const auto& [name, text] : {std::pair<const char*, const std::string&>{"mask_mod", mask_}, {"score_mod", score_}, {"score_grad", grad_}})
+    if (!text.empty())
+      if (const std::string why = jit::snippet_problem(text); !why.empty())
+        r.push_back(std::string("variant ") + name + ": " + why + " (a snippet is the body of one function)");
   static const std::regex ident("^[A-Za-z_][A-Za-z0-9_]*$");
   int tensors = 0, floats = 0, ints = 0;
   for (const Capture& c : captures_) {
