@@ -76,6 +76,16 @@ std::string code_only(const std::string& s, std::string* unterminated = nullptr)
       i = next;
     } else if (s[i] == '\'' && digit_separator(s, i)) {
       out += s[i++];
+    } else if (s[i] == '"' && i > 0 && s[i - 1] == 'R' && (i < 2 || !(std::isalnum(static_cast<unsigned char>(s[i - 2])) || s[i - 2] == '_') ||
+                                                          s.compare(i - 2, 1, "L") == 0 || s.compare(i - 2, 1, "u") == 0 ||
+                                                          s.compare(i - 2, 1, "U") == 0 || (i >= 3 && s.compare(i - 3, 2, "u8") == 0))) {
+      // A raw string literal R"delim( ... )delim", which may span lines and hold quotes.
+      const size_t paren = s.find('(', i + 1);
+      const size_t end = paren == std::string::npos ? std::string::npos : s.find(")" + s.substr(i + 1, paren - i - 1) + "\"", paren);
+      if (end == std::string::npos && unterminated) *unterminated = "a raw string literal";
+      const size_t next = end == std::string::npos ? s.size() : end + (paren - i) + 1;
+      removed(i, next);
+      i = next;
     } else if (s[i] == '"' || s[i] == '\'') {
       const size_t from = i;
       const char q = s[i++];

@@ -328,6 +328,7 @@ TEST(Variant, SnippetsThatBreakTheFunctionAroundThemAreRefused) {
       {"q_idx >= kv_idx /* open", "a /* comment is not closed"},
       {"kv_idx <= q_idx && '(' == 40 && \"x", "a string literal is not closed"},
       {"q_idx >= kv_idx\n#endif", "line 2: a preprocessor directive other than #pragma"},
+      {"q_idx >= kv_idx && R\"(open", "a raw string literal is not closed"},
   };
   for (const auto& [code, why] : bad) {
     Variant v;
@@ -342,7 +343,8 @@ TEST(Variant, SnippetsThatBreakTheFunctionAroundThemAreRefused) {
   }
   for (const char* good : {"/* ) */ q_idx >= kv_idx // (", "kv_idx <= q_idx && ')' == 41 && \"}\"[0] == '}'",
                            "[&] { int n = 0;\n#pragma unroll\n  for (int i = 0; i < 4; ++i) { n += (q_idx >> i) & 1; }\n  return n >= 0; }()",
-                           "/* a comment\nover ( lines */ return q_idx >= kv_idx;"}) {
+                           "/* a comment\nover ( lines */ return q_idx >= kv_idx;",
+                           "kv_idx <= q_idx && R\"x(a \" ) {\n b)x\"[0] == 'a'"}) {  // a raw string over two lines
     Variant v;
     v.mask_mod(good);
     EXPECT_TRUE(v.reasons().empty()) << good << " -> " << v.reasons()[0];
