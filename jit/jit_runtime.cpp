@@ -217,6 +217,7 @@ int JitRuntime::prefetch_async(const std::vector<Signature>& sigs, const Context
   int started = 0;
   std::lock_guard<std::mutex> lock(background_mu_);
   for (KernelSpec& spec : missing) {
+    const MemKey asked{spec.sig, ctx.ctx};
     try {
       background_.emplace_back([this, spec = std::move(spec)] {
         tl_background = true;
@@ -227,7 +228,8 @@ int JitRuntime::prefetch_async(const std::vector<Signature>& sigs, const Context
       });
       ++started;
       stats_.background.fetch_add(1, std::memory_order_relaxed);
-    } catch (const std::system_error&) {  // no thread to be had: kernel() compiles it when asked
+    } catch (const std::system_error&) {  // no thread to be had: kernel() compiles it when asked,
+      requested_.erase(asked);             // and a later prefetch_async may try again
     }
   }
   return started;
