@@ -53,6 +53,15 @@ bool digit_separator(const std::string& s, size_t i) {
          std::isxdigit(static_cast<unsigned char>(s[i + 1]));
 }
 
+// Whether the '"' at s[i] opens a raw string literal: the token it ends is R, LR, uR, UR or u8R.
+bool raw_string_at(const std::string& s, size_t i) {
+  if (s[i] != '"') return false;
+  size_t start = i;
+  while (start > 0 && (std::isalnum(static_cast<unsigned char>(s[start - 1])) || s[start - 1] == '_')) --start;
+  const std::string prefix = s.substr(start, i - start);
+  return (prefix == "R" || prefix == "LR" || prefix == "uR" || prefix == "UR" || prefix == "u8R");
+}
+
 // The snippet without comments and string/char literals (each replaced by a space, and the line
 // breaks inside them, so lines keep their numbers). `unterminated`, if given, is set to what
 // runs to the end of the snippet unclosed ("a /* comment", "a string literal"), else "".
@@ -76,9 +85,7 @@ std::string code_only(const std::string& s, std::string* unterminated = nullptr)
       i = next;
     } else if (s[i] == '\'' && digit_separator(s, i)) {
       out += s[i++];
-    } else if (s[i] == '"' && i > 0 && s[i - 1] == 'R' && (i < 2 || !(std::isalnum(static_cast<unsigned char>(s[i - 2])) || s[i - 2] == '_') ||
-                                                          s.compare(i - 2, 1, "L") == 0 || s.compare(i - 2, 1, "u") == 0 ||
-                                                          s.compare(i - 2, 1, "U") == 0 || (i >= 3 && s.compare(i - 3, 2, "u8") == 0))) {
+    } else if (raw_string_at(s, i)) {
       // A raw string literal R"delim( ... )delim", which may span lines and hold quotes.
       const size_t paren = s.find('(', i + 1);
       const size_t end = paren == std::string::npos ? std::string::npos : s.find(")" + s.substr(i + 1, paren - i - 1) + "\"", paren);
@@ -138,15 +145,13 @@ std::string snippet_problem(const std::string& snippet) {
     open.pop_back();
   }
   if (!open.empty()) return "line " + std::to_string(open.back().second) + ": '" + open.back().first + "' is not closed";
-  if (code.find('#') != std::string::npos) {  // a directive could end the function (#endif, #line ...)
-    std::istringstream in(code);
-    std::string l;
-    for (int n = 1; std::getline(in, l); ++n) {
-      const size_t first = l.find_first_not_of(" \t");
-      if (first != std::string::npos && l[first] == '#' && l.compare(first, 7, "#pragma") != 0 && l.compare(first + 1, 7, " pragma") != 0)
-        return "line " + std::to_string(n) + ": a preprocessor directive other than #pragma";
-    }
-  }
+  // A directive could end the function (#endif, #line ...); #pragma (unroll) cannot.
+  static const std::regex directive("^[ \\t]*#[ \\t]*(pragma\\b)?");
+  std::istringstream in(code);
+  std::string l;
+  std::smatch m;
+  for (int n = 1; std::getline(in, l); ++n)
+    if (std::regex_search(l, m, directive) && !m[1].matched) return "line " + std::to_string(n) + ": a preprocessor directive other than #pragma";
   return "";
 }
 
